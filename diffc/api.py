@@ -1,0 +1,79 @@
+"""The Python API: load or compile a program, then call its functions with NumPy values.
+Each function is compiled once per argument signature (dtypes, shapes, structure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import resolve
+from .errors import UsageError
+from .pipeline import compile_native
+from .runtime.values import flatten_args, to_python, type_of
+from .pytree import unflatten
+
+
+class Function:
+    """A DFL function callable from Python; compiled lazily per argument signature."""
+
+    def __init__(self, module: "Module", name: str):
+        self.module, self.name = module, name
+        self._cache: dict = {}
+
+    def signature(self, *args):
+        arrays, tree = flatten_args(args)
+        return arrays, (tree, tuple((a.dtype.str, a.shape) for a in arrays))
+
+    def compiled(self, arrays, key, timings=None):
+        entry = self._cache.get(key)
+        if entry is None:
+            tree = key[0]
+            types = unflatten(tree, [type_of(a) for a in arrays])
+            entry = compile_native(self.module.ast, self.name, types, timings)
+            self._cache[key] = entry
+        return entry
+
+    def __call__(self, *args):
+        fndef = self.module.ast.fns[self.name]
+        if len(args) != len(fndef.params):
+            raise UsageError(f"`{self.name}` takes {len(fndef.params)} arguments, got {len(args)}")
+        arrays, key = self.signature(*args)
+        native, out_tree = self.compiled(arrays, key)
+        return to_python(native(arrays), out_tree)
+
+    @property
+    def num_compiled(self) -> int:
+        return len(self._cache)
+
+
+class Module:
+    """A loaded DFL program; its top-level functions are attributes."""
+
+    def __init__(self, ast: resolve.Module):
+        self.ast = ast
+        self._functions: dict[str, Function] = {}
+
+    def __getattr__(self, name: str) -> Function:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self.function(name)
+
+    def function(self, name: str) -> Function:
+        if name not in self.ast.fns:
+            have = ", ".join(self.ast.fns) or "none"
+            raise UsageError(f"the program has no function `{name}` (it defines {have})")
+        if name not in self._functions:
+            self._functions[name] = Function(self, name)
+        return self._functions[name]
+
+    def __dir__(self):
+        return list(self.ast.fns)
+
+
+def load(path: str | Path) -> Module:
+    """Load a .dfl file (and its imports); raise a DiffcError for any mistake in it."""
+    return Module(resolve.load_file(path))
+
+
+def compile(source: str, name: str = "<string>") -> Module:
+    """Load a program from its text; imports are looked up in the current folder."""
+    return Module(resolve.load_text(source, name, Path.cwd()))

@@ -1,0 +1,205 @@
+"""The command line: `diffc run | check | show`.
+
+Exit status: 0 success, 1 a mistake in the program (printed as file:line:col with the
+source line), 2 a bad command line. Nothing else escapes: an unexpected exception is
+reported as an internal error with the place of the program being compiled."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import api
+from .errors import DiffcError, UsageError
+
+EXIT_OK, EXIT_PROGRAM, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"diffc: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="diffc", description="Compile and run DFL programs as native code.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    def common(sp):
+        sp.add_argument("file", help="the .dfl program")
+        sp.add_argument("--entry", default="main", help="the function to run (default: main)")
+        sp.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                        help="bind a parameter: a number, a JSON array, true/false, or a .npy path")
+
+    r = sub.add_parser("run", help="compile a program to native code and run it",
+                       description="Compile FILE's entry function (main) to native code, run it, print its value.")
+    common(r)
+    r.add_argument("--json", action="store_true", help="print the value as one line of JSON")
+    r.add_argument("--time-passes", action="store_true", help="print the time of each compiler stage")
+    c = sub.add_parser("check", help="compile only, and report mistakes",
+                       description="Parse, resolve and type-check FILE; with --arg values, specialise main too.")
+    c.add_argument("file", help="the .dfl program")
+    c.add_argument("--entry", default="main")
+    c.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
+    s = sub.add_parser("show", help="print a stage of the compiler's output",
+                       description="Print the AST, the typed IR or the LLVM IR of FILE's entry function.")
+    common(s)
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--ast", action="store_true", help="the parsed program")
+    g.add_argument("--ir", action="store_true", help="the typed SSA IR (the default)")
+    g.add_argument("--llvm", action="store_true", help="LLVM IR before and after optimisation, and assembly")
+    s.add_argument("--after", metavar="PASS", help="with --ir: stop after this pass (specialise, dce)")
+    return p
+
+
+def parse_value(name: str, text: str):
+    """A --arg VALUE: a .npy path, a JSON number/array/bool."""
+    if text.endswith(".npy"):
+        try:
+            return np.load(text, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--arg {name}: cannot read the array file {text}: {e}") from None
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError:
+        raise UsageError(f"--arg {name}={text}: expected a number, true/false, a JSON array like [1.0, 2.0], "
+                         "or a .npy path") from None
+    if isinstance(v, list):
+        try:
+            a = np.array(v)
+        except ValueError:
+            raise UsageError(f"--arg {name}: the JSON array is ragged (rows of different lengths)") from None
+        if a.dtype.kind not in "biuf" or a.size == 0 and a.ndim == 1 and False:
+            raise UsageError(f"--arg {name}: expected an array of numbers or booleans")
+        return a
+    if isinstance(v, bool | int | float):
+        return v
+    raise UsageError(f"--arg {name}={text}: expected a number, true/false, a JSON array, or a .npy path")
+
+
+def bind_args(module: api.Module, entry: str, pairs: list[str]) -> list:
+    fndef = module.ast.fns.get(entry)
+    if fndef is None:
+        have = ", ".join(module.ast.fns) or "none"
+        raise UsageError(f"the program has no function `{entry}` to run (it defines: {have})")
+    names = [p.name for p in fndef.params]
+    given = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"--arg {pair}: expected NAME=VALUE")
+        name, text = pair.split("=", 1)
+        if name not in names:
+            ps = ", ".join(names) or "no parameters"
+            raise UsageError(f"--arg {name}: `{entry}` has no parameter `{name}` (it takes {ps})")
+        given[name] = parse_value(name, text)
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise UsageError(f"`{entry}` needs a value for parameter `{missing[0]}`: give it with --arg {missing[0]}=VALUE")
+    return [given[n] for n in names]
+
+
+def _load(path: str) -> api.Module:
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"no such file: {path}")
+    if p.is_dir():
+        raise UsageError(f"{path} is a folder, not a .dfl program")
+    return api.load(path)
+
+
+def cmd_run(a) -> int:
+    from .pipeline import Timings
+
+    m = _load(a.file)
+    args = bind_args(m, a.entry, a.arg)
+    fn = m.function(a.entry)
+    timings = Timings()
+    t0 = time.perf_counter()
+    arrays, key = fn.signature(*args)
+    native, out_tree = fn.compiled(arrays, key, timings)
+    t1 = time.perf_counter()
+    from .runtime.values import to_python, value_json, value_text
+
+    value = to_python(native(arrays), out_tree)
+    timings["run"] = time.perf_counter() - t1
+    print(value_json(value) if a.json else value_text(value))
+    if a.time_passes:
+        for stage, secs in timings.items():
+            print(f"{stage:>22}: {secs * 1e3:9.2f} ms", file=sys.stderr)
+        print(f"{'compile total':>22}: {(t1 - t0) * 1e3:9.2f} ms", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_check(a) -> int:
+    m = _load(a.file)
+    if a.arg or (a.entry in m.ast.fns and not m.ast.fns[a.entry].params):
+        from .pipeline import to_ir
+        from .runtime.values import flatten_args, type_of
+        from .pytree import unflatten
+
+        args = bind_args(m, a.entry, a.arg)
+        arrays, tree = flatten_args(tuple(args))
+        to_ir(m.ast, a.entry, unflatten(tree, [type_of(x) for x in arrays]))
+    print(f"{a.file}: ok")
+    return EXIT_OK
+
+
+def cmd_show(a) -> int:
+    from .pytree import unflatten
+    from .runtime.values import flatten_args, type_of
+
+    m = _load(a.file)
+    if a.ast:
+        from .syntax.parse import parse
+        from .syntax.pretty import pretty
+
+        print(pretty(parse(m.ast.source)))
+        return EXIT_OK
+    args = bind_args(m, a.entry, a.arg)
+    arrays, tree = flatten_args(tuple(args))
+    types = unflatten(tree, [type_of(x) for x in arrays])
+    if a.llvm:
+        from .pipeline import llvm_text
+
+        raw, opt, asm = llvm_text(m.ast, a.entry, types)
+        print("; ---- LLVM IR, as generated\n" + raw)
+        print("; ---- LLVM IR, optimised\n" + opt)
+        print("; ---- assembly\n" + asm)
+        return EXIT_OK
+    from .ir.printer import print_program
+    from .pipeline import to_ir
+
+    prog, _ = to_ir(m.ast, a.entry, types, after=a.after)
+    print(print_program(prog))
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "check": cmd_check, "show": cmd_show}[args.cmd](args)
+    except UsageError as e:
+        print(f"diffc: error: {e.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except DiffcError as e:
+        sys.stdout.flush()
+        print(e.render(), file=sys.stderr)
+        return EXIT_PROGRAM
+    except RecursionError:
+        print(f"{args.file}: error: the program is nested too deeply for the compiler", file=sys.stderr)
+        return EXIT_PROGRAM
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug in diffc: say so in one line, never a traceback
+        if os.environ.get("DIFFC_DEBUG"):
+            raise
+        print(f"{args.file}: internal error in diffc: {type(e).__name__}: {e}", file=sys.stderr)
+        print("please report this with the program that caused it", file=sys.stderr)
+        return EXIT_PROGRAM

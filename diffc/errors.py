@@ -1,0 +1,86 @@
+"""The DiffcError tree and the one renderer of error messages.
+
+Every mistake a user can make ends in one of these, carrying the Span of the culprit; the
+CLI prints `render()` and exits 1, the Python API raises it. Anything else escaping diffc
+is a bug in diffc (an InternalError)."""
+
+from __future__ import annotations
+
+from .source import Span
+
+
+class DiffcError(Exception):
+    """Base class: a message and, when known, the source span it is about."""
+
+    kind = "error"
+
+    def __init__(self, message: str, span: Span | None = None, notes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.notes = tuple(notes)
+
+    @property
+    def location(self) -> str | None:
+        """`file:line:col`, or None when the error has no place in a program."""
+        s = self.span
+        if s is None or s.file is None:
+            return None
+        return f"{s.file.name}:{s.line}:{s.col}"
+
+    def render(self) -> str:
+        """`file:line:col: error: message`, the source line, and a caret under the culprit."""
+        s = self.span
+        if s is None or s.file is None:
+            out = [f"error: {self.message}"]
+        else:
+            out = [f"{self.location}: error: {self.message}"]
+            text = s.file.line(s.line)
+            if text:
+                width = 1
+                if s.end_line == s.line and s.end_col > s.col:
+                    width = s.end_col - s.col
+                out.append(f"    {text}")
+                out.append("    " + " " * (s.col - 1) + "^" + "~" * (width - 1))
+        out.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(out)
+
+    def __str__(self) -> str:
+        return self.render()
+
+
+class DiffcSyntaxError(DiffcError):
+    """The text does not parse."""
+
+
+class NameError_(DiffcError):
+    """An unknown variable, function, field or module."""
+
+
+class TypeError_(DiffcError):
+    """A value of the wrong kind or dtype (a call of a number, a float condition...)."""
+
+
+class ShapeError(DiffcError):
+    """Shapes that do not agree (broadcasting, `@`, reshape, annotations)."""
+
+
+class BoundsError(DiffcError):
+    """An index outside its axis, at compile time or while the native code runs."""
+
+
+class RecursionDepthError(DiffcError):
+    """Recursion deeper than the depth guard allows."""
+
+
+class UsageError(DiffcError):
+    """A wrong command-line argument or Python call (not a mistake in the program)."""
+
+
+class InternalError(DiffcError):
+    """A bug in diffc itself, reported with the place of the program it was compiling."""
+
+
+# Friendlier public names; the trailing underscores above avoid shadowing Python's builtins.
+DiffcNameError = NameError_
+DiffcTypeError = TypeError_

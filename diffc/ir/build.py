@@ -1,0 +1,111 @@
+"""Builder: emits typed equations into a body under construction.
+
+Builders nest like the bodies they build. A value of an enclosing builder used inside a nested
+one is captured: it becomes a parameter of the nested body and an input of the structured op
+that owns it (see Note [Captures])."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DiffcError, InternalError
+from ..source import NO_SPAN, Span
+from ..typesys import DType, TensorType
+from .core import Body, Eqn, Var
+
+FOLD_LIMIT = 1 << 12  # largest known value kept, in elements
+
+
+class Builder:
+    def __init__(self, parent: Builder | None = None):
+        self.parent = parent
+        self.params: list[Var] = []
+        self.eqns: list[Eqn] = []
+        self.defined: set[int] = set()
+        # outer Var -> (the value in the parent's scope, the parameter standing for it here)
+        self.captures: dict[Var, tuple[Var, Var]] = {}
+        self.span: Span = NO_SPAN
+
+    def param(self, type: TensorType, known=None, hint: str = "") -> Var:
+        v = Var(type, known, hint)
+        self.params.append(v)
+        self.defined.add(v.id)
+        return v
+
+    def use(self, v: Var) -> Var:
+        """`v` as seen from this body: itself, or the parameter that captures it."""
+        if v.id in self.defined:
+            return v
+        if v in self.captures:
+            return self.captures[v][1]
+        if self.parent is None:
+            raise InternalError(f"value {v!r} used outside the body that defines it", self.span)
+        outer = self.parent.use(v)
+        inner = Var(v.type, v.known, v.hint)
+        self.defined.add(inner.id)
+        self.captures[v] = (outer, inner)
+        return inner
+
+    def emit(self, prim, inputs, span: Span | None = None, **params) -> list[Var]:
+        """Append `prim(inputs, **params)`; returns its output values, typed by prim.shape."""
+        span = span or self.span
+        inputs = [self.use(x) for x in inputs]
+        try:
+            out_types = prim.shape([x.type for x in inputs], **params)
+            outs = [Var(t) for t in out_types]
+            if prim.fold is not None and all(x.known is not None for x in inputs):
+                if all(_foldable(t) for t in out_types):
+                    values = prim.fold(*[x.known for x in inputs], **params)
+                    for o, val in zip(outs, values):
+                        o.known = np.asarray(val, dtype=o.type.dtype.np).reshape(o.type.shape)
+        except DiffcError as e:
+            if e.span is None:
+                e.span = span
+            raise
+        for o in outs:
+            self.defined.add(o.id)
+        self.eqns.append(Eqn(prim, inputs, params, outs, span))
+        return outs
+
+    def emit1(self, prim, inputs, span: Span | None = None, **params) -> Var:
+        (out,) = self.emit(prim, inputs, span, **params)
+        return out
+
+    def finish(self, outs: list[Var], extra_params: list[Var] = ()) -> tuple[Body, list[Var]]:
+        """Close the body: its params are the explicit ones, then one per captured value.
+        Returns the body and the captured values as seen from the parent."""
+        outs = [self.use(o) for o in outs]
+        captured = list(self.captures.values())
+        params = self.params + list(extra_params) + [inner for _, inner in captured]
+        return Body(params, self.eqns, outs), [outer for outer, _ in captured]
+
+
+def close_together(builders: list[Builder], outs: list[list[Var]]) -> tuple[list[Body], list[Var]]:
+    """Finish sibling bodies (the branches of a cond) so that all take the same parameters:
+    the union of what any of them captures."""
+    order: list[Var] = []
+    for b in builders:
+        for v in b.captures:
+            if v not in order:
+                order.append(v)
+    bodies = []
+    for b, o in zip(builders, outs):
+        o = [b.use(x) for x in o]
+        params = list(b.params)
+        for v in order:
+            params.append(b.captures[v][1] if v in b.captures else Var(v.type, v.known))
+        bodies.append(Body(params, b.eqns, o))
+    parent = builders[0].parent
+    return bodies, [parent.use(v) for v in order]
+
+
+def _foldable(t: TensorType) -> bool:
+    return t.dtype in (DType.I64, DType.BOOL) and t.size <= FOLD_LIMIT
+
+
+# Note [Captures]
+# ~~~~~~~~~~~~~~~
+# The specialiser traces the body of a lambda passed to map/scan/while/if with a nested
+# Builder. Whatever outer value the lambda reads (a weight, a constant) is captured on first
+# use. Making captures explicit inputs is what makes weight tying visible to AD: a captured
+# weight is a loop-invariant input of the loop, and its adjoint is one accumulator.

@@ -1,0 +1,297 @@
+"""The Emitter: the API that primitives' lowering rules call to produce LLVM IR.
+
+Lowered values are either LLVM scalars (rank-0 tensors live in registers) or `Arr`, a strided
+view of a buffer: views (transpose, slices, windows, indexing) cost no copy. Temporaries come
+from one arena per native function, sized when the function is complete.
+
+Control flow of a lowered native function:
+
+    entry:   allocas; arena pointer        (filled last, when the arena size is known)
+    body:    ... the function's code ...   any failure: store code/site in ctx, br exit
+    exit:    free the arena; ret
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ..source import Span
+from ..typesys import DType, TensorType
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+F32, F64 = ir.FloatType(), ir.DoubleType()
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+
+# ctx: an i64[CTX_WORDS] array shared by every native function of one call
+CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_WORDS = 0, 1, 2, 3, 4, 5
+ERR_BOUNDS, ERR_DEPTH = 1, 2
+ARENA_STACK_LIMIT = 1 << 14  # arenas up to this size live on the stack
+RECURSIVE_STACK_LIMIT = 256  # ... in a recursive function, whose frames pile up
+
+
+def reg_type(dtype: DType) -> ir.Type:
+    """The LLVM type a scalar of `dtype` has in registers."""
+    return {DType.F64: F64, DType.F32: F32, DType.I64: I64, DType.BOOL: I1}[dtype]
+
+
+def mem_type(dtype: DType) -> ir.Type:
+    """The LLVM type of one element in memory (bool is a byte, as in NumPy)."""
+    return I8 if dtype is DType.BOOL else reg_type(dtype)
+
+
+def contiguous_strides(shape) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return tuple(reversed(strides))
+
+
+@dataclass
+class Arr:
+    """A strided view: element (i0, i1, ...) is at ptr[offset + sum(ik * strides[k])]."""
+
+    ptr: ir.Value
+    offset: ir.Value
+    strides: tuple[int, ...]
+    type: TensorType
+
+    @property
+    def contiguous(self) -> bool:
+        return self.strides == contiguous_strides(self.type.shape)
+
+
+@dataclass
+class Site:
+    """A place in the program where native code can fail; its index is stored in ctx."""
+
+    span: Span
+    kind: int
+    what: str  # a description used in the message, e.g. "index" or "gather index"
+
+
+class Emitter:
+    def __init__(self, module: "ModuleState", fn: ir.Function, *, recursive: bool = False):
+        self.m = module
+        self.fn = fn
+        self.entry = fn.append_basic_block("entry")
+        self.exit = fn.append_basic_block("exit")
+        start = fn.append_basic_block("start")
+        self.b = ir.IRBuilder(self.entry)
+        self.entry_br = self.b.branch(start)
+        self.b.position_at_end(start)
+        self.arena_size = 0
+        self.arena_slot = self.alloca(PTR, "arena")
+        self.ctx = fn.args[0]
+        self.recursive = recursive
+
+    # --- blocks, allocas, loops ---------------------------------------------------------
+
+    def alloca(self, ty: ir.Type, name: str = "", size: int | None = None) -> ir.Value:
+        """An alloca in the entry block (so that mem2reg promotes it)."""
+        with self.b.goto_block(self.entry):
+            self.b.position_before(self.entry_br)
+            return self.b.alloca(ty, size=size, name=name)
+
+    def block(self, name: str) -> ir.Block:
+        return self.fn.append_basic_block(name)
+
+    def loop(self, n, body, name: str = "i"):
+        """for i in 0..n: body(i); n is an int or an i64 value.
+
+            pre -> head: i = phi(0, i+1); i < n ? body : after
+                   body: ...; br head
+        """
+        n = self.i64(n) if isinstance(n, int) else n
+        b = self.b
+        pre = b.block
+        head, loop_body, after = self.block(f"{name}.head"), self.block(f"{name}.body"), self.block(f"{name}.end")
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(I64, name=name)
+        i.add_incoming(self.i64(0), pre)
+        b.cbranch(b.icmp_signed("<", i, n), loop_body, after)
+        b.position_at_end(loop_body)
+        body(i)
+        i.add_incoming(b.add(i, self.i64(1)), b.block)
+        b.branch(head)
+        b.position_at_end(after)
+
+    def loop_nest(self, shape, body, name: str = "i"):
+        """Nested loops over every index of `shape`; body(list of i64 indices)."""
+
+        def level(k, idx):
+            if k == len(shape):
+                body(idx)
+            else:
+                self.loop(shape[k], lambda i: level(k + 1, idx + [i]), f"{name}{k}")
+
+        level(0, [])
+
+    # --- constants ------------------------------------------------------------------------
+
+    def i64(self, v: int) -> ir.Constant:
+        return ir.Constant(I64, int(v))
+
+    def const(self, dtype: DType, v) -> ir.Constant:
+        if dtype.is_float:
+            return ir.Constant(reg_type(dtype), float(v))
+        return ir.Constant(reg_type(dtype), int(bool(v)) if dtype is DType.BOOL else int(v))
+
+    # --- memory ---------------------------------------------------------------------------
+
+    def alloc(self, t: TensorType) -> Arr:
+        """A fresh contiguous buffer for a value of type t, from this function's arena."""
+        nbytes = max(t.nbytes, 1)
+        off = self.arena_size
+        self.arena_size += (nbytes + 63) // 64 * 64
+        base = self.b.load(self.arena_slot)
+        p = self.b.gep(base, [self.i64(off)], source_etype=I8)
+        return Arr(p, self.i64(0), contiguous_strides(t.shape), t)
+
+    def elem_ptr(self, a: Arr, idx) -> ir.Value:
+        flat = a.offset
+        for i, s in zip(idx, a.strides):
+            if s == 0:
+                continue
+            flat = self.b.add(flat, i if s == 1 else self.b.mul(i, self.i64(s)))
+        return self.b.gep(a.ptr, [flat], source_etype=mem_type(a.type.dtype))
+
+    def load(self, a: Arr, idx) -> ir.Value:
+        v = self.b.load(self.elem_ptr(a, idx), typ=mem_type(a.type.dtype))
+        return self.b.trunc(v, I1) if a.type.dtype is DType.BOOL else v
+
+    def store(self, a: Arr, idx, v: ir.Value):
+        if a.type.dtype is DType.BOOL:
+            v = self.b.zext(v, I8)
+        self.b.store(v, self.elem_ptr(a, idx))
+
+    def load_scalar_ptr(self, p: ir.Value, dtype: DType) -> ir.Value:
+        v = self.b.load(p, typ=mem_type(dtype))
+        return self.b.trunc(v, I1) if dtype is DType.BOOL else v
+
+    def store_scalar_ptr(self, p: ir.Value, dtype: DType, v: ir.Value):
+        if dtype is DType.BOOL:
+            v = self.b.zext(v, I8)
+        self.b.store(v, p)
+
+    def read(self, v, idx):
+        """Element `idx` of a lowered value (a scalar is its own every element)."""
+        return v if not isinstance(v, Arr) else self.load(v, idx)
+
+    def broadcast_view(self, a, shape) -> Arr | ir.Value:
+        """`a` seen with NumPy broadcasting as an array of `shape` (strides 0 where it repeats)."""
+        if not isinstance(a, Arr):
+            return a
+        r = len(shape) - a.type.rank
+        strides = [0] * r + [0 if d == 1 and shape[r + k] != 1 else s
+                             for k, (d, s) in enumerate(zip(a.type.shape, a.strides))]
+        return Arr(a.ptr, a.offset, tuple(strides), a.type.with_shape(shape))
+
+    def copy_into(self, dst: Arr, src):
+        """dst[...] = src (a scalar is broadcast)."""
+        src = self.broadcast_view(src, dst.type.shape)
+        self.loop_nest(dst.type.shape, lambda idx: self.store(dst, idx, self.read(src, idx)), "cp")
+
+    def materialise(self, v) -> Arr | ir.Value:
+        """A contiguous buffer holding `v` (a no-op for contiguous arrays and scalars)."""
+        if not isinstance(v, Arr) or v.contiguous:
+            return v
+        out = self.alloc(v.type)
+        self.copy_into(out, v)
+        return out
+
+    def base_ptr(self, a: Arr) -> ir.Value:
+        """Pointer to element 0 of a contiguous view."""
+        return self.b.gep(a.ptr, [a.offset], source_etype=mem_type(a.type.dtype))
+
+    def elementwise(self, out_t: TensorType, ins, fn) -> Arr | ir.Value:
+        """out[idx] = fn(*(x[idx] for x in ins)), NumPy broadcasting; scalars stay in registers."""
+        if out_t.rank == 0:
+            return fn(*ins)
+        out = self.alloc(out_t)
+        views = [self.broadcast_view(x, out_t.shape) for x in ins]
+        self.loop_nest(out_t.shape, lambda idx: self.store(out, idx, fn(*(self.read(v, idx) for v in views))), "ew")
+        return out
+
+    # --- calls and failures ---------------------------------------------------------------
+
+    def call_extern(self, name: str, ret: ir.Type, args, arg_types=None) -> ir.Value:
+        fn = self.m.declare(name, ret, arg_types or [a.type for a in args])
+        return self.b.call(fn, args)
+
+    def intrinsic(self, name: str, ty: ir.Type, args) -> ir.Value:
+        fn = self.m.module.declare_intrinsic(name, [ty])
+        return self.b.call(fn, args)
+
+    def ctx_ptr(self, word: int) -> ir.Value:
+        return self.b.gep(self.ctx, [self.i64(word)], source_etype=I64)
+
+    def fail_if(self, cond: ir.Value, site: Site, a=None, b=None):
+        """If cond holds: record the failure (site, a, b) in ctx and leave the function."""
+        bad, ok = self.block("fail"), self.block("ok")
+        self.b.cbranch(cond, bad, ok, )
+        self.b.position_at_end(bad)
+        sid = self.m.add_site(site)
+        for word, val in ((CTX_ERR, self.i64(site.kind)), (CTX_SITE, self.i64(sid)), (CTX_A, a), (CTX_B, b)):
+            if val is not None:
+                self.b.store(val, self.ctx_ptr(word))
+        self.b.branch(self.exit)
+        self.b.position_at_end(ok)
+
+    def check_failed(self):
+        """After a call to another native function: leave if it failed."""
+        err = self.b.load(self.ctx_ptr(CTX_ERR), typ=I64)
+        bad, ok = self.block("failed"), self.block("ok")
+        self.b.cbranch(self.b.icmp_signed("!=", err, self.i64(0)), bad, ok)
+        self.b.position_at_end(bad)
+        self.b.branch(self.exit)
+        self.b.position_at_end(ok)
+
+    def checked_index(self, i: ir.Value, n: int, site: Site) -> ir.Value:
+        """A dynamic index made non-negative (negative counts from the end) and bounds-checked."""
+        b = self.b
+        neg = b.icmp_signed("<", i, self.i64(0))
+        j = b.select(neg, b.add(i, self.i64(n)), i)
+        bad = b.or_(b.icmp_signed("<", j, self.i64(0)), b.icmp_signed(">=", j, self.i64(n)))
+        self.fail_if(bad, site, i, self.i64(n))
+        return j
+
+    # --- bodies ---------------------------------------------------------------------------
+
+    def lower_body(self, body, args) -> list:
+        """Emit the equations of `body` with its params bound to `args`; returns its outs."""
+        env = dict(zip(body.params, args))
+        for eqn in body.eqns:
+            outs = eqn.prim.lower(self, eqn, [env[x] for x in eqn.inputs])
+            env.update(zip(eqn.outs, outs))
+        return [env[o] for o in body.outs]
+
+    # --- finishing ------------------------------------------------------------------------
+
+    def finish(self):
+        """Close the function: size the arena, free it on exit, return."""
+        self.b.branch(self.exit)
+        b = self.b
+        size = self.arena_size
+        on_stack = size <= (RECURSIVE_STACK_LIMIT if self.recursive else ARENA_STACK_LIMIT)
+        with b.goto_block(self.entry):
+            b.position_before(self.entry_br)
+            if size == 0:
+                pass
+            elif on_stack:
+                buf = b.alloca(ir.ArrayType(I8, size), name="arena.buf")
+                buf.align = 64
+                b.store(buf, self.arena_slot)
+            else:
+                b.store(self.call_extern("malloc", PTR, [self.i64(size)]), self.arena_slot)
+        b.position_at_end(self.exit)
+        if size and not on_stack:
+            self.call_extern("free", VOID, [b.load(self.arena_slot)])
+        if self.recursive:
+            p = self.ctx_ptr(CTX_DEPTH)
+            b.store(b.sub(b.load(p, typ=I64), self.i64(1)), p)
+        b.ret_void()

@@ -1,0 +1,56 @@
+"""All llvmlite.binding plumbing: target machine, optimisation pipeline, MCJIT, text dumps."""
+
+from __future__ import annotations
+
+import functools
+
+import llvmlite.binding as llvm
+
+OPT_LEVEL = 3
+
+
+@functools.cache
+def _init():
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    target = llvm.Target.from_default_triple()
+    tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                                      opt=OPT_LEVEL, codemodel="jitdefault")
+    return tm
+
+
+def target_machine():
+    return _init()
+
+
+def optimise(module_text: str) -> llvm.ModuleRef:
+    """Parse, verify and optimise LLVM IR text at O3 with the new pass manager."""
+    tm = _init()
+    mod = llvm.parse_assembly(module_text)
+    mod.triple = tm.triple
+    mod.data_layout = str(tm.target_data)
+    mod.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    return mod
+
+
+class Compiled:
+    """A module compiled to machine code in memory; keeps the engine alive."""
+
+    def __init__(self, mod: llvm.ModuleRef):
+        tm = _init()
+        self.engine = llvm.create_mcjit_compiler(mod, tm)
+        self.engine.finalize_object()
+        self.engine.run_static_constructors()
+        self.mod = mod
+
+    def address(self, name: str) -> int:
+        return self.engine.get_function_address(name)
+
+
+def assembly(mod: llvm.ModuleRef) -> str:
+    return _init().emit_assembly(mod)

@@ -1,0 +1,93 @@
+"""IR -> LLVM IR (an llvmlite ir.Module).
+
+Native ABI of every lowered Func:  void f(ptr ctx, ptr out_0, ..., in_0, ...)
+scalar inputs by value, array inputs as pointers to contiguous buffers, every output written
+through a pointer. `diffc_entry(ptr ctx, ptr ins, ptr outs)` unpacks pointer arrays for the
+runtime and calls the entry Func."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from ..ir.core import Func, Program
+from .emit import CTX_DEPTH, ERR_DEPTH, PTR, VOID, Arr, Emitter, Site, contiguous_strides, mem_type, reg_type
+
+ENTRY_SYMBOL = "diffc_entry"
+MAX_DEPTH = 10_000
+
+
+class ModuleState:
+    """What lowering one program shares across functions: the module, failure sites, decls."""
+
+    def __init__(self, name: str):
+        self.module = ir.Module(name)
+        self.sites: list[Site] = []
+        self.funcs: dict[str, ir.Function] = {}
+
+    def declare(self, name: str, ret: ir.Type, arg_types) -> ir.Function:
+        fn = self.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ret, list(arg_types)), name)
+        return fn
+
+    def add_site(self, site: Site) -> int:
+        self.sites.append(site)
+        return len(self.sites) - 1
+
+
+def native_arg_type(t) -> ir.Type:
+    return reg_type(t.dtype) if t.rank == 0 else PTR
+
+
+def lower_program(prog: Program) -> ModuleState:
+    ms = ModuleState(prog.entry)
+    for name, f in prog.funcs.items():
+        ftype = ir.FunctionType(VOID, [PTR] + [PTR] * len(f.body.outs) + [native_arg_type(p.type) for p in f.body.params])
+        fn = ir.Function(ms.module, ftype, f"dfl.{name}")
+        fn.linkage = "internal"
+        ms.funcs[name] = fn
+    for name, f in prog.funcs.items():
+        _lower_func(ms, f, ms.funcs[name])
+    _lower_entry(ms, prog.main, ms.funcs[prog.entry])
+    return ms
+
+
+def _lower_func(ms: ModuleState, f: Func, fn: ir.Function):
+    em = Emitter(ms, fn, recursive=f.recursive)
+    b = em.b
+    n_out = len(f.body.outs)
+    if f.recursive:
+        p = em.ctx_ptr(CTX_DEPTH)
+        depth = b.add(b.load(p, typ=ir.IntType(64)), em.i64(1))
+        b.store(depth, p)
+        em.fail_if(b.icmp_signed(">", depth, em.i64(MAX_DEPTH)), Site(f.span, ERR_DEPTH, f.name), depth, em.i64(MAX_DEPTH))
+    args = []
+    for p, a in zip(f.body.params, fn.args[1 + n_out:]):
+        args.append(a if p.type.rank == 0 else Arr(a, em.i64(0), contiguous_strides(p.type.shape), p.type))
+    outs = em.lower_body(f.body, args)
+    for o, v, ptr in zip(f.body.outs, outs, fn.args[1:1 + n_out]):
+        if o.type.rank == 0:
+            em.store_scalar_ptr(ptr, o.type.dtype, v)
+        else:
+            em.copy_into(Arr(ptr, em.i64(0), contiguous_strides(o.type.shape), o.type), v)
+    em.finish()
+
+
+def _lower_entry(ms: ModuleState, f: Func, target: ir.Function):
+    fn = ir.Function(ms.module, ir.FunctionType(VOID, [PTR, PTR, PTR]), ENTRY_SYMBOL)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    ctx, ins, outs = fn.args
+
+    def slot(arr, k):
+        return b.load(b.gep(arr, [ir.Constant(ir.IntType(64), k)], source_etype=PTR), typ=PTR)
+
+    args = []
+    for k, p in enumerate(f.body.params):
+        ptr = slot(ins, k)
+        if p.type.rank == 0:
+            v = b.load(ptr, typ=mem_type(p.type.dtype))
+            args.append(b.trunc(v, ir.IntType(1)) if p.type.dtype.name == "BOOL" else v)
+        else:
+            args.append(ptr)
+    b.call(target, [ctx] + [slot(outs, k) for k in range(len(f.body.outs))] + args)
+    b.ret_void()

@@ -1,0 +1,70 @@
+"""The compiler as a list of stages, from a loaded module to callable native code.
+
+PASSES are the IR -> IR passes in order; their names drive `diffc show --ir --after NAME`."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .ir.core import Program
+from .lower import jit
+from .lower.llvm import lower_program
+from .optimise import dce
+from .runtime.call import NativeFunction, register_symbols
+from .specialise import specialise
+
+PASSES = [
+    ("dce", dce.run),
+]
+
+
+def to_ir(module, fn_name: str, arg_types: tuple, after: str | None = None) -> tuple[Program, object]:
+    """Specialise and optimise: (Program, output TreeDef)."""
+    prog, out_tree = specialise(module, fn_name, arg_types)
+    if os.environ.get("DIFFC_VERIFY"):
+        from .ir.verify import verify
+
+        verify(prog)
+    for name, run in PASSES:
+        if after == "specialise":
+            break
+        prog = run(prog)
+        if os.environ.get("DIFFC_VERIFY"):
+            verify(prog)
+        if after == name:
+            break
+    return prog, out_tree
+
+
+class Timings(dict):
+    def add(self, stage: str, t0: float) -> float:
+        t = time.perf_counter()
+        self[stage] = self.get(stage, 0.0) + (t - t0)
+        return t
+
+
+def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | None = None):
+    """Compile `fn_name` for the argument types: (NativeFunction, output TreeDef)."""
+    timings = timings if timings is not None else Timings()
+    t = time.perf_counter()
+    prog, out_tree = to_ir(module, fn_name, arg_types)
+    t = timings.add("specialise+optimise", t)
+    ms = lower_program(prog)
+    t = timings.add("lower", t)
+    mod = jit.optimise(str(ms.module))
+    t = timings.add("llvm-opt", t)
+    register_symbols()
+    compiled = jit.Compiled(mod)
+    timings.add("codegen", t)
+    f = prog.main
+    return NativeFunction(compiled, ms.sites, [p.type for p in f.body.params], [o.type for o in f.body.outs]), out_tree
+
+
+def llvm_text(module, fn_name: str, arg_types: tuple) -> tuple[str, str, str]:
+    """(unoptimised LLVM IR, optimised LLVM IR, assembly) of one specialisation."""
+    prog, _ = to_ir(module, fn_name, arg_types)
+    ms = lower_program(prog)
+    raw = str(ms.module)
+    mod = jit.optimise(raw)
+    return raw, str(mod), jit.assembly(mod)

@@ -1,0 +1,64 @@
+"""The Prim record and its registry: each primitive is declared once, with its shape rule,
+derivative rules and lowering side by side (see style.md, practice 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ShapeError
+
+_REGISTRY: dict[str, Prim] = {}
+
+
+@dataclass(eq=False)
+class Prim:
+    """A primitive operation of the IR.
+
+    shape(in_types, **params) -> list of out types; raises ShapeError on bad inputs.
+    lower(em, eqn, ins) -> list of lowered outs (see lower/emit.py).
+    jvp / vjp: derivative rules, used by diffc/ad; `nondiff` marks primitives whose outputs
+    carry no derivative (comparisons, integer ops, random bits).
+    fold(*known_inputs, **params) -> list of arrays: compile-time evaluation for known
+    (integer, boolean, shape) values only.
+    effect: the equation must be kept and ordered even when its outputs are unused (print).
+    """
+
+    name: str
+    shape: Callable[..., list]
+    lower: Callable | None = None
+    jvp: Callable | None = None
+    vjp: Callable | None = None
+    nondiff: bool = False
+    fold: Callable | None = None
+    effect: bool = False
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def primitive(name: str, **rules: Any) -> Prim:
+    """Declare and register a primitive."""
+    if name in _REGISTRY:
+        raise ValueError(f"primitive {name} declared twice")
+    p = Prim(name, **rules)
+    _REGISTRY[name] = p
+    return p
+
+
+def all_prims() -> dict[str, Prim]:
+    from . import load_all
+
+    load_all()
+
+    return dict(_REGISTRY)
+
+
+def get(name: str) -> Prim:
+    all_prims()
+    return _REGISTRY[name]
+
+
+def shape_error(msg: str) -> ShapeError:
+    return ShapeError(msg)

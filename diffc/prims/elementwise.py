@@ -1,0 +1,305 @@
+"""Elementwise primitives: arithmetic, math functions, comparisons, logic, select, convert.
+
+All take operands of one dtype (the specialiser inserts `convert` to promote) and broadcast
+as NumPy does. Each is declared by one row: its name, its dtype rule, its scalar lowering
+(an LLVM instruction sequence on one element) and its NumPy fold for known values."""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from ..errors import ShapeError, TypeError_
+from ..typesys import DType, TensorType, broadcast_shapes
+from .core import primitive
+
+# --- shape and dtype rules ---------------------------------------------------------------------
+
+
+def _broadcast(in_types) -> tuple[int, ...]:
+    shape = broadcast_shapes(*(t.shape for t in in_types))
+    if shape is None:
+        raise ShapeError("shapes do not broadcast: " + " vs ".join(str(t) for t in in_types))
+    return shape
+
+
+def _same_dtype(name, in_types, allowed):
+    dts = {t.dtype for t in in_types}
+    if len(dts) != 1:
+        raise TypeError_(f"`{name}` needs operands of one dtype, got " + ", ".join(str(t) for t in in_types))
+    dt = dts.pop()
+    if dt not in allowed:
+        raise TypeError_(f"`{name}` is not defined on {dt}")
+    return dt
+
+
+FLOATS = (DType.F32, DType.F64)
+NUMERIC = (DType.I64, DType.F32, DType.F64)
+BOOLS = (DType.BOOL,)
+
+
+def _rule(allowed, out_dtype=None):
+    def shape(in_types, _name="?"):
+        dt = _same_dtype(_name, in_types, allowed)
+        return [TensorType(out_dtype or dt, _broadcast(in_types))]
+
+    return shape
+
+
+def _lower_ew(scalar):
+    def lower(em, eqn, ins):
+        dt = eqn.inputs[0].type.dtype
+        return [em.elementwise(eqn.outs[0].type, ins, lambda *xs: scalar(em, dt, *xs))]
+
+    return lower
+
+
+def _fold_with(fn):
+    def fold(*xs, **params):
+        with np.errstate(all="ignore"):
+            return [fn(*xs)]
+
+    return fold
+
+
+def _ew(name, allowed, scalar, npfn, out_dtype=None, nondiff=False):
+    """Declare one elementwise primitive."""
+    rule = _rule(allowed, out_dtype)
+    return primitive(name, shape=lambda ts, **_: rule(ts, _name=name), lower=_lower_ew(scalar),
+                     fold=_fold_with(npfn), nondiff=nondiff)
+
+
+# --- scalar lowerings ----------------------------------------------------------------------------
+
+
+def _is_f(dt):
+    return dt.is_float
+
+
+def _add(em, dt, a, b):
+    return em.b.fadd(a, b) if _is_f(dt) else em.b.add(a, b)
+
+
+def _sub(em, dt, a, b):
+    return em.b.fsub(a, b) if _is_f(dt) else em.b.sub(a, b)
+
+
+def _mul(em, dt, a, b):
+    return em.b.fmul(a, b) if _is_f(dt) else em.b.mul(a, b)
+
+
+def _div(em, dt, a, b):
+    return em.b.fdiv(a, b)
+
+
+def _sign_differs(em, dt, r, b):
+    """r != 0 and sign(r) != sign(b): where C-style remainder must be corrected to floor."""
+    B = em.b
+    if _is_f(dt):
+        zero = ir.Constant(r.type, 0.0)
+        nz = B.fcmp_unordered("!=", r, zero)
+        return B.and_(nz, B.xor(B.fcmp_ordered("<", r, zero), B.fcmp_ordered("<", b, zero)))
+    zero = ir.Constant(r.type, 0)
+    nz = B.icmp_signed("!=", r, zero)
+    return B.and_(nz, B.xor(B.icmp_signed("<", r, zero), B.icmp_signed("<", b, zero)))
+
+
+def _safe_int_divisor(em, b):
+    """Integer division by zero gives 0, as NumPy does, instead of undefined behaviour."""
+    zero = ir.Constant(b.type, 0)
+    is_zero = em.b.icmp_signed("==", b, zero)
+    return is_zero, em.b.select(is_zero, ir.Constant(b.type, 1), b)
+
+
+def _mod(em, dt, a, b):
+    B = em.b
+    if _is_f(dt):
+        r = B.frem(a, b)
+        return B.select(_sign_differs(em, dt, r, b), B.fadd(r, b), r)
+    is_zero, d = _safe_int_divisor(em, b)
+    r = B.srem(a, d)
+    r = B.select(_sign_differs(em, dt, r, d), B.add(r, d), r)
+    return B.select(is_zero, ir.Constant(r.type, 0), r)
+
+
+def _floordiv(em, dt, a, b):
+    B = em.b
+    if _is_f(dt):
+        # NumPy: (a - a mod b) / b, rounded; floor(a / b) agrees except at rounding edges
+        r = _mod(em, dt, a, b)
+        q = B.fdiv(B.fsub(a, r), b)
+        return em.intrinsic("llvm.round", q.type, [q])
+    is_zero, d = _safe_int_divisor(em, b)
+    q = B.sdiv(a, d)
+    r = B.srem(a, d)
+    q = B.select(_sign_differs(em, dt, r, d), B.sub(q, ir.Constant(q.type, 1)), q)
+    return B.select(is_zero, ir.Constant(q.type, 0), q)
+
+
+def _ipow(em, a, n):
+    """a ** n for integers by repeated squaring (0 for negative n, as integer NumPy can't)."""
+    B = em.b
+    res, base, exp = em.alloca(a.type), em.alloca(a.type), em.alloca(a.type)
+    B.store(ir.Constant(a.type, 1), res)
+    B.store(a, base)
+    B.store(n, exp)
+    head, body, done = em.block("ipow.head"), em.block("ipow.body"), em.block("ipow.end")
+    B.branch(head)
+    B.position_at_end(head)
+    e = B.load(exp)
+    B.cbranch(B.icmp_signed(">", e, ir.Constant(a.type, 0)), body, done)
+    B.position_at_end(body)
+    bs, r = B.load(base), B.load(res)
+    odd = B.trunc(e, ir.IntType(1))
+    B.store(B.select(odd, B.mul(r, bs), r), res)
+    B.store(B.mul(bs, bs), base)
+    B.store(B.ashr(e, ir.Constant(a.type, 1)), exp)
+    B.branch(head)
+    B.position_at_end(done)
+    out = B.load(res)
+    return B.select(B.icmp_signed("<", n, ir.Constant(a.type, 0)), ir.Constant(a.type, 0), out)
+
+
+def _pow(em, dt, a, b):
+    if _is_f(dt):
+        return em.intrinsic("llvm.pow", a.type, [a, b])
+    return _ipow(em, a, b)
+
+
+def _maximum(em, dt, a, b):
+    B = em.b
+    if _is_f(dt):  # NaN propagates; at a tie the first operand is selected
+        take_a = B.or_(B.fcmp_ordered(">=", a, b), B.fcmp_unordered("uno", a, a))
+    else:
+        take_a = B.icmp_signed(">=", a, b)
+    return B.select(take_a, a, b)
+
+
+def _minimum(em, dt, a, b):
+    B = em.b
+    if _is_f(dt):
+        take_a = B.or_(B.fcmp_ordered("<=", a, b), B.fcmp_unordered("uno", a, a))
+    else:
+        take_a = B.icmp_signed("<=", a, b)
+    return B.select(take_a, a, b)
+
+
+def _neg(em, dt, a):
+    return em.b.fneg(a) if _is_f(dt) else em.b.neg(a)
+
+
+def _abs(em, dt, a):
+    if _is_f(dt):
+        return em.intrinsic("llvm.fabs", a.type, [a])
+    return em.b.select(em.b.icmp_signed("<", a, ir.Constant(a.type, 0)), em.b.neg(a), a)
+
+
+def _intr(name):
+    return lambda em, dt, a: em.intrinsic(name, a.type, [a])
+
+
+def _libm(name):
+    def f(em, dt, a):
+        fname = name if dt is DType.F64 else name + "f"
+        return em.call_extern(fname, a.type, [a])
+
+    return f
+
+
+def _sigmoid(em, dt, a):
+    # 1 / (1 + exp(-a)) for a >= 0, exp(a) / (1 + exp(a)) below: never overflows
+    B = em.b
+    one = ir.Constant(a.type, 1.0)
+    e = em.intrinsic("llvm.exp", a.type, [B.fneg(em.intrinsic("llvm.fabs", a.type, [a]))])
+    pos = B.fdiv(one, B.fadd(one, e))
+    neg = B.fdiv(e, B.fadd(one, e))
+    return B.select(B.fcmp_ordered(">=", a, ir.Constant(a.type, 0.0)), pos, neg)
+
+
+def _cmp(op):
+    def f(em, dt, a, b):
+        if _is_f(dt):
+            return em.b.fcmp_unordered(op, a, b) if op == "!=" else em.b.fcmp_ordered(op, a, b)
+        return em.b.icmp_signed(op, a, b)
+
+    return f
+
+
+def _select(em, eqn, ins):
+    return [em.elementwise(eqn.outs[0].type, ins, lambda c, a, b: em.b.select(c, a, b))]
+
+
+def _select_shape(in_types, **_):
+    c, a, b = in_types
+    if c.dtype is not DType.BOOL:
+        raise TypeError_(f"the condition of `where` must be bool, got {c}")
+    if a.dtype != b.dtype:
+        raise TypeError_(f"`where` needs branches of one dtype, got {a} and {b}")
+    return [TensorType(a.dtype, _broadcast(in_types))]
+
+
+# --- declarations --------------------------------------------------------------------------------
+
+add_p = _ew("add", NUMERIC, _add, np.add)
+sub_p = _ew("sub", NUMERIC, _sub, np.subtract)
+mul_p = _ew("mul", NUMERIC, _mul, np.multiply)
+div_p = _ew("div", FLOATS, _div, np.divide)
+floordiv_p = _ew("floordiv", NUMERIC, _floordiv, np.floor_divide)
+mod_p = _ew("mod", NUMERIC, _mod, np.mod)
+pow_p = _ew("pow", NUMERIC, _pow, lambda a, b: np.power(a, np.maximum(b, 0)) * (b >= 0))
+max_p = _ew("max", NUMERIC, _maximum, np.maximum)
+min_p = _ew("min", NUMERIC, _minimum, np.minimum)
+neg_p = _ew("neg", NUMERIC, _neg, np.negative)
+abs_p = _ew("abs", NUMERIC, _abs, np.abs)
+
+exp_p = _ew("exp", FLOATS, _intr("llvm.exp"), np.exp)
+log_p = _ew("log", FLOATS, _intr("llvm.log"), np.log)
+log1p_p = _ew("log1p", FLOATS, _libm("log1p"), np.log1p)
+sqrt_p = _ew("sqrt", FLOATS, _intr("llvm.sqrt"), np.sqrt)
+sin_p = _ew("sin", FLOATS, _intr("llvm.sin"), np.sin)
+cos_p = _ew("cos", FLOATS, _intr("llvm.cos"), np.cos)
+tanh_p = _ew("tanh", FLOATS, _libm("tanh"), np.tanh)
+sigmoid_p = _ew("sigmoid", FLOATS, _sigmoid, lambda x: 1 / (1 + np.exp(-x)))
+
+lt_p = _ew("lt", NUMERIC, _cmp("<"), np.less, DType.BOOL, nondiff=True)
+le_p = _ew("le", NUMERIC, _cmp("<="), np.less_equal, DType.BOOL, nondiff=True)
+gt_p = _ew("gt", NUMERIC, _cmp(">"), np.greater, DType.BOOL, nondiff=True)
+ge_p = _ew("ge", NUMERIC, _cmp(">="), np.greater_equal, DType.BOOL, nondiff=True)
+eq_p = _ew("eq", NUMERIC + BOOLS, _cmp("=="), np.equal, DType.BOOL, nondiff=True)
+ne_p = _ew("ne", NUMERIC + BOOLS, _cmp("!="), np.not_equal, DType.BOOL, nondiff=True)
+and_p = _ew("and", BOOLS, lambda em, dt, a, b: em.b.and_(a, b), np.logical_and, nondiff=True)
+or_p = _ew("or", BOOLS, lambda em, dt, a, b: em.b.or_(a, b), np.logical_or, nondiff=True)
+not_p = _ew("not", BOOLS, lambda em, dt, a: em.b.not_(a), np.logical_not, nondiff=True)
+
+select_p = primitive("select", shape=_select_shape, lower=_select, fold=_fold_with(np.where))
+
+
+def _convert_scalar(em, src: DType, dst: DType, a):
+    B = em.b
+    from ..lower.emit import reg_type
+
+    ty = reg_type(dst)
+    if src == dst:
+        return a
+    if dst is DType.BOOL:
+        return B.fcmp_unordered("!=", a, ir.Constant(a.type, 0.0)) if src.is_float else B.icmp_signed("!=", a, ir.Constant(a.type, 0))
+    if src is DType.BOOL:
+        return B.uitofp(a, ty) if dst.is_float else B.zext(a, ty)
+    if src.is_float and dst.is_float:
+        return B.fptrunc(a, ty) if dst is DType.F32 else B.fpext(a, ty)
+    if src.is_float:
+        return B.fptosi(a, ty)
+    return B.sitofp(a, ty)
+
+
+def _convert_lower(em, eqn, ins):
+    src, dst = eqn.inputs[0].type.dtype, eqn.params["dtype"]
+    return [em.elementwise(eqn.outs[0].type, ins, lambda a: _convert_scalar(em, src, dst, a))]
+
+
+convert_p = primitive(
+    "convert",
+    shape=lambda ts, dtype: [ts[0].with_dtype(dtype)],
+    lower=_convert_lower,
+    fold=lambda x, dtype: [np.trunc(x).astype(dtype.np) if dtype is DType.I64 and x.dtype.kind == "f" else x.astype(dtype.np)],
+)

@@ -1,0 +1,284 @@
+"""Array creation and shape primitives: const, iota, broadcast, reshape, transpose, slice,
+index, concat, windows. Most lower to views (new strides over the same buffer): no copy."""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+
+from ..errors import BoundsError, ShapeError
+from ..lower.emit import ERR_BOUNDS, Arr, Site, contiguous_strides, mem_type
+from ..typesys import DType, TensorType
+from .core import primitive
+
+# --- const -----------------------------------------------------------------------------------
+
+
+def _const_lower(em, eqn, ins):
+    value = eqn.params["value"]
+    t = eqn.outs[0].type
+    if t.rank == 0:
+        return [em.const(t.dtype, value.item())]
+    et = mem_type(t.dtype)
+    flat = value.reshape(-1)
+    data = [ir.Constant(et, int(x) if not t.dtype.is_float else float(x)) for x in flat]
+    g = ir.GlobalVariable(em.m.module, ir.ArrayType(et, len(data)), name=em.m.module.get_unique_name("const"))
+    g.initializer = ir.Constant(ir.ArrayType(et, len(data)), data)
+    g.global_constant = True
+    g.linkage = "internal"
+    return [Arr(g, em.i64(0), contiguous_strides(t.shape), t)]
+
+
+def _const_shape(in_types, value):
+    from ..typesys import dtype_of_numpy
+
+    return [TensorType(dtype_of_numpy(value.dtype), value.shape)]
+
+
+const_p = primitive("const", shape=_const_shape, lower=_const_lower, fold=lambda value: [value], nondiff=True)
+
+# --- iota: arange(n) ---------------------------------------------------------------------------
+
+
+def _iota_lower(em, eqn, ins):
+    t = eqn.outs[0].type
+    out = em.alloc(t)
+    em.loop(t.shape[0], lambda i: em.store(out, [i], i))
+    return [out]
+
+
+iota_p = primitive("iota", shape=lambda ts, n: [TensorType(DType.I64, (n,))], lower=_iota_lower,
+                   fold=lambda n: [np.arange(n)], nondiff=True)
+
+# --- broadcast: NumPy broadcast_to -------------------------------------------------------------
+
+
+def _broadcast_shape(in_types, shape):
+    (t,) = in_types
+    from ..typesys import broadcast_shapes
+
+    if broadcast_shapes(t.shape, shape) != tuple(shape):
+        raise ShapeError(f"cannot broadcast {t} to shape {list(shape)}")
+    return [t.with_shape(shape)]
+
+
+def _broadcast_lower(em, eqn, ins):
+    (x,) = ins
+    t = eqn.outs[0].type
+    if not isinstance(x, Arr):  # a scalar becomes an array with every stride 0
+        out = em.alloc(t)
+        em.copy_into(out, x)
+        return [out]
+    return [em.broadcast_view(x, t.shape)]
+
+
+broadcast_p = primitive("broadcast", shape=_broadcast_shape, lower=_broadcast_lower,
+                        fold=lambda x, shape: [np.broadcast_to(x, shape)])
+
+# --- reshape ------------------------------------------------------------------------------------
+
+
+def _reshape_shape(in_types, shape):
+    (t,) = in_types
+    n = 1
+    for d in shape:
+        n *= d
+    if n != t.size:
+        raise ShapeError(f"cannot reshape {t} ({t.size} elements) to {list(shape)} ({n} elements)")
+    return [t.with_shape(shape)]
+
+
+def _reshape_lower(em, eqn, ins):
+    t = eqn.outs[0].type
+    x = ins[0]
+    if t.rank == 0:
+        return [em.read(x, [em.i64(0)] * eqn.inputs[0].type.rank)]
+    if not isinstance(x, Arr):
+        out = em.alloc(t)
+        em.copy_into(out, x)
+        return [out]
+    x = em.materialise(x)
+    return [Arr(x.ptr, x.offset, contiguous_strides(t.shape), t)]
+
+
+reshape_p = primitive("reshape", shape=_reshape_shape, lower=_reshape_lower,
+                      fold=lambda x, shape: [np.reshape(x, shape)])
+
+# --- transpose ---------------------------------------------------------------------------------
+
+
+def _transpose_lower(em, eqn, ins):
+    (x,) = ins
+    perm = eqn.params["perm"]
+    if not isinstance(x, Arr):
+        return [x]
+    return [Arr(x.ptr, x.offset, tuple(x.strides[p] for p in perm), eqn.outs[0].type)]
+
+
+transpose_p = primitive(
+    "transpose",
+    shape=lambda ts, perm: [ts[0].with_shape(tuple(ts[0].shape[p] for p in perm))],
+    lower=_transpose_lower,
+    fold=lambda x, perm: [np.transpose(x, perm)],
+)
+
+# --- slice: static starts and limits, step 1 ------------------------------------------------------
+
+
+def _slice_shape(in_types, starts, limits):
+    (t,) = in_types
+    return [t.with_shape(tuple(hi - lo for lo, hi in zip(starts, limits)) + t.shape[len(starts):])]
+
+
+def _slice_lower(em, eqn, ins):
+    (x,) = ins
+    off = x.offset
+    for lo, s in zip(eqn.params["starts"], x.strides):
+        if lo:
+            off = em.b.add(off, em.i64(lo * s))
+    return [Arr(x.ptr, off, x.strides, eqn.outs[0].type)]
+
+
+slice_p = primitive(
+    "slice",
+    shape=_slice_shape,
+    lower=_slice_lower,
+    fold=lambda x, starts, limits: [x[tuple(slice(lo, hi) for lo, hi in zip(starts, limits))]],
+)
+
+# --- index: x[i0, i1, ...] with dynamic integer indices on the leading axes --------------------
+
+
+def _index_shape(in_types):
+    t, *idx = in_types
+    if len(idx) > t.rank:
+        raise ShapeError(f"too many indices ({len(idx)}) for {t}")
+    for i in idx:
+        if i.dtype is not DType.I64 or i.rank != 0:
+            raise ShapeError(f"an index must be an i64 scalar, got {i}")
+    return [t.with_shape(t.shape[len(idx):])]
+
+
+def _index_lower(em, eqn, ins):
+    x, *idx = ins
+    site = Site(eqn.span, ERR_BOUNDS, "index")
+    off = x.offset
+    for k, i in enumerate(idx):
+        j = em.checked_index(i, x.type.shape[k], site)
+        off = em.b.add(off, em.b.mul(j, em.i64(x.strides[k])))
+    t = eqn.outs[0].type
+    view = Arr(x.ptr, off, x.strides[len(idx):], t)
+    return [em.load(view, []) if t.rank == 0 else view]
+
+
+def _index_fold(x, *idx):
+    for k, i in enumerate(idx):
+        if not -x.shape[k] <= int(i) < x.shape[k]:
+            raise BoundsError(f"index {int(i)} is out of bounds for an axis of length {x.shape[k]}")
+    return [x[tuple(int(i) for i in idx)]]
+
+
+index_p = primitive("index", shape=lambda ts: _index_shape(ts), lower=_index_lower, fold=_index_fold)
+
+
+def row(em, x, i):
+    """x[i] along the leading axis, unchecked (loop indices are in range by construction)."""
+    t = x.type.with_shape(x.type.shape[1:])
+    off = em.b.add(x.offset, em.b.mul(i, em.i64(x.strides[0]))) if x.strides[0] else x.offset
+    view = Arr(x.ptr, off, x.strides[1:], t)
+    return em.load(view, []) if t.rank == 0 else view
+
+
+# --- windows: the sliding windows of length k along the leading axis, as a view -----------------
+
+
+def _windows_shape(in_types, k):
+    (t,) = in_types
+    if t.rank == 0 or not 1 <= k <= t.shape[0]:
+        raise ShapeError(f"windows of length {k} do not fit in {t}")
+    return [t.with_shape((t.shape[0] - k + 1, k) + t.shape[1:])]
+
+
+def _windows_lower(em, eqn, ins):
+    (x,) = ins
+    return [Arr(x.ptr, x.offset, (x.strides[0],) + x.strides, eqn.outs[0].type)]
+
+
+windows_p = primitive(
+    "windows",
+    shape=_windows_shape,
+    lower=_windows_lower,
+    fold=lambda x, k: [np.stack([x[i:i + k] for i in range(x.shape[0] - k + 1)])],
+)
+
+# --- concat ----------------------------------------------------------------------------------
+
+
+def _concat_shape(in_types, axis):
+    t0 = in_types[0]
+    for t in in_types:
+        if t.rank != t0.rank or t.dtype != t0.dtype or t.rank == 0:
+            raise ShapeError("concat needs arrays of one rank and dtype, got " + ", ".join(map(str, in_types)))
+        if any(a != b for k, (a, b) in enumerate(zip(t.shape, t0.shape)) if k != axis):
+            raise ShapeError(f"concat along axis {axis}: shapes " + ", ".join(map(str, in_types)) + " differ off that axis")
+    shape = list(t0.shape)
+    shape[axis] = sum(t.shape[axis] for t in in_types)
+    return [t0.with_shape(shape)]
+
+
+def _concat_lower(em, eqn, ins):
+    axis = eqn.params["axis"]
+    out = em.alloc(eqn.outs[0].type)
+    start = 0
+    for x in ins:
+        n = x.type.shape[axis]
+        part = Arr(out.ptr, em.i64(start * out.strides[axis]), out.strides, x.type)
+        em.copy_into(part, x)
+        start += n
+    return [out]
+
+
+concat_p = primitive("concat", shape=_concat_shape, lower=_concat_lower,
+                     fold=lambda *xs, axis: [np.concatenate(xs, axis=axis)])
+
+# --- gather: x[ids] for an integer array ids, along the leading axis ------------------------------
+
+
+def _gather_shape(in_types):
+    x, ids = in_types
+    if x.rank == 0:
+        raise ShapeError(f"cannot index a scalar {x}")
+    if ids.dtype is not DType.I64:
+        raise ShapeError(f"indices must be integers, got {ids}")
+    return [x.with_shape(ids.shape + x.shape[1:])]
+
+
+def _gather_lower(em, eqn, ins):
+    x, ids = ins
+    t = eqn.outs[0].type
+    site = Site(eqn.span, ERR_BOUNDS, "index")
+    out = em.alloc(t)
+    r = eqn.inputs[1].type.rank
+
+    def per_id(idx):
+        j = em.checked_index(em.read(ids, idx), x.type.shape[0], site)
+        src = row(em, x, j)
+        dst = Arr(out.ptr, em.b.add(out.offset, _dot(em, idx, out.strides[:r])), out.strides[r:], x.type.with_shape(x.type.shape[1:]))
+        if isinstance(src, Arr):
+            em.copy_into(dst, src)
+        else:
+            em.store(dst, [], src)
+
+    em.loop_nest(eqn.inputs[1].type.shape, per_id, "g")
+    return [out]
+
+
+def _dot(em, idx, strides):
+    acc = em.i64(0)
+    for i, s in zip(idx, strides):
+        acc = em.b.add(acc, em.b.mul(i, em.i64(s)))
+    return acc
+
+
+gather_p = primitive("gather", shape=lambda ts: _gather_shape(ts), lower=_gather_lower,
+                     fold=lambda x, ids: [x[ids]])

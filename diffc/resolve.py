@@ -1,0 +1,188 @@
+"""Names: load a program and its imports, and check that every name it uses is defined.
+
+Imports are found in the importing file's folder first, then in the standard library.
+A module's own definitions shadow built-ins. Errors are reported for all functions, called
+or not, so `diffc check` finds them. The result, a table of Modules, is what the specialiser
+looks names up in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DiffcError, NameError_
+from .source import SourceFile
+from .syntax import nodes as n
+from .syntax.parse import parse
+
+STDLIB = Path(__file__).resolve().parent.parent / "stdlib"
+
+
+def stdlib_dir() -> Path:
+    if STDLIB.is_dir():
+        return STDLIB
+    from importlib import resources
+
+    return Path(str(resources.files("diffc") / "stdlib"))
+
+
+@dataclass(eq=False)
+class Module:
+    name: str
+    source: SourceFile
+    fns: dict[str, n.FnDef] = field(default_factory=dict)
+    lets: dict[str, n.LetDef] = field(default_factory=dict)
+    imports: dict[str, Module] = field(default_factory=dict)
+    folder: Path | None = None
+
+    def member(self, name: str):
+        return self.fns.get(name) or self.lets.get(name)
+
+
+class Loader:
+    """Loads modules once each, by resolved path."""
+
+    def __init__(self):
+        self.by_path: dict[Path, Module] = {}
+
+    def load_source(self, source: SourceFile, folder: Path | None, name: str = "main") -> Module:
+        ast = parse(source)
+        mod = Module(name, source, folder=folder)
+        for item in ast.items:
+            if isinstance(item, n.Import):
+                mod.imports[item.name] = self._import(item, folder)
+            elif isinstance(item, n.FnDef | n.LetDef):
+                table = mod.fns if isinstance(item, n.FnDef) else mod.lets
+                if item.name in mod.fns or item.name in mod.lets:
+                    raise NameError_(f"`{item.name}` is defined twice in this module", item.span)
+                table[item.name] = item
+        check_names(mod)
+        return mod
+
+    def _import(self, imp: n.Import, folder: Path | None) -> Module:
+        candidates = ([folder] if folder else []) + [stdlib_dir()]
+        for d in candidates:
+            p = (d / f"{imp.name}.dfl").resolve()
+            if p.is_file():
+                if p not in self.by_path:
+                    src = SourceFile(str(p) if d != folder else _display(p, folder, imp.name), p.read_text())
+                    self.by_path[p] = None  # marks an import in progress (a cycle)
+                    self.by_path[p] = self.load_source(src, p.parent, imp.name)
+                mod = self.by_path[p]
+                if mod is None:
+                    raise NameError_(f"module `{imp.name}` imports itself (an import cycle)", imp.span)
+                return mod
+        where = " or ".join(str(d) for d in candidates)
+        raise NameError_(f"no module named `{imp.name}`: no file {imp.name}.dfl in {where}", imp.span)
+
+
+def _display(p: Path, folder: Path, name: str) -> str:
+    return str(p)
+
+
+def load_file(path: str | Path) -> Module:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DiffcError(f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}") from None
+    return Loader().load_source(SourceFile(str(path), text), p.resolve().parent)
+
+
+def load_text(text: str, name: str = "<string>", folder: Path | None = None) -> Module:
+    return Loader().load_source(SourceFile(name, text), folder)
+
+
+# --- the name check ------------------------------------------------------------------------------
+
+
+def is_builtin(name: str) -> bool:
+    from .specialise.builtins import BUILTINS
+
+    return name in BUILTINS
+
+
+def check_names(mod: Module):
+    """Raise NameError_ for the first use of an undefined name, field of a module, or import."""
+    for let in mod.lets.values():
+        _check(mod, let.value, frozenset())
+    for fn in mod.fns.values():
+        _check(mod, fn.body, frozenset(p.name for p in fn.params))
+
+
+def _check(mod: Module, e, scope: frozenset):
+    def go(e, scope):
+        match e:
+            case n.Name(id=name):
+                if name not in scope and mod.member(name) is None and name not in mod.imports and not is_builtin(name):
+                    raise NameError_(f"unknown variable `{name}`", e.span)
+            case n.Call(fn=n.Name(id=name) as f, args=args, kwargs=kwargs):
+                if name not in scope and mod.member(name) is None and name not in mod.imports and not is_builtin(name):
+                    raise NameError_(f"unknown function `{name}`", f.span)
+                for a in args:
+                    go(a, scope)
+                for k in kwargs:
+                    go(k.value, scope)
+            case n.Field(value=n.Name(id=name), name=member) if name in mod.imports and name not in scope:
+                if mod.imports[name].member(member) is None:
+                    raise NameError_(f"module `{name}` has no `{member}`", e.span)
+            case n.Block(stmts=stmts, result=result):
+                for s in stmts:
+                    if isinstance(s, n.Let):
+                        go(s.value, scope)
+                        scope = scope | set(_pattern_names(s.pattern))
+                    else:
+                        go(s.expr, scope)
+                go(result, scope)
+            case n.Lambda(params=params, body=body):
+                go(body, scope | {p.name for p in params})
+            case n.Comprehension(iters=iters, body=body):
+                for it in iters:
+                    go(it.lo, scope)
+                    go(it.hi, scope)
+                    scope = scope | {it.name}
+                go(body, scope)
+            case n.Node():
+                for child in _children(e):
+                    go(child, scope)
+
+    go(e, scope)
+
+
+def _pattern_names(p):
+    if isinstance(p, n.PName):
+        yield p.name
+    else:
+        for q in p.items:
+            yield from _pattern_names(q)
+
+
+def _children(e):
+    for name in e.__dataclass_fields__:
+        if name == "span":
+            continue
+        v = getattr(e, name)
+        if isinstance(v, n.Node):
+            yield v
+        elif isinstance(v, tuple):
+            for x in v:
+                if isinstance(x, n.Node):
+                    yield x
+                elif isinstance(x, tuple):  # record fields (name, expr)
+                    yield from (y for y in x if isinstance(y, n.Node))
+
+
+def references(fn: n.FnDef) -> set[str]:
+    """Every name a function body mentions (for the call graph that finds recursion)."""
+    found = set()
+
+    def go(e):
+        if isinstance(e, n.Name):
+            found.add(e.id)
+        elif isinstance(e, n.Field) and isinstance(e.value, n.Name):
+            found.add(f"{e.value.id}.{e.name}")
+        for c in _children(e):
+            go(c)
+
+    go(fn.body)
+    return found

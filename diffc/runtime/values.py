@@ -1,0 +1,112 @@
+"""Python values <-> the flat arrays a compiled function takes and returns, and the two
+ways values are written out: DFL-style text and the JSON of `diffc run --json`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from ..errors import UsageError
+from ..pytree import TreeDef, flatten, unflatten
+from ..typesys import DType, TensorType, dtype_of_numpy
+
+
+def to_array(v, where: str = "argument") -> np.ndarray:
+    """A Python or NumPy value as a contiguous array of a DFL dtype."""
+    if isinstance(v, bool | np.bool_):
+        return np.asarray(v, dtype=np.bool_)
+    if isinstance(v, int | np.integer):
+        return np.asarray(v, dtype=np.int64)
+    if isinstance(v, float | np.floating) and not isinstance(v, np.float32):
+        return np.asarray(v, dtype=np.float64)
+    try:
+        a = np.asarray(v)
+    except (ValueError, TypeError):
+        raise UsageError(f"{where}: cannot make an array of {type(v).__name__}") from None
+    dt = dtype_of_numpy(a.dtype)
+    if dt is None:
+        raise UsageError(f"{where}: arrays of {a.dtype} are not supported (use float, int or bool)")
+    return np.ascontiguousarray(a, dtype=dt.np)
+
+
+def flatten_args(args) -> tuple[list[np.ndarray], TreeDef]:
+    """Flatten Python arguments (tuples, dicts as records, arrays, numbers)."""
+    if any(isinstance(a, list) for a in _walk(args)):
+        args = _lists_to_arrays(args)
+    leaves, tree = flatten(tuple(args), is_record=lambda v: isinstance(v, dict), record_items=lambda v: v.items())
+    return [to_array(x) for x in leaves], tree
+
+
+def _walk(v):
+    yield v
+    if isinstance(v, tuple):
+        for x in v:
+            yield from _walk(x)
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from _walk(x)
+
+
+def _lists_to_arrays(v):
+    if isinstance(v, tuple):
+        return tuple(_lists_to_arrays(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _lists_to_arrays(x) for k, x in v.items()}
+    return v
+
+
+def type_of(a: np.ndarray) -> TensorType:
+    return TensorType(dtype_of_numpy(a.dtype), a.shape)
+
+
+def to_python(leaves: list[np.ndarray], tree: TreeDef):
+    """Outputs for a Python caller: scalars as Python numbers, arrays as NumPy, records as dicts."""
+    vals = [a.item() if a.ndim == 0 else a for a in leaves]
+    return unflatten(tree, vals, make_record=dict)
+
+
+# --- writing values ----------------------------------------------------------------------------
+
+
+def _float_text(x: float) -> str:
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    return repr(float(x))
+
+
+def _scalar_text(x, dtype: DType) -> str:
+    if dtype is DType.BOOL:
+        return "true" if x else "false"
+    if dtype is DType.I64:
+        return str(int(x))
+    return _float_text(float(x))
+
+
+def _array_text(a: np.ndarray, dtype: DType) -> str:
+    if a.ndim == 0:
+        return _scalar_text(a.item(), dtype)
+    return "[" + ", ".join(_array_text(x, dtype) for x in a) + "]"
+
+
+def value_json(v) -> str:
+    """One line of JSON: tuples are lists, records objects, floats always with a fraction."""
+    if isinstance(v, tuple):
+        return "[" + ", ".join(value_json(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {value_json(x)}" for k, x in v.items()) + "}"
+    a = np.asarray(v)
+    return _array_text(a, dtype_of_numpy(a.dtype))
+
+
+def value_text(v) -> str:
+    """DFL-style text: tuples in parentheses, records in braces, arrays as nested lists."""
+    if isinstance(v, tuple):
+        return "(" + ", ".join(value_text(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {value_text(x)}" for k, x in v.items()) + "}"
+    a = np.asarray(v)
+    return _array_text(a, dtype_of_numpy(a.dtype))

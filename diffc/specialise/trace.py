@@ -1,0 +1,577 @@
+"""Specialisation: trace a DFL function, for the types and shapes of its arguments, into
+typed SSA IR.
+
+The tracer is an abstract interpreter over the AST: tensors become IR values emitted into the
+current Builder; tuples, records and functions are compile-time values, so closures and
+higher-order calls are specialised away here (see Note [Inlining]). Recursive functions
+become IR Funcs reached by `call` (see Note [Recursive return types])."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DiffcError, NameError_, ShapeError, TypeError_
+from ..ir.build import Builder, close_together
+from ..ir.core import Func, Program, Var
+from ..prims import control, elementwise as ew, shape as sh
+from ..pytree import Record, flatten, unflatten
+from ..source import Span
+from ..syntax import nodes as n
+from ..typesys import DType, TensorType, dtype_of_numpy, promote
+from .values import Builtin, Closure, FnRef, ModuleRef, Partial, describe
+
+MAX_RETRACE = 4
+
+
+class Bottom(Exception):
+    """A call to a recursive function whose return type is not known yet (see Note)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+
+class Spec:
+    def __init__(self, fndef, module, key, name):
+        self.fndef, self.module, self.key, self.name = fndef, module, key, name
+        self.ret = None  # (treedef, [TensorType]) once known
+        self.done = False
+
+
+def is_tensor(v) -> bool:
+    return isinstance(v, Var)
+
+
+class Tracer:
+    def __init__(self, recursive_fns: set):
+        self.recursive_fns = recursive_fns  # ids of FnDefs that are part of a call cycle
+        self.program = Program()
+        self.specs: dict = {}
+        self.taints: list[set] = [set()]
+        self.b: Builder = Builder()
+        self.root: Builder = self.b
+        self.let_cache: dict = {}
+        self.lets_in_progress: set = set()
+        self.span: Span | None = None
+
+    # --- emitting ------------------------------------------------------------------------------
+
+    def emit(self, prim, inputs, **params) -> Var:
+        return self.b.emit1(prim, inputs, self.span, **params)
+
+    def emit_n(self, prim, inputs, **params) -> list[Var]:
+        return self.b.emit(prim, inputs, self.span, **params)
+
+    def const(self, value, dtype: DType | None = None) -> Var:
+        arr = np.asarray(value)
+        dt = dtype or dtype_of_numpy(arr.dtype)
+        return self.emit(sh.const_p, [], value=arr.astype(dt.np))
+
+    def convert(self, x: Var, dtype: DType) -> Var:
+        if x.type.dtype is dtype:
+            return x
+        return self.emit(ew.convert_p, [x], dtype=dtype)
+
+    # --- entry points ----------------------------------------------------------------------------
+
+    def trace_entry(self, fnval, arg_types_tree, name: str):
+        """Trace `fnval` called with parameters of the given types into program func `name`.
+        arg_types_tree is a tuple (one per argument) of trees with TensorType leaves."""
+        leaf_types, tree = flatten(arg_types_tree)
+        self.b = self.root = Builder()
+        params = [self.b.param(t) for t in leaf_types]
+        args = unflatten(tree, params)
+        result = self.call(fnval, list(args), {}, fnval.fndef.span if isinstance(fnval, FnRef) else None)
+        outs, out_tree = flatten(result)
+        outs = [self.tensor(o, self.span) for o in outs]
+        body, captured = self.b.finish(outs)
+        assert not captured
+        self.program.funcs[name] = Func(name, body)
+        self.program.entry = name
+        return self.program, out_tree
+
+    # --- expressions ---------------------------------------------------------------------------
+
+    def eval(self, e: n.Expr, env: dict):
+        saved = self.span
+        self.span = e.span
+        try:
+            return getattr(self, "eval_" + type(e).__name__)(e, env)
+        except DiffcError as err:
+            if err.span is None:
+                err.span = e.span
+            raise
+        finally:
+            self.span = saved
+
+    def eval_Num(self, e, env):
+        return self.const(e.value, DType.F64 if e.is_float else DType.I64)
+
+    def eval_Bool(self, e, env):
+        return self.const(e.value, DType.BOOL)
+
+    def eval_Str(self, e, env):
+        return e.value
+
+    def eval_Name(self, e, env):
+        if e.id in env:
+            return env[e.id]
+        return self.lookup_global(e.id, env.get("__module__"), e.span)
+
+    def lookup_global(self, name, module, span):
+        from .builtins import BUILTINS
+
+        member = module.member(name) if module else None
+        if isinstance(member, n.FnDef):
+            return FnRef(member, module)
+        if isinstance(member, n.LetDef):
+            return self.module_let(module, member)
+        if module and name in module.imports:
+            return ModuleRef(module.imports[name])
+        if name in BUILTINS:
+            return Builtin(name, BUILTINS[name])
+        raise NameError_(f"unknown variable `{name}`", span)
+
+    def module_let(self, module, let: n.LetDef):
+        """A module-level constant, traced once into the root body of the current function."""
+        key = (id(self.root), id(let))
+        if key in self.let_cache:
+            return self.let_cache[key]
+        if key in self.lets_in_progress:
+            raise NameError_(f"`{let.name}` is defined in terms of itself", let.span)
+        self.lets_in_progress.add(key)
+        saved = self.b
+        self.b = self.root
+        try:
+            v = self.eval(let.value, {"__module__": module})
+        finally:
+            self.b = saved
+            self.lets_in_progress.discard(key)
+        self.let_cache[key] = v
+        return v
+
+    def eval_Block(self, e, env):
+        env = dict(env)
+        for s in e.stmts:
+            if isinstance(s, n.Let):
+                v = self.eval(s.value, env)
+                self.bind(s.pattern, v, env)
+            else:
+                self.eval(s.expr, env)
+        return self.eval(e.result, env)
+
+    def bind(self, pat, v, env):
+        if isinstance(pat, n.PName):
+            env[pat.name] = v
+            return
+        if not isinstance(v, tuple) or len(v) != len(pat.items):
+            want = len(pat.items)
+            raise TypeError_(f"cannot destructure {describe(v)} into a tuple of {want} element{'s' * (want != 1)}",
+                             pat.span)
+        for p, x in zip(pat.items, v):
+            self.bind(p, x, env)
+
+    def eval_TupleLit(self, e, env):
+        return tuple(self.eval(x, env) for x in e.elems)
+
+    def eval_RecordLit(self, e, env):
+        fields = {}
+        for name, x in e.fields:
+            if name in fields:
+                raise NameError_(f"field `{name}` appears twice in this record", x.span)
+            fields[name] = self.eval(x, env)
+        return Record(fields)
+
+    def eval_ArrayLit(self, e, env):
+        if not e.elems:
+            raise ShapeError("an empty array literal has no element type; use zeros([0])")
+        literal = _literal_array(e)
+        if literal is not None:
+            return self.const(literal)
+        items = [self.tensor(self.eval(x, env), x.span) for x in e.elems]
+        return self.stack(items, 0)
+
+    def eval_Lambda(self, e, env):
+        return Closure(e.params, e.body, env, env.get("__module__"))
+
+    def eval_Field(self, e, env):
+        v = self.eval(e.value, env)
+        if isinstance(v, ModuleRef):
+            return self.lookup_global_member(v.module, e.name, e.span)
+        if isinstance(v, Record):
+            if e.name not in v.fields:
+                have = ", ".join(v.fields)
+                raise NameError_(f"the record has no field `{e.name}` (it has {have})", e.span)
+            return v.fields[e.name]
+        raise TypeError_(f"`.{e.name}` needs a record or a module, got {describe(v)}", e.span)
+
+    def lookup_global_member(self, module, name, span):
+        member = module.member(name)
+        if member is None:
+            raise NameError_(f"module `{module.name}` has no `{name}`", span)
+        return self.lookup_global(name, module, span)
+
+    def eval_TupleIndex(self, e, env):
+        v = self.eval(e.value, env)
+        if not isinstance(v, tuple):
+            raise TypeError_(f"`.{e.index}` needs a tuple, got {describe(v)}", e.span)
+        if e.index >= len(v):
+            raise TypeError_(f"tuple index {e.index} is out of range for a tuple of {len(v)} element"
+                             f"{'s' * (len(v) != 1)}", e.span)
+        return v[e.index]
+
+    def eval_If(self, e, env):
+        c = self.eval(e.cond, env)
+        if not (is_tensor(c) and c.type == TensorType(DType.BOOL, ())):
+            raise TypeError_(f"the condition of `if` must be a bool, got {describe(c)}", e.cond.span)
+        if c.known is not None:  # decided at compile time: only the branch taken is traced
+            return self.eval(e.then if bool(c.known) else e.else_, env)
+        return self.cond(c, lambda: self.eval(e.then, env), lambda: self.eval(e.else_, env), e.span)
+
+    def cond(self, c: Var, then_fn, else_fn, span):
+        """A data-dependent branch: both sides traced into bodies of one `cond` op."""
+        results, builders, bottoms = [], [], []
+        for fn in (then_fn, else_fn):
+            bld = Builder(self.b)
+            saved, self.b = self.b, bld
+            try:
+                results.append(fn())
+                builders.append(bld)
+            except Bottom as bot:
+                bottoms.append(bot)
+            finally:
+                self.b = saved
+        if bottoms:  # See Note [Recursive return types]
+            if len(bottoms) == 2:
+                raise bottoms[0]
+            self.taints[-1].add(bottoms[0].spec)
+            return self._inline_branch(builders[0], results[0])
+        (t_leaves, t_tree), (f_leaves, f_tree) = flatten(results[0]), flatten(results[1])
+        if t_tree != f_tree or not all(map(is_tensor, t_leaves + f_leaves)):
+            raise TypeError_(f"the branches of `if` have different types: {describe(results[0])} and "
+                             f"{describe(results[1])}", span)
+        for k, (a, b) in enumerate(zip(t_leaves, f_leaves)):
+            if a.type.shape != b.type.shape:
+                raise ShapeError(f"the branches of `if` have different shapes: {describe(results[0])} and "
+                                 f"{describe(results[1])}", span)
+            if a.type.dtype != b.type.dtype:
+                dt = promote(a.type.dtype, b.type.dtype)
+                for bld, leaves in ((builders[0], t_leaves), (builders[1], f_leaves)):
+                    saved, self.b = self.b, bld
+                    leaves[k] = self.convert(leaves[k], dt)
+                    self.b = saved
+        bodies, operands = close_together(builders, [t_leaves, f_leaves])
+        outs = self.emit_n(control.cond_p, [c] + operands, branches=tuple(bodies))
+        return unflatten(t_tree, outs)
+
+    def _inline_branch(self, bld: Builder, result):
+        """Take one traced branch as the value of the `if`: its sibling raised Bottom, so this
+        trace is only used for its types and will be traced again."""
+        ren = {inner: outer for outer, inner in bld.captures.values()}
+        for eqn in bld.eqns:
+            eqn.inputs = [ren.get(x, x) for x in eqn.inputs]
+            self.b.eqns.append(eqn)
+            self.b.defined.update(o.id for o in eqn.outs)
+        leaves, tree = flatten(result)
+        return unflatten(tree, [ren.get(x, x) if isinstance(x, Var) else x for x in leaves])
+
+    def eval_UnaryOp(self, e, env):
+        from .builtins import arith_unary, logical_not
+
+        x = self.eval(e.operand, env)
+        if e.op == "not":
+            return logical_not(self, x)
+        return arith_unary(self, ew.neg_p, self.tensor(x, e.operand.span))
+
+    def eval_BinOp(self, e, env):
+        from .builtins import BINOPS, matmul, short_circuit
+
+        if e.op in ("and", "or"):
+            return short_circuit(self, e, env)
+        a = self.eval(e.left, env)
+        b = self.eval(e.right, env)
+        a, b = self.tensor(a, e.left.span), self.tensor(b, e.right.span)
+        if e.op == "@":
+            return matmul(self, a, b)
+        return BINOPS[e.op](self, a, b)
+
+    def eval_Call(self, e, env):
+        f = self.eval(e.fn, env)
+        args = [self.eval(a, env) for a in e.args]
+        kwargs = {}
+        for k in e.kwargs:
+            if k.name in kwargs:
+                raise TypeError_(f"keyword argument `{k.name}` given twice", k.span)
+            kwargs[k.name] = self.eval(k.value, env)
+        return self.call(f, args, kwargs, e.span, arg_spans=[a.span for a in e.args])
+
+    def eval_Index(self, e, env):
+        from .builtins import index
+
+        v = self.eval(e.value, env)
+        items = []
+        for it in e.indices:
+            if isinstance(it, n.Slice):
+                lo = None if it.lo is None else self.static_int(self.eval(it.lo, env), it.lo.span, "a slice bound")
+                hi = None if it.hi is None else self.static_int(self.eval(it.hi, env), it.hi.span, "a slice bound")
+                items.append(slice(lo, hi))
+            else:
+                items.append((self.eval(it, env), it.span))
+        return index(self, self.tensor(v, e.value.span), items)
+
+    def eval_Comprehension(self, e, env):
+        def go(k, env):
+            if k == len(e.iters):
+                return self.eval(e.body, env)
+            it = e.iters[k]
+            lo = self.static_int(self.eval(it.lo, env), it.lo.span, "a comprehension bound")
+            hi = self.static_int(self.eval(it.hi, env), it.hi.span, "a comprehension bound")
+
+            def body(i, _rows):
+                iv = i if lo == 0 else self.emit(ew.add_p, [i, self.const(lo, DType.I64)])
+                return go(k + 1, {**env, it.name: iv})
+
+            return self.map_loop(max(hi - lo, 0), body, [])
+
+        return go(0, env)
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def call(self, f, args, kwargs, span, arg_spans=None):
+        """Apply a function value to traced arguments."""
+        if isinstance(f, Builtin | Partial):
+            saved, self.span = self.span, span or self.span
+            try:
+                return f.impl(self, args, kwargs)
+            except DiffcError as err:
+                if err.span is None:
+                    err.span = span
+                raise
+            finally:
+                self.span = saved
+        if not isinstance(f, Closure | FnRef):
+            raise TypeError_(f"this is {describe(f)}, not a function: it cannot be called", span)
+        if kwargs:
+            raise TypeError_(f"`{f.name}` takes no keyword arguments", span)
+        params = f.params if isinstance(f, Closure) else f.fndef.params
+        if len(args) != len(params):
+            raise TypeError_(f"`{f.name}` takes {len(params)} argument{'s' * (len(params) != 1)} "
+                             f"but {len(args)} {'were' if len(args) != 1 else 'was'} given", span)
+        if isinstance(f, FnRef):
+            check_annotations(f.fndef, args, arg_spans or [span] * len(args), span)
+            if id(f.fndef) in self.recursive_fns:
+                return self.call_recursive(f, args, span)
+            env = {"__module__": f.module}
+            body = f.fndef.body
+        else:
+            env = dict(f.env)
+            body = f.body
+        for p, a in zip(params, args):
+            env[p.name] = a
+        return self.eval(body, env)
+
+    def call_recursive(self, f: FnRef, args, span):
+        leaves, tree = flatten(tuple(args))
+        for v in leaves:
+            if not is_tensor(v):
+                raise TypeError_(f"the recursive function `{f.name}` cannot take {describe(v)} as an argument "
+                                 "(recursive functions take arrays, numbers, tuples and records)", span)
+        key = (id(f.fndef), tree, tuple(v.type for v in leaves))
+        spec = self.specs.get(key)
+        if spec is None:
+            spec = self.specialise(f, key, tree, [v.type for v in leaves])
+        if spec.ret is None:
+            raise Bottom(spec)
+        ret_tree, ret_types = spec.ret
+        outs = self.emit_n(control.call_p, leaves, func=spec.name, out_types=tuple(ret_types))
+        return unflatten(ret_tree, outs)
+
+    def specialise(self, f: FnRef, key, tree, types) -> Spec:
+        """Trace a recursive function for one argument signature into its own Func."""
+        name = f"{f.name}.{sum(1 for s in self.specs.values() if s.fndef is f.fndef)}"
+        spec = Spec(f.fndef, f.module, key, name)
+        self.specs[key] = spec
+        saved = (self.b, self.root, self.span)
+        try:
+            for _ in range(MAX_RETRACE):
+                self.b = self.root = Builder()
+                self.taints.append(set())
+                try:
+                    params = [self.b.param(t) for t in types]
+                    env = {"__module__": f.module}
+                    for p, a in zip(f.fndef.params, unflatten(tree, params)):
+                        env[p.name] = a
+                    result = self.eval(f.fndef.body, env)
+                except Bottom as bot:
+                    self.taints.pop()
+                    if bot.spec is spec:
+                        raise TypeError_(f"the recursive function `{f.name}` never returns: every path through "
+                                         "it calls itself again (it needs a base case)", f.fndef.span) from None
+                    del self.specs[key]
+                    raise
+                taints = self.taints.pop()
+                leaves, rtree = flatten(result)
+                leaves = [self.tensor(x, f.fndef.span) for x in leaves]
+                ret = (rtree, [x.type for x in leaves])
+                others = taints - {spec}
+                if others:  # provisional: an enclosing function's type is not known yet
+                    self.taints[-1] |= others
+                    del self.specs[key]
+                    spec.ret = ret
+                    return spec
+                assumed, spec.ret = spec.ret, ret
+                if spec not in taints and assumed in (None, ret):
+                    body, _ = self.b.finish(leaves)
+                    self.program.funcs[spec.name] = Func(spec.name, body, f.fndef.span, recursive=True)
+                    spec.done = True
+                    return spec
+            raise TypeError_(f"cannot settle the return type of the recursive function `{f.name}`", f.fndef.span)
+        finally:
+            self.b, self.root, self.span = saved
+
+    # --- loops ----------------------------------------------------------------------------------
+
+    def trace_body(self, param_types, fn):
+        """Trace fn(*params) in a nested builder. Returns (body, captured, out_tree, outs)."""
+        bld = Builder(self.b)
+        saved, self.b = self.b, bld
+        try:
+            params = [bld.param(t) for t in param_types]
+            result = fn(*params)
+            leaves, tree = flatten(result)
+            leaves = [self.tensor(x, self.span) for x in leaves]
+            body, captured = bld.finish(leaves)
+        finally:
+            self.b = saved
+        return body, captured, tree
+
+    def map_loop(self, length: int, fn, xs: list):
+        """Stack fn(i, rows) over i in 0..length, rows = the i-th rows of the arrays xs."""
+        types = [TensorType(DType.I64, ())] + [x.type.with_shape(x.type.shape[1:]) for x in xs]
+        body, captured, tree = self.trace_body(types, lambda i, *rows: fn(i, list(rows)))
+        outs = self.emit_n(control.map_p, list(xs) + captured, body=body, n=length, num_xs=len(xs))
+        return unflatten(tree, outs)
+
+    # --- conversions of values -----------------------------------------------------------------
+
+    def tensor(self, v, span) -> Var:
+        if is_tensor(v):
+            return v
+        raise TypeError_(f"expected an array or a number, got {describe(v)}", span)
+
+    def static_int(self, v, span, what: str) -> int:
+        if not (is_tensor(v) and v.type.rank == 0 and v.type.dtype in (DType.I64, DType.BOOL)):
+            raise TypeError_(f"{what} must be an integer, got {describe(v)}", span)
+        if v.known is None:
+            raise TypeError_(f"{what} must be known at compile time (from shapes, `len`, literals)", span)
+        return int(v.known)
+
+    def stack(self, items: list[Var], axis: int) -> Var:
+        dt = items[0].type.dtype
+        for x in items[1:]:
+            dt = promote(dt, x.type.dtype)
+        shape = items[0].type.shape
+        for x in items:
+            if x.type.shape != shape:
+                raise ShapeError("cannot stack arrays of different shapes: " + ", ".join(str(x.type) for x in items))
+        expanded = []
+        for x in items:
+            x = self.convert(x, dt)
+            s = list(shape)
+            s.insert(axis, 1)
+            expanded.append(self.emit(sh.reshape_p, [x], shape=tuple(s)))
+        if len(expanded) == 1:
+            return expanded[0]
+        return self.emit(sh.concat_p, expanded, axis=axis)
+
+
+def _literal_array(e: n.ArrayLit):
+    """The value of an array literal made only of number literals (nested), else None."""
+
+    def go(x):
+        if isinstance(x, n.Num):
+            return x.value, x.is_float
+        if isinstance(x, n.Bool):
+            return x.value, None
+        if isinstance(x, n.UnaryOp) and x.op == "-" and isinstance(x.operand, n.Num):
+            return -x.operand.value, x.operand.is_float
+        if isinstance(x, n.ArrayLit) and x.elems:
+            vals = [go(y) for y in x.elems]
+            if any(v is None for v in vals):
+                return None
+            return [v for v, _ in vals], any(f for _, f in vals)
+        return None
+
+    r = go(e)
+    if r is None:
+        return None
+    try:
+        arr = np.array(r[0])
+    except ValueError:
+        return None
+    if arr.dtype == object:
+        return None
+    if arr.dtype.kind in "iu":
+        arr = arr.astype(np.int64)
+    if _has_float(e):
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _has_float(e) -> bool:
+    if isinstance(e, n.Num):
+        return e.is_float
+    if isinstance(e, n.UnaryOp):
+        return _has_float(e.operand)
+    if isinstance(e, n.ArrayLit):
+        return any(_has_float(x) for x in e.elems)
+    return False
+
+
+def check_annotations(fndef: n.FnDef, args, arg_spans, call_span):
+    """Parameter annotations: dtypes and ranks must match; dimension names bind at the call."""
+    dims: dict[str, tuple[int, str]] = {}
+    for p, a, sp in zip(fndef.params, args, arg_spans):
+        ann = p.ann
+        if ann is None:
+            continue
+        if not is_tensor(a):
+            raise TypeError_(f"parameter `{p.name}` of `{fndef.name}` is declared {_ann_str(ann)}, got {describe(a)}", sp)
+        if a.type.dtype.value != ann.dtype:
+            raise TypeError_(f"parameter `{p.name}` of `{fndef.name}` is declared {_ann_str(ann)}, got {a.type}", sp)
+        if ann.dims is None:
+            continue
+        if len(ann.dims) != a.type.rank:
+            raise ShapeError(f"parameter `{p.name}` of `{fndef.name}` is declared {_ann_str(ann)}, got {a.type}", sp)
+        for d, size in zip(ann.dims, a.type.shape):
+            if isinstance(d, int):
+                if d != size:
+                    raise ShapeError(f"parameter `{p.name}` of `{fndef.name}` is declared {_ann_str(ann)}, "
+                                     f"got {a.type}", sp)
+            elif d in dims and dims[d][0] != size:
+                raise ShapeError(f"dimension `{d}` of `{fndef.name}` is {dims[d][0]} (from `{dims[d][1]}`) but "
+                                 f"{size} in `{p.name}` ({a.type})", sp)
+            else:
+                dims.setdefault(d, (size, p.name))
+
+
+def _ann_str(ann: n.TypeAnn) -> str:
+    return ann.dtype if ann.dims is None else f"{ann.dtype}[{', '.join(map(str, ann.dims))}]"
+
+
+# Note [Inlining]
+# ~~~~~~~~~~~~~~~
+# Calls of non-recursive functions and lambdas are traced in place: the callee's body is
+# evaluated with its parameters bound to the traced arguments. This is what removes closures
+# and function values before the IR exists (Dex specialises until first order; Futhark
+# defunctionalises), and it lets every call site be specialised to its own shapes.
+#
+# Note [Recursive return types]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# A recursive function is traced once per argument signature into its own Func. While its
+# body is traced, a call to itself needs the return type, which is not known yet: such a call
+# raises Bottom, the `if` around it catches it and takes the type of its other branch (the
+# base case), and the body is traced again with that return type assumed, until the assumed
+# and traced types agree. Mutual recursion propagates the unknown type outward ("taints"):
+# a function whose body depends on an enclosing function's unknown type is provisional and is
+# traced again when that type is known. A function whose every path raises Bottom has no
+# base case, and that is reported at compile time.
