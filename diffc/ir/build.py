@@ -14,6 +14,7 @@ from ..typesys import DType, TensorType
 from .core import Body, Eqn, Var
 
 FOLD_LIMIT = 1 << 12  # largest known value kept, in elements
+INLINE_CONST_LIMIT = 16  # known values up to this size are re-created, not captured
 
 
 class Builder:
@@ -24,6 +25,7 @@ class Builder:
         self.defined: set[int] = set()
         # outer Var -> (the value in the parent's scope, the parameter standing for it here)
         self.captures: dict[Var, tuple[Var, Var]] = {}
+        self.recreated: dict[Var, Var] = {}  # small known outer values, re-created here
         self.span: Span = NO_SPAN
 
     def param(self, type: TensorType, known=None, hint: str = "") -> Var:
@@ -38,6 +40,8 @@ class Builder:
             return v
         if v in self.captures:
             return self.captures[v][1]
+        if v in self.recreated:
+            return self.recreated[v]
         if self.parent is None:
             raise InternalError(f"value {v!r} used outside the body that defines it", self.span)
         outer = self.parent.use(v)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import math
-from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken, VisitError
@@ -18,6 +18,9 @@ from lark.lexer import PatternStr
 from ..errors import DiffcSyntaxError
 from ..source import SourceFile, Span
 from . import nodes
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 DTYPES = ("f64", "f32", "i64", "bool")
 I64_MAX = 2**63 - 1
@@ -64,7 +67,7 @@ class _NamesEverywhere:
 @functools.cache
 def _parser() -> Lark:
     return Lark(
-        grammar_path().read_text(),
+        grammar_path().read_text(encoding="utf-8"),
         parser="lalr",
         lexer="contextual",
         start="module",
@@ -234,18 +237,18 @@ _OPENER_OF = {close: open_ for open_, close in _CLOSER_OF.items()}
 _EXPR_START = {"NAME", "INT", "FLOAT", "STRING", "(", "[", "{", "-", "not", "fn", "if", "for"}
 _EXPR_START |= {"true", "false"}
 _COMPARISONS = {"==", "!=", "<", "<=", ">", ">="}
-_CONTINUE = {"or", "and", "+", "-", "*", "/", "//", "%", "@", "**", "(", "[", "."} | _COMPARISONS
+_BINARY = {"or", "and", "+", "-", "*", "/", "//", "%", "@", "**"} | _COMPARISONS
+_POSTFIX = {"(", "[", "."}
 _AN_EXPRESSION = "an expression"
+_WORDS = {"NAME": "a name", "INT": "an integer"}
 _TOP_LEVEL = {"fn", "let", "import"}
+_LOOSE_STARTS = {"fn", "if", "for", "not"}  # expressions that only the loosest levels take
 
 _LABELS: dict[str, tuple[str, ...]] = {
     # message: snippets that fail at the place it describes
     "expected `=` after the name in a `let` binding": ("let x 1.0", "fn f() { let x 1.0; x }"),
     "expected `;` after the value in a `let` binding": ("fn f() { let x = 1.0 x }",),
     "expected a name or a tuple pattern `(a, b)` after `let`": ("fn f() { let 1 = 2; 3 }",),
-    "expected the block's result (a block ends with an expression, not `;`)": (
-        "fn f() { g(); }",
-    ),
     "expected `=` or `{` to start the function's body": ("fn f(x) x", "fn f(x) -> f64 x"),
     "expected `=>` or `{` to start the lambda's body": ("let f = fn(x) x",),
     "expected `(` and a parameter list": ("fn f = 1", "let f = fn x => x"),
@@ -261,14 +264,23 @@ _LABELS: dict[str, tuple[str, ...]] = {
 }
 
 
+_CHARACTER_HINTS = {
+    "&": " (write `and`)",
+    "|": " (write `or`)",
+    "!": " (write `not`)",
+    "'": ' (strings are written `"..."`)',
+}
+
+
 def _bad_character(source: SourceFile, err: UnexpectedCharacters) -> DiffcSyntaxError:
     if err.char == '"':
         end = len(source.line(err.line)) + 1
         span = Span(source, err.line, err.column, err.line, end)
         return DiffcSyntaxError('unterminated string: no closing `"` on this line', span)
-    hint = {"&": " (write `and`)", "|": " (write `or`)", "!": " (write `not`)"}.get(err.char, "")
     span = Span(source, err.line, err.column, err.line, err.column + 1)
-    return DiffcSyntaxError(f"unexpected character `{err.char}`{hint}", span)
+    shown = f"`{err.char}`" if err.char.isprintable() else f"U+{ord(err.char):04X}"
+    hint = _CHARACTER_HINTS.get(err.char, "")
+    return DiffcSyntaxError(f"unexpected character {shown}{hint}", span)
 
 
 def _unexpected_token(source: SourceFile, err: UnexpectedToken) -> DiffcSyntaxError:
@@ -282,28 +294,38 @@ def _unexpected_token(source: SourceFile, err: UnexpectedToken) -> DiffcSyntaxEr
             return DiffcSyntaxError(message, _token_span(source, bracket))
         line, col = token.end_line or 1, token.end_column or 1
         span = Span(source, line, col, line, col + 1)
-        return DiffcSyntaxError(f"{_expectation(parser.accepts())}, found end of file", span)
+        return DiffcSyntaxError(_expected(_texts(parser.accepts()), "end of file"), span)
 
     span = _token_span(source, token)
-    if token in _OPENER_OF:
-        if _OPENER_OF[token] not in opened:
-            return DiffcSyntaxError(f"unexpected `{token}`: no `{_OPENER_OF[token]}` is open", span)
-        if opened[-1] != _OPENER_OF[token]:
-            inner = opened[-1]
-            message = f"expected `{_CLOSER_OF[inner]}` to close the `{inner}` at {_at(inner)}"
-            return DiffcSyntaxError(f"{message}, found `{token}`", span)
-    accepts = parser.accepts()
-    texts = _texts(accepts)
+    if token in _OPENER_OF and opened[-1:] != [_OPENER_OF[token]]:
+        return DiffcSyntaxError(_mismatched_closer(token, opened), span)
+    texts = _texts(parser.accepts())
     if token == ";" and _TOP_LEVEL <= texts:
         return DiffcSyntaxError("unexpected `;`: top-level definitions end without `;`", span)
-    if token in _COMPARISONS and "+" in texts and token not in texts:
+    if token == "}" and "let" in texts:
+        message = "expected the block's result: a block ends with an expression, not `;`"
+        return DiffcSyntaxError(message, span)
+    if token in _COMPARISONS and token not in texts and texts & _BINARY:
         return DiffcSyntaxError("comparisons do not chain: write `a < b and b < c`", span)
-    message = f"{_expectation(accepts)}, found {_describe(token)}"
+    if token in _LOOSE_STARTS and {"INT", "FLOAT"} <= texts:  # e.g. `1 + if c { 2 } else { 3 }`
+        message = f"put this `{token}` expression in parentheses: it binds more loosely than what is before it"
+        return DiffcSyntaxError(message, span)
+    message = _expected(texts, _describe(token))
     if opened and (token == ";" or token in _TOP_LEVEL):
         inner = opened[-1]
         if _CLOSER_OF[inner] in texts:
             message = f"unclosed `{inner}` at {_at(inner)}: {message}"
     return DiffcSyntaxError(message, span)
+
+
+def _mismatched_closer(token: Token, opened: list[Token]) -> str:
+    """For a closer that does not close the innermost open bracket: either nothing of its kind
+    is open (a stray closer), or an inner bracket was left open."""
+    opener = _OPENER_OF[token]
+    if opener not in opened:
+        return f"unexpected `{token}`: no `{opener}` is open"
+    inner = opened[-1]
+    return f"expected `{_CLOSER_OF[inner]}` to close the `{inner}` at {_at(inner)}, found `{token}`"
 
 
 def _open_brackets(value_stack) -> list[Token]:
@@ -312,41 +334,37 @@ def _open_brackets(value_stack) -> list[Token]:
     closer has not been shifted after it."""
     opened: list[Token] = []
     for value in value_stack:
-        if isinstance(value, Token) and value.type != "STRING":
-            if value in _CLOSER_OF:
-                opened.append(value)
-            elif value in _OPENER_OF and opened:
-                opened.pop()
+        if isinstance(value, Token) and value in _CLOSER_OF:
+            opened.append(value)
+        elif isinstance(value, Token) and value in _OPENER_OF and opened:
+            opened.pop()
     return opened
 
 
-def _expectation(accepts: set[str]) -> str:
-    """`expected ...` in words for the terminals the parser could have taken."""
-    key = _normalise(accepts)
+def _expected(texts: set[str], found: str) -> str:
+    """`expected ..., found ...`, in words for the terminals the parser could have taken."""
+    key = _normalise(texts)
     if key in _labels():
-        return _labels()[key]
+        return f"{_labels()[key]}, found {found}"
     words = [_AN_EXPRESSION] if _AN_EXPRESSION in key else []
-    punctuation = (t for t in key if t not in _TERMINAL_WORDS and t != _AN_EXPRESSION)
+    punctuation = key - _WORDS.keys() - {_AN_EXPRESSION, "$END"}
     words += [f"`{t}`" for t in sorted(punctuation, key=lambda t: (t in _OPENER_OF, t))]
-    words += [word for t, word in _TERMINAL_WORDS.items() if t in key and word]
+    words += [word for t, word in _WORDS.items() if t in key]
     if not words:
-        return "unexpected token"
+        return f"unexpected {found}"
     if len(words) == 1:
-        return f"expected {words[0]}"
-    return f"expected {', '.join(words[:-1])} or {words[-1]}"
+        return f"expected {words[0]}, found {found}"
+    return f"expected {', '.join(words[:-1])} or {words[-1]}, found {found}"
 
 
-_TERMINAL_WORDS = {"NAME": "a name", "INT": "an integer", "$END": ""}
-
-
-def _normalise(accepts: set[str]) -> frozenset[str]:
-    """The terminals as their texts, with the ways to start or continue an expression folded
-    away: they are the same wherever an expression is expected, and listing them says little."""
-    texts = _texts(accepts)
+def _normalise(texts: set[str]) -> frozenset[str]:
+    """The acceptable terminals (as texts) with the ways to start or continue an expression
+    folded away: they are the same wherever an expression may be, and listing them says little.
+    A continuation is dropped whenever one shows, as LALR may have reduced past the others."""
     if {"INT", "FLOAT"} <= texts:
         texts = (texts - _EXPR_START) | {_AN_EXPRESSION}
-    if "+" in texts:
-        texts -= _CONTINUE
+    if texts & (_BINARY | {"."}):
+        texts -= _BINARY | _POSTFIX
     return frozenset(texts)
 
 
@@ -358,9 +376,7 @@ def _texts(terminals: set[str]) -> set[str]:
 
 @functools.cache
 def _literals() -> dict[str, str]:
-    return {
-        t.name: t.pattern.value for t in _parser().terminals if isinstance(t.pattern, PatternStr)
-    }
+    return {t.name: t.pattern.value for t in _parser().terminals if isinstance(t.pattern, PatternStr)}
 
 
 @functools.cache
@@ -372,7 +388,7 @@ def _labels() -> dict[frozenset[str], str]:
             try:
                 _parser().parse(snippet)
             except UnexpectedToken as err:
-                labels[_normalise(err.interactive_parser.accepts())] = message
+                labels[_normalise(_texts(err.interactive_parser.accepts()))] = message
     return labels
 
 

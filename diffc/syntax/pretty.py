@@ -146,9 +146,7 @@ def _text(e: Expr, indent: int) -> tuple[str, Prec]:
                 return f"fn({_params(params)}) {_block(body, indent)}", Prec.EXPR
             return f"fn({_params(params)}) => {sub(body)}", Prec.EXPR
         case Comprehension(iters, body):
-            ranges = ", ".join(
-                f"{it.name} in {sub(it.lo, Prec.OR)}..{sub(it.hi, Prec.OR)}" for it in iters
-            )
+            ranges = ", ".join(f"{it.name} in {sub(it.lo, Prec.OR)}..{sub(it.hi, Prec.OR)}" for it in iters)
             return f"for {ranges} => {sub(body)}", Prec.EXPR
     raise TypeError(f"not an expression: {e!r}")
 

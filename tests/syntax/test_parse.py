@@ -75,9 +75,7 @@ def sexp(e) -> str:
 # --- the conformance corpus ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "path", conformance_files("cases", "*.dfl"), ids=lambda p: p.stem
-)
+@pytest.mark.parametrize("path", conformance_files("cases", "*.dfl"), ids=lambda p: p.stem)
 def test_case_parses_and_round_trips(path):
     round_trips(parse(SourceFile(str(path), path.read_text())))
 
@@ -91,9 +89,7 @@ def test_program_with_a_non_syntax_error_parses(path):
     round_trips(parse(SourceFile(str(path), path.read_text())))
 
 
-@pytest.mark.parametrize(
-    "path", conformance_files("errors", "syntax_*.dfl"), ids=lambda p: p.stem
-)
+@pytest.mark.parametrize("path", conformance_files("errors", "syntax_*.dfl"), ids=lambda p: p.stem)
 def test_syntax_error_is_reported_at_an_accepted_line(path):
     expected = json.loads((CONFORMANCE / "errors" / "expected.json").read_text())
     with pytest.raises(DiffcSyntaxError) as info:
@@ -171,8 +167,16 @@ def test_tree_shape(text, shape):
 
 @pytest.mark.parametrize(
     ("text", "value", "is_float"),
-    [("42", 42, False), ("0", 0, False), ("1.0", 1.0, True), ("0.5", 0.5, True),
-     ("1e-3", 1e-3, True), ("2.5e3", 2500.0, True), ("1e3", 1000.0, True), ("10.25", 10.25, True)],
+    [
+        ("42", 42, False),
+        ("0", 0, False),
+        ("1.0", 1.0, True),
+        ("0.5", 0.5, True),
+        ("1e-3", 1e-3, True),
+        ("2.5e3", 2500.0, True),
+        ("1e3", 1000.0, True),
+        ("10.25", 10.25, True),
+    ],
 )
 def test_number_literals(text, value, is_float):
     assert expr(text) == n.Num(value, is_float)
@@ -313,10 +317,15 @@ ERRORS = [
     ("fn f() = for i in 0..3 i", 1, 24, "expected `=>`"),
     ("fn f() = for i in 0 => i", 1, 21, "expected `..`"),
     ("fn f() = {a: 1, b 2}", 1, 19, "expected `:` after the field name"),
-    ("fn f() { g(); }", 1, 15, "a block ends with an expression"),
+    ("fn f() { g(); }", 1, 15, "a block ends with an expression, not `;`"),
+    ("fn f() { else }", 1, 10, "expected an expression or `let`, found keyword `else`"),
+    ("fn f() = 1 => 2", 1, 12, "expected a definition (`fn`, `let` or `import`), found `=>`"),
     ("let in = 1", 1, 5, "expected a name, found keyword `in`"),
     ("let x = ", 1, 8, "expected an expression, found end of file"),
     ("x = 1", 1, 1, "expected a definition"),
+    ("let a = 1 + if c { 2 } else { 3 }", 1, 13, "put this `if` expression in parentheses"),
+    ("let a = 2 ** not c", 1, 14, "put this `not` expression in parentheses"),
+    ("let a = f(x).fn", 1, 14, "expected a field name or a tuple index after `.`, found keyword `fn`"),
     ("fn f() = x.+", 1, 12, "expected a field name or a tuple index after `.`"),
     ("fn f() = f(a=1, 2)", 1, 17, "a positional argument cannot follow a keyword argument"),
     ("fn f() = f(a=1, a=2)", 1, 17, "keyword argument `a` given twice"),
@@ -348,9 +357,8 @@ def test_every_error_label_still_describes_its_snippets(message, snippet):
     assert info.value.message.startswith(message)
 
 
-TOKENS = ["fn", "let", "if", "else", "for", "in", "import", "and", "not", "f", "x", "0", "1.5",
-          "(", ")", "{", "}", "[", "]", ",", ";", ":", "=", "=>", "->", ".", "..", "+", "-",
-          "**", "<", '"s"', '"', "#c\n", "\n", "$"]
+TOKENS = 'fn let if else for in import and not f x 0 1.5 ( ) { } [ ] , ; : = => -> . .. + - ** < "s" " $'.split()
+TOKENS += ["#c\n", "\n"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -381,9 +389,7 @@ patterns = st.recursive(
 leaves = st.one_of(
     names.map(n.Name),
     st.integers(0, 2**63 - 1).map(lambda v: n.Num(v, False)),
-    st.floats(0, allow_infinity=False).filter(lambda v: math.copysign(1, v) > 0).map(
-        lambda v: n.Num(v, True)
-    ),
+    st.floats(0, allow_infinity=False).filter(lambda v: math.copysign(1, v) > 0).map(lambda v: n.Num(v, True)),
     st.booleans().map(n.Bool),
     st.from_regex(r"[a-z #(]{0,4}", fullmatch=True).map(n.Str),
 )
@@ -395,9 +401,7 @@ def compound(sub):
     blocks = st.builds(n.Block, st.lists(stmts, max_size=2).map(tuple), sub)
     ifs = st.builds(n.If, sub, blocks, blocks | st.builds(n.If, sub, blocks, blocks))
     slices = st.builds(n.Slice, st.none() | sub, st.none() | sub)
-    keywords = st.dictionaries(names, sub, max_size=2).map(
-        lambda d: tuple(n.Keyword(k, v) for k, v in d.items())
-    )
+    keywords = st.dictionaries(names, sub, max_size=2).map(lambda d: tuple(n.Keyword(k, v) for k, v in d.items()))
     return st.one_of(
         st.builds(n.BinOp, st.sampled_from(OPS), sub, sub),
         st.builds(n.UnaryOp, st.sampled_from(["-", "not"]), sub),
@@ -407,9 +411,7 @@ def compound(sub):
         st.builds(n.TupleIndex, sub, st.integers(0, 12)),
         st.builds(n.ArrayLit, tuples),
         st.builds(n.TupleLit, tuples),
-        st.dictionaries(names, sub, min_size=1, max_size=3).map(
-            lambda d: n.RecordLit(tuple(d.items()))
-        ),
+        st.dictionaries(names, sub, min_size=1, max_size=3).map(lambda d: n.RecordLit(tuple(d.items()))),
         blocks,
         ifs,
         st.builds(n.Lambda, params, sub),
