@@ -231,3 +231,390 @@ def _call_lower(em, eqn, ins):
 
 
 call_p = primitive("call", shape=lambda ts, func, out_types: list(out_types), lower=_call_lower)
+
+
+# --- checkpoint and custom_vjp: bodies with their own derivative behaviour --------------------------
+
+
+def _inline_lower(body_key):
+    def lower(em, eqn, ins):
+        return em.lower_body(eqn.params[body_key], ins[:len(eqn.params[body_key].params)])
+
+    return lower
+
+
+checkpoint_p = primitive("checkpoint", shape=lambda ts, body: list(body.out_types), lower=_inline_lower("body"))
+
+
+def _custom_vjp_lower(em, eqn, ins):
+    n, nc = eqn.params["counts"][:2]
+    return em.lower_body(eqn.params["fun"], ins[:n + nc])
+
+
+custom_vjp_p = primitive("custom_vjp", shape=lambda ts, fun, fwd, bwd, counts: list(fun.out_types),
+                         lower=_custom_vjp_lower)
+
+# --- derivative rules of the structured ops ---------------------------------------------------------
+# See Note [Loop derivatives] at the bottom of this module.
+
+from ..ad.jvp import jvp_body  # noqa: E402
+from ..ad.vjp import is_float, residual_values, vjp_split  # noqa: E402
+from ..ir.build import Builder  # noqa: E402
+from ..ir.core import Body  # noqa: E402
+from ..ir.walk import inline  # noqa: E402
+from . import ops  # noqa: E402
+
+
+def _seed(b, ct, t):
+    return ct if ct is not None else ops.zeros(b, t)
+
+
+def _closed(param_types, fn) -> Body:
+    """A closed body built by fn(builder, params) -> outs."""
+    b = Builder()
+    params = [b.param(t) for t in param_types]
+    return b.finish(list(fn(b, params)))[0]
+
+
+# checkpoint: the forward keeps no residuals; the backward runs the body's forward again.
+
+def _checkpoint_vjp_fwd(b, eqn, ins, act):
+    outs = b.emit(checkpoint_p, ins, eqn.span, body=eqn.params["body"])
+    return outs, (ins, act)
+
+
+def _checkpoint_vjp(b, params, aux, outs, cts):
+    ins, act = aux
+    body = params["body"]
+    fwd, bwd, kinds = vjp_split(body, act)
+    vals = inline(b, fwd, ins)
+    extra = vals[len(body.outs):]
+    seeds = [_seed(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    ct_in = iter(inline(b, bwd, seeds + residual_values(kinds, ins, extra)))
+    return [next(ct_in) if a and is_float(x) else None for x, a in zip(ins, act)]
+
+
+def _body_jvp_full(key, prim):
+    def jvp_full(b, eqn, ins, ts):
+        jb = jvp_body(eqn.params[key], [t is not None for t in ts])
+        vals = inline(b, jb, ins + [t for t in ts if t is not None])
+        n = len(eqn.outs)
+        touts = iter(vals[n:])
+        return vals[:n], [next(touts) if is_float(o) else None for o in eqn.outs]
+
+    return jvp_full
+
+
+checkpoint_p.vjp_fwd, checkpoint_p.vjp = _checkpoint_vjp_fwd, _checkpoint_vjp
+checkpoint_p.jvp_full = _body_jvp_full("body", checkpoint_p)
+
+
+# custom_vjp: the user's fwd and bwd replace the derivative of fun.
+
+def _custom_vjp_fwd(b, eqn, ins, act):
+    n, nc, nf, nb = eqn.params["counts"]
+    fwd = eqn.params["fwd"]
+    vals = inline(b, fwd, ins[:n] + ins[n + nc:n + nc + nf])
+    n_out = len(eqn.outs)
+    return vals[:n_out], (ins, vals[n_out:])
+
+
+def _custom_vjp_vjp(b, params, aux, outs, cts):
+    ins, residuals = aux
+    n, nc, nf, nb = params["counts"]
+    seeds = [_seed(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    bcap = ins[n + nc + nf:]
+    ct_in = iter(inline(b, params["bwd"], list(residuals) + seeds + bcap))
+    return [next(ct_in) if is_float(x) else None for x in ins[:n]] + [None] * (len(ins) - n)
+
+
+def _custom_vjp_jvp_full(b, eqn, ins, ts):
+    n, nc = eqn.params["counts"][:2]
+    fun = eqn.params["fun"]
+    jb = jvp_body(fun, [t is not None for t in ts[:n + nc]])
+    vals = inline(b, jb, ins[:n + nc] + [t for t in ts[:n + nc] if t is not None])
+    k = len(eqn.outs)
+    touts = iter(vals[k:])
+    return vals[:k], [next(touts) if is_float(o) else None for o in eqn.outs]
+
+
+custom_vjp_p.vjp_fwd, custom_vjp_p.vjp, custom_vjp_p.jvp_full = _custom_vjp_fwd, _custom_vjp_vjp, _custom_vjp_jvp_full
+
+
+# map: forward map with stacked residuals; backward is a scan whose carry accumulates the
+# cotangents of the loop-invariant inputs (tied weights) and whose outputs are the rows' ones.
+
+def _map_vjp_fwd(b, eqn, ins, act):
+    p = eqn.params
+    body, nx = p["body"], p["num_xs"]
+    needs = [False] + list(act)
+    fwd, bwd, kinds = vjp_split(body, needs)
+    outs = b.emit(map_p, ins, eqn.span, body=fwd, n=p["n"], num_xs=nx)
+    ny = len(body.outs)
+    return outs[:ny], (ins, act, bwd, kinds, outs[ny:])
+
+
+def _map_vjp(b, params, aux, outs, cts):
+    ins, act, bwd, kinds, res_stacked = aux
+    n, nx = params["n"], params["num_xs"]
+    xs, consts = ins[:nx], ins[nx:]
+    seeds = [_seed(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    want = [k for k, x in enumerate(ins) if act[k] and is_float(x)]  # inputs that get cotangents
+    acc_idx = [k for k in want if k >= nx]
+    row_idx = [k for k in want if k < nx]
+    acc_types = [ins[k].type for k in acc_idx]
+    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
+
+    sb = Builder(b)
+    i = sb.param(ops_i64())
+    accs = [sb.param(t) for t in acc_types]
+    seed_rows = [sb.param(row(s.type)) for s in seeds]
+    res_rows = [sb.param(row(r.type)) for r in res_stacked]
+    x_rows = [sb.param(row(x.type)) for x in xs]
+    param_vals = [i] + x_rows + list(consts)
+    res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
+    ct = dict(zip(want, inline(sb, bwd, seed_rows + res)))
+    new_accs = [ops.add(sb, a, ct[k]) for a, k in zip(accs, acc_idx)]
+    body, captured = sb.finish(new_accs + [ct[k] for k in row_idx])
+    inits = [ops.zeros(b, t) for t in acc_types]
+    stacks = seeds + list(res_stacked) + list(xs)
+    out = b.emit(scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits),
+                 num_xs=len(stacks), reverse=False)
+    result = [None] * len(ins)
+    for k, v in zip(acc_idx, out[:len(acc_idx)]):
+        result[k] = v
+    for k, v in zip(row_idx, out[len(acc_idx):]):
+        result[k] = v
+    return result
+
+
+def ops_i64():
+    from ..typesys import DType, TensorType
+
+    return TensorType(DType.I64, ())
+
+
+def _map_jvp_full(b, eqn, ins, ts):
+    p = eqn.params
+    body, nx = p["body"], p["num_xs"]
+    has = [False] + [t is not None for t in ts]
+    jb = jvp_body(body, has)
+    # jb takes (i, rows, consts, row tangents, const tangents); map wants rows first
+    t_rows = [t for t in ts[:nx] if t is not None]
+    t_consts = [t for t in ts[nx:] if t is not None]
+    n_rows, n_consts = len(t_rows), len(t_consts)
+
+    def reorder(bb, params):
+        i, rows, trows = params[0], params[1:1 + nx], params[1 + nx:1 + nx + n_rows]
+        consts, tconsts = params[1 + nx + n_rows:1 + nx + n_rows + len(ins) - nx], params[1 + nx + n_rows + len(ins) - nx:]
+        return inline(bb, jb, [i] + rows + consts + trows + tconsts)
+
+    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
+    types = [ops_i64()] + [row(x.type) for x in ins[:nx]] + [row(t.type) for t in t_rows] + \
+            [x.type for x in ins[nx:]] + [t.type for t in t_consts]
+    nb = _closed(types, reorder)
+    outs = b.emit(map_p, list(ins[:nx]) + t_rows + list(ins[nx:]) + t_consts, eqn.span, body=nb, n=p["n"],
+                  num_xs=nx + n_rows)
+    k = len(eqn.outs)
+    touts = iter(outs[k:])
+    return outs[:k], [next(touts) if is_float(o) else None for o in eqn.outs]
+
+
+map_p.vjp_fwd, map_p.vjp, map_p.jvp_full = _map_vjp_fwd, _map_vjp, _map_jvp_full
+
+
+# scan: the forward also stacks the residuals of every step (T residual records); the backward
+# is a scan in the other direction carrying the carry's cotangent and the accumulated
+# cotangents of the loop-invariant inputs.
+
+def _scan_vjp_fwd(b, eqn, ins, act):
+    p = eqn.params
+    body, nc, nx = p["body"], p["num_carry"], p["num_xs"]
+    any_act = any(act)
+    needs = [False] + [any_act and is_float(x) for x in ins[:nc]] + list(act[nc:])
+    fwd, bwd, kinds = vjp_split(body, needs)
+    # the carry a step starts from is a residual too: stack it as an extra output
+    carry_res = sorted({k for kind, k in kinds if kind == "param" and 1 <= k <= nc})
+    fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in carry_res])
+    outs = b.emit(scan_p, ins, eqn.span, body=fwd, length=p["length"], num_carry=nc, num_xs=nx,
+                  reverse=p["reverse"])
+    ny = len(body.outs) - nc
+    n_extra = len(fwd.outs) - len(body.outs) - len(carry_res)
+    res_stacked = outs[nc + ny:nc + ny + n_extra]
+    carry_stacked = dict(zip(carry_res, outs[nc + ny + n_extra:]))
+    return outs[:nc + ny], (ins, needs, bwd, kinds, res_stacked, carry_stacked)
+
+
+def _scan_vjp(b, params, aux, outs, cts):
+    ins, needs, bwd, kinds, res_stacked, carry_stacked = aux
+    n, nc, nx = params["length"], params["num_carry"], params["num_xs"]
+    init, xs, consts = ins[:nc], ins[nc:nc + nx], ins[nc + nx:]
+    float_carry = [k for k in range(nc) if is_float(init[k])]
+    ct_carry0 = [_seed(b, cts[k], outs[k].type) for k in float_carry]
+    y_seeds = [_seed(b, c, o.type) for c, o in zip(cts[nc:], outs[nc:]) if is_float(o)]
+    want = [k for k in range(len(ins)) if needs[k + 1] and is_float(ins[k])]
+    carry_want = [k for k in want if k < nc]
+    acc_idx = [k for k in want if k >= nc + nx]
+    row_idx = [k for k in want if nc <= k < nc + nx]
+    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
+
+    sb = Builder(b)
+    t = sb.param(ops_i64())
+    ct_c = [sb.param(init[k].type) for k in float_carry]
+    accs = [sb.param(ins[k].type) for k in acc_idx]
+    y_rows = [sb.param(row(s.type)) for s in y_seeds]
+    res_rows = [sb.param(row(r.type)) for r in res_stacked]
+    carry_keys = sorted(carry_stacked)
+    c_rows = dict(zip(carry_keys, [sb.param(row(carry_stacked[k].type)) for k in carry_keys]))
+    x_rows = [sb.param(row(x.type)) for x in xs]
+    param_vals = [t] + [c_rows.get(k + 1) for k in range(nc)] + x_rows + list(consts)
+    res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
+    ct = dict(zip(want, inline(sb, bwd, ct_c + y_rows + res)))
+    new_ct_c = [ct[k] if k in ct else ops.zeros(sb, init[k].type) for k in float_carry]
+    new_accs = [ops.add(sb, a, ct[k]) for a, k in zip(accs, acc_idx)]
+    body, captured = sb.finish(new_ct_c + new_accs + [ct[k] for k in row_idx])
+    stacks = y_seeds + list(res_stacked) + [carry_stacked[k] for k in carry_keys] + list(xs)
+    inits = ct_carry0 + [ops.zeros(b, ins[k].type) for k in acc_idx]
+    out = b.emit(scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits),
+                 num_xs=len(stacks), reverse=not params["reverse"])
+    result = [None] * len(ins)
+    for k, v in zip(float_carry, out):
+        if k in carry_want:
+            result[k] = v
+    for k, v in zip(acc_idx, out[len(float_carry):]):
+        result[k] = v
+    for k, v in zip(row_idx, out[len(float_carry) + len(acc_idx):]):
+        result[k] = v
+    return result
+
+
+def _scan_jvp_full(b, eqn, ins, ts):
+    p = eqn.params
+    body, nc, nx = p["body"], p["num_carry"], p["num_xs"]
+    any_t = any(t is not None for t in ts)
+    # a float carry gets a tangent whenever anything does (it may become active in the loop)
+    t_in = [(ts[k] if ts[k] is not None else ops.zeros(b, ins[k].type)) if any_t and is_float(ins[k]) else None
+            for k in range(nc)] + list(ts[nc:])
+    has = [False] + [t is not None for t in t_in]
+    jb = jvp_body(body, has)
+    tc = [t for t in t_in[:nc] if t is not None]
+    tx = [t for t in t_in[nc:nc + nx] if t is not None]
+    tk = [t for t in t_in[nc + nx:] if t is not None]
+    ncons = len(ins) - nc - nx
+
+    def reorder(bb, params):
+        k = 0
+
+        def take(m):
+            nonlocal k
+            out = params[k:k + m]
+            k += m
+            return out
+
+        i, c, t_c, xr, t_xr, cs, t_cs = take(1), take(nc), take(len(tc)), take(nx), take(len(tx)), take(ncons), take(len(tk))
+        outs = inline(bb, jb, i + c + xr + cs + t_c + t_xr + t_cs)
+        n_out = len(body.outs)
+        prim, tang = outs[:n_out], outs[n_out:]
+        float_out = [is_float(o) for o in body.outs]
+        tmap, it = [], iter(tang)
+        for f in float_out:
+            tmap.append(next(it) if f else None)
+        carry_t = [tmap[k2] for k2 in range(nc) if t_in[k2] is not None]
+        y_t = [x for x in tmap[nc:] if x is not None]
+        return prim[:nc] + carry_t + prim[nc:] + y_t
+
+    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
+    types = ([ops_i64()] + [x.type for x in ins[:nc]] + [t.type for t in tc] + [row(x.type) for x in ins[nc:nc + nx]]
+             + [row(t.type) for t in tx] + [x.type for x in ins[nc + nx:]] + [t.type for t in tk])
+    nb = _closed(types, reorder)
+    outs = b.emit(scan_p, list(ins[:nc]) + tc + list(ins[nc:nc + nx]) + tx + list(ins[nc + nx:]) + tk, eqn.span,
+                  body=nb, length=p["length"], num_carry=nc + len(tc), num_xs=nx + len(tx), reverse=p["reverse"])
+    ny = len(body.outs) - nc
+    carry, carry_t = outs[:nc], iter(outs[nc:nc + len(tc)])
+    ys = outs[nc + len(tc):nc + len(tc) + ny]
+    ys_t = iter(outs[nc + len(tc) + ny:])
+    touts = [next(carry_t) if t_in[k] is not None else None for k in range(nc)]
+    touts += [next(ys_t) if is_float(o) else None for o in body.outs[nc:]]
+    return carry + ys, touts
+
+
+scan_p.vjp_fwd, scan_p.vjp, scan_p.jvp_full = _scan_vjp_fwd, _scan_vjp, _scan_jvp_full
+
+
+# cond: each branch's forward also returns its residuals (zeros for the other branch's); the
+# backward is a cond on the same predicate running the taken branch's backward only.
+
+def _cond_vjp_fwd(b, eqn, ins, act):
+    branches = eqn.params["branches"]
+    splits = [vjp_split(br, list(act[1:])) for br in branches]
+    n_out = len(eqn.outs)
+    extra_types = [[o.type for o in fwd.outs[n_out:]] for fwd, _, _ in splits]
+
+    def branch(k):
+        fwd = splits[k][0]
+
+        def build(bb, params):
+            vals = inline(bb, fwd, params)
+            mine = vals[n_out:]
+            parts = []
+            for j, ts in enumerate(extra_types):
+                parts += mine if j == k else [ops.zeros(bb, t) for t in ts]
+            return vals[:n_out] + parts
+
+        return _closed([x.type for x in ins[1:]], build)
+
+    outs = b.emit(cond_p, ins, eqn.span, branches=(branch(0), branch(1)))
+    extras, k0 = [], n_out
+    for ts in extra_types:
+        extras.append(outs[k0:k0 + len(ts)])
+        k0 += len(ts)
+    return outs[:n_out], (ins, act, splits, extras)
+
+
+def _cond_vjp(b, params, aux, outs, cts):
+    ins, act, splits, extras = aux
+    operands = ins[1:]
+    seeds = [_seed(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    flat_extras = [x for e in extras for x in e]
+    want = [k for k, x in enumerate(operands) if act[k + 1] and is_float(x)]
+
+    def branch(k):
+        _, bwd, kinds = splits[k]
+
+        def build(bb, params):
+            s = params[:len(seeds)]
+            ex = params[len(seeds):len(seeds) + len(flat_extras)]
+            ops_ = params[len(seeds) + len(flat_extras):]
+            start = sum(len(e) for e in extras[:k])
+            mine = ex[start:start + len(extras[k])]
+            return inline(bb, bwd, s + residual_values(kinds, ops_, mine))
+
+        return _closed([s.type for s in seeds] + [x.type for x in flat_extras] + [x.type for x in operands], build)
+
+    ct = b.emit(cond_p, [ins[0]] + seeds + flat_extras + list(operands), branches=(branch(0), branch(1)))
+    result = [None] * len(ins)
+    for k, v in zip(want, ct):
+        result[k + 1] = v
+    return result
+
+
+def _cond_jvp_full(b, eqn, ins, ts):
+    has = [t is not None for t in ts[1:]]
+    jbs = [jvp_body(br, has) for br in eqn.params["branches"]]
+    t_ops = [t for t in ts[1:] if t is not None]
+    outs = b.emit(cond_p, list(ins) + t_ops, eqn.span, branches=tuple(jbs))
+    n = len(eqn.outs)
+    touts = iter(outs[n:])
+    return outs[:n], [next(touts) if is_float(o) else None for o in eqn.outs]
+
+
+cond_p.vjp_fwd, cond_p.vjp, cond_p.jvp_full = _cond_vjp_fwd, _cond_vjp, _cond_jvp_full
+
+# Note [Loop derivatives]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~
+# A loop body is split by vjp_split into a forward body (which also returns the residuals
+# its backward reads) and a backward body. The forward loop stacks the residuals of each of
+# its T iterations, so the tape of a loop over T steps is T residual records. Values that do
+# not change across iterations (captured weights, constants) are not taped: the backward loop
+# reads them directly, and their cotangents are summed in a carry of the backward loop: the one
+# accumulator a tied weight gets.

@@ -18,7 +18,11 @@ class Prim:
 
     shape(in_types, **params) -> list of out types; raises ShapeError on bad inputs.
     lower(em, eqn, ins) -> list of lowered outs (see lower/emit.py).
-    jvp / vjp: derivative rules, used by diffc/ad; `nondiff` marks primitives whose outputs
+    jvp(b, params, ins, outs, tangents) -> tangents of the outs (None: zero).
+    vjp(b, params, ins, outs, cts) -> cotangents of the ins (None: zero). Structured ops also
+    have vjp_fwd(b, eqn, ins, active) -> (outs, aux), an augmented forward whose aux replaces
+    `ins` in their vjp, and jvp_full(b, eqn, ins, tangents) -> (outs, tangents), emitted instead
+    of the op itself. `nondiff` marks primitives whose outputs
     carry no derivative (comparisons, integer ops, random bits).
     fold(*known_inputs, **params) -> list of arrays: compile-time evaluation for known
     (integer, boolean, shape) values only.
@@ -30,6 +34,8 @@ class Prim:
     lower: Callable | None = None
     jvp: Callable | None = None
     vjp: Callable | None = None
+    vjp_fwd: Callable | None = None
+    jvp_full: Callable | None = None
     nondiff: bool = False
     fold: Callable | None = None
     effect: bool = False

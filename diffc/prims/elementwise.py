@@ -303,3 +303,142 @@ convert_p = primitive(
     lower=_convert_lower,
     fold=lambda x, dtype: [np.trunc(x).astype(dtype.np) if dtype is DType.I64 and x.dtype.kind == "f" else x.astype(dtype.np)],
 )
+
+
+# --- derivative rules ------------------------------------------------------------------------------
+# Generic rules from the partials table in ad/partials.py; masks for the selecting ops.
+
+from ..ad.partials import GUARDED, LINEAR, PARTIALS  # noqa: E402
+from . import ops  # noqa: E402
+
+
+def _float(x) -> bool:
+    return x.type.dtype.is_float
+
+
+def _fit(b, t, shape):
+    """A tangent of an operand, broadcast to the output's shape."""
+    return ops.broadcast(b, t, shape) if t.type.shape != tuple(shape) else t
+
+
+def _ew_vjp(name):
+    def vjp(b, params, ins, outs, cts):
+        (g,) = cts
+        if name in LINEAR:
+            return [ops.unbroadcast(b, g if s == 1 else ops.neg(b, g), x.type.shape) if _float(x) else None
+                    for s, x in zip(LINEAR[name], ins)]
+        res = []
+        for x, p in zip(ins, PARTIALS[name](b, *ins, outs[0])):
+            if p is None or not _float(x):
+                res.append(None)
+                continue
+            c = ops.mul(b, g, p)
+            if name in GUARDED:  # a zero cotangent stays zero even where the partial is inf
+                c = ops.select(b, ops.emit(b, "eq", g, ops.like(b, g, 0.0)), ops.like(b, g, 0.0), c)
+            res.append(ops.unbroadcast(b, c, x.type.shape))
+        return res
+
+    return vjp
+
+
+def _ew_jvp(name):
+    def jvp(b, params, ins, outs, tangents):
+        shape = outs[0].type.shape
+        if name in LINEAR:
+            terms = [t if s == 1 else ops.neg(b, t) for s, t in zip(LINEAR[name], tangents) if t is not None]
+        else:
+            ps = PARTIALS[name](b, *ins, outs[0])
+            terms = [ops.mul(b, t, p) for t, p in zip(tangents, ps) if t is not None and p is not None]
+        if not terms:
+            return [None]
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = ops.add(b, acc, t)
+        return [_fit(b, acc, shape)]
+
+    return jvp
+
+
+for _name in set(PARTIALS) | set(LINEAR):
+    _prim = globals()[f"{_name}_p"]
+    _prim.vjp, _prim.jvp = _ew_vjp(_name), _ew_jvp(_name)
+
+
+def _choice_mask(b, name, x, y):
+    """Where max/min take the first operand (NaN propagates; ties pick the first)."""
+    take = ops.emit(b, "ge" if name == "max" else "le", x, y)
+    return ops.emit(b, "or", take, ops.emit(b, "ne", x, x))
+
+
+def _choice_vjp(name):
+    def vjp(b, params, ins, outs, cts):
+        (g,) = cts
+        x, y = ins
+        zero = ops.like(b, g, 0.0)
+        m = _choice_mask(b, name, x, y)
+        return [ops.unbroadcast(b, ops.select(b, m, g, zero), x.type.shape) if _float(x) else None,
+                ops.unbroadcast(b, ops.select(b, m, zero, g), y.type.shape) if _float(y) else None]
+
+    return vjp
+
+
+def _choice_jvp(name):
+    def jvp(b, params, ins, outs, tangents):
+        x, y = ins
+        tx, ty = tangents
+        if tx is None and ty is None:
+            return [None]
+        shape = outs[0].type.shape
+        tx = _fit(b, tx, shape) if tx is not None else ops.zeros(b, outs[0].type)
+        ty = _fit(b, ty, shape) if ty is not None else ops.zeros(b, outs[0].type)
+        return [ops.select(b, _choice_mask(b, name, x, y), tx, ty)]
+
+    return jvp
+
+
+max_p.vjp, max_p.jvp = _choice_vjp("max"), _choice_jvp("max")
+min_p.vjp, min_p.jvp = _choice_vjp("min"), _choice_jvp("min")
+
+
+def _select_vjp(b, params, ins, outs, cts):
+    (g,) = cts
+    c, x, y = ins
+    zero = ops.like(b, g, 0.0)
+    return [None, ops.unbroadcast(b, ops.select(b, c, g, zero), x.type.shape),
+            ops.unbroadcast(b, ops.select(b, c, zero, g), y.type.shape)]
+
+
+def _select_jvp(b, params, ins, outs, tangents):
+    c, x, y = ins
+    _, tx, ty = tangents
+    if tx is None and ty is None:
+        return [None]
+    shape = outs[0].type.shape
+    tx = _fit(b, tx, shape) if tx is not None else ops.zeros(b, outs[0].type)
+    ty = _fit(b, ty, shape) if ty is not None else ops.zeros(b, outs[0].type)
+    return [ops.select(b, c, tx, ty)]
+
+
+select_p.vjp, select_p.jvp = _select_vjp, _select_jvp
+
+
+def _convert_vjp(b, params, ins, outs, cts):
+    (x,) = ins
+    return [ops.convert(b, cts[0], x.type.dtype) if _float(x) and _float(outs[0]) else None]
+
+
+def _convert_jvp(b, params, ins, outs, tangents):
+    (t,) = tangents
+    return [ops.convert(b, t, outs[0].type.dtype) if t is not None and _float(outs[0]) else None]
+
+
+convert_p.vjp, convert_p.jvp = _convert_vjp, _convert_jvp
+floordiv_p.nondiff = True  # piecewise constant: its derivative is zero wherever it exists
+
+
+def _stop_gradient_lower(em, eqn, ins):
+    return ins
+
+
+stop_gradient_p = primitive("stop_gradient", shape=lambda ts: [ts[0]], lower=_stop_gradient_lower,
+                            fold=lambda x: [x], nondiff=True)

@@ -70,3 +70,44 @@ def _matmul_lower(em, eqn, ins):
 
 matmul_p = primitive("matmul", shape=lambda ts: _matmul_shape(ts), lower=_matmul_lower,
                      fold=lambda a, b: [np.matmul(a, b)])
+
+
+# --- derivative rules ---------------------------------------------------------------------------
+
+from . import ops  # noqa: E402
+
+
+def _outer(b, u, v):
+    return ops.mul(b, ops.reshape(b, u, u.type.shape + (1,)), ops.reshape(b, v, (1,) + v.type.shape))
+
+
+def _matmul_vjp(b, p, ins, outs, cts):
+    x, y = ins
+    g = cts[0]
+    rx, ry = x.type.rank, y.type.rank
+    if rx == 1 and ry == 1:
+        gx, gy = ops.mul(b, g, y), ops.mul(b, g, x)
+    elif rx == 2 and ry == 1:
+        gx, gy = _outer(b, g, y), ops.matmul(b, g, x)
+    elif rx == 1 and ry == 2:
+        gx, gy = ops.matmul(b, y, g), _outer(b, x, g)
+    else:
+        gx, gy = ops.matmul(b, g, ops.transpose(b, y, (1, 0))), ops.matmul(b, ops.transpose(b, x, (1, 0)), g)
+    fl = [t.type.dtype.is_float for t in ins]
+    return [gx if fl[0] else None, gy if fl[1] else None]
+
+
+def _matmul_jvp(b, p, ins, outs, ts):
+    x, y = ins
+    tx, ty = ts
+    terms = []
+    if tx is not None:
+        terms.append(ops.matmul(b, tx, y))
+    if ty is not None:
+        terms.append(ops.matmul(b, x, ty))
+    if not terms:
+        return [None]
+    return [terms[0] if len(terms) == 1 else ops.add(b, terms[0], terms[1])]
+
+
+matmul_p.vjp, matmul_p.jvp = _matmul_vjp, _matmul_jvp

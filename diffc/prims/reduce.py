@@ -120,3 +120,86 @@ argmax_p = primitive(
     fold=lambda x, axis: [np.argmax(x, axis=axis)],
     nondiff=True,
 )
+
+
+# --- derivative rules ---------------------------------------------------------------------------
+
+from . import ops  # noqa: E402
+
+
+def _keepdims(t, axes):
+    return tuple(1 if k in axes else d for k, d in enumerate(t.shape))
+
+
+def _spread(b, g, x, axes):
+    """g (the reduced shape) broadcast back over the reduced axes of x."""
+    return ops.broadcast(b, ops.reshape(b, g, _keepdims(x.type, axes)), x.type.shape)
+
+
+def _sum_vjp(b, p, ins, outs, cts):
+    return [_spread(b, cts[0], ins[0], p["axes"])]
+
+
+def _sum_jvp(b, p, ins, outs, ts):
+    return [None if ts[0] is None else ops.reduce_sum(b, ts[0], p["axes"])]
+
+
+def _prod_vjp(b, p, ins, outs, cts):
+    x = ins[0]
+    return [ops.div(b, ops.mul(b, _spread(b, cts[0], x, p["axes"]), _spread(b, outs[0], x, p["axes"])), x)]
+
+
+def _prod_jvp(b, p, ins, outs, ts):
+    if ts[0] is None:
+        return [None]
+    x = ins[0]
+    return [ops.reduce_sum(b, ops.div(b, ops.mul(b, ts[0], _spread(b, outs[0], x, p["axes"])), x), p["axes"])]
+
+
+def _first_extreme_mask(b, x, axes, kind):
+    """A bool mask of x with True at the first maximum (or minimum) of each reduced group,
+    the element argmax picks: the whole cotangent goes there at a tie."""
+    t = x.type
+    kept = [k for k in range(t.rank) if k not in axes]
+    perm = kept + list(axes)
+    xt = ops.transpose(b, x, perm)
+    group = 1
+    for a in axes:
+        group *= t.shape[a]
+    flat = ops.reshape(b, xt, tuple(t.shape[k] for k in kept) + (group,))
+    if kind == "min":
+        flat = ops.neg(b, flat)
+    idx = ops.emit(b, "argmax", flat, axis=len(kept))
+    idx = ops.reshape(b, idx, idx.type.shape + (1,))
+    mask = ops.emit(b, "eq", idx, ops.emit(b, "iota", n=group))
+    mask = ops.reshape(b, mask, xt.type.shape)
+    inv = [0] * len(perm)
+    for k, q in enumerate(perm):
+        inv[q] = k
+    return ops.transpose(b, mask, inv)
+
+
+def _extreme_vjp(kind):
+    def vjp(b, p, ins, outs, cts):
+        x = ins[0]
+        m = _first_extreme_mask(b, x, p["axes"], kind)
+        g = _spread(b, cts[0], x, p["axes"])
+        return [ops.select(b, m, g, ops.like(b, g, 0.0))]
+
+    return vjp
+
+
+def _extreme_jvp(kind):
+    def jvp(b, p, ins, outs, ts):
+        if ts[0] is None:
+            return [None]
+        m = _first_extreme_mask(b, ins[0], p["axes"], kind)
+        return [ops.reduce_sum(b, ops.select(b, m, ts[0], ops.like(b, ts[0], 0.0)), p["axes"])]
+
+    return jvp
+
+
+reduce_sum_p.vjp, reduce_sum_p.jvp = _sum_vjp, _sum_jvp
+reduce_prod_p.vjp, reduce_prod_p.jvp = _prod_vjp, _prod_jvp
+reduce_max_p.vjp, reduce_max_p.jvp = _extreme_vjp("max"), _extreme_jvp("max")
+reduce_min_p.vjp, reduce_min_p.jvp = _extreme_vjp("min"), _extreme_jvp("min")

@@ -282,3 +282,157 @@ def _dot(em, idx, strides):
 
 gather_p = primitive("gather", shape=lambda ts: _gather_shape(ts), lower=_gather_lower,
                      fold=lambda x, ids: [x[ids]])
+
+
+# --- the transposes of slicing, indexing, gather and windows (for derivatives) -------------------
+
+
+def _zero_fill(em, t):
+    out = em.alloc(t)
+    em.copy_into(out, em.const(t.dtype, 0))
+    return out
+
+
+def _pad_lower(em, eqn, ins):
+    (g,) = ins
+    t = eqn.outs[0].type
+    out = _zero_fill(em, t)
+    off = sum(lo * s for lo, s in zip(eqn.params["starts"], out.strides))
+    em.copy_into(Arr(out.ptr, em.i64(off), out.strides, g.type if isinstance(g, Arr) else eqn.inputs[0].type), g)
+    return [out]
+
+
+pad_p = primitive("pad", shape=lambda ts, starts, shape: [ts[0].with_shape(shape)], lower=_pad_lower)
+
+
+def _index_scatter_lower(em, eqn, ins):
+    g, *idx = ins
+    t = eqn.outs[0].type
+    out = _zero_fill(em, t)
+    off = em.i64(0)
+    for k, i in enumerate(idx):
+        n = t.shape[k]
+        j = em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i)
+        off = em.b.add(off, em.b.mul(j, em.i64(out.strides[k])))
+    view = Arr(out.ptr, off, out.strides[len(idx):], eqn.inputs[0].type)
+    if view.type.rank == 0:
+        em.store(view, [], g)
+    else:
+        em.copy_into(view, g)
+    return [out]
+
+
+index_scatter_p = primitive("index_scatter", shape=lambda ts, shape: [ts[0].with_shape(shape)],
+                            lower=_index_scatter_lower)
+
+
+def _gather_add_lower(em, eqn, ins):
+    """out = zeros(shape); out[ids[p]] += g[p] for every position p of ids (repeats add up)."""
+    g, ids = ins
+    t = eqn.outs[0].type
+    out = _zero_fill(em, t)
+    r = eqn.inputs[1].type.rank
+    n = t.shape[0]
+    from .elementwise import _add
+
+    def per_id(idx):
+        i = em.read(ids, idx)
+        j = em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i)
+        dst = row(em, out, j) if t.rank > 1 else None
+        src_off = em.b.add(g.offset, _dot(em, idx, g.strides[:r]))
+        src = Arr(g.ptr, src_off, g.strides[r:], t.with_shape(t.shape[1:]))
+        if dst is None:
+            cell = Arr(out.ptr, j, (), t.with_shape(()))
+            em.store(cell, [], _add(em, t.dtype, em.load(cell, []), em.load(src, [])))
+        else:
+            em.loop_nest(t.shape[1:], lambda k: em.store(dst, k, _add(em, t.dtype, em.load(dst, k), em.load(src, k))), "ga")
+
+    em.loop_nest(eqn.inputs[1].type.shape, per_id, "gi")
+    return [out]
+
+
+gather_add_p = primitive("gather_add", shape=lambda ts, shape: [ts[0].with_shape(tuple(shape))],
+                         lower=_gather_add_lower)
+
+
+def _unwindows_lower(em, eqn, ins):
+    """out[i + j] += g[i, j]: the sum of every window's cotangent at its place."""
+    (g,) = ins
+    t = eqn.outs[0].type
+    out = _zero_fill(em, t)
+    from .elementwise import _add
+
+    def each(idx):
+        i, j, rest = idx[0], idx[1], idx[2:]
+        dst = [em.b.add(i, j)] + rest
+        em.store(out, dst, _add(em, t.dtype, em.load(out, dst), em.load(g, idx)))
+
+    em.loop_nest(eqn.inputs[0].type.shape, each, "uw")
+    return [out]
+
+
+unwindows_p = primitive("unwindows", shape=lambda ts, n: [ts[0].with_shape((n,) + ts[0].shape[2:])],
+                        lower=_unwindows_lower)
+
+# --- derivative rules ---------------------------------------------------------------------------
+
+from . import ops  # noqa: E402
+
+
+def _linear_jvp(b, params, ins, outs, ts, prim=None):
+    """For an op linear in its first input (the others are indices): apply it to the tangent."""
+    t = ts[0]
+    if t is None:
+        return [None]
+    return [b.emit1(prim, [t] + list(ins[1:]), **params)]
+
+
+def _linear(prim):
+    prim.jvp = lambda b, params, ins, outs, ts: _linear_jvp(b, params, ins, outs, ts, prim)
+
+
+def _inverse(perm):
+    inv = [0] * len(perm)
+    for k, p in enumerate(perm):
+        inv[p] = k
+    return tuple(inv)
+
+
+broadcast_p.vjp = lambda b, p, ins, outs, cts: [ops.unbroadcast(b, cts[0], ins[0].type.shape)]
+reshape_p.vjp = lambda b, p, ins, outs, cts: [ops.reshape(b, cts[0], ins[0].type.shape)]
+transpose_p.vjp = lambda b, p, ins, outs, cts: [ops.transpose(b, cts[0], _inverse(p["perm"]))]
+slice_p.vjp = lambda b, p, ins, outs, cts: [ops.emit(b, "pad", cts[0], starts=p["starts"], shape=ins[0].type.shape)]
+pad_p.vjp = lambda b, p, ins, outs, cts: [ops.emit(b, "slice", cts[0], starts=p["starts"], limits=tuple(
+    lo + d for lo, d in zip(p["starts"], ins[0].type.shape)))]
+index_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(index_scatter_p, [cts[0]] + list(ins[1:]), shape=ins[0].type.shape)] + [None] * (len(ins) - 1)
+index_scatter_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(index_p, [cts[0]] + list(ins[1:]))] + [None] * (len(ins) - 1)
+gather_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(gather_add_p, [cts[0], ins[1]], shape=ins[0].type.shape), None]
+gather_add_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(gather_p, [cts[0], ins[1]]), None]
+windows_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(unwindows_p, [cts[0]], n=ins[0].type.shape[0])]
+unwindows_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(windows_p, [cts[0]], k=ins[0].type.shape[1])]
+for _p in (broadcast_p, reshape_p, transpose_p, slice_p, pad_p, index_p, index_scatter_p, gather_p, gather_add_p,
+           windows_p, unwindows_p):
+    _linear(_p)
+
+
+def _concat_vjp(b, p, ins, outs, cts):
+    axis, start, res = p["axis"], 0, []
+    for x in ins:
+        n = x.type.shape[axis]
+        starts = tuple(start if k == axis else 0 for k in range(x.type.rank))
+        limits = tuple(start + n if k == axis else d for k, d in enumerate(outs[0].type.shape))
+        res.append(ops.emit(b, "slice", cts[0], starts=starts, limits=limits))
+        start += n
+    return res
+
+
+def _concat_jvp(b, p, ins, outs, ts):
+    if all(t is None for t in ts):
+        return [None]
+    parts = [t if t is not None else ops.zeros(b, x.type) for x, t in zip(ins, ts)]
+    return [b.emit1(concat_p, parts, **p)]
+
+
+concat_p.vjp, concat_p.jvp = _concat_vjp, _concat_jvp
+for _p in (const_p, iota_p):
+    _p.nondiff = True

@@ -702,13 +702,6 @@ def _print(tr, args, kwargs):
     return ()
 
 
-def _not_yet(name):
-    def f(tr, args, kwargs):
-        raise TypeError_(f"`{name}` is not supported by this version of diffc yet")
-
-    return f
-
-
 BUILTINS = {
     "abs": _abs,
     "exp": _unary_float(ew.exp_p),
@@ -758,7 +751,9 @@ BUILTINS = {
     "normal": _normal,
     "print": _print,
 }
-for _name in ("grad", "value_and_grad", "vjp", "jvp", "stop_gradient", "custom_vjp", "checkpoint"):
-    BUILTINS[_name] = _not_yet(_name)
+
+from .ad_builtins import AD_BUILTINS  # noqa: E402
+
+BUILTINS.update(AD_BUILTINS)
 
 __all__ = ["BUILTINS", "BINOPS", "Builtin", "Partial", "Record"]

@@ -430,12 +430,12 @@ class Tracer:
 
     # --- loops ----------------------------------------------------------------------------------
 
-    def trace_body(self, param_types, fn):
-        """Trace fn(*params) in a nested builder. Returns (body, captured, out_tree, outs)."""
+    def trace_body(self, param_types, fn, known=None):
+        """Trace fn(*params) in a nested builder. Returns (body, captured, out_tree)."""
         bld = Builder(self.b)
         saved, self.b = self.b, bld
         try:
-            params = [bld.param(t) for t in param_types]
+            params = [bld.param(t, k) for t, k in zip(param_types, known or [None] * len(param_types))]
             result = fn(*params)
             leaves, tree = flatten(result)
             leaves = [self.tensor(x, self.span) for x in leaves]

@@ -1,0 +1,125 @@
+"""Reverse mode as a transform of typed IR into typed IR.
+
+vjp_split(body, needs) returns two ordinary bodies:
+  fwd:  (params)                      -> (outs, intermediate residuals)
+  bwd:  (cotangents of the float outs, residuals) -> (cotangents of the params that need them)
+The backward body is built in a Builder nested in the forward one, so every forward value it
+reads is captured: the residuals are exactly what the backward pass uses, nothing else.
+Residuals that are params of the body are not returned by fwd (the caller has them already):
+`kinds` says, per residual, ("param", k) or ("out", j).
+
+Structured ops (map, scan, cond, while, call) have a `vjp_fwd` rule that emits an augmented
+forward op (one that also returns what its body's backward needs) and a `vjp` rule that emits
+the backward op; simple primitives are re-emitted as they are, and their `vjp` rule reads
+their inputs and outputs directly."""
+
+from __future__ import annotations
+
+from ..errors import TypeError_
+from ..ir.build import Builder
+from ..ir.core import Body
+from ..ir.walk import clone_body
+from ..prims import ops
+
+
+def is_float(v) -> bool:
+    return v.type.dtype.is_float
+
+
+def re_emit(b: Builder, eqn, ins):
+    """Emit a copy of eqn (its sub-bodies copied too) on new inputs."""
+    params = {k: clone_body(v) if isinstance(v, Body) else
+              (tuple(clone_body(x) for x in v) if isinstance(v, tuple) and v and isinstance(v[0], Body) else v)
+              for k, v in eqn.params.items()}
+    return b.emit(eqn.prim, ins, eqn.span, **params)
+
+
+class Cotangents:
+    """Cotangents by value id; absent means a symbolic zero. Adds up repeated uses."""
+
+    def __init__(self, b: Builder):
+        self.b, self.cts = b, {}
+
+    def get(self, v):
+        return self.cts.get(v.id)
+
+    def add(self, v, c):
+        if c is None:
+            return
+        if c.type != v.type:
+            raise AssertionError(f"cotangent {c.type} for a value of type {v.type}")
+        old = self.cts.get(v.id)
+        self.cts[v.id] = c if old is None else ops.add(self.b, old, c)
+
+
+def vjp_split(body: Body, needs: list[bool]):
+    """See the module docstring. needs[k]: whether param k wants a cotangent."""
+    fb = Builder()
+    params = [fb.param(p.type, p.known, p.hint) for p in body.params]
+    env = dict(zip(body.params, params))
+    active = {p.id for p, need in zip(params, needs) if need and is_float(p)}
+    records = []
+    for eqn in body.eqns:
+        ins = [env[x] for x in eqn.inputs]
+        act = [x.id in active for x in ins]
+        fb.span = eqn.span
+        if any(act) and not eqn.prim.nondiff:
+            if eqn.prim.vjp is None:
+                raise TypeError_(f"cannot differentiate through `{eqn.prim.name}`", eqn.span)
+            if eqn.prim.vjp_fwd is not None:
+                outs, aux = eqn.prim.vjp_fwd(fb, eqn, ins, act)
+            else:
+                outs, aux = re_emit(fb, eqn, ins), ins
+            active.update(o.id for o in outs if is_float(o))
+            records.append((eqn, ins, aux, outs))
+        else:
+            outs = re_emit(fb, eqn, ins)
+        env.update(zip(eqn.outs, outs))
+    fwd_outs = [env[o] for o in body.outs]
+
+    bb = Builder(fb)
+    cts = Cotangents(bb)
+    for o in fwd_outs:
+        if is_float(o):
+            seed = bb.param(o.type)
+            if o.id in active:
+                cts.add(o, seed)
+    for eqn, ins, aux, outs in reversed(records):
+        co = [cts.get(o) if is_float(o) else None for o in outs]
+        if all(c is None for c in co):
+            continue
+        bb.span = eqn.span
+        ci = eqn.prim.vjp(bb, eqn.params, aux, outs, co)
+        for x, c in zip(ins, ci):
+            if c is not None and x.id in active:
+                cts.add(x, c)
+    result = []
+    for p, need in zip(params, needs):
+        if need and is_float(p):
+            c = cts.get(p)
+            result.append(c if c is not None else ops.zeros(bb, p.type))
+    bwd, residuals = bb.finish(result)
+    position = {p.id: k for k, p in enumerate(params)}
+    kinds, extra = [], []
+    for r in residuals:
+        if r.id in position:
+            kinds.append(("param", position[r.id]))
+        else:
+            kinds.append(("out", len(extra)))
+            extra.append(r)
+    fwd, _ = fb.finish(fwd_outs + extra)
+    return fwd, bwd, kinds
+
+
+def residual_values(kinds, params, extra_outs):
+    """The residual values for bwd, given the params of fwd and its extra outputs."""
+    return [params[k] if kind == "param" else extra_outs[k] for kind, k in kinds]
+
+
+# Note [Structural zeros]
+# ~~~~~~~~~~~~~~~~~~~~~~~~
+# A cotangent that is known to be zero is absent (None), never a zero tensor: no rule runs for
+# it. Where a zero can only be known at run time (the branch of `where` not taken), rules whose
+# partial derivative may be inf or NaN (log, sqrt, div, pow) turn a zero cotangent into an
+# exact zero, so `where(x > 0, sqrt(x), 0)` has a finite gradient at x < 0. The branches of
+# `if` are separate bodies: the one not taken runs no backward code at all.
