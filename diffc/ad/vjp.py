@@ -59,6 +59,7 @@ def vjp_split(body: Body, needs: list[bool]):
     env = dict(zip(body.params, params))
     active = {p.id for p, need in zip(params, needs) if need and is_float(p)}
     records = []
+    defined = {p.id for p in params}
     for eqn in body.eqns:
         ins = [env[x] for x in eqn.inputs]
         act = [x.id in active for x in ins]
@@ -68,6 +69,9 @@ def vjp_split(body: Body, needs: list[bool]):
                 raise TypeError_(f"cannot differentiate through `{eqn.prim.name}`", eqn.span)
             if eqn.prim.vjp_fwd is not None:
                 outs, aux = eqn.prim.vjp_fwd(fb, eqn, ins, act)
+                # an augmented forward may return an existing value (an identity body): give
+                # each output its own identity, or its cotangent would be counted twice
+                outs = [ops.emit(fb, "copy", o) if o.id in defined else o for o in outs]
             else:
                 outs, aux = re_emit(fb, eqn, ins), ins
             active.update(o.id for o in outs if is_float(o))
@@ -75,6 +79,7 @@ def vjp_split(body: Body, needs: list[bool]):
         else:
             outs = re_emit(fb, eqn, ins)
         env.update(zip(eqn.outs, outs))
+        defined.update(o.id for o in outs)
     fwd_outs = [env[o] for o in body.outs]
 
     bb = Builder(fb)

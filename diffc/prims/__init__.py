@@ -3,4 +3,4 @@
 
 def load_all():
     """Import every primitive family, so that the registry is complete."""
-    from . import control, elementwise, io, linalg, random, reduce, shape  # noqa: F401
+    from . import control, elementwise, io, linalg, random, reduce, shape, tape  # noqa: F401

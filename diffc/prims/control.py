@@ -618,3 +618,177 @@ cond_p.vjp_fwd, cond_p.vjp, cond_p.jvp_full = _cond_vjp_fwd, _cond_vjp, _cond_jv
 # not change across iterations (captured weights, constants) are not taped: the backward loop
 # reads them directly, and their cotangents are summed in a carry of the backward loop: the one
 # accumulator a tied weight gets.
+
+
+# while: the forward appends each iteration's residuals to a growing tape (prims/tape.py);
+# the backward replays the tape last record first.
+
+def _while_vjp_fwd(b, eqn, ins, act):
+    from .tape import while_tape_p
+
+    p = eqn.params
+    body, ns = p["body"], p["num_state"]
+    any_act = any(act)
+    needs = [any_act and is_float(x) for x in ins[:ns]] + list(act[ns:])
+    fwd, bwd, kinds = vjp_split(body, needs)
+    state_res = sorted({k for kind, k in kinds if kind == "param" and k < ns})
+    n_extra = len(fwd.outs) - ns
+    fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in state_res])
+    outs = b.emit(while_tape_p, ins, eqn.span, cond=_clone(p["cond"]), body=fwd, num_state=ns)
+    state, tape, count = outs[:ns], outs[ns], outs[ns + 1]
+    res_types = fwd.out_types[ns:]
+    return state, (ins, needs, bwd, kinds, state_res, n_extra, res_types, tape, count)
+
+
+def _clone(body):
+    from ..ir.walk import clone_body
+
+    return clone_body(body)
+
+
+def _while_vjp(b, params, aux, outs, cts):
+    from .tape import while_untape_p
+
+    ins, needs, bwd, kinds, state_res, n_extra, res_types, tape, count = aux
+    ns = params["num_state"]
+    consts = ins[ns:]
+    float_state = [k for k in range(ns) if is_float(ins[k])]
+    ct0 = [_seed(b, cts[k], outs[k].type) for k in float_state]
+    want = [k for k in range(len(ins)) if needs[k] and is_float(ins[k])]
+    acc_idx = [k for k in want if k >= ns]
+
+    sb = Builder(b)
+    res = [sb.param(t) for t in res_types]
+    ct_s = [sb.param(ins[k].type) for k in float_state]
+    accs = [sb.param(ins[k].type) for k in acc_idx]
+    extra, state_vals = res[:n_extra], dict(zip(state_res, res[n_extra:]))
+    param_vals = [state_vals.get(k) for k in range(ns)] + list(consts)
+    ct = dict(zip(want, inline(sb, bwd, ct_s + residual_values(kinds, param_vals, extra))))
+    new_ct = [ct[k] if k in ct else ops.zeros(sb, ins[k].type) for k in float_state]
+    new_accs = [ops.add(sb, a, ct[k]) for a, k in zip(accs, acc_idx)]
+    body, captured = sb.finish(new_ct + new_accs)
+    carry0 = ct0 + [ops.zeros(b, ins[k].type) for k in acc_idx]
+    out = b.emit(while_untape_p, [tape, count] + carry0 + captured, body=body, num_res=len(res_types),
+                 num_carry=len(carry0))
+    result = [None] * len(ins)
+    for k, v in zip(float_state, out):
+        if k in want:
+            result[k] = v
+    for k, v in zip(acc_idx, out[len(float_state):]):
+        result[k] = v
+    return result
+
+
+def _while_jvp_full(b, eqn, ins, ts):
+    p = eqn.params
+    ns = p["num_state"]
+    any_t = any(t is not None for t in ts)
+    t_in = [(ts[k] if ts[k] is not None else ops.zeros(b, ins[k].type)) if any_t and is_float(ins[k]) else None
+            for k in range(ns)] + list(ts[ns:])
+    ts_state = [t for t in t_in[:ns] if t is not None]
+    ts_const = [t for t in t_in[ns:] if t is not None]
+    nconst = len(ins) - ns
+    jb = jvp_body(p["body"], [t is not None for t in t_in])
+
+    def body_fn(bb, params):
+        s, ts_, cs, tcs = (params[:ns], params[ns:ns + len(ts_state)], params[ns + len(ts_state):ns + len(ts_state) + nconst],
+                           params[ns + len(ts_state) + nconst:])
+        vals = inline(bb, jb, s + cs + ts_ + tcs)
+        return vals[:ns] + vals[ns:]
+
+    def cond_fn(bb, params):
+        return inline(bb, p["cond"], params[:ns] + params[ns + len(ts_state):ns + len(ts_state) + nconst])
+
+    types = [x.type for x in ins[:ns]] + [t.type for t in ts_state] + [x.type for x in ins[ns:]] + \
+            [t.type for t in ts_const]
+    # the jvp body returns tangents for every float state, in order
+    outs = b.emit(while_p, list(ins[:ns]) + ts_state + list(ins[ns:]) + ts_const, eqn.span,
+                  cond=_closed(types, cond_fn), body=_closed(types, body_fn), num_state=ns + len(ts_state))
+    t_out = iter(outs[ns:])
+    return outs[:ns], [next(t_out) if t_in[k] is not None else None for k in range(ns)]
+
+
+while_p.vjp_fwd, while_p.vjp, while_p.jvp_full = _while_vjp_fwd, _while_vjp, _while_jvp_full
+
+
+# call (recursion): each recursive Func f gets an augmented forward f.fwd returning its
+# outputs and a handle to a heap record of its residuals (which hold the handles of its own
+# calls: the tape of a recursion is a tree of per-call records), and a reverse f.bwd that
+# takes the handle and the output cotangents, and frees the record.
+
+def _ad_funcs(kind: str, fname: str):
+    from ..ad import context
+
+    prog = context.program()
+    name = f"{fname}.{kind}"
+    if name in prog.funcs:
+        return name
+    from ..ir.core import Func
+
+    f = prog.funcs[fname]
+    placeholder = Func(name, None, f.span, recursive=True)
+    if kind == "jvp":
+        prog.funcs[name] = placeholder
+        placeholder.body = jvp_body(f.body, [is_float(p) for p in f.body.params])
+        return name
+    bwd_name = f"{fname}.bwd"
+    prog.funcs[name] = placeholder
+    bwd_f = Func(bwd_name, None, f.span, recursive=True)
+    prog.funcs[bwd_name] = bwd_f
+    from .tape import tape_pack_p, tape_unpack_p
+
+    fwd, bwd, kinds = vjp_split(f.body, [is_float(p) for p in f.body.params])
+    n_out = len(f.body.outs)
+    res_params = sorted({k for kind_, k in kinds if kind_ == "param"})
+
+    def fwd_fn(bb, params):
+        vals = inline(bb, fwd, params)
+        saved = vals[n_out:] + [params[k] for k in res_params]
+        handle = bb.emit1(tape_pack_p, saved)
+        return vals[:n_out] + [handle]
+
+    placeholder.body = _closed(f.body.in_types, fwd_fn)
+    res_types = fwd.out_types[n_out:] + [f.body.params[k].type for k in res_params]
+    seed_types = [t for t in f.body.out_types if t.dtype.is_float]
+
+    def bwd_fn(bb, params):
+        handle, seeds = params[0], params[1:]
+        saved = bb.emit(tape_unpack_p, [handle], types=tuple(res_types))
+        extra, pvals = saved[:len(fwd.outs) - n_out], dict(zip(res_params, saved[len(fwd.outs) - n_out:]))
+        return inline(bb, bwd, list(seeds) + residual_values(kinds, [pvals.get(k) for k in range(len(f.body.params))],
+                                                              extra))
+
+    bwd_f.body = _closed([TensorType(DType.I64, ())] + seed_types, bwd_fn)
+    return name
+
+
+def _call_vjp_fwd(b, eqn, ins, act):
+    fname = eqn.params["func"]
+    name = _ad_funcs("fwd", fname)
+    outs = b.emit(call_p, ins, eqn.span, func=name, out_types=tuple(eqn.params["out_types"]) + (TensorType(DType.I64, ()),))
+    return outs[:-1], (ins, outs[-1], fname)
+
+
+def _call_vjp(b, params, aux, outs, cts):
+    ins, handle, fname = aux
+    from ..ad import context
+
+    f = context.program().funcs[fname]
+    seeds = [_seed(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    ct_types = tuple(p.type for p in f.body.params if is_float(p))
+    ct = iter(b.emit(call_p, [handle] + seeds, func=f"{fname}.bwd", out_types=ct_types))
+    return [next(ct) if is_float(x) else None for x in ins]
+
+
+def _call_jvp_full(b, eqn, ins, ts):
+    name = _ad_funcs("jvp", eqn.params["func"])
+    full_ts = [(t if t is not None else ops.zeros(b, x.type)) for x, t in zip(ins, ts) if is_float(x)]
+    out_types = tuple(eqn.params["out_types"])
+    t_types = tuple(t for t in out_types if t.dtype.is_float)
+    outs = b.emit(call_p, list(ins) + full_ts, eqn.span, func=name, out_types=out_types + t_types)
+    n = len(out_types)
+    t_out = iter(outs[n:])
+    return outs[:n], [next(t_out) if t.dtype.is_float else None for t in out_types]
+
+
+call_p.vjp_fwd, call_p.vjp, call_p.jvp_full = _call_vjp_fwd, _call_vjp, _call_jvp_full

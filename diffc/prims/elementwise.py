@@ -442,3 +442,9 @@ def _stop_gradient_lower(em, eqn, ins):
 
 stop_gradient_p = primitive("stop_gradient", shape=lambda ts: [ts[0]], lower=_stop_gradient_lower,
                             fold=lambda x: [x], nondiff=True)
+
+
+# copy: the identity, as a new value (a transform that must not alias an input uses it)
+copy_p = primitive("copy", shape=lambda ts: [ts[0]], lower=_stop_gradient_lower, fold=lambda x: [x])
+copy_p.vjp = lambda b, params, ins, outs, cts: [cts[0]]
+copy_p.jvp = lambda b, params, ins, outs, ts: [ts[0]]

@@ -1,0 +1,172 @@
+"""Residual storage whose size is only known at run time (see Note [While tape]):
+
+  tape_pack(values) -> i64 handle        one heap record (a recursive call's residuals)
+  tape_unpack[types](handle) -> values   read the record back and free it
+  while_tape   a while loop that also appends each iteration's residuals to a tape that grows
+               by doubling; outputs (*state, tape handle, iteration count)
+  while_untape runs a body once per taped record, last record first, then frees the tape
+"""
+
+from __future__ import annotations
+
+from ..lower.emit import I8, I64, PTR, VOID, Arr, contiguous_strides
+from ..typesys import DType, TensorType
+from .control import Slots
+from .core import primitive
+
+HANDLE = TensorType(DType.I64, ())
+
+
+def record_layout(types) -> tuple[list[int], int]:
+    """Byte offsets of each value in a record, and the record's size (8-byte aligned)."""
+    offs, size = [], 0
+    for t in types:
+        offs.append(size)
+        size += (max(t.nbytes, 1) + 7) // 8 * 8
+    return offs, max(size, 8)
+
+
+def _at(em, base, off: int, t):
+    p = em.b.gep(base, [em.i64(off)], source_etype=I8) if off else base
+    return Arr(p, em.i64(0), contiguous_strides(t.shape), t)
+
+
+def _write_record(em, base, types, values):
+    offs, _ = record_layout(types)
+    for off, t, v in zip(offs, types, values):
+        dst = _at(em, base, off, t)
+        if t.rank == 0:
+            em.store(dst, [], v)
+        else:
+            em.copy_into(dst, v)
+
+
+def _read_record(em, base, types, copy: bool):
+    offs, _ = record_layout(types)
+    out = []
+    for off, t in zip(offs, types):
+        src = _at(em, base, off, t)
+        if t.rank == 0:
+            out.append(em.load(src, []))
+        elif copy:
+            buf = em.alloc(t)
+            em.copy_into(buf, src)
+            out.append(buf)
+        else:
+            out.append(src)
+    return out
+
+
+def _malloc(em, nbytes):
+    return em.call_extern("malloc", PTR, [nbytes], [I64])
+
+
+# --- one record --------------------------------------------------------------------------------
+
+
+def _pack_lower(em, eqn, ins):
+    types = [x.type for x in eqn.inputs]
+    _, size = record_layout(types)
+    p = _malloc(em, em.i64(size))
+    _write_record(em, p, types, ins)
+    return [em.b.ptrtoint(p, I64)]
+
+
+def _unpack_lower(em, eqn, ins):
+    p = em.b.inttoptr(ins[0], PTR)
+    vals = _read_record(em, p, list(eqn.params["types"]), copy=True)
+    em.call_extern("free", VOID, [p], [PTR])
+    return vals
+
+
+tape_pack_p = primitive("tape_pack", shape=lambda ts: [HANDLE], lower=_pack_lower, nondiff=True, effect=True)
+tape_unpack_p = primitive("tape_unpack", shape=lambda ts, types: list(types), lower=_unpack_lower, nondiff=True,
+                          effect=True)
+
+# --- the growing tape of a while loop ---------------------------------------------------------
+
+
+def _while_tape_shape(in_types, cond, body, num_state):
+    return list(in_types[:num_state]) + [HANDLE, HANDLE]
+
+
+def _while_tape_lower(em, eqn, ins):
+    p = eqn.params
+    ns = p["num_state"]
+    body = p["body"]
+    res_types = body.out_types[ns:]
+    _, rsize = record_layout(res_types)
+    init, consts = ins[:ns], ins[ns:]
+    slots = Slots(em, [o.type for o in eqn.outs[:ns]])
+    slots.write(init)
+    tape, cap, count = em.alloca(PTR), em.alloca(I64), em.alloca(I64)
+    b = em.b
+    b.store(_malloc(em, em.i64(16 * rsize)), tape)
+    b.store(em.i64(16), cap)
+    b.store(em.i64(0), count)
+    head, loop_body, done = em.block("wt.head"), em.block("wt.body"), em.block("wt.end")
+    b.branch(head)
+    b.position_at_end(head)
+    (c,) = em.lower_body(p["cond"], slots.read() + consts)
+    b.cbranch(c, loop_body, done)
+    b.position_at_end(loop_body)
+    res = em.lower_body(body, slots.read() + consts)
+    n = b.load(count)
+    grow, write = em.block("wt.grow"), em.block("wt.write")
+    b.cbranch(b.icmp_signed("==", n, b.load(cap)), grow, write)
+    b.position_at_end(grow)
+    new_cap = b.mul(b.load(cap), em.i64(2))
+    b.store(em.call_extern("realloc", PTR, [b.load(tape), b.mul(new_cap, em.i64(rsize))], [PTR, I64]), tape)
+    b.store(new_cap, cap)
+    b.branch(write)
+    b.position_at_end(write)
+    n = b.load(count)
+    rec = b.gep(b.load(tape), [b.mul(n, em.i64(rsize))], source_etype=I8)
+    _write_record(em, rec, res_types, res[ns:])
+    b.store(b.add(n, em.i64(1)), count)
+    slots.write(res[:ns])
+    b.branch(head)
+    b.position_at_end(done)
+    return slots.read() + [b.ptrtoint(b.load(tape), I64), b.load(count)]
+
+
+while_tape_p = primitive("while_tape", shape=_while_tape_shape, lower=_while_tape_lower)
+
+
+def _while_untape_shape(in_types, body, num_res, num_carry):
+    return list(in_types[2:2 + num_carry])
+
+
+def _while_untape_lower(em, eqn, ins):
+    """for k = count-1 down to 0: carry = body(record k, carry, consts); then free the tape."""
+    p = eqn.params
+    body, nr, nc = p["body"], p["num_res"], p["num_carry"]
+    res_types = body.in_types[:nr]
+    _, rsize = record_layout(res_types)
+    b = em.b
+    tape = b.inttoptr(ins[0], PTR)
+    count = ins[1]
+    carry, consts = ins[2:2 + nc], ins[2 + nc:]
+    slots = Slots(em, [o.type for o in eqn.outs])
+    slots.write(carry)
+
+    def step(i):
+        k = b.sub(b.sub(count, em.i64(1)), i)
+        rec = b.gep(tape, [b.mul(k, em.i64(rsize))], source_etype=I8)
+        res = _read_record(em, rec, res_types, copy=False)
+        slots.write(em.lower_body(body, res + slots.read() + consts))
+
+    em.loop(count, step, "untape")
+    em.call_extern("free", VOID, [tape], [PTR])
+    return slots.read()
+
+
+while_untape_p = primitive("while_untape", shape=_while_untape_shape, lower=_while_untape_lower)
+
+# Note [While tape]
+# ~~~~~~~~~~~~~~~~~~~
+# A while loop's trip count is known only when it ends, so its residuals cannot go in a
+# preallocated stack as a scan's do. The forward loop appends one record per iteration to a
+# heap tape that doubles when full (amortised O(1) per iteration), in the one forward run of
+# the loop: the loop is neither run twice (as Futhark does) nor refused (as JAX's
+# while_loop is). The backward loop reads the records last to first and frees the tape.
