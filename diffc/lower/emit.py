@@ -65,12 +65,38 @@ class Arr:
 
 
 @dataclass
+class Lazy:
+    """An array not in memory: element idx is computed where it is read. An elementwise
+    result read once by another elementwise op or a reduction stays Lazy, so a chain of them
+    becomes one loop nest with no temporaries (see Note [Fusion])."""
+
+    type: TensorType
+    at: object  # idx (list of i64 values) -> scalar
+
+
+@dataclass
 class Site:
     """A place in the program where native code can fail; its index is stored in ctx."""
 
     span: Span
     kind: int
     what: str  # a description used in the message, e.g. "index" or "gather index"
+
+
+def _fusable_values(body) -> set[int]:
+    """Ids of the array values of `body` that may stay Lazy: made by an elementwise op and
+    read exactly once, by an op that reads Lazy values, in this same body."""
+    uses: dict[int, int] = {}
+    lazy_reader: dict[int, bool] = {}
+    for eqn in body.eqns:
+        for x in eqn.inputs:
+            uses[x.id] = uses.get(x.id, 0) + 1
+            lazy_reader[x.id] = eqn.prim.reads_lazy
+    for o in body.outs:
+        uses[o.id] = uses.get(o.id, 0) + 2
+    return {eqn.outs[0].id for eqn in body.eqns
+            if eqn.prim.fusable and eqn.outs[0].type.rank > 0 and uses.get(eqn.outs[0].id) == 1
+            and lazy_reader.get(eqn.outs[0].id)}
 
 
 class Emitter:
@@ -87,6 +113,7 @@ class Emitter:
         self.arena_slot = self.alloca(PTR, "arena")
         self.ctx = fn.args[0]
         self.recursive = recursive
+        self.fuse_next = False
 
     # --- blocks, allocas, loops ---------------------------------------------------------
 
@@ -180,10 +207,20 @@ class Emitter:
 
     def read(self, v, idx):
         """Element `idx` of a lowered value (a scalar is its own every element)."""
-        return v if not isinstance(v, Arr) else self.load(v, idx)
+        if isinstance(v, Arr):
+            return self.load(v, idx)
+        if isinstance(v, Lazy):
+            return v.at(idx)
+        return v
 
     def broadcast_view(self, a, shape) -> Arr | ir.Value:
         """`a` seen with NumPy broadcasting as an array of `shape` (strides 0 where it repeats)."""
+        if isinstance(a, Lazy):
+            r = len(shape) - a.type.rank
+            dims = a.type.shape
+            zero = self.i64(0)
+            return Lazy(a.type.with_shape(shape),
+                        lambda idx: a.at([zero if d == 1 else idx[r + k] for k, d in enumerate(dims)]))
         if not isinstance(a, Arr):
             return a
         r = len(shape) - a.type.rank
@@ -196,8 +233,18 @@ class Emitter:
         src = self.broadcast_view(src, dst.type.shape)
         self.loop_nest(dst.type.shape, lambda idx: self.store(dst, idx, self.read(src, idx)), "cp")
 
+    def force(self, v):
+        """`v` in memory: a Lazy value is computed into a buffer; others are returned as they are."""
+        if not isinstance(v, Lazy):
+            return v
+        out = self.alloc(v.type)
+        self.copy_into(out, v)
+        return out
+
     def materialise(self, v) -> Arr | ir.Value:
         """A contiguous buffer holding `v` (a no-op for contiguous arrays and scalars)."""
+        if isinstance(v, Lazy):
+            return self.force(v)
         if not isinstance(v, Arr) or v.contiguous:
             return v
         out = self.alloc(v.type)
@@ -212,8 +259,10 @@ class Emitter:
         """out[idx] = fn(*(x[idx] for x in ins)), NumPy broadcasting; scalars stay in registers."""
         if out_t.rank == 0:
             return fn(*ins)
-        out = self.alloc(out_t)
         views = [self.broadcast_view(x, out_t.shape) for x in ins]
+        if self.fuse_next:
+            return Lazy(out_t, lambda idx: fn(*(self.read(v, idx) for v in views)))
+        out = self.alloc(out_t)
         self.loop_nest(out_t.shape, lambda idx: self.store(out, idx, fn(*(self.read(v, idx) for v in views))), "ew")
         return out
 
@@ -263,12 +312,21 @@ class Emitter:
     # --- bodies ---------------------------------------------------------------------------
 
     def lower_body(self, body, args) -> list:
-        """Emit the equations of `body` with its params bound to `args`; returns its outs."""
+        """Emit the equations of `body` with its params bound to `args`; returns its outs
+        (in memory or registers, never Lazy)."""
         env = dict(zip(body.params, args))
+        fusable = _fusable_values(body)
         for eqn in body.eqns:
-            outs = eqn.prim.lower(self, eqn, [env[x] for x in eqn.inputs])
+            ins = [env[x] for x in eqn.inputs]
+            if not eqn.prim.reads_lazy:
+                ins = [self.force(v) for v in ins]
+            self.fuse_next = eqn.outs and eqn.outs[0].id in fusable
+            try:
+                outs = eqn.prim.lower(self, eqn, ins)
+            finally:
+                self.fuse_next = False
             env.update(zip(eqn.outs, outs))
-        return [env[o] for o in body.outs]
+        return [self.force(env[o]) for o in body.outs]
 
     # --- finishing ------------------------------------------------------------------------
 
@@ -295,3 +353,12 @@ class Emitter:
             p = self.ctx_ptr(CTX_DEPTH)
             b.store(b.sub(b.load(p, typ=I64), self.i64(1)), p)
         b.ret_void()
+
+
+# Note [Fusion]
+# ~~~~~~~~~~~~~~~
+# Elementwise ops are lowered lazily: when an elementwise result has one reader and that
+# reader is elementwise too (or a reduction), no loop is emitted for it; its reader's loop
+# computes it in place, one element at a time. So `sum((a - b) ** 2 * w)` is one loop with no
+# temporary arrays, which LLVM then vectorises. A value read twice is computed into memory
+# once, never recomputed.

@@ -39,6 +39,8 @@ class Prim:
     nondiff: bool = False
     fold: Callable | None = None
     effect: bool = False
+    fusable: bool = False  # lowered by em.elementwise: may stay Lazy (lower/emit.py)
+    reads_lazy: bool = False  # its lowering reads inputs only through em.read/broadcast_view
 
     def __repr__(self) -> str:
         return self.name

@@ -66,7 +66,7 @@ def _ew(name, allowed, scalar, npfn, out_dtype=None, nondiff=False):
     """Declare one elementwise primitive."""
     rule = _rule(allowed, out_dtype)
     return primitive(name, shape=lambda ts, **_: rule(ts, _name=name), lower=_lower_ew(scalar),
-                     fold=_fold_with(npfn), nondiff=nondiff)
+                     fold=_fold_with(npfn), nondiff=nondiff, fusable=True, reads_lazy=True)
 
 
 # --- scalar lowerings ----------------------------------------------------------------------------
@@ -271,7 +271,8 @@ and_p = _ew("and", BOOLS, lambda em, dt, a, b: em.b.and_(a, b), np.logical_and, 
 or_p = _ew("or", BOOLS, lambda em, dt, a, b: em.b.or_(a, b), np.logical_or, nondiff=True)
 not_p = _ew("not", BOOLS, lambda em, dt, a: em.b.not_(a), np.logical_not, nondiff=True)
 
-select_p = primitive("select", shape=_select_shape, lower=_select, fold=_fold_with(np.where))
+select_p = primitive("select", shape=_select_shape, lower=_select, fold=_fold_with(np.where), fusable=True,
+                     reads_lazy=True)
 
 
 def _convert_scalar(em, src: DType, dst: DType, a):
@@ -301,6 +302,8 @@ convert_p = primitive(
     "convert",
     shape=lambda ts, dtype: [ts[0].with_dtype(dtype)],
     lower=_convert_lower,
+    fusable=True,
+    reads_lazy=True,
     fold=lambda x, dtype: [np.trunc(x).astype(dtype.np) if dtype is DType.I64 and x.dtype.kind == "f" else x.astype(dtype.np)],
 )
 

@@ -66,13 +66,15 @@ def _np_reduce(fn):
     return lambda x, axes: [fn(x, axis=tuple(axes))]
 
 
-reduce_sum_p = primitive("reduce_sum", shape=_reduce_shape, lower=_reduce_lower("sum", _add), fold=_np_reduce(np.sum))
-reduce_prod_p = primitive("reduce_prod", shape=_reduce_shape, lower=_reduce_lower("prod", _mul),
-                          fold=_np_reduce(np.prod))
-reduce_max_p = primitive("reduce_max", shape=_reduce_shape, lower=_reduce_lower("max", _maximum),
-                         fold=_np_reduce(np.max))
-reduce_min_p = primitive("reduce_min", shape=_reduce_shape, lower=_reduce_lower("min", _minimum),
-                         fold=_np_reduce(np.min))
+def _reduction(kind, combine, npfn):
+    return primitive(f"reduce_{kind}", shape=_reduce_shape, lower=_reduce_lower(kind, combine), fold=_np_reduce(npfn),
+                     reads_lazy=True)
+
+
+reduce_sum_p = _reduction("sum", _add, np.sum)
+reduce_prod_p = _reduction("prod", _mul, np.prod)
+reduce_max_p = _reduction("max", _maximum, np.max)
+reduce_min_p = _reduction("min", _minimum, np.min)
 
 
 def _argmax_lower(em, eqn, ins):
@@ -88,7 +90,7 @@ def _argmax_lower(em, eqn, ins):
         def at(i):
             full = list(out_idx)
             full.insert(axis, i)
-            return em.load(x, full)
+            return em.read(x, full)
 
         em.b.store(at(em.i64(0)), best_v)
         em.b.store(em.i64(0), best_i)
@@ -119,6 +121,7 @@ argmax_p = primitive(
     lower=_argmax_lower,
     fold=lambda x, axis: [np.argmax(x, axis=axis)],
     nondiff=True,
+    reads_lazy=True,
 )
 
 
