@@ -4,7 +4,7 @@
     m.loss(params, xs, target)       # NumPy arrays, numbers, dicts and tuples in and out
 """
 
-from .api import Function, Module, compile, load
+from .api import Function, Module, compile, grad, jvp, load, value_and_grad, vjp
 from .errors import (
     BoundsError,
     DiffcError,
@@ -20,7 +20,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "compile", "Module", "Function",
+    "load", "compile", "grad", "value_and_grad", "jvp", "vjp", "Module", "Function",
     "DiffcError", "DiffcSyntaxError", "DiffcNameError", "DiffcTypeError", "ShapeError", "BoundsError",
     "RecursionDepthError", "UsageError", "InternalError",
 ]

@@ -13,10 +13,11 @@ from .pytree import unflatten
 
 
 class Function:
-    """A DFL function callable from Python; compiled lazily per argument signature."""
+    """A DFL function callable from Python; compiled lazily per argument signature.
+    `transform` makes it a derivative of the named function (see specialise.specialise)."""
 
-    def __init__(self, module: "Module", name: str):
-        self.module, self.name = module, name
+    def __init__(self, module: "Module", name: str, transform: tuple = ()):
+        self.module, self.name, self.transform = module, name, transform
         self._cache: dict = {}
 
     def signature(self, *args):
@@ -28,14 +29,15 @@ class Function:
         if entry is None:
             tree = key[0]
             types = unflatten(tree, [type_of(a) for a in arrays])
-            entry = compile_native(self.module.ast, self.name, types, timings)
+            entry = compile_native(self.module.ast, self.name, types, timings, self.transform)
             self._cache[key] = entry
         return entry
 
     def __call__(self, *args):
         fndef = self.module.ast.fns[self.name]
-        if len(args) != len(fndef.params):
-            raise UsageError(f"`{self.name}` takes {len(fndef.params)} arguments, got {len(args)}")
+        want = len(fndef.params) * (2 if self.transform[:1] == ("jvp",) else 1) + (self.transform[:1] == ("vjp",))
+        if len(args) != want:
+            raise UsageError(f"`{self.label}` takes {want} arguments, got {len(args)}")
         arrays, key = self.signature(*args)
         native, out_tree = self.compiled(arrays, key)
         return to_python(native(arrays), out_tree)
@@ -43,6 +45,13 @@ class Function:
     @property
     def num_compiled(self) -> int:
         return len(self._cache)
+
+    @property
+    def label(self) -> str:
+        return f"{self.transform[0]}({self.name})" if self.transform else self.name
+
+    def __repr__(self) -> str:
+        return f"<diffc function {self.label}>"
 
 
 class Module:
@@ -68,6 +77,9 @@ class Module:
     def __dir__(self):
         return list(self.ast.fns)
 
+    def grad(self, name: str, argnums: int | tuple[int, ...] = 0) -> Function:
+        return grad(self.function(name), argnums)
+
 
 def load(path: str | Path) -> Module:
     """Load a .dfl file (and its imports); raise a DiffcError for any mistake in it."""
@@ -77,3 +89,32 @@ def load(path: str | Path) -> Module:
 def compile(source: str, name: str = "<string>") -> Module:
     """Load a program from its text; imports are looked up in the current folder."""
     return Module(resolve.load_text(source, name, Path.cwd()))
+
+
+def _derivative(fn: Function, argnums, with_value: bool) -> Function:
+    if not isinstance(fn, Function) or fn.transform:
+        raise UsageError("diffc.grad takes a function of a loaded program, like diffc.grad(m.loss)")
+    if isinstance(argnums, list):
+        argnums = tuple(argnums)
+    return Function(fn.module, fn.name, ("grad", argnums, with_value))
+
+
+def grad(fn: Function, argnums: int | tuple[int, ...] = 0) -> Function:
+    """The gradient of a scalar DFL function w.r.t. argument(s) `argnums`, as a callable that
+    returns NumPy values in the structure of those arguments (a tuple for a tuple argnums)."""
+    return _derivative(fn, argnums, False)
+
+
+def value_and_grad(fn: Function, argnums: int | tuple[int, ...] = 0) -> Function:
+    """Like grad, returning (value, gradient)."""
+    return _derivative(fn, argnums, True)
+
+
+def jvp(fn: Function) -> Function:
+    """f(*primals, *tangents) -> (value, directional derivative)."""
+    return Function(fn.module, fn.name, ("jvp", len(fn.module.ast.fns[fn.name].params)))
+
+
+def vjp(fn: Function) -> Function:
+    """f(*primals, cotangent) -> one cotangent per primal (a tuple)."""
+    return Function(fn.module, fn.name, ("vjp", len(fn.module.ast.fns[fn.name].params)))

@@ -19,9 +19,9 @@ PASSES = [
 ]
 
 
-def to_ir(module, fn_name: str, arg_types: tuple, after: str | None = None) -> tuple[Program, object]:
+def to_ir(module, fn_name: str, arg_types: tuple, after: str | None = None, transform: tuple = ()):
     """Specialise and optimise: (Program, output TreeDef)."""
-    prog, out_tree = specialise(module, fn_name, arg_types)
+    prog, out_tree = specialise(module, fn_name, arg_types, transform=transform)
     if os.environ.get("DIFFC_VERIFY"):
         from .ir.verify import verify
 
@@ -44,11 +44,12 @@ class Timings(dict):
         return t
 
 
-def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | None = None):
-    """Compile `fn_name` for the argument types: (NativeFunction, output TreeDef)."""
+def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | None = None, transform: tuple = ()):
+    """Compile `fn_name` (differentiated by `transform`, see specialise) for the argument
+    types: (NativeFunction, output TreeDef)."""
     timings = timings if timings is not None else Timings()
     t = time.perf_counter()
-    prog, out_tree = to_ir(module, fn_name, arg_types)
+    prog, out_tree = to_ir(module, fn_name, arg_types, transform=transform)
     t = timings.add("specialise+optimise", t)
     ms = lower_program(prog)
     t = timings.add("lower", t)

@@ -13,14 +13,15 @@ OPT_LEVEL = 3
 def _init():
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
+    return new_target_machine()
+
+
+def new_target_machine():
+    """A target machine for this CPU. An MCJIT engine takes ownership of the one it is given,
+    so each engine gets its own."""
     target = llvm.Target.from_default_triple()
-    tm = target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                                      opt=OPT_LEVEL, codemodel="jitdefault")
-    return tm
-
-
-def target_machine():
-    return _init()
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+                                        opt=OPT_LEVEL, codemodel="jitdefault")
 
 
 def optimise(module_text: str) -> llvm.ModuleRef:
@@ -42,8 +43,8 @@ class Compiled:
     """A module compiled to machine code in memory; keeps the engine alive."""
 
     def __init__(self, mod: llvm.ModuleRef):
-        tm = _init()
-        self.engine = llvm.create_mcjit_compiler(mod, tm)
+        _init()
+        self.engine = llvm.create_mcjit_compiler(mod, new_target_machine())
         self.engine.finalize_object()
         self.engine.run_static_constructors()
         self.mod = mod

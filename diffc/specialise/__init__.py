@@ -51,8 +51,34 @@ def recursive_functions(mod: Module) -> set[int]:
     return rec
 
 
-def specialise(mod: Module, fn_name: str, arg_types: tuple, name: str = "main"):
+def specialise(mod: Module, fn_name: str, arg_types: tuple, name: str = "main", transform: tuple = ()):
     """Trace `fn_name` of `mod` for arguments of the given types (a tuple of trees of
-    TensorTypes). Returns (Program, output TreeDef)."""
+    TensorTypes). Returns (Program, output TreeDef). `transform` differentiates it first:
+      ("grad", argnums, with_value)  grad / value_and_grad(f, argnums)
+      ("jvp", n)    f'(primals; tangents): called with the n primals, then n tangents
+      ("vjp", n)    the pullback of f at the n primals applied to a last argument, the cotangent"""
     tracer = Tracer(recursive_functions(mod))
-    return tracer.trace_entry(FnRef(mod.fns[fn_name], mod), arg_types, name)
+    wrap = (lambda tr, f: transformed(tr, f, transform)) if transform else None
+    return tracer.trace_entry(FnRef(mod.fns[fn_name], mod), arg_types, name, wrap)
+
+
+def transformed(tr, f, spec):
+    from ..typesys import DType
+    from .ad_builtins import AD_BUILTINS
+    from .values import Partial
+
+    kind = spec[0]
+    if kind == "grad":
+        _, argnums, with_value = spec
+        nums = tuple(tr.const(k, DType.I64) for k in argnums) if isinstance(argnums, tuple) else \
+            tr.const(argnums, DType.I64)
+        return AD_BUILTINS["value_and_grad" if with_value else "grad"](tr, [f, nums], {})
+    n = spec[1]
+    if kind == "jvp":
+        return Partial("jvp", lambda tr, args, kw: AD_BUILTINS["jvp"](tr, [f, tuple(args[:n]), tuple(args[n:])], {}))
+
+    def pullback(tr, args, kw):
+        _, pb = AD_BUILTINS["vjp"](tr, [f] + list(args[:n]), {})
+        return pb.impl(tr, [args[n]], {})
+
+    return Partial("vjp", pullback)

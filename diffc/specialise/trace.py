@@ -75,14 +75,18 @@ class Tracer:
 
     # --- entry points ----------------------------------------------------------------------------
 
-    def trace_entry(self, fnval, arg_types_tree, name: str):
+    def trace_entry(self, fnval, arg_types_tree, name: str, transform=None):
         """Trace `fnval` called with parameters of the given types into program func `name`.
-        arg_types_tree is a tuple (one per argument) of trees with TensorType leaves."""
+        arg_types_tree is a tuple (one per argument) of trees with TensorType leaves;
+        transform(tracer, fnval) may wrap the function first (grad of it, say)."""
         leaf_types, tree = flatten(arg_types_tree)
         self.b = self.root = Builder()
         params = [self.b.param(t) for t in leaf_types]
         args = unflatten(tree, params)
-        result = self.call(fnval, list(args), {}, fnval.fndef.span if isinstance(fnval, FnRef) else None)
+        span = fnval.fndef.span if isinstance(fnval, FnRef) else None
+        if transform is not None:
+            fnval = transform(self, fnval)
+        result = self.call(fnval, list(args), {}, span)
         outs, out_tree = flatten(result)
         outs = [self.tensor(o, self.span) for o in outs]
         body, captured = self.b.finish(outs)
