@@ -55,7 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--ast", action="store_true", help="the parsed program")
     g.add_argument("--ir", action="store_true", help="the typed SSA IR (the default)")
     g.add_argument("--llvm", action="store_true", help="LLVM IR before and after optimisation, and assembly")
+    g.add_argument("--grad", metavar="NAME", help="the derivative program of function NAME: forward with residuals, "
+                   "then backward, with source lines and what each loop tapes")
     s.add_argument("--after", metavar="PASS", help="with --ir: stop after this pass (specialise, dce)")
+    gc = sub.add_parser("gradcheck", help="check a function's derivatives against finite differences",
+                        description="Draw random inputs of the declared (or --arg given) shapes, and compare grad, "
+                                    "vjp and jvp of function NAME with central finite differences in f64, leaf by "
+                                    "leaf. Exits 1 on a mismatch.")
+    gc.add_argument("file", help="the .dfl program")
+    gc.add_argument("--fn", required=True, metavar="NAME", help="the function to check")
+    gc.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="fix a parameter's value")
+    gc.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
     return p
 
 
@@ -84,11 +94,12 @@ def parse_value(name: str, text: str):
     raise UsageError(f"--arg {name}={text}: expected a number, true/false, a JSON array, or a .npy path")
 
 
-def bind_args(module: api.Module, entry: str, pairs: list[str]) -> list:
+def given_args(module: api.Module, entry: str, pairs: list[str]) -> dict:
+    """--arg pairs as {parameter name: value}, checked against the function's parameters."""
     fndef = module.ast.fns.get(entry)
     if fndef is None:
         have = ", ".join(module.ast.fns) or "none"
-        raise UsageError(f"the program has no function `{entry}` to run (it defines: {have})")
+        raise UsageError(f"the program has no function `{entry}` (it defines: {have})")
     names = [p.name for p in fndef.params]
     given = {}
     for pair in pairs:
@@ -99,6 +110,12 @@ def bind_args(module: api.Module, entry: str, pairs: list[str]) -> list:
             ps = ", ".join(names) or "no parameters"
             raise UsageError(f"--arg {name}: `{entry}` has no parameter `{name}` (it takes {ps})")
         given[name] = parse_value(name, text)
+    return given
+
+
+def bind_args(module: api.Module, entry: str, pairs: list[str]) -> list:
+    given = given_args(module, entry, pairs)
+    names = [p.name for p in module.ast.fns[entry].params]
     missing = [n for n in names if n not in given]
     if missing:
         raise UsageError(f"`{entry}` needs a value for parameter `{missing[0]}`: give it with --arg {missing[0]}=VALUE")
@@ -162,6 +179,8 @@ def cmd_show(a) -> int:
 
         print(pretty(parse(m.ast.source)))
         return EXIT_OK
+    if a.grad:
+        return show_grad(m, a.grad, a.arg)
     args = bind_args(m, a.entry, a.arg)
     arrays, tree = flatten_args(tuple(args))
     types = unflatten(tree, [type_of(x) for x in arrays])
@@ -181,10 +200,42 @@ def cmd_show(a) -> int:
     return EXIT_OK
 
 
+def show_grad(m: api.Module, name: str, pairs: list[str]) -> int:
+    """The derivative program of `name` w.r.t. its float arguments."""
+    import numpy as np
+
+    from .gradcheck import draw_args
+    from .ir.printer import print_program
+    from .pipeline import to_ir
+    from .pytree import unflatten
+    from .runtime.values import flatten_args, type_of
+
+    args = draw_args(m, name, given_args(m, name, pairs), np.random.default_rng(0))
+    floats = tuple(k for k, a in enumerate(args) if any(x.dtype.kind == "f" for x in flatten_args((a,))[0]))
+    arrays, tree = flatten_args(tuple(args))
+    types = unflatten(tree, [type_of(x) for x in arrays])
+    prog, _ = to_ir(m.ast, name, types, transform=("grad", floats, True))
+    print(f"# value_and_grad of `{name}` w.r.t. arguments {floats}: the forward pass (saving residuals) comes "
+          "first, then the backward pass")
+    print(print_program(prog, lines_of=True))
+    return EXIT_OK
+
+
+def cmd_gradcheck(a) -> int:
+    from .gradcheck import gradcheck
+
+    m = _load(a.file)
+    lines, ok = gradcheck(m, a.fn, given_args(m, a.fn, a.arg), a.seed)
+    print("\n".join(lines))
+    print(f"{a.fn}: {'all derivatives agree with finite differences' if ok else 'MISMATCH'}")
+    return EXIT_OK if ok else EXIT_PROGRAM
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "check": cmd_check, "show": cmd_show}[args.cmd](args)
+        commands = {"run": cmd_run, "check": cmd_check, "show": cmd_show, "gradcheck": cmd_gradcheck}
+        return commands[args.cmd](args)
     except UsageError as e:
         print(f"diffc: error: {e.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -197,6 +248,9 @@ def main(argv=None) -> int:
         return EXIT_PROGRAM
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`diffc show ... | head`)
+        sys.stderr.close()
+        return EXIT_OK
     except Exception as e:  # a bug in diffc: say so in one line, never a traceback
         if os.environ.get("DIFFC_DEBUG"):
             raise

@@ -44,6 +44,12 @@ class Builder:
             return self.recreated[v]
         if self.parent is None:
             raise InternalError(f"value {v!r} used outside the body that defines it", self.span)
+        if v.known is not None and v.type.size <= INLINE_CONST_LIMIT:
+            # a small compile-time constant is cheaper to re-create than to capture
+            from ..prims.shape import const_p
+
+            self.recreated[v] = self.emit1(const_p, [], value=v.known)
+            return self.recreated[v]
         outer = self.parent.use(v)
         inner = Var(v.type, v.known, v.hint)
         self.defined.add(inner.id)

@@ -45,6 +45,7 @@ class Eqn:
     params: dict[str, Any]
     outs: list[Var]
     span: Span = NO_SPAN
+    note: str = ""  # shown by the printer, e.g. what a loop's tape holds
 
     def bodies(self) -> list[Body]:
         """The sub-bodies this equation owns (for structured ops), in a fixed order."""

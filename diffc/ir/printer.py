@@ -28,7 +28,7 @@ def _param_text(k, v) -> str:
     return f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"
 
 
-def print_body(body: Body, names: _Names, indent: str, header: str) -> list[str]:
+def print_body(body: Body, names: _Names, indent: str, header: str, lines_of: bool = False) -> list[str]:
     params = ", ".join(f"{names(p)}: {p.type}" for p in body.params)
     lines = [f"{indent}{header}({params}):"]
     inner = indent + "  "
@@ -38,13 +38,18 @@ def print_body(body: Body, names: _Names, indent: str, header: str) -> list[str]
         ptext = f"[{', '.join(params)}]" if params else ""
         args = " ".join(names(x) for x in eqn.inputs)
         lhs = f"{outs} = " if outs else ""
-        lines.append(f"{inner}{lhs}{eqn.prim.name}{ptext} {args}".rstrip())
+        text = f"{inner}{lhs}{eqn.prim.name}{ptext} {args}".rstrip()
+        if lines_of and eqn.span.line:
+            text = f"{text:<72} # line {eqn.span.line}"
+        lines.append(text)
+        if eqn.note:
+            lines.append(f"{inner}# {eqn.note}")
         for k, v in eqn.params.items():
             if isinstance(v, Body):
-                lines += print_body(v, names, inner + "  ", f"{k} ")
+                lines += print_body(v, names, inner + "  ", f"{k} ", lines_of)
             elif _is_body(v):
                 for j, b in enumerate(v):
-                    lines += print_body(b, names, inner + "  ", f"{k}[{j}] ")
+                    lines += print_body(b, names, inner + "  ", f"{k}[{j}] ", lines_of)
     lines.append(f"{inner}return {', '.join(names(o) for o in body.outs)}")
     return lines
 
@@ -53,10 +58,11 @@ def _is_body(v) -> bool:
     return isinstance(v, Body) or (isinstance(v, tuple) and bool(v) and isinstance(v[0], Body))
 
 
-def print_program(prog: Program) -> str:
+def print_program(prog: Program, lines_of: bool = False) -> str:
+    """The program as text; lines_of adds the source line of each equation."""
     names = _Names()
     out = []
     for name, f in prog.funcs.items():
-        out += print_body(f.body, names, "", f"func {name}")
+        out += print_body(f.body, names, "", f"func {name}", lines_of)
         out.append("")
     return "\n".join(out).rstrip() + "\n"

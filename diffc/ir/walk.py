@@ -51,7 +51,7 @@ def _clone_eqn(eqn: Eqn, env: dict) -> Eqn:
         q = Var(o.type, o.known, o.hint)
         env[o] = q
         outs.append(q)
-    return Eqn(eqn.prim, [env[x] for x in eqn.inputs], params, outs, eqn.span)
+    return Eqn(eqn.prim, [env[x] for x in eqn.inputs], params, outs, eqn.span, eqn.note)
 
 
 def inline(builder, body: Body, args: list) -> list:

@@ -23,6 +23,14 @@ def stacked(t: TensorType, n: int) -> TensorType:
     return t.with_shape((n,) + t.shape)
 
 
+def tape_note(types, n) -> str:
+    """What a loop's tape holds: `types` per iteration, n iterations (None: known at run time)."""
+    per = sum(t.nbytes for t in types)
+    what = ", ".join(map(str, types)) or "nothing"
+    total = f"x {n} iterations = {per * n} B" if n is not None else "x the iterations the loop runs (a tape that doubles)"
+    return f"tape: {len(types)} residual{'s' * (len(types) != 1)} per iteration ({what}) = {per} B, {total}"
+
+
 # --- helpers shared by the loop lowerings --------------------------------------------------------
 
 
@@ -351,6 +359,7 @@ def _map_vjp_fwd(b, eqn, ins, act):
     fwd, bwd, kinds = vjp_split(body, needs)
     outs = b.emit(map_p, ins, eqn.span, body=fwd, n=p["n"], num_xs=nx)
     ny = len(body.outs)
+    b.eqns[-1].note = tape_note(fwd.out_types[ny:], p["n"])
     return outs[:ny], (ins, act, bwd, kinds, outs[ny:])
 
 
@@ -439,6 +448,7 @@ def _scan_vjp_fwd(b, eqn, ins, act):
     outs = b.emit(scan_p, ins, eqn.span, body=fwd, length=p["length"], num_carry=nc, num_xs=nx,
                   reverse=p["reverse"])
     ny = len(body.outs) - nc
+    b.eqns[-1].note = tape_note(fwd.out_types[len(body.outs):], p["length"])
     n_extra = len(fwd.outs) - len(body.outs) - len(carry_res)
     res_stacked = outs[nc + ny:nc + ny + n_extra]
     carry_stacked = dict(zip(carry_res, outs[nc + ny + n_extra:]))
@@ -635,6 +645,7 @@ def _while_vjp_fwd(b, eqn, ins, act):
     n_extra = len(fwd.outs) - ns
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in state_res])
     outs = b.emit(while_tape_p, ins, eqn.span, cond=_clone(p["cond"]), body=fwd, num_state=ns)
+    b.eqns[-1].note = tape_note(fwd.out_types[ns:], None)
     state, tape, count = outs[:ns], outs[ns], outs[ns + 1]
     res_types = fwd.out_types[ns:]
     return state, (ins, needs, bwd, kinds, state_res, n_extra, res_types, tape, count)
