@@ -186,15 +186,23 @@ def _stop_gradient(tr, args, kwargs):
                             for x in leaves])
 
 
+def checkpointed(tr, fn, args):
+    """fn(*args) traced into a `checkpoint` op: its forward is recomputed in the backward pass."""
+    body, captured, out_tree, leaves, ranges, trees = trace_function(tr, Partial("segment", lambda tr, a, kw: fn(*a)),
+                                                                     args, tr.span)
+    outs = tr.emit_n(control.checkpoint_p, leaves + captured, body=body)
+    return unflatten(out_tree, outs)
+
+
 def _checkpoint(tr, args, kwargs):
     if len(args) != 1 or kwargs:
         raise TypeError_("`checkpoint` takes one function")
     f = _func(args[0], "checkpoint")
 
     def call(tr, cargs, ckw):
-        body, captured, out_tree, leaves, ranges, trees = trace_function(tr, f, cargs, tr.span)
-        outs = tr.emit_n(control.checkpoint_p, leaves + captured, body=body)
-        return unflatten(out_tree, outs)
+        if ckw:
+            raise TypeError_("a checkpointed function takes no keyword arguments")
+        return checkpointed(tr, lambda *a: tr.call(f, list(a), {}, tr.span), cargs)
 
     return Partial("checkpoint", call)
 

@@ -478,9 +478,73 @@ def _carry_types(tr, init):
     return [_tensor(x, "fold", "initial value") for x in leaves], tree
 
 
-def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True):
+def _checkpoint_arg(tr, kwargs, name):
+    if "checkpoint" not in kwargs:
+        return None
+    k = tr.static_int(kwargs["checkpoint"], tr.span, f"the `checkpoint` segment length of `{name}`")
+    if k < 1:
+        raise TypeError_(f"the `checkpoint` segment length of `{name}` must be at least 1, got {k}")
+    return k
+
+
+def segmented_scan(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted, k):
+    """scan ..., checkpoint=k: an outer loop over segments of k steps, each segment a
+    checkpointed inner loop. The backward pass keeps one carry per segment and recomputes a
+    segment's steps when it reaches it: memory O(T/k + k) instead of O(T)."""
+    from .ad_builtins import checkpointed
+
+    nseg, rem = divmod(length, k)
+
+    def rows(lo, hi):
+        return [tr.emit(sh.slice_p, [x], starts=(lo,) + (0,) * (x.type.rank - 1), limits=(hi,) + x.type.shape[1:])
+                for x in xs_leaves]
+
+    def segment(carry, seg_rows, n):
+        if ys_wanted:
+            return checkpointed(tr, lambda c, *r: scan_loop(tr, name, f_step, c, list(r), n, reverse),
+                                [carry] + list(seg_rows))
+        inner = lambda c, *r: scan_loop(tr, name, f_step, c, list(r), n, reverse, False)[0]  # noqa: E731
+        return checkpointed(tr, inner, [carry] + list(seg_rows)), None
+
+    def run_segments(carry):
+        seg_xs = [tr.emit(sh.reshape_p, [x], shape=(nseg, k) + x.type.shape[1:]) for x in rows(0, nseg * k)]
+        c, ys = scan_loop(tr, name, lambda c, r: segment(c, r, k), carry, seg_xs, nseg, reverse, ys_wanted)
+        if ys_wanted:
+            ys = _map_leaves(ys, lambda y: tr.emit(sh.reshape_p, [y], shape=(nseg * k,) + y.type.shape[2:]))
+        return c, ys
+
+    def run_rest(carry):
+        return segment(carry, rows(nseg * k, length), rem)
+
+    if rem == 0:
+        return run_segments(init)
+    if not reverse:
+        c, ys1 = run_segments(init)
+        c, ys2 = run_rest(c)
+    else:
+        c, ys2 = run_rest(init)
+        c, ys1 = run_segments(c)
+    if not ys_wanted:
+        return c, None
+    return c, _zip_leaves(ys1, ys2, lambda a, b: tr.emit(sh.concat_p, [a, b], axis=0))
+
+
+def _map_leaves(tree, fn):
+    leaves, t = flatten(tree)
+    return unflatten(t, [fn(x) for x in leaves])
+
+
+def _zip_leaves(a, b, fn):
+    la, t = flatten(a)
+    lb, _ = flatten(b)
+    return unflatten(t, [fn(x, y) for x, y in zip(la, lb)])
+
+
+def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True, checkpoint=None):
     """The shared core of fold, scan, unfold and iterate.
     f_step(carry_tree_value, x_rows) -> (new carry value, y value or None)."""
+    if checkpoint is not None and checkpoint < length:
+        return segmented_scan(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted, checkpoint)
     init_leaves, ctree = _carry_types(tr, init)
     carry_types = [x.type for x in init_leaves]
     for attempt in range(2):
@@ -532,7 +596,8 @@ def _fold(tr, args, kwargs):
     def step(carry, rows):
         return tr.call(f, [carry, _split_rows(defs, rows)[0]], {}, span), None
 
-    return scan_loop(tr, "fold", step, init, leaves, n, False, ys_wanted=False)[0]
+    return scan_loop(tr, "fold", step, init, leaves, n, False, ys_wanted=False,
+                     checkpoint=_checkpoint_arg(tr, kwargs, "fold"))[0]
 
 
 def _scan(tr, args, kwargs):
@@ -554,7 +619,7 @@ def _scan(tr, args, kwargs):
             raise TypeError_(f"the step function of `scan` must return a pair (carry, output), got {describe(out)}")
         return out
 
-    return scan_loop(tr, "scan", step, init, leaves, n, reverse)
+    return scan_loop(tr, "scan", step, init, leaves, n, reverse, checkpoint=_checkpoint_arg(tr, kwargs, "scan"))
 
 
 def _unfold(tr, args, kwargs):
@@ -579,7 +644,7 @@ def _iterate(tr, args, kwargs):
     n = tr.static_int(args[2], tr.span, "the count of `iterate`")
     span = tr.span
     return scan_loop(tr, "iterate", lambda c, rows: (tr.call(f, [c], {}, span), None), init, [], n, False,
-                     ys_wanted=False)[0]
+                     ys_wanted=False, checkpoint=_checkpoint_arg(tr, kwargs, "iterate"))[0]
 
 
 def _while(tr, args, kwargs):
