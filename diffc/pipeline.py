@@ -10,11 +10,12 @@ import time
 from .ir.core import Program
 from .lower import jit
 from .lower.llvm import lower_program
-from .optimise import dce
+from .optimise import dce, licm
 from .runtime.call import NativeFunction, register_symbols
 from .specialise import specialise
 
 PASSES = [
+    ("licm", licm.run),
     ("dce", dce.run),
 ]
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import BoundsError, ShapeError, TypeError_
 from ..ir.core import Var
+from ..optimise.licm import hoist
 from ..prims import control, elementwise as ew, io, linalg, random as rnd, reduce as red, shape as sh
 from ..pytree import Record, flatten, unflatten
 from ..typesys import DType, TensorType, broadcast_shapes, promote
@@ -573,6 +574,7 @@ def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True
             widened.append(a.with_dtype(promote(a.dtype, b.dtype)))
         carry_types = widened
         init_leaves = [tr.convert(x, t.dtype) for x, t in zip(init_leaves, carry_types)]
+    body_ir, captured = hoist(tr.b, body_ir, 1 + len(carry_types) + len(xs_leaves), captured, length == 0)
     outs = tr.emit_n(control.scan_p, init_leaves + xs_leaves + captured, body=body_ir, length=length,
                      num_carry=len(carry_types), num_xs=len(xs_leaves), reverse=reverse)
     carry = unflatten(ctree, outs[:len(carry_types)])

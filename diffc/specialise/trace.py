@@ -14,6 +14,7 @@ from ..ad import context
 from ..errors import DiffcError, NameError_, ShapeError, TypeError_
 from ..ir.build import Builder, close_together
 from ..ir.core import Func, Program, Var
+from ..optimise.licm import hoist
 from ..prims import control, elementwise as ew, shape as sh
 from ..pytree import Record, flatten, unflatten
 from ..source import Span
@@ -454,6 +455,7 @@ class Tracer:
         """Stack fn(i, rows) over i in 0..length, rows = the i-th rows of the arrays xs."""
         types = [TensorType(DType.I64, ())] + [x.type.with_shape(x.type.shape[1:]) for x in xs]
         body, captured, tree = self.trace_body(types, lambda i, *rows: fn(i, list(rows)))
+        body, captured = hoist(self.b, body, 1 + len(xs), captured, length == 0)
         outs = self.emit_n(control.map_p, list(xs) + captured, body=body, n=length, num_xs=len(xs))
         return unflatten(tree, outs)
 
