@@ -83,20 +83,42 @@ class Site:
     what: str  # a description used in the message, e.g. "index" or "gather index"
 
 
-def _fusable_values(body) -> set[int]:
-    """Ids of the array values of `body` that may stay Lazy: made by an elementwise op and
-    read exactly once, by an op that reads Lazy values, in this same body."""
+CHEAP = {"const", "index", "map"}  # with the fusable (elementwise) ops: bodies worth recomputing per element
+REDUCTIONS = {"reduce_sum", "reduce_prod", "reduce_max", "reduce_min"}
+
+
+def _cheap(body) -> bool:
+    """A body made only of elementwise work: evaluating it once per element read is fine."""
+    return all((e.prim.fusable or e.prim.name in CHEAP) and all(_cheap(b) for b in e.bodies()) for e in body.eqns)
+
+
+def _fusable_values(body, lazy_outs: bool = False) -> set[int]:
+    """Ids of the array values of `body` that may stay Lazy: read exactly once, in this body,
+    by an op that reads Lazy values, and made by an elementwise op, or by a map whose one
+    output is reduced (a reduced comprehension: see Note [Fusion])."""
     uses: dict[int, int] = {}
-    lazy_reader: dict[int, bool] = {}
+    reader: dict[int, object] = {}
     for eqn in body.eqns:
         for x in eqn.inputs:
             uses[x.id] = uses.get(x.id, 0) + 1
-            lazy_reader[x.id] = eqn.prim.reads_lazy
+            reader[x.id] = eqn.prim
     for o in body.outs:
-        uses[o.id] = uses.get(o.id, 0) + 2
-    return {eqn.outs[0].id for eqn in body.eqns
-            if eqn.prim.fusable and eqn.outs[0].type.rank > 0 and uses.get(eqn.outs[0].id) == 1
-            and lazy_reader.get(eqn.outs[0].id)}
+        uses[o.id] = uses.get(o.id, 0) + (1 if lazy_outs else 2)
+        reader[o.id] = "out"
+    found = set()
+    for eqn in body.eqns:
+        o = eqn.outs[0] if eqn.outs else None
+        if o is None or o.type.rank == 0 or uses.get(o.id) != 1:
+            continue
+        r = reader.get(o.id)
+        lazy_reader = r == "out" or getattr(r, "reads_lazy", False)
+        if eqn.prim.fusable and lazy_reader:
+            found.add(o.id)
+        elif eqn.prim.name == "map" and len(eqn.outs) == 1 and (r == "out" or getattr(r, "name", "") in REDUCTIONS):
+            sub = eqn.params["body"]
+            if sub.outs[0].type.rank == 0 or _cheap(sub):
+                found.add(o.id)
+    return found
 
 
 class Emitter:
@@ -311,11 +333,11 @@ class Emitter:
 
     # --- bodies ---------------------------------------------------------------------------
 
-    def lower_body(self, body, args) -> list:
+    def lower_body(self, body, args, lazy_outs: bool = False) -> list:
         """Emit the equations of `body` with its params bound to `args`; returns its outs
-        (in memory or registers, never Lazy)."""
+        (in memory or registers; Lazy only where lazy_outs allows it)."""
         env = dict(zip(body.params, args))
-        fusable = _fusable_values(body)
+        fusable = _fusable_values(body, lazy_outs)
         for eqn in body.eqns:
             ins = [env[x] for x in eqn.inputs]
             if not eqn.prim.reads_lazy:
@@ -326,7 +348,7 @@ class Emitter:
             finally:
                 self.fuse_next = False
             env.update(zip(eqn.outs, outs))
-        return [self.force(env[o]) for o in body.outs]
+        return [env[o] if lazy_outs else self.force(env[o]) for o in body.outs]
 
     # --- finishing ------------------------------------------------------------------------
 
@@ -361,4 +383,6 @@ class Emitter:
 # reader is elementwise too (or a reduction), no loop is emitted for it; its reader's loop
 # computes it in place, one element at a time. So `sum((a - b) ** 2 * w)` is one loop with no
 # temporary arrays, which LLVM then vectorises. A value read twice is computed into memory
-# once, never recomputed.
+# once, never recomputed. A map read only by a reduction (a reduced comprehension,
+# `sum(for i in 0..n => a[i] * b[i])`) is lazy the same way: its body is evaluated inside the
+# reduction's loop, and the comprehension is never stored.

@@ -13,7 +13,7 @@ Conventions (the specialiser builds bodies to match):
 from __future__ import annotations
 
 from ..errors import ShapeError, TypeError_
-from ..lower.emit import I8, PTR, Arr, contiguous_strides, reg_type
+from ..lower.emit import I8, PTR, Arr, Lazy, contiguous_strides, reg_type
 from ..typesys import DType, TensorType
 from .core import primitive
 from .shape import row
@@ -100,6 +100,13 @@ def _map_shape(in_types, body, n, num_xs):
 def _map_lower(em, eqn, ins):
     body, n, num_xs = eqn.params["body"], eqn.params["n"], eqn.params["num_xs"]
     xs, consts = ins[:num_xs], ins[num_xs:]
+    if em.fuse_next:  # read by a reduction: evaluate the body where each element is read
+
+        def at(idx):
+            (v,) = em.lower_body(body, [idx[0]] + [row(em, x, idx[0]) for x in xs] + consts, lazy_outs=True)
+            return em.read(v, idx[1:])
+
+        return [Lazy(eqn.outs[0].type, at)]
     outs = [em.alloc(o.type) for o in eqn.outs]
 
     def step(i):
