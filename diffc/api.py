@@ -62,8 +62,9 @@ class Module:
         self._functions: dict[str, Function] = {}
 
     def __getattr__(self, name: str) -> Function:
-        if name.startswith("_"):
-            raise AttributeError(name)
+        if name.startswith("_") or name not in self.ast.fns:
+            have = ", ".join(self.ast.fns) or "none"
+            raise AttributeError(f"the program has no function `{name}` (it defines {have})")
         return self.function(name)
 
     def function(self, name: str) -> Function:

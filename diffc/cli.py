@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import api
+from .pipeline import PASSES
 from .errors import DiffcError, UsageError
 
 EXIT_OK, EXIT_PROGRAM, EXIT_USAGE = 0, 1, 2
@@ -57,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--llvm", action="store_true", help="LLVM IR before and after optimisation, and assembly")
     g.add_argument("--grad", metavar="NAME", help="the derivative program of function NAME: forward with residuals, "
                    "then backward, with source lines and what each loop tapes")
-    s.add_argument("--after", metavar="PASS", help="with --ir: stop after this pass (specialise, dce)")
+    s.add_argument("--after", metavar="PASS", choices=["specialise"] + [name for name, _ in PASSES],
+                   help="with --ir: stop after this pass (" + ", ".join(["specialise"] + [n for n, _ in PASSES]) + ")")
     gc = sub.add_parser("gradcheck", help="check a function's derivatives against finite differences",
                         description="Draw random inputs of the declared (or --arg given) shapes, and compare grad, "
                                     "vjp and jvp of function NAME with central finite differences in f64, leaf by "

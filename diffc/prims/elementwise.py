@@ -127,8 +127,8 @@ def _floordiv(em, dt, a, b):
     if _is_f(dt):
         # NumPy: (a - a mod b) / b, rounded; floor(a / b) agrees except at rounding edges
         r = _mod(em, dt, a, b)
-        q = B.fdiv(B.fsub(a, r), b)
-        return em.intrinsic("llvm.round", q.type, [q])
+        q = em.intrinsic("llvm.round", a.type, [B.fdiv(B.fsub(a, r), b)])
+        return B.select(B.fcmp_ordered("==", b, ir.Constant(b.type, 0.0)), B.fdiv(a, b), q)
     is_zero, d = _safe_int_divisor(em, b)
     q = B.sdiv(a, d)
     r = B.srem(a, d)
@@ -157,7 +157,12 @@ def _ipow(em, a, n):
     B.branch(head)
     B.position_at_end(done)
     out = B.load(res)
-    return B.select(B.icmp_signed("<", n, ir.Constant(a.type, 0)), ir.Constant(a.type, 0), out)
+    # n < 0: the exact value 1 / a**-n truncated toward zero: 1 for a == 1, +-1 for a == -1, else 0
+    one, minus_one = ir.Constant(a.type, 1), ir.Constant(a.type, -1)
+    odd = B.trunc(n, ir.IntType(1))
+    neg_result = B.select(B.icmp_signed("==", a, one), one,
+                          B.select(B.icmp_signed("==", a, minus_one), B.select(odd, minus_one, one), ir.Constant(a.type, 0)))
+    return B.select(B.icmp_signed("<", n, ir.Constant(a.type, 0)), neg_result, out)
 
 
 def _pow(em, dt, a, b):
@@ -246,7 +251,15 @@ mul_p = _ew("mul", NUMERIC, _mul, np.multiply)
 div_p = _ew("div", FLOATS, _div, np.divide)
 floordiv_p = _ew("floordiv", NUMERIC, _floordiv, np.floor_divide)
 mod_p = _ew("mod", NUMERIC, _mod, np.mod)
-pow_p = _ew("pow", NUMERIC, _pow, lambda a, b: np.power(a, np.maximum(b, 0)) * (b >= 0))
+def _np_pow(a, b):
+    if a.dtype.kind != "i":
+        return np.power(a, b)
+    pos = np.power(a, np.maximum(b, 0))
+    neg = np.where(a == 1, 1, np.where(a == -1, np.where(b % 2 == 1, -1, 1), 0))
+    return np.where(b >= 0, pos, neg)
+
+
+pow_p = _ew("pow", NUMERIC, _pow, _np_pow)
 max_p = _ew("max", NUMERIC, _maximum, np.maximum)
 min_p = _ew("min", NUMERIC, _minimum, np.minimum)
 neg_p = _ew("neg", NUMERIC, _neg, np.negative)

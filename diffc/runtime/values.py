@@ -28,7 +28,7 @@ def to_array(v, where: str = "argument") -> np.ndarray:
     dt = dtype_of_numpy(a.dtype)
     if dt is None:
         raise UsageError(f"{where}: arrays of {a.dtype} are not supported (use float, int or bool)")
-    return np.ascontiguousarray(a, dtype=dt.np)
+    return np.require(a, dtype=dt.np, requirements="C")  # (ascontiguousarray would make 0-d arrays 1-d)
 
 
 def flatten_args(args) -> tuple[list[np.ndarray], TreeDef]:

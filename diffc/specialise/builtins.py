@@ -163,9 +163,11 @@ def index(tr, x: Var, items):
             limits.append(max(hi, lo))
         else:
             v, span = it
-            if not (isinstance(v, Var) and v.type.rank == 0 and v.type.dtype in (I64, BOOL)):
+            if isinstance(v, Var) and v.type.rank > 0 and v.type.dtype is I64:
+                raise TypeError_("indexing with an integer array works only alone, as `x[ids]` (it gathers rows)",
+                                 span)
+            if not (isinstance(v, Var) and v.type.rank == 0 and v.type.dtype is I64):
                 raise TypeError_(f"an index must be an integer or an integer array, got {describe(v)}", span)
-            v = tr.convert(v, I64)
             if v.known is not None:
                 _static_bounds(v.known, n, span, k)
             starts.append(0)
@@ -722,8 +724,8 @@ def _windows(tr, args, kwargs):
 
 def _key(tr, args, kwargs):
     _arity("key", args, 1)
-    seed = tr.convert(_tensor(args[0], "key"), I64)
-    if seed.type.rank != 0:
+    seed = _tensor(args[0], "key")
+    if seed.type != TensorType(I64, ()):
         raise TypeError_(f"`key` needs an integer seed, got {seed.type}")
     return tr.emit(sh.concat_p, [tr.const(np.zeros(1, np.int64)), tr.emit(sh.reshape_p, [seed], shape=(1,))], axis=0)
 

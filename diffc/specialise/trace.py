@@ -23,6 +23,7 @@ from ..typesys import DType, TensorType, dtype_of_numpy, promote
 from .values import Builtin, Closure, FnRef, ModuleRef, Partial, describe
 
 MAX_RETRACE = 4
+MAX_PENDING = 32  # nested specialisations of one recursive function, each for new argument types
 
 
 class Bottom(Exception):
@@ -89,7 +90,10 @@ class Tracer:
             fnval = transform(self, fnval)
         result = self.call(fnval, list(args), {}, span)
         outs, out_tree = flatten(result)
-        outs = [self.tensor(o, self.span) for o in outs]
+        for o in outs:
+            if not is_tensor(o):
+                raise TypeError_(f"`{getattr(fnval, 'name', name)}` must return arrays, numbers, tuples or records, "
+                                 f"but it returns {describe(result)}", span)
         body, captured = self.b.finish(outs)
         assert not captured
         self.program.funcs[name] = Func(name, body)
@@ -374,7 +378,10 @@ class Tracer:
             body = f.body
         for p, a in zip(params, args):
             env[p.name] = a
-        return self.eval(body, env)
+        result = self.eval(body, env)
+        if isinstance(f, FnRef) and f.fndef.ret is not None:
+            check_return(f.fndef, result)
+        return result
 
     def call_recursive(self, f: FnRef, args, span):
         leaves, tree = flatten(tuple(args))
@@ -384,6 +391,9 @@ class Tracer:
                                  "(recursive functions take arrays, numbers, tuples and records)", span)
         key = (id(f.fndef), tree, tuple(v.type for v in leaves))
         spec = self.specs.get(key)
+        if spec is None and sum(1 for s in self.specs.values() if s.fndef is f.fndef and not s.done) > MAX_PENDING:
+            raise TypeError_(f"the recursive function `{f.name}` calls itself with ever new argument types "
+                             f"(now {describe(tuple(args))}): recursion must keep the shapes of its arguments", span)
         if spec is None:
             spec = self.specialise(f, key, tree, [v.type for v in leaves])
         if spec.ret is None:
@@ -560,6 +570,18 @@ def check_annotations(fndef: n.FnDef, args, arg_spans, call_span):
                                  f"{size} in `{p.name}` ({a.type})", sp)
             else:
                 dims.setdefault(d, (size, p.name))
+
+
+def check_return(fndef: n.FnDef, result):
+    """The declared return type `-> f64[n]` (dims named by parameters must agree)."""
+    ann = fndef.ret
+    bad = not is_tensor(result) or result.type.dtype.value != ann.dtype
+    if not bad and ann.dims is not None:
+        bad = len(ann.dims) != result.type.rank or any(isinstance(d, int) and d != s
+                                                       for d, s in zip(ann.dims, result.type.shape))
+    if bad:
+        raise TypeError_(f"`{fndef.name}` is declared to return {_ann_str(ann)}, but it returns {describe(result)}",
+                         ann.span)
 
 
 def _ann_str(ann: n.TypeAnn) -> str:
