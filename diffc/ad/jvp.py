@@ -11,7 +11,7 @@ from ..errors import TypeError_
 from ..ir.build import Builder
 from ..ir.core import Body
 from ..prims import ops
-from .vjp import is_float, re_emit
+from .vjp import is_float, located, re_emit, unsupported
 
 
 def jvp_body(body: Body, has_tangent: list[bool]) -> Body:
@@ -33,7 +33,7 @@ def jvp_body(body: Body, has_tangent: list[bool]) -> Body:
                 outs = re_emit(b, eqn, ins)
                 touts = eqn.prim.jvp(b, eqn.params, ins, outs, ts)
             else:
-                raise TypeError_(f"cannot differentiate through `{eqn.prim.name}` in forward mode", eqn.span)
+                raise TypeError_(unsupported(eqn.prim) + " (in forward mode)", located(eqn))
             for o, t in zip(outs, touts):
                 if t is not None and is_float(o):
                     tangents[o.id] = t

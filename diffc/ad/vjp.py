@@ -22,6 +22,23 @@ from ..ir.walk import clone_body
 from ..prims import ops
 
 
+TAPED = {"tape_pack": "a recursive function", "tape_unpack": "a recursive function",
+         "while_tape": "a `while` loop", "while_untape": "a `while` loop"}
+
+
+def unsupported(prim) -> str:
+    """Why an equation cannot be differentiated."""
+    if prim.name in TAPED:
+        return (f"a second-order derivative through {TAPED[prim.name]} (differentiating its derivative) "
+                "is not supported yet")
+    return f"cannot differentiate through `{prim.name}`"
+
+
+def located(eqn):
+    """The equation's span, or None (the caller's call site is used) for generated code."""
+    return eqn.span if eqn.span.file is not None else None
+
+
 def is_float(v) -> bool:
     return v.type.dtype.is_float
 
@@ -66,7 +83,7 @@ def vjp_split(body: Body, needs: list[bool]):
         fb.span = eqn.span
         if any(act) and not eqn.prim.nondiff:
             if eqn.prim.vjp is None:
-                raise TypeError_(f"cannot differentiate through `{eqn.prim.name}`", eqn.span)
+                raise TypeError_(unsupported(eqn.prim), located(eqn))
             if eqn.prim.vjp_fwd is not None:
                 outs, aux = eqn.prim.vjp_fwd(fb, eqn, ins, act)
                 # an augmented forward may return an existing value (an identity body): give

@@ -94,6 +94,7 @@ class Builder:
 def close_together(builders: list[Builder], outs: list[list[Var]]) -> tuple[list[Body], list[Var]]:
     """Finish sibling bodies (the branches of a cond) so that all take the same parameters:
     the union of what any of them captures."""
+    outs = [[b.use(x) for x in o] for b, o in zip(builders, outs)]  # capture what a branch only returns
     order: list[Var] = []
     for b in builders:
         for v in b.captures:

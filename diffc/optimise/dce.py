@@ -5,23 +5,41 @@ from __future__ import annotations
 from ..ir.core import Body, Program
 
 
-def has_effect(eqn) -> bool:
-    return eqn.prim.effect or any(has_effect(e) for b in eqn.bodies() for e in b.eqns)
+def has_effect(eqn, effectful_funcs=frozenset()) -> bool:
+    """Whether eqn prints (or does another effect), itself, in a body it owns, or in a function
+    it calls."""
+    if eqn.prim.effect or (eqn.prim.name == "call" and eqn.params["func"] in effectful_funcs):
+        return True
+    return any(has_effect(e, effectful_funcs) for b in eqn.bodies() for e in b.eqns)
 
 
-def dce_body(body: Body) -> None:
+def effectful_functions(prog: Program) -> set[str]:
+    """The functions with an effect, directly or through the functions they call."""
+    found: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, f in prog.funcs.items():
+            if name not in found and any(has_effect(e, found) for e in f.body.eqns):
+                found.add(name)
+                changed = True
+    return found
+
+
+def dce_body(body: Body, effectful_funcs=frozenset()) -> None:
     live = {id(o) for o in body.outs}
     kept = []
     for eqn in reversed(body.eqns):
-        if has_effect(eqn) or any(id(o) in live for o in eqn.outs):
+        if has_effect(eqn, effectful_funcs) or any(id(o) in live for o in eqn.outs):
             for sub in eqn.bodies():
-                dce_body(sub)
+                dce_body(sub, effectful_funcs)
             kept.append(eqn)
             live.update(id(x) for x in eqn.inputs)
     body.eqns = kept[::-1]
 
 
 def run(prog: Program) -> Program:
+    effectful = effectful_functions(prog)
     for f in prog.funcs.values():
-        dce_body(f.body)
+        dce_body(f.body, effectful)
     return prog

@@ -9,6 +9,7 @@ from ..prims.shape import const_p
 from ..ir.walk import all_bodies
 
 FALLIBLE = {"index", "gather"}  # may fail at run time: not moved out of loops that may not run
+NEVER = {"call", "random_bits", "random_uniform", "random_normal"}  # calls may print or recurse; draws are big
 
 
 def hoist(builder, body: Body, first_const: int, const_values: list, may_not_run: bool):
@@ -18,7 +19,7 @@ def hoist(builder, body: Body, first_const: int, const_values: list, may_not_run
     invariant = {p.id: v for p, v in zip(body.params[first_const:], const_values)}
     kept, hoisted = [], []
     for eqn in body.eqns:
-        movable = (eqn.inputs and not eqn.prim.effect and not eqn.bodies()
+        movable = (eqn.inputs and not eqn.prim.effect and not eqn.bodies() and eqn.prim.name not in NEVER
                    and all(x.id in invariant or x.known is not None for x in eqn.inputs)
                    and not all(x.known is not None for x in eqn.inputs)
                    and not (may_not_run and eqn.prim.name in FALLIBLE))

@@ -79,9 +79,10 @@ def _unpack_lower(em, eqn, ins):
     return vals
 
 
-tape_pack_p = primitive("tape_pack", shape=lambda ts: [HANDLE], lower=_pack_lower, nondiff=True, effect=True)
-tape_unpack_p = primitive("tape_unpack", shape=lambda ts, types: list(types), lower=_unpack_lower, nondiff=True,
-                          effect=True)
+# No derivative rules: differentiating these would be a second-order derivative through
+# recursion or while, which is refused with a located error (ad/vjp.py), never given wrong.
+tape_pack_p = primitive("tape_pack", shape=lambda ts: [HANDLE], lower=_pack_lower, effect=True)
+tape_unpack_p = primitive("tape_unpack", shape=lambda ts, types: list(types), lower=_unpack_lower, effect=True)
 
 # --- the growing tape of a while loop ---------------------------------------------------------
 

@@ -330,6 +330,8 @@ def _argmax(tr, args, kwargs):
     _arity("argmax", args, 1)
     _kwargs("argmax", kwargs, ("axis",))
     x = _tensor(args[0], "argmax")
+    if x.type.dtype is BOOL:
+        x = tr.convert(x, I64)
     if x.type.rank == 0 or x.type.size == 0:
         raise ShapeError(f"`argmax` needs a non-empty array, got {x.type}")
     axis = _axis(tr, kwargs, "argmax", x.type.rank)

@@ -202,7 +202,7 @@ class Tracer:
         return self.stack(items, 0)
 
     def eval_Lambda(self, e, env):
-        return Closure(e.params, e.body, env, env.get("__module__"))
+        return Closure(e.params, e.body, dict(env), env.get("__module__"))  # captures by value
 
     def eval_Field(self, e, env):
         v = self.eval(e.value, env)
