@@ -1,13 +1,11 @@
-"""Shared test setup: IR verification after every pass (style.md, practice 5), the golden-file
-plugin for tests/programs and tests/errors, and helpers for compiling small programs once."""
+"""Shared test setup: IR verification after every pass (style.md, practice 5) and the
+golden-file plugin for tests/programs and tests/errors (support/golden.py)."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
-
-import pytest
 
 # Turn on diffc/ir/verify.py after each pass before any test compiles anything.
 os.environ["DIFFC_VERIFY"] = "1"
@@ -18,25 +16,6 @@ if str(TESTS) not in sys.path:
 
 from support.golden import pytest_addoption, pytest_collect_file  # noqa: E402,F401
 
-try:  # the verifier is switched on above; say so (or say why not) in the report header
-    import diffc.ir.verify  # noqa: F401
-
-    _VERIFY = "on"
-except ModuleNotFoundError as e:
-    if e.name != "diffc.ir.verify":
-        raise
-    _VERIFY = "MISSING (diffc/ir/verify.py does not exist: every compile will fail)"
-
 
 def pytest_report_header(config):
-    return f"diffc IR verification after each pass (DIFFC_VERIFY=1): {_VERIFY}"
-
-
-@pytest.fixture
-def compile_src():
-    """diffc.compile with the source dedented, for programs written inline in tests."""
-    import textwrap
-
-    import diffc
-
-    return lambda src: diffc.compile(textwrap.dedent(src))
+    return "diffc: IR verified after every pass (DIFFC_VERIFY=1)"

@@ -1,7 +1,10 @@
 """The golden-file plugin: DFL programs that carry their own expectations (style.md, practice 7).
 
 tests/programs/NAME.dfl
-    # expect: <JSON>           the value of `main()`, converted to JSON-like Python values
+    # expect: <JSON>           the value of `main(...)`, converted to JSON-like Python values
+    # args: <JSON object>      optional: main's arguments by parameter name (lists become NumPy
+                               arrays); arguments are never known at compile time, so this is
+                               how a program makes the compiler emit code for run-time values
     # prints: <JSON list>      optional: the lines `main()` writes to standard output, in order
     # xfail: <reason>          optional: a known diffc bug (strict: the test fails once it is fixed)
   A file without `fn main` is a helper module imported by other programs and is not collected;
@@ -9,11 +12,14 @@ tests/programs/NAME.dfl
   can never silently stop being checked.
 
 tests/errors/NAME.dfl
-    # error: LINE:COL <text>   loading, compiling or running `main()` raises a DiffcError
+    # args: <JSON object>      as above.
+    # error: LINE:COL <text>   loading, compiling or running `main(...)` raises a DiffcError
                                (never an InternalError) located at LINE:COL of this file whose
                                message contains <text>; `diffc run NAME.dfl` then exits 1 with
                                `NAME.dfl:LINE:COL` on stderr and no Python traceback.
     # xfail: <reason>          as above.
+
+LINE counts every line of the file, the header lines included.
 
 Comparison: tuples and arrays are lists, records are dicts, and leaves must agree in kind:
 a float is expected where the program gives a float (f64 or f32), an int where it gives an
@@ -40,7 +46,7 @@ from diffc import cli
 from diffc.errors import DiffcError, InternalError, UsageError
 
 REL, ABS = 1e-9, 1e-12
-_HEADER = re.compile(r"^#\s*(expect|prints|error|xfail):\s?(.*)$")
+_HEADER = re.compile(r"^#\s*(expect|args|prints|error|xfail):\s?(.*)$")
 _HAS_MAIN = re.compile(r"^\s*fn\s+main\s*\(", re.MULTILINE)
 _ERROR_AT = re.compile(r"^(\d+):(\d+)\s+(.+)$")
 
@@ -107,11 +113,30 @@ def read_headers(path: Path) -> dict[str, tuple[int, str]]:
     return found
 
 
+def main_args(path: Path) -> dict:
+    """The `# args:` header as {parameter: JSON value} (empty without one)."""
+    header = read_headers(path).get("args")
+    return json.loads(header[1]) if header else {}
+
+
+def _argument(v):
+    if isinstance(v, list):
+        return np.array(v)
+    if isinstance(v, dict):
+        return {k: _argument(x) for k, x in v.items()}
+    return v
+
+
 def run_main(path: Path):
-    """Load `path` and call its `main()`; returns (value, stdout text)."""
+    """Load `path` and call its `main` with the `# args:` values; returns (value, stdout text)."""
     out = io.StringIO()
+    args = main_args(path)
     with contextlib.redirect_stdout(out):
-        value = diffc.load(path).main()
+        m = diffc.load(path)
+        names = [p.name for p in m.ast.fns["main"].params]
+        if set(names) != set(args):
+            raise GoldenFailure(f"`# args:` gives {sorted(args)}, main takes {names}")
+        value = m.main(*[_argument(args[n]) for n in names])
     return value, out.getvalue()
 
 
@@ -172,7 +197,10 @@ class ProgramItem(DflItem):
 
     def runtest(self):
         lineno, text = self.header("expect")
-        value, printed = run_main(self.path)
+        try:
+            value, printed = run_main(self.path)
+        except DiffcError as e:
+            raise GoldenFailure(f"main() failed:\n{e.render()}") from e
         got = to_jsonlike(value)
         if self.config.getoption("--update-golden"):
             _rewrite_line(self.path, lineno, "# expect: " + dumps(got))
@@ -187,7 +215,8 @@ class ProgramItem(DflItem):
             want_lines = json.loads(headers["prints"][1])
             got_lines = printed.splitlines()
             if got_lines != want_lines:
-                raise GoldenFailure(f"printed lines differ from `# prints:`\n  expected {want_lines}\n  got      {got_lines}")
+                raise GoldenFailure(f"printed lines differ from `# prints:`\n  expected {want_lines}"
+                                    f"\n  got      {got_lines}")
 
 
 class ErrorItem(DflItem):
@@ -223,8 +252,14 @@ class ErrorItem(DflItem):
 
     def _check_cli(self, line: int, col: int):
         out, err = io.StringIO(), io.StringIO()
+        argv = ["run", str(self.path)]
+        args = main_args(self.path)
+        if any(isinstance(v, dict) for v in args.values()):
+            return  # --arg takes numbers and arrays only, not records
+        for name, value in args.items():
+            argv += ["--arg", f"{name}={json.dumps(value)}"]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(["run", str(self.path)])
+            code = cli.main(argv)
         text = err.getvalue()
         where = f"{self.path.name}:{line}:{col}"
         if code != cli.EXIT_PROGRAM or where not in text or "Traceback" in text + out.getvalue():

@@ -24,49 +24,17 @@ def relu(x):
 
 
 def ipow(a, b):
-    """`**` on i64: exact integer powers; a negative exponent gives 0 (NumPy refuses them)."""
+    """`**` on i64: exact integer powers. NumPy refuses negative exponents; DFL gives 1 / a**-b
+    truncated toward zero: 1 for a == 1, +-1 for a == -1, and 0 otherwise (0 for a == 0 too)."""
     a, b = np.broadcast_arrays(np.asarray(a, np.int64), np.asarray(b, np.int64))
-    return np.where(b >= 0, np.power(a, np.maximum(b, 0)), 0)
+    negative = np.where(a == 1, 1, np.where(a == -1, np.where(b % 2 == 1, -1, 1), 0))
+    return np.where(b >= 0, np.power(a, np.maximum(b, 0)), negative)
 
 
 def to_i64(x):
     """`i64(x)`: floats truncate toward zero."""
     return np.trunc(np.asarray(x)).astype(np.int64)
 
-
-#: name of the DFL built-in function or operator -> (arity, NumPy reference)
-ELEMENTWISE = {
-    "+": (2, np.add),
-    "-": (2, np.subtract),
-    "*": (2, np.multiply),
-    "/": (2, np.divide),
-    "//": (2, np.floor_divide),
-    "%": (2, np.mod),
-    "**": (2, np.power),
-    "neg": (1, np.negative),
-    "abs": (1, np.abs),
-    "exp": (1, np.exp),
-    "log": (1, np.log),
-    "log1p": (1, np.log1p),
-    "sqrt": (1, np.sqrt),
-    "sin": (1, np.sin),
-    "cos": (1, np.cos),
-    "tanh": (1, np.tanh),
-    "sigmoid": (1, sigmoid),
-    "relu": (1, relu),
-    "maximum": (2, np.maximum),
-    "minimum": (2, np.minimum),
-    "pow": (2, np.power),
-    "<": (2, np.less),
-    "<=": (2, np.less_equal),
-    ">": (2, np.greater),
-    ">=": (2, np.greater_equal),
-    "==": (2, np.equal),
-    "!=": (2, np.not_equal),
-    "and": (2, np.logical_and),
-    "or": (2, np.logical_or),
-    "not": (1, np.logical_not),
-}
 
 # --- reductions and shapes -------------------------------------------------------------------------
 

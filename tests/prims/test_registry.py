@@ -1,0 +1,403 @@
+"""The registry test (style.md, practice 2): walk `all_prims()` and check every primitive.
+
+1. Every primitive has a shape rule and a lowering, and a derivative rule or a `nondiff` mark.
+2. Every primitive is checked somewhere: elementwise, reduction, shape and linalg primitives by
+   the NumPy table below; the others are listed in TESTED_ELSEWHERE with the test that runs them.
+   A new primitive fails `test_every_primitive_is_checked` until it joins one or the other.
+3. Each row of the table compiles a tiny DFL program through `diffc.compile` with array
+   arguments (so nothing is known at compile time and the native lowering runs), checks that
+   the primitive really is in the program's IR, and compares the result with NumPy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+from support import reference as R
+from support.native import ir_of, module, prim_names
+
+from diffc.prims import core, elementwise, linalg, reduce, shape
+
+PRIMS = core.all_prims()
+
+FAMILIES = {"elementwise": elementwise, "reduce": reduce, "shape": shape, "linalg": linalg}
+
+
+def family_prims() -> set[str]:
+    return {v.name for m in FAMILIES.values() for v in vars(m).values() if isinstance(v, core.Prim)}
+
+
+# Primitives outside the NumPy table, and where their lowering is checked.
+TESTED_ELSEWHERE = {
+    "copy": "lower/test_ir_lowering.py (an AD-internal identity, built directly as IR)",
+    "print": "programs/print_order.dfl, runtime/test_values.py",
+    "map": "programs/map.dfl, comprehensions.dfl, lower/test_views.py",
+    "scan": "programs/fold_scan.dfl, unfold_iterate.dfl, lower/test_llvm.py",
+    "while": "programs/while_loops.dfl",
+    "cond": "programs/conditionals.dfl",
+    "call": "programs/recursion.dfl, errors/infinite_recursion.dfl",
+    "checkpoint": "test_registry.py::test_structured_ad_primitives_lower",
+    "custom_vjp": "test_registry.py::test_structured_ad_primitives_lower",
+    "random_bits": "prims/test_random.py",
+    "random_uniform": "prims/test_random.py",
+    "random_normal": "prims/test_random.py",
+    "tape_pack": "test_registry.py::test_structured_ad_primitives_lower (grad through recursion)",
+    "tape_unpack": "test_registry.py::test_structured_ad_primitives_lower (grad through recursion)",
+    "while_tape": "test_registry.py::test_structured_ad_primitives_lower (grad through while)",
+    "while_untape": "test_registry.py::test_structured_ad_primitives_lower (grad through while)",
+}
+
+
+# --- 1. every primitive has its rules -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRIMS))
+def test_primitive_has_shape_rule_and_lowering(name):
+    p = PRIMS[name]
+    assert p.name == name
+    assert callable(p.shape), f"{name} has no shape rule"
+    assert callable(p.lower), f"{name} has no lowering"
+
+
+# Made only by derivative rules; differentiating them again (a second-order derivative through
+# recursion or while) is refused with a located error, so they must have no rule and no nondiff
+# mark (a nondiff mark would silently give zero).
+SECOND_ORDER_REFUSED = {"tape_pack", "tape_unpack", "while_tape", "while_untape"}
+
+
+@pytest.mark.parametrize("name", sorted(PRIMS))
+def test_primitive_is_differentiable_or_marked(name):
+    p = PRIMS[name]
+    if name in SECOND_ORDER_REFUSED:
+        assert not p.nondiff and p.vjp is None and p.jvp is None and p.jvp_full is None
+        return
+    assert p.nondiff or p.vjp is not None or p.jvp is not None or p.jvp_full is not None, \
+        f"{name} has no derivative rule and is not marked nondiff"
+
+
+def test_registry_names_are_unique_and_complete():
+    assert len(PRIMS) == len({id(p) for p in PRIMS.values()})
+    assert core.get("add") is PRIMS["add"]
+    with pytest.raises(ValueError, match="declared twice"):
+        core.primitive("add", shape=lambda ts: ts)
+
+
+# --- 2. the NumPy table ------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One check of a primitive: `fn f(params) = expr` against `ref` on `args(rng)`."""
+
+    prim: str
+    params: str
+    expr: str
+    args: Callable[[np.random.Generator], tuple]
+    ref: Callable[..., object]
+    rtol: float = 1e-12
+    label: str = ""
+    xfail: str = ""  # a known diffc bug: the row is a strict xfail
+
+    @property
+    def source(self) -> str:
+        return f"fn f({self.params}) = {self.expr}\n"
+
+    @property
+    def id(self) -> str:
+        return f"{self.prim}:{self.label or self.expr}"
+
+
+def _floats(dtype, lo=-3.0, hi=3.0, nonzero=False):
+    def make(rng, shp):
+        x = rng.uniform(lo, hi, size=shp)
+        if nonzero:
+            x = np.where(np.abs(x) < 0.25, 0.5, x)
+        return np.asarray(x, dtype=dtype)[()]  # 0-d arrays become NumPy scalars
+
+    return make
+
+
+def _ints(lo=-20, hi=20, nonzero=False):
+    def make(rng, shp):
+        x = rng.integers(lo, hi + 1, size=shp)
+        if nonzero:
+            x = np.where(x == 0, 3, x)
+        return np.asarray(x, dtype=np.int64)[()]
+
+    return make
+
+
+def _bools(rng, shp):
+    return np.asarray(rng.random(shp) < 0.5)[()]
+
+
+BINARY_SHAPES = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 4)), ((), (5,)), ((), ())]
+UNARY_SHAPES = [(7,), (2, 3), ()]
+
+F64, F32 = np.float64, np.float32
+FLOAT_RTOL = {F64: 1e-12, F32: 2e-6}
+
+
+def binary_cases(prim, op, ref, kinds, shapes=BINARY_SHAPES):
+    """kinds: (label, maker for x, maker for y, rtol)."""
+    cases = []
+    for (label, mx, my, rtol), (sx, sy) in itertools.product(kinds, shapes):
+        cases.append(Case(prim, "x, y", op, lambda rng, mx=mx, my=my, sx=sx, sy=sy: (mx(rng, sx), my(rng, sy)),
+                          ref, rtol, f"{label} {sx}{sy}"))
+    return cases
+
+
+def unary_cases(prim, expr, ref, kinds, shapes=UNARY_SHAPES):
+    cases = []
+    for (label, mx, rtol), sx in itertools.product(kinds, shapes):
+        cases.append(Case(prim, "x", expr, lambda rng, mx=mx, sx=sx: (mx(rng, sx),), ref, rtol, f"{label} {sx}"))
+    return cases
+
+
+def float_kinds(**kw):
+    return [(np.dtype(d).name, _floats(d, **kw), FLOAT_RTOL[d]) for d in (F64, F32)]
+
+
+def numeric_pairs(fkw=None, ikw=None, ykw=None, iykw=None):
+    fkw, ikw = fkw or {}, ikw or {}
+    ykw = ykw if ykw is not None else fkw
+    iykw = iykw if iykw is not None else ikw
+    return [(np.dtype(d).name, _floats(d, **fkw), _floats(d, **ykw), FLOAT_RTOL[d]) for d in (F64, F32)] + \
+           [("int64", _ints(**ikw), _ints(**iykw), 0)]
+
+
+CASES: list[Case] = []
+
+# elementwise arithmetic, on f64, f32 and i64, with broadcasting
+CASES += binary_cases("add", "x + y", np.add, numeric_pairs())
+CASES += binary_cases("sub", "x - y", np.subtract, numeric_pairs())
+CASES += binary_cases("mul", "x * y", np.multiply, numeric_pairs())
+CASES += binary_cases("div", "x / y", np.divide, numeric_pairs(ykw={"nonzero": True})[:2])
+CASES += binary_cases("floordiv", "x // y", np.floor_divide,
+                      numeric_pairs(ykw={"nonzero": True}, iykw={"lo": -5, "hi": 5, "nonzero": True}))
+CASES += binary_cases("mod", "x % y", np.mod,
+                      numeric_pairs(ykw={"nonzero": True}, iykw={"lo": -5, "hi": 5, "nonzero": True}))
+CASES += binary_cases("pow", "x ** y", np.power,
+                      numeric_pairs(fkw={"lo": 0.1, "hi": 3.0}, ykw={"lo": -2.0, "hi": 2.0},
+                                    ikw={"lo": -4, "hi": 4}, iykw={"lo": 0, "hi": 5}))
+CASES += binary_cases("pow", "x ** y", R.ipow,
+                      [("int64 negative exponents", _ints(lo=-3, hi=3), _ints(lo=-4, hi=4), 0)], BINARY_SHAPES[:3])
+CASES += binary_cases("max", "maximum(x, y)", np.maximum, numeric_pairs())
+CASES += unary_cases("max", "relu(x)", R.relu, float_kinds() + [("int64", _ints(), 0)])
+CASES += binary_cases("min", "minimum(x, y)", np.minimum, numeric_pairs())
+CASES += unary_cases("neg", "-x", np.negative, float_kinds() + [("int64", _ints(), 0)])
+CASES += unary_cases("abs", "abs(x)", np.abs, float_kinds() + [("int64", _ints(), 0)])
+CASES += unary_cases("exp", "exp(x)", np.exp, float_kinds())
+CASES += unary_cases("log", "log(x)", np.log, float_kinds(lo=0.01, hi=10.0))
+CASES += unary_cases("log1p", "log1p(x)", np.log1p, float_kinds(lo=-0.9, hi=10.0))
+CASES += unary_cases("sqrt", "sqrt(x)", np.sqrt, float_kinds(lo=0.0, hi=10.0))
+CASES += unary_cases("sin", "sin(x)", np.sin, float_kinds())
+CASES += unary_cases("cos", "cos(x)", np.cos, float_kinds())
+CASES += unary_cases("tanh", "tanh(x)", np.tanh, float_kinds())
+CASES += unary_cases("sigmoid", "sigmoid(x)", R.sigmoid, float_kinds(lo=-40.0, hi=40.0))
+
+# comparisons and logic: small integer values so that equality happens
+_small = {"lo": -2, "hi": 2}
+_small_f = [(np.dtype(d).name, lambda rng, s, d=d: _ints(**_small)(rng, s).astype(d)[()],
+             lambda rng, s, d=d: _ints(**_small)(rng, s).astype(d)[()], 0) for d in (F64, F32)]
+_cmp_kinds = _small_f + [("int64", _ints(**_small), _ints(**_small), 0)]
+for _prim, _op, _ref in [("lt", "<", np.less), ("le", "<=", np.less_equal), ("gt", ">", np.greater),
+                         ("ge", ">=", np.greater_equal), ("eq", "==", np.equal), ("ne", "!=", np.not_equal)]:
+    CASES += binary_cases(_prim, f"x {_op} y", _ref, _cmp_kinds)
+CASES += binary_cases("eq", "x == y", np.equal, [("bool", _bools, _bools, 0)], BINARY_SHAPES[:3])
+CASES += binary_cases("ne", "x != y", np.not_equal, [("bool", _bools, _bools, 0)], BINARY_SHAPES[:3])
+# on arrays `and`/`or` are elementwise (on scalars they short-circuit through `cond` instead)
+CASES += binary_cases("and", "x and y", np.logical_and, [("bool", _bools, _bools, 0)], BINARY_SHAPES[:3])
+CASES += binary_cases("or", "x or y", np.logical_or, [("bool", _bools, _bools, 0)], BINARY_SHAPES[:3])
+CASES += unary_cases("not", "not x", np.logical_not, [("bool", _bools, 0)])
+CASES += [Case("eq", "ids", "one_hot(ids, 4)", lambda rng, s=s: (_ints(lo=-1, hi=4)(rng, s),),
+               lambda ids: R.one_hot(ids, 4), 0, f"one_hot {s}") for s in [(5,), (2, 3), ()]]
+
+# select and conversions
+CASES += [Case("select", "c, x, y", "where(c, x, y)",
+               lambda rng, sc=sc, sx=sx, sy=sy: (_bools(rng, sc), _floats(F64)(rng, sx), _floats(F64)(rng, sy)),
+               np.where, 0, f"{sc}{sx}{sy}")
+          for sc, sx, sy in [((3, 4), (3, 4), (3, 4)), ((3, 1), (4,), ()), ((), (2, 2), (2, 2))]]
+CASES += [Case("select", "c, x, y", "where(c, x, y)",
+               lambda rng: (_bools(rng, (5,)), _ints()(rng, (5,)), _ints()(rng, (5,))), np.where, 0, "int64")]
+CASES += unary_cases("convert", "f32(x)", lambda x: np.asarray(x, F32), [("f64->f32", _floats(F64), 0)])
+CASES += unary_cases("convert", "f64(x)", lambda x: np.asarray(x, F64), [("f32->f64", _floats(F32), 0),
+                                                                         ("i64->f64", _ints(), 0)])
+CASES += unary_cases("convert", "i64(x)", R.to_i64, [("f64->i64", _floats(F64, lo=-9.0, hi=9.0), 0),
+                                                     ("f32->i64", _floats(F32, lo=-9.0, hi=9.0), 0)])
+CASES += unary_cases("convert", "i64(x)", lambda x: np.asarray(x, np.int64), [("bool->i64", _bools, 0)])
+CASES += unary_cases("convert", "f64(x)", lambda x: np.asarray(x, F64), [("bool->f64", _bools, 0)])
+CASES += unary_cases("stop_gradient", "stop_gradient(x)", lambda x: x, float_kinds())
+
+# reductions
+_red_shapes = [(7,), (3, 4), (2, 3, 4)]
+for _prim, _fn, _np in [("reduce_sum", "sum", np.sum), ("reduce_prod", "prod", np.prod),
+                        ("reduce_max", "max", np.max), ("reduce_min", "min", np.min)]:
+    for _axis, _shp in [(None, s) for s in _red_shapes] + [(0, (3, 4)), (-1, (3, 4)), (1, (2, 3, 4)), (-3, (2, 3, 4))]:
+        _kw = "" if _axis is None else f", axis={_axis}"
+        for _label, _mk, _rtol in float_kinds(lo=0.5, hi=1.5) + [("int64", _ints(lo=-3, hi=3), 0)]:
+            CASES.append(Case(_prim, "x", f"{_fn}(x{_kw})", lambda rng, mk=_mk, s=_shp: (mk(rng, s),),
+                              lambda x, f=_np, a=_axis: f(x, axis=a), max(_rtol, 1e-5 if _rtol else 0),
+                              f"{_label} {_shp}"))
+for _axis, _shp in [(None, (7,)), (None, (3, 4)), (None, (2, 3, 4)), (0, (3, 4)), (-1, (3, 4)), (1, (2, 3, 4))]:
+    _kw = "" if _axis is None else f", axis={_axis}"
+    for _label, _mk in [("float64", lambda rng, s: _ints(lo=-2, hi=2)(rng, s).astype(F64)),
+                        ("int64", _ints(lo=-2, hi=2))]:
+        CASES.append(Case("argmax", "x", f"argmax(x{_kw})", lambda rng, mk=_mk, s=_shp: (mk(rng, s),),
+                          (lambda x: R.argmax_flat(x)) if _axis is None else (lambda x, a=_axis: np.argmax(x, axis=a)),
+                          0, f"{_label} {_shp} ties"))
+CASES += [Case("argmax", "x", f"argmax(x{kw})", lambda rng: (_bools(rng, (3, 5)),),
+               (lambda x: R.argmax_flat(x)) if not kw else (lambda x: np.argmax(x, axis=-1)), 0, f"bool{kw}")
+          for kw in ("", ", axis=-1")]
+
+# shapes
+
+
+def _arr(shp, dtype=F64):
+    return lambda rng: (_floats(dtype)(rng, shp),)
+
+
+CASES += [
+    Case("const", "x", "x + [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]", _arr((2, 3)), lambda x: x + [[1, 2, 3], [4, 5, 6]]),
+    Case("const", "x", "x * [1, 2, 3]", lambda rng: (_ints()(rng, (3,)),), lambda x: x * [1, 2, 3], 0, "int64"),
+    Case("iota", "x", "x + f64(arange(5))", _arr((5,)), lambda x: x + np.arange(5)),
+    Case("broadcast", "x", "full([3, 4], x)", _arr((4,)), lambda x: np.broadcast_to(x, (3, 4))),
+    Case("broadcast", "x", "full([2, 3], x)", _arr(()), lambda x: np.full((2, 3), x), label="scalar"),
+    Case("broadcast", "x", "full([2, 3, 4], x)", _arr((3, 1)), lambda x: np.broadcast_to(x, (2, 3, 4))),
+    Case("reshape", "x", "reshape(x, [4, 3])", _arr((3, 4)), lambda x: x.reshape(4, 3)),
+    Case("reshape", "x", "reshape(transpose(x), [12])", _arr((3, 4)), lambda x: x.T.reshape(12)),
+    Case("reshape", "x", "reshape(x, [1, 3, 1, 2])", _arr((6,)), lambda x: x.reshape(1, 3, 1, 2)),
+    Case("transpose", "x", "transpose(x)", _arr((3, 4)), lambda x: x.T),
+    Case("transpose", "x", "transpose(x, [1, 2, 0])", _arr((2, 3, 4)), lambda x: np.transpose(x, (1, 2, 0))),
+    Case("transpose", "x", "transpose(x) * 1", lambda rng: (_ints()(rng, (2, 5)),), lambda x: x.T, 0, "int64"),
+    Case("slice", "x", "x[1:3, -2:]", _arr((4, 5)), lambda x: x[1:3, -2:]),
+    Case("slice", "x", "x[:-1]", _arr((6,)), lambda x: x[:-1]),
+    Case("slice", "x", "x[1:, :, 2:3]", _arr((3, 2, 4)), lambda x: x[1:, :, 2:3]),
+    Case("index", "x, i, j", "x[i, j]", lambda rng: (_floats(F64)(rng, (4, 5)), 3, -2), lambda x, i, j: x[i, j]),
+    Case("index", "x, i", "x[i]", lambda rng: (_floats(F64)(rng, (4, 5)), -4), lambda x, i: x[i], label="row"),
+    Case("index", "x, j", "x[:, j]", lambda rng: (_floats(F64)(rng, (4, 5)), 1), lambda x, j: x[:, j], label="col"),
+    Case("index", "x, i", "x[i]", lambda rng: (_bools(rng, (5,)), 2), lambda x, i: x[i], label="bool"),
+    Case("windows", "x", "windows(x, 2)", _arr((5,)), lambda x: R.windows(x, 2)),
+    Case("windows", "x", "windows(x, 3)", _arr((5, 2)), lambda x: R.windows(x, 3)),
+    Case("concat", "x, y", "concat(x, y)", lambda rng: (_floats(F64)(rng, (2, 3)), _floats(F64)(rng, (4, 3))),
+         lambda x, y: np.concatenate([x, y])),
+    Case("concat", "x, y", "concat(x, y, x, axis=1)",
+         lambda rng: (_floats(F64)(rng, (2, 3)), _floats(F64)(rng, (2, 1))),
+         lambda x, y: np.concatenate([x, y, x], axis=1)),
+    Case("concat", "x, y", "concat(x, y, axis=-1)", lambda rng: (_ints()(rng, (2, 2)), _ints()(rng, (2, 3))),
+         lambda x, y: np.concatenate([x, y], axis=-1), 0, "int64"),
+    Case("gather", "x, ids", "x[ids]", lambda rng: (_floats(F64)(rng, (5, 2)), rng.integers(-5, 5, size=(3, 4))),
+         lambda x, ids: x[ids]),
+    Case("gather", "x, ids", "x[ids]", lambda rng: (_floats(F64)(rng, (5,)), rng.integers(-5, 5, size=(6,))),
+         lambda x, ids: x[ids], label="vector"),
+    # the transposes of slicing, indexing, gather and windows appear in gradients
+    Case("pad", "x, g", "grad(fn(x) => sum(x[1:3] * g))(x)",
+         lambda rng: (_floats(F64)(rng, (5,)), _floats(F64)(rng, (2,))),
+         lambda x, g: np.concatenate([[0.0], g, [0.0, 0.0]])),
+    Case("pad", "x, g", "grad(fn(x) => sum(x[1:, :2] * g))(x)",
+         lambda rng: (_floats(F64)(rng, (3, 4)), _floats(F64)(rng, (2, 2))),
+         lambda x, g: np.pad(g, ((1, 0), (0, 2)))),
+    Case("index_scatter", "x, i", "grad(fn(x) => x[i] * 2.0)(x)", lambda rng: (_floats(F64)(rng, (5,)), -2),
+         lambda x, i: np.where(np.arange(5) == 5 + i, 2.0, 0.0)),
+    Case("index_scatter", "x, i, g", "grad(fn(x) => sum(x[i] * g))(x)",
+         lambda rng: (_floats(F64)(rng, (3, 4)), 1, _floats(F64)(rng, (4,))),
+         lambda x, i, g: np.zeros((3, 4)) + (np.arange(3) == i)[:, None] * g, label="row"),
+    Case("gather_add", "x, ids, g", "grad(fn(x) => sum(x[ids] * g))(x)",
+         lambda rng: (_floats(F64)(rng, (5,)), rng.integers(-5, 5, size=(3, 4)), _floats(F64)(rng, (3, 4))),
+         lambda x, ids, g: np.bincount((ids % 5).ravel(), weights=g.ravel(), minlength=5)),
+    Case("gather_add", "x, ids, g", "grad(fn(x) => sum(x[ids] * g))(x)",
+         lambda rng: (_floats(F64)(rng, (4, 2)), rng.integers(0, 4, size=(5,)), _floats(F64)(rng, (5, 2))),
+         lambda x, ids, g: np.stack([g[ids == r].sum(0) for r in range(4)]), label="rows"),
+    Case("unwindows", "x, g", "grad(fn(x) => sum(windows(x, 3) * g))(x)",
+         lambda rng: (_floats(F64)(rng, (6,)), _floats(F64)(rng, (4, 3))),
+         lambda x, g: sum(np.pad(g[i], (i, 6 - 3 - i)) for i in range(4))),
+    # matrix products
+    *[Case("matmul", "a, b", "a @ b", lambda rng, sa=sa, sb=sb, mk=mk: (mk(rng, sa), mk(rng, sb)), np.matmul, rtol,
+           f"{label} {sa}@{sb}")
+      for (sa, sb) in [((3, 4), (4, 2)), ((4,), (4, 2)), ((3, 4), (4,)), ((4,), (4,)), ((1, 1), (1, 5))]
+      for label, mk, rtol in [("float64", _floats(F64), 1e-12), ("float32", _floats(F32), 1e-5),
+                              ("int64", _ints(-5, 5), 0)]],
+]
+
+
+def _check(got, want, rtol):
+    want = np.asarray(want)
+    got_a = np.asarray(got)
+    assert got_a.shape == want.shape, f"shape {got_a.shape}, NumPy gives {want.shape}"
+    if isinstance(got, np.ndarray) and want.dtype != object:
+        assert got.dtype == want.dtype, f"dtype {got.dtype}, NumPy gives {want.dtype}"
+    if want.dtype.kind in "biu":
+        np.testing.assert_array_equal(got_a, want)
+    else:
+        np.testing.assert_allclose(got_a, want, rtol=rtol, atol=rtol * 1e-3, equal_nan=True)
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else [])
+    for c in CASES
+])
+def test_lowering_matches_numpy(case: Case):
+    rng = np.random.default_rng(zlib.crc32(case.id.encode()))
+    args = case.args(rng)
+    m = module(case.source)
+    assert case.prim in prim_names(ir_of(m, "f", *args)), f"`{case.expr}` does not use {case.prim}"
+    with np.errstate(all="ignore"):
+        want = case.ref(*args)
+    _check(m.f(*args), want, case.rtol)
+
+
+def test_every_primitive_is_checked():
+    """A primitive must be in the NumPy table or listed in TESTED_ELSEWHERE (not both)."""
+    in_table = {c.prim for c in CASES}
+    elsewhere = set(TESTED_ELSEWHERE)
+    assert not in_table & elsewhere
+    unknown = set(in_table | elsewhere) - set(PRIMS)
+    assert not unknown, f"no such primitives: {unknown}"
+    missing = set(PRIMS) - in_table - elsewhere
+    assert not missing, f"primitives that no test checks: {sorted(missing)}"
+    assert family_prims() - {"copy"} <= in_table, "every elementwise/reduce/shape/linalg primitive is in the table"
+
+
+# --- 3. structured primitives that only AD produces ---------------------------------------------------
+
+# `f` must use the primitive; checkpoint and custom_vjp are expanded away by `grad`, so their
+# lowering is seen in the forward program and their derivative in `g`.
+AD_PROGRAMS = {
+    "checkpoint": ("fn h(y) = tanh(y) * y\n"
+                   "fn f(x) = checkpoint(h)(x)\n"
+                   "fn g(x) = grad(fn(x) => sum(checkpoint(h)(x)))(x)",
+                   lambda x: np.tanh(x) * x, lambda x: np.tanh(x) + x * (1 - np.tanh(x) ** 2)),
+    "custom_vjp": ("fn sq(x) = x * x\n"
+                   "fn sq_fwd(x) = (x * x, x)\n"
+                   "fn sq_bwd(x, g) = (g * 3.0 * x,)\n"
+                   "fn f(x) = custom_vjp(sq, sq_fwd, sq_bwd)(x)\n"
+                   "fn g(x) = grad(fn(x) => sum(custom_vjp(sq, sq_fwd, sq_bwd)(x)))(x)",
+                   lambda x: x * x, lambda x: 3.0 * x),
+    "while_tape": ("fn f(x) = grad(fn(x) => sum(while(fn(s) => s.1 < 3, fn(s) => (s.0 * x, s.1 + 1), (x, 0)).0))(x)\n"
+                   "fn g(x) = f(x)",
+                   lambda x: 4 * x ** 3, lambda x: 4 * x ** 3),
+    "tape_pack": ("fn p(x, n) = if n == 0 { x * 1.0 } else { x * p(x, n - 1) }\n"
+                  "fn f(x) = grad(fn(x) => sum(p(x, i64(3.0))))(x)\n"
+                  "fn g(x) = f(x)",
+                  lambda x: 4 * x ** 3, lambda x: 4 * x ** 3),
+}
+
+
+@pytest.mark.parametrize("prim", sorted(AD_PROGRAMS))
+def test_structured_ad_primitives_lower(prim):
+    src, ref, dref = AD_PROGRAMS[prim]
+    m = module(src)
+    x = np.array([0.5, -1.25, 2.0])
+    used = prim_names(ir_of(m, "f", x))
+    assert prim in used
+    if prim == "while_tape":
+        assert "while_untape" in used
+    if prim == "tape_pack":
+        assert "tape_unpack" in used
+    np.testing.assert_allclose(m.f(x), ref(x), rtol=1e-12)
+    np.testing.assert_allclose(m.g(x), dref(x), rtol=1e-12)

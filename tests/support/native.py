@@ -1,0 +1,64 @@
+"""Helpers that compile programs for tests: DFL text compiled once per source, and IR built
+by hand with diffc.ir.build.Builder lowered and run as native code without the front end."""
+
+from __future__ import annotations
+
+import functools
+import textwrap
+
+import numpy as np
+
+import diffc
+from diffc.ir.build import Builder
+from diffc.ir.core import Func, Program
+from diffc.ir.verify import verify
+
+
+@functools.cache
+def module(source: str) -> diffc.Module:
+    """diffc.compile(source), once per distinct text (compiled functions are cached per shape)."""
+    return diffc.compile(textwrap.dedent(source))
+
+
+def ir_of(mod: diffc.Module, fn: str, *args) -> Program:
+    """The optimised IR of `fn` specialised to the types of `args` (Python/NumPy values)."""
+    from diffc.pipeline import to_ir
+    from diffc.pytree import unflatten
+    from diffc.runtime.values import flatten_args, type_of
+
+    arrays, tree = flatten_args(args)
+    prog, _ = to_ir(mod.ast, fn, unflatten(tree, [type_of(a) for a in arrays]))
+    return prog
+
+
+def prim_names(prog: Program) -> set[str]:
+    """The names of every primitive used anywhere in a program, nested bodies included."""
+    from diffc.ir.walk import all_eqns
+
+    return {e.prim.name for f in prog.funcs.values() for e in all_eqns(f.body)}
+
+
+def build_program(param_types, build) -> Program:
+    """A one-function Program: build(builder, *params) returns the output values."""
+    b = Builder()
+    params = [b.param(t) for t in param_types]
+    outs = build(b, *params)
+    body, captured = b.finish(list(outs))
+    assert not captured
+    return Program({"main": Func("main", body)}, "main")
+
+
+def run_program(prog: Program, args) -> list[np.ndarray]:
+    """Verify, lower, JIT-compile and run a hand-built Program on NumPy arguments."""
+    from diffc.lower import jit
+    from diffc.lower.llvm import lower_program
+    from diffc.runtime.call import NativeFunction, register_symbols
+
+    verify(prog)
+    body = prog.main.body
+    ms = lower_program(prog)
+    mod = jit.optimise(str(ms.module))
+    register_symbols()
+    native = NativeFunction(jit.Compiled(mod), ms.sites, body.in_types, body.out_types)
+    arrays = [np.ascontiguousarray(a, dtype=p.type.dtype.np) for a, p in zip(args, body.params)]
+    return native(arrays)
