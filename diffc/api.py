@@ -78,6 +78,18 @@ class Module:
     def __dir__(self):
         return list(self.ast.fns)
 
+    def evaluate(self, expr: str):
+        """The value of a DFL expression in this program's scope (its functions, lets and
+        imports), compiled and run like any function."""
+        import dataclasses
+
+        from .syntax.parse import parse_text
+
+        fndef = parse_text(f"fn __value__() = {expr}\n", name="<expression>").items[0]
+        ast = dataclasses.replace(self.ast, fns={**self.ast.fns, "__value__": fndef})
+        resolve.check_names(ast)
+        return Module(ast).function("__value__")()
+
     def grad(self, name: str, argnums: int | tuple[int, ...] = 0) -> Function:
         return grad(self.function(name), argnums)
 

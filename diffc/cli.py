@@ -71,8 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_value(name: str, text: str):
-    """A --arg VALUE: a .npy path, a JSON number/array/bool."""
+def parse_value(name: str, text: str, module: api.Module | None = None):
+    """A --arg VALUE: a .npy path, a JSON number/array/bool, or else (given the module) a DFL
+    expression evaluated in the program, such as a record made by one of its functions."""
     if text.endswith(".npy"):
         try:
             return np.load(text, allow_pickle=False)
@@ -81,6 +82,8 @@ def parse_value(name: str, text: str):
     try:
         v = json.loads(text)
     except json.JSONDecodeError:
+        if module is not None:
+            return module.evaluate(text)
         raise UsageError(f"--arg {name}={text}: expected a number, true/false, a JSON array like [1.0, 2.0], "
                          "or a .npy path") from None
     if isinstance(v, list):
@@ -111,7 +114,7 @@ def given_args(module: api.Module, entry: str, pairs: list[str]) -> dict:
         if name not in names:
             ps = ", ".join(names) or "no parameters"
             raise UsageError(f"--arg {name}: `{entry}` has no parameter `{name}` (it takes {ps})")
-        given[name] = parse_value(name, text)
+        given[name] = parse_value(name, text, module)
     return given
 
 
