@@ -83,7 +83,13 @@ def parse_value(name: str, text: str, module: api.Module | None = None):
         v = json.loads(text)
     except json.JSONDecodeError:
         if module is not None:
-            return module.evaluate(text)
+            try:
+                return module.evaluate(text)
+            except UsageError:
+                raise
+            except DiffcError as e:
+                raise UsageError(f"--arg {name}={text}: expected a number, true/false, a JSON array, a .npy path "
+                                 f"or a DFL expression of the program; as an expression: {e.message}") from None
         raise UsageError(f"--arg {name}={text}: expected a number, true/false, a JSON array like [1.0, 2.0], "
                          "or a .npy path") from None
     if isinstance(v, list):
