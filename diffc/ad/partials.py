@@ -52,7 +52,7 @@ PARTIALS = {
     "sigmoid": lambda b, x, z: [ops.mul(b, z, ops.sub(b, _one(b, z), z))],
     "abs": lambda b, x, z: [sign(b, x)],
     "pow": lambda b, x, y, z: pow_partials(b, x, y, z),
-    "mod": lambda b, x, y, z: [None, ops.neg(b, ops.emit(b, "floordiv", x, y))],
+    "mod": lambda b, x, y, z: [_one(b, x), ops.neg(b, ops.emit(b, "floordiv", x, y))],
 }
 
 # partials that may be inf or NaN where the input is outside the function's smooth domain:

@@ -337,6 +337,15 @@ def _fit(b, t, shape):
     return ops.broadcast(b, t, shape) if t.type.shape != tuple(shape) else t
 
 
+def _guarded_mul(b, name, t, p):
+    """t * p, and exactly 0 where t is 0 for partials that may be inf (See Note [Structural
+    zeros] in ad/vjp.py)."""
+    c = ops.mul(b, t, p)
+    if name in GUARDED:
+        c = ops.select(b, ops.emit(b, "eq", t, ops.like(b, t, 0.0)), ops.like(b, t, 0.0), c)
+    return c
+
+
 def _ew_vjp(name):
     def vjp(b, params, ins, outs, cts):
         (g,) = cts
@@ -348,10 +357,7 @@ def _ew_vjp(name):
             if p is None or not _float(x):
                 res.append(None)
                 continue
-            c = ops.mul(b, g, p)
-            if name in GUARDED:  # a zero cotangent stays zero even where the partial is inf
-                c = ops.select(b, ops.emit(b, "eq", g, ops.like(b, g, 0.0)), ops.like(b, g, 0.0), c)
-            res.append(ops.unbroadcast(b, c, x.type.shape))
+            res.append(ops.unbroadcast(b, _guarded_mul(b, name, g, p), x.type.shape))
         return res
 
     return vjp
@@ -364,7 +370,7 @@ def _ew_jvp(name):
             terms = [t if s == 1 else ops.neg(b, t) for s, t in zip(LINEAR[name], tangents) if t is not None]
         else:
             ps = PARTIALS[name](b, *ins, outs[0])
-            terms = [ops.mul(b, t, p) for t, p in zip(tangents, ps) if t is not None and p is not None]
+            terms = [_guarded_mul(b, name, t, p) for t, p in zip(tangents, ps) if t is not None and p is not None]
         if not terms:
             return [None]
         acc = terms[0]

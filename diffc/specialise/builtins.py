@@ -261,7 +261,7 @@ def _relu(tr, args, kwargs):
     _arity("relu", args, 1)
     x = _tensor(args[0], "relu")
     zero = tr.const(0, x.type.dtype if x.type.dtype is not BOOL else I64)
-    return binary(ew.max_p, "relu")(tr, x, zero)
+    return binary(ew.max_p, "relu")(tr, zero, x)  # zero first: at a tie (x == 0) the derivative is 0
 
 
 def _binary_builtin(name, fn):
