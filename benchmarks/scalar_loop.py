@@ -54,8 +54,10 @@ def main():
         native_s, native_v = best_of(lambda: fn(0.3, 3.7), 5)
         python_s, python_v = best_of(lambda: python_fn(0.3, 3.7), 1)
         print(f"{name}: {STEPS:,} steps of a scalar iterate")
-        print(f"  diffc (native)   {native_s * 1e3:9.1f} ms   ({native_s / STEPS * 1e9:.2f} ns/step; "
-              f"first call incl. compile {compile_s * 1e3:.0f} ms)")
+        print(
+            f"  diffc (native)   {native_s * 1e3:9.1f} ms   ({native_s / STEPS * 1e9:.2f} ns/step; "
+            f"first call incl. compile {compile_s * 1e3:.0f} ms)"
+        )
         print(f"  plain Python     {python_s * 1e3:9.1f} ms   ({python_s / STEPS * 1e9:.2f} ns/step)")
         print(f"  speed-up         {python_s / native_s:9.1f}x")
         print(f"  results agree:   {math.isclose(native_v, python_v, rel_tol=1e-9)}")

@@ -1,7 +1,7 @@
 """diffc: a compiler for DFL, a small differentiable functional language, to native code.
 
-    m = diffc.load("prog.dfl")       # or diffc.compile(source)
-    m.loss(params, xs, target)       # NumPy arrays, numbers, dicts and tuples in and out
+m = diffc.load("prog.dfl")       # or diffc.compile(source)
+m.loss(params, xs, target)       # NumPy arrays, numbers, dicts and tuples in and out
 """
 
 from .api import Function, Module, compile, grad, jvp, load, value_and_grad, vjp
@@ -20,7 +20,21 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "compile", "grad", "value_and_grad", "jvp", "vjp", "Module", "Function",
-    "DiffcError", "DiffcSyntaxError", "DiffcNameError", "DiffcTypeError", "ShapeError", "BoundsError",
-    "RecursionDepthError", "UsageError", "InternalError",
+    "load",
+    "compile",
+    "grad",
+    "value_and_grad",
+    "jvp",
+    "vjp",
+    "Module",
+    "Function",
+    "DiffcError",
+    "DiffcSyntaxError",
+    "DiffcNameError",
+    "DiffcTypeError",
+    "ShapeError",
+    "BoundsError",
+    "RecursionDepthError",
+    "UsageError",
+    "InternalError",
 ]

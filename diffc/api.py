@@ -8,8 +8,8 @@ from pathlib import Path
 from . import resolve
 from .errors import UsageError
 from .pipeline import compile_native
-from .runtime.values import flatten_args, to_python, type_of
 from .pytree import unflatten
+from .runtime.values import flatten_args, to_python, type_of
 
 
 class Function:

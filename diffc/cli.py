@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import api
-from .pipeline import PASSES
 from .errors import DiffcError, UsageError
+from .pipeline import PASSES
 
 EXIT_OK, EXIT_PROGRAM, EXIT_USAGE = 0, 1, 2
 
@@ -36,34 +36,59 @@ def _parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("file", help="the .dfl program")
         sp.add_argument("--entry", default="main", help="the function to run (default: main)")
-        sp.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
-                        help="bind a parameter: a number, a JSON array, true/false, or a .npy path")
+        sp.add_argument(
+            "--arg",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="bind a parameter: a number, a JSON array, true/false, or a .npy path",
+        )
 
-    r = sub.add_parser("run", help="compile a program to native code and run it",
-                       description="Compile FILE's entry function (main) to native code, run it, print its value.")
+    r = sub.add_parser(
+        "run",
+        help="compile a program to native code and run it",
+        description="Compile FILE's entry function (main) to native code, run it, print its value.",
+    )
     common(r)
     r.add_argument("--json", action="store_true", help="print the value as one line of JSON")
     r.add_argument("--time-passes", action="store_true", help="print the time of each compiler stage")
-    c = sub.add_parser("check", help="compile only, and report mistakes",
-                       description="Parse, resolve and type-check FILE; with --arg values, specialise main too.")
+    c = sub.add_parser(
+        "check",
+        help="compile only, and report mistakes",
+        description="Parse, resolve and type-check FILE; with --arg values, specialise main too.",
+    )
     c.add_argument("file", help="the .dfl program")
     c.add_argument("--entry", default="main")
     c.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
-    s = sub.add_parser("show", help="print a stage of the compiler's output",
-                       description="Print the AST, the typed IR or the LLVM IR of FILE's entry function.")
+    s = sub.add_parser(
+        "show",
+        help="print a stage of the compiler's output",
+        description="Print the AST, the typed IR or the LLVM IR of FILE's entry function.",
+    )
     common(s)
     g = s.add_mutually_exclusive_group()
     g.add_argument("--ast", action="store_true", help="the parsed program")
     g.add_argument("--ir", action="store_true", help="the typed SSA IR (the default)")
     g.add_argument("--llvm", action="store_true", help="LLVM IR before and after optimisation, and assembly")
-    g.add_argument("--grad", metavar="NAME", help="the derivative program of function NAME: forward with residuals, "
-                   "then backward, with source lines and what each loop tapes")
-    s.add_argument("--after", metavar="PASS", choices=["specialise"] + [name for name, _ in PASSES],
-                   help="with --ir: stop after this pass (" + ", ".join(["specialise"] + [n for n, _ in PASSES]) + ")")
-    gc = sub.add_parser("gradcheck", help="check a function's derivatives against finite differences",
-                        description="Draw random inputs of the declared (or --arg given) shapes, and compare grad, "
-                                    "vjp and jvp of function NAME with central finite differences in f64, leaf by "
-                                    "leaf. Exits 1 on a mismatch.")
+    g.add_argument(
+        "--grad",
+        metavar="NAME",
+        help="the derivative program of function NAME: forward with residuals, "
+        "then backward, with source lines and what each loop tapes",
+    )
+    s.add_argument(
+        "--after",
+        metavar="PASS",
+        choices=["specialise"] + [name for name, _ in PASSES],
+        help="with --ir: stop after this pass (" + ", ".join(["specialise"] + [n for n, _ in PASSES]) + ")",
+    )
+    gc = sub.add_parser(
+        "gradcheck",
+        help="check a function's derivatives against finite differences",
+        description="Draw random inputs of the declared (or --arg given) shapes, and compare grad, "
+        "vjp and jvp of function NAME with central finite differences in f64, leaf by "
+        "leaf. Exits 1 on a mismatch.",
+    )
     gc.add_argument("file", help="the .dfl program")
     gc.add_argument("--fn", required=True, metavar="NAME", help="the function to check")
     gc.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="fix a parameter's value")
@@ -88,10 +113,13 @@ def parse_value(name: str, text: str, module: api.Module | None = None):
             except UsageError:
                 raise
             except DiffcError as e:
-                raise UsageError(f"--arg {name}={text}: expected a number, true/false, a JSON array, a .npy path "
-                                 f"or a DFL expression of the program; as an expression: {e.message}") from None
-        raise UsageError(f"--arg {name}={text}: expected a number, true/false, a JSON array like [1.0, 2.0], "
-                         "or a .npy path") from None
+                raise UsageError(
+                    f"--arg {name}={text}: expected a number, true/false, a JSON array, a .npy path "
+                    f"or a DFL expression of the program; as an expression: {e.message}"
+                ) from None
+        raise UsageError(
+            f"--arg {name}={text}: expected a number, true/false, a JSON array like [1.0, 2.0], or a .npy path"
+        ) from None
     if isinstance(v, list):
         try:
             a = np.array(v)
@@ -169,8 +197,8 @@ def cmd_check(a) -> int:
     m = _load(a.file)
     if a.arg or (a.entry in m.ast.fns and not m.ast.fns[a.entry].params):
         from .pipeline import to_ir
-        from .runtime.values import flatten_args, type_of
         from .pytree import unflatten
+        from .runtime.values import flatten_args, type_of
 
         args = bind_args(m, a.entry, a.arg)
         arrays, tree = flatten_args(tuple(args))
@@ -226,8 +254,10 @@ def show_grad(m: api.Module, name: str, pairs: list[str]) -> int:
     arrays, tree = flatten_args(tuple(args))
     types = unflatten(tree, [type_of(x) for x in arrays])
     prog, _ = to_ir(m.ast, name, types, transform=("grad", floats, True))
-    print(f"# value_and_grad of `{name}` w.r.t. arguments {floats}: the forward pass (saving residuals) comes "
-          "first, then the backward pass")
+    print(
+        f"# value_and_grad of `{name}` w.r.t. arguments {floats}: the forward pass (saving residuals) comes "
+        "first, then the backward pass"
+    )
     print(print_program(prog, lines_of=True))
     return EXIT_OK
 

@@ -42,13 +42,15 @@ def draw_args(module: api.Module, fn_name: str, given: dict, rng) -> list:
             args.append(given[p.name])
             continue
         if p.ann is None:
-            raise UsageError(f"parameter `{p.name}` of `{fn_name}` has no declared type: give it with --arg "
-                             f"{p.name}=VALUE")
+            raise UsageError(
+                f"parameter `{p.name}` of `{fn_name}` has no declared type: give it with --arg {p.name}=VALUE"
+            )
         shape = []
         for d in p.ann.dims or ():
             if isinstance(d, str) and d not in dims:
-                raise UsageError(f"dimension `{d}` of parameter `{p.name}` is not known: give an argument that "
-                                 f"has it with --arg")
+                raise UsageError(
+                    f"dimension `{d}` of parameter `{p.name}` is not known: give an argument that has it with --arg"
+                )
             shape.append(dims[d] if isinstance(d, str) else d)
         if p.ann.dtype == "i64":
             args.append(rng.integers(0, 3, size=shape) if shape else int(rng.integers(0, 3)))
@@ -66,8 +68,9 @@ def _flat(args):
 
 
 def _rebuild(tree, leaves):
-    return unflatten(tree, [x.item() if isinstance(x, np.ndarray) and x.ndim == 0 else x for x in leaves],
-                     make_record=dict)
+    return unflatten(
+        tree, [x.item() if isinstance(x, np.ndarray) and x.ndim == 0 else x for x in leaves], make_record=dict
+    )
 
 
 def _rel(a, b) -> float:

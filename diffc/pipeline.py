@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import time
 
-from .ir.core import Program
 from .lower import jit
 from .lower.llvm import lower_program
 from .optimise import dce, licm

@@ -70,8 +70,11 @@ class Loader:
                     self.by_path[p] = self.load_source(src, p.parent, imp.name)
                 mod = self.by_path[p]
                 if mod is None:
-                    raise NameError_(f"importing `{imp.name}` here makes an import cycle: `{imp.name}` is still being "
-                                     "loaded (modules cannot import each other)", imp.span)
+                    raise NameError_(
+                        f"importing `{imp.name}` here makes an import cycle: `{imp.name}` is still being "
+                        "loaded (modules cannot import each other)",
+                        imp.span,
+                    )
                 return mod
         where = " or ".join(str(d) for d in candidates)
         raise NameError_(f"no module named `{imp.name}`: no file {imp.name}.dfl in {where}", imp.span)

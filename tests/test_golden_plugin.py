@@ -18,19 +18,43 @@ def test_to_jsonlike():
     assert type(to_jsonlike(np.int64(3))) is int
 
 
-@pytest.mark.parametrize("got, want", [
-    (1.0, 1.0), (1.0 + 1e-12, 1.0), (1e-13, 0.0), (3, 3), (True, True), ([1, [2.0]], [1, [2.0]]),
-    ({"a": 1, "b": [False]}, {"b": [False], "a": 1}), (math.nan, math.nan), (math.inf, math.inf), ([], []),
-])
+@pytest.mark.parametrize(
+    "got, want",
+    [
+        (1.0, 1.0),
+        (1.0 + 1e-12, 1.0),
+        (1e-13, 0.0),
+        (3, 3),
+        (True, True),
+        ([1, [2.0]], [1, [2.0]]),
+        ({"a": 1, "b": [False]}, {"b": [False], "a": 1}),
+        (math.nan, math.nan),
+        (math.inf, math.inf),
+        ([], []),
+    ],
+)
 def test_equal_values_match(got, want):
     assert mismatches(got, want) == []
 
 
-@pytest.mark.parametrize("got, want", [
-    (1.0, 1.0 + 1e-8), (3, 3.0), (3.0, 3), (True, 1), (1, True), (0, False), ([1, 2], [1, 2, 3]),
-    ({"a": 1}, {"a": 1, "b": 2}), ([1.0], 1.0), (math.nan, 1.0), (1.0, math.nan), (math.inf, -math.inf),
-    ([[1, 2], [3, 4]], [[1, 2], [3, 5]]),
-])
+@pytest.mark.parametrize(
+    "got, want",
+    [
+        (1.0, 1.0 + 1e-8),
+        (3, 3.0),
+        (3.0, 3),
+        (True, 1),
+        (1, True),
+        (0, False),
+        ([1, 2], [1, 2, 3]),
+        ({"a": 1}, {"a": 1, "b": 2}),
+        ([1.0], 1.0),
+        (math.nan, 1.0),
+        (1.0, math.nan),
+        (math.inf, -math.inf),
+        ([[1, 2], [3, 4]], [[1, 2], [3, 5]]),
+    ],
+)
 def test_different_values_do_not_match(got, want):
     assert mismatches(got, want)
 
@@ -42,7 +66,7 @@ def test_mismatch_paths_name_the_place():
 
 def test_headers_and_rewriting(tmp_path):
     p = tmp_path / "p.dfl"
-    p.write_text("# expect: [1, 2.0]\n# prints: [\"a\"]\n# xfail: some bug\nfn main() = (1, 2.0)\n")
+    p.write_text('# expect: [1, 2.0]\n# prints: ["a"]\n# xfail: some bug\nfn main() = (1, 2.0)\n')
     h = read_headers(p)
     assert h["expect"] == (1, "[1, 2.0]") and h["xfail"] == (3, "some bug")
     assert json.loads(h["prints"][1]) == ["a"]

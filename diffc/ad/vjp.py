@@ -21,16 +21,21 @@ from ..ir.core import Body
 from ..ir.walk import clone_body
 from ..prims import ops
 
-
-TAPED = {"tape_pack": "a recursive function", "tape_unpack": "a recursive function",
-         "while_tape": "a `while` loop", "while_untape": "a `while` loop"}
+TAPED = {
+    "tape_pack": "a recursive function",
+    "tape_unpack": "a recursive function",
+    "while_tape": "a `while` loop",
+    "while_untape": "a `while` loop",
+}
 
 
 def unsupported(prim) -> str:
     """Why an equation cannot be differentiated."""
     if prim.name in TAPED:
-        return (f"a second-order derivative through {TAPED[prim.name]} (differentiating its derivative) "
-                "is not supported yet")
+        return (
+            f"a second-order derivative through {TAPED[prim.name]} (differentiating its derivative) "
+            "is not supported yet"
+        )
     return f"cannot differentiate through `{prim.name}`"
 
 
@@ -45,9 +50,12 @@ def is_float(v) -> bool:
 
 def re_emit(b: Builder, eqn, ins):
     """Emit a copy of eqn (its sub-bodies copied too) on new inputs."""
-    params = {k: clone_body(v) if isinstance(v, Body) else
-              (tuple(clone_body(x) for x in v) if isinstance(v, tuple) and v and isinstance(v[0], Body) else v)
-              for k, v in eqn.params.items()}
+    params = {
+        k: clone_body(v)
+        if isinstance(v, Body)
+        else (tuple(clone_body(x) for x in v) if isinstance(v, tuple) and v and isinstance(v[0], Body) else v)
+        for k, v in eqn.params.items()
+    }
     return b.emit(eqn.prim, ins, eqn.span, **params)
 
 

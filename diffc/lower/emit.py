@@ -122,7 +122,9 @@ def _fusable_values(body, lazy_outs: bool = False) -> set[int]:
 
 
 class Emitter:
-    def __init__(self, module: "ModuleState", fn: ir.Function, *, recursive: bool = False):
+    """Emits one native function; `module` is the lower.llvm.ModuleState it belongs to."""
+
+    def __init__(self, module, fn: ir.Function, *, recursive: bool = False):
         self.m = module
         self.fn = fn
         self.entry = fn.append_basic_block("entry")
@@ -151,8 +153,8 @@ class Emitter:
     def loop(self, n, body, name: str = "i"):
         """for i in 0..n: body(i); n is an int or an i64 value.
 
-            pre -> head: i = phi(0, i+1); i < n ? body : after
-                   body: ...; br head
+        pre -> head: i = phi(0, i+1); i < n ? body : after
+               body: ...; br head
         """
         n = self.i64(n) if isinstance(n, int) else n
         b = self.b
@@ -241,13 +243,15 @@ class Emitter:
             r = len(shape) - a.type.rank
             dims = a.type.shape
             zero = self.i64(0)
-            return Lazy(a.type.with_shape(shape),
-                        lambda idx: a.at([zero if d == 1 else idx[r + k] for k, d in enumerate(dims)]))
+            return Lazy(
+                a.type.with_shape(shape), lambda idx: a.at([zero if d == 1 else idx[r + k] for k, d in enumerate(dims)])
+            )
         if not isinstance(a, Arr):
             return a
         r = len(shape) - a.type.rank
-        strides = [0] * r + [0 if d == 1 and shape[r + k] != 1 else s
-                             for k, (d, s) in enumerate(zip(a.type.shape, a.strides))]
+        strides = [0] * r + [
+            0 if d == 1 and shape[r + k] != 1 else s for k, (d, s) in enumerate(zip(a.type.shape, a.strides))
+        ]
         return Arr(a.ptr, a.offset, tuple(strides), a.type.with_shape(shape))
 
     def copy_into(self, dst: Arr, src):
@@ -304,7 +308,11 @@ class Emitter:
     def fail_if(self, cond: ir.Value, site: Site, a=None, b=None):
         """If cond holds: record the failure (site, a, b) in ctx and leave the function."""
         bad, ok = self.block("fail"), self.block("ok")
-        self.b.cbranch(cond, bad, ok, )
+        self.b.cbranch(
+            cond,
+            bad,
+            ok,
+        )
         self.b.position_at_end(bad)
         sid = self.m.add_site(site)
         for word, val in ((CTX_ERR, self.i64(site.kind)), (CTX_SITE, self.i64(sid)), (CTX_A, a), (CTX_B, b)):

@@ -20,8 +20,12 @@ def new_target_machine():
     """A target machine for this CPU. An MCJIT engine takes ownership of the one it is given,
     so each engine gets its own."""
     target = llvm.Target.from_default_triple()
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-                                        opt=OPT_LEVEL, codemodel="jitdefault")
+    return target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        opt=OPT_LEVEL,
+        codemodel="jitdefault",
+    )
 
 
 def optimise(module_text: str) -> llvm.ModuleRef:

@@ -42,7 +42,9 @@ def native_arg_type(t) -> ir.Type:
 def lower_program(prog: Program) -> ModuleState:
     ms = ModuleState(prog.entry)
     for name, f in prog.funcs.items():
-        ftype = ir.FunctionType(VOID, [PTR] + [PTR] * len(f.body.outs) + [native_arg_type(p.type) for p in f.body.params])
+        ftype = ir.FunctionType(
+            VOID, [PTR] + [PTR] * len(f.body.outs) + [native_arg_type(p.type) for p in f.body.params]
+        )
         fn = ir.Function(ms.module, ftype, f"dfl.{name}")
         fn.linkage = "internal"
         ms.funcs[name] = fn
@@ -60,12 +62,14 @@ def _lower_func(ms: ModuleState, f: Func, fn: ir.Function):
         p = em.ctx_ptr(CTX_DEPTH)
         depth = b.add(b.load(p, typ=ir.IntType(64)), em.i64(1))
         b.store(depth, p)
-        em.fail_if(b.icmp_signed(">", depth, em.i64(MAX_DEPTH)), Site(f.span, ERR_DEPTH, f.name), depth, em.i64(MAX_DEPTH))
+        em.fail_if(
+            b.icmp_signed(">", depth, em.i64(MAX_DEPTH)), Site(f.span, ERR_DEPTH, f.name), depth, em.i64(MAX_DEPTH)
+        )
     args = []
-    for p, a in zip(f.body.params, fn.args[1 + n_out:]):
+    for p, a in zip(f.body.params, fn.args[1 + n_out :]):
         args.append(a if p.type.rank == 0 else Arr(a, em.i64(0), contiguous_strides(p.type.shape), p.type))
     outs = em.lower_body(f.body, args)
-    for o, v, ptr in zip(f.body.outs, outs, fn.args[1:1 + n_out]):
+    for o, v, ptr in zip(f.body.outs, outs, fn.args[1 : 1 + n_out]):
         if o.type.rank == 0:
             em.store_scalar_ptr(ptr, o.type.dtype, v)
         else:

@@ -5,8 +5,8 @@ derivative rules before they split a body, so that invariants are not taped per 
 from __future__ import annotations
 
 from ..ir.core import Body, Program
-from ..prims.shape import const_p
 from ..ir.walk import all_bodies
+from ..prims.shape import const_p
 
 FALLIBLE = {"index", "gather"}  # may fail at run time: not moved out of loops that may not run
 NEVER = {"call", "random_bits", "random_uniform", "random_normal"}  # calls may print or recurse; draws are big
@@ -19,13 +19,19 @@ def hoist(builder, body: Body, first_const: int, const_values: list, may_not_run
     invariant = {p.id: v for p, v in zip(body.params[first_const:], const_values)}
     kept, hoisted = [], []
     for eqn in body.eqns:
-        movable = (eqn.inputs and not eqn.prim.effect and not eqn.bodies() and eqn.prim.name not in NEVER
-                   and all(x.id in invariant or x.known is not None for x in eqn.inputs)
-                   and not all(x.known is not None for x in eqn.inputs)
-                   and not (may_not_run and eqn.prim.name in FALLIBLE))
+        movable = (
+            eqn.inputs
+            and not eqn.prim.effect
+            and not eqn.bodies()
+            and eqn.prim.name not in NEVER
+            and all(x.id in invariant or x.known is not None for x in eqn.inputs)
+            and not all(x.known is not None for x in eqn.inputs)
+            and not (may_not_run and eqn.prim.name in FALLIBLE)
+        )
         if movable:
-            ins = [invariant[x.id] if x.id in invariant else builder.emit1(const_p, [], value=x.known)
-                   for x in eqn.inputs]
+            ins = [
+                invariant[x.id] if x.id in invariant else builder.emit1(const_p, [], value=x.known) for x in eqn.inputs
+            ]
             outs = builder.emit(eqn.prim, ins, eqn.span, **eqn.params)
             for o, v in zip(eqn.outs, outs):
                 invariant[o.id] = v
@@ -67,4 +73,3 @@ def run(prog: Program) -> Program:
                 new_eqns.append(eqn)
             body.eqns = new_eqns
     return prog
-

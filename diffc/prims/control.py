@@ -27,7 +27,9 @@ def tape_note(types, n) -> str:
     """What a loop's tape holds: `types` per iteration, n iterations (None: known at run time)."""
     per = sum(t.nbytes for t in types)
     what = ", ".join(map(str, types)) or "nothing"
-    total = f"x {n} iterations = {per * n} B" if n is not None else "x the iterations the loop runs (a tape that doubles)"
+    total = (
+        f"x {n} iterations = {per * n} B" if n is not None else "x the iterations the loop runs (a tape that doubles)"
+    )
     return f"tape: {len(types)} residual{'s' * (len(types) != 1)} per iteration ({what}) = {per} B, {total}"
 
 
@@ -84,7 +86,9 @@ def store_row(em, out: Arr, i, v):
     if isinstance(r, Arr):
         em.copy_into(r, v)
     else:
-        em.store(Arr(out.ptr, em.b.add(out.offset, em.b.mul(i, em.i64(out.strides[0]))), (), out.type.with_shape(())), [], v)
+        em.store(
+            Arr(out.ptr, em.b.add(out.offset, em.b.mul(i, em.i64(out.strides[0]))), (), out.type.with_shape(())), [], v
+        )
 
 
 # --- map ----------------------------------------------------------------------------------------
@@ -127,9 +131,11 @@ def _scan_shape(in_types, body, length, num_carry, num_xs, reverse):
     carry = in_types[:num_carry]
     outs = body.out_types
     if [t for t in outs[:num_carry]] != list(carry):
-        raise ShapeError("the step function must return a carry of the same type as the initial one: "
-                         f"expected {tuple(carry)}, got {tuple(outs[:num_carry])}")
-    for t in in_types[num_carry:num_carry + num_xs]:
+        raise ShapeError(
+            "the step function must return a carry of the same type as the initial one: "
+            f"expected {tuple(carry)}, got {tuple(outs[:num_carry])}"
+        )
+    for t in in_types[num_carry : num_carry + num_xs]:
         if t.rank == 0 or t.shape[0] != length:
             raise ShapeError(f"scan over an array of length other than {length}: {t}")
     return list(carry) + [stacked(t, length) for t in outs[num_carry:]]
@@ -138,7 +144,7 @@ def _scan_shape(in_types, body, length, num_carry, num_xs, reverse):
 def _scan_lower(em, eqn, ins):
     p = eqn.params
     body, n, nc, nx, reverse = p["body"], p["length"], p["num_carry"], p["num_xs"], p["reverse"]
-    init, xs, consts = ins[:nc], ins[nc:nc + nx], ins[nc + nx:]
+    init, xs, consts = ins[:nc], ins[nc : nc + nx], ins[nc + nx :]
     carry_types = [o.type for o in eqn.outs[:nc]]
     slots = Slots(em, carry_types)
     slots.write(init)
@@ -165,8 +171,10 @@ def _while_shape(in_types, cond, body, num_state):
     if cond.out_types != [TensorType(DType.BOOL, ())]:
         raise TypeError_(f"the condition of while must return a bool, got {tuple(cond.out_types)}")
     if body.out_types != list(state):
-        raise ShapeError("the body of while must return a state of the same type as the initial one: "
-                         f"expected {tuple(state)}, got {tuple(body.out_types)}")
+        raise ShapeError(
+            "the body of while must return a state of the same type as the initial one: "
+            f"expected {tuple(state)}, got {tuple(body.out_types)}"
+        )
     return list(state)
 
 
@@ -198,7 +206,9 @@ def _cond_shape(in_types, branches):
     if in_types[0] != TensorType(DType.BOOL, ()):
         raise TypeError_(f"the condition of if must be a bool, got {in_types[0]}")
     if then.out_types != else_.out_types:
-        raise ShapeError(f"the branches of if have different types: {tuple(then.out_types)} and {tuple(else_.out_types)}")
+        raise ShapeError(
+            f"the branches of if have different types: {tuple(then.out_types)} and {tuple(else_.out_types)}"
+        )
     return list(then.out_types)
 
 
@@ -253,7 +263,7 @@ call_p = primitive("call", shape=lambda ts, func, out_types: list(out_types), lo
 
 def _inline_lower(body_key):
     def lower(em, eqn, ins):
-        return em.lower_body(eqn.params[body_key], ins[:len(eqn.params[body_key].params)])
+        return em.lower_body(eqn.params[body_key], ins[: len(eqn.params[body_key].params)])
 
     return lower
 
@@ -263,11 +273,12 @@ checkpoint_p = primitive("checkpoint", shape=lambda ts, body: list(body.out_type
 
 def _custom_vjp_lower(em, eqn, ins):
     n, nc = eqn.params["counts"][:2]
-    return em.lower_body(eqn.params["fun"], ins[:n + nc])
+    return em.lower_body(eqn.params["fun"], ins[: n + nc])
 
 
-custom_vjp_p = primitive("custom_vjp", shape=lambda ts, fun, fwd, bwd, counts: list(fun.out_types),
-                         lower=_custom_vjp_lower)
+custom_vjp_p = primitive(
+    "custom_vjp", shape=lambda ts, fun, fwd, bwd, counts: list(fun.out_types), lower=_custom_vjp_lower
+)
 
 # --- derivative rules of the structured ops ---------------------------------------------------------
 # See Note [Loop derivatives] at the bottom of this module.
@@ -293,6 +304,7 @@ def _closed(param_types, fn) -> Body:
 
 # checkpoint: the forward keeps no residuals; the backward runs the body's forward again.
 
+
 def _checkpoint_vjp_fwd(b, eqn, ins, act):
     outs = b.emit(checkpoint_p, ins, eqn.span, body=eqn.params["body"])
     return outs, (ins, act)
@@ -303,7 +315,7 @@ def _checkpoint_vjp(b, params, aux, outs, cts):
     body = params["body"]
     fwd, bwd, kinds = vjp_split(body, act)
     vals = inline(b, fwd, ins)
-    extra = vals[len(body.outs):]
+    extra = vals[len(body.outs) :]
     seeds = [_seed(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
     ct_in = iter(inline(b, bwd, seeds + residual_values(kinds, ins, extra)))
     return [next(ct_in) if a and is_float(x) else None for x, a in zip(ins, act)]
@@ -326,10 +338,11 @@ checkpoint_p.jvp_full = _body_jvp_full("body", checkpoint_p)
 
 # custom_vjp: the user's fwd and bwd replace the derivative of fun.
 
+
 def _custom_vjp_fwd(b, eqn, ins, act):
     n, nc, nf, nb = eqn.params["counts"]
     fwd = eqn.params["fwd"]
-    vals = inline(b, fwd, ins[:n] + ins[n + nc:n + nc + nf])
+    vals = inline(b, fwd, ins[:n] + ins[n + nc : n + nc + nf])
     n_out = len(eqn.outs)
     return vals[:n_out], (ins, vals[n_out:])
 
@@ -338,7 +351,7 @@ def _custom_vjp_vjp(b, params, aux, outs, cts):
     ins, residuals = aux
     n, nc, nf, nb = params["counts"]
     seeds = [_seed(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
-    bcap = ins[n + nc + nf:]
+    bcap = ins[n + nc + nf :]
     ct_in = iter(inline(b, params["bwd"], list(residuals) + seeds + bcap))
     return [next(ct_in) if is_float(x) else None for x in ins[:n]] + [None] * (len(ins) - n)
 
@@ -346,8 +359,8 @@ def _custom_vjp_vjp(b, params, aux, outs, cts):
 def _custom_vjp_jvp_full(b, eqn, ins, ts):
     n, nc = eqn.params["counts"][:2]
     fun = eqn.params["fun"]
-    jb = jvp_body(fun, [t is not None for t in ts[:n + nc]])
-    vals = inline(b, jb, ins[:n + nc] + [t for t in ts[:n + nc] if t is not None])
+    jb = jvp_body(fun, [t is not None for t in ts[: n + nc]])
+    vals = inline(b, jb, ins[: n + nc] + [t for t in ts[: n + nc] if t is not None])
     k = len(eqn.outs)
     touts = iter(vals[k:])
     return vals[:k], [next(touts) if is_float(o) else None for o in eqn.outs]
@@ -358,6 +371,7 @@ custom_vjp_p.vjp_fwd, custom_vjp_p.vjp, custom_vjp_p.jvp_full = _custom_vjp_fwd,
 
 # map: forward map with stacked residuals; backward is a scan whose carry accumulates the
 # cotangents of the loop-invariant inputs (tied weights) and whose outputs are the rows' ones.
+
 
 def _map_vjp_fwd(b, eqn, ins, act):
     p = eqn.params
@@ -394,12 +408,13 @@ def _map_vjp(b, params, aux, outs, cts):
     body, captured = sb.finish(new_accs + [ct[k] for k in row_idx])
     inits = [ops.zeros(b, t) for t in acc_types]
     stacks = seeds + list(res_stacked) + list(xs)
-    out = b.emit(scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits),
-                 num_xs=len(stacks), reverse=False)
+    out = b.emit(
+        scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits), num_xs=len(stacks), reverse=False
+    )
     result = [None] * len(ins)
-    for k, v in zip(acc_idx, out[:len(acc_idx)]):
+    for k, v in zip(acc_idx, out[: len(acc_idx)]):
         result[k] = v
-    for k, v in zip(row_idx, out[len(acc_idx):]):
+    for k, v in zip(row_idx, out[len(acc_idx) :]):
         result[k] = v
     return result
 
@@ -418,19 +433,28 @@ def _map_jvp_full(b, eqn, ins, ts):
     # jb takes (i, rows, consts, row tangents, const tangents); map wants rows first
     t_rows = [t for t in ts[:nx] if t is not None]
     t_consts = [t for t in ts[nx:] if t is not None]
-    n_rows, n_consts = len(t_rows), len(t_consts)
+    n_rows = len(t_rows)
 
     def reorder(bb, params):
-        i, rows, trows = params[0], params[1:1 + nx], params[1 + nx:1 + nx + n_rows]
-        consts, tconsts = params[1 + nx + n_rows:1 + nx + n_rows + len(ins) - nx], params[1 + nx + n_rows + len(ins) - nx:]
+        i, rows, trows = params[0], params[1 : 1 + nx], params[1 + nx : 1 + nx + n_rows]
+        consts, tconsts = (
+            params[1 + nx + n_rows : 1 + nx + n_rows + len(ins) - nx],
+            params[1 + nx + n_rows + len(ins) - nx :],
+        )
         return inline(bb, jb, [i] + rows + consts + trows + tconsts)
 
     row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
-    types = [ops_i64()] + [row(x.type) for x in ins[:nx]] + [row(t.type) for t in t_rows] + \
-            [x.type for x in ins[nx:]] + [t.type for t in t_consts]
+    types = (
+        [ops_i64()]
+        + [row(x.type) for x in ins[:nx]]
+        + [row(t.type) for t in t_rows]
+        + [x.type for x in ins[nx:]]
+        + [t.type for t in t_consts]
+    )
     nb = _closed(types, reorder)
-    outs = b.emit(map_p, list(ins[:nx]) + t_rows + list(ins[nx:]) + t_consts, eqn.span, body=nb, n=p["n"],
-                  num_xs=nx + n_rows)
+    outs = b.emit(
+        map_p, list(ins[:nx]) + t_rows + list(ins[nx:]) + t_consts, eqn.span, body=nb, n=p["n"], num_xs=nx + n_rows
+    )
     k = len(eqn.outs)
     touts = iter(outs[k:])
     return outs[:k], [next(touts) if is_float(o) else None for o in eqn.outs]
@@ -443,6 +467,7 @@ map_p.vjp_fwd, map_p.vjp, map_p.jvp_full = _map_vjp_fwd, _map_vjp, _map_jvp_full
 # is a scan in the other direction carrying the carry's cotangent and the accumulated
 # cotangents of the loop-invariant inputs.
 
+
 def _scan_vjp_fwd(b, eqn, ins, act):
     p = eqn.params
     body, nc, nx = p["body"], p["num_carry"], p["num_xs"]
@@ -452,20 +477,19 @@ def _scan_vjp_fwd(b, eqn, ins, act):
     # the carry a step starts from is a residual too: stack it as an extra output
     carry_res = sorted({k for kind, k in kinds if kind == "param" and 1 <= k <= nc})
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in carry_res])
-    outs = b.emit(scan_p, ins, eqn.span, body=fwd, length=p["length"], num_carry=nc, num_xs=nx,
-                  reverse=p["reverse"])
+    outs = b.emit(scan_p, ins, eqn.span, body=fwd, length=p["length"], num_carry=nc, num_xs=nx, reverse=p["reverse"])
     ny = len(body.outs) - nc
-    b.eqns[-1].note = tape_note(fwd.out_types[len(body.outs):], p["length"])
+    b.eqns[-1].note = tape_note(fwd.out_types[len(body.outs) :], p["length"])
     n_extra = len(fwd.outs) - len(body.outs) - len(carry_res)
-    res_stacked = outs[nc + ny:nc + ny + n_extra]
-    carry_stacked = dict(zip(carry_res, outs[nc + ny + n_extra:]))
-    return outs[:nc + ny], (ins, needs, bwd, kinds, res_stacked, carry_stacked)
+    res_stacked = outs[nc + ny : nc + ny + n_extra]
+    carry_stacked = dict(zip(carry_res, outs[nc + ny + n_extra :]))
+    return outs[: nc + ny], (ins, needs, bwd, kinds, res_stacked, carry_stacked)
 
 
 def _scan_vjp(b, params, aux, outs, cts):
     ins, needs, bwd, kinds, res_stacked, carry_stacked = aux
     n, nc, nx = params["length"], params["num_carry"], params["num_xs"]
-    init, xs, consts = ins[:nc], ins[nc:nc + nx], ins[nc + nx:]
+    init, xs, consts = ins[:nc], ins[nc : nc + nx], ins[nc + nx :]
     float_carry = [k for k in range(nc) if is_float(init[k])]
     ct_carry0 = [_seed(b, cts[k], outs[k].type) for k in float_carry]
     y_seeds = [_seed(b, c, o.type) for c, o in zip(cts[nc:], outs[nc:]) if is_float(o)]
@@ -492,15 +516,22 @@ def _scan_vjp(b, params, aux, outs, cts):
     body, captured = sb.finish(new_ct_c + new_accs + [ct[k] for k in row_idx])
     stacks = y_seeds + list(res_stacked) + [carry_stacked[k] for k in carry_keys] + list(xs)
     inits = ct_carry0 + [ops.zeros(b, ins[k].type) for k in acc_idx]
-    out = b.emit(scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits),
-                 num_xs=len(stacks), reverse=not params["reverse"])
+    out = b.emit(
+        scan_p,
+        inits + stacks + captured,
+        body=body,
+        length=n,
+        num_carry=len(inits),
+        num_xs=len(stacks),
+        reverse=not params["reverse"],
+    )
     result = [None] * len(ins)
     for k, v in zip(float_carry, out):
         if k in carry_want:
             result[k] = v
-    for k, v in zip(acc_idx, out[len(float_carry):]):
+    for k, v in zip(acc_idx, out[len(float_carry) :]):
         result[k] = v
-    for k, v in zip(row_idx, out[len(float_carry) + len(acc_idx):]):
+    for k, v in zip(row_idx, out[len(float_carry) + len(acc_idx) :]):
         result[k] = v
     return result
 
@@ -510,13 +541,15 @@ def _scan_jvp_full(b, eqn, ins, ts):
     body, nc, nx = p["body"], p["num_carry"], p["num_xs"]
     any_t = any(t is not None for t in ts)
     # a float carry gets a tangent whenever anything does (it may become active in the loop)
-    t_in = [(ts[k] if ts[k] is not None else ops.zeros(b, ins[k].type)) if any_t and is_float(ins[k]) else None
-            for k in range(nc)] + list(ts[nc:])
+    t_in = [
+        (ts[k] if ts[k] is not None else ops.zeros(b, ins[k].type)) if any_t and is_float(ins[k]) else None
+        for k in range(nc)
+    ] + list(ts[nc:])
     has = [False] + [t is not None for t in t_in]
     jb = jvp_body(body, has)
     tc = [t for t in t_in[:nc] if t is not None]
-    tx = [t for t in t_in[nc:nc + nx] if t is not None]
-    tk = [t for t in t_in[nc + nx:] if t is not None]
+    tx = [t for t in t_in[nc : nc + nx] if t is not None]
+    tk = [t for t in t_in[nc + nx :] if t is not None]
     ncons = len(ins) - nc - nx
 
     def reorder(bb, params):
@@ -524,11 +557,19 @@ def _scan_jvp_full(b, eqn, ins, ts):
 
         def take(m):
             nonlocal k
-            out = params[k:k + m]
+            out = params[k : k + m]
             k += m
             return out
 
-        i, c, t_c, xr, t_xr, cs, t_cs = take(1), take(nc), take(len(tc)), take(nx), take(len(tx)), take(ncons), take(len(tk))
+        i, c, t_c, xr, t_xr, cs, t_cs = (
+            take(1),
+            take(nc),
+            take(len(tc)),
+            take(nx),
+            take(len(tx)),
+            take(ncons),
+            take(len(tk)),
+        )
         outs = inline(bb, jb, i + c + xr + cs + t_c + t_xr + t_cs)
         n_out = len(body.outs)
         prim, tang = outs[:n_out], outs[n_out:]
@@ -541,15 +582,30 @@ def _scan_jvp_full(b, eqn, ins, ts):
         return prim[:nc] + carry_t + prim[nc:] + y_t
 
     row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
-    types = ([ops_i64()] + [x.type for x in ins[:nc]] + [t.type for t in tc] + [row(x.type) for x in ins[nc:nc + nx]]
-             + [row(t.type) for t in tx] + [x.type for x in ins[nc + nx:]] + [t.type for t in tk])
+    types = (
+        [ops_i64()]
+        + [x.type for x in ins[:nc]]
+        + [t.type for t in tc]
+        + [row(x.type) for x in ins[nc : nc + nx]]
+        + [row(t.type) for t in tx]
+        + [x.type for x in ins[nc + nx :]]
+        + [t.type for t in tk]
+    )
     nb = _closed(types, reorder)
-    outs = b.emit(scan_p, list(ins[:nc]) + tc + list(ins[nc:nc + nx]) + tx + list(ins[nc + nx:]) + tk, eqn.span,
-                  body=nb, length=p["length"], num_carry=nc + len(tc), num_xs=nx + len(tx), reverse=p["reverse"])
+    outs = b.emit(
+        scan_p,
+        list(ins[:nc]) + tc + list(ins[nc : nc + nx]) + tx + list(ins[nc + nx :]) + tk,
+        eqn.span,
+        body=nb,
+        length=p["length"],
+        num_carry=nc + len(tc),
+        num_xs=nx + len(tx),
+        reverse=p["reverse"],
+    )
     ny = len(body.outs) - nc
-    carry, carry_t = outs[:nc], iter(outs[nc:nc + len(tc)])
-    ys = outs[nc + len(tc):nc + len(tc) + ny]
-    ys_t = iter(outs[nc + len(tc) + ny:])
+    carry, carry_t = outs[:nc], iter(outs[nc : nc + len(tc)])
+    ys = outs[nc + len(tc) : nc + len(tc) + ny]
+    ys_t = iter(outs[nc + len(tc) + ny :])
     touts = [next(carry_t) if t_in[k] is not None else None for k in range(nc)]
     touts += [next(ys_t) if is_float(o) else None for o in body.outs[nc:]]
     return carry + ys, touts
@@ -560,6 +616,7 @@ scan_p.vjp_fwd, scan_p.vjp, scan_p.jvp_full = _scan_vjp_fwd, _scan_vjp, _scan_jv
 
 # cond: each branch's forward also returns its residuals (zeros for the other branch's); the
 # backward is a cond on the same predicate running the taken branch's backward only.
+
 
 def _cond_vjp_fwd(b, eqn, ins, act):
     branches = eqn.params["branches"]
@@ -583,7 +640,7 @@ def _cond_vjp_fwd(b, eqn, ins, act):
     outs = b.emit(cond_p, ins, eqn.span, branches=(branch(0), branch(1)))
     extras, k0 = [], n_out
     for ts in extra_types:
-        extras.append(outs[k0:k0 + len(ts)])
+        extras.append(outs[k0 : k0 + len(ts)])
         k0 += len(ts)
     return outs[:n_out], (ins, act, splits, extras)
 
@@ -599,11 +656,11 @@ def _cond_vjp(b, params, aux, outs, cts):
         _, bwd, kinds = splits[k]
 
         def build(bb, params):
-            s = params[:len(seeds)]
-            ex = params[len(seeds):len(seeds) + len(flat_extras)]
-            ops_ = params[len(seeds) + len(flat_extras):]
+            s = params[: len(seeds)]
+            ex = params[len(seeds) : len(seeds) + len(flat_extras)]
+            ops_ = params[len(seeds) + len(flat_extras) :]
             start = sum(len(e) for e in extras[:k])
-            mine = ex[start:start + len(extras[k])]
+            mine = ex[start : start + len(extras[k])]
             return inline(bb, bwd, s + residual_values(kinds, ops_, mine))
 
         return _closed([s.type for s in seeds] + [x.type for x in flat_extras] + [x.type for x in operands], build)
@@ -639,6 +696,7 @@ cond_p.vjp_fwd, cond_p.vjp, cond_p.jvp_full = _cond_vjp_fwd, _cond_vjp, _cond_jv
 
 # while: the forward appends each iteration's residuals to a growing tape (prims/tape.py);
 # the backward replays the tape last record first.
+
 
 def _while_vjp_fwd(b, eqn, ins, act):
     from .tape import while_tape_p
@@ -686,13 +744,14 @@ def _while_vjp(b, params, aux, outs, cts):
     new_accs = [ops.add(sb, a, ct[k]) for a, k in zip(accs, acc_idx)]
     body, captured = sb.finish(new_ct + new_accs)
     carry0 = ct0 + [ops.zeros(b, ins[k].type) for k in acc_idx]
-    out = b.emit(while_untape_p, [tape, count] + carry0 + captured, body=body, num_res=len(res_types),
-                 num_carry=len(carry0))
+    out = b.emit(
+        while_untape_p, [tape, count] + carry0 + captured, body=body, num_res=len(res_types), num_carry=len(carry0)
+    )
     result = [None] * len(ins)
     for k, v in zip(float_state, out):
         if k in want:
             result[k] = v
-    for k, v in zip(acc_idx, out[len(float_state):]):
+    for k, v in zip(acc_idx, out[len(float_state) :]):
         result[k] = v
     return result
 
@@ -701,27 +760,43 @@ def _while_jvp_full(b, eqn, ins, ts):
     p = eqn.params
     ns = p["num_state"]
     any_t = any(t is not None for t in ts)
-    t_in = [(ts[k] if ts[k] is not None else ops.zeros(b, ins[k].type)) if any_t and is_float(ins[k]) else None
-            for k in range(ns)] + list(ts[ns:])
+    t_in = [
+        (ts[k] if ts[k] is not None else ops.zeros(b, ins[k].type)) if any_t and is_float(ins[k]) else None
+        for k in range(ns)
+    ] + list(ts[ns:])
     ts_state = [t for t in t_in[:ns] if t is not None]
     ts_const = [t for t in t_in[ns:] if t is not None]
     nconst = len(ins) - ns
     jb = jvp_body(p["body"], [t is not None for t in t_in])
 
     def body_fn(bb, params):
-        s, ts_, cs, tcs = (params[:ns], params[ns:ns + len(ts_state)], params[ns + len(ts_state):ns + len(ts_state) + nconst],
-                           params[ns + len(ts_state) + nconst:])
+        s, ts_, cs, tcs = (
+            params[:ns],
+            params[ns : ns + len(ts_state)],
+            params[ns + len(ts_state) : ns + len(ts_state) + nconst],
+            params[ns + len(ts_state) + nconst :],
+        )
         vals = inline(bb, jb, s + cs + ts_ + tcs)
         return vals[:ns] + vals[ns:]
 
     def cond_fn(bb, params):
-        return inline(bb, p["cond"], params[:ns] + params[ns + len(ts_state):ns + len(ts_state) + nconst])
+        return inline(bb, p["cond"], params[:ns] + params[ns + len(ts_state) : ns + len(ts_state) + nconst])
 
-    types = [x.type for x in ins[:ns]] + [t.type for t in ts_state] + [x.type for x in ins[ns:]] + \
-            [t.type for t in ts_const]
+    types = (
+        [x.type for x in ins[:ns]]
+        + [t.type for t in ts_state]
+        + [x.type for x in ins[ns:]]
+        + [t.type for t in ts_const]
+    )
     # the jvp body returns tangents for every float state, in order
-    outs = b.emit(while_p, list(ins[:ns]) + ts_state + list(ins[ns:]) + ts_const, eqn.span,
-                  cond=_closed(types, cond_fn), body=_closed(types, body_fn), num_state=ns + len(ts_state))
+    outs = b.emit(
+        while_p,
+        list(ins[:ns]) + ts_state + list(ins[ns:]) + ts_const,
+        eqn.span,
+        cond=_closed(types, cond_fn),
+        body=_closed(types, body_fn),
+        num_state=ns + len(ts_state),
+    )
     t_out = iter(outs[ns:])
     return outs[:ns], [next(t_out) if t_in[k] is not None else None for k in range(ns)]
 
@@ -733,6 +808,7 @@ while_p.vjp_fwd, while_p.vjp, while_p.jvp_full = _while_vjp_fwd, _while_vjp, _wh
 # outputs and a handle to a heap record of its residuals (which hold the handles of its own
 # calls: the tape of a recursion is a tree of per-call records), and a reverse f.bwd that
 # takes the handle and the output cotangents, and frees the record.
+
 
 def _ad_funcs(kind: str, fname: str):
     from ..ad import context
@@ -772,9 +848,10 @@ def _ad_funcs(kind: str, fname: str):
     def bwd_fn(bb, params):
         handle, seeds = params[0], params[1:]
         saved = bb.emit(tape_unpack_p, [handle], types=tuple(res_types))
-        extra, pvals = saved[:len(fwd.outs) - n_out], dict(zip(res_params, saved[len(fwd.outs) - n_out:]))
-        return inline(bb, bwd, list(seeds) + residual_values(kinds, [pvals.get(k) for k in range(len(f.body.params))],
-                                                              extra))
+        extra, pvals = saved[: len(fwd.outs) - n_out], dict(zip(res_params, saved[len(fwd.outs) - n_out :]))
+        return inline(
+            bb, bwd, list(seeds) + residual_values(kinds, [pvals.get(k) for k in range(len(f.body.params))], extra)
+        )
 
     bwd_f.body = _closed([TensorType(DType.I64, ())] + seed_types, bwd_fn)
     return name
@@ -783,7 +860,9 @@ def _ad_funcs(kind: str, fname: str):
 def _call_vjp_fwd(b, eqn, ins, act):
     fname = eqn.params["func"]
     name = _ad_funcs("fwd", fname)
-    outs = b.emit(call_p, ins, eqn.span, func=name, out_types=tuple(eqn.params["out_types"]) + (TensorType(DType.I64, ()),))
+    outs = b.emit(
+        call_p, ins, eqn.span, func=name, out_types=tuple(eqn.params["out_types"]) + (TensorType(DType.I64, ()),)
+    )
     return outs[:-1], (ins, outs[-1], fname)
 
 

@@ -65,8 +65,15 @@ def _fold_with(fn):
 def _ew(name, allowed, scalar, npfn, out_dtype=None, nondiff=False):
     """Declare one elementwise primitive."""
     rule = _rule(allowed, out_dtype)
-    return primitive(name, shape=lambda ts, **_: rule(ts, _name=name), lower=_lower_ew(scalar),
-                     fold=_fold_with(npfn), nondiff=nondiff, fusable=True, reads_lazy=True)
+    return primitive(
+        name,
+        shape=lambda ts, **_: rule(ts, _name=name),
+        lower=_lower_ew(scalar),
+        fold=_fold_with(npfn),
+        nondiff=nondiff,
+        fusable=True,
+        reads_lazy=True,
+    )
 
 
 # --- scalar lowerings ----------------------------------------------------------------------------
@@ -160,8 +167,11 @@ def _ipow(em, a, n):
     # n < 0: the exact value 1 / a**-n truncated toward zero: 1 for a == 1, +-1 for a == -1, else 0
     one, minus_one = ir.Constant(a.type, 1), ir.Constant(a.type, -1)
     odd = B.trunc(n, ir.IntType(1))
-    neg_result = B.select(B.icmp_signed("==", a, one), one,
-                          B.select(B.icmp_signed("==", a, minus_one), B.select(odd, minus_one, one), ir.Constant(a.type, 0)))
+    neg_result = B.select(
+        B.icmp_signed("==", a, one),
+        one,
+        B.select(B.icmp_signed("==", a, minus_one), B.select(odd, minus_one, one), ir.Constant(a.type, 0)),
+    )
     return B.select(B.icmp_signed("<", n, ir.Constant(a.type, 0)), neg_result, out)
 
 
@@ -251,6 +261,8 @@ mul_p = _ew("mul", NUMERIC, _mul, np.multiply)
 div_p = _ew("div", FLOATS, _div, np.divide)
 floordiv_p = _ew("floordiv", NUMERIC, _floordiv, np.floor_divide)
 mod_p = _ew("mod", NUMERIC, _mod, np.mod)
+
+
 def _np_pow(a, b):
     if a.dtype.kind != "i":
         return np.power(a, b)
@@ -284,8 +296,9 @@ and_p = _ew("and", BOOLS, lambda em, dt, a, b: em.b.and_(a, b), np.logical_and, 
 or_p = _ew("or", BOOLS, lambda em, dt, a, b: em.b.or_(a, b), np.logical_or, nondiff=True)
 not_p = _ew("not", BOOLS, lambda em, dt, a: em.b.not_(a), np.logical_not, nondiff=True)
 
-select_p = primitive("select", shape=_select_shape, lower=_select, fold=_fold_with(np.where), fusable=True,
-                     reads_lazy=True)
+select_p = primitive(
+    "select", shape=_select_shape, lower=_select, fold=_fold_with(np.where), fusable=True, reads_lazy=True
+)
 
 
 def _convert_scalar(em, src: DType, dst: DType, a):
@@ -296,7 +309,11 @@ def _convert_scalar(em, src: DType, dst: DType, a):
     if src == dst:
         return a
     if dst is DType.BOOL:
-        return B.fcmp_unordered("!=", a, ir.Constant(a.type, 0.0)) if src.is_float else B.icmp_signed("!=", a, ir.Constant(a.type, 0))
+        return (
+            B.fcmp_unordered("!=", a, ir.Constant(a.type, 0.0))
+            if src.is_float
+            else B.icmp_signed("!=", a, ir.Constant(a.type, 0))
+        )
     if src is DType.BOOL:
         return B.uitofp(a, ty) if dst.is_float else B.zext(a, ty)
     if src.is_float and dst.is_float:
@@ -317,7 +334,9 @@ convert_p = primitive(
     lower=_convert_lower,
     fusable=True,
     reads_lazy=True,
-    fold=lambda x, dtype: [np.trunc(x).astype(dtype.np) if dtype is DType.I64 and x.dtype.kind == "f" else x.astype(dtype.np)],
+    fold=lambda x, dtype: [
+        np.trunc(x).astype(dtype.np) if dtype is DType.I64 and x.dtype.kind == "f" else x.astype(dtype.np)
+    ],
 )
 
 
@@ -350,8 +369,10 @@ def _ew_vjp(name):
     def vjp(b, params, ins, outs, cts):
         (g,) = cts
         if name in LINEAR:
-            return [ops.unbroadcast(b, g if s == 1 else ops.neg(b, g), x.type.shape) if _float(x) else None
-                    for s, x in zip(LINEAR[name], ins)]
+            return [
+                ops.unbroadcast(b, g if s == 1 else ops.neg(b, g), x.type.shape) if _float(x) else None
+                for s, x in zip(LINEAR[name], ins)
+            ]
         res = []
         for x, p in zip(ins, PARTIALS[name](b, *ins, outs[0])):
             if p is None or not _float(x):
@@ -398,8 +419,10 @@ def _choice_vjp(name):
         x, y = ins
         zero = ops.like(b, g, 0.0)
         m = _choice_mask(b, name, x, y)
-        return [ops.unbroadcast(b, ops.select(b, m, g, zero), x.type.shape) if _float(x) else None,
-                ops.unbroadcast(b, ops.select(b, m, zero, g), y.type.shape) if _float(y) else None]
+        return [
+            ops.unbroadcast(b, ops.select(b, m, g, zero), x.type.shape) if _float(x) else None,
+            ops.unbroadcast(b, ops.select(b, m, zero, g), y.type.shape) if _float(y) else None,
+        ]
 
     return vjp
 
@@ -426,8 +449,11 @@ def _select_vjp(b, params, ins, outs, cts):
     (g,) = cts
     c, x, y = ins
     zero = ops.like(b, g, 0.0)
-    return [None, ops.unbroadcast(b, ops.select(b, c, g, zero), x.type.shape),
-            ops.unbroadcast(b, ops.select(b, c, zero, g), y.type.shape)]
+    return [
+        None,
+        ops.unbroadcast(b, ops.select(b, c, g, zero), x.type.shape),
+        ops.unbroadcast(b, ops.select(b, c, zero, g), y.type.shape),
+    ]
 
 
 def _select_jvp(b, params, ins, outs, tangents):
@@ -462,8 +488,9 @@ def _stop_gradient_lower(em, eqn, ins):
     return ins
 
 
-stop_gradient_p = primitive("stop_gradient", shape=lambda ts: [ts[0]], lower=_stop_gradient_lower,
-                            fold=lambda x: [x], nondiff=True)
+stop_gradient_p = primitive(
+    "stop_gradient", shape=lambda ts: [ts[0]], lower=_stop_gradient_lower, fold=lambda x: [x], nondiff=True
+)
 
 
 # copy: the identity, as a new value (a transform that must not alias an input uses it)

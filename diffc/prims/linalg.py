@@ -53,6 +53,7 @@ def _matmul_lower(em, eqn, ins):
                 idx = out_idx(i, None)
                 em.store(out, idx, _add(em, dt, em.load(out, idx), _mul(em, dt, aik, b_at(k, None))))
             else:
+
                 def per_col(j):
                     idx = out_idx(i, j)
                     em.store(out, idx, _add(em, dt, em.load(out, idx), _mul(em, dt, aik, b_at(k, j))))
@@ -68,8 +69,9 @@ def _matmul_lower(em, eqn, ins):
     return [out]
 
 
-matmul_p = primitive("matmul", shape=lambda ts: _matmul_shape(ts), lower=_matmul_lower,
-                     fold=lambda a, b: [np.matmul(a, b)])
+matmul_p = primitive(
+    "matmul", shape=lambda ts: _matmul_shape(ts), lower=_matmul_lower, fold=lambda a, b: [np.matmul(a, b)]
+)
 
 
 # --- derivative rules ---------------------------------------------------------------------------

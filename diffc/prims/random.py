@@ -38,7 +38,7 @@ def threefry2x64(em, k0, k1, c0, c1):
 def _unit(em, bits, ty):
     """The top 53 bits of `bits` as a float in [0, 1)."""
     top = em.b.lshr(bits, ir.Constant(ir.IntType(64), 11))
-    return em.b.fmul(em.b.uitofp(top, ty), ir.Constant(ty, 2.0 ** -53))
+    return em.b.fmul(em.b.uitofp(top, ty), ir.Constant(ty, 2.0**-53))
 
 
 def _draw(fn):
@@ -47,8 +47,15 @@ def _draw(fn):
         k0, k1 = em.load(key, [em.i64(0)]), em.load(key, [em.i64(1)])
         t = eqn.outs[0].type
         out = em.alloc(t)
-        em.loop(t.size, lambda c: em.store(out.__class__(out.ptr, out.offset, (1,), t.with_shape((t.size,))), [c],
-                                           fn(em, t, threefry2x64(em, k0, k1, c, em.i64(0)))), "rng")
+        em.loop(
+            t.size,
+            lambda c: em.store(
+                out.__class__(out.ptr, out.offset, (1,), t.with_shape((t.size,))),
+                [c],
+                fn(em, t, threefry2x64(em, k0, k1, c, em.i64(0))),
+            ),
+            "rng",
+        )
         return [out]
 
     return lower

@@ -67,8 +67,13 @@ def _np_reduce(fn):
 
 
 def _reduction(kind, combine, npfn):
-    return primitive(f"reduce_{kind}", shape=_reduce_shape, lower=_reduce_lower(kind, combine), fold=_np_reduce(npfn),
-                     reads_lazy=True)
+    return primitive(
+        f"reduce_{kind}",
+        shape=_reduce_shape,
+        lower=_reduce_lower(kind, combine),
+        fold=_np_reduce(npfn),
+        reads_lazy=True,
+    )
 
 
 reduce_sum_p = _reduction("sum", _add, np.sum)
@@ -98,8 +103,10 @@ def _argmax_lower(em, eqn, ins):
         def step(i):
             v, b = at(i), em.b.load(best_v)
             if dt.is_float:
-                better = em.b.or_(em.b.fcmp_ordered(">", v, b),
-                                  em.b.and_(em.b.fcmp_unordered("uno", v, v), em.b.fcmp_ordered("ord", b, b)))
+                better = em.b.or_(
+                    em.b.fcmp_ordered(">", v, b),
+                    em.b.and_(em.b.fcmp_unordered("uno", v, v), em.b.fcmp_ordered("ord", b, b)),
+                )
             else:
                 better = em.b.icmp_signed(">", v, b)
             em.b.store(em.b.select(better, v, b), best_v)

@@ -47,8 +47,13 @@ def _iota_lower(em, eqn, ins):
     return [out]
 
 
-iota_p = primitive("iota", shape=lambda ts, n: [TensorType(DType.I64, (n,))], lower=_iota_lower,
-                   fold=lambda n: [np.arange(n)], nondiff=True)
+iota_p = primitive(
+    "iota",
+    shape=lambda ts, n: [TensorType(DType.I64, (n,))],
+    lower=_iota_lower,
+    fold=lambda n: [np.arange(n)],
+    nondiff=True,
+)
 
 # --- broadcast: NumPy broadcast_to -------------------------------------------------------------
 
@@ -72,8 +77,9 @@ def _broadcast_lower(em, eqn, ins):
     return [em.broadcast_view(x, t.shape)]
 
 
-broadcast_p = primitive("broadcast", shape=_broadcast_shape, lower=_broadcast_lower,
-                        fold=lambda x, shape: [np.broadcast_to(x, shape)])
+broadcast_p = primitive(
+    "broadcast", shape=_broadcast_shape, lower=_broadcast_lower, fold=lambda x, shape: [np.broadcast_to(x, shape)]
+)
 
 # --- reshape ------------------------------------------------------------------------------------
 
@@ -101,8 +107,9 @@ def _reshape_lower(em, eqn, ins):
     return [Arr(x.ptr, x.offset, contiguous_strides(t.shape), t)]
 
 
-reshape_p = primitive("reshape", shape=_reshape_shape, lower=_reshape_lower,
-                      fold=lambda x, shape: [np.reshape(x, shape)])
+reshape_p = primitive(
+    "reshape", shape=_reshape_shape, lower=_reshape_lower, fold=lambda x, shape: [np.reshape(x, shape)]
+)
 
 # --- transpose ---------------------------------------------------------------------------------
 
@@ -127,7 +134,7 @@ transpose_p = primitive(
 
 def _slice_shape(in_types, starts, limits):
     (t,) = in_types
-    return [t.with_shape(tuple(hi - lo for lo, hi in zip(starts, limits)) + t.shape[len(starts):])]
+    return [t.with_shape(tuple(hi - lo for lo, hi in zip(starts, limits)) + t.shape[len(starts) :])]
 
 
 def _slice_lower(em, eqn, ins):
@@ -156,7 +163,7 @@ def _index_shape(in_types):
     for i in idx:
         if i.dtype is not DType.I64 or i.rank != 0:
             raise ShapeError(f"an index must be an i64 scalar, got {i}")
-    return [t.with_shape(t.shape[len(idx):])]
+    return [t.with_shape(t.shape[len(idx) :])]
 
 
 def _index_lower(em, eqn, ins):
@@ -167,7 +174,7 @@ def _index_lower(em, eqn, ins):
         j = em.checked_index(i, x.type.shape[k], site)
         off = em.b.add(off, em.b.mul(j, em.i64(x.strides[k])))
     t = eqn.outs[0].type
-    view = Arr(x.ptr, off, x.strides[len(idx):], t)
+    view = Arr(x.ptr, off, x.strides[len(idx) :], t)
     return [em.load(view, []) if t.rank == 0 else view]
 
 
@@ -208,7 +215,7 @@ windows_p = primitive(
     "windows",
     shape=_windows_shape,
     lower=_windows_lower,
-    fold=lambda x, k: [np.stack([x[i:i + k] for i in range(x.shape[0] - k + 1)])],
+    fold=lambda x, k: [np.stack([x[i : i + k] for i in range(x.shape[0] - k + 1)])],
 )
 
 # --- concat ----------------------------------------------------------------------------------
@@ -220,7 +227,9 @@ def _concat_shape(in_types, axis):
         if t.rank != t0.rank or t.dtype != t0.dtype or t.rank == 0:
             raise ShapeError("concat needs arrays of one rank and dtype, got " + ", ".join(map(str, in_types)))
         if any(a != b for k, (a, b) in enumerate(zip(t.shape, t0.shape)) if k != axis):
-            raise ShapeError(f"concat along axis {axis}: shapes " + ", ".join(map(str, in_types)) + " differ off that axis")
+            raise ShapeError(
+                f"concat along axis {axis}: shapes " + ", ".join(map(str, in_types)) + " differ off that axis"
+            )
     shape = list(t0.shape)
     shape[axis] = sum(t.shape[axis] for t in in_types)
     return [t0.with_shape(shape)]
@@ -238,8 +247,9 @@ def _concat_lower(em, eqn, ins):
     return [out]
 
 
-concat_p = primitive("concat", shape=_concat_shape, lower=_concat_lower,
-                     fold=lambda *xs, axis: [np.concatenate(xs, axis=axis)])
+concat_p = primitive(
+    "concat", shape=_concat_shape, lower=_concat_lower, fold=lambda *xs, axis: [np.concatenate(xs, axis=axis)]
+)
 
 # --- gather: x[ids] for an integer array ids, along the leading axis ------------------------------
 
@@ -263,7 +273,12 @@ def _gather_lower(em, eqn, ins):
     def per_id(idx):
         j = em.checked_index(em.read(ids, idx), x.type.shape[0], site)
         src = row(em, x, j)
-        dst = Arr(out.ptr, em.b.add(out.offset, _dot(em, idx, out.strides[:r])), out.strides[r:], x.type.with_shape(x.type.shape[1:]))
+        dst = Arr(
+            out.ptr,
+            em.b.add(out.offset, _dot(em, idx, out.strides[:r])),
+            out.strides[r:],
+            x.type.with_shape(x.type.shape[1:]),
+        )
         if isinstance(src, Arr):
             em.copy_into(dst, src)
         else:
@@ -280,8 +295,7 @@ def _dot(em, idx, strides):
     return acc
 
 
-gather_p = primitive("gather", shape=lambda ts: _gather_shape(ts), lower=_gather_lower,
-                     fold=lambda x, ids: [x[ids]])
+gather_p = primitive("gather", shape=lambda ts: _gather_shape(ts), lower=_gather_lower, fold=lambda x, ids: [x[ids]])
 
 
 # --- the transposes of slicing, indexing, gather and windows (for derivatives) -------------------
@@ -314,7 +328,7 @@ def _index_scatter_lower(em, eqn, ins):
         n = t.shape[k]
         j = em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i)
         off = em.b.add(off, em.b.mul(j, em.i64(out.strides[k])))
-    view = Arr(out.ptr, off, out.strides[len(idx):], eqn.inputs[0].type)
+    view = Arr(out.ptr, off, out.strides[len(idx) :], eqn.inputs[0].type)
     if view.type.rank == 0:
         em.store(view, [], g)
     else:
@@ -322,8 +336,9 @@ def _index_scatter_lower(em, eqn, ins):
     return [out]
 
 
-index_scatter_p = primitive("index_scatter", shape=lambda ts, shape: [ts[0].with_shape(shape)],
-                            lower=_index_scatter_lower)
+index_scatter_p = primitive(
+    "index_scatter", shape=lambda ts, shape: [ts[0].with_shape(shape)], lower=_index_scatter_lower
+)
 
 
 def _gather_add_lower(em, eqn, ins):
@@ -345,14 +360,17 @@ def _gather_add_lower(em, eqn, ins):
             cell = Arr(out.ptr, j, (), t.with_shape(()))
             em.store(cell, [], _add(em, t.dtype, em.load(cell, []), em.load(src, [])))
         else:
-            em.loop_nest(t.shape[1:], lambda k: em.store(dst, k, _add(em, t.dtype, em.load(dst, k), em.load(src, k))), "ga")
+            em.loop_nest(
+                t.shape[1:], lambda k: em.store(dst, k, _add(em, t.dtype, em.load(dst, k), em.load(src, k))), "ga"
+            )
 
     em.loop_nest(eqn.inputs[1].type.shape, per_id, "gi")
     return [out]
 
 
-gather_add_p = primitive("gather_add", shape=lambda ts, shape: [ts[0].with_shape(tuple(shape))],
-                         lower=_gather_add_lower)
+gather_add_p = primitive(
+    "gather_add", shape=lambda ts, shape: [ts[0].with_shape(tuple(shape))], lower=_gather_add_lower
+)
 
 
 def _unwindows_lower(em, eqn, ins):
@@ -371,8 +389,9 @@ def _unwindows_lower(em, eqn, ins):
     return [out]
 
 
-unwindows_p = primitive("unwindows", shape=lambda ts, n: [ts[0].with_shape((n,) + ts[0].shape[2:])],
-                        lower=_unwindows_lower)
+unwindows_p = primitive(
+    "unwindows", shape=lambda ts, n: [ts[0].with_shape((n,) + ts[0].shape[2:])], lower=_unwindows_lower
+)
 
 # --- derivative rules ---------------------------------------------------------------------------
 
@@ -402,16 +421,34 @@ broadcast_p.vjp = lambda b, p, ins, outs, cts: [ops.unbroadcast(b, cts[0], ins[0
 reshape_p.vjp = lambda b, p, ins, outs, cts: [ops.reshape(b, cts[0], ins[0].type.shape)]
 transpose_p.vjp = lambda b, p, ins, outs, cts: [ops.transpose(b, cts[0], _inverse(p["perm"]))]
 slice_p.vjp = lambda b, p, ins, outs, cts: [ops.emit(b, "pad", cts[0], starts=p["starts"], shape=ins[0].type.shape)]
-pad_p.vjp = lambda b, p, ins, outs, cts: [ops.emit(b, "slice", cts[0], starts=p["starts"], limits=tuple(
-    lo + d for lo, d in zip(p["starts"], ins[0].type.shape)))]
-index_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(index_scatter_p, [cts[0]] + list(ins[1:]), shape=ins[0].type.shape)] + [None] * (len(ins) - 1)
-index_scatter_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(index_p, [cts[0]] + list(ins[1:]))] + [None] * (len(ins) - 1)
+pad_p.vjp = lambda b, p, ins, outs, cts: [
+    ops.emit(
+        b, "slice", cts[0], starts=p["starts"], limits=tuple(lo + d for lo, d in zip(p["starts"], ins[0].type.shape))
+    )
+]
+index_p.vjp = lambda b, p, ins, outs, cts: (
+    [b.emit1(index_scatter_p, [cts[0]] + list(ins[1:]), shape=ins[0].type.shape)] + [None] * (len(ins) - 1)
+)
+index_scatter_p.vjp = lambda b, p, ins, outs, cts: (
+    [b.emit1(index_p, [cts[0]] + list(ins[1:]))] + [None] * (len(ins) - 1)
+)
 gather_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(gather_add_p, [cts[0], ins[1]], shape=ins[0].type.shape), None]
 gather_add_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(gather_p, [cts[0], ins[1]]), None]
 windows_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(unwindows_p, [cts[0]], n=ins[0].type.shape[0])]
 unwindows_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(windows_p, [cts[0]], k=ins[0].type.shape[1])]
-for _p in (broadcast_p, reshape_p, transpose_p, slice_p, pad_p, index_p, index_scatter_p, gather_p, gather_add_p,
-           windows_p, unwindows_p):
+for _p in (
+    broadcast_p,
+    reshape_p,
+    transpose_p,
+    slice_p,
+    pad_p,
+    index_p,
+    index_scatter_p,
+    gather_p,
+    gather_add_p,
+    windows_p,
+    unwindows_p,
+):
     _linear(_p)
 
 

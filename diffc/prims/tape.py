@@ -1,10 +1,10 @@
 """Residual storage whose size is only known at run time (see Note [While tape]):
 
-  tape_pack(values) -> i64 handle        one heap record (a recursive call's residuals)
-  tape_unpack[types](handle) -> values   read the record back and free it
-  while_tape   a while loop that also appends each iteration's residuals to a tape that grows
-               by doubling; outputs (*state, tape handle, iteration count)
-  while_untape runs a body once per taped record, last record first, then frees the tape
+tape_pack(values) -> i64 handle        one heap record (a recursive call's residuals)
+tape_unpack[types](handle) -> values   read the record back and free it
+while_tape   a while loop that also appends each iteration's residuals to a tape that grows
+             by doubling; outputs (*state, tape handle, iteration count)
+while_untape runs a body once per taped record, last record first, then frees the tape
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ while_tape_p = primitive("while_tape", shape=_while_tape_shape, lower=_while_tap
 
 
 def _while_untape_shape(in_types, body, num_res, num_carry):
-    return list(in_types[2:2 + num_carry])
+    return list(in_types[2 : 2 + num_carry])
 
 
 def _while_untape_lower(em, eqn, ins):
@@ -147,7 +147,7 @@ def _while_untape_lower(em, eqn, ins):
     b = em.b
     tape = b.inttoptr(ins[0], PTR)
     count = ins[1]
-    carry, consts = ins[2:2 + nc], ins[2 + nc:]
+    carry, consts = ins[2 : 2 + nc], ins[2 + nc :]
     slots = Slots(em, [o.type for o in eqn.outs])
     slots.write(carry)
 

@@ -72,6 +72,9 @@ class NativeFunction:
         if ctx[CTX_ERR] == ERR_BOUNDS:
             return BoundsError(f"{site.what} {a} is out of bounds for an axis of length {b}", site.span)
         if ctx[CTX_ERR] == ERR_DEPTH:
-            return RecursionDepthError(f"recursion too deep: more than {b} nested calls of `{site.what.split('.')[0]}`"
-                                       " (is a base case missing?)", site.span)
+            return RecursionDepthError(
+                f"recursion too deep: more than {b} nested calls of `{site.what.split('.')[0]}`"
+                " (is a base case missing?)",
+                site.span,
+            )
         return RecursionDepthError("native code failed", site.span)

@@ -70,8 +70,11 @@ def transformed(tr, f, spec):
     kind = spec[0]
     if kind == "grad":
         _, argnums, with_value = spec
-        nums = tuple(tr.const(k, DType.I64) for k in argnums) if isinstance(argnums, tuple) else \
-            tr.const(argnums, DType.I64)
+        nums = (
+            tuple(tr.const(k, DType.I64) for k in argnums)
+            if isinstance(argnums, tuple)
+            else tr.const(argnums, DType.I64)
+        )
         return AD_BUILTINS["value_and_grad" if with_value else "grad"](tr, [f, nums], {})
     n = spec[1]
     if kind == "jvp":

@@ -13,7 +13,8 @@ from ..ad.vjp import residual_values, vjp_split
 from ..errors import TypeError_
 from ..ir.core import Var
 from ..ir.walk import inline
-from ..prims import control, elementwise as ew, ops
+from ..prims import control, ops
+from ..prims import elementwise as ew
 from ..pytree import LEAF, flatten, unflatten
 from .values import FUNCTION_TYPES, Partial, describe
 
@@ -39,11 +40,12 @@ def trace_function(tr, f, args, span):
 
     def run(*params):
         params = list(params)
-        call_args = [unflatten(t, params[r.start:r.stop]) for t, r in zip(trees, ranges)]
+        call_args = [unflatten(t, params[r.start : r.stop]) for t, r in zip(trees, ranges)]
         return tr.call(f, call_args, {}, span)
 
-    body, captured, out_tree = tr.trace_body([x.type for x in leaves], run,
-                                             known=[x.known if not x.type.dtype.is_float else None for x in leaves])
+    body, captured, out_tree = tr.trace_body(
+        [x.type for x in leaves], run, known=[x.known if not x.type.dtype.is_float else None for x in leaves]
+    )
     return body, captured, out_tree, leaves, ranges, trees
 
 
@@ -65,8 +67,10 @@ def _check_float_args(args, nums, ranges, leaves, name):
     for k in nums:
         for i in ranges[k]:
             if not leaves[i].type.dtype.is_float:
-                raise TypeError_(f"`{name}` with respect to argument {k}, which is {describe(args[k])}: "
-                                 "only float values have derivatives")
+                raise TypeError_(
+                    f"`{name}` with respect to argument {k}, which is {describe(args[k])}: "
+                    "only float values have derivatives"
+                )
 
 
 def _reverse(tr, f, args, nums, name, span):
@@ -132,10 +136,12 @@ def _vjp(tr, args, kwargs):
         if len(cargs) != 1 or ckw:
             raise TypeError_("a pullback takes one cotangent, shaped like the function's result")
         ct_leaves, ct_tree = flatten(cargs[0])
-        if ct_tree != out_tree or any(not isinstance(c, Var) or c.type.shape != o.type.shape
-                                      for c, o in zip(ct_leaves, outs)):
-            raise TypeError_(f"the cotangent must be shaped like the function's result {describe(y)}, "
-                             f"got {describe(cargs[0])}")
+        if ct_tree != out_tree or any(
+            not isinstance(c, Var) or c.type.shape != o.type.shape for c, o in zip(ct_leaves, outs)
+        ):
+            raise TypeError_(
+                f"the cotangent must be shaped like the function's result {describe(y)}, got {describe(cargs[0])}"
+            )
         seeds = [tr.convert(c, o.type.dtype) for c, o in zip(ct_leaves, outs) if o.type.dtype.is_float]
         cts = iter(inline(tr.b, bwd, seeds + residuals))
         res = []
@@ -159,10 +165,12 @@ def _jvp(tr, args, kwargs):
     for k, (p, t) in enumerate(zip(primals, tangents)):
         pl, pt = flatten(p)
         tl, tt = flatten(t)
-        if pt != tt or any(not isinstance(a, Var) or not isinstance(b, Var) or a.type.shape != b.type.shape
-                           for a, b in zip(pl, tl)):
-            raise TypeError_(f"the tangent of argument {k} must be shaped like the primal {describe(p)}, "
-                             f"got {describe(t)}", span)
+        if pt != tt or any(
+            not isinstance(a, Var) or not isinstance(b, Var) or a.type.shape != b.type.shape for a, b in zip(pl, tl)
+        ):
+            raise TypeError_(
+                f"the tangent of argument {k} must be shaped like the primal {describe(p)}, got {describe(t)}", span
+            )
     body, captured, out_tree, leaves, ranges, trees = trace_function(tr, f, list(primals), span)
     has = [True] * len(leaves) + [False] * len(captured)
     jb = jvp_body(body, has)
@@ -182,14 +190,16 @@ def _stop_gradient(tr, args, kwargs):
     if len(args) != 1 or kwargs:
         raise TypeError_("`stop_gradient` takes one value")
     leaves, tree = flatten(args[0])
-    return unflatten(tree, [tr.emit(ew.stop_gradient_p, [x]) if isinstance(x, Var) and x.type.dtype.is_float else x
-                            for x in leaves])
+    return unflatten(
+        tree, [tr.emit(ew.stop_gradient_p, [x]) if isinstance(x, Var) and x.type.dtype.is_float else x for x in leaves]
+    )
 
 
 def checkpointed(tr, fn, args):
     """fn(*args) traced into a `checkpoint` op: its forward is recomputed in the backward pass."""
-    body, captured, out_tree, leaves, ranges, trees = trace_function(tr, Partial("segment", lambda tr, a, kw: fn(*a)),
-                                                                     args, tr.span)
+    body, captured, out_tree, leaves, ranges, trees = trace_function(
+        tr, Partial("segment", lambda tr, a, kw: fn(*a)), args, tr.span
+    )
     outs = tr.emit_n(control.checkpoint_p, leaves + captured, body=body)
     return unflatten(out_tree, outs)
 
@@ -217,35 +227,53 @@ def _custom_vjp(tr, args, kwargs):
         body, cap, out_tree, leaves, ranges, trees = trace_function(tr, f, cargs, span)
         fwd, fcap, ftree, *_ = trace_function(tr, fwd_f, cargs, span)
         y_types = body.out_types
-        if ftree.kind != "tuple" or len(ftree.children) != 2 or ftree.children[0] != out_tree or \
-                fwd.out_types[:len(y_types)] != y_types:
-            raise TypeError_("the `fwd` of custom_vjp must return (value, residuals) with the value shaped like "
-                             "the function's", span)
+        if (
+            ftree.kind != "tuple"
+            or len(ftree.children) != 2
+            or ftree.children[0] != out_tree
+            or fwd.out_types[: len(y_types)] != y_types
+        ):
+            raise TypeError_(
+                "the `fwd` of custom_vjp must return (value, residuals) with the value shaped like the function's", span
+            )
         res_tree = ftree.children[1]
-        res_types = fwd.out_types[len(y_types):]
+        res_types = fwd.out_types[len(y_types) :]
         ct_types = [t for t in y_types if t.dtype.is_float]
 
         def run_bwd(*params):
-            res = unflatten(res_tree, list(params[:len(res_types)]))
-            ct = unflatten(out_tree, _fill_ints(tr, y_types, list(params[len(res_types):])))
+            res = unflatten(res_tree, list(params[: len(res_types)]))
+            ct = unflatten(out_tree, _fill_ints(tr, y_types, list(params[len(res_types) :])))
             out = tr.call(bwd_f, [res, ct], {}, span)
             want = tuple(cargs)
-            if not isinstance(out, tuple) or len(out) != len(want) or any(
-                    flatten(o)[1] != flatten(w)[1] for o, w in zip(out, want)):
-                raise TypeError_(f"the `bwd` of custom_vjp must return a tuple with one cotangent per argument, "
-                                 f"shaped like {describe(want)}, but it returns {describe(out)}", span)
+            if (
+                not isinstance(out, tuple)
+                or len(out) != len(want)
+                or any(flatten(o)[1] != flatten(w)[1] for o, w in zip(out, want))
+            ):
+                raise TypeError_(
+                    f"the `bwd` of custom_vjp must return a tuple with one cotangent per argument, "
+                    f"shaped like {describe(want)}, but it returns {describe(out)}",
+                    span,
+                )
             outs = []
             for o, w in zip(flatten(out)[0], flatten(want)[0]):
                 if not isinstance(o, Var) or o.type.shape != w.type.shape:
-                    raise TypeError_(f"the `bwd` of custom_vjp returns a cotangent {describe(o)} for an argument "
-                                     f"{describe(w)}", span)
+                    raise TypeError_(
+                        f"the `bwd` of custom_vjp returns a cotangent {describe(o)} for an argument {describe(w)}", span
+                    )
                 if w.type.dtype.is_float:
                     outs.append(tr.convert(o, w.type.dtype))
             return tuple(outs)
 
         bwd, bcap, _ = tr.trace_body(res_types + ct_types, run_bwd)
-        outs = tr.emit_n(control.custom_vjp_p, leaves + cap + fcap + bcap, fun=body, fwd=fwd, bwd=bwd,
-                         counts=(len(leaves), len(cap), len(fcap), len(bcap)))
+        outs = tr.emit_n(
+            control.custom_vjp_p,
+            leaves + cap + fcap + bcap,
+            fun=body,
+            fwd=fwd,
+            bwd=bwd,
+            counts=(len(leaves), len(cap), len(fcap), len(bcap)),
+        )
         return unflatten(out_tree, outs)
 
     return Partial("custom_vjp", call)

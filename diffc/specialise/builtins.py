@@ -11,7 +11,11 @@ import numpy as np
 from ..errors import BoundsError, ShapeError, TypeError_
 from ..ir.core import Var
 from ..optimise.licm import hoist
-from ..prims import control, elementwise as ew, io, linalg, random as rnd, reduce as red, shape as sh
+from ..prims import control, io, linalg
+from ..prims import elementwise as ew
+from ..prims import random as rnd
+from ..prims import reduce as red
+from ..prims import shape as sh
 from ..pytree import Record, flatten, unflatten
 from ..typesys import DType, TensorType, broadcast_shapes, promote
 from .values import FUNCTION_TYPES, Builtin, Partial, describe
@@ -147,7 +151,12 @@ def index(tr, x: Var, items):
     if len(items) > t.rank:
         raise BoundsError(f"too many indices ({len(items)}) for {t}")
     # a single integer array: gather rows
-    if len(items) == 1 and not isinstance(items[0], slice) and isinstance(items[0][0], Var) and items[0][0].type.rank > 0:
+    if (
+        len(items) == 1
+        and not isinstance(items[0], slice)
+        and isinstance(items[0][0], Var)
+        and items[0][0].type.rank > 0
+    ):
         ids, span = items[0]
         if ids.type.dtype is not I64:
             raise TypeError_(f"indices must be integers, got {ids.type}", span)
@@ -164,8 +173,7 @@ def index(tr, x: Var, items):
         else:
             v, span = it
             if isinstance(v, Var) and v.type.rank > 0 and v.type.dtype is I64:
-                raise TypeError_("indexing with an integer array works only alone, as `x[ids]` (it gathers rows)",
-                                 span)
+                raise TypeError_("indexing with an integer array works only alone, as `x[ids]` (it gathers rows)", span)
             if not (isinstance(v, Var) and v.type.rank == 0 and v.type.dtype is I64):
                 raise TypeError_(f"an index must be an integer or an integer array, got {describe(v)}", span)
             if v.known is not None:
@@ -465,7 +473,7 @@ def _leading(tr, name, trees):
 def _split_rows(defs, rows):
     out, k = [], 0
     for d, count in defs:
-        out.append(unflatten(d, rows[k:k + count]))
+        out.append(unflatten(d, rows[k : k + count]))
         k += count
     return out
 
@@ -501,13 +509,16 @@ def segmented_scan(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted
     nseg, rem = divmod(length, k)
 
     def rows(lo, hi):
-        return [tr.emit(sh.slice_p, [x], starts=(lo,) + (0,) * (x.type.rank - 1), limits=(hi,) + x.type.shape[1:])
-                for x in xs_leaves]
+        return [
+            tr.emit(sh.slice_p, [x], starts=(lo,) + (0,) * (x.type.rank - 1), limits=(hi,) + x.type.shape[1:])
+            for x in xs_leaves
+        ]
 
     def segment(carry, seg_rows, n):
         if ys_wanted:
-            return checkpointed(tr, lambda c, *r: scan_loop(tr, name, f_step, c, list(r), n, reverse),
-                                [carry] + list(seg_rows))
+            return checkpointed(
+                tr, lambda c, *r: scan_loop(tr, name, f_step, c, list(r), n, reverse), [carry] + list(seg_rows)
+            )
         inner = lambda c, *r: scan_loop(tr, name, f_step, c, list(r), n, reverse, False)[0]  # noqa: E731
         return checkpointed(tr, inner, [carry] + list(seg_rows)), None
 
@@ -556,36 +567,47 @@ def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True
         ys_tree = []
 
         def body(i, *params):
-            carry = unflatten(ctree, params[:len(carry_types)])
-            new, y = f_step(carry, list(params[len(carry_types):]))
+            carry = unflatten(ctree, params[: len(carry_types)])
+            new, y = f_step(carry, list(params[len(carry_types) :]))
             nleaves, ntree = flatten(new)
             if ntree != ctree:
-                raise ShapeError(f"the step function of `{name}` must return a carry of the same structure as "
-                                 f"the initial value: expected {describe(init)}, got {describe(new)}")
+                raise ShapeError(
+                    f"the step function of `{name}` must return a carry of the same structure as "
+                    f"the initial value: expected {describe(init)}, got {describe(new)}"
+                )
             ys_tree.append(y)
             return tuple(nleaves) + ((y,) if ys_wanted else ())
 
         types = [TensorType(I64, ())] + carry_types + [x.type.with_shape(x.type.shape[1:]) for x in xs_leaves]
         body_ir, captured, tree = tr.trace_body(types, body)
-        out_carry = body_ir.out_types[:len(carry_types)]
+        out_carry = body_ir.out_types[: len(carry_types)]
         if out_carry == carry_types:
             break
         widened = []
         for a, b in zip(carry_types, out_carry):
             if a.shape != b.shape or attempt == 1:
-                raise ShapeError(f"the step function of `{name}` must return a carry shaped like the initial value: "
-                                 f"expected {_types_str(carry_types)}, got {_types_str(out_carry)}")
+                raise ShapeError(
+                    f"the step function of `{name}` must return a carry shaped like the initial value: "
+                    f"expected {_types_str(carry_types)}, got {_types_str(out_carry)}"
+                )
             widened.append(a.with_dtype(promote(a.dtype, b.dtype)))
         carry_types = widened
         init_leaves = [tr.convert(x, t.dtype) for x, t in zip(init_leaves, carry_types)]
     body_ir, captured = hoist(tr.b, body_ir, 1 + len(carry_types) + len(xs_leaves), captured, length == 0)
-    outs = tr.emit_n(control.scan_p, init_leaves + xs_leaves + captured, body=body_ir, length=length,
-                     num_carry=len(carry_types), num_xs=len(xs_leaves), reverse=reverse)
-    carry = unflatten(ctree, outs[:len(carry_types)])
+    outs = tr.emit_n(
+        control.scan_p,
+        init_leaves + xs_leaves + captured,
+        body=body_ir,
+        length=length,
+        num_carry=len(carry_types),
+        num_xs=len(xs_leaves),
+        reverse=reverse,
+    )
+    carry = unflatten(ctree, outs[: len(carry_types)])
     if not ys_wanted:
         return carry, None
     ys_leaves_tree = tree.children[-1]
-    return carry, unflatten(ys_leaves_tree, outs[len(carry_types):])
+    return carry, unflatten(ys_leaves_tree, outs[len(carry_types) :])
 
 
 def _types_str(ts):
@@ -602,8 +624,9 @@ def _fold(tr, args, kwargs):
     def step(carry, rows):
         return tr.call(f, [carry, _split_rows(defs, rows)[0]], {}, span), None
 
-    return scan_loop(tr, "fold", step, init, leaves, n, False, ys_wanted=False,
-                     checkpoint=_checkpoint_arg(tr, kwargs, "fold"))[0]
+    return scan_loop(
+        tr, "fold", step, init, leaves, n, False, ys_wanted=False, checkpoint=_checkpoint_arg(tr, kwargs, "fold")
+    )[0]
 
 
 def _scan(tr, args, kwargs):
@@ -649,8 +672,17 @@ def _iterate(tr, args, kwargs):
     f, init = _func(args[0], "iterate"), args[1]
     n = tr.static_int(args[2], tr.span, "the count of `iterate`")
     span = tr.span
-    return scan_loop(tr, "iterate", lambda c, rows: (tr.call(f, [c], {}, span), None), init, [], n, False,
-                     ys_wanted=False, checkpoint=_checkpoint_arg(tr, kwargs, "iterate"))[0]
+    return scan_loop(
+        tr,
+        "iterate",
+        lambda c, rows: (tr.call(f, [c], {}, span), None),
+        init,
+        [],
+        n,
+        False,
+        ys_wanted=False,
+        checkpoint=_checkpoint_arg(tr, kwargs, "iterate"),
+    )[0]
 
 
 def _while(tr, args, kwargs):
@@ -670,16 +702,20 @@ def _while(tr, args, kwargs):
         def body(*params):
             new = tr.call(body_f, [unflatten(tree, params)], {}, span)
             if flatten(new)[1] != tree:
-                raise ShapeError(f"the body of `while` must return a state shaped like the initial one: expected "
-                                 f"{describe(init)}, got {describe(new)}")
+                raise ShapeError(
+                    f"the body of `while` must return a state shaped like the initial one: expected "
+                    f"{describe(init)}, got {describe(new)}"
+                )
             return new
 
         body_ir, body_cap, _ = tr.trace_body(types, body)
         if body_ir.out_types == types:
             break
         if attempt == 1 or any(a.shape != b.shape for a, b in zip(types, body_ir.out_types)):
-            raise ShapeError(f"the body of `while` must return a state shaped like the initial one: expected "
-                             f"{_types_str(types)}, got {_types_str(body_ir.out_types)}")
+            raise ShapeError(
+                f"the body of `while` must return a state shaped like the initial one: expected "
+                f"{_types_str(types)}, got {_types_str(body_ir.out_types)}"
+            )
         types = [a.with_dtype(promote(a.dtype, b.dtype)) for a, b in zip(types, body_ir.out_types)]
         init_leaves = [tr.convert(x, t.dtype) for x, t in zip(init_leaves, types)]
     cond_ir, cond_cap, _ = tr.trace_body(types, cond)
@@ -693,7 +729,8 @@ def _while(tr, args, kwargs):
 
 def _with_consts(body, n_explicit, captured, consts):
     """Re-order a body's captured params to follow `consts`, adding unused ones."""
-    from ..ir.core import Body, Var as V
+    from ..ir.core import Body
+    from ..ir.core import Var as V
 
     have = dict(zip(captured, body.params[n_explicit:]))
     params = body.params[:n_explicit] + [have.get(c) or V(c.type, c.known) for c in consts]
@@ -707,8 +744,9 @@ def _treemap(tr, args, kwargs):
     flat = [flatten(t) for t in trees]
     for leaves, d in flat[1:]:
         if d != flat[0][1]:
-            raise TypeError_("`treemap` needs trees of the same structure, got " + " and ".join(
-                describe(t) for t in trees))
+            raise TypeError_(
+                "`treemap` needs trees of the same structure, got " + " and ".join(describe(t) for t in trees)
+            )
     span = tr.span
     outs = [tr.call(f, list(ls), {}, span) for ls in zip(*(leaves for leaves, _ in flat))]
     return unflatten(flat[0][1], outs)

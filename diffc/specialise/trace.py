@@ -15,7 +15,9 @@ from ..errors import DiffcError, NameError_, ShapeError, TypeError_
 from ..ir.build import Builder, close_together
 from ..ir.core import Func, Program, Var
 from ..optimise.licm import hoist
-from ..prims import control, elementwise as ew, shape as sh
+from ..prims import control
+from ..prims import elementwise as ew
+from ..prims import shape as sh
 from ..pytree import Record, flatten, unflatten
 from ..source import Span
 from ..syntax import nodes as n
@@ -92,8 +94,11 @@ class Tracer:
         outs, out_tree = flatten(result)
         for o in outs:
             if not is_tensor(o):
-                raise TypeError_(f"`{getattr(fnval, 'name', name)}` must return arrays, numbers, tuples or records, "
-                                 f"but it returns {describe(result)}", span)
+                raise TypeError_(
+                    f"`{getattr(fnval, 'name', name)}` must return arrays, numbers, tuples or records, "
+                    f"but it returns {describe(result)}",
+                    span,
+                )
         body, captured = self.b.finish(outs)
         assert not captured
         self.program.funcs[name] = Func(name, body)
@@ -176,8 +181,9 @@ class Tracer:
             return
         if not isinstance(v, tuple) or len(v) != len(pat.items):
             want = len(pat.items)
-            raise TypeError_(f"cannot destructure {describe(v)} into a tuple of {want} element{'s' * (want != 1)}",
-                             pat.span)
+            raise TypeError_(
+                f"cannot destructure {describe(v)} into a tuple of {want} element{'s' * (want != 1)}", pat.span
+            )
         for p, x in zip(pat.items, v):
             self.bind(p, x, env)
 
@@ -226,8 +232,9 @@ class Tracer:
         if not isinstance(v, tuple):
             raise TypeError_(f"`.{e.index}` needs a tuple, got {describe(v)}", e.span)
         if e.index >= len(v):
-            raise TypeError_(f"tuple index {e.index} is out of range for a tuple of {len(v)} element"
-                             f"{'s' * (len(v) != 1)}", e.span)
+            raise TypeError_(
+                f"tuple index {e.index} is out of range for a tuple of {len(v)} element{'s' * (len(v) != 1)}", e.span
+            )
         return v[e.index]
 
     def eval_If(self, e, env):
@@ -258,12 +265,15 @@ class Tracer:
             return self._inline_branch(builders[0], results[0])
         (t_leaves, t_tree), (f_leaves, f_tree) = flatten(results[0]), flatten(results[1])
         if t_tree != f_tree or not all(map(is_tensor, t_leaves + f_leaves)):
-            raise TypeError_(f"the branches of `if` have different types: {describe(results[0])} and "
-                             f"{describe(results[1])}", span)
+            raise TypeError_(
+                f"the branches of `if` have different types: {describe(results[0])} and {describe(results[1])}", span
+            )
         for k, (a, b) in enumerate(zip(t_leaves, f_leaves)):
             if a.type.shape != b.type.shape:
-                raise ShapeError(f"the branches of `if` have different shapes: {describe(results[0])} and "
-                                 f"{describe(results[1])}", span)
+                raise ShapeError(
+                    f"the branches of `if` have different shapes: {describe(results[0])} and {describe(results[1])}",
+                    span,
+                )
             if a.type.dtype != b.type.dtype:
                 dt = promote(a.type.dtype, b.type.dtype)
                 for bld, leaves in ((builders[0], t_leaves), (builders[1], f_leaves)):
@@ -365,8 +375,11 @@ class Tracer:
             raise TypeError_(f"`{f.name}` takes no keyword arguments", span)
         params = f.params if isinstance(f, Closure) else f.fndef.params
         if len(args) != len(params):
-            raise TypeError_(f"`{f.name}` takes {len(params)} argument{'s' * (len(params) != 1)} "
-                             f"but {len(args)} {'were' if len(args) != 1 else 'was'} given", span)
+            raise TypeError_(
+                f"`{f.name}` takes {len(params)} argument{'s' * (len(params) != 1)} "
+                f"but {len(args)} {'were' if len(args) != 1 else 'was'} given",
+                span,
+            )
         if isinstance(f, FnRef):
             check_annotations(f.fndef, args, arg_spans or [span] * len(args), span)
             if id(f.fndef) in self.recursive_fns:
@@ -387,13 +400,19 @@ class Tracer:
         leaves, tree = flatten(tuple(args))
         for v in leaves:
             if not is_tensor(v):
-                raise TypeError_(f"the recursive function `{f.name}` cannot take {describe(v)} as an argument "
-                                 "(recursive functions take arrays, numbers, tuples and records)", span)
+                raise TypeError_(
+                    f"the recursive function `{f.name}` cannot take {describe(v)} as an argument "
+                    "(recursive functions take arrays, numbers, tuples and records)",
+                    span,
+                )
         key = (id(f.fndef), tree, tuple(v.type for v in leaves))
         spec = self.specs.get(key)
         if spec is None and sum(1 for s in self.specs.values() if s.fndef is f.fndef and not s.done) > MAX_PENDING:
-            raise TypeError_(f"the recursive function `{f.name}` calls itself with ever new argument types "
-                             f"(now {describe(tuple(args))}): recursion must keep the shapes of its arguments", span)
+            raise TypeError_(
+                f"the recursive function `{f.name}` calls itself with ever new argument types "
+                f"(now {describe(tuple(args))}): recursion must keep the shapes of its arguments",
+                span,
+            )
         if spec is None:
             spec = self.specialise(f, key, tree, [v.type for v in leaves])
         if spec.ret is None:
@@ -421,8 +440,11 @@ class Tracer:
                 except Bottom as bot:
                     self.taints.pop()
                     if bot.spec is spec:
-                        raise TypeError_(f"the recursive function `{f.name}` never returns: every path through "
-                                         "it calls itself again (it needs a base case)", f.fndef.span) from None
+                        raise TypeError_(
+                            f"the recursive function `{f.name}` never returns: every path through "
+                            "it calls itself again (it needs a base case)",
+                            f.fndef.span,
+                        ) from None
                     del self.specs[key]
                     raise
                 taints = self.taints.pop()
@@ -553,7 +575,9 @@ def check_annotations(fndef: n.FnDef, args, arg_spans, call_span):
         if ann is None:
             continue
         if not is_tensor(a):
-            raise TypeError_(f"parameter `{p.name}` of `{fndef.name}` is declared {_ann_str(ann)}, got {describe(a)}", sp)
+            raise TypeError_(
+                f"parameter `{p.name}` of `{fndef.name}` is declared {_ann_str(ann)}, got {describe(a)}", sp
+            )
         if a.type.dtype.value != ann.dtype:
             raise TypeError_(f"parameter `{p.name}` of `{fndef.name}` is declared {_ann_str(ann)}, got {a.type}", sp)
         if ann.dims is None:
@@ -563,11 +587,15 @@ def check_annotations(fndef: n.FnDef, args, arg_spans, call_span):
         for d, size in zip(ann.dims, a.type.shape):
             if isinstance(d, int):
                 if d != size:
-                    raise ShapeError(f"parameter `{p.name}` of `{fndef.name}` is declared {_ann_str(ann)}, "
-                                     f"got {a.type}", sp)
+                    raise ShapeError(
+                        f"parameter `{p.name}` of `{fndef.name}` is declared {_ann_str(ann)}, got {a.type}", sp
+                    )
             elif d in dims and dims[d][0] != size:
-                raise ShapeError(f"dimension `{d}` of `{fndef.name}` is {dims[d][0]} (from `{dims[d][1]}`) but "
-                                 f"{size} in `{p.name}` ({a.type})", sp)
+                raise ShapeError(
+                    f"dimension `{d}` of `{fndef.name}` is {dims[d][0]} (from `{dims[d][1]}`) but "
+                    f"{size} in `{p.name}` ({a.type})",
+                    sp,
+                )
             else:
                 dims.setdefault(d, (size, p.name))
 
@@ -577,11 +605,13 @@ def check_return(fndef: n.FnDef, result):
     ann = fndef.ret
     bad = not is_tensor(result) or result.type.dtype.value != ann.dtype
     if not bad and ann.dims is not None:
-        bad = len(ann.dims) != result.type.rank or any(isinstance(d, int) and d != s
-                                                       for d, s in zip(ann.dims, result.type.shape))
+        bad = len(ann.dims) != result.type.rank or any(
+            isinstance(d, int) and d != s for d, s in zip(ann.dims, result.type.shape)
+        )
     if bad:
-        raise TypeError_(f"`{fndef.name}` is declared to return {_ann_str(ann)}, but it returns {describe(result)}",
-                         ann.span)
+        raise TypeError_(
+            f"`{fndef.name}` is declared to return {_ann_str(ann)}, but it returns {describe(result)}", ann.span
+        )
 
 
 def _ann_str(ann: n.TypeAnn) -> str:

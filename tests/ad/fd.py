@@ -60,8 +60,9 @@ def inner(a, b) -> float:
 
 def random_like(v, rng):
     """A random normal value shaped like v; integer and bool leaves get zeros."""
-    return rebuild(v, [rng.normal(size=x.shape) if x.dtype.kind == "f" else np.zeros(x.shape, x.dtype)
-                       for x in leaves(v)])
+    return rebuild(
+        v, [rng.normal(size=x.shape) if x.dtype.kind == "f" else np.zeros(x.shape, x.dtype) for x in leaves(v)]
+    )
 
 
 def axpy(a, x, y):
@@ -74,8 +75,10 @@ def directional(fn, args: tuple, direction: tuple, step: float = STEP) -> list[n
     (fn(args + h d) - fn(args - h d)) / 2h."""
     plus = fn(*axpy(step, direction, args))
     minus = fn(*axpy(-step, direction, args))
-    return [(np.asarray(p, np.float64) - np.asarray(m, np.float64)) / (2 * step)
-            for p, m in zip(leaves(plus), leaves(minus))]
+    return [
+        (np.asarray(p, np.float64) - np.asarray(m, np.float64)) / (2 * step)
+        for p, m in zip(leaves(plus), leaves(minus))
+    ]
 
 
 def numerical_grad(fn, args: tuple, nums: tuple[int, ...], step: float = STEP) -> list[np.ndarray]:
@@ -89,7 +92,7 @@ def numerical_grad(fn, args: tuple, nums: tuple[int, ...], step: float = STEP) -
             for idx in np.ndindex(x.shape):
                 e = [np.zeros(y.shape, y.dtype) for y in leaves(args[k])]
                 e[j][idx] = 1.0
-                d = zero[:k] + (rebuild(args[k], e),) + zero[k + 1:]
+                d = zero[:k] + (rebuild(args[k], e),) + zero[k + 1 :]
                 (g[idx],) = directional(fn, args, d, step)
             out.append(g)
     return out

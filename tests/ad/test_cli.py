@@ -40,24 +40,36 @@ def write(tmp_path, name, text):
 
 GOOD = {
     "dense": ("fn loss(w: f64[2, 3], b: f64[2], x: f64[3]) = sum(tanh(w @ x + b) ** 2)", []),
-    "rnn": ("""
+    "rnn": (
+        """
         fn loss(wh: f64[3, 3], wx: f64[3, 2], xs: f64[5, 2]) {
             let (h, ys) = scan(fn(h, x) { let h2 = tanh(wh @ h + wx @ x); (h2, sum(h2 * h2)) }, zeros([3]), xs);
             sum(h) + sum(ys)
-        }""", []),
+        }""",
+        [],
+    ),
     "vector-result": ("fn f(x: f64[3], y: f64[3]) = {a: sin(x) * y, b: (x @ y, exp(x))}", []),
-    "while-and-int-argument": ("""
+    "while-and-int-argument": (
+        """
         fn f(x: f64[3], n) {
             let (v, k) = while(fn(s) => s.1 < n, fn(s) => (sin(s.0) * x + s.0, s.1 + 1), (x, 0));
             sum(v * v)
-        }""", ["--arg", "n=4"]),
-    "recursion": ("""
+        }""",
+        ["--arg", "n=4"],
+    ),
+    "recursion": (
+        """
         fn pw(x, n) = if n == 0 { x } else { sin(pw(x, n - 1)) * x }
         fn f(x: f64[2], n) = sum(pw(x, n))
-        """, ["--arg", "n=3"]),
-    "custom-vjp": ("""
+        """,
+        ["--arg", "n=3"],
+    ),
+    "custom-vjp": (
+        """
         fn f(x: f64[3]) = sum(custom_vjp(fn(x) => sin(x), fn(x) => (sin(x), cos(x)), fn(r, ct) => (ct * r,))(x))
-        """, []),
+        """,
+        [],
+    ),
 }
 
 
@@ -94,8 +106,9 @@ def test_gradcheck_fails_on_a_wrong_custom_vjp(tmp_path, capsys):
 
 def test_gradcheck_exit_status_from_a_shell(tmp_path):
     p = write(tmp_path, "wrong.dfl", WRONG_BWD)
-    r = subprocess.run([sys.executable, "-m", "diffc", "gradcheck", str(p), "--fn", "f"], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "diffc", "gradcheck", str(p), "--fn", "f"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == MISMATCH, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
 
@@ -148,56 +161,88 @@ def test_show_grad_of_a_while_loop_tapes_with_while_tape(tmp_path, capsys):
 
 # (program, the line of the culprit call, a phrase of the message)
 MISTAKES = {
-    "grad-of-non-scalar": ("""
+    "grad-of-non-scalar": (
+        """
         fn f(x) = x * 2.0
         fn main() {
             let x = [1.0, 2.0];
             grad(f)(x)
-        }""", 4, "returns a float scalar"),
-    "grad-wrt-i64": ("""
+        }""",
+        4,
+        "returns a float scalar",
+    ),
+    "grad-wrt-i64": (
+        """
         fn f(x, n) = x * f64(n)
         fn main() {
             let x = 1.0;
             grad(f, 1)(x, 3)
-        }""", 4, "only float values have derivatives"),
-    "value-and-grad-wrt-i64-in-tuple": ("""
+        }""",
+        4,
+        "only float values have derivatives",
+    ),
+    "value-and-grad-wrt-i64-in-tuple": (
+        """
         fn f(x, n) = x * f64(n)
         fn main() = value_and_grad(f, (0, 1))(1.0, 3)
-        """, 2, "only float values have derivatives"),
-    "jvp-tangent-shape": ("""
+        """,
+        2,
+        "only float values have derivatives",
+    ),
+    "jvp-tangent-shape": (
+        """
         fn f(x) = sin(x)
         fn main() {
             let x = [1.0, 2.0];
             jvp(f, (x,), ([1.0, 2.0, 3.0],))
-        }""", 4, "tangent of argument 0 must be shaped like"),
-    "vjp-cotangent-shape": ("""
+        }""",
+        4,
+        "tangent of argument 0 must be shaped like",
+    ),
+    "vjp-cotangent-shape": (
+        """
         fn f(x) = sin(x)
         fn main() {
             let (y, pb) = vjp(f, [1.0, 2.0]);
             pb([1.0, 2.0, 3.0])
-        }""", 4, "cotangent must be shaped like"),
-    "custom-vjp-bwd-not-a-tuple": ("""
+        }""",
+        4,
+        "cotangent must be shaped like",
+    ),
+    "custom-vjp-bwd-not-a-tuple": (
+        """
         fn sq(x) = x * x
         fn sq_fwd(x) = (x * x, x)
         fn sq_bwd(r, ct) = 2.0 * r * ct
         fn main() {
             let g = custom_vjp(sq, sq_fwd, sq_bwd);
             grad(g)(3.0)
-        }""", 5, "one cotangent per argument"),
-    "custom-vjp-bwd-too-many": ("""
+        }""",
+        5,
+        "one cotangent per argument",
+    ),
+    "custom-vjp-bwd-too-many": (
+        """
         fn sq(x) = x * x
         fn sq_fwd(x) = (x * x, x)
         fn sq_bwd(r, ct) = (2.0 * r * ct, ct)
         fn main() = grad(custom_vjp(sq, sq_fwd, sq_bwd))(3.0)
-        """, 4, "one cotangent per argument"),
-    "custom-vjp-bwd-wrong-shape": ("""
+        """,
+        4,
+        "one cotangent per argument",
+    ),
+    "custom-vjp-bwd-wrong-shape": (
+        """
         fn sq(x) = x * x
         fn sq_fwd(x) = (x * x, x)
         fn sq_bwd(r, ct) = ([1.0, 2.0],)
         fn main() {
             let g = custom_vjp(sq, sq_fwd, sq_bwd);
             grad(g)(3.0)
-        }""", 5, "returns a cotangent f64[2] for an argument f64"),
+        }""",
+        5,
+        "returns a cotangent f64[2] for an argument f64",
+    ),
 }
 
 

@@ -31,8 +31,14 @@ N = 3
 # --- the program generator ----------------------------------------------------------------------
 
 UNARY = ["sin", "cos", "tanh", "sigmoid"]
-SAFE = ["log(1.0 + {a} * {a})", "sqrt(1.0 + {a} * {a})", "exp(tanh({a}))", "log1p(sigmoid({a}))",
-        "({a}) ** 2", "abs({a}) ** 1.5"]
+SAFE = [
+    "log(1.0 + {a} * {a})",
+    "sqrt(1.0 + {a} * {a})",
+    "exp(tanh({a}))",
+    "log1p(sigmoid({a}))",
+    "({a}) ** 2",
+    "abs({a}) ** 1.5",
+]
 
 
 @st.composite
@@ -101,21 +107,37 @@ def _fold(draw, sub, depth, env):
 
 RULES = {
     "vec": [
-        _unary("vec"), _safe("vec"), _binary("vec"), _div("vec"), _scaled("vec"), _if("vec"), _where("vec"),
-        _maximum("vec"), _fold,
+        _unary("vec"),
+        _safe("vec"),
+        _binary("vec"),
+        _div("vec"),
+        _scaled("vec"),
+        _if("vec"),
+        _where("vec"),
+        _maximum("vec"),
+        _fold,
         lambda draw, sub, depth, env: f"({sub('mat')} @ {sub('vec')})",
         lambda draw, sub, depth, env: f"({sub('vec')} @ {sub('mat')})",
-        lambda draw, sub, depth, env: f"{draw(st.sampled_from(['sum', 'mean', 'max']))}({sub('mat')}, "
-                                      f"axis={draw(st.integers(0, 1))})",
+        lambda draw, sub, depth, env: (
+            f"{draw(st.sampled_from(['sum', 'mean', 'max']))}({sub('mat')}, axis={draw(st.integers(0, 1))})"
+        ),
     ],
     "mat": [
-        _unary("mat"), _safe("mat"), _binary("mat"), _scaled("mat"), _if("mat"),
+        _unary("mat"),
+        _safe("mat"),
+        _binary("mat"),
+        _scaled("mat"),
+        _if("mat"),
         lambda draw, sub, depth, env: f"({sub('mat')} @ {sub('mat')})",
         lambda draw, sub, depth, env: f"transpose({sub('mat')})",
         lambda draw, sub, depth, env: f"({sub('vec')} * {sub('mat')})",
     ],
     "scal": [
-        _unary("scal"), _safe("scal"), _binary("scal"), _div("scal"), _if("scal"),
+        _unary("scal"),
+        _safe("scal"),
+        _binary("scal"),
+        _div("scal"),
+        _if("scal"),
         lambda draw, sub, depth, env: f"{draw(st.sampled_from(['sum', 'mean', 'max', 'min']))}({sub('vec')})",
         lambda draw, sub, depth, env: f"sum({sub('mat')})",
         lambda draw, sub, depth, env: f"({sub('vec')} @ {sub('vec')})",

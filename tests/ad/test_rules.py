@@ -101,10 +101,14 @@ def mod_pair(n):
 
 # --- known bugs (each has a minimal test in test_structure.py) ------------------------------------
 
-BUG_WHILE_ORDER2 = ("a second derivative through `while` (reverse or forward over reverse) is refused: "
-                    "`a second-order derivative through a while loop ... is not supported yet`")
-BUG_RECURSION_ORDER2 = ("a second derivative through recursion (reverse or forward over reverse) is refused: "
-                        "`a second-order derivative through a recursive function ... is not supported yet`")
+BUG_WHILE_ORDER2 = (
+    "a second derivative through `while` (reverse or forward over reverse) is refused: "
+    "`a second-order derivative through a while loop ... is not supported yet`"
+)
+BUG_RECURSION_ORDER2 = (
+    "a second derivative through recursion (reverse or forward over reverse) is refused: "
+    "`a second-order derivative through a recursive function ... is not supported yet`"
+)
 
 # --- the table ---------------------------------------------------------------------------------
 
@@ -167,8 +171,17 @@ ELEMENTWISE = [
     # f32(x) and f64(...) convert both ways. Dyadic inputs and power-of-two steps keep x +- h
     # exact in f32; but the cotangent of an f32 value is rounded to f32 (6e-8 relative), which
     # the finite difference of the gradient at order 2 divides by its step
-    C("convert", "fn f(x, y) = f64(f32(x)) ** 2 * y", dyadic(4), normal(4), prims=("convert",),
-      step1=2.0 ** -14, step2=2.0 ** -10, rtol2=1e-4, dyadic_tangents=True),
+    C(
+        "convert",
+        "fn f(x, y) = f64(f32(x)) ** 2 * y",
+        dyadic(4),
+        normal(4),
+        prims=("convert",),
+        step1=2.0**-14,
+        step2=2.0**-10,
+        rtol2=1e-4,
+        dyadic_tangents=True,
+    ),
     C("mod", "fn f(x, y) = (x % y) * x", mod_pair(4), prims=("mod",)),
 ]
 
@@ -202,107 +215,230 @@ SHAPE = [
     C("slice", "fn f(x) = x[1:3]", normal(5), prims=("slice",), grad_prims=("pad",)),
     C("slice-open", "fn f(x) = x[2:] * x[:3]", normal(5), prims=("slice",), grad_prims=("pad",)),
     C("slice-2d", "fn f(m) = m[1:, :2]", normal(3, 3), prims=("slice",), grad_prims=("pad",)),
-    C("index-static", "fn f(x, m) = x[1] * m[1, 2] + x[-1]", normal(4), normal(2, 3), prims=("index",),
-      grad_prims=("index_scatter",)),
+    C(
+        "index-static",
+        "fn f(x, m) = x[1] * m[1, 2] + x[-1]",
+        normal(4),
+        normal(2, 3),
+        prims=("index",),
+        grad_prims=("index_scatter",),
+    ),
     C("index-column", "fn f(m) = m[:, 1]", normal(3, 4), prims=("index",), grad_prims=("index_scatter",)),
-    C("index-dynamic", "fn f(x, m, i) = x[i] * m[i]", normal(4), normal(4, 2), const(2), prims=("index",),
-      grad_prims=("index_scatter",)),
-    C("gather-repeated", "fn f(t, ids) = t[ids]", normal(3, 2), const(np.array([0, 2, 0, 1, 0])),
-      prims=("gather",), grad_prims=("gather_add",)),
-    C("gather-2d-ids", "fn f(t, ids) = t[ids]", normal(4), const(np.array([[3, 1], [3, 3]])),
-      prims=("gather",), grad_prims=("gather_add",)),
+    C(
+        "index-dynamic",
+        "fn f(x, m, i) = x[i] * m[i]",
+        normal(4),
+        normal(4, 2),
+        const(2),
+        prims=("index",),
+        grad_prims=("index_scatter",),
+    ),
+    C(
+        "gather-repeated",
+        "fn f(t, ids) = t[ids]",
+        normal(3, 2),
+        const(np.array([0, 2, 0, 1, 0])),
+        prims=("gather",),
+        grad_prims=("gather_add",),
+    ),
+    C(
+        "gather-2d-ids",
+        "fn f(t, ids) = t[ids]",
+        normal(4),
+        const(np.array([[3, 1], [3, 3]])),
+        prims=("gather",),
+        grad_prims=("gather_add",),
+    ),
     C("concat", "fn f(x, y) = concat(x, y, x, axis=0)", normal(2, 2), normal(1, 2), prims=("concat",)),
     C("concat-axis1", "fn f(x, y) = concat(x, y, axis=1)", normal(2, 2), normal(2, 3), prims=("concat",)),
     C("stack", "fn f(x, y) = stack(x, y, axis=1)", normal(3), normal(3)),
     C("windows", "fn f(x) = windows(x, 3)", normal(5), prims=("windows",), grad_prims=("unwindows",)),
-    C("conv1d", "fn f(x, k) = map(fn(w) => sum(w * k), windows(x, len(k)))", normal(6), normal(3),
-      prims=("windows", "map")),
-    C("one-hot", "fn f(w, ids) = one_hot(ids, 4) @ w", normal(4, 2), const(np.array([3, 0, 3])),
-      prims=("matmul",)),
+    C(
+        "conv1d",
+        "fn f(x, k) = map(fn(w) => sum(w * k), windows(x, len(k)))",
+        normal(6),
+        normal(3),
+        prims=("windows", "map"),
+    ),
+    C("one-hot", "fn f(w, ids) = one_hot(ids, 4) @ w", normal(4, 2), const(np.array([3, 0, 3])), prims=("matmul",)),
 ]
 
 STRUCTURED = [
     C("map", "fn f(w, xs) = map(fn(r) => tanh(w @ r), xs)", normal(2, 2), normal(3, 2), prims=("map",)),
-    C("map-two", "fn f(xs, ys) = map(fn(a, b) => sin(a) * b, xs, ys)", normal(3, 2), normal(3, 2),
-      prims=("map",)),
-    C("fold", """
+    C("map-two", "fn f(xs, ys) = map(fn(a, b) => sin(a) * b, xs, ys)", normal(3, 2), normal(3, 2), prims=("map",)),
+    C(
+        "fold",
+        """
         fn f(w, h0, xs) = fold(fn(h, x) => tanh(w @ h + x), h0, xs)
-        """, normal(2, 2), normal(2), normal(4, 2), prims=("scan",)),
-    C("scan", """
+        """,
+        normal(2, 2),
+        normal(2),
+        normal(4, 2),
+        prims=("scan",),
+    ),
+    C(
+        "scan",
+        """
         fn f(c0, xs) {
             let (c, ys) = scan(fn(c, x) => (sin(c) * x + 0.5, c * x), c0, xs);
             ys + c
-        }""", normal(2), normal(3, 2), prims=("scan",)),
-    C("scan-reverse-tuple-carry", """
+        }""",
+        normal(2),
+        normal(3, 2),
+        prims=("scan",),
+    ),
+    C(
+        "scan-reverse-tuple-carry",
+        """
         fn f(a, b, xs) {
             let ((h, s), ys) = scan(fn(c, x) {
                 let (h, s) = c;
                 ((tanh(h * x + s), s + 0.5 * h), h * s)
             }, (a, b), xs, reverse=true);
             concat(h, s, ys[0], ys[2])
-        }""", normal(2), normal(2), normal(3, 2), prims=("scan",)),
-    C("unfold", "fn f(a, s0) = unfold(fn(s) => (tanh(a @ s), s * s), s0, 3)", normal(2, 2), normal(2),
-      prims=("scan",)),
+        }""",
+        normal(2),
+        normal(2),
+        normal(3, 2),
+        prims=("scan",),
+    ),
+    C("unfold", "fn f(a, s0) = unfold(fn(s) => (tanh(a @ s), s * s), s0, 3)", normal(2, 2), normal(2), prims=("scan",)),
     C("iterate", "fn f(a, x) = iterate(fn(x) => sin(x) * a, x, 4)", normal(3), normal(3), prims=("scan",)),
     # the trip count depends on the data (it is 3..6 on these inputs, and the same at x +- h)
-    C("while", """
+    C(
+        "while",
+        """
         fn f(a, x) {
             let (v, t) = while(fn(s) => s.1 < 4.0, fn(s) => (sin(s.0) * a + s.0, s.1 + 0.5 + sum(a * a)), (x, 0.0));
             v * t
-        }""", positive(3, lo=0.3, hi=0.6), normal(3), prims=("while",),
-      grad_prims=("while_tape", "while_untape"), xfail={2: BUG_WHILE_ORDER2}),
-    C("if", """
+        }""",
+        positive(3, lo=0.3, hi=0.6),
+        normal(3),
+        prims=("while",),
+        grad_prims=("while_tape", "while_untape"),
+        xfail={2: BUG_WHILE_ORDER2},
+    ),
+    C(
+        "if",
+        """
         fn g(x, y) = if sum(x) > 0.0 { sin(x) * y } else { cos(y) * x * x }
         fn f(x, y) = g(x, y) + g(-x, y)
-        """, lambda r: np.array([0.5, 1.0, -0.3]) + r.uniform(-0.1, 0.1, 3), normal(3), prims=("cond",)),
-    C("comprehension-1d", "fn f(x, y) = for i in 0..len(x) => sin(x[i]) * y[len(x) - 1 - i]", normal(3),
-      normal(3)),
-    C("comprehension-2d", "fn f(a, b, m) = for i in 0..2, j in 0..3 => a[i] * b[j] + m[i, j] * a[i]",
-      normal(2), normal(3), normal(2, 3)),
-    C("comprehension-reduced", "fn f(m, v) = for i in 0..2 => sum(for j in 0..3 => m[i, j] * sin(v[j]))",
-      normal(2, 3), normal(3)),
-    C("recursion", """
+        """,
+        lambda r: np.array([0.5, 1.0, -0.3]) + r.uniform(-0.1, 0.1, 3),
+        normal(3),
+        prims=("cond",),
+    ),
+    C("comprehension-1d", "fn f(x, y) = for i in 0..len(x) => sin(x[i]) * y[len(x) - 1 - i]", normal(3), normal(3)),
+    C(
+        "comprehension-2d",
+        "fn f(a, b, m) = for i in 0..2, j in 0..3 => a[i] * b[j] + m[i, j] * a[i]",
+        normal(2),
+        normal(3),
+        normal(2, 3),
+    ),
+    C(
+        "comprehension-reduced",
+        "fn f(m, v) = for i in 0..2 => sum(for j in 0..3 => m[i, j] * sin(v[j]))",
+        normal(2, 3),
+        normal(3),
+    ),
+    C(
+        "recursion",
+        """
         fn pw(x, n) = if n == 0 { x } else { sin(pw(x, n - 1)) * x }
         fn f(x, n) = pw(x, n)
-        """, normal(3), const(3), prims=("call",), grad_prims=("tape_pack", "tape_unpack"),
-      xfail={2: BUG_RECURSION_ORDER2}),
+        """,
+        normal(3),
+        const(3),
+        prims=("call",),
+        grad_prims=("tape_pack", "tape_unpack"),
+        xfail={2: BUG_RECURSION_ORDER2},
+    ),
     # one weight captured by a function used at many places: one gradient, the sum of all uses
-    C("closure-weight-tying", """
+    C(
+        "closure-weight-tying",
+        """
         fn f(w, xs) {
             let layer = fn(x) => tanh(w @ x);
             let ys = map(layer, xs);
             layer(layer(xs[0])) + sum(ys, axis=0) + fold(fn(h, x) => layer(h + x), xs[1], xs)
-        }""", normal(2, 2), normal(3, 2), prims=("map", "scan")),
-    C("stop-gradient", """
+        }""",
+        normal(2, 2),
+        normal(3, 2),
+        prims=("map", "scan"),
+    ),
+    C(
+        "stop-gradient",
+        """
         fn f(x, y) = x * stop_gradient(sin(x) * y) + y * y
         fn f_fd(x, y, x0, y0) = x * (sin(x0) * y0) + y * y
-        """, normal(3), normal(3), prims=("stop_gradient",), fd=True),
-    C("custom-vjp", """
+        """,
+        normal(3),
+        normal(3),
+        prims=("stop_gradient",),
+        fd=True,
+    ),
+    C(
+        "custom-vjp",
+        """
         fn sq(x) = x * x
         fn sq_fwd(x) = (x * x, x)
         fn sq_bwd(x, ct) = (2.0 * x * ct,)
         fn f(x, y) = custom_vjp(sq, sq_fwd, sq_bwd)(sin(x) * y) + y
-        """, normal(3), normal(3), prims=("custom_vjp",)),
-    C("custom-vjp-two-args", """
+        """,
+        normal(3),
+        normal(3),
+        prims=("custom_vjp",),
+    ),
+    C(
+        "custom-vjp-two-args",
+        """
         fn f(x, y) {
             let g = custom_vjp(fn(a, b) => a * exp(b), fn(a, b) { let e = exp(b); (a * e, (a, e)) },
                                fn(r, ct) => (ct * r.1, ct * r.0 * r.1));
             g(x, y) * x
-        }""", normal(3), normal(3), prims=("custom_vjp",)),
-    C("checkpoint", """
+        }""",
+        normal(3),
+        normal(3),
+        prims=("custom_vjp",),
+    ),
+    C(
+        "checkpoint",
+        """
         fn f(a, x) {
             let g = checkpoint(fn(h) => tanh(a @ h) * h);
             g(g(x))
-        }""", normal(3, 3), normal(3), prims=("checkpoint",)),
-    C("checkpoint-k-fold", "fn f(w, h0, xs) = fold(fn(h, x) => tanh(w @ h + x), h0, xs, checkpoint=2)",
-      normal(2, 2), normal(2), normal(5, 2), prims=("checkpoint", "scan")),
-    C("checkpoint-k-scan", """
+        }""",
+        normal(3, 3),
+        normal(3),
+        prims=("checkpoint",),
+    ),
+    C(
+        "checkpoint-k-fold",
+        "fn f(w, h0, xs) = fold(fn(h, x) => tanh(w @ h + x), h0, xs, checkpoint=2)",
+        normal(2, 2),
+        normal(2),
+        normal(5, 2),
+        prims=("checkpoint", "scan"),
+    ),
+    C(
+        "checkpoint-k-scan",
+        """
         fn f(c0, xs) {
             let (c, ys) = scan(fn(c, x) => (sin(c) * x + 0.5, c * x), c0, xs, checkpoint=3);
             ys * c
-        }""", normal(2), normal(7, 2), prims=("checkpoint", "scan")),
-    C("checkpoint-k-iterate", "fn f(a, x) = iterate(fn(x) => sin(x) * a, x, 5, checkpoint=2)", normal(3), normal(3),
-      prims=("checkpoint", "scan")),
+        }""",
+        normal(2),
+        normal(7, 2),
+        prims=("checkpoint", "scan"),
+    ),
+    C(
+        "checkpoint-k-iterate",
+        "fn f(a, x) = iterate(fn(x) => sin(x) * a, x, 5, checkpoint=2)",
+        normal(3),
+        normal(3),
+        prims=("checkpoint", "scan"),
+    ),
 ]
 
 CASES = ELEMENTWISE + REDUCTIONS + LINALG + SHAPE + STRUCTURED
@@ -321,15 +457,19 @@ def checker_source(case: Case, args: tuple) -> str:
     qs = [f"q{k}" if k in fl else f"p{k}" for k in range(n)]
     Q = ", ".join(f"q{k}" for k in fl)
     dot = " + ".join(f"sum(g.{j} * v{k})" for j, k in enumerate(fl))
-    lines = [case.src,
-             f"fn chk_s({P}, w) = sum(sin(f({P})) * w)",
-             f"fn chk_gs({P}, w) = grad(chk_s, {nums})({P}, w)",
-             f"fn chk_hv({P}, w, {V}) = grad(fn({Q}) {{ let g = grad(chk_s, {nums})({', '.join(qs)}, w); {dot} }}, "
-             f"{tuple(range(len(fl))) if len(fl) > 1 else 0})({', '.join(f'p{k}' for k in fl)})"]
+    lines = [
+        case.src,
+        f"fn chk_s({P}, w) = sum(sin(f({P})) * w)",
+        f"fn chk_gs({P}, w) = grad(chk_s, {nums})({P}, w)",
+        f"fn chk_hv({P}, w, {V}) = grad(fn({Q}) {{ let g = grad(chk_s, {nums})({', '.join(qs)}, w); {dot} }}, "
+        f"{tuple(range(len(fl))) if len(fl) > 1 else 0})({', '.join(f'p{k}' for k in fl)})",
+    ]
     if case.fd:
         B = ", ".join(f"b{k}" for k in range(n))
-        lines += [f"fn chk_s_fd({P}, {B}, w) = sum(sin(f_fd({P}, {B})) * w)",
-                  f"fn chk_gs_fd({P}, {B}, w) = grad(chk_s_fd, {nums})({P}, {B}, w)"]
+        lines += [
+            f"fn chk_s_fd({P}, {B}, w) = sum(sin(f_fd({P}, {B})) * w)",
+            f"fn chk_gs_fd({P}, {B}, w) = grad(chk_s_fd, {nums})({P}, {B}, w)",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -398,8 +538,12 @@ def test_derivative_rules(case: Case, order: int):
 
         vw = random_like(w, rng)
         g, dg = diffc.jvp(m.chk_gs)(*args, w, *v, vw)
-        assert_close(leaves(dg), directional(gs_ref, args + (w,), v + (vw,), case.step2), case.rtol2,
-                     "jvp of the gradient vs finite differences")
+        assert_close(
+            leaves(dg),
+            directional(gs_ref, args + (w,), v + (vw,), case.step2),
+            case.rtol2,
+            "jvp of the gradient vs finite differences",
+        )
         u = random_like(g, rng)
         cts = diffc.vjp(m.chk_gs)(*args, w, u)
         assert isinstance(cts, tuple) and len(cts) == len(args) + 1
@@ -434,12 +578,14 @@ NOT_DIFFERENTIATED = {
 def test_primitive_has_derivative_rules_or_is_nondiff(name):
     p = all_prims()[name]
     if name in NOT_DIFFERENTIATED:
-        assert not p.nondiff and p.vjp is None and p.jvp is None and p.jvp_full is None, \
+        assert not p.nondiff and p.vjp is None and p.jvp is None and p.jvp_full is None, (
             f"{name} is listed in NOT_DIFFERENTIATED but now has rules or a mark: remove it from the list"
+        )
         return
     if p.nondiff:
-        assert p.vjp is None and p.vjp_fwd is None and p.jvp is None and p.jvp_full is None, \
+        assert p.vjp is None and p.vjp_fwd is None and p.jvp is None and p.jvp_full is None, (
             f"{name} is marked nondiff but has derivative rules"
+        )
         return
     assert p.vjp is not None, f"{name}: no vjp rule and no nondiff mark"
     assert p.jvp is not None or p.jvp_full is not None, f"{name}: no jvp (or jvp_full) rule"

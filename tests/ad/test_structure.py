@@ -300,7 +300,6 @@ def test_maximum_and_minimum_send_the_cotangent_to_the_first_operand_at_a_tie():
         assert dy == 1.0
 
 
-
 def test_relu_has_derivative_zero_at_zero():
     m = mod(EDGES)
     assert diffc.grad(m.relu_)(0.0) == 0.0
@@ -320,12 +319,15 @@ def test_abs_has_derivative_zero_at_zero():
     assert diffc.grad(m.abs_)(-2.0) == -1.0
 
 
-@pytest.mark.parametrize("y, want", [
-    (0.0, (0.0, 0.0)),  # d/dx: 0 * 0 ** -1 would be NaN; d/dy: 1 * log(0) would be -inf
-    (2.0, (0.0, 0.0)),
-    (1.0, (1.0, 0.0)),
-    (3.5, (0.0, 0.0)),
-])
+@pytest.mark.parametrize(
+    "y, want",
+    [
+        (0.0, (0.0, 0.0)),  # d/dx: 0 * 0 ** -1 would be NaN; d/dy: 1 * log(0) would be -inf
+        (2.0, (0.0, 0.0)),
+        (1.0, (1.0, 0.0)),
+        (3.5, (0.0, 0.0)),
+    ],
+)
 def test_power_at_zero_base(y, want):
     m = mod(EDGES)
     assert diffc.grad(m.pw, (0, 1))(0.0, y) == want
@@ -342,11 +344,21 @@ def test_power_at_zero_base_has_zero_derivative_in_the_exponent(y):
     assert np.isinf(gx)  # the true derivative in x: y * 0 ** (y - 1)
 
 
-@pytest.mark.parametrize("fn, x, want", [
-    ("where_sqrt", -1.0, 0.0), ("where_sqrt", 0.0, 0.0), ("where_sqrt", 4.0, 0.25),
-    ("where_log", -1.0, 1.0), ("where_log", 0.0, 1.0), ("where_log", 2.0, 0.5),
-    ("where_div", 0.0, 0.0), ("where_pow", 0.0, 0.0), ("where_pow", -1.0, 0.0), ("where_log1p", -2.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "fn, x, want",
+    [
+        ("where_sqrt", -1.0, 0.0),
+        ("where_sqrt", 0.0, 0.0),
+        ("where_sqrt", 4.0, 0.25),
+        ("where_log", -1.0, 1.0),
+        ("where_log", 0.0, 1.0),
+        ("where_log", 2.0, 0.5),
+        ("where_div", 0.0, 0.0),
+        ("where_pow", 0.0, 0.0),
+        ("where_pow", -1.0, 0.0),
+        ("where_log1p", -2.0, 0.0),
+    ],
+)
 def test_where_with_inf_or_nan_in_the_branch_not_taken_has_a_finite_gradient(fn, x, want):
     m = mod(EDGES)
     f = m.function(fn)
@@ -356,10 +368,13 @@ def test_where_with_inf_or_nan_in_the_branch_not_taken_has_a_finite_gradient(fn,
 
 
 def test_where_not_taken_branch_stays_finite_at_second_order_and_on_arrays():
-    m = mod(EDGES + """
+    m = mod(
+        EDGES
+        + """
         fn d2_sqrt(x) = grad(grad(where_sqrt))(x)
         fn d2_log(x) = grad(grad(where_log))(x)
-    """)
+    """
+    )
     assert m.d2_sqrt(-1.0) == 0.0
     assert m.d2_log(-1.0) == 0.0
     assert m.d2_log(2.0) == -0.25
@@ -409,12 +424,16 @@ def test_second_derivative_through_recursion_and_while_with_forward_mode_inside(
     assert m.w_fwd_over_fwd(1.5) == pytest.approx(W_D2)
 
 
-@pytest.mark.parametrize("call, line, want", [
-    (lambda m: m.d2(*PW), 4, 12.0),  # at the call that differentiates the derivative
-    (lambda m: diffc.jvp(m.d1)(*PW, 1.0, 0)[1], 3, 12.0),
-    (lambda m: m.wd2(1.5), 8, W_D2),  # at the loop
-    (lambda m: diffc.jvp(m.wd1)(1.5, 1.0)[1], 8, W_D2),
-], ids=["recursion-rev-rev", "recursion-fwd-rev", "while-rev-rev", "while-fwd-rev"])
+@pytest.mark.parametrize(
+    "call, line, want",
+    [
+        (lambda m: m.d2(*PW), 4, 12.0),  # at the call that differentiates the derivative
+        (lambda m: diffc.jvp(m.d1)(*PW, 1.0, 0)[1], 3, 12.0),
+        (lambda m: m.wd2(1.5), 8, W_D2),  # at the loop
+        (lambda m: diffc.jvp(m.wd1)(1.5, 1.0)[1], 8, W_D2),
+    ],
+    ids=["recursion-rev-rev", "recursion-fwd-rev", "while-rev-rev", "while-fwd-rev"],
+)
 def test_second_derivative_of_a_taped_loop_is_right_or_refused_at_its_line(call, line, want):
     """Reverse mode tapes recursion and while at run time; differentiating that tape again is
     not supported yet. It must be refused with a located error, never answered wrongly."""
@@ -429,16 +448,22 @@ def test_second_derivative_of_a_taped_loop_is_right_or_refused_at_its_line(call,
         assert got == pytest.approx(want)
 
 
-@pytest.mark.xfail(reason="second derivatives by reverse mode through recursion are not supported yet (a located "
-                          "error); dfl-sketch.md says grad(grad(f)) composes with recursion", strict=True)
+@pytest.mark.xfail(
+    reason="second derivatives by reverse mode through recursion are not supported yet (a located "
+    "error); dfl-sketch.md says grad(grad(f)) composes with recursion",
+    strict=True,
+)
 def test_second_derivative_through_recursion():
     m = mod(SECOND_ORDER)
     assert m.d2(*PW) == 12.0
     assert diffc.jvp(m.d1)(*PW, 1.0, 0)[1] == 12.0
 
 
-@pytest.mark.xfail(reason="second derivatives by reverse mode through `while` are not supported yet (a located "
-                          "error); dfl-sketch.md says grad(grad(f)) composes with while", strict=True)
+@pytest.mark.xfail(
+    reason="second derivatives by reverse mode through `while` are not supported yet (a located "
+    "error); dfl-sketch.md says grad(grad(f)) composes with while",
+    strict=True,
+)
 def test_second_derivative_through_while():
     m = mod(SECOND_ORDER)
     assert m.wd2(1.5) == pytest.approx(W_D2)

@@ -77,9 +77,16 @@ def test_json_floats_always_have_a_fraction_or_exponent(tmp_path, capsys):
     assert json.loads(text)[2] == 1e301
 
 
-@pytest.mark.parametrize("value, want", [
-    ("2", 4.0), ("-1.5", -3.0), ("1e-3", 0.002), ("[1.0, 2.0]", [2.0, 4.0]), ("[[1], [2]]", [[2.0], [4.0]]),
-])
+@pytest.mark.parametrize(
+    "value, want",
+    [
+        ("2", 4.0),
+        ("-1.5", -3.0),
+        ("1e-3", 0.002),
+        ("[1.0, 2.0]", [2.0, 4.0]),
+        ("[[1], [2]]", [[2.0], [4.0]]),
+    ],
+)
 def test_arg_values(tmp_path, capsys, value, want):
     p = write(tmp_path, "p.dfl", "fn main(x) = x * 2.0\n")
     code, out, _ = run(capsys, "run", "--json", p, "--arg", f"x={value}")
@@ -125,16 +132,19 @@ def test_prints_come_before_the_value(tmp_path, capsys):
 # --- bad command lines: exit 2 -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--arg", "x"], "expected NAME=VALUE"),
-    (["--arg", "x=abc"], "expected a number"),
-    (["--arg", "x=[[1.0], [2.0, 3.0]]"], "ragged"),
-    (["--arg", 'x="text"'], "expected a number"),
-    (["--arg", "y=1.0"], "no parameter `y`"),
-    ([], "needs a value for parameter `x`"),
-    (["--arg", "x=/no/such/file.npy"], "cannot read"),
-    (["--arg", "x=1.0", "--entry", "nothing"], "no function `nothing`"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--arg", "x"], "expected NAME=VALUE"),
+        (["--arg", "x=abc"], "expected a number"),
+        (["--arg", "x=[[1.0], [2.0, 3.0]]"], "ragged"),
+        (["--arg", 'x="text"'], "expected a number"),
+        (["--arg", "y=1.0"], "no parameter `y`"),
+        ([], "needs a value for parameter `x`"),
+        (["--arg", "x=/no/such/file.npy"], "cannot read"),
+        (["--arg", "x=1.0", "--entry", "nothing"], "no function `nothing`"),
+    ],
+)
 def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
     p = write(tmp_path, "p.dfl", "fn main(x) = x\n")
     code, out, err = run(capsys, "run", p, *args)
@@ -161,12 +171,15 @@ def test_malformed_command_lines_exit_2(capsys, argv):
 # --- mistakes in programs: exit 1, file:line:col, no traceback ---------------------------------------
 
 
-@pytest.mark.parametrize("text, where, message", [
-    ("fn main() = (1.0 +\n", "p.dfl:1:13", "unclosed"),                        # syntax
-    ("fn main() = y\n", "p.dfl:1:13", "unknown variable `y`"),                 # names
-    ("fn main() = [1.0, 2.0] + [1.0, 2.0, 3.0]\n", "p.dfl:1:13", "broadcast"),   # shapes
-    ("fn main(i) {\n    let x = [1.0];\n    x[i * 5]\n}\n", "p.dfl:3:5", "out of bounds"),  # at run time
-])
+@pytest.mark.parametrize(
+    "text, where, message",
+    [
+        ("fn main() = (1.0 +\n", "p.dfl:1:13", "unclosed"),  # syntax
+        ("fn main() = y\n", "p.dfl:1:13", "unknown variable `y`"),  # names
+        ("fn main() = [1.0, 2.0] + [1.0, 2.0, 3.0]\n", "p.dfl:1:13", "broadcast"),  # shapes
+        ("fn main(i) {\n    let x = [1.0];\n    x[i * 5]\n}\n", "p.dfl:3:5", "out of bounds"),  # at run time
+    ],
+)
 def test_program_errors_exit_1_with_location(tmp_path, capsys, text, where, message):
     p = write(tmp_path, "p.dfl", text)
     code, out, err = run(capsys, "run", p, *(["--arg", "i=1"] if "main(i)" in text else []))
@@ -195,10 +208,13 @@ def test_check_with_args_specialises(prog, capsys):
     assert code == OK and "ok" in out
 
 
-@pytest.mark.parametrize("text, where", [
-    ("fn main() = 1.0\nfn unused(x) = x + nope\n", "p.dfl:2:20"),   # found without running anything
-    ("fn main() = [1.0] @ [1.0, 2.0]\n", "p.dfl:1:13"),               # found by specialising main
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("fn main() = 1.0\nfn unused(x) = x + nope\n", "p.dfl:2:20"),  # found without running anything
+        ("fn main() = [1.0] @ [1.0, 2.0]\n", "p.dfl:1:13"),  # found by specialising main
+    ],
+)
 def test_check_reports_mistakes(tmp_path, capsys, text, where):
     p = write(tmp_path, "p.dfl", text)
     code, out, err = run(capsys, "check", p)
@@ -260,6 +276,7 @@ def test_process_exit_codes_and_no_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "diffc", "run", str(bad)], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == PROGRAM
     assert "bad.dfl:3:5" in r.stderr and "Traceback" not in r.stderr + r.stdout
-    r = subprocess.run([sys.executable, "-m", "diffc", "run", str(good), "--arg", "zzz=1"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "diffc", "run", str(good), "--arg", "zzz=1"], capture_output=True, text=True
+    )
     assert r.returncode == USAGE and "Traceback" not in r.stderr

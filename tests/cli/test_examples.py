@@ -9,8 +9,12 @@ import pytest
 from diffc.cli import main
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.dfl"))
-CHECKS = [(f, line.split("# gradcheck:", 1)[1].strip())
-          for f in EXAMPLES for line in f.read_text().splitlines() if line.startswith("# gradcheck:")]
+CHECKS = [
+    (f, line.split("# gradcheck:", 1)[1].strip())
+    for f in EXAMPLES
+    for line in f.read_text().splitlines()
+    if line.startswith("# gradcheck:")
+]
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -34,13 +34,16 @@ def const(b, value, dtype=F64):
 # --- types from shape rules -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("a, b, want", [
-    ((2, 3), (2, 3), (2, 3)),
-    ((2, 3), (3,), (2, 3)),
-    ((3, 1), (1, 4), (3, 4)),
-    ((), (5,), (5,)),
-    ((4, 1, 2), (3, 1), (4, 3, 2)),
-])
+@pytest.mark.parametrize(
+    "a, b, want",
+    [
+        ((2, 3), (2, 3), (2, 3)),
+        ((2, 3), (3,), (2, 3)),
+        ((3, 1), (1, 4), (3, 4)),
+        ((), (5,), (5,)),
+        ((4, 1, 2), (3, 1), (4, 3, 2)),
+    ],
+)
 def test_elementwise_output_types_broadcast(a, b, want):
     bld = Builder()
     x, y = bld.param(T(F64, *a)), bld.param(T(F64, *b))
@@ -49,12 +52,15 @@ def test_elementwise_output_types_broadcast(a, b, want):
     assert broadcast_shapes(a, b) == want
 
 
-@pytest.mark.parametrize("a, b, want", [
-    ((2, 3), (3, 4), (2, 4)),
-    ((3,), (3, 4), (4,)),
-    ((2, 3), (3,), (2,)),
-    ((3,), (3,), ()),
-])
+@pytest.mark.parametrize(
+    "a, b, want",
+    [
+        ((2, 3), (3, 4), (2, 4)),
+        ((3,), (3, 4), (4,)),
+        ((2, 3), (3,), (2,)),
+        ((3,), (3,), ()),
+    ],
+)
 def test_matmul_output_types(a, b, want):
     bld = Builder()
     x, y = bld.param(T(F64, *a)), bld.param(T(F64, *b))
@@ -81,20 +87,23 @@ def test_structural_output_types():
     assert b.emit1(sh.iota_p, [], n=7).type == T(I64, 7)
 
 
-@pytest.mark.parametrize("prim, in_types, params, error", [
-    (ew.add_p, [T(F64, 3), T(F64, 2)], {}, ShapeError),
-    (ew.add_p, [T(F64, 3), T(I64, 3)], {}, TypeError_),
-    (ew.div_p, [T(I64, 3), T(I64, 3)], {}, TypeError_),
-    (ew.exp_p, [T(I64)], {}, TypeError_),
-    (ew.and_p, [T(F64), T(F64)], {}, TypeError_),
-    (ew.select_p, [T(F64), T(F64), T(F64)], {}, TypeError_),
-    (linalg.matmul_p, [T(F64, 2, 3), T(F64, 2, 3)], {}, ShapeError),
-    (sh.reshape_p, [T(F64, 2, 3)], {"shape": (4, 2)}, ShapeError),
-    (sh.broadcast_p, [T(F64, 3)], {"shape": (2, 4)}, ShapeError),
-    (sh.windows_p, [T(F64, 3)], {"k": 4}, ShapeError),
-    (sh.concat_p, [T(F64, 2, 3), T(F64, 2, 4)], {"axis": 0}, ShapeError),
-    (red.reduce_sum_p, [T(F64, 2, 3)], {"axes": (2,)}, ShapeError),
-])
+@pytest.mark.parametrize(
+    "prim, in_types, params, error",
+    [
+        (ew.add_p, [T(F64, 3), T(F64, 2)], {}, ShapeError),
+        (ew.add_p, [T(F64, 3), T(I64, 3)], {}, TypeError_),
+        (ew.div_p, [T(I64, 3), T(I64, 3)], {}, TypeError_),
+        (ew.exp_p, [T(I64)], {}, TypeError_),
+        (ew.and_p, [T(F64), T(F64)], {}, TypeError_),
+        (ew.select_p, [T(F64), T(F64), T(F64)], {}, TypeError_),
+        (linalg.matmul_p, [T(F64, 2, 3), T(F64, 2, 3)], {}, ShapeError),
+        (sh.reshape_p, [T(F64, 2, 3)], {"shape": (4, 2)}, ShapeError),
+        (sh.broadcast_p, [T(F64, 3)], {"shape": (2, 4)}, ShapeError),
+        (sh.windows_p, [T(F64, 3)], {"k": 4}, ShapeError),
+        (sh.concat_p, [T(F64, 2, 3), T(F64, 2, 4)], {"axis": 0}, ShapeError),
+        (red.reduce_sum_p, [T(F64, 2, 3)], {"axes": (2,)}, ShapeError),
+    ],
+)
 def test_shape_rule_errors_carry_the_span(prim, in_types, params, error):
     src = SourceFile("t.dfl", "x + y\n")
     span = Span(src, 1, 3, 1, 4)

@@ -83,6 +83,8 @@ def test_straight_line_code_has_no_loop(tmp_path, capsys):
 
 
 def test_loop_edge_finder():
-    text = ('define void @f()\n{\nentry:\n  br label %"start"\nexit:\n  ret void\nstart:\n  br label %"a.head"\n'
-            'a.head:\n  br i1 %c, label %"a.body", label %"exit"\na.body:\n  br label %"a.head"\n}\n')
+    text = (
+        'define void @f()\n{\nentry:\n  br label %"start"\nexit:\n  ret void\nstart:\n  br label %"a.head"\n'
+        'a.head:\n  br i1 %c, label %"a.body", label %"exit"\na.body:\n  br label %"a.head"\n}\n'
+    )
     assert loop_edges(text) == [("a.head", "a.body"), ("a.body", "a.head")]

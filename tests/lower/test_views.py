@@ -85,7 +85,7 @@ CASES = [
     ("gather_from_transpose", (X, np.array([[3, 0], [-1, 1]])), X.T[np.array([[3, 0], [-1, 1]])]),
     ("concat_views", (X,), np.concatenate([X.T[0:2], X[:, 0:3]])),
     ("stack_views", (X,), np.stack([X[:, 0], X[:, 1], X[:, 3]])),
-    ("map_over_transpose", (X,), (X.T ** 2).sum(1)),
+    ("map_over_transpose", (X,), (X.T**2).sum(1)),
     ("map_over_windows", (V,), np.array([w[0] * w[2] - w[1] for w in R.windows(V, 3)])),
     ("fold_over_slice", (X,), X[:, 1:3].sum(0)),
     ("where_of_transpose", (X,), np.where(X.T > 0, X.T, 0.0)),
@@ -149,4 +149,4 @@ def test_large_views_use_heap_arenas():
     """Buffers beyond the stack arena limit take the malloc path."""
     big = rng.normal(size=(300, 200))
     np.testing.assert_allclose(VIEWS.tr_mul_self(big), big.T * big.T)
-    np.testing.assert_allclose(VIEWS.map_over_transpose(big), (big.T ** 2).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(VIEWS.map_over_transpose(big), (big.T**2).sum(1), rtol=1e-12)

@@ -91,8 +91,10 @@ def test_broadcasting_chain_into_reductions(xy):
 
 @functools.cache
 def reducer(axis: int):
-    return module(f"fn red(x) = (sum(x, axis={axis}), max(x, axis={axis}), min(x, axis={axis}), "
-                  f"mean(x, axis={axis}), prod(x, axis={axis}), argmax(x, axis={axis}))")
+    return module(
+        f"fn red(x) = (sum(x, axis={axis}), max(x, axis={axis}), min(x, axis={axis}), "
+        f"mean(x, axis={axis}), prod(x, axis={axis}), argmax(x, axis={axis}))"
+    )
 
 
 @PROPERTY

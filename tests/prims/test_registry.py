@@ -76,8 +76,9 @@ def test_primitive_is_differentiable_or_marked(name):
     if name in SECOND_ORDER_REFUSED:
         assert not p.nondiff and p.vjp is None and p.jvp is None and p.jvp_full is None
         return
-    assert p.nondiff or p.vjp is not None or p.jvp is not None or p.jvp_full is not None, \
+    assert p.nondiff or p.vjp is not None or p.jvp is not None or p.jvp_full is not None, (
         f"{name} has no derivative rule and is not marked nondiff"
+    )
 
 
 def test_registry_names_are_unique_and_complete():
@@ -147,8 +148,17 @@ def binary_cases(prim, op, ref, kinds, shapes=BINARY_SHAPES):
     """kinds: (label, maker for x, maker for y, rtol)."""
     cases = []
     for (label, mx, my, rtol), (sx, sy) in itertools.product(kinds, shapes):
-        cases.append(Case(prim, "x, y", op, lambda rng, mx=mx, my=my, sx=sx, sy=sy: (mx(rng, sx), my(rng, sy)),
-                          ref, rtol, f"{label} {sx}{sy}"))
+        cases.append(
+            Case(
+                prim,
+                "x, y",
+                op,
+                lambda rng, mx=mx, my=my, sx=sx, sy=sy: (mx(rng, sx), my(rng, sy)),
+                ref,
+                rtol,
+                f"{label} {sx}{sy}",
+            )
+        )
     return cases
 
 
@@ -167,8 +177,9 @@ def numeric_pairs(fkw=None, ikw=None, ykw=None, iykw=None):
     fkw, ikw = fkw or {}, ikw or {}
     ykw = ykw if ykw is not None else fkw
     iykw = iykw if iykw is not None else ikw
-    return [(np.dtype(d).name, _floats(d, **fkw), _floats(d, **ykw), FLOAT_RTOL[d]) for d in (F64, F32)] + \
-           [("int64", _ints(**ikw), _ints(**iykw), 0)]
+    return [(np.dtype(d).name, _floats(d, **fkw), _floats(d, **ykw), FLOAT_RTOL[d]) for d in (F64, F32)] + [
+        ("int64", _ints(**ikw), _ints(**iykw), 0)
+    ]
 
 
 CASES: list[Case] = []
@@ -178,15 +189,30 @@ CASES += binary_cases("add", "x + y", np.add, numeric_pairs())
 CASES += binary_cases("sub", "x - y", np.subtract, numeric_pairs())
 CASES += binary_cases("mul", "x * y", np.multiply, numeric_pairs())
 CASES += binary_cases("div", "x / y", np.divide, numeric_pairs(ykw={"nonzero": True})[:2])
-CASES += binary_cases("floordiv", "x // y", np.floor_divide,
-                      numeric_pairs(ykw={"nonzero": True}, iykw={"lo": -5, "hi": 5, "nonzero": True}))
-CASES += binary_cases("mod", "x % y", np.mod,
-                      numeric_pairs(ykw={"nonzero": True}, iykw={"lo": -5, "hi": 5, "nonzero": True}))
-CASES += binary_cases("pow", "x ** y", np.power,
-                      numeric_pairs(fkw={"lo": 0.1, "hi": 3.0}, ykw={"lo": -2.0, "hi": 2.0},
-                                    ikw={"lo": -4, "hi": 4}, iykw={"lo": 0, "hi": 5}))
-CASES += binary_cases("pow", "x ** y", R.ipow,
-                      [("int64 negative exponents", _ints(lo=-3, hi=3), _ints(lo=-4, hi=4), 0)], BINARY_SHAPES[:3])
+CASES += binary_cases(
+    "floordiv",
+    "x // y",
+    np.floor_divide,
+    numeric_pairs(ykw={"nonzero": True}, iykw={"lo": -5, "hi": 5, "nonzero": True}),
+)
+CASES += binary_cases(
+    "mod", "x % y", np.mod, numeric_pairs(ykw={"nonzero": True}, iykw={"lo": -5, "hi": 5, "nonzero": True})
+)
+CASES += binary_cases(
+    "pow",
+    "x ** y",
+    np.power,
+    numeric_pairs(
+        fkw={"lo": 0.1, "hi": 3.0}, ykw={"lo": -2.0, "hi": 2.0}, ikw={"lo": -4, "hi": 4}, iykw={"lo": 0, "hi": 5}
+    ),
+)
+CASES += binary_cases(
+    "pow",
+    "x ** y",
+    R.ipow,
+    [("int64 negative exponents", _ints(lo=-3, hi=3), _ints(lo=-4, hi=4), 0)],
+    BINARY_SHAPES[:3],
+)
 CASES += binary_cases("max", "maximum(x, y)", np.maximum, numeric_pairs())
 CASES += unary_cases("max", "relu(x)", R.relu, float_kinds() + [("int64", _ints(), 0)])
 CASES += binary_cases("min", "minimum(x, y)", np.minimum, numeric_pairs())
@@ -203,11 +229,24 @@ CASES += unary_cases("sigmoid", "sigmoid(x)", R.sigmoid, float_kinds(lo=-40.0, h
 
 # comparisons and logic: small integer values so that equality happens
 _small = {"lo": -2, "hi": 2}
-_small_f = [(np.dtype(d).name, lambda rng, s, d=d: _ints(**_small)(rng, s).astype(d)[()],
-             lambda rng, s, d=d: _ints(**_small)(rng, s).astype(d)[()], 0) for d in (F64, F32)]
+_small_f = [
+    (
+        np.dtype(d).name,
+        lambda rng, s, d=d: _ints(**_small)(rng, s).astype(d)[()],
+        lambda rng, s, d=d: _ints(**_small)(rng, s).astype(d)[()],
+        0,
+    )
+    for d in (F64, F32)
+]
 _cmp_kinds = _small_f + [("int64", _ints(**_small), _ints(**_small), 0)]
-for _prim, _op, _ref in [("lt", "<", np.less), ("le", "<=", np.less_equal), ("gt", ">", np.greater),
-                         ("ge", ">=", np.greater_equal), ("eq", "==", np.equal), ("ne", "!=", np.not_equal)]:
+for _prim, _op, _ref in [
+    ("lt", "<", np.less),
+    ("le", "<=", np.less_equal),
+    ("gt", ">", np.greater),
+    ("ge", ">=", np.greater_equal),
+    ("eq", "==", np.equal),
+    ("ne", "!=", np.not_equal),
+]:
     CASES += binary_cases(_prim, f"x {_op} y", _ref, _cmp_kinds)
 CASES += binary_cases("eq", "x == y", np.equal, [("bool", _bools, _bools, 0)], BINARY_SHAPES[:3])
 CASES += binary_cases("ne", "x != y", np.not_equal, [("bool", _bools, _bools, 0)], BINARY_SHAPES[:3])
@@ -215,45 +254,108 @@ CASES += binary_cases("ne", "x != y", np.not_equal, [("bool", _bools, _bools, 0)
 CASES += binary_cases("and", "x and y", np.logical_and, [("bool", _bools, _bools, 0)], BINARY_SHAPES[:3])
 CASES += binary_cases("or", "x or y", np.logical_or, [("bool", _bools, _bools, 0)], BINARY_SHAPES[:3])
 CASES += unary_cases("not", "not x", np.logical_not, [("bool", _bools, 0)])
-CASES += [Case("eq", "ids", "one_hot(ids, 4)", lambda rng, s=s: (_ints(lo=-1, hi=4)(rng, s),),
-               lambda ids: R.one_hot(ids, 4), 0, f"one_hot {s}") for s in [(5,), (2, 3), ()]]
+CASES += [
+    Case(
+        "eq",
+        "ids",
+        "one_hot(ids, 4)",
+        lambda rng, s=s: (_ints(lo=-1, hi=4)(rng, s),),
+        lambda ids: R.one_hot(ids, 4),
+        0,
+        f"one_hot {s}",
+    )
+    for s in [(5,), (2, 3), ()]
+]
 
 # select and conversions
-CASES += [Case("select", "c, x, y", "where(c, x, y)",
-               lambda rng, sc=sc, sx=sx, sy=sy: (_bools(rng, sc), _floats(F64)(rng, sx), _floats(F64)(rng, sy)),
-               np.where, 0, f"{sc}{sx}{sy}")
-          for sc, sx, sy in [((3, 4), (3, 4), (3, 4)), ((3, 1), (4,), ()), ((), (2, 2), (2, 2))]]
-CASES += [Case("select", "c, x, y", "where(c, x, y)",
-               lambda rng: (_bools(rng, (5,)), _ints()(rng, (5,)), _ints()(rng, (5,))), np.where, 0, "int64")]
+CASES += [
+    Case(
+        "select",
+        "c, x, y",
+        "where(c, x, y)",
+        lambda rng, sc=sc, sx=sx, sy=sy: (_bools(rng, sc), _floats(F64)(rng, sx), _floats(F64)(rng, sy)),
+        np.where,
+        0,
+        f"{sc}{sx}{sy}",
+    )
+    for sc, sx, sy in [((3, 4), (3, 4), (3, 4)), ((3, 1), (4,), ()), ((), (2, 2), (2, 2))]
+]
+CASES += [
+    Case(
+        "select",
+        "c, x, y",
+        "where(c, x, y)",
+        lambda rng: (_bools(rng, (5,)), _ints()(rng, (5,)), _ints()(rng, (5,))),
+        np.where,
+        0,
+        "int64",
+    )
+]
 CASES += unary_cases("convert", "f32(x)", lambda x: np.asarray(x, F32), [("f64->f32", _floats(F64), 0)])
-CASES += unary_cases("convert", "f64(x)", lambda x: np.asarray(x, F64), [("f32->f64", _floats(F32), 0),
-                                                                         ("i64->f64", _ints(), 0)])
-CASES += unary_cases("convert", "i64(x)", R.to_i64, [("f64->i64", _floats(F64, lo=-9.0, hi=9.0), 0),
-                                                     ("f32->i64", _floats(F32, lo=-9.0, hi=9.0), 0)])
+CASES += unary_cases(
+    "convert", "f64(x)", lambda x: np.asarray(x, F64), [("f32->f64", _floats(F32), 0), ("i64->f64", _ints(), 0)]
+)
+CASES += unary_cases(
+    "convert",
+    "i64(x)",
+    R.to_i64,
+    [("f64->i64", _floats(F64, lo=-9.0, hi=9.0), 0), ("f32->i64", _floats(F32, lo=-9.0, hi=9.0), 0)],
+)
 CASES += unary_cases("convert", "i64(x)", lambda x: np.asarray(x, np.int64), [("bool->i64", _bools, 0)])
 CASES += unary_cases("convert", "f64(x)", lambda x: np.asarray(x, F64), [("bool->f64", _bools, 0)])
 CASES += unary_cases("stop_gradient", "stop_gradient(x)", lambda x: x, float_kinds())
 
 # reductions
 _red_shapes = [(7,), (3, 4), (2, 3, 4)]
-for _prim, _fn, _np in [("reduce_sum", "sum", np.sum), ("reduce_prod", "prod", np.prod),
-                        ("reduce_max", "max", np.max), ("reduce_min", "min", np.min)]:
+for _prim, _fn, _np in [
+    ("reduce_sum", "sum", np.sum),
+    ("reduce_prod", "prod", np.prod),
+    ("reduce_max", "max", np.max),
+    ("reduce_min", "min", np.min),
+]:
     for _axis, _shp in [(None, s) for s in _red_shapes] + [(0, (3, 4)), (-1, (3, 4)), (1, (2, 3, 4)), (-3, (2, 3, 4))]:
         _kw = "" if _axis is None else f", axis={_axis}"
         for _label, _mk, _rtol in float_kinds(lo=0.5, hi=1.5) + [("int64", _ints(lo=-3, hi=3), 0)]:
-            CASES.append(Case(_prim, "x", f"{_fn}(x{_kw})", lambda rng, mk=_mk, s=_shp: (mk(rng, s),),
-                              lambda x, f=_np, a=_axis: f(x, axis=a), max(_rtol, 1e-5 if _rtol else 0),
-                              f"{_label} {_shp}"))
+            CASES.append(
+                Case(
+                    _prim,
+                    "x",
+                    f"{_fn}(x{_kw})",
+                    lambda rng, mk=_mk, s=_shp: (mk(rng, s),),
+                    lambda x, f=_np, a=_axis: f(x, axis=a),
+                    max(_rtol, 1e-5 if _rtol else 0),
+                    f"{_label} {_shp}",
+                )
+            )
 for _axis, _shp in [(None, (7,)), (None, (3, 4)), (None, (2, 3, 4)), (0, (3, 4)), (-1, (3, 4)), (1, (2, 3, 4))]:
     _kw = "" if _axis is None else f", axis={_axis}"
-    for _label, _mk in [("float64", lambda rng, s: _ints(lo=-2, hi=2)(rng, s).astype(F64)),
-                        ("int64", _ints(lo=-2, hi=2))]:
-        CASES.append(Case("argmax", "x", f"argmax(x{_kw})", lambda rng, mk=_mk, s=_shp: (mk(rng, s),),
-                          (lambda x: R.argmax_flat(x)) if _axis is None else (lambda x, a=_axis: np.argmax(x, axis=a)),
-                          0, f"{_label} {_shp} ties"))
-CASES += [Case("argmax", "x", f"argmax(x{kw})", lambda rng: (_bools(rng, (3, 5)),),
-               (lambda x: R.argmax_flat(x)) if not kw else (lambda x: np.argmax(x, axis=-1)), 0, f"bool{kw}")
-          for kw in ("", ", axis=-1")]
+    for _label, _mk in [
+        ("float64", lambda rng, s: _ints(lo=-2, hi=2)(rng, s).astype(F64)),
+        ("int64", _ints(lo=-2, hi=2)),
+    ]:
+        CASES.append(
+            Case(
+                "argmax",
+                "x",
+                f"argmax(x{_kw})",
+                lambda rng, mk=_mk, s=_shp: (mk(rng, s),),
+                (lambda x: R.argmax_flat(x)) if _axis is None else (lambda x, a=_axis: np.argmax(x, axis=a)),
+                0,
+                f"{_label} {_shp} ties",
+            )
+        )
+CASES += [
+    Case(
+        "argmax",
+        "x",
+        f"argmax(x{kw})",
+        lambda rng: (_bools(rng, (3, 5)),),
+        (lambda x: R.argmax_flat(x)) if not kw else (lambda x: np.argmax(x, axis=-1)),
+        0,
+        f"bool{kw}",
+    )
+    for kw in ("", ", axis=-1")
+]
 
 # shapes
 
@@ -284,44 +386,114 @@ CASES += [
     Case("index", "x, i", "x[i]", lambda rng: (_bools(rng, (5,)), 2), lambda x, i: x[i], label="bool"),
     Case("windows", "x", "windows(x, 2)", _arr((5,)), lambda x: R.windows(x, 2)),
     Case("windows", "x", "windows(x, 3)", _arr((5, 2)), lambda x: R.windows(x, 3)),
-    Case("concat", "x, y", "concat(x, y)", lambda rng: (_floats(F64)(rng, (2, 3)), _floats(F64)(rng, (4, 3))),
-         lambda x, y: np.concatenate([x, y])),
-    Case("concat", "x, y", "concat(x, y, x, axis=1)",
-         lambda rng: (_floats(F64)(rng, (2, 3)), _floats(F64)(rng, (2, 1))),
-         lambda x, y: np.concatenate([x, y, x], axis=1)),
-    Case("concat", "x, y", "concat(x, y, axis=-1)", lambda rng: (_ints()(rng, (2, 2)), _ints()(rng, (2, 3))),
-         lambda x, y: np.concatenate([x, y], axis=-1), 0, "int64"),
-    Case("gather", "x, ids", "x[ids]", lambda rng: (_floats(F64)(rng, (5, 2)), rng.integers(-5, 5, size=(3, 4))),
-         lambda x, ids: x[ids]),
-    Case("gather", "x, ids", "x[ids]", lambda rng: (_floats(F64)(rng, (5,)), rng.integers(-5, 5, size=(6,))),
-         lambda x, ids: x[ids], label="vector"),
+    Case(
+        "concat",
+        "x, y",
+        "concat(x, y)",
+        lambda rng: (_floats(F64)(rng, (2, 3)), _floats(F64)(rng, (4, 3))),
+        lambda x, y: np.concatenate([x, y]),
+    ),
+    Case(
+        "concat",
+        "x, y",
+        "concat(x, y, x, axis=1)",
+        lambda rng: (_floats(F64)(rng, (2, 3)), _floats(F64)(rng, (2, 1))),
+        lambda x, y: np.concatenate([x, y, x], axis=1),
+    ),
+    Case(
+        "concat",
+        "x, y",
+        "concat(x, y, axis=-1)",
+        lambda rng: (_ints()(rng, (2, 2)), _ints()(rng, (2, 3))),
+        lambda x, y: np.concatenate([x, y], axis=-1),
+        0,
+        "int64",
+    ),
+    Case(
+        "gather",
+        "x, ids",
+        "x[ids]",
+        lambda rng: (_floats(F64)(rng, (5, 2)), rng.integers(-5, 5, size=(3, 4))),
+        lambda x, ids: x[ids],
+    ),
+    Case(
+        "gather",
+        "x, ids",
+        "x[ids]",
+        lambda rng: (_floats(F64)(rng, (5,)), rng.integers(-5, 5, size=(6,))),
+        lambda x, ids: x[ids],
+        label="vector",
+    ),
     # the transposes of slicing, indexing, gather and windows appear in gradients
-    Case("pad", "x, g", "grad(fn(x) => sum(x[1:3] * g))(x)",
-         lambda rng: (_floats(F64)(rng, (5,)), _floats(F64)(rng, (2,))),
-         lambda x, g: np.concatenate([[0.0], g, [0.0, 0.0]])),
-    Case("pad", "x, g", "grad(fn(x) => sum(x[1:, :2] * g))(x)",
-         lambda rng: (_floats(F64)(rng, (3, 4)), _floats(F64)(rng, (2, 2))),
-         lambda x, g: np.pad(g, ((1, 0), (0, 2)))),
-    Case("index_scatter", "x, i", "grad(fn(x) => x[i] * 2.0)(x)", lambda rng: (_floats(F64)(rng, (5,)), -2),
-         lambda x, i: np.where(np.arange(5) == 5 + i, 2.0, 0.0)),
-    Case("index_scatter", "x, i, g", "grad(fn(x) => sum(x[i] * g))(x)",
-         lambda rng: (_floats(F64)(rng, (3, 4)), 1, _floats(F64)(rng, (4,))),
-         lambda x, i, g: np.zeros((3, 4)) + (np.arange(3) == i)[:, None] * g, label="row"),
-    Case("gather_add", "x, ids, g", "grad(fn(x) => sum(x[ids] * g))(x)",
-         lambda rng: (_floats(F64)(rng, (5,)), rng.integers(-5, 5, size=(3, 4)), _floats(F64)(rng, (3, 4))),
-         lambda x, ids, g: np.bincount((ids % 5).ravel(), weights=g.ravel(), minlength=5)),
-    Case("gather_add", "x, ids, g", "grad(fn(x) => sum(x[ids] * g))(x)",
-         lambda rng: (_floats(F64)(rng, (4, 2)), rng.integers(0, 4, size=(5,)), _floats(F64)(rng, (5, 2))),
-         lambda x, ids, g: np.stack([g[ids == r].sum(0) for r in range(4)]), label="rows"),
-    Case("unwindows", "x, g", "grad(fn(x) => sum(windows(x, 3) * g))(x)",
-         lambda rng: (_floats(F64)(rng, (6,)), _floats(F64)(rng, (4, 3))),
-         lambda x, g: sum(np.pad(g[i], (i, 6 - 3 - i)) for i in range(4))),
+    Case(
+        "pad",
+        "x, g",
+        "grad(fn(x) => sum(x[1:3] * g))(x)",
+        lambda rng: (_floats(F64)(rng, (5,)), _floats(F64)(rng, (2,))),
+        lambda x, g: np.concatenate([[0.0], g, [0.0, 0.0]]),
+    ),
+    Case(
+        "pad",
+        "x, g",
+        "grad(fn(x) => sum(x[1:, :2] * g))(x)",
+        lambda rng: (_floats(F64)(rng, (3, 4)), _floats(F64)(rng, (2, 2))),
+        lambda x, g: np.pad(g, ((1, 0), (0, 2))),
+    ),
+    Case(
+        "index_scatter",
+        "x, i",
+        "grad(fn(x) => x[i] * 2.0)(x)",
+        lambda rng: (_floats(F64)(rng, (5,)), -2),
+        lambda x, i: np.where(np.arange(5) == 5 + i, 2.0, 0.0),
+    ),
+    Case(
+        "index_scatter",
+        "x, i, g",
+        "grad(fn(x) => sum(x[i] * g))(x)",
+        lambda rng: (_floats(F64)(rng, (3, 4)), 1, _floats(F64)(rng, (4,))),
+        lambda x, i, g: np.zeros((3, 4)) + (np.arange(3) == i)[:, None] * g,
+        label="row",
+    ),
+    Case(
+        "gather_add",
+        "x, ids, g",
+        "grad(fn(x) => sum(x[ids] * g))(x)",
+        lambda rng: (_floats(F64)(rng, (5,)), rng.integers(-5, 5, size=(3, 4)), _floats(F64)(rng, (3, 4))),
+        lambda x, ids, g: np.bincount((ids % 5).ravel(), weights=g.ravel(), minlength=5),
+    ),
+    Case(
+        "gather_add",
+        "x, ids, g",
+        "grad(fn(x) => sum(x[ids] * g))(x)",
+        lambda rng: (_floats(F64)(rng, (4, 2)), rng.integers(0, 4, size=(5,)), _floats(F64)(rng, (5, 2))),
+        lambda x, ids, g: np.stack([g[ids == r].sum(0) for r in range(4)]),
+        label="rows",
+    ),
+    Case(
+        "unwindows",
+        "x, g",
+        "grad(fn(x) => sum(windows(x, 3) * g))(x)",
+        lambda rng: (_floats(F64)(rng, (6,)), _floats(F64)(rng, (4, 3))),
+        lambda x, g: sum(np.pad(g[i], (i, 6 - 3 - i)) for i in range(4)),
+    ),
     # matrix products
-    *[Case("matmul", "a, b", "a @ b", lambda rng, sa=sa, sb=sb, mk=mk: (mk(rng, sa), mk(rng, sb)), np.matmul, rtol,
-           f"{label} {sa}@{sb}")
-      for (sa, sb) in [((3, 4), (4, 2)), ((4,), (4, 2)), ((3, 4), (4,)), ((4,), (4,)), ((1, 1), (1, 5))]
-      for label, mk, rtol in [("float64", _floats(F64), 1e-12), ("float32", _floats(F32), 1e-5),
-                              ("int64", _ints(-5, 5), 0)]],
+    *[
+        Case(
+            "matmul",
+            "a, b",
+            "a @ b",
+            lambda rng, sa=sa, sb=sb, mk=mk: (mk(rng, sa), mk(rng, sb)),
+            np.matmul,
+            rtol,
+            f"{label} {sa}@{sb}",
+        )
+        for (sa, sb) in [((3, 4), (4, 2)), ((4,), (4, 2)), ((3, 4), (4,)), ((4,), (4,)), ((1, 1), (1, 5))]
+        for label, mk, rtol in [
+            ("float64", _floats(F64), 1e-12),
+            ("float32", _floats(F32), 1e-5),
+            ("int64", _ints(-5, 5), 0),
+        ]
+    ],
 ]
 
 
@@ -337,10 +509,13 @@ def _check(got, want, rtol):
         np.testing.assert_allclose(got_a, want, rtol=rtol, atol=rtol * 1e-3, equal_nan=True)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else [])
-    for c in CASES
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(c, id=c.id, marks=[pytest.mark.xfail(reason=c.xfail, strict=True)] if c.xfail else [])
+        for c in CASES
+    ],
+)
 def test_lowering_matches_numpy(case: Case):
     rng = np.random.default_rng(zlib.crc32(case.id.encode()))
     args = case.args(rng)
@@ -368,23 +543,33 @@ def test_every_primitive_is_checked():
 # `f` must use the primitive; checkpoint and custom_vjp are expanded away by `grad`, so their
 # lowering is seen in the forward program and their derivative in `g`.
 AD_PROGRAMS = {
-    "checkpoint": ("fn h(y) = tanh(y) * y\n"
-                   "fn f(x) = checkpoint(h)(x)\n"
-                   "fn g(x) = grad(fn(x) => sum(checkpoint(h)(x)))(x)",
-                   lambda x: np.tanh(x) * x, lambda x: np.tanh(x) + x * (1 - np.tanh(x) ** 2)),
-    "custom_vjp": ("fn sq(x) = x * x\n"
-                   "fn sq_fwd(x) = (x * x, x)\n"
-                   "fn sq_bwd(x, g) = (g * 3.0 * x,)\n"
-                   "fn f(x) = custom_vjp(sq, sq_fwd, sq_bwd)(x)\n"
-                   "fn g(x) = grad(fn(x) => sum(custom_vjp(sq, sq_fwd, sq_bwd)(x)))(x)",
-                   lambda x: x * x, lambda x: 3.0 * x),
-    "while_tape": ("fn f(x) = grad(fn(x) => sum(while(fn(s) => s.1 < 3, fn(s) => (s.0 * x, s.1 + 1), (x, 0)).0))(x)\n"
-                   "fn g(x) = f(x)",
-                   lambda x: 4 * x ** 3, lambda x: 4 * x ** 3),
-    "tape_pack": ("fn p(x, n) = if n == 0 { x * 1.0 } else { x * p(x, n - 1) }\n"
-                  "fn f(x) = grad(fn(x) => sum(p(x, i64(3.0))))(x)\n"
-                  "fn g(x) = f(x)",
-                  lambda x: 4 * x ** 3, lambda x: 4 * x ** 3),
+    "checkpoint": (
+        "fn h(y) = tanh(y) * y\nfn f(x) = checkpoint(h)(x)\nfn g(x) = grad(fn(x) => sum(checkpoint(h)(x)))(x)",
+        lambda x: np.tanh(x) * x,
+        lambda x: np.tanh(x) + x * (1 - np.tanh(x) ** 2),
+    ),
+    "custom_vjp": (
+        "fn sq(x) = x * x\n"
+        "fn sq_fwd(x) = (x * x, x)\n"
+        "fn sq_bwd(x, g) = (g * 3.0 * x,)\n"
+        "fn f(x) = custom_vjp(sq, sq_fwd, sq_bwd)(x)\n"
+        "fn g(x) = grad(fn(x) => sum(custom_vjp(sq, sq_fwd, sq_bwd)(x)))(x)",
+        lambda x: x * x,
+        lambda x: 3.0 * x,
+    ),
+    "while_tape": (
+        "fn f(x) = grad(fn(x) => sum(while(fn(s) => s.1 < 3, fn(s) => (s.0 * x, s.1 + 1), (x, 0)).0))(x)\n"
+        "fn g(x) = f(x)",
+        lambda x: 4 * x**3,
+        lambda x: 4 * x**3,
+    ),
+    "tape_pack": (
+        "fn p(x, n) = if n == 0 { x * 1.0 } else { x * p(x, n - 1) }\n"
+        "fn f(x) = grad(fn(x) => sum(p(x, i64(3.0))))(x)\n"
+        "fn g(x) = f(x)",
+        lambda x: 4 * x**3,
+        lambda x: 4 * x**3,
+    ),
 }
 
 

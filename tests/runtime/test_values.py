@@ -30,15 +30,18 @@ API = module("""
 # --- arguments ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value, want, kind", [
-    (7, 3, int),
-    (-7, -4, int),
-    (7.0, 3.0, float),
-    (True, 0, int),
-    (np.int64(9), 4, int),
-    (np.int32(9), 4, int),
-    (np.float64(9.0), 4.0, float),
-])
+@pytest.mark.parametrize(
+    "value, want, kind",
+    [
+        (7, 3, int),
+        (-7, -4, int),
+        (7.0, 3.0, float),
+        (True, 0, int),
+        (np.int64(9), 4, int),
+        (np.int32(9), 4, int),
+        (np.float64(9.0), 4.0, float),
+    ],
+)
 def test_scalar_arguments(value, want, kind):
     got = API.half(value)
     assert type(got) is kind and got == want
@@ -49,11 +52,20 @@ def test_bool_arguments_stay_bools():
     np.testing.assert_array_equal(API.flip(np.array([True, False])), [False, True])
 
 
-@pytest.mark.parametrize("dtype, out", [
-    (np.float64, np.float64), (np.float32, np.float32),
-    (np.int64, np.int64), (np.int32, np.int64), (np.int16, np.int64), (np.int8, np.int64),
-    (np.uint8, np.int64), (np.uint32, np.int64), (np.bool_, np.bool_),
-])
+@pytest.mark.parametrize(
+    "dtype, out",
+    [
+        (np.float64, np.float64),
+        (np.float32, np.float32),
+        (np.int64, np.int64),
+        (np.int32, np.int64),
+        (np.int16, np.int64),
+        (np.int8, np.int64),
+        (np.uint8, np.int64),
+        (np.uint32, np.int64),
+        (np.bool_, np.bool_),
+    ],
+)
 def test_array_dtypes(dtype, out):
     x = np.array([[1, 0, 2], [3, 1, 0]]).astype(dtype)
     got = API.ident(x)

@@ -144,8 +144,12 @@ def run_main(path: Path):
 
 
 def pytest_addoption(parser):
-    parser.addoption("--update-golden", action="store_true", default=False,
-                     help="rewrite the `# expect:` lines of tests/programs/*.dfl from diffc's output")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite the `# expect:` lines of tests/programs/*.dfl from diffc's output",
+    )
 
 
 def pytest_collect_file(parent, file_path: Path):
@@ -208,15 +212,17 @@ class ProgramItem(DflItem):
         want = json.loads(text)
         problems = mismatches(got, want)
         if problems:
-            raise GoldenFailure("\n  ".join(["main() differs from `# expect:`"] + problems[:20])
-                                + f"\n  whole value: {_short(got)}")
+            raise GoldenFailure(
+                "\n  ".join(["main() differs from `# expect:`"] + problems[:20]) + f"\n  whole value: {_short(got)}"
+            )
         headers = read_headers(self.path)
         if "prints" in headers:
             want_lines = json.loads(headers["prints"][1])
             got_lines = printed.splitlines()
             if got_lines != want_lines:
-                raise GoldenFailure(f"printed lines differ from `# prints:`\n  expected {want_lines}"
-                                    f"\n  got      {got_lines}")
+                raise GoldenFailure(
+                    f"printed lines differ from `# prints:`\n  expected {want_lines}\n  got      {got_lines}"
+                )
 
 
 class ErrorItem(DflItem):
@@ -245,8 +251,10 @@ class ErrorItem(DflItem):
         if s is None or s.file is None:
             raise GoldenFailure(f"the error has no source location:\n{e.render()}")
         if Path(s.file.name).name != self.path.name or (s.line, s.col) != (line, col):
-            raise GoldenFailure(f"expected the error at {self.path.name}:{line}:{col}, got "
-                                f"{Path(s.file.name).name}:{s.line}:{s.col}:\n{e.render()}")
+            raise GoldenFailure(
+                f"expected the error at {self.path.name}:{line}:{col}, got "
+                f"{Path(s.file.name).name}:{s.line}:{s.col}:\n{e.render()}"
+            )
         if needle not in e.message:
             raise GoldenFailure(f"the message does not contain {needle!r}:\n{e.render()}")
 
@@ -263,8 +271,10 @@ class ErrorItem(DflItem):
         text = err.getvalue()
         where = f"{self.path.name}:{line}:{col}"
         if code != cli.EXIT_PROGRAM or where not in text or "Traceback" in text + out.getvalue():
-            raise GoldenFailure(f"`diffc run` exited {code} (want {cli.EXIT_PROGRAM}) and wrote to stderr:\n{text}"
-                                f"\n(want `{where}` and no traceback)")
+            raise GoldenFailure(
+                f"`diffc run` exited {code} (want {cli.EXIT_PROGRAM}) and wrote to stderr:\n{text}"
+                f"\n(want `{where}` and no traceback)"
+            )
 
 
 def _rewrite_line(path: Path, lineno: int, new: str):

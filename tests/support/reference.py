@@ -47,7 +47,7 @@ def argmax_flat(x):
 def windows(x, k):
     """`windows(x, k)`: shape [len(x) - k + 1, k, ...]."""
     x = np.asarray(x)
-    return np.stack([x[i:i + k] for i in range(x.shape[0] - k + 1)])
+    return np.stack([x[i : i + k] for i in range(x.shape[0] - k + 1)])
 
 
 def one_hot(ids, n):
@@ -94,11 +94,11 @@ def _blocks(k, count):
 def split(k, count: int = 2) -> tuple[np.ndarray, ...]:
     """`split(k, n)`: n new keys, from the first word of blocks 0 .. 2n-1."""
     bits = [_signed(x0) for x0, _ in _blocks(k, 2 * count)]
-    return tuple(np.array(bits[2 * i:2 * i + 2], dtype=np.int64) for i in range(count))
+    return tuple(np.array(bits[2 * i : 2 * i + 2], dtype=np.int64) for i in range(count))
 
 
 def _unit(u: int) -> float:
-    return (u >> 11) * 2.0 ** -53
+    return (u >> 11) * 2.0**-53
 
 
 def uniform(k, shape) -> np.ndarray:
