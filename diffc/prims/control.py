@@ -62,11 +62,18 @@ class Slots:
                 out.append(Arr(em.b.load(h[0]), em.i64(0), _strides(t), t))
         return out
 
-    def write(self, values):
-        """Store new values; array results go to the spare buffer, which then becomes current."""
+    def write(self, values, plan=None, operands=()):
+        """Store new values; array results go to the spare buffer, which then becomes current.
+        Carries in `plan` (see `accumulators`) are added to in place instead."""
         em = self.em
-        for t, h, v in zip(self.types, self.homes, values):
-            if t.rank == 0:
+        plan = plan or {}
+        ops_ = iter(operands)
+        for k, (t, h, v) in enumerate(zip(self.types, self.homes, values)):
+            if k in plan:
+                how = plan[k]
+                extra = [next(ops_) for _ in range(how[1] - 1)] if how[0] != "add" else []
+                accumulate(em, Arr(em.b.load(h[0]), em.i64(0), _strides(t), t), how, v, extra)
+            elif t.rank == 0:
                 em.b.store(v, h)
             else:
                 cur, nxt = h
@@ -78,6 +85,85 @@ class Slots:
 
 def _strides(t):
     return contiguous_strides(t.shape)
+
+
+def accumulators(body: Body, first: int, n: int):
+    """Find the carries a loop body only adds to: body.outs[k] = add(param[first + k], x) where
+    the param is read nowhere else (the cotangent accumulators of tied weights that derivative
+    loops carry). Returns (body', plan): body' returns x in place of the sum, and for each such
+    carry plan[k] says how to add it in place, so no new carry is built per iteration:
+      ("add",)             cur += x               (x may be Lazy: fused, no temporary)
+      ("gather", extra)    cur[ids] += g          (x was gather_add(g, ids): touches only those rows)
+      ("index", extra)     cur[i...] += g         (x was index_scatter(g, i...))
+    `extra` counts body' outputs appended after the original ones (g and the indices)."""
+    uses: dict[int, int] = {}
+    made_by = {}
+    for e in body.eqns:
+        for x in e.inputs:
+            uses[x.id] = uses.get(x.id, 0) + 1
+        for o in e.outs:
+            made_by[o.id] = e
+    for o in body.outs:
+        uses[o.id] = uses.get(o.id, 0) + 1
+    drop, outs, extra, plan = set(), list(body.outs), [], {}
+    for k in range(n):
+        p, out = body.params[first + k], body.outs[k]
+        e = made_by.get(out.id)
+        if p.type.rank == 0 or e is None or e.prim.name != "add" or uses.get(p.id) != 1 or uses.get(out.id) != 1:
+            continue
+        a, b = e.inputs
+        x = b if a is p else a if b is p else None
+        if x is None or x.type != p.type:
+            continue
+        drop.add(id(e))
+        src = made_by.get(x.id)
+        if src is not None and src.prim.name in ("gather_add", "index_scatter") and uses.get(x.id) == 1:
+            drop.add(id(src))
+            plan[k] = ("gather" if src.prim.name == "gather_add" else "index", len(src.inputs))
+            outs[k] = src.inputs[0]
+            extra += src.inputs[1:]
+        else:
+            plan[k] = ("add",)
+            outs[k] = x
+    if not plan:
+        return body, {}
+    return Body(body.params, [e for e in body.eqns if id(e) not in drop], outs + extra), plan
+
+
+def accumulate(em, cur: Arr, how, value, operands):
+    """cur += value in place, as `accumulators` planned (operands: the indices)."""
+    from .elementwise import _add
+
+    dt = cur.type.dtype
+    if how[0] == "add":
+        em.loop_nest(
+            cur.type.shape, lambda idx: em.store(cur, idx, _add(em, dt, em.load(cur, idx), em.read(value, idx))), "acc"
+        )
+    elif how[0] == "gather":
+        (ids,) = operands
+        ids_t = ids.type if isinstance(ids, Arr) else None
+        n = cur.type.shape[0]
+        row_shape = cur.type.shape[1:]
+
+        def per_id(idx):
+            i = em.read(ids, idx)
+            j = em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i)
+            em.loop_nest(
+                row_shape,
+                lambda r: em.store(cur, [j] + r, _add(em, dt, em.load(cur, [j] + r), em.read(value, idx + r))),
+                "acr",
+            )
+
+        em.loop_nest(ids_t.shape if ids_t else (), per_id, "aci")
+    else:  # index
+        offs = []
+        for k, i in enumerate(operands):
+            n = cur.type.shape[k]
+            offs.append(em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i))
+        rest = cur.type.shape[len(offs) :]
+        em.loop_nest(
+            rest, lambda r: em.store(cur, offs + r, _add(em, dt, em.load(cur, offs + r), em.read(value, r))), "acx"
+        )
 
 
 def store_row(em, out: Arr, i, v):
@@ -150,11 +236,14 @@ def _scan_lower(em, eqn, ins):
     slots.write(init)
     ys = [em.alloc(o.type) for o in eqn.outs[nc:]]
 
+    body, plan = accumulators(body, 1, nc)
+    n_out = len(eqn.params["body"].outs)
+
     def step(i):
         t = em.b.sub(em.i64(n - 1), i) if reverse else i
-        res = em.lower_body(body, [t] + slots.read() + [row(em, x, t) for x in xs] + consts)
-        slots.write(res[:nc])
-        for y, r in zip(ys, res[nc:]):
+        res = em.lower_body(body, [t] + slots.read() + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
+        slots.write(res[:nc], plan, res[n_out:])
+        for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)
 
     em.loop(n, step, "scan")

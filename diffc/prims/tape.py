@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..lower.emit import I8, I64, PTR, VOID, Arr, contiguous_strides
 from ..typesys import DType, TensorType
-from .control import Slots
+from .control import Slots, accumulators
 from .core import primitive
 
 HANDLE = TensorType(DType.I64, ())
@@ -151,11 +151,14 @@ def _while_untape_lower(em, eqn, ins):
     slots = Slots(em, [o.type for o in eqn.outs])
     slots.write(carry)
 
+    body2, plan = accumulators(body, nr, nc)
+
     def step(i):
         k = b.sub(b.sub(count, em.i64(1)), i)
         rec = b.gep(tape, [b.mul(k, em.i64(rsize))], source_etype=I8)
         res = _read_record(em, rec, res_types, copy=False)
-        slots.write(em.lower_body(body, res + slots.read() + consts))
+        vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
+        slots.write(vals[:nc], plan, vals[nc:])
 
     em.loop(count, step, "untape")
     em.call_extern("free", VOID, [tape], [PTR])
