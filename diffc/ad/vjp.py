@@ -76,9 +76,17 @@ class Cotangents:
         old = self.cts.get(v.id)
         self.cts[v.id] = c if old is None else ops.add(self.b, old, c)
 
+    def set(self, v, c):
+        """Replace v's cotangent by c, a total that already includes the old one."""
+        if c.type != v.type:
+            raise AssertionError(f"cotangent {c.type} for a value of type {v.type}")
+        self.cts[v.id] = c
 
-def vjp_split(body: Body, needs: list[bool]):
-    """See the module docstring. needs[k]: whether param k wants a cotangent."""
+
+def vjp_split(body: Body, needs: list[bool], accumulate=()):
+    """See the module docstring. needs[k]: whether param k wants a cotangent. For the params
+    listed in `accumulate`, bwd takes their cotangent so far (after the seeds, in that order)
+    and returns it with this body's contributions added: see Note [Threaded accumulators]."""
     fb = Builder()
     params = [fb.param(p.type, p.known, p.hint) for p in body.params]
     env = dict(zip(body.params, params))
@@ -114,14 +122,25 @@ def vjp_split(body: Body, needs: list[bool]):
             seed = bb.param(o.type)
             if o.id in active:
                 cts.add(o, seed)
+    for k in accumulate:
+        cts.set(params[k], bb.param(params[k].type))
     for eqn, ins, aux, outs in reversed(records):
         co = [cts.get(o) if is_float(o) else None for o in outs]
         if all(c is None for c in co):
             continue
         bb.span = eqn.span
-        ci = eqn.prim.vjp(bb, eqn.params, aux, outs, co)
-        for x, c in zip(ins, ci):
-            if c is not None and x.id in active:
+        if eqn.prim.threads_cotangents:
+            current = [cts.get(x) if x.id in active else None for x in ins]
+            ci, totals = eqn.prim.vjp(bb, eqn.params, aux, outs, co, current)
+        else:
+            ci, totals = eqn.prim.vjp(bb, eqn.params, aux, outs, co), ()
+        # totals first: a value that is also an ordinary input of the same equation (a loop's
+        # initial state and one of its constants) gets that contribution added after
+        for k in totals:
+            if ci[k] is not None and ins[k].id in active:
+                cts.set(ins[k], ci[k])
+        for k, (x, c) in enumerate(zip(ins, ci)):
+            if c is not None and x.id in active and k not in totals:
                 cts.add(x, c)
     result = []
     for p, need in zip(params, needs):
@@ -146,6 +165,16 @@ def residual_values(kinds, params, extra_outs):
     return [params[k] if kind == "param" else extra_outs[k] for kind, k in kinds]
 
 
+# Note [Threaded accumulators]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# The backward loop of a map or scan carries the cotangent of every loop-invariant input it
+# reads (a tied weight). Instead of starting that carry at zero and adding the result to the
+# cotangent accumulated so far, the loop starts from the cotangent so far and hands back the
+# total (`threads_cotangents` rules, `accumulate` in vjp_split). Through nested loops (a
+# comprehension over n, f, i, j reading one kernel) one buffer is threaded through every level,
+# updated in place (prims/control.py, accumulators), instead of a fresh zero accumulator per
+# iteration of each outer level.
+#
 # Note [Structural zeros]
 # ~~~~~~~~~~~~~~~~~~~~~~~~
 # A cotangent that is known to be zero is absent (None), never a zero tensor: no rule runs for

@@ -58,6 +58,7 @@ class Arr:
     offset: ir.Value
     strides: tuple[int, ...]
     type: TensorType
+    owned: bool = False  # its only reader may overwrite it (a loop carry updated in place)
 
     @property
     def contiguous(self) -> bool:

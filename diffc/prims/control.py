@@ -38,26 +38,33 @@ def tape_note(types, n) -> str:
 
 class Slots:
     """Mutable homes for loop-carried values: scalars in allocas (promoted to registers by
-    mem2reg), arrays in two arena buffers swapped each iteration (the body reads one while its
-    result is written to the other)."""
+    mem2reg); arrays in two arena buffers swapped each iteration (the body reads one while its
+    result is written to the other), or, for the carries in `inplace`, in one buffer that the
+    body updates in place (adopting the initial value's buffer when that is donated to it)."""
 
-    def __init__(self, em, types):
-        self.em, self.types = em, types
+    def __init__(self, em, types, init, inplace=frozenset()):
+        self.em, self.types, self.inplace = em, types, inplace
         self.homes = []
-        for t in types:
+        for k, (t, v) in enumerate(zip(types, init)):
             if t.rank == 0:
                 self.homes.append(em.alloca(reg_type(t.dtype)))
+            elif k in inplace:
+                donated = isinstance(v, Arr) and v.owned and v.contiguous
+                self.homes.append(v.ptr if donated else em.alloc(t).ptr)
             else:
                 cur, nxt = em.alloca(PTR), em.alloca(PTR)
                 em.b.store(em.alloc(t).ptr, cur)
                 em.b.store(em.alloc(t).ptr, nxt)
                 self.homes.append((cur, nxt))
+        self.write(init)
 
     def read(self):
         em, out = self.em, []
-        for t, h in zip(self.types, self.homes):
+        for k, (t, h) in enumerate(zip(self.types, self.homes)):
             if t.rank == 0:
                 out.append(em.b.load(h))
+            elif k in self.inplace:
+                out.append(Arr(h, em.i64(0), _strides(t), t, owned=True))
             else:
                 out.append(Arr(em.b.load(h[0]), em.i64(0), _strides(t), t))
         return out
@@ -72,15 +79,55 @@ class Slots:
             if k in plan:
                 how = plan[k]
                 extra = [next(ops_) for _ in range(how[1] - 1)] if how[0] != "add" else []
-                accumulate(em, Arr(em.b.load(h[0]), em.i64(0), _strides(t), t), how, v, extra)
+                cur = h if k in self.inplace else em.b.load(h[0])
+                accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, v, extra)
             elif t.rank == 0:
                 em.b.store(v, h)
+            elif k in self.inplace:
+                if not (isinstance(v, Arr) and v.ptr is h):  # an inner loop updated it in place
+                    em.copy_into(Arr(h, em.i64(0), _strides(t), t), v)
             else:
                 cur, nxt = h
                 spare = em.b.load(nxt)
                 em.copy_into(Arr(spare, em.i64(0), _strides(t), t), v)
                 em.b.store(em.b.load(cur), nxt)
                 em.b.store(spare, cur)
+
+
+def inplace_carries(body: Body, first: int, n: int, plan) -> set[int]:
+    """The array carries a loop body updates in place: accumulators (`plan`), and carries whose
+    only use is to be the carry of an inner loop that updates it in place and returns it as
+    this body's result (a cotangent threaded through nested loops: See Note [Threaded
+    accumulators] in ad/vjp.py)."""
+    uses: dict[int, int] = {}
+    made_by = {}
+    for e in body.eqns:
+        for x in e.inputs:
+            uses[x.id] = uses.get(x.id, 0) + 1
+        for o in e.outs:
+            made_by[o.id] = e
+    for o in body.outs:
+        uses[o.id] = uses.get(o.id, 0) + 1
+    found = set()
+    for k in range(n):
+        p, out = body.params[first + k], body.outs[k]
+        if p.type.rank == 0:
+            continue
+        if k in plan:
+            found.add(k)
+            continue
+        e = made_by.get(out.id)
+        if e is None or uses.get(p.id) != 1 or uses.get(out.id) != 1 or e.prim.name not in ("scan", "while_untape"):
+            continue
+        j = e.outs.index(out)
+        nc = e.params["num_carry"]
+        base = 0 if e.prim.name == "scan" else 2
+        inner = e.params["body"]
+        inner_first = 1 if e.prim.name == "scan" else e.params["num_res"]
+        if j < nc and e.inputs[base + j] is p:
+            if j in inplace_carries(inner, inner_first, nc, accumulators(inner, inner_first, nc)[1]):
+                found.add(k)
+    return found
 
 
 def _strides(t):
@@ -232,11 +279,9 @@ def _scan_lower(em, eqn, ins):
     body, n, nc, nx, reverse = p["body"], p["length"], p["num_carry"], p["num_xs"], p["reverse"]
     init, xs, consts = ins[:nc], ins[nc : nc + nx], ins[nc + nx :]
     carry_types = [o.type for o in eqn.outs[:nc]]
-    slots = Slots(em, carry_types)
-    slots.write(init)
     ys = [em.alloc(o.type) for o in eqn.outs[nc:]]
-
     body, plan = accumulators(body, 1, nc)
+    slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan))
     n_out = len(eqn.params["body"].outs)
 
     def step(i):
@@ -271,8 +316,7 @@ def _while_lower(em, eqn, ins):
     p = eqn.params
     ns = p["num_state"]
     init, consts = ins[:ns], ins[ns:]
-    slots = Slots(em, [o.type for o in eqn.outs])
-    slots.write(init)
+    slots = Slots(em, [o.type for o in eqn.outs], init)
     head, loop_body, done = em.block("while.head"), em.block("while.body"), em.block("while.end")
     em.b.branch(head)
     em.b.position_at_end(head)
@@ -466,14 +510,15 @@ def _map_vjp_fwd(b, eqn, ins, act):
     p = eqn.params
     body, nx = p["body"], p["num_xs"]
     needs = [False] + list(act)
-    fwd, bwd, kinds = vjp_split(body, needs)
+    acc = [1 + k for k in range(nx, len(ins)) if act[k] and is_float(ins[k])]
+    fwd, bwd, kinds = vjp_split(body, needs, accumulate=acc)
     outs = b.emit(map_p, ins, eqn.span, body=fwd, n=p["n"], num_xs=nx)
     ny = len(body.outs)
     b.eqns[-1].note = tape_note(fwd.out_types[ny:], p["n"])
     return outs[:ny], (ins, act, bwd, kinds, outs[ny:])
 
 
-def _map_vjp(b, params, aux, outs, cts):
+def _map_vjp(b, params, aux, outs, cts, current):
     ins, act, bwd, kinds, res_stacked = aux
     n, nx = params["n"], params["num_xs"]
     xs, consts = ins[:nx], ins[nx:]
@@ -492,10 +537,9 @@ def _map_vjp(b, params, aux, outs, cts):
     x_rows = [sb.param(row(x.type)) for x in xs]
     param_vals = [i] + x_rows + list(consts)
     res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
-    ct = dict(zip(want, inline(sb, bwd, seed_rows + res)))
-    new_accs = [ops.add(sb, a, ct[k]) for a, k in zip(accs, acc_idx)]
-    body, captured = sb.finish(new_accs + [ct[k] for k in row_idx])
-    inits = [ops.zeros(b, t) for t in acc_types]
+    ct = dict(zip(want, inline(sb, bwd, seed_rows + accs + res)))
+    body, captured = sb.finish([ct[k] for k in acc_idx] + [ct[k] for k in row_idx])
+    inits = [current[k] if current[k] is not None else ops.zeros(b, ins[k].type) for k in acc_idx]
     stacks = seeds + list(res_stacked) + list(xs)
     out = b.emit(
         scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits), num_xs=len(stacks), reverse=False
@@ -505,7 +549,7 @@ def _map_vjp(b, params, aux, outs, cts):
         result[k] = v
     for k, v in zip(row_idx, out[len(acc_idx) :]):
         result[k] = v
-    return result
+    return result, set(acc_idx)
 
 
 def ops_i64():
@@ -550,6 +594,7 @@ def _map_jvp_full(b, eqn, ins, ts):
 
 
 map_p.vjp_fwd, map_p.vjp, map_p.jvp_full = _map_vjp_fwd, _map_vjp, _map_jvp_full
+map_p.threads_cotangents = True
 
 
 # scan: the forward also stacks the residuals of every step (T residual records); the backward
@@ -562,7 +607,8 @@ def _scan_vjp_fwd(b, eqn, ins, act):
     body, nc, nx = p["body"], p["num_carry"], p["num_xs"]
     any_act = any(act)
     needs = [False] + [any_act and is_float(x) for x in ins[:nc]] + list(act[nc:])
-    fwd, bwd, kinds = vjp_split(body, needs)
+    acc = [1 + k for k in range(nc + nx, len(ins)) if act[k] and is_float(ins[k])]
+    fwd, bwd, kinds = vjp_split(body, needs, accumulate=acc)
     # the carry a step starts from is a residual too: stack it as an extra output
     carry_res = sorted({k for kind, k in kinds if kind == "param" and 1 <= k <= nc})
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in carry_res])
@@ -575,7 +621,7 @@ def _scan_vjp_fwd(b, eqn, ins, act):
     return outs[: nc + ny], (ins, needs, bwd, kinds, res_stacked, carry_stacked)
 
 
-def _scan_vjp(b, params, aux, outs, cts):
+def _scan_vjp(b, params, aux, outs, cts, current):
     ins, needs, bwd, kinds, res_stacked, carry_stacked = aux
     n, nc, nx = params["length"], params["num_carry"], params["num_xs"]
     init, xs, consts = ins[:nc], ins[nc : nc + nx], ins[nc + nx :]
@@ -599,12 +645,11 @@ def _scan_vjp(b, params, aux, outs, cts):
     x_rows = [sb.param(row(x.type)) for x in xs]
     param_vals = [t] + [c_rows.get(k + 1) for k in range(nc)] + x_rows + list(consts)
     res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
-    ct = dict(zip(want, inline(sb, bwd, ct_c + y_rows + res)))
+    ct = dict(zip(want, inline(sb, bwd, ct_c + y_rows + accs + res)))
     new_ct_c = [ct[k] if k in ct else ops.zeros(sb, init[k].type) for k in float_carry]
-    new_accs = [ops.add(sb, a, ct[k]) for a, k in zip(accs, acc_idx)]
-    body, captured = sb.finish(new_ct_c + new_accs + [ct[k] for k in row_idx])
+    body, captured = sb.finish(new_ct_c + [ct[k] for k in acc_idx] + [ct[k] for k in row_idx])
     stacks = y_seeds + list(res_stacked) + [carry_stacked[k] for k in carry_keys] + list(xs)
-    inits = ct_carry0 + [ops.zeros(b, ins[k].type) for k in acc_idx]
+    inits = ct_carry0 + [current[k] if current[k] is not None else ops.zeros(b, ins[k].type) for k in acc_idx]
     out = b.emit(
         scan_p,
         inits + stacks + captured,
@@ -622,7 +667,7 @@ def _scan_vjp(b, params, aux, outs, cts):
         result[k] = v
     for k, v in zip(row_idx, out[len(float_carry) + len(acc_idx) :]):
         result[k] = v
-    return result
+    return result, set(acc_idx)
 
 
 def _scan_jvp_full(b, eqn, ins, ts):
@@ -701,6 +746,7 @@ def _scan_jvp_full(b, eqn, ins, ts):
 
 
 scan_p.vjp_fwd, scan_p.vjp, scan_p.jvp_full = _scan_vjp_fwd, _scan_vjp, _scan_jvp_full
+scan_p.threads_cotangents = True
 
 
 # cond: each branch's forward also returns its residuals (zeros for the other branch's); the
@@ -794,7 +840,8 @@ def _while_vjp_fwd(b, eqn, ins, act):
     body, ns = p["body"], p["num_state"]
     any_act = any(act)
     needs = [any_act and is_float(x) for x in ins[:ns]] + list(act[ns:])
-    fwd, bwd, kinds = vjp_split(body, needs)
+    acc = [k for k in range(ns, len(ins)) if act[k] and is_float(ins[k])]
+    fwd, bwd, kinds = vjp_split(body, needs, accumulate=acc)
     state_res = sorted({k for kind, k in kinds if kind == "param" and k < ns})
     n_extra = len(fwd.outs) - ns
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in state_res])
@@ -811,7 +858,7 @@ def _clone(body):
     return clone_body(body)
 
 
-def _while_vjp(b, params, aux, outs, cts):
+def _while_vjp(b, params, aux, outs, cts, current):
     from .tape import while_untape_p
 
     ins, needs, bwd, kinds, state_res, n_extra, res_types, tape, count = aux
@@ -828,11 +875,10 @@ def _while_vjp(b, params, aux, outs, cts):
     accs = [sb.param(ins[k].type) for k in acc_idx]
     extra, state_vals = res[:n_extra], dict(zip(state_res, res[n_extra:]))
     param_vals = [state_vals.get(k) for k in range(ns)] + list(consts)
-    ct = dict(zip(want, inline(sb, bwd, ct_s + residual_values(kinds, param_vals, extra))))
+    ct = dict(zip(want, inline(sb, bwd, ct_s + accs + residual_values(kinds, param_vals, extra))))
     new_ct = [ct[k] if k in ct else ops.zeros(sb, ins[k].type) for k in float_state]
-    new_accs = [ops.add(sb, a, ct[k]) for a, k in zip(accs, acc_idx)]
-    body, captured = sb.finish(new_ct + new_accs)
-    carry0 = ct0 + [ops.zeros(b, ins[k].type) for k in acc_idx]
+    body, captured = sb.finish(new_ct + [ct[k] for k in acc_idx])
+    carry0 = ct0 + [current[k] if current[k] is not None else ops.zeros(b, ins[k].type) for k in acc_idx]
     out = b.emit(
         while_untape_p, [tape, count] + carry0 + captured, body=body, num_res=len(res_types), num_carry=len(carry0)
     )
@@ -842,7 +888,7 @@ def _while_vjp(b, params, aux, outs, cts):
             result[k] = v
     for k, v in zip(acc_idx, out[len(float_state) :]):
         result[k] = v
-    return result
+    return result, set(acc_idx)
 
 
 def _while_jvp_full(b, eqn, ins, ts):
@@ -891,6 +937,7 @@ def _while_jvp_full(b, eqn, ins, ts):
 
 
 while_p.vjp_fwd, while_p.vjp, while_p.jvp_full = _while_vjp_fwd, _while_vjp, _while_jvp_full
+while_p.threads_cotangents = True
 
 
 # call (recursion): each recursive Func f gets an augmented forward f.fwd returning its

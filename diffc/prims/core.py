@@ -36,6 +36,7 @@ class Prim:
     vjp: Callable | None = None
     vjp_fwd: Callable | None = None
     jvp_full: Callable | None = None
+    threads_cotangents: bool = False  # vjp(..., current) -> (cts, indices of totals): see ad/vjp.py
     nondiff: bool = False
     fold: Callable | None = None
     effect: bool = False

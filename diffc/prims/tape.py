@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..lower.emit import I8, I64, PTR, VOID, Arr, contiguous_strides
 from ..typesys import DType, TensorType
-from .control import Slots, accumulators
+from .control import Slots, accumulators, inplace_carries
 from .core import primitive
 
 HANDLE = TensorType(DType.I64, ())
@@ -98,8 +98,7 @@ def _while_tape_lower(em, eqn, ins):
     res_types = body.out_types[ns:]
     _, rsize = record_layout(res_types)
     init, consts = ins[:ns], ins[ns:]
-    slots = Slots(em, [o.type for o in eqn.outs[:ns]])
-    slots.write(init)
+    slots = Slots(em, [o.type for o in eqn.outs[:ns]], init)
     tape, cap, count = em.alloca(PTR), em.alloca(I64), em.alloca(I64)
     b = em.b
     b.store(_malloc(em, em.i64(16 * rsize)), tape)
@@ -148,10 +147,8 @@ def _while_untape_lower(em, eqn, ins):
     tape = b.inttoptr(ins[0], PTR)
     count = ins[1]
     carry, consts = ins[2 : 2 + nc], ins[2 + nc :]
-    slots = Slots(em, [o.type for o in eqn.outs])
-    slots.write(carry)
-
     body2, plan = accumulators(body, nr, nc)
+    slots = Slots(em, [o.type for o in eqn.outs], carry, inplace_carries(body, nr, nc, plan))
 
     def step(i):
         k = b.sub(b.sub(count, em.i64(1)), i)

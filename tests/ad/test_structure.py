@@ -475,3 +475,24 @@ def test_first_derivative_through_while():
     assert diffc.grad(m.f)(1.5) == pytest.approx(6 * 1.5**5)
     assert diffc.jvp(m.f)(1.5, 1.0)[1] == pytest.approx(6 * 1.5**5)
     assert_close(diffc.grad(m.f)(1.5), directional(m.f, (1.5,), (1.0,))[0], 1e-6)
+
+
+def test_value_both_looped_over_and_captured_gets_both_contributions():
+    """x is a loop's initial state (or the array mapped over) and a captured constant too:
+    the cotangent threaded through the loop for the constant must not drop the other part."""
+    import numpy as np
+
+    import diffc
+
+    m = diffc.compile(
+        """
+        fn w(x) = sum(while(fn(s) => s.1 < 3, fn(s) => (sin(s.0) * x + s.0, s.1 + 1), (x, 0)).0 ** 2)
+        fn mp(x) = sum(map(fn(r) => r * sum(x), x))
+        fn sc(x) = sum(scan(fn(c, r) => (c * x + r, c), x, x).1)
+        """
+    )
+    x = np.array([0.3, -0.5, 0.8])
+    for f in (m.w, m.mp, m.sc):
+        g = diffc.grad(f)(x)
+        num = np.array([(f(x + 1e-6 * e) - f(x - 1e-6 * e)) / 2e-6 for e in np.eye(3)])
+        np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
