@@ -13,7 +13,30 @@ OPT_LEVEL = 3
 def _init():
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
+    blas_available()
     return new_target_machine()
+
+
+@functools.cache
+def blas_available() -> bool:
+    """Load OpenBLAS (scipy-openblas64) into the process so that generated code can call it.
+    Its thread count follows OPENBLAS_NUM_THREADS, else DIFFC_THREADS, else 1."""
+    try:
+        import scipy_openblas64
+    except ImportError:
+        return False
+    import os
+
+    path = os.path.join(scipy_openblas64.get_lib_dir(), f"lib{scipy_openblas64.get_library()}.so")
+    if not os.path.exists(path):
+        return False
+    llvm.load_library_permanently(path)
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        import ctypes
+
+        threads = int(os.environ.get("DIFFC_THREADS", "1"))
+        ctypes.CDLL(path).scipy_openblas_set_num_threads64_(ctypes.c_int(threads))
+    return True
 
 
 def new_target_machine():

@@ -1,11 +1,19 @@
-"""Matrix products: `@` on vectors and matrices, as NumPy's matmul for ranks 1 and 2."""
+"""Matrix products: `@` on vectors and matrices, as NumPy's matmul for ranks 1 and 2.
+
+Float products big enough to pay for a call go to OpenBLAS (the scipy-openblas64 package,
+loaded by lower/jit.py), called from the generated code with the operands' own strides, so a
+transposed view costs no copy; small ones and integer ones are loops that LLVM vectorises."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from llvmlite import ir
+
 from ..errors import ShapeError
-from ..lower.emit import reg_type
+from ..lower import jit
+from ..lower.emit import F64, I32, I64, PTR, VOID, Arr, mem_type, reg_type
+from ..typesys import DType
 from .core import primitive
 from .elementwise import _add, _mul
 
@@ -17,10 +25,69 @@ def _matmul_shape(in_types):
     return [a.with_shape(a.shape[:-1] + b.shape[1:])]
 
 
+BLAS_MIN_WORK = 8192  # multiply-adds below which a loop beats the call
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+_BLAS = {DType.F64: ("scipy_cblas_dgemm64_", "scipy_cblas_dgemv64_", F64),
+         DType.F32: ("scipy_cblas_sgemm64_", "scipy_cblas_sgemv64_", ir.FloatType())}
+
+
+def _matrix_operand(em, a: Arr):
+    """(pointer, transposed?, leading dimension) of a matrix view for BLAS, copying it only
+    when its strides are neither row-major nor column-major."""
+    rows, cols = a.type.shape
+    s0, s1 = a.strides
+    if not (s1 == 1 and s0 >= max(cols, 1)) and not (s0 == 1 and s1 >= max(rows, 1)):
+        a = em.materialise(Arr(a.ptr, a.offset, a.strides, a.type))
+        s0, s1 = a.strides
+    p = em.b.gep(a.ptr, [a.offset], source_etype=mem_type(a.type.dtype))
+    if s1 == 1 and s0 >= max(cols, 1):
+        return p, NO_TRANS, s0
+    return p, TRANS, s1
+
+
+def _vector_operand(em, v: Arr):
+    if v.strides[0] <= 0:
+        v = em.materialise(em.force(Arr(v.ptr, v.offset, v.strides, v.type)))
+    return em.b.gep(v.ptr, [v.offset], source_etype=mem_type(v.type.dtype)), v.strides[0]
+
+
+def _blas_lower(em, eqn, a, b):
+    """One gemm or gemv call: C = A @ B into a fresh buffer."""
+    ta, tb = eqn.inputs[0].type, eqn.inputs[1].type
+    out = em.alloc(eqn.outs[0].type)
+    gemm, gemv, fty = _BLAS[ta.dtype]
+    one, zero = ir.Constant(fty, 1.0), ir.Constant(fty, 0.0)
+    i32, i64 = (lambda v: ir.Constant(I32, v)), em.i64
+    if ta.rank == 2 and tb.rank == 2:
+        (pa, trans_a, lda), (pb, trans_b, ldb) = _matrix_operand(em, a), _matrix_operand(em, b)
+        m, k, n = ta.shape[0], ta.shape[1], tb.shape[1]
+        args = [i32(ROW_MAJOR), i32(trans_a), i32(trans_b), i64(m), i64(n), i64(k), one, pa, i64(lda), pb,
+                i64(ldb), zero, out.ptr, i64(max(n, 1))]
+        em.call_extern(gemm, VOID, args, [I32, I32, I32, I64, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64])
+        return out
+    if ta.rank == 2:  # A @ x
+        (pa, trans_a, lda), (px, incx) = _matrix_operand(em, a), _vector_operand(em, b)
+        m, n = ta.shape
+    else:  # x @ B = B^T x
+        (pa, trans_a, lda), (px, incx) = _matrix_operand(em, b), _vector_operand(em, a)
+        n, m = tb.shape
+        trans_a = TRANS if trans_a == NO_TRANS else NO_TRANS
+    # gemv takes the stored matrix's own rows and columns, and a transpose flag
+    rows, cols = (m, n) if trans_a == NO_TRANS else (n, m)
+    args = [i32(ROW_MAJOR), i32(trans_a), i64(rows), i64(cols), one, pa, i64(lda), px, i64(incx), zero, out.ptr,
+            i64(1)]
+    em.call_extern(gemv, VOID, args, [I32, I32, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64])
+    return out
+
+
 def _matmul_lower(em, eqn, ins):
     """out[i, j] = sum_k a[i, k] * b[k, j], with the i and j axes present only for matrices.
     Loop order i, k, j keeps the innermost loop contiguous in b and out (vectorisable)."""
     a, b = ins
+    work = eqn.inputs[0].type.size * (eqn.inputs[1].type.size // eqn.inputs[0].type.shape[-1] or 1)
+    if eqn.outs[0].type.rank > 0 and eqn.outs[0].type.dtype in _BLAS and jit.blas_available() and work >= BLAS_MIN_WORK:
+        if all(isinstance(x, Arr) for x in ins):
+            return [_blas_lower(em, eqn, a, b)]
     ta, tb = eqn.inputs[0].type, eqn.inputs[1].type
     out_t = eqn.outs[0].type
     dt = out_t.dtype
