@@ -7,7 +7,6 @@ transposed view costs no copy; small ones and integer ones are loops that LLVM v
 from __future__ import annotations
 
 import numpy as np
-
 from llvmlite import ir
 
 from ..errors import ShapeError
@@ -27,8 +26,10 @@ def _matmul_shape(in_types):
 
 BLAS_MIN_WORK = 8192  # multiply-adds below which a loop beats the call
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-_BLAS = {DType.F64: ("scipy_cblas_dgemm64_", "scipy_cblas_dgemv64_", F64),
-         DType.F32: ("scipy_cblas_sgemm64_", "scipy_cblas_sgemv64_", ir.FloatType())}
+_BLAS = {
+    DType.F64: ("scipy_cblas_dgemm64_", "scipy_cblas_dgemv64_", F64),
+    DType.F32: ("scipy_cblas_sgemm64_", "scipy_cblas_sgemv64_", ir.FloatType()),
+}
 
 
 def _matrix_operand(em, a: Arr):
@@ -61,8 +62,22 @@ def _blas_lower(em, eqn, a, b):
     if ta.rank == 2 and tb.rank == 2:
         (pa, trans_a, lda), (pb, trans_b, ldb) = _matrix_operand(em, a), _matrix_operand(em, b)
         m, k, n = ta.shape[0], ta.shape[1], tb.shape[1]
-        args = [i32(ROW_MAJOR), i32(trans_a), i32(trans_b), i64(m), i64(n), i64(k), one, pa, i64(lda), pb,
-                i64(ldb), zero, out.ptr, i64(max(n, 1))]
+        args = [
+            i32(ROW_MAJOR),
+            i32(trans_a),
+            i32(trans_b),
+            i64(m),
+            i64(n),
+            i64(k),
+            one,
+            pa,
+            i64(lda),
+            pb,
+            i64(ldb),
+            zero,
+            out.ptr,
+            i64(max(n, 1)),
+        ]
         em.call_extern(gemm, VOID, args, [I32, I32, I32, I64, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64])
         return out
     if ta.rank == 2:  # A @ x
@@ -74,8 +89,7 @@ def _blas_lower(em, eqn, a, b):
         trans_a = TRANS if trans_a == NO_TRANS else NO_TRANS
     # gemv takes the stored matrix's own rows and columns, and a transpose flag
     rows, cols = (m, n) if trans_a == NO_TRANS else (n, m)
-    args = [i32(ROW_MAJOR), i32(trans_a), i64(rows), i64(cols), one, pa, i64(lda), px, i64(incx), zero, out.ptr,
-            i64(1)]
+    args = [i32(ROW_MAJOR), i32(trans_a), i64(rows), i64(cols), one, pa, i64(lda), px, i64(incx), zero, out.ptr, i64(1)]
     em.call_extern(gemv, VOID, args, [I32, I32, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64])
     return out
 
