@@ -59,7 +59,10 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
     compiled = jit.Compiled(mod)
     timings.add("codegen", t)
     f = prog.main
-    return NativeFunction(compiled, ms.sites, [p.type for p in f.body.params], [o.type for o in f.body.outs]), out_tree
+    native = NativeFunction(
+        compiled, ms.sites, [p.type for p in f.body.params], [o.type for o in f.body.outs], ms.entry_arena
+    )
+    return native, out_tree
 
 
 def llvm_text(module, fn_name: str, arg_types: tuple) -> tuple[str, str, str]:

@@ -26,7 +26,7 @@ PTR = ir.PointerType()
 VOID = ir.VoidType()
 
 # ctx: an i64[CTX_WORDS] array shared by every native function of one call
-CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_WORDS = 0, 1, 2, 3, 4, 5
+CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_ARENA, CTX_WORDS = 0, 1, 2, 3, 4, 5, 6
 ERR_BOUNDS, ERR_DEPTH = 1, 2
 ARENA_STACK_LIMIT = 1 << 14  # arenas up to this size live on the stack
 RECURSIVE_STACK_LIMIT = 256  # ... in a recursive function, whose frames pile up
@@ -125,7 +125,7 @@ def _fusable_values(body, lazy_outs: bool = False) -> set[int]:
 class Emitter:
     """Emits one native function; `module` is the lower.llvm.ModuleState it belongs to."""
 
-    def __init__(self, module, fn: ir.Function, *, recursive: bool = False):
+    def __init__(self, module, fn: ir.Function, *, recursive: bool = False, external_arena: bool = False):
         self.m = module
         self.fn = fn
         self.entry = fn.append_basic_block("entry")
@@ -138,6 +138,7 @@ class Emitter:
         self.arena_slot = self.alloca(PTR, "arena")
         self.ctx = fn.args[0]
         self.recursive = recursive
+        self.external_arena = external_arena  # the caller passes the arena in ctx (See Note [Arenas])
         self.fuse_next = False
 
     # --- blocks, allocas, loops ---------------------------------------------------------
@@ -367,10 +368,14 @@ class Emitter:
         b = self.b
         size = self.arena_size
         on_stack = size <= (RECURSIVE_STACK_LIMIT if self.recursive else ARENA_STACK_LIMIT)
+        if self.external_arena:
+            on_stack = True  # nothing to free
         with b.goto_block(self.entry):
             b.position_before(self.entry_br)
             if size == 0:
                 pass
+            elif self.external_arena:
+                b.store(b.inttoptr(b.load(self.ctx_ptr(CTX_ARENA), typ=I64), PTR), self.arena_slot)
             elif on_stack:
                 buf = b.alloca(ir.ArrayType(I8, size), name="arena.buf")
                 buf.align = 64
@@ -386,6 +391,14 @@ class Emitter:
         b.ret_void()
 
 
+# Note [Arenas]
+# ~~~~~~~~~~~~~~~
+# Every temporary array of a native function has a static size, so a function's temporaries
+# are carved out of one arena sized when the function is complete: small arenas live on the
+# stack, large ones are malloc'ed per call. The entry function's arena comes from the runtime
+# instead (ctx[CTX_ARENA]), allocated once per compiled signature and reused by every call, so
+# a call touches warm memory rather than fresh pages that the kernel must zero on each call.
+#
 # Note [Fusion]
 # ~~~~~~~~~~~~~~~
 # Elementwise ops are lowered lazily: when an elementwise result has one reader and that

@@ -22,6 +22,7 @@ class ModuleState:
     def __init__(self, name: str):
         self.module = ir.Module(name)
         self.sites: list[Site] = []
+        self.entry_arena = 0  # bytes of the entry function's arena, which the runtime provides
         self.funcs: dict[str, ir.Function] = {}
 
     def declare(self, name: str, ret: ir.Type, arg_types) -> ir.Function:
@@ -47,15 +48,20 @@ def lower_program(prog: Program) -> ModuleState:
         )
         fn = ir.Function(ms.module, ftype, f"dfl.{name}")
         fn.linkage = "internal"
+        for a in fn.args[1:]:
+            if isinstance(a.type, ir.PointerType):
+                # outputs are fresh buffers and inputs are never written: no pointer aliases another
+                # that is written, which lets LLVM vectorise loops without runtime overlap checks
+                a.add_attribute("noalias")
         ms.funcs[name] = fn
     for name, f in prog.funcs.items():
-        _lower_func(ms, f, ms.funcs[name])
+        _lower_func(ms, f, ms.funcs[name], entry=name == prog.entry)
     _lower_entry(ms, prog.main, ms.funcs[prog.entry])
     return ms
 
 
-def _lower_func(ms: ModuleState, f: Func, fn: ir.Function):
-    em = Emitter(ms, fn, recursive=f.recursive)
+def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, entry: bool = False):
+    em = Emitter(ms, fn, recursive=f.recursive, external_arena=entry and not f.recursive)
     b = em.b
     n_out = len(f.body.outs)
     if f.recursive:
@@ -68,13 +74,15 @@ def _lower_func(ms: ModuleState, f: Func, fn: ir.Function):
     args = []
     for p, a in zip(f.body.params, fn.args[1 + n_out :]):
         args.append(a if p.type.rank == 0 else Arr(a, em.i64(0), contiguous_strides(p.type.shape), p.type))
-    outs = em.lower_body(f.body, args)
+    outs = em.lower_body(f.body, args, lazy_outs=True)  # a fused result is computed straight into its output
     for o, v, ptr in zip(f.body.outs, outs, fn.args[1 : 1 + n_out]):
         if o.type.rank == 0:
             em.store_scalar_ptr(ptr, o.type.dtype, v)
         else:
             em.copy_into(Arr(ptr, em.i64(0), contiguous_strides(o.type.shape), o.type), v)
     em.finish()
+    if em.external_arena:
+        ms.entry_arena = em.arena_size
 
 
 def _lower_entry(ms: ModuleState, f: Func, target: ir.Function):

@@ -10,6 +10,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..errors import ShapeError, TypeError_
+from ..lower import vmath
 from ..typesys import DType, TensorType, broadcast_shapes
 from .core import primitive
 
@@ -221,6 +222,17 @@ def _libm(name):
     return f
 
 
+def _vmath(kernel):
+    """A vectorisable kernel of lower/vmath.py; f32 is computed in f64 and rounded."""
+
+    def f(em, dt, a):
+        if dt is DType.F64:
+            return kernel(em.b, a)
+        return em.b.fptrunc(kernel(em.b, em.b.fpext(a, ir.DoubleType())), a.type)
+
+    return f
+
+
 def _sigmoid(em, dt, a):
     # 1 / (1 + exp(-a)) for a >= 0, exp(a) / (1 + exp(a)) below: never overflows
     B = em.b
@@ -277,14 +289,14 @@ min_p = _ew("min", NUMERIC, _minimum, np.minimum)
 neg_p = _ew("neg", NUMERIC, _neg, np.negative)
 abs_p = _ew("abs", NUMERIC, _abs, np.abs)
 
-exp_p = _ew("exp", FLOATS, _intr("llvm.exp"), np.exp)
-log_p = _ew("log", FLOATS, _intr("llvm.log"), np.log)
+exp_p = _ew("exp", FLOATS, _vmath(vmath.exp), np.exp)
+log_p = _ew("log", FLOATS, _vmath(vmath.log), np.log)
 log1p_p = _ew("log1p", FLOATS, _libm("log1p"), np.log1p)
 sqrt_p = _ew("sqrt", FLOATS, _intr("llvm.sqrt"), np.sqrt)
 sin_p = _ew("sin", FLOATS, _intr("llvm.sin"), np.sin)
 cos_p = _ew("cos", FLOATS, _intr("llvm.cos"), np.cos)
-tanh_p = _ew("tanh", FLOATS, _libm("tanh"), np.tanh)
-sigmoid_p = _ew("sigmoid", FLOATS, _sigmoid, lambda x: 1 / (1 + np.exp(-x)))
+tanh_p = _ew("tanh", FLOATS, _vmath(vmath.tanh), np.tanh)
+sigmoid_p = _ew("sigmoid", FLOATS, _vmath(vmath.sigmoid), lambda x: 1 / (1 + np.exp(-x)))
 
 lt_p = _ew("lt", NUMERIC, _cmp("<"), np.less, DType.BOOL, nondiff=True)
 le_p = _ew("le", NUMERIC, _cmp("<="), np.less_equal, DType.BOOL, nondiff=True)

@@ -76,10 +76,35 @@ def _reduction(kind, combine, npfn):
     )
 
 
-reduce_sum_p = _reduction("sum", _add, np.sum)
-reduce_prod_p = _reduction("prod", _mul, np.prod)
-reduce_max_p = _reduction("max", _maximum, np.max)
-reduce_min_p = _reduction("min", _minimum, np.min)
+def _reassociable(op):
+    """A float sum or product that LLVM may reorder, so that it vectorises the reduction (the
+    result may differ from a left-to-right sum in the last bits, as NumPy's pairwise sum does)."""
+
+    def combine(em, dt, a, b):
+        if dt.is_float:
+            return getattr(em.b, op)(a, b, flags=("reassoc", "nsz"))
+        return (_add if op == "fadd" else _mul)(em, dt, a, b)
+
+    return combine
+
+
+def _extreme(name, int_combine):
+    """Float max/min as llvm.maximum/minimum (NaN-propagating, as NumPy's), which LLVM
+    vectorises as a reduction; integers compare and select."""
+
+    def combine(em, dt, a, b):
+        if dt.is_float:
+            fn = em.m.module.declare_intrinsic(f"llvm.{name}", [a.type], ir.FunctionType(a.type, [a.type, a.type]))
+            return em.b.call(fn, [a, b])
+        return int_combine(em, dt, a, b)
+
+    return combine
+
+
+reduce_sum_p = _reduction("sum", _reassociable("fadd"), np.sum)
+reduce_prod_p = _reduction("prod", _reassociable("fmul"), np.prod)
+reduce_max_p = _reduction("max", _extreme("maximum", _maximum), np.max)
+reduce_min_p = _reduction("min", _extreme("minimum", _minimum), np.min)
 
 
 def _argmax_lower(em, eqn, ins):

@@ -7,7 +7,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..errors import BoundsError, ShapeError
-from ..lower.emit import ERR_BOUNDS, Arr, Site, contiguous_strides, mem_type
+from ..lower.emit import ERR_BOUNDS, Arr, Lazy, Site, contiguous_strides, mem_type
 from ..typesys import DType, TensorType
 from .core import primitive
 
@@ -67,18 +67,25 @@ def _broadcast_shape(in_types, shape):
     return [t.with_shape(shape)]
 
 
+def _splat(t, x):
+    """A scalar seen as an array of type t, without memory: it is read where it is used."""
+    return Lazy(t, lambda idx: x)
+
+
 def _broadcast_lower(em, eqn, ins):
     (x,) = ins
     t = eqn.outs[0].type
-    if not isinstance(x, Arr):  # a scalar becomes an array with every stride 0
-        out = em.alloc(t)
-        em.copy_into(out, x)
-        return [out]
+    if not isinstance(x, Arr | Lazy):
+        return [_splat(t, x)]
     return [em.broadcast_view(x, t.shape)]
 
 
 broadcast_p = primitive(
-    "broadcast", shape=_broadcast_shape, lower=_broadcast_lower, fold=lambda x, shape: [np.broadcast_to(x, shape)]
+    "broadcast",
+    shape=_broadcast_shape,
+    lower=_broadcast_lower,
+    fold=lambda x, shape: [np.broadcast_to(x, shape)],
+    reads_lazy=True,
 )
 
 # --- reshape ------------------------------------------------------------------------------------
@@ -100,9 +107,7 @@ def _reshape_lower(em, eqn, ins):
     if t.rank == 0:
         return [em.read(x, [em.i64(0)] * eqn.inputs[0].type.rank)]
     if not isinstance(x, Arr):
-        out = em.alloc(t)
-        em.copy_into(out, x)
-        return [out]
+        return [_splat(t, x)]
     x = em.materialise(x)
     return [Arr(x.ptr, x.offset, contiguous_strides(t.shape), t)]
 

@@ -11,7 +11,7 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from ..errors import BoundsError, RecursionDepthError
-from ..lower.emit import CTX_A, CTX_B, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
+from ..lower.emit import CTX_A, CTX_ARENA, CTX_B, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
 from ..lower.llvm import ENTRY_SYMBOL
 from ..prims.io import PRINT_SITES, PRINT_SYMBOL
 from ..pytree import unflatten
@@ -43,7 +43,7 @@ def register_symbols():
 class NativeFunction:
     """A compiled entry point: call it with a list of contiguous arrays of the right types."""
 
-    def __init__(self, compiled, sites, in_types, out_types):
+    def __init__(self, compiled, sites, in_types, out_types, arena_bytes: int = 0):
         self.compiled = compiled  # keeps the machine code alive
         self.sites = sites
         self.in_types = in_types
@@ -51,17 +51,25 @@ class NativeFunction:
         self.cfunc = _ENTRY(compiled.address(ENTRY_SYMBOL))
         self._out_ptrs = (ctypes.c_void_p * max(len(out_types), 1))()
         self._in_ptrs = (ctypes.c_void_p * max(len(in_types), 1))()
+        # the entry function's arena, reused by every call (See Note [Arenas] in lower/emit.py);
+        # calls of one compiled function from several threads at once are not supported
+        self._arena = np.empty(arena_bytes + 64, dtype=np.uint8)
+        self._ctx = np.zeros(CTX_WORDS, dtype=np.int64)
+        self._ctx[CTX_ARENA] = (self._arena.ctypes.data + 63) // 64 * 64
+        self._ctx_ptr = self._ctx.ctypes.data
 
     def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        ctx = np.zeros(CTX_WORDS, dtype=np.int64)
+        ctx = self._ctx
+        ctx[:CTX_ARENA] = 0
         outs = [np.empty(t.shape, dtype=t.dtype.np) for t in self.out_types]
         ins = self._in_ptrs
         for k, a in enumerate(arrays):
             ins[k] = a.ctypes.data
         for k, o in enumerate(outs):
             self._out_ptrs[k] = o.ctypes.data
-        self.cfunc(ctx.ctypes.data, ins, self._out_ptrs)
-        sys.stdout.flush()
+        self.cfunc(self._ctx_ptr, ins, self._out_ptrs)
+        if PRINT_SITES:
+            sys.stdout.flush()
         if ctx[CTX_ERR]:
             raise self._error(ctx)
         return outs
