@@ -93,33 +93,66 @@ def _cheap(body) -> bool:
     return all((e.prim.fusable or e.prim.name in CHEAP) and all(_cheap(b) for b in e.bodies()) for e in body.eqns)
 
 
+RECOMPUTE_BUDGET = 40  # scalar ops per element a value may cost and still be recomputed per reader
+RECOMPUTE_MIN_BYTES = 1 << 16  # ... when storing it would cost more than recomputing it
+COST = {"exp": 12, "log": 12, "tanh": 14, "sigmoid": 14, "log1p": 20, "sin": 20, "cos": 20, "pow": 20}
+
+
 def _fusable_values(body, lazy_outs: bool = False) -> set[int]:
-    """Ids of the array values of `body` that may stay Lazy: read exactly once, in this body,
-    by an op that reads Lazy values, and made by an elementwise op, or by a map whose one
-    output is reduced (a reduced comprehension: see Note [Fusion])."""
+    """Ids of the array values of `body` that may stay Lazy, evaluated where they are read:
+    made by an elementwise op and read once, in this body, by an op that reads Lazy values; or
+    read by up to 3 such ops, none of which reads an element twice (no broadcasting), when the
+    value is big and cheap to recompute (memory traffic costs more than the arithmetic); or made
+    by a map whose one output is reduced (a reduced comprehension). See Note [Fusion]."""
     uses: dict[int, int] = {}
-    reader: dict[int, object] = {}
+    readers: dict[int, list] = {}
     for eqn in body.eqns:
         for x in eqn.inputs:
             uses[x.id] = uses.get(x.id, 0) + 1
-            reader[x.id] = eqn.prim
+            readers.setdefault(x.id, []).append(eqn)
     for o in body.outs:
         uses[o.id] = uses.get(o.id, 0) + (1 if lazy_outs else 2)
-        reader[o.id] = "out"
-    found = set()
+        readers.setdefault(o.id, []).append("out")
+    found, cost = set(), {}
     for eqn in body.eqns:
         o = eqn.outs[0] if eqn.outs else None
-        if o is None or o.type.rank == 0 or uses.get(o.id) != 1:
+        if o is None or o.type.rank == 0:
             continue
-        r = reader.get(o.id)
-        lazy_reader = r == "out" or getattr(r, "reads_lazy", False)
-        if eqn.prim.fusable and lazy_reader:
+        rs = readers.get(o.id, [])
+        lazy_reader = all(r == "out" or r.prim.reads_lazy for r in rs)
+        if eqn.prim.fusable:
+            cost[o.id] = COST.get(eqn.prim.name, 1) + sum(cost.get(x.id, 0) for x in eqn.inputs if x.id in found)
+        if eqn.prim.fusable and lazy_reader and uses.get(o.id) == 1:
             found.add(o.id)
-        elif eqn.prim.name == "map" and len(eqn.outs) == 1 and (r == "out" or getattr(r, "name", "") in REDUCTIONS):
+        elif (
+            eqn.prim.fusable
+            and lazy_reader
+            and uses.get(o.id, 0) <= 3
+            and cost[o.id] <= RECOMPUTE_BUDGET
+            and o.type.nbytes >= RECOMPUTE_MIN_BYTES
+            and all(_reads_each_once(r, o) for r in rs)
+        ):
+            found.add(o.id)
+        elif (
+            eqn.prim.name == "map"
+            and len(eqn.outs) == 1
+            and uses.get(o.id) == 1
+            and (rs[0] == "out" or rs[0].prim.name in REDUCTIONS)
+        ):
             sub = eqn.params["body"]
             if sub.outs[0].type.rank == 0 or _cheap(sub):
                 found.add(o.id)
     return found
+
+
+def _reads_each_once(reader, v) -> bool:
+    """Whether an op reads each element of v at most once: a reduction, or an elementwise op
+    whose result has v's shape (no broadcasting of v)."""
+    if reader == "out":
+        return True
+    if reader.prim.name in REDUCTIONS:
+        return True
+    return reader.prim.fusable and reader.outs[0].type.shape == v.type.shape
 
 
 class Emitter:
