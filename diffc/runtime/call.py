@@ -11,7 +11,7 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from ..errors import BoundsError, RecursionDepthError
-from ..lower.emit import CTX_A, CTX_ARENA, CTX_B, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
+from ..lower.emit import CTX_A, CTX_ARENA, CTX_B, CTX_DEPTH, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
 from ..lower.llvm import ENTRY_SYMBOL
 from ..prims.io import PRINT_SITES, PRINT_SYMBOL
 from ..pytree import unflatten
@@ -40,8 +40,17 @@ def register_symbols():
     llvm.add_symbol(PRINT_SYMBOL, ctypes.cast(_print_callback, ctypes.c_void_p).value)
 
 
+_CTYPES = {"f64": ctypes.c_double, "f32": ctypes.c_float, "i64": ctypes.c_int64, "bool": ctypes.c_bool}
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]  # (much cheaper than a.ctypes.data)
+
+
 class NativeFunction:
-    """A compiled entry point: call it with a list of contiguous arrays of the right types."""
+    """A compiled entry point: call it with a list of contiguous arrays of the right types, or
+    call_scalars with Python numbers for its scalar parameters (the fast path of small calls).
+    Scalar results come back as Python numbers, array results as new NumPy arrays."""
 
     def __init__(self, compiled, sites, in_types, out_types, arena_bytes: int = 0):
         self.compiled = compiled  # keeps the machine code alive
@@ -54,24 +63,51 @@ class NativeFunction:
         # the entry function's arena, reused by every call (See Note [Arenas] in lower/emit.py);
         # calls of one compiled function from several threads at once are not supported
         self._arena = np.empty(arena_bytes + 64, dtype=np.uint8)
-        self._ctx = np.zeros(CTX_WORDS, dtype=np.int64)
-        self._ctx[CTX_ARENA] = (self._arena.ctypes.data + 63) // 64 * 64
-        self._ctx_ptr = self._ctx.ctypes.data
+        self._ctx = (ctypes.c_int64 * CTX_WORDS)()
+        self._ctx[CTX_ARENA] = (_address(self._arena) + 63) // 64 * 64
+        self._ctx_ptr = ctypes.addressof(self._ctx)
+        # scalar results are written into slots made once
+        self._scalar_outs = {k: np.empty((), t.dtype.np) for k, t in enumerate(out_types) if t.rank == 0}
+        for k, slot in self._scalar_outs.items():
+            self._out_ptrs[k] = _address(slot)
+        self._scalar_ins = [_CTYPES[t.dtype.value]() if t.rank == 0 else None for t in in_types]
 
-    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        ctx = self._ctx
-        ctx[:CTX_ARENA] = 0
-        outs = [np.empty(t.shape, dtype=t.dtype.np) for t in self.out_types]
+    def __call__(self, arrays: list[np.ndarray]) -> list:
         ins = self._in_ptrs
         for k, a in enumerate(arrays):
-            ins[k] = a.ctypes.data
-        for k, o in enumerate(outs):
-            self._out_ptrs[k] = o.ctypes.data
-        self.cfunc(self._ctx_ptr, ins, self._out_ptrs)
+            ins[k] = _address(a)
+        return self._run()
+
+    def call_scalars(self, values) -> list:
+        """Call with Python numbers for scalar parameters and arrays for the others."""
+        ins = self._in_ptrs
+        for k, v in enumerate(values):
+            slot = self._scalar_ins[k]
+            if slot is None:
+                ins[k] = _address(v)
+            else:
+                slot.value = v
+                ins[k] = ctypes.addressof(slot)
+        return self._run()
+
+    def _run(self) -> list:
+        ctx = self._ctx
+        ctx[CTX_ERR] = ctx[CTX_DEPTH] = 0
+        outs = []
+        for k, t in enumerate(self.out_types):
+            if t.rank:
+                o = np.empty(t.shape, dtype=t.dtype.np)
+                self._out_ptrs[k] = _address(o)
+                outs.append(o)
+            else:
+                outs.append(None)
+        self.cfunc(self._ctx_ptr, self._in_ptrs, self._out_ptrs)
         if PRINT_SITES:
             sys.stdout.flush()
         if ctx[CTX_ERR]:
             raise self._error(ctx)
+        for k, slot in self._scalar_outs.items():
+            outs[k] = slot.item()
         return outs
 
     def _error(self, ctx):

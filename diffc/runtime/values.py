@@ -63,7 +63,7 @@ def type_of(a: np.ndarray) -> TensorType:
 
 def to_python(leaves: list[np.ndarray], tree: TreeDef):
     """Outputs for a Python caller: scalars as Python numbers, arrays as NumPy, records as dicts."""
-    vals = [a.item() if a.ndim == 0 else a for a in leaves]
+    vals = [a.item() if isinstance(a, np.ndarray) and a.ndim == 0 else a for a in leaves]
     return unflatten(tree, vals, make_record=dict)
 
 
