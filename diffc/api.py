@@ -11,9 +11,9 @@ from . import resolve
 from .errors import UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
+from .runtime.values import flatten_args, to_python, type_of
 
 _FAST_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)}
-from .runtime.values import flatten_args, to_python, type_of
 
 
 class Function:
