@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["specialise"] + [name for name, _ in PASSES],
         help="with --ir: stop after this pass (" + ", ".join(["specialise"] + [n for n, _ in PASSES]) + ")",
     )
+    ca = sub.add_parser(
+        "cache",
+        help="the compile cache on disk: where it is, or empty it",
+        description="Compiled machine code is kept on disk (DIFFC_CACHE_DIR, default ~/.cache/diffc; "
+        "DIFFC_CACHE=0 turns it off) so that a new process does not compile again.",
+    )
+    ca.add_argument("action", choices=["info", "clear"], help="info: where and how big; clear: remove every entry")
     gc = sub.add_parser(
         "gradcheck",
         help="check a function's derivatives against finite differences",
@@ -262,6 +269,20 @@ def show_grad(m: api.Module, name: str, pairs: list[str]) -> int:
     return EXIT_OK
 
 
+def cmd_cache(a) -> int:
+    from .runtime import cache
+
+    d = cache.cache_dir()
+    if d is None:
+        print("the compile cache is off (DIFFC_CACHE=0)")
+    elif a.action == "clear":
+        print(f"removed {cache.clear()} entries from {d}")
+    else:
+        entries = list(d.glob("*.bin")) if d.is_dir() else []
+        print(f"{d}: {len(entries)} entries, {sum(p.stat().st_size for p in entries) / 1e6:.1f} MB")
+    return EXIT_OK
+
+
 def cmd_gradcheck(a) -> int:
     from .gradcheck import gradcheck
 
@@ -275,7 +296,13 @@ def cmd_gradcheck(a) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": cmd_run, "check": cmd_check, "show": cmd_show, "gradcheck": cmd_gradcheck}
+        commands = {
+            "run": cmd_run,
+            "check": cmd_check,
+            "show": cmd_show,
+            "gradcheck": cmd_gradcheck,
+            "cache": cmd_cache,
+        }
         return commands[args.cmd](args)
     except UsageError as e:
         print(f"diffc: error: {e.message}", file=sys.stderr)
@@ -285,7 +312,10 @@ def main(argv=None) -> int:
         print(e.render(), file=sys.stderr)
         return EXIT_PROGRAM
     except RecursionError:
-        print(f"{args.file}: error: the program is nested too deeply for the compiler", file=sys.stderr)
+        print(
+            f"{getattr(args, 'file', 'diffc')}: error: the program is nested too deeply for the compiler",
+            file=sys.stderr,
+        )
         return EXIT_PROGRAM
     except KeyboardInterrupt:
         return 130
@@ -295,6 +325,6 @@ def main(argv=None) -> int:
     except Exception as e:  # a bug in diffc: say so in one line, never a traceback
         if os.environ.get("DIFFC_DEBUG"):
             raise
-        print(f"{args.file}: internal error in diffc: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"{getattr(args, 'file', 'diffc')}: internal error in diffc: {type(e).__name__}: {e}", file=sys.stderr)
         print("please report this with the program that caused it", file=sys.stderr)
         return EXIT_PROGRAM

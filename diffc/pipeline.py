@@ -10,6 +10,7 @@ import time
 from .lower import jit
 from .lower.llvm import lower_program
 from .optimise import dce, licm
+from .runtime import cache
 from .runtime.call import NativeFunction, register_symbols
 from .specialise import specialise
 
@@ -49,20 +50,37 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
     types: (NativeFunction, output TreeDef)."""
     timings = timings if timings is not None else Timings()
     t = time.perf_counter()
-    prog, out_tree = to_ir(module, fn_name, arg_types, transform=transform)
-    t = timings.add("specialise+optimise", t)
-    ms = lower_program(prog)
-    t = timings.add("lower", t)
-    mod = jit.optimise(str(ms.module))
-    t = timings.add("llvm-opt", t)
+    k = cache.key(module, fn_name, arg_types, transform)
+    entry = cache.load(k)
     register_symbols()
-    compiled = jit.Compiled(mod)
-    timings.add("codegen", t)
-    f = prog.main
+    if entry is not None:
+        compiled = jit.Compiled(object_code=entry["object"])
+        timings.add("load from cache", t)
+    else:
+        prog, out_tree = to_ir(module, fn_name, arg_types, transform=transform)
+        t = timings.add("specialise+optimise", t)
+        ms = lower_program(prog)
+        t = timings.add("lower", t)
+        mod = jit.optimise(str(ms.module))
+        t = timings.add("llvm-opt", t)
+        compiled = jit.Compiled(mod)
+        t = timings.add("codegen", t)
+        f = prog.main
+        entry = dict(
+            object=compiled.object,
+            sites=ms.sites,
+            in_types=[p.type for p in f.body.params],
+            out_types=[o.type for o in f.body.outs],
+            arena=ms.entry_arena,
+            prints=ms.prints,
+            out_tree=out_tree,
+        )
+        cache.store(k, entry)
+        timings.add("store in cache", t)
     native = NativeFunction(
-        compiled, ms.sites, [p.type for p in f.body.params], [o.type for o in f.body.outs], ms.entry_arena
+        compiled, entry["sites"], entry["in_types"], entry["out_types"], entry["arena"], entry["prints"]
     )
-    return native, out_tree
+    return native, entry["out_tree"]
 
 
 def llvm_text(module, fn_name: str, arg_types: tuple) -> tuple[str, str, str]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-# Turn on diffc/ir/verify.py after each pass before any test compiles anything.
+# Turn on diffc/ir/verify.py after each pass before any test compiles anything, and keep this
+# run's compile cache apart (every test run starts cold, so the compiler is what is tested).
 os.environ["DIFFC_VERIFY"] = "1"
+os.environ["DIFFC_CACHE_DIR"] = tempfile.mkdtemp(prefix="diffc-test-cache-")
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:

@@ -67,17 +67,32 @@ def optimise(module_text: str) -> llvm.ModuleRef:
 
 
 class Compiled:
-    """A module compiled to machine code in memory; keeps the engine alive."""
+    """Machine code in memory, from a module (its object code is kept in .object, for the disk
+    cache) or from object code made earlier; keeps the engine alive."""
 
-    def __init__(self, mod: llvm.ModuleRef):
+    def __init__(self, mod: llvm.ModuleRef | None = None, object_code: bytes | None = None):
         _init()
-        self.engine = llvm.create_mcjit_compiler(mod, new_target_machine())
+        self.object = object_code
+        self.engine = llvm.create_mcjit_compiler(mod or llvm.parse_assembly(""), new_target_machine())
+        if object_code is not None:
+            self.engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+        else:
+            self.engine.set_object_cache(notify_func=self._keep)
         self.engine.finalize_object()
         self.engine.run_static_constructors()
         self.mod = mod
 
+    def _keep(self, module, buffer: bytes):
+        self.object = bytes(buffer)
+
     def address(self, name: str) -> int:
         return self.engine.get_function_address(name)
+
+    def global_address(self, name: str) -> int:
+        try:
+            return self.engine.get_global_value_address(name)
+        except Exception:
+            return 0
 
 
 def assembly(mod: llvm.ModuleRef) -> str:

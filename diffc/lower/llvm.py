@@ -23,6 +23,7 @@ class ModuleState:
         self.module = ir.Module(name)
         self.sites: list[Site] = []
         self.entry_arena = 0  # bytes of the entry function's arena, which the runtime provides
+        self.prints: list[tuple] = []  # (label, tree, types) of each print site, numbered from 0
         self.funcs: dict[str, ir.Function] = {}
 
     def declare(self, name: str, ret: ir.Type, arg_types) -> ir.Function:

@@ -7,14 +7,21 @@ from llvmlite import ir
 from ..lower.emit import I64, PTR, VOID, Arr
 from .core import primitive
 
-# Every print equation lowered gets an id here; the runtime reads (label, tree, types) by id.
+# Every print site of every loaded program has an id here; the runtime reads (label, tree,
+# types) by id. A program numbers its own sites from 0 and adds its base, a global the runtime
+# sets when it loads the program's machine code (so cached machine code works in any process).
 PRINT_SITES: list[tuple] = []
 PRINT_SYMBOL = "diffc_print"
+PRINT_BASE = "diffc_print_base"
 
 
 def _print_lower(em, eqn, ins):
-    site = len(PRINT_SITES)
-    PRINT_SITES.append((eqn.params["label"], eqn.params["tree"], [x.type for x in eqn.inputs]))
+    base = em.m.module.globals.get(PRINT_BASE)
+    if base is None:
+        base = ir.GlobalVariable(em.m.module, I64, name=PRINT_BASE)
+        base.initializer = ir.Constant(I64, 0)
+    em.m.prints.append((eqn.params["label"], eqn.params["tree"], [x.type for x in eqn.inputs]))
+    site = em.b.add(em.b.load(base, typ=I64), em.i64(len(em.m.prints) - 1))
     slots = em.alloca(PTR, size=max(len(ins), 1))
     for k, (x, v) in enumerate(zip(eqn.inputs, ins)):
         if isinstance(v, Arr):
@@ -23,7 +30,7 @@ def _print_lower(em, eqn, ins):
             p = em.alloca(v.type if x.type.dtype.name != "BOOL" else ir.IntType(8))
             em.store_scalar_ptr(p, x.type.dtype, v)
         em.b.store(p, em.b.gep(slots, [em.i64(k)], source_etype=PTR))
-    em.call_extern(PRINT_SYMBOL, VOID, [em.i64(site), slots], [I64, PTR])
+    em.call_extern(PRINT_SYMBOL, VOID, [site, slots], [I64, PTR])
     return []
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import BoundsError, RecursionDepthError
 from ..lower.emit import CTX_A, CTX_ARENA, CTX_B, CTX_DEPTH, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
 from ..lower.llvm import ENTRY_SYMBOL
-from ..prims.io import PRINT_SITES, PRINT_SYMBOL
+from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
 from ..pytree import unflatten
 from .values import value_text
 
@@ -52,8 +52,12 @@ class NativeFunction:
     call_scalars with Python numbers for its scalar parameters (the fast path of small calls).
     Scalar results come back as Python numbers, array results as new NumPy arrays."""
 
-    def __init__(self, compiled, sites, in_types, out_types, arena_bytes: int = 0):
+    def __init__(self, compiled, sites, in_types, out_types, arena_bytes: int = 0, prints=()):
         self.compiled = compiled  # keeps the machine code alive
+        if prints:  # number this program's print sites after those already loaded
+            base = compiled.global_address(PRINT_BASE)
+            ctypes.c_int64.from_address(base).value = len(PRINT_SITES)
+            PRINT_SITES.extend(prints)
         self.sites = sites
         self.in_types = in_types
         self.out_types = out_types

@@ -66,8 +66,22 @@ class _NamesEverywhere:
 
 @functools.cache
 def _parser() -> Lark:
+    """The LALR parser, built once per process; its tables are kept in the compile cache's
+    folder (Lark's own cache, keyed by the grammar), so a new process does not rebuild them."""
+    from ..runtime.cache import cache_dir
+
+    text = grammar_path().read_text(encoding="utf-8")
+    d = cache_dir()
+    lark_cache: str | bool = False
+    if d is not None:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            lark_cache = str(d / "grammar.lark-cache")
+        except OSError:
+            pass
     return Lark(
-        grammar_path().read_text(encoding="utf-8"),
+        text,
+        cache=lark_cache,
         parser="lalr",
         lexer="contextual",
         start="module",

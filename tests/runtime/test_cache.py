@@ -1,76 +1,99 @@
-"""The compile cache: a function is compiled once per argument signature (dtypes, shapes and
-the structure of records and tuples); calls with a signature seen before reuse the code."""
+"""The compile cache on disk: a new process is served from it, a damaged entry is rebuilt,
+DIFFC_CACHE=0 turns it off, print sites of cached code print right next to other programs'."""
 
-from __future__ import annotations
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-import diffc
-from diffc import api
+PROGRAM = """
+fn main(x) {
+    print("value", x * 2.0);
+    sum(for i in 0..3 => x * f64(i))
+}
+"""
+OTHER = """
+fn main() {
+    print("other first");
+    1.0
+}
+"""
+
+
+def run(tmp_path, cache, *args, env=None):
+    e = dict(os.environ, DIFFC_CACHE_DIR=str(cache), **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "diffc", "run", "--time-passes", *args],
+        cwd=tmp_path,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
-def counted(monkeypatch):
-    """A fresh module whose compilations are counted."""
-    calls = []
-    real = api.compile_native
-
-    def counting(*args, **kwargs):
-        calls.append(args[2])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(api, "compile_native", counting)
-    m = diffc.compile("fn f(x) = x * 2\nfn g(p) = p.a + p.b\nfn h() = 1.0")
-    return m, calls
+def prog(tmp_path):
+    (tmp_path / "p.dfl").write_text(PROGRAM)
+    (tmp_path / "o.dfl").write_text(OTHER)
+    return tmp_path
 
 
-def test_same_signature_compiles_once(counted):
-    m, calls = counted
-    m.f(np.ones(3))
-    m.f(np.zeros(3))
-    m.f(np.arange(3.0))
-    assert len(calls) == 1 and m.f.num_compiled == 1
+def test_a_new_process_is_served_from_the_cache(prog, tmp_path):
+    cache = tmp_path / "cache"
+    first = run(prog, cache, "p.dfl", "--arg", "x=1.5")
+    second = run(prog, cache, "p.dfl", "--arg", "x=1.5")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "load from cache" not in first.stderr and "load from cache" in second.stderr
+    assert first.stdout == second.stdout == "value 3.0\n4.5\n"
+    assert list(cache.glob("*.bin"))
 
 
-def test_new_shapes_and_dtypes_compile_again(counted):
-    m, calls = counted
-    m.f(np.ones(3))
-    m.f(np.ones(4))
-    m.f(np.ones((3, 1)))
-    m.f(np.ones(3, np.float32))
-    m.f(np.ones(3, np.int64))
-    assert m.f.num_compiled == 5 and len(calls) == 5
-    m.f(np.ones(4))
-    m.f(np.ones(3, np.int32))  # converted to i64: the i64[3] code is reused
-    assert m.f.num_compiled == 5 and len(calls) == 5
+def test_another_signature_or_source_compiles_again(prog, tmp_path):
+    cache = tmp_path / "cache"
+    run(prog, cache, "p.dfl", "--arg", "x=1.5")
+    assert "load from cache" not in run(prog, cache, "p.dfl", "--arg", "x=[1.0, 2.0]").stderr
+    (prog / "p.dfl").write_text(PROGRAM.replace("2.0", "3.0"))
+    changed = run(prog, cache, "p.dfl", "--arg", "x=1.5")
+    assert "load from cache" not in changed.stderr and changed.stdout.startswith("value 4.5")
 
 
-def test_scalars_of_one_kind_share_code(counted):
-    m, calls = counted
-    assert m.f(1.5) == 3.0
-    assert m.f(np.float64(2.5)) == 5.0
-    assert m.f(7) == 14
-    assert m.f(np.int64(8)) == 16
-    assert m.f.num_compiled == 2
+def test_a_damaged_entry_is_detected_and_rebuilt(prog, tmp_path):
+    cache = tmp_path / "cache"
+    run(prog, cache, "p.dfl", "--arg", "x=1.5")
+    (entry,) = list(cache.glob("*.bin"))
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    again = run(prog, cache, "p.dfl", "--arg", "x=1.5")
+    assert again.returncode == 0 and again.stdout.endswith("4.5\n")
+    assert "load from cache" not in again.stderr
+    assert "load from cache" in run(prog, cache, "p.dfl", "--arg", "x=1.5").stderr
 
 
-def test_record_structure_is_part_of_the_signature(counted):
-    m, calls = counted
-    assert m.g({"a": 1.0, "b": 2.0}) == 3.0
-    assert m.g({"b": 5.0, "a": 1.0}) == 6.0
-    assert m.g.num_compiled == 1
-    np.testing.assert_array_equal(m.g({"a": np.ones(2), "b": 1.0}), [2.0, 2.0])
-    assert m.g.num_compiled == 2
+def test_the_cache_can_be_turned_off(prog, tmp_path):
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        r = run(prog, cache, "p.dfl", "--arg", "x=1.5", env={"DIFFC_CACHE": "0"})
+        assert r.returncode == 0 and "load from cache" not in r.stderr
+    assert not list(cache.glob("*.bin"))
 
 
-def test_functions_and_modules_cache_separately(counted):
-    m, calls = counted
-    assert m.f is m.f and m.function("f") is m.f
-    m.f(1.0)
-    m.h()
-    m.h()
-    assert m.f.num_compiled == 1 and m.h.num_compiled == 1 and len(calls) == 2
-    other = diffc.compile("fn f(x) = x * 2")
-    other.f(1.0)
-    assert len(calls) == 3
+def test_cached_print_sites_are_numbered_after_other_programs(prog, tmp_path):
+    cache = tmp_path / "cache"
+    run(prog, cache, "p.dfl", "--arg", "x=1.5")
+    script = "import diffc\ndiffc.load('o.dfl').main()\nprint(diffc.load('p.dfl').main(1.5))\n"
+    e = dict(os.environ, DIFFC_CACHE_DIR=str(cache))
+    out = subprocess.run([sys.executable, "-c", script], cwd=prog, env=e, capture_output=True, text=True, timeout=120)
+    assert out.stdout == "other first\nvalue 3.0\n4.5\n", out.stderr
+
+
+def test_cache_clear(prog, tmp_path):
+    cache = tmp_path / "cache"
+    run(prog, cache, "p.dfl", "--arg", "x=1.5")
+    e = dict(os.environ, DIFFC_CACHE_DIR=str(cache))
+    out = subprocess.run([sys.executable, "-m", "diffc", "cache", "clear"], env=e, capture_output=True, text=True)
+    assert out.returncode == 0 and "removed 1 entries" in out.stdout
+    assert not list(Path(cache).glob("*.bin"))
