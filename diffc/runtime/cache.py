@@ -66,6 +66,9 @@ def key(module, fn_name: str, arg_types, transform) -> str:
     h.update(compiler_fingerprint().encode())
     for name, text in sources_of(module):
         h.update(name.encode() + b"\0" + text.encode() + b"\0")
+    entry_file = module.fns[fn_name].span.file  # not the module's own text for Module.evaluate's expressions
+    if entry_file is not None and entry_file is not module.source:
+        h.update(entry_file.text.encode())
     h.update(repr((fn_name, transform, arg_types, module.source.name)).encode())
     return h.hexdigest()
 

@@ -97,3 +97,12 @@ def test_cache_clear(prog, tmp_path):
     out = subprocess.run([sys.executable, "-m", "diffc", "cache", "clear"], env=e, capture_output=True, text=True)
     assert out.returncode == 0 and "removed 1 entries" in out.stdout
     assert not list(Path(cache).glob("*.bin"))
+
+
+def test_expressions_evaluated_in_one_program_are_cached_apart(tmp_path, monkeypatch):
+    import diffc
+
+    monkeypatch.setenv("DIFFC_CACHE_DIR", str(tmp_path / "cache"))
+    m = diffc.compile("fn twice(x) = x * 2.0")
+    assert m.evaluate("twice(1.0)") == 2.0
+    assert m.evaluate("twice(5.0)") == 10.0
