@@ -45,29 +45,32 @@ LEAF = TreeDef("leaf")
 def flatten(value, is_record=lambda v: isinstance(v, Record), record_items=lambda v: v.fields.items()):
     """(leaves, treedef) of a tree of tuples and records."""
     leaves: list = []
+    return leaves, _flatten(value, leaves, is_record, record_items)
 
-    def go(v) -> TreeDef:
-        if isinstance(v, tuple):
-            return TreeDef("tuple", tuple(go(c) for c in v))
-        if is_record(v):
-            items = sorted(record_items(v), key=lambda kv: kv[0])
-            return TreeDef("record", tuple(go(c) for _, c in items), tuple(k for k, _ in items))
-        leaves.append(v)
-        return LEAF
 
-    return leaves, go(value)
+def _flatten(v, leaves, is_record, record_items) -> TreeDef:
+    # a module-level recursion, not a closure that refers to itself: such a closure is a
+    # reference cycle that keeps every leaf it saw alive until the cycle collector runs
+    if isinstance(v, tuple):
+        return TreeDef("tuple", tuple(_flatten(c, leaves, is_record, record_items) for c in v))
+    if is_record(v):
+        items = sorted(record_items(v), key=lambda kv: kv[0])
+        return TreeDef(
+            "record", tuple(_flatten(c, leaves, is_record, record_items) for _, c in items), tuple(k for k, _ in items)
+        )
+    leaves.append(v)
+    return LEAF
 
 
 def unflatten(tree: TreeDef, leaves, make_record=Record):
     """The inverse of flatten."""
-    it = iter(leaves)
+    return _unflatten(tree, iter(leaves), make_record)
 
-    def go(t: TreeDef):
-        if t.kind == "leaf":
-            return next(it)
-        kids = [go(c) for c in t.children]
-        if t.kind == "tuple":
-            return tuple(kids)
-        return make_record(dict(zip(t.names, kids)))
 
-    return go(tree)
+def _unflatten(t: TreeDef, it, make_record):
+    if t.kind == "leaf":
+        return next(it)
+    kids = [_unflatten(c, it, make_record) for c in t.children]
+    if t.kind == "tuple":
+        return tuple(kids)
+    return make_record(dict(zip(t.names, kids)))

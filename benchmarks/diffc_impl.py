@@ -1,0 +1,36 @@
+"""diffc behind the peers' interface (see peers/__init__.py): the workload's .dfl program,
+loaded once; fwd is m.loss and value_and_grad is diffc.value_and_grad over the params."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import diffc
+
+WORKLOADS = Path(__file__).resolve().parent / "workloads"
+
+
+def available():
+    """True once a one-line program compiled and ran: LLVM's one-time initialisation is then
+    kept out of the first workload's compile time."""
+    try:
+        diffc.compile("fn f(x) = x + 1.0").f(1.0)
+    except Exception as e:
+        return False, f"diffc failed to compile a one-line program: {type(e).__name__}: {e}"
+    return True, ""
+
+
+def make(name, params, inputs):
+    path = WORKLOADS / f"{name}.dfl"
+    if not path.exists():
+        return None
+    m = diffc.load(path)
+    loss = m.loss
+    vg = diffc.value_and_grad(loss, argnums=tuple(range(len(params))))
+    args = [*params, *inputs]
+
+    def value_and_grad():
+        value, grads = vg(*args)
+        return value, list(grads)
+
+    return (lambda: loss(*args)), value_and_grad

@@ -1,0 +1,33 @@
+"""The process environment every implementation runs in, set before NumPy, JAX or PyTorch is
+imported (they read it then); subprocesses inherit it.
+
+- One thread count for every library: the BLAS and OpenMP variables, XLA's flags, and
+  torch.set_num_threads once torch is imported (pin_libraries).
+- torch.compile's on-disk cache (inductor's, on by default) in a new, empty directory, so that
+  its first call in the runner is a cold compile and its first call in a probe's new process
+  finds the cache the runner filled: the warm start a user gets."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "DIFFC_THREADS")
+
+
+def prepare(threads: int, cache_dir: str):
+    late = [m for m in ("numpy", "jax", "torch") if m in sys.modules]
+    if late:
+        print(f"warning: {', '.join(late)} imported before the environment was set", file=sys.stderr)
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(threads)
+    eigen = "false" if threads == 1 else "true"
+    os.environ["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+
+
+def pin_libraries(threads: int):
+    """What can only be set through a library's API, once it is imported."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
