@@ -94,6 +94,14 @@ def _blas_lower(em, eqn, a, b):
     return out
 
 
+def _madd(em, dt, acc, a, b):
+    """acc + a * b; for floats reassociable and contractible (as BLAS sums in any order), so
+    that LLVM vectorises dot products and uses fused multiply-adds."""
+    if dt.is_float:
+        return em.b.fadd(acc, em.b.fmul(a, b, flags=("contract",)), flags=("reassoc", "nsz", "contract"))
+    return _add(em, dt, acc, _mul(em, dt, a, b))
+
+
 def _matmul_lower(em, eqn, ins):
     """out[i, j] = sum_k a[i, k] * b[k, j], with the i and j axes present only for matrices.
     Loop order i, k, j keeps the innermost loop contiguous in b and out (vectorisable)."""
@@ -115,31 +123,33 @@ def _matmul_lower(em, eqn, ins):
     def b_at(k, j):
         return em.load(b, [k, j] if cols is not None else [k])
 
-    if out_t.rank == 0:  # dot
+    def dot(i):
+        """sum_k a[i, k] * x[k] in a register (a dot product per row: reassociable)."""
         acc = em.alloca(reg_type(dt))
         em.b.store(em.const(dt, 0), acc)
-        em.loop(K, lambda k: em.b.store(_add(em, dt, em.b.load(acc), _mul(em, dt, a_at(None, k), b_at(k, None))), acc))
-        return [em.b.load(acc)]
+        em.loop(K, lambda k: em.b.store(_madd(em, dt, em.b.load(acc), a_at(i, k), b_at(k, None)), acc), "mk")
+        return em.b.load(acc)
+
+    if cols is None:  # a dot product, or a matrix times a vector: one dot product per row
+        if rows is None:
+            return [dot(None)]
+        out = em.alloc(out_t)
+        em.loop(rows, lambda i: em.store(out, [i], dot(i)), "mi")
+        return [out]
+    # a vector or a matrix times a matrix: the innermost loop runs along b's and out's rows
     out = em.alloc(out_t)
     zero = em.const(dt, 0)
     em.loop_nest(out_t.shape, lambda idx: em.store(out, idx, zero), "mz")
 
-    def out_idx(i, j):
-        return [x for x in (i, j) if x is not None]
-
     def per_row(i):
         def per_k(k):
             aik = a_at(i, k)
-            if cols is None:
-                idx = out_idx(i, None)
-                em.store(out, idx, _add(em, dt, em.load(out, idx), _mul(em, dt, aik, b_at(k, None))))
-            else:
 
-                def per_col(j):
-                    idx = out_idx(i, j)
-                    em.store(out, idx, _add(em, dt, em.load(out, idx), _mul(em, dt, aik, b_at(k, j))))
+            def per_col(j):
+                idx = [x for x in (i, j) if x is not None]
+                em.store(out, idx, _add(em, dt, em.load(out, idx), _mul(em, dt, aik, b_at(k, j))))
 
-                em.loop(cols, per_col, "mj")
+            em.loop(cols, per_col, "mj")
 
         em.loop(K, per_k, "mk")
 
