@@ -1,5 +1,5 @@
 """The program being built, for transforms that add functions to it: the derivative of a
-recursive function is a pair of recursive functions (see prims/control.py, call)."""
+recursive function is a pair of recursive functions (see prims/call.py)."""
 
 from __future__ import annotations
 

@@ -172,7 +172,7 @@ def residual_values(kinds, params, extra_outs):
 # cotangent accumulated so far, the loop starts from the cotangent so far and hands back the
 # total (`threads_cotangents` rules, `accumulate` in vjp_split). Through nested loops (a
 # comprehension over n, f, i, j reading one kernel) one buffer is threaded through every level,
-# updated in place (prims/control.py, accumulators), instead of a fresh zero accumulator per
+# updated in place (prims/loops.py, accumulators), instead of a fresh zero accumulator per
 # iteration of each outer level.
 #
 # Note [Structural zeros]

@@ -3,4 +3,4 @@
 
 def load_all():
     """Import every primitive family, so that the registry is complete."""
-    from . import control, elementwise, io, linalg, random, reduce, shape, tape  # noqa: F401
+    from . import call, checkpoint, cond, elementwise, io, linalg, map_, random, reduce, scan, shape, tape, while_  # noqa: F401

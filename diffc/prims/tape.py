@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from ..lower.emit import I8, I64, PTR, VOID, Arr, contiguous_strides
 from ..typesys import DType, TensorType
-from .control import Slots, accumulators, inplace_carries
 from .core import primitive
+from .loops import Slots, accumulators, inplace_carries
 
 HANDLE = TensorType(DType.I64, ())
 

@@ -13,7 +13,7 @@ from ..ad.vjp import residual_values, vjp_split
 from ..errors import TypeError_
 from ..ir.core import Var
 from ..ir.walk import inline
-from ..prims import control, ops
+from ..prims import checkpoint, ops
 from ..prims import elementwise as ew
 from ..pytree import LEAF, flatten, unflatten
 from .values import FUNCTION_TYPES, Partial, describe
@@ -200,7 +200,7 @@ def checkpointed(tr, fn, args):
     body, captured, out_tree, leaves, ranges, trees = trace_function(
         tr, Partial("segment", lambda tr, a, kw: fn(*a)), args, tr.span
     )
-    outs = tr.emit_n(control.checkpoint_p, leaves + captured, body=body)
+    outs = tr.emit_n(checkpoint.checkpoint_p, leaves + captured, body=body)
     return unflatten(out_tree, outs)
 
 
@@ -267,7 +267,7 @@ def _custom_vjp(tr, args, kwargs):
 
         bwd, bcap, _ = tr.trace_body(res_types + ct_types, run_bwd)
         outs = tr.emit_n(
-            control.custom_vjp_p,
+            checkpoint.custom_vjp_p,
             leaves + cap + fcap + bcap,
             fun=body,
             fwd=fwd,

@@ -11,8 +11,8 @@ import numpy as np
 from ..errors import BoundsError, ShapeError, TypeError_
 from ..ir.core import Var
 from ..optimise.licm import hoist
-from ..prims import control, io, linalg
 from ..prims import elementwise as ew
+from ..prims import io, linalg, scan, while_
 from ..prims import random as rnd
 from ..prims import reduce as red
 from ..prims import shape as sh
@@ -595,7 +595,7 @@ def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True
         init_leaves = [tr.convert(x, t.dtype) for x, t in zip(init_leaves, carry_types)]
     body_ir, captured = hoist(tr.b, body_ir, 1 + len(carry_types) + len(xs_leaves), captured, length == 0)
     outs = tr.emit_n(
-        control.scan_p,
+        scan.scan_p,
         init_leaves + xs_leaves + captured,
         body=body_ir,
         length=length,
@@ -723,7 +723,7 @@ def _while(tr, args, kwargs):
     consts = list(dict.fromkeys(cond_cap + body_cap))
     cond_ir = _with_consts(cond_ir, len(types), cond_cap, consts)
     body_ir = _with_consts(body_ir, len(types), body_cap, consts)
-    outs = tr.emit_n(control.while_p, init_leaves + consts, cond=cond_ir, body=body_ir, num_state=len(types))
+    outs = tr.emit_n(while_.while_p, init_leaves + consts, cond=cond_ir, body=body_ir, num_state=len(types))
     return unflatten(tree, outs)
 
 

@@ -15,7 +15,7 @@ from ..errors import DiffcError, NameError_, ShapeError, TypeError_
 from ..ir.build import Builder, close_together
 from ..ir.core import Func, Program, Var
 from ..optimise.licm import hoist
-from ..prims import control
+from ..prims import call, cond, map_
 from ..prims import elementwise as ew
 from ..prims import shape as sh
 from ..pytree import Record, flatten, unflatten
@@ -281,7 +281,7 @@ class Tracer:
                     leaves[k] = self.convert(leaves[k], dt)
                     self.b = saved
         bodies, operands = close_together(builders, [t_leaves, f_leaves])
-        outs = self.emit_n(control.cond_p, [c] + operands, branches=tuple(bodies))
+        outs = self.emit_n(cond.cond_p, [c] + operands, branches=tuple(bodies))
         return unflatten(t_tree, outs)
 
     def _inline_branch(self, bld: Builder, result):
@@ -418,7 +418,7 @@ class Tracer:
         if spec.ret is None:
             raise Bottom(spec)
         ret_tree, ret_types = spec.ret
-        outs = self.emit_n(control.call_p, leaves, func=spec.name, out_types=tuple(ret_types))
+        outs = self.emit_n(call.call_p, leaves, func=spec.name, out_types=tuple(ret_types))
         return unflatten(ret_tree, outs)
 
     def specialise(self, f: FnRef, key, tree, types) -> Spec:
@@ -488,7 +488,7 @@ class Tracer:
         types = [TensorType(DType.I64, ())] + [x.type.with_shape(x.type.shape[1:]) for x in xs]
         body, captured, tree = self.trace_body(types, lambda i, *rows: fn(i, list(rows)))
         body, captured = hoist(self.b, body, 1 + len(xs), captured, length == 0)
-        outs = self.emit_n(control.map_p, list(xs) + captured, body=body, n=length, num_xs=len(xs))
+        outs = self.emit_n(map_.map_p, list(xs) + captured, body=body, n=length, num_xs=len(xs))
         return unflatten(tree, outs)
 
     # --- conversions of values -----------------------------------------------------------------

@@ -13,8 +13,8 @@ from diffc.ir.build import Builder, close_together
 from diffc.ir.core import Body, Var
 from diffc.ir.verify import verify
 from diffc.ir.walk import all_bodies, all_eqns, clone_body
-from diffc.prims import control, linalg
 from diffc.prims import elementwise as ew
+from diffc.prims import linalg, map_
 from diffc.prims import reduce as red
 from diffc.prims import shape as sh
 from diffc.source import SourceFile, Span
@@ -169,7 +169,7 @@ def test_map_body_in_a_program_verifies_and_runs():
         y = inner.emit1(ew.tanh_p, [inner.emit1(ew.mul_p, [row, w])])
         s = inner.emit1(red.reduce_sum_p, [y], axes=(0,))
         body, captured = inner.finish([s])
-        (out,) = b.emit(control.map_p, [xs] + captured, body=body, n=4, num_xs=1)
+        (out,) = b.emit(map_.map_p, [xs] + captured, body=body, n=4, num_xs=1)
         return [out]
 
     prog = build_program([T(F64, 4, 3), T(F64, 3)], build)

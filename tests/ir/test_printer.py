@@ -9,8 +9,8 @@ import pytest
 from support.native import build_program, ir_of, module
 
 from diffc.ir.build import Builder
-from diffc.prims import control
 from diffc.prims import elementwise as ew
+from diffc.prims import map_
 from diffc.prims import reduce as red
 from diffc.prims import shape as sh
 from diffc.typesys import DType, TensorType
@@ -51,7 +51,7 @@ def test_names_follow_first_appearance_in_nested_bodies():
         inner.param(TensorType(I64, ()))  # the row index
         row = inner.param(TensorType(F64, (2,)))
         body, captured = inner.finish([inner.emit1(ew.exp_p, [row])])
-        return b.emit(control.map_p, [xs] + captured, body=body, n=4, num_xs=1)
+        return b.emit(map_.map_p, [xs] + captured, body=body, n=4, num_xs=1)
 
     text = printer.print_program(build_program([TensorType(F64, (4, 2))], build))
     lines = text.splitlines()

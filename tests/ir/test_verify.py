@@ -13,8 +13,8 @@ from support.native import build_program, ir_of, module
 from diffc.errors import InternalError
 from diffc.ir.core import Body, Eqn, Var
 from diffc.ir.verify import verify
-from diffc.prims import control
 from diffc.prims import elementwise as ew
+from diffc.prims import map_
 from diffc.typesys import DType, TensorType
 
 V3 = TensorType(DType.F64, (3,))
@@ -72,6 +72,6 @@ def test_rejects_a_nested_body_that_uses_a_value_it_does_not_receive():
     w, i, row, out = Var(s), Var(TensorType(DType.I64, ())), Var(s), Var(s)
     body = Body([i, row], [Eqn(ew.add_p, [row, w], {}, [out])], [out])
     xs, res = Var(V3), Var(V3)
-    prog = _body_with([Eqn(control.map_p, [xs], {"body": body, "n": 3, "num_xs": 1}, [res])], [xs], [res])
+    prog = _body_with([Eqn(map_.map_p, [xs], {"body": body, "n": 3, "num_xs": 1}, [res])], [xs], [res])
     with pytest.raises(InternalError, match="before it is defined"):
         verify(prog)

@@ -9,8 +9,8 @@ from support.native import build_program, run_program
 
 from diffc.errors import BoundsError
 from diffc.ir.build import Builder
-from diffc.prims import control
 from diffc.prims import elementwise as ew
+from diffc.prims import map_
 from diffc.prims import shape as sh
 from diffc.source import SourceFile, Span
 from diffc.typesys import DType, TensorType
@@ -54,7 +54,7 @@ def test_bounds_failure_inside_a_loop_reports_its_span():
         i = inner.param(T(I64))
         got = inner.emit1(sh.index_p, [inner.use(xs), i], span)
         body, captured = inner.finish([got])
-        return b.emit(control.map_p, [ids] + captured, body=body, n=3, num_xs=1)
+        return b.emit(map_.map_p, [ids] + captured, body=body, n=3, num_xs=1)
 
     prog = build_program([T(F64, 4), T(I64, 3)], build)
     xs = np.array([1.0, 2.0, 3.0, 4.0])

@@ -1,0 +1,254 @@
+"""What the structured ops (map, scan, while, cond, call) and their derivative rules share:
+homes for loop-carried values, in-place accumulation, stacking rows, small body builders.
+
+fold, unfold, iterate and comprehensions are built on map and scan by the specialiser.
+Conventions (the specialiser builds bodies to match):
+  map   inputs [*xs, *consts]           body (i, *x_rows, *consts) -> ys      outs: stacked ys
+  scan  inputs [*init, *xs, *consts]    body (i, *carry, *x_rows, *consts) -> (*carry, *ys)
+                                         outs: (*final carry, *stacked ys); `reverse` walks back
+  while inputs [*init, *consts]         cond (*state, *consts) -> bool; body -> state
+  cond  inputs [pred, *operands]        branches (then, else), each (*operands) -> outs
+  call  inputs args                     params func (a Program's Func name), out_types
+"""
+
+from __future__ import annotations
+
+from ..ad.vjp import is_float
+from ..ir.build import Builder
+from ..ir.core import Body
+from ..lower.emit import PTR, Arr, contiguous_strides, reg_type
+from ..typesys import DType, TensorType
+from . import ops
+from .shape import row
+
+
+def stacked(t: TensorType, n: int) -> TensorType:
+    return t.with_shape((n,) + t.shape)
+
+
+def tape_note(types, n) -> str:
+    """What a loop's tape holds: `types` per iteration, n iterations (None: known at run time)."""
+    per = sum(t.nbytes for t in types)
+    what = ", ".join(map(str, types)) or "nothing"
+    total = (
+        f"x {n} iterations = {per * n} B" if n is not None else "x the iterations the loop runs (a tape that doubles)"
+    )
+    return f"tape: {len(types)} residual{'s' * (len(types) != 1)} per iteration ({what}) = {per} B, {total}"
+
+
+# --- helpers shared by the loop lowerings --------------------------------------------------------
+
+
+class Slots:
+    """Mutable homes for loop-carried values: scalars in allocas (promoted to registers by
+    mem2reg); arrays in two arena buffers swapped each iteration (the body reads one while its
+    result is written to the other), or, for the carries in `inplace`, in one buffer that the
+    body updates in place (adopting the initial value's buffer when that is donated to it)."""
+
+    def __init__(self, em, types, init, inplace=frozenset()):
+        self.em, self.types, self.inplace = em, types, inplace
+        self.homes = []
+        for k, (t, v) in enumerate(zip(types, init)):
+            if t.rank == 0:
+                self.homes.append(em.alloca(reg_type(t.dtype)))
+            elif k in inplace:
+                donated = isinstance(v, Arr) and v.owned and v.contiguous
+                self.homes.append(v.ptr if donated else em.alloc(t).ptr)
+            else:
+                cur, nxt = em.alloca(PTR), em.alloca(PTR)
+                em.b.store(em.alloc(t).ptr, cur)
+                em.b.store(em.alloc(t).ptr, nxt)
+                self.homes.append((cur, nxt))
+        self.write(init)
+
+    def read(self):
+        em, out = self.em, []
+        for k, (t, h) in enumerate(zip(self.types, self.homes)):
+            if t.rank == 0:
+                out.append(em.b.load(h))
+            elif k in self.inplace:
+                out.append(Arr(h, em.i64(0), _strides(t), t, owned=True))
+            else:
+                out.append(Arr(em.b.load(h[0]), em.i64(0), _strides(t), t))
+        return out
+
+    def write(self, values, plan=None, operands=()):
+        """Store new values; array results go to the spare buffer, which then becomes current.
+        Carries in `plan` (see `accumulators`) are added to in place instead."""
+        em = self.em
+        plan = plan or {}
+        ops_ = iter(operands)
+        for k, (t, h, v) in enumerate(zip(self.types, self.homes, values)):
+            if k in plan:
+                how = plan[k]
+                extra = [next(ops_) for _ in range(how[1] - 1)] if how[0] != "add" else []
+                cur = h if k in self.inplace else em.b.load(h[0])
+                accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, v, extra)
+            elif t.rank == 0:
+                em.b.store(v, h)
+            elif k in self.inplace:
+                if not (isinstance(v, Arr) and v.ptr is h):  # an inner loop updated it in place
+                    em.copy_into(Arr(h, em.i64(0), _strides(t), t), v)
+            else:
+                cur, nxt = h
+                spare = em.b.load(nxt)
+                em.copy_into(Arr(spare, em.i64(0), _strides(t), t), v)
+                em.b.store(em.b.load(cur), nxt)
+                em.b.store(spare, cur)
+
+
+def inplace_carries(body: Body, first: int, n: int, plan) -> set[int]:
+    """The array carries a loop body updates in place: accumulators (`plan`), and carries whose
+    only use is to be the carry of an inner loop that updates it in place and returns it as
+    this body's result (a cotangent threaded through nested loops: See Note [Threaded
+    accumulators] in ad/vjp.py)."""
+    uses: dict[int, int] = {}
+    made_by = {}
+    for e in body.eqns:
+        for x in e.inputs:
+            uses[x.id] = uses.get(x.id, 0) + 1
+        for o in e.outs:
+            made_by[o.id] = e
+    for o in body.outs:
+        uses[o.id] = uses.get(o.id, 0) + 1
+    found = set()
+    for k in range(n):
+        p, out = body.params[first + k], body.outs[k]
+        if p.type.rank == 0:
+            continue
+        if k in plan:
+            found.add(k)
+            continue
+        e = made_by.get(out.id)
+        if e is None or uses.get(p.id) != 1 or uses.get(out.id) != 1 or e.prim.name not in ("scan", "while_untape"):
+            continue
+        j = e.outs.index(out)
+        nc = e.params["num_carry"]
+        base = 0 if e.prim.name == "scan" else 2
+        inner = e.params["body"]
+        inner_first = 1 if e.prim.name == "scan" else e.params["num_res"]
+        if j < nc and e.inputs[base + j] is p:
+            if j in inplace_carries(inner, inner_first, nc, accumulators(inner, inner_first, nc)[1]):
+                found.add(k)
+    return found
+
+
+def _strides(t):
+    return contiguous_strides(t.shape)
+
+
+def accumulators(body: Body, first: int, n: int):
+    """Find the carries a loop body only adds to: body.outs[k] = add(param[first + k], x) where
+    the param is read nowhere else (the cotangent accumulators of tied weights that derivative
+    loops carry). Returns (body', plan): body' returns x in place of the sum, and for each such
+    carry plan[k] says how to add it in place, so no new carry is built per iteration:
+      ("add",)             cur += x               (x may be Lazy: fused, no temporary)
+      ("gather", extra)    cur[ids] += g          (x was gather_add(g, ids): touches only those rows)
+      ("index", extra)     cur[i...] += g         (x was index_scatter(g, i...))
+    `extra` counts body' outputs appended after the original ones (g and the indices)."""
+    uses: dict[int, int] = {}
+    made_by = {}
+    for e in body.eqns:
+        for x in e.inputs:
+            uses[x.id] = uses.get(x.id, 0) + 1
+        for o in e.outs:
+            made_by[o.id] = e
+    for o in body.outs:
+        uses[o.id] = uses.get(o.id, 0) + 1
+    drop, outs, extra, plan = set(), list(body.outs), [], {}
+    for k in range(n):
+        p, out = body.params[first + k], body.outs[k]
+        e = made_by.get(out.id)
+        if p.type.rank == 0 or e is None or e.prim.name != "add" or uses.get(p.id) != 1 or uses.get(out.id) != 1:
+            continue
+        a, b = e.inputs
+        x = b if a is p else a if b is p else None
+        if x is None or x.type != p.type:
+            continue
+        drop.add(id(e))
+        src = made_by.get(x.id)
+        if src is not None and src.prim.name in ("gather_add", "index_scatter") and uses.get(x.id) == 1:
+            drop.add(id(src))
+            plan[k] = ("gather" if src.prim.name == "gather_add" else "index", len(src.inputs))
+            outs[k] = src.inputs[0]
+            extra += src.inputs[1:]
+        else:
+            plan[k] = ("add",)
+            outs[k] = x
+    if not plan:
+        return body, {}
+    return Body(body.params, [e for e in body.eqns if id(e) not in drop], outs + extra), plan
+
+
+def accumulate(em, cur: Arr, how, value, operands):
+    """cur += value in place, as `accumulators` planned (operands: the indices)."""
+    from .elementwise import _add
+
+    dt = cur.type.dtype
+    if how[0] == "add":
+        em.loop_nest(
+            cur.type.shape, lambda idx: em.store(cur, idx, _add(em, dt, em.load(cur, idx), em.read(value, idx))), "acc"
+        )
+    elif how[0] == "gather":
+        (ids,) = operands
+        ids_t = ids.type if isinstance(ids, Arr) else None
+        n = cur.type.shape[0]
+        row_shape = cur.type.shape[1:]
+
+        def per_id(idx):
+            i = em.read(ids, idx)
+            j = em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i)
+            em.loop_nest(
+                row_shape,
+                lambda r: em.store(cur, [j] + r, _add(em, dt, em.load(cur, [j] + r), em.read(value, idx + r))),
+                "acr",
+            )
+
+        em.loop_nest(ids_t.shape if ids_t else (), per_id, "aci")
+    else:  # index
+        offs = []
+        for k, i in enumerate(operands):
+            n = cur.type.shape[k]
+            offs.append(em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i))
+        rest = cur.type.shape[len(offs) :]
+        em.loop_nest(
+            rest, lambda r: em.store(cur, offs + r, _add(em, dt, em.load(cur, offs + r), em.read(value, r))), "acx"
+        )
+
+
+def store_row(em, out: Arr, i, v):
+    """out[i] = v."""
+    r = row(em, out, i)
+    if isinstance(r, Arr):
+        em.copy_into(r, v)
+    else:
+        em.store(
+            Arr(out.ptr, em.b.add(out.offset, em.b.mul(i, em.i64(out.strides[0]))), (), out.type.with_shape(())), [], v
+        )
+
+
+# --- for derivative rules ---------------------------------------------------------------------
+
+
+def seed_or_zeros(b, ct, t):
+    return ct if ct is not None else ops.zeros(b, t)
+
+
+def closed_body(param_types, fn) -> Body:
+    """A closed body built by fn(builder, params) -> outs."""
+    b = Builder()
+    params = [b.param(t) for t in param_types]
+    return b.finish(list(fn(b, params)))[0]
+
+
+def index_type():
+    from ..typesys import TensorType
+
+    return TensorType(DType.I64, ())
+
+
+def tangents_of(outs, n, like):
+    """Split the outputs of an op emitted with tangents: (its n values, the tangents of the
+    float ones among `like`, None for the others)."""
+    touts = iter(outs[n:])
+    return outs[:n], [next(touts) if is_float(o) else None for o in like]

@@ -1,0 +1,136 @@
+"""The structured op map: the same body applied to every row of its arrays; its derivative is
+a map that also stacks residuals, and a scan that sums the cotangents of its constants."""
+
+from __future__ import annotations
+
+from ..ad.jvp import jvp_body
+from ..ad.vjp import is_float, vjp_split
+from ..errors import ShapeError
+from ..ir.build import Builder
+from ..ir.walk import inline
+from ..lower.emit import Lazy
+from . import ops
+from .core import primitive
+from .loops import closed_body, index_type, seed_or_zeros, stacked, store_row, tangents_of, tape_note
+from .scan import scan_p
+from .shape import row
+
+# --- map ----------------------------------------------------------------------------------------
+
+
+def _map_shape(in_types, body, n, num_xs):
+    for t in in_types[:num_xs]:
+        if t.rank == 0 or t.shape[0] != n:
+            raise ShapeError(f"map over arrays of different lengths: expected {n} rows, got {t}")
+    return [stacked(t, n) for t in body.out_types]
+
+
+def _map_lower(em, eqn, ins):
+    body, n, num_xs = eqn.params["body"], eqn.params["n"], eqn.params["num_xs"]
+    xs, consts = ins[:num_xs], ins[num_xs:]
+    if em.fuse_next:  # read by a reduction: evaluate the body where each element is read
+
+        def at(idx):
+            (v,) = em.lower_body(body, [idx[0]] + [row(em, x, idx[0]) for x in xs] + consts, lazy_outs=True)
+            return em.read(v, idx[1:])
+
+        return [Lazy(eqn.outs[0].type, at)]
+    outs = [em.alloc(o.type) for o in eqn.outs]
+
+    def step(i):
+        res = em.lower_body(body, [i] + [row(em, x, i) for x in xs] + consts)
+        for o, r in zip(outs, res):
+            store_row(em, o, i, r)
+
+    em.loop(n, step, "map")
+    return outs
+
+
+map_p = primitive("map", shape=_map_shape, lower=_map_lower)
+
+
+# map: forward map with stacked residuals; backward is a scan whose carry accumulates the
+# cotangents of the loop-invariant inputs (tied weights) and whose outputs are the rows' ones.
+
+
+def _map_vjp_fwd(b, eqn, ins, act):
+    p = eqn.params
+    body, nx = p["body"], p["num_xs"]
+    needs = [False] + list(act)
+    acc = [1 + k for k in range(nx, len(ins)) if act[k] and is_float(ins[k])]
+    fwd, bwd, kinds = vjp_split(body, needs, accumulate=acc)
+    outs = b.emit(map_p, ins, eqn.span, body=fwd, n=p["n"], num_xs=nx)
+    ny = len(body.outs)
+    b.eqns[-1].note = tape_note(fwd.out_types[ny:], p["n"])
+    return outs[:ny], (ins, act, bwd, kinds, outs[ny:])
+
+
+def _map_vjp(b, params, aux, outs, cts, current):
+    ins, act, bwd, kinds, res_stacked = aux
+    n, nx = params["n"], params["num_xs"]
+    xs, consts = ins[:nx], ins[nx:]
+    seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    want = [k for k, x in enumerate(ins) if act[k] and is_float(x)]  # inputs that get cotangents
+    acc_idx = [k for k in want if k >= nx]
+    row_idx = [k for k in want if k < nx]
+    acc_types = [ins[k].type for k in acc_idx]
+    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
+
+    sb = Builder(b)
+    i = sb.param(index_type())
+    accs = [sb.param(t) for t in acc_types]
+    seed_rows = [sb.param(row(s.type)) for s in seeds]
+    res_rows = [sb.param(row(r.type)) for r in res_stacked]
+    x_rows = [sb.param(row(x.type)) for x in xs]
+    param_vals = [i] + x_rows + list(consts)
+    res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
+    ct = dict(zip(want, inline(sb, bwd, seed_rows + accs + res)))
+    body, captured = sb.finish([ct[k] for k in acc_idx] + [ct[k] for k in row_idx])
+    inits = [current[k] if current[k] is not None else ops.zeros(b, ins[k].type) for k in acc_idx]
+    stacks = seeds + list(res_stacked) + list(xs)
+    out = b.emit(
+        scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits), num_xs=len(stacks), reverse=False
+    )
+    result = [None] * len(ins)
+    for k, v in zip(acc_idx, out[: len(acc_idx)]):
+        result[k] = v
+    for k, v in zip(row_idx, out[len(acc_idx) :]):
+        result[k] = v
+    return result, set(acc_idx)
+
+
+def _map_jvp_full(b, eqn, ins, ts):
+    p = eqn.params
+    body, nx = p["body"], p["num_xs"]
+    has = [False] + [t is not None for t in ts]
+    jb = jvp_body(body, has)
+    # jb takes (i, rows, consts, row tangents, const tangents); map wants rows first
+    t_rows = [t for t in ts[:nx] if t is not None]
+    t_consts = [t for t in ts[nx:] if t is not None]
+    n_rows = len(t_rows)
+
+    def reorder(bb, params):
+        i, rows, trows = params[0], params[1 : 1 + nx], params[1 + nx : 1 + nx + n_rows]
+        consts, tconsts = (
+            params[1 + nx + n_rows : 1 + nx + n_rows + len(ins) - nx],
+            params[1 + nx + n_rows + len(ins) - nx :],
+        )
+        return inline(bb, jb, [i] + rows + consts + trows + tconsts)
+
+    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
+    types = (
+        [index_type()]
+        + [row(x.type) for x in ins[:nx]]
+        + [row(t.type) for t in t_rows]
+        + [x.type for x in ins[nx:]]
+        + [t.type for t in t_consts]
+    )
+    nb = closed_body(types, reorder)
+    outs = b.emit(
+        map_p, list(ins[:nx]) + t_rows + list(ins[nx:]) + t_consts, eqn.span, body=nb, n=p["n"], num_xs=nx + n_rows
+    )
+    return tangents_of(outs, len(eqn.outs), eqn.outs)
+
+
+map_p.vjp_fwd, map_p.vjp, map_p.jvp_full = _map_vjp_fwd, _map_vjp, _map_jvp_full
+map_p.threads_cotangents = True
