@@ -16,13 +16,8 @@ from ..ir.walk import inline
 from ..prims import checkpoint, ops
 from ..prims import elementwise as ew
 from ..pytree import LEAF, flatten, unflatten
-from .values import FUNCTION_TYPES, Partial, describe
-
-
-def _func(f, name):
-    if not isinstance(f, FUNCTION_TYPES):
-        raise TypeError_(f"`{name}` needs a function as its first argument, got {describe(f)}")
-    return f
+from .args import func_arg
+from .values import Partial, describe
 
 
 def trace_function(tr, f, args, span):
@@ -101,7 +96,7 @@ def _grad_family(name, with_value):
     def make(tr, args, kwargs):
         if not 1 <= len(args) <= 2 or kwargs:
             raise TypeError_(f"`{name}` takes a function and an optional argument number or tuple of them")
-        f = _func(args[0], name)
+        f = func_arg(args[0], name)
         spec = args[1] if len(args) == 2 else None
 
         def call(tr, cargs, ckw):
@@ -120,7 +115,7 @@ def _grad_family(name, with_value):
 def _vjp(tr, args, kwargs):
     if len(args) < 2 or kwargs:
         raise TypeError_("`vjp` takes a function and its arguments: vjp(f, x, ...)")
-    f, primals = _func(args[0], "vjp"), list(args[1:])
+    f, primals = func_arg(args[0], "vjp"), list(args[1:])
     span = tr.span
     body, captured, out_tree, leaves, ranges, trees = trace_function(tr, f, primals, span)
     needs = [True] * len(leaves) + [False] * len(captured)
@@ -156,7 +151,7 @@ def _vjp(tr, args, kwargs):
 def _jvp(tr, args, kwargs):
     if len(args) != 3 or kwargs:
         raise TypeError_("`jvp` takes a function, a tuple of primals and a tuple of tangents: jvp(f, (x,), (v,))")
-    f, primals, tangents = _func(args[0], "jvp"), args[1], args[2]
+    f, primals, tangents = func_arg(args[0], "jvp"), args[1], args[2]
     if not isinstance(primals, tuple) or not isinstance(tangents, tuple):
         raise TypeError_("`jvp` takes its primals and its tangents as tuples: jvp(f, (x,), (v,))")
     if len(primals) != len(tangents):
@@ -207,7 +202,7 @@ def checkpointed(tr, fn, args):
 def _checkpoint(tr, args, kwargs):
     if len(args) != 1 or kwargs:
         raise TypeError_("`checkpoint` takes one function")
-    f = _func(args[0], "checkpoint")
+    f = func_arg(args[0], "checkpoint")
 
     def call(tr, cargs, ckw):
         if ckw:
@@ -220,7 +215,7 @@ def _checkpoint(tr, args, kwargs):
 def _custom_vjp(tr, args, kwargs):
     if len(args) != 3 or kwargs:
         raise TypeError_("`custom_vjp` takes three functions: custom_vjp(f, fwd, bwd)")
-    f, fwd_f, bwd_f = (_func(a, "custom_vjp") for a in args)
+    f, fwd_f, bwd_f = (func_arg(a, "custom_vjp") for a in args)
     span = tr.span
 
     def call(tr, cargs, ckw):

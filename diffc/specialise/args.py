@@ -1,0 +1,60 @@
+"""Checking the arguments of built-ins: arity, keywords, kinds of value, static shapes and
+axes, each mistake reported in words at the call."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError, TypeError_
+from ..ir.core import Var
+from ..typesys import DType
+from .values import FUNCTION_TYPES, describe
+
+I64 = DType.I64
+
+
+def arity(name, args, lo, hi=None):
+    hi = lo if hi is None else hi
+    if not lo <= len(args) <= hi:
+        want = str(lo) if lo == hi else (f"{lo} to {hi}" if hi < 99 else f"at least {lo}")
+        raise TypeError_(f"`{name}` takes {want} argument{'s' * (want != '1')}, got {len(args)}")
+
+
+def allowed_kwargs(name, kwargs, allowed):
+    for k in kwargs:
+        if k not in allowed:
+            ok = ", ".join(f"`{a}`" for a in allowed) or "none"
+            raise TypeError_(f"`{name}` has no keyword argument `{k}` (it takes {ok})")
+
+
+def tensor_arg(x, name, what="argument"):
+    if not isinstance(x, Var):
+        raise TypeError_(f"`{name}` needs an array or a number as its {what}, got {describe(x)}")
+    return x
+
+
+def func_arg(f, name):
+    if not isinstance(f, FUNCTION_TYPES):
+        raise TypeError_(f"`{name}` needs a function as its first argument, got {describe(f)}")
+    return f
+
+
+def static_shape(tr, v, name) -> tuple[int, ...]:
+    """A shape argument: a list literal or shape(...) of ints known at compile time."""
+    if isinstance(v, tuple):
+        return tuple(tr.static_int(x, tr.span, f"a dimension in `{name}`") for x in v)
+    if isinstance(v, Var) and v.type.dtype is I64 and v.type.rank <= 1 and v.known is not None:
+        dims = tuple(int(d) for d in np.atleast_1d(v.known))
+        if any(d < 0 for d in dims):
+            raise ShapeError(f"negative dimension in the shape {list(dims)} of `{name}`")
+        return dims
+    raise TypeError_(f"`{name}` needs a shape known at compile time, like [2, 3] or shape(x), got {describe(v)}")
+
+
+def axis_arg(tr, kwargs, name, rank, default=None):
+    if "axis" not in kwargs:
+        return default
+    a = tr.static_int(kwargs["axis"], tr.span, f"the axis of `{name}`")
+    if not -rank <= a < rank:
+        raise ShapeError(f"axis {a} is out of range for an array of rank {rank} in `{name}`")
+    return a % rank
