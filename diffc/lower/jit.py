@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import llvmlite.binding as llvm
 
-import os
-
-# LLVM's O2 pipeline: as fast code as O3 on our loops (measured on benchmarks/workloads), and
-# half the compile time of a gradient program. DIFFC_OPT and friends are for experiments.
+# LLVM's O2: code as fast as O3's on our loops (measured on benchmarks/workloads) in half the
+# compile time of a gradient program. DIFFC_OPT=3 (or 1) for experiments.
 OPT_LEVEL = int(os.environ.get("DIFFC_OPT", "2"))
-CODEGEN_LEVEL = int(os.environ.get("DIFFC_CODEGEN_OPT", str(OPT_LEVEL)))
-UNROLL = os.environ.get("DIFFC_UNROLL", "1") == "1"
-INTERLEAVE = os.environ.get("DIFFC_INTERLEAVE", "1") == "1"
 
 
 @functools.cache
