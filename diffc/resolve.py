@@ -65,7 +65,7 @@ class Loader:
             p = (d / f"{imp.name}.dfl").resolve()
             if p.is_file():
                 if p not in self.by_path:
-                    src = SourceFile(str(p) if d != folder else _display(p, folder, imp.name), p.read_text())
+                    src = SourceFile(_display(p), p.read_text())
                     self.by_path[p] = None  # marks an import in progress (a cycle)
                     self.by_path[p] = self.load_source(src, p.parent, imp.name)
                 mod = self.by_path[p]
@@ -80,8 +80,12 @@ class Loader:
         raise NameError_(f"no module named `{imp.name}`: no file {imp.name}.dfl in {where}", imp.span)
 
 
-def _display(p: Path, folder: Path, name: str) -> str:
-    return str(p)
+def _display(p: Path) -> str:
+    """How an imported file is named in messages: relative to the current folder when below it."""
+    import os
+
+    rel = os.path.relpath(p)
+    return str(p) if rel.startswith("..") else rel
 
 
 def load_file(path: str | Path) -> Module:
