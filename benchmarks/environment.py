@@ -3,9 +3,9 @@ imported (they read it then); subprocesses inherit it.
 
 - One thread count for every library: the BLAS and OpenMP variables, XLA's flags, and
   torch.set_num_threads once torch is imported (pin_libraries).
-- torch.compile's on-disk cache (inductor's, on by default) in a new, empty directory, so that
-  its first call in the runner is a cold compile and its first call in a probe's new process
-  finds the cache the runner filled: the warm start a user gets."""
+- diffc's and torch.compile's on-disk caches (inductor's, on by default) in a new, empty
+  directory, so that a first call in the runner is a cold compile and a first call in a probe's
+  new process finds the cache the runner filled: the warm start a user gets."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def prepare(threads: int, cache_dir: str):
     eigen = "false" if threads == 1 else "true"
     os.environ["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={eigen} intra_op_parallelism_threads={threads}"
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+    os.environ["DIFFC_CACHE_DIR"] = os.path.join(cache_dir, "diffc")
 
 
 def pin_libraries(threads: int):

@@ -1,8 +1,8 @@
 """What only a fresh process can measure, for one implementation and one workload:
 
-- the first calls in a new process (warm start): with a disk cache, a compiler would be faster
-  here than in the runner's process; diffc has none today, so its warm compile time is about
-  its cold one (torch.compile's inductor does keep one, in /tmp/torchinductor_$USER);
+- the first calls in a new process (warm start): a compiler with a disk cache (diffc's,
+  torch.compile's inductor's, both pointed at the run's own directory by environment.py) is
+  faster here than in the runner's process;
 - peak memory, two ways:
   - process: the peak resident memory of the whole process (the library's import, the data,
     compiling, the calls), the kernel's high-water mark VmHWM. Not ru_maxrss: Linux carries
