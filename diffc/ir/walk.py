@@ -64,3 +64,18 @@ def inline(builder, body: Body, args: list) -> list:
         builder.eqns.append(new)
         builder.defined.update(o.id for o in new.outs)
     return [env[o] for o in body.outs]
+
+
+def uses_and_producers(body: Body) -> tuple[dict[int, int], dict[int, Eqn]]:
+    """How many times each value of `body` is read (its outputs count as a read), and the
+    equation that makes each value."""
+    uses: dict[int, int] = {}
+    made_by: dict[int, Eqn] = {}
+    for e in body.eqns:
+        for x in e.inputs:
+            uses[x.id] = uses.get(x.id, 0) + 1
+        for o in e.outs:
+            made_by[o.id] = e
+    for o in body.outs:
+        uses[o.id] = uses.get(o.id, 0) + 1
+    return uses, made_by

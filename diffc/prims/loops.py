@@ -16,6 +16,7 @@ from __future__ import annotations
 from ..ad.vjp import is_float
 from ..ir.build import Builder
 from ..ir.core import Body
+from ..ir.walk import uses_and_producers
 from ..lower.emit import PTR, Arr, contiguous_strides, reg_type
 from ..typesys import DType, TensorType
 from . import ops
@@ -102,15 +103,7 @@ def inplace_carries(body: Body, first: int, n: int, plan) -> set[int]:
     only use is to be the carry of an inner loop that updates it in place and returns it as
     this body's result (a cotangent threaded through nested loops: See Note [Threaded
     accumulators] in ad/vjp.py)."""
-    uses: dict[int, int] = {}
-    made_by = {}
-    for e in body.eqns:
-        for x in e.inputs:
-            uses[x.id] = uses.get(x.id, 0) + 1
-        for o in e.outs:
-            made_by[o.id] = e
-    for o in body.outs:
-        uses[o.id] = uses.get(o.id, 0) + 1
+    uses, made_by = uses_and_producers(body)
     found = set()
     for k in range(n):
         p, out = body.params[first + k], body.outs[k]
@@ -146,15 +139,7 @@ def accumulators(body: Body, first: int, n: int):
       ("gather", extra)    cur[ids] += g          (x was gather_add(g, ids): touches only those rows)
       ("index", extra)     cur[i...] += g         (x was index_scatter(g, i...))
     `extra` counts body' outputs appended after the original ones (g and the indices)."""
-    uses: dict[int, int] = {}
-    made_by = {}
-    for e in body.eqns:
-        for x in e.inputs:
-            uses[x.id] = uses.get(x.id, 0) + 1
-        for o in e.outs:
-            made_by[o.id] = e
-    for o in body.outs:
-        uses[o.id] = uses.get(o.id, 0) + 1
+    uses, made_by = uses_and_producers(body)
     drop, outs, extra, plan = set(), list(body.outs), [], {}
     for k in range(n):
         p, out = body.params[first + k], body.outs[k]
