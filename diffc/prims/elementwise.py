@@ -419,6 +419,33 @@ for _name in set(PARTIALS) | set(LINEAR):
     _prim.vjp, _prim.jvp = _ew_vjp(_name), _ew_jvp(_name)
 
 
+def _trig_vjp_fwd(name):
+    """sin and cos of a scalar: the partial derivative (cos x, -sin x) is computed in the
+    forward pass, beside the value, and kept as the residual. In a loop over scalars (an ODE
+    step) LLVM then computes both with one sincos call, instead of a sin forward and a cos
+    backward. For arrays the partial is computed in the backward pass, as for other ops."""
+
+    def fwd(b, eqn, ins, act):
+        (x,) = ins
+        (y,) = b.emit(eqn.prim, ins, eqn.span)
+        if x.type.rank:
+            return [y], ("ins", ins)
+        (partial,) = PARTIALS[name](b, x, y)
+        return [y], ("partial", partial)
+
+    def vjp(b, params, aux, outs, cts):
+        kind, v = aux
+        if kind == "ins":
+            return _ew_vjp(name)(b, params, v, outs, cts)
+        return [ops.mul(b, cts[0], v)]
+
+    return fwd, vjp
+
+
+sin_p.vjp_fwd, sin_p.vjp = _trig_vjp_fwd("sin")
+cos_p.vjp_fwd, cos_p.vjp = _trig_vjp_fwd("cos")
+
+
 def _choice_mask(b, name, x, y):
     """Where max/min take the first operand (NaN propagates; ties pick the first)."""
     take = ops.emit(b, "ge" if name == "max" else "le", x, y)
