@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DiffcError, NameError_
-from .source import SourceFile
+from .source import SourceFile, Span
 from .syntax import nodes as n
 from .syntax.parse import parse
 
@@ -92,8 +92,14 @@ def load_file(path: str | Path) -> Module:
     p = Path(path)
     try:
         text = p.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DiffcError(f"cannot read {path}: {e.strerror if isinstance(e, OSError) else e}") from None
+    except OSError as e:
+        raise DiffcError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[: e.start].count(b"\n") + 1
+        raise DiffcError(
+            f"the file is not UTF-8 text (byte {e.start}): a .dfl program is text",
+            Span(SourceFile(str(path), ""), line, 1),
+        ) from None
     return Loader().load_source(SourceFile(str(path), text), p.resolve().parent)
 
 
