@@ -71,47 +71,50 @@ class NativeFunction:
         self._ctx[CTX_ARENA] = (_address(self._arena) + 63) // 64 * 64
         self._ctx_ptr = ctypes.addressof(self._ctx)
         # scalar results are written into slots made once
-        self._scalar_outs = {k: np.empty((), t.dtype.np) for k, t in enumerate(out_types) if t.rank == 0}
+        self._scalar_outs = {k: _CTYPES[t.dtype.value]() for k, t in enumerate(out_types) if t.rank == 0}
         for k, slot in self._scalar_outs.items():
-            self._out_ptrs[k] = _address(slot)
+            self._out_ptrs[k] = ctypes.addressof(slot)
+        self._array_outs = [(k, t.shape, t.dtype.np) for k, t in enumerate(out_types) if t.rank]
         self._scalar_ins = [_CTYPES[t.dtype.value]() if t.rank == 0 else None for t in in_types]
+        for k, slot in enumerate(self._scalar_ins):
+            if slot is not None:
+                self._in_ptrs[k] = ctypes.addressof(slot)
 
     def __call__(self, arrays: list[np.ndarray]) -> list:
         ins = self._in_ptrs
         for k, a in enumerate(arrays):
             ins[k] = _address(a)
-        return self._run()
+        try:
+            return self._run()
+        finally:  # the scalar slots' addresses stay the defaults of call_scalars
+            for k, slot in enumerate(self._scalar_ins):
+                if slot is not None:
+                    ins[k] = ctypes.addressof(slot)
 
     def call_scalars(self, values) -> list:
         """Call with Python numbers for scalar parameters and arrays for the others."""
         ins = self._in_ptrs
-        for k, v in enumerate(values):
-            slot = self._scalar_ins[k]
+        for k, (slot, v) in enumerate(zip(self._scalar_ins, values)):
             if slot is None:
                 ins[k] = _address(v)
             else:
-                slot.value = v
-                ins[k] = ctypes.addressof(slot)
+                slot.value = v  # its address is already in ins
         return self._run()
 
     def _run(self) -> list:
         ctx = self._ctx
         ctx[CTX_ERR] = ctx[CTX_DEPTH] = 0
-        outs = []
-        for k, t in enumerate(self.out_types):
-            if t.rank:
-                o = np.empty(t.shape, dtype=t.dtype.np)
-                self._out_ptrs[k] = _address(o)
-                outs.append(o)
-            else:
-                outs.append(None)
+        outs = [None] * len(self.out_types)
+        for k, shape, dtype in self._array_outs:
+            o = outs[k] = np.empty(shape, dtype=dtype)
+            self._out_ptrs[k] = _address(o)
         self.cfunc(self._ctx_ptr, self._in_ptrs, self._out_ptrs)
         if PRINT_SITES:
             sys.stdout.flush()
         if ctx[CTX_ERR]:
             raise self._error(ctx)
         for k, slot in self._scalar_outs.items():
-            outs[k] = slot.item()
+            outs[k] = slot.value
         return outs
 
     def _error(self, ctx):
