@@ -51,7 +51,7 @@ class Builder:
             self.recreated[v] = self.emit1(const_p, [], value=v.known)
             return self.recreated[v]
         outer = self.parent.use(v)
-        inner = Var(v.type, v.known, v.hint)
+        inner = Var(v.type, v.known, v.hint, v.range)
         self.defined.add(inner.id)
         self.captures[v] = (outer, inner)
         return inner
@@ -73,6 +73,8 @@ class Builder:
             if e.span is None:
                 e.span = span
             raise
+        if len(outs) == 1 and outs[0].known is None and outs[0].type == _INDEX and prim.name in _INTERVAL:
+            outs[0].range = _INTERVAL[prim.name](*[_interval(x) for x in inputs])
         for o in outs:
             self.defined.add(o.id)
         self.eqns.append(Eqn(prim, inputs, params, outs, span))
@@ -109,6 +111,32 @@ def close_together(builders: list[Builder], outs: list[list[Var]]) -> tuple[list
         bodies.append(Body(params, b.eqns, o))
     parent = builders[0].parent
     return bodies, [parent.use(v) for v in order]
+
+
+# Interval arithmetic on integer scalars, so that an index known to be in range (a loop index
+# plus a small offset) needs no run-time bounds check: (lo, hi) means lo <= v < hi.
+_INDEX = TensorType(DType.I64, ())
+
+
+def _interval(x: Var):
+    if x.known is not None and x.type == _INDEX:
+        v = int(x.known)
+        return (v, v + 1)
+    return x.range
+
+
+def _mul_interval(a, b):
+    if a is None or b is None:
+        return None
+    ends = [a[0] * b[0], a[0] * (b[1] - 1), (a[1] - 1) * b[0], (a[1] - 1) * (b[1] - 1)]
+    return (min(ends), max(ends) + 1)
+
+
+_INTERVAL = {
+    "add": lambda a, b: None if a is None or b is None else (a[0] + b[0], a[1] + b[1] - 1),
+    "sub": lambda a, b: None if a is None or b is None else (a[0] - b[1] + 1, a[1] - b[0]),
+    "mul": _mul_interval,
+}
 
 
 def _foldable(t: TensorType) -> bool:

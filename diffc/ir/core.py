@@ -26,13 +26,14 @@ class Var:
     boolean arithmetic, shapes, literals): the specialiser reads it for comprehension bounds,
     reshape targets and static bounds checks. Equality is identity."""
 
-    __slots__ = ("type", "known", "id", "hint")
+    __slots__ = ("type", "known", "id", "hint", "range")
 
-    def __init__(self, type: TensorType, known: np.ndarray | None = None, hint: str = ""):
+    def __init__(self, type: TensorType, known: np.ndarray | None = None, hint: str = "", range=None):
         self.type = type
         self.known = known
         self.id = next(_ids)
         self.hint = hint
+        self.range = range  # (lo, hi): an integer scalar known to lie in lo..hi-1 (loop indices)
 
     def __repr__(self) -> str:
         return f"%v{self.id}:{self.type}"

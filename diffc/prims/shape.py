@@ -161,7 +161,7 @@ slice_p = primitive(
 # --- index: x[i0, i1, ...] with dynamic integer indices on the leading axes --------------------
 
 
-def _index_shape(in_types):
+def _index_shape(in_types, safe=False):
     t, *idx = in_types
     if len(idx) > t.rank:
         raise ShapeError(f"too many indices ({len(idx)}) for {t}")
@@ -172,25 +172,26 @@ def _index_shape(in_types):
 
 
 def _index_lower(em, eqn, ins):
+    """x[i, ...]; `safe` says every index is known to be in 0..n-1 (no check needed)."""
     x, *idx = ins
     site = Site(eqn.span, ERR_BOUNDS, "index")
     off = x.offset
     for k, i in enumerate(idx):
-        j = em.checked_index(i, x.type.shape[k], site)
+        j = i if eqn.params.get("safe") else em.checked_index(i, x.type.shape[k], site)
         off = em.b.add(off, em.b.mul(j, em.i64(x.strides[k])))
     t = eqn.outs[0].type
     view = Arr(x.ptr, off, x.strides[len(idx) :], t)
     return [em.load(view, []) if t.rank == 0 else view]
 
 
-def _index_fold(x, *idx):
+def _index_fold(x, *idx, safe=False):
     for k, i in enumerate(idx):
         if not -x.shape[k] <= int(i) < x.shape[k]:
             raise BoundsError(f"index {int(i)} is out of bounds for an axis of length {x.shape[k]}")
     return [x[tuple(int(i) for i in idx)]]
 
 
-index_p = primitive("index", shape=lambda ts: _index_shape(ts), lower=_index_lower, fold=_index_fold)
+index_p = primitive("index", shape=lambda ts, safe=False: _index_shape(ts), lower=_index_lower, fold=_index_fold)
 
 
 def row(em, x, i):

@@ -190,7 +190,11 @@ def index(tr, x: Var, items):
     if scalar_axes != list(range(len(scalar_axes))):
         rest = [k for k in range(x.type.rank) if k not in scalar_axes]
         x = tr.emit(sh.transpose_p, [x], perm=tuple(scalar_axes + rest))
-    return tr.emit(sh.index_p, [x] + scalar_idx)
+    # loop indices (and small offsets of them) known to be in range need no run-time check
+    safe = all(
+        v.range is not None and 0 <= v.range[0] and v.range[1] <= x.type.shape[k] for k, v in enumerate(scalar_idx)
+    )
+    return tr.emit(sh.index_p, [x] + scalar_idx, safe=True) if safe else tr.emit(sh.index_p, [x] + scalar_idx)
 
 
 def _static_bounds(known, n, span, axis):

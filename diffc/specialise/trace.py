@@ -486,7 +486,12 @@ class Tracer:
     def map_loop(self, length: int, fn, xs: list):
         """Stack fn(i, rows) over i in 0..length, rows = the i-th rows of the arrays xs."""
         types = [TensorType(DType.I64, ())] + [x.type.with_shape(x.type.shape[1:]) for x in xs]
-        body, captured, tree = self.trace_body(types, lambda i, *rows: fn(i, list(rows)))
+
+        def body_fn(i, *rows):
+            i.range = (0, length)  # the loop index
+            return fn(i, list(rows))
+
+        body, captured, tree = self.trace_body(types, body_fn)
         body, captured = hoist(self.b, body, 1 + len(xs), captured, length == 0)
         outs = self.emit_n(map_.map_p, list(xs) + captured, body=body, n=length, num_xs=len(xs))
         return unflatten(tree, outs)
