@@ -9,13 +9,14 @@ import time
 
 from .lower import jit
 from .lower.llvm import lower_program
-from .optimise import dce, licm
+from .optimise import accumulate, dce, licm
 from .runtime import cache
 from .runtime.call import NativeFunction, register_symbols
 from .specialise import specialise
 
 PASSES = [
     ("licm", licm.run),
+    ("accumulate", accumulate.run),
     ("dce", dce.run),
 ]
 

@@ -173,6 +173,8 @@ class Emitter:
         self.recursive = recursive
         self.external_arena = external_arena  # the caller passes the arena in ctx (See Note [Arenas])
         self.fuse_next = False
+        # the output buffers of the function, by value id: an op may compute its result there
+        self.destinations: dict[int, Arr] = {}
 
     # --- blocks, allocas, loops ---------------------------------------------------------
 

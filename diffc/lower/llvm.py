@@ -75,8 +75,16 @@ def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, entry: bool = False):
     args = []
     for p, a in zip(f.body.params, fn.args[1 + n_out :]):
         args.append(a if p.type.rank == 0 else Arr(a, em.i64(0), contiguous_strides(p.type.shape), p.type))
+    em.destinations = {
+        o.id: Arr(ptr, em.i64(0), contiguous_strides(o.type.shape), o.type)
+        for o, ptr in zip(f.body.outs, fn.args[1 : 1 + n_out])
+        if o.type.rank
+    }
     outs = em.lower_body(f.body, args, lazy_outs=True)  # a fused result is computed straight into its output
+    em.destinations = {}
     for o, v, ptr in zip(f.body.outs, outs, fn.args[1 : 1 + n_out]):
+        if isinstance(v, Arr) and v.ptr is ptr:  # computed in place (a loop's carry)
+            continue
         if o.type.rank == 0:
             em.store_scalar_ptr(ptr, o.type.dtype, v)
         else:

@@ -46,15 +46,17 @@ class Slots:
     result is written to the other), or, for the carries in `inplace`, in one buffer that the
     body updates in place (adopting the initial value's buffer when that is donated to it)."""
 
-    def __init__(self, em, types, init, inplace=frozenset()):
+    def __init__(self, em, types, init, inplace=frozenset(), destinations=None):
+        """destinations: per carry, an output buffer its final value is wanted in, or None."""
         self.em, self.types, self.inplace = em, types, inplace
         self.homes = []
         for k, (t, v) in enumerate(zip(types, init)):
+            dest = destinations[k] if destinations else None
             if t.rank == 0:
                 self.homes.append(em.alloca(reg_type(t.dtype)))
             elif k in inplace:
                 donated = isinstance(v, Arr) and v.owned and v.contiguous
-                self.homes.append(v.ptr if donated else em.alloc(t).ptr)
+                self.homes.append(dest.ptr if dest is not None else v.ptr if donated else em.alloc(t).ptr)
             else:
                 cur, nxt = em.alloca(PTR), em.alloca(PTR)
                 em.b.store(em.alloc(t).ptr, cur)

@@ -45,11 +45,13 @@ def _scan_shape(in_types, body, length, num_carry, num_xs, reverse):
 def _scan_lower(em, eqn, ins):
     p = eqn.params
     body, n, nc, nx, reverse = p["body"], p["length"], p["num_carry"], p["num_xs"], p["reverse"]
-    init, xs, consts = ins[:nc], ins[nc : nc + nx], ins[nc + nx :]
+    # an initial carry may be Lazy (it is computed straight into the carry's home)
+    init, xs, consts = ins[:nc], [em.force(x) for x in ins[nc : nc + nx]], [em.force(x) for x in ins[nc + nx :]]
     carry_types = [o.type for o in eqn.outs[:nc]]
     ys = [em.alloc(o.type) for o in eqn.outs[nc:]]
     body, plan = accumulators(body, 1, nc)
-    slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan))
+    homes = [em.destinations.get(o.id) for o in eqn.outs[:nc]]
+    slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan), homes)
     n_out = len(eqn.params["body"].outs)
 
     def step(i):
@@ -63,7 +65,7 @@ def _scan_lower(em, eqn, ins):
     return slots.read() + ys
 
 
-scan_p = primitive("scan", shape=_scan_shape, lower=_scan_lower)
+scan_p = primitive("scan", shape=_scan_shape, lower=_scan_lower, reads_lazy=True)
 
 
 # scan: the forward also stacks the residuals of every step (T residual records); the backward
