@@ -23,6 +23,11 @@ from . import ops
 from .shape import row
 
 
+def row_type(t: TensorType) -> TensorType:
+    """The type of one row of t (the inverse of stacked)."""
+    return t.with_shape(t.shape[1:])
+
+
 def stacked(t: TensorType, n: int) -> TensorType:
     return t.with_shape((n,) + t.shape)
 

@@ -11,7 +11,7 @@ from ..ir.walk import inline
 from ..lower.emit import Lazy
 from . import ops
 from .core import primitive
-from .loops import closed_body, index_type, seed_or_zeros, stacked, store_row, tangents_of, tape_note
+from .loops import closed_body, index_type, row_type, seed_or_zeros, stacked, store_row, tangents_of, tape_note
 from .scan import scan_p
 from .shape import row
 
@@ -74,14 +74,13 @@ def _map_vjp(b, params, aux, outs, cts, current):
     acc_idx = [k for k in want if k >= nx]
     row_idx = [k for k in want if k < nx]
     acc_types = [ins[k].type for k in acc_idx]
-    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
 
     sb = Builder(b)
     i = sb.param(index_type())
     accs = [sb.param(t) for t in acc_types]
-    seed_rows = [sb.param(row(s.type)) for s in seeds]
-    res_rows = [sb.param(row(r.type)) for r in res_stacked]
-    x_rows = [sb.param(row(x.type)) for x in xs]
+    seed_rows = [sb.param(row_type(s.type)) for s in seeds]
+    res_rows = [sb.param(row_type(r.type)) for r in res_stacked]
+    x_rows = [sb.param(row_type(x.type)) for x in xs]
     param_vals = [i] + x_rows + list(consts)
     res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
     ct = dict(zip(want, inline(sb, bwd, seed_rows + accs + res)))
@@ -117,11 +116,10 @@ def _map_jvp_full(b, eqn, ins, ts):
         )
         return inline(bb, jb, [i] + rows + consts + trows + tconsts)
 
-    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
     types = (
         [index_type()]
-        + [row(x.type) for x in ins[:nx]]
-        + [row(t.type) for t in t_rows]
+        + [row_type(x.type) for x in ins[:nx]]
+        + [row_type(t.type) for t in t_rows]
         + [x.type for x in ins[nx:]]
         + [t.type for t in t_consts]
     )

@@ -18,6 +18,7 @@ from .loops import (
     closed_body,
     index_type,
     inplace_carries,
+    row_type,
     seed_or_zeros,
     stacked,
     store_row,
@@ -103,17 +104,16 @@ def _scan_vjp(b, params, aux, outs, cts, current):
     carry_want = [k for k in want if k < nc]
     acc_idx = [k for k in want if k >= nc + nx]
     row_idx = [k for k in want if nc <= k < nc + nx]
-    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
 
     sb = Builder(b)
     t = sb.param(index_type())
     ct_c = [sb.param(init[k].type) for k in float_carry]
     accs = [sb.param(ins[k].type) for k in acc_idx]
-    y_rows = [sb.param(row(s.type)) for s in y_seeds]
-    res_rows = [sb.param(row(r.type)) for r in res_stacked]
+    y_rows = [sb.param(row_type(s.type)) for s in y_seeds]
+    res_rows = [sb.param(row_type(r.type)) for r in res_stacked]
     carry_keys = sorted(carry_stacked)
-    c_rows = dict(zip(carry_keys, [sb.param(row(carry_stacked[k].type)) for k in carry_keys]))
-    x_rows = [sb.param(row(x.type)) for x in xs]
+    c_rows = dict(zip(carry_keys, [sb.param(row_type(carry_stacked[k].type)) for k in carry_keys]))
+    x_rows = [sb.param(row_type(x.type)) for x in xs]
     param_vals = [t] + [c_rows.get(k + 1) for k in range(nc)] + x_rows + list(consts)
     res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
     ct = dict(zip(want, inline(sb, bwd, ct_c + y_rows + accs + res)))
@@ -186,13 +186,12 @@ def _scan_jvp_full(b, eqn, ins, ts):
         y_t = [x for x in tmap[nc:] if x is not None]
         return prim[:nc] + carry_t + prim[nc:] + y_t
 
-    row = lambda t: t.with_shape(t.shape[1:])  # noqa: E731
     types = (
         [index_type()]
         + [x.type for x in ins[:nc]]
         + [t.type for t in tc]
-        + [row(x.type) for x in ins[nc : nc + nx]]
-        + [row(t.type) for t in tx]
+        + [row_type(x.type) for x in ins[nc : nc + nx]]
+        + [row_type(t.type) for t in tx]
         + [x.type for x in ins[nc + nx :]]
         + [t.type for t in tk]
     )
