@@ -12,17 +12,33 @@ tanh:  -t / (t + 2) with t = expm1(-2|x|), and the sign put back."""
 
 from __future__ import annotations
 
+import functools
 import math
 
+import llvmlite.binding as llvm
 from llvmlite import ir
 
 F64 = ir.DoubleType()
 I64 = ir.IntType(64)
+I32 = ir.IntType(32)
 
 LOG2E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01  # ln2's leading bits: k * LN2_HI is exact for |k| < 2^11
 LN2_LO = 1.90821492927058770002e-10
-EXP_COEFFS = [1.0 / math.factorial(n) for n in range(14)]  # e^r = sum r^n / n!
+# e^r = 1 + r + r^2 P(r) with P minimax on |r| <= ln2/2 (SLEEF's xexp)
+EXP_COEFFS = [
+    0.5,
+    0.166666666666666851703837,
+    0.0416666666666665047591422,
+    0.00833333333331652721664984,
+    0.00138888888889774492207962,
+    0.000198412698960509205564975,
+    2.4801587159235472998791e-05,
+    2.75572362911928827629423e-06,
+    2.75573911234900471893338e-07,
+    2.51112930892876518610661e-08,
+    2.08860621107283687536341e-09,
+]
 ATANH_COEFFS = [2.0 / (2 * n + 1) for n in range(12)]  # log m = sum 2 s^(2n+1) / (2n+1)
 
 
@@ -30,10 +46,16 @@ def _c(v: float) -> ir.Constant:
     return ir.Constant(F64, v)
 
 
+def _fma(b: ir.IRBuilder, x, y, z):
+    """x * y + z in one rounding (a fused multiply-add where the CPU has one)."""
+    fn = b.module.declare_intrinsic("llvm.fma", [F64], ir.FunctionType(F64, [F64, F64, F64]))
+    return b.call(fn, [x, y, z])
+
+
 def _horner(b: ir.IRBuilder, coeffs, x):
     acc = _c(coeffs[-1])
     for c in reversed(coeffs[:-1]):
-        acc = b.fadd(b.fmul(acc, x), _c(c))
+        acc = _fma(b, acc, x, _c(c))
     return acc
 
 
@@ -51,14 +73,26 @@ def exp(b: ir.IRBuilder, x):
     xc = b.select(b.fcmp_ordered(">", x, _c(709.8)), _c(709.8), x)
     xc = b.select(b.fcmp_ordered("<", xc, _c(-746.0)), _c(-746.0), xc)
     kf = _intrinsic(b, "llvm.rint", b.fmul(xc, _c(LOG2E)))
-    r = b.fsub(b.fsub(xc, b.fmul(kf, _c(LN2_HI))), b.fmul(kf, _c(LN2_LO)))
-    p = _horner(b, EXP_COEFFS, r)
-    k = b.fptosi(kf, I64)
-    k1 = b.ashr(k, ir.Constant(I64, 1))  # 2^k = 2^k1 * 2^(k - k1), each factor a normal number
-    y = b.fmul(b.fmul(p, _pow2(b, k1)), _pow2(b, b.sub(k, k1)))
-    y = b.select(b.fcmp_ordered(">", x, _c(709.782712893384)), _c(math.inf), y)
-    y = b.select(b.fcmp_ordered("<", x, _c(-745.1332191019412)), _c(0.0), y)
+    nk = b.fneg(kf)
+    r = _fma(b, nk, _c(LN2_LO), _fma(b, nk, _c(LN2_HI), xc))
+    p = _fma(b, b.fmul(r, r), _horner(b, EXP_COEFFS, r), b.fadd(r, _c(1.0)))
+    if _scalef():  # p 2^k in one instruction, rounded once, overflowing to inf, underflowing to 0
+        fn = b.module.declare_intrinsic("llvm.ldexp", [F64, I32], ir.FunctionType(F64, [F64, I32]))
+        y = b.call(fn, [p, b.fptosi(kf, I32)])
+    else:
+        k = b.fptosi(kf, I64)
+        k1 = b.ashr(k, ir.Constant(I64, 1))  # 2^k = 2^k1 * 2^(k - k1), each factor a normal number
+        y = b.fmul(b.fmul(p, _pow2(b, k1)), _pow2(b, b.sub(k, k1)))
+        y = b.select(b.fcmp_ordered(">", x, _c(709.782712893384)), _c(math.inf), y)
+        y = b.select(b.fcmp_ordered("<", x, _c(-745.1332191019412)), _c(0.0), y)
     return b.select(b.fcmp_unordered("uno", x, x), x, y)
+
+
+@functools.cache
+def _scalef() -> bool:
+    """Whether this CPU has AVX-512's vscalefpd, to which LLVM lowers llvm.ldexp on vectors
+    (elsewhere ldexp is a libm call per element, slower than building 2^k from its bits)."""
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
 def log(b: ir.IRBuilder, x):
