@@ -24,6 +24,7 @@ class Function:
         self.module, self.name, self.transform = module, name, transform
         self._cache: dict = {}
         self._fast: dict = {}  # a cheap key of flat arguments -> the entry of _cache it maps to
+        self._direct = None  # the direct entry of the first signature of numbers compiled
 
     def signature(self, *args):
         arrays, tree = flatten_args(args)
@@ -39,6 +40,11 @@ class Function:
         return entry
 
     def __call__(self, *args):
+        # fastest path: numbers to numbers, straight into native code (lower/pyentry.py)
+        if self._direct is not None:
+            result = self._direct(*args)
+            if result is not NotImplemented:
+                return result
         # fast path: only numbers and contiguous arrays, a signature seen before
         fast = self._fast_key(args)
         hit = self._fast.get(fast) if fast is not None else None
@@ -50,6 +56,8 @@ class Function:
         if fast is not None:
             arrays, key = self.signature(*args)
             self._fast[fast] = self._cache[key]
+            if self._direct is None:
+                self._direct = self._cache[key][0].direct
         return result
 
     @staticmethod
@@ -57,7 +65,7 @@ class Function:
         key = []
         for a in args:
             t = type(a)
-            if t is float or t is int or t is bool:
+            if t is float or t is bool or (t is int and -(2**63) <= a < 2**63):
                 key.append(t)
             elif t is np.ndarray and a.flags.c_contiguous and a.dtype in _FAST_DTYPES:
                 key.append((a.dtype, a.shape))

@@ -60,7 +60,7 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
     else:
         prog, out_tree = to_ir(module, fn_name, arg_types, transform=transform)
         t = timings.add("specialise+optimise", t)
-        ms = lower_program(prog)
+        ms = lower_program(prog, out_tree)
         t = timings.add("lower", t)
         mod = jit.optimise(str(ms.module))
         t = timings.add("llvm-opt", t)

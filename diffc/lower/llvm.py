@@ -10,6 +10,8 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..ir.core import Func, Program
+from ..pytree import TreeDef
+from . import pyentry
 from .emit import CTX_DEPTH, ERR_DEPTH, PTR, VOID, Arr, Emitter, Site, contiguous_strides, mem_type, reg_type
 
 ENTRY_SYMBOL = "diffc_entry"
@@ -41,7 +43,9 @@ def native_arg_type(t) -> ir.Type:
     return reg_type(t.dtype) if t.rank == 0 else PTR
 
 
-def lower_program(prog: Program) -> ModuleState:
+def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState:
+    """The program's LLVM module; with the output tree, also the direct entry for Python calls
+    when the function takes and returns numbers (lower/pyentry.py)."""
     ms = ModuleState(prog.entry)
     for name, f in prog.funcs.items():
         ftype = ir.FunctionType(
@@ -58,6 +62,8 @@ def lower_program(prog: Program) -> ModuleState:
     for name, f in prog.funcs.items():
         _lower_func(ms, f, ms.funcs[name], entry=name == prog.entry)
     _lower_entry(ms, prog.main, ms.funcs[prog.entry])
+    if pyentry.eligible(prog.main, out_tree, bool(ms.prints)):
+        pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree)
     return ms
 
 

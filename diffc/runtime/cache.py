@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import pickle
+import sys
 import tempfile
 from pathlib import Path
 
@@ -30,8 +31,9 @@ def cache_dir() -> Path | None:
 
 @functools.cache
 def compiler_fingerprint() -> str:
-    """A hash of diffc's own code, the grammar and this CPU: a changed compiler never reuses
-    machine code made by another one."""
+    """A hash of diffc's own code, the grammar, this CPU and this Python (the direct entry of
+    lower/pyentry.py is built for its C API): a changed compiler never reuses machine code made
+    by another one."""
     import llvmlite.binding as llvm
 
     h = hashlib.sha256()
@@ -42,6 +44,7 @@ def compiler_fingerprint() -> str:
     h.update(llvm.get_host_cpu_name().encode())
     h.update(llvm.get_host_cpu_features().flatten().encode())
     h.update(llvm.__name__.encode())
+    h.update(f"{sys.implementation.cache_tag} {sys.abiflags} {object.__basicsize__}".encode())
     return h.hexdigest()
 
 

@@ -5,14 +5,17 @@ calls from native code formatted here."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
 
 import llvmlite.binding as llvm
 import numpy as np
 
 from ..errors import BoundsError, RecursionDepthError
+from ..lower import pyentry
 from ..lower.emit import CTX_A, CTX_ARENA, CTX_B, CTX_DEPTH, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
 from ..lower.llvm import ENTRY_SYMBOL
+from ..lower.pyentry import PYCALL_SYMBOL, PYCTX_SYMBOL
 from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
 from ..pytree import unflatten
 from .values import value_text
@@ -35,9 +38,23 @@ def _print_callback(site: int, ptrs: int):
     sys.stdout.write(" ".join(([label] if label else []) + parts) + "\n")
 
 
+@functools.cache
 def register_symbols():
-    """Make the runtime's functions visible to the code that MCJIT links."""
+    """Make the runtime's functions, and the C API the direct Python entry calls, visible to
+    the code that MCJIT links."""
     llvm.add_symbol(PRINT_SYMBOL, ctypes.cast(_print_callback, ctypes.c_void_p).value)
+    for name, address in pyentry.c_api_addresses().items():
+        llvm.add_symbol(name, address)
+
+
+class _MethodDef(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("meth", ctypes.c_void_p), ("flags", ctypes.c_int), ("doc", ctypes.c_char_p)]
+
+
+_METH_FASTCALL = 0x80
+_new_builtin = ctypes.pythonapi.PyCFunction_NewEx
+_new_builtin.restype = ctypes.py_object
+_new_builtin.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
 
 
 _CTYPES = {"f64": ctypes.c_double, "f32": ctypes.c_float, "i64": ctypes.c_int64, "bool": ctypes.c_bool}
@@ -79,6 +96,18 @@ class NativeFunction:
         for k, slot in enumerate(self._scalar_ins):
             if slot is not None:
                 self._in_ptrs[k] = ctypes.addressof(slot)
+        self.direct = self._direct_entry()
+
+    def _direct_entry(self):
+        """The built-in function of lower/pyentry.py (numbers in, numbers out), or None: called
+        with the arguments, it returns the result, or NotImplemented when the general path must
+        take the call."""
+        address = self.compiled.address(PYCALL_SYMBOL)
+        if not address:
+            return None
+        ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._ctx_ptr
+        self._methoddef = _MethodDef(b"diffc_pycall", address, _METH_FASTCALL, None)  # must outlive the function
+        return _new_builtin(ctypes.byref(self._methoddef), None, None)
 
     def __call__(self, arrays: list[np.ndarray]) -> list:
         ins = self._in_ptrs

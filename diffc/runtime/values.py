@@ -18,6 +18,8 @@ def to_array(v, where: str = "argument") -> np.ndarray:
     if isinstance(v, bool | np.bool_):
         return np.asarray(v, dtype=np.bool_)
     if isinstance(v, int | np.integer):
+        if not -(2**63) <= v < 2**63:
+            raise UsageError(f"{where}: {v} does not fit in a 64-bit int")
         return np.asarray(v, dtype=np.int64)
     if isinstance(v, float | np.floating) and not isinstance(v, np.float32):
         return np.asarray(v, dtype=np.float64)

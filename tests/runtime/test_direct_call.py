@@ -1,0 +1,98 @@
+"""The direct entry of functions of numbers (lower/pyentry.py): the same results as the general
+path, NotImplemented for whatever it was not compiled for (so that the general path takes the
+call), and failures raised as located errors by the general path."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from support.native import module
+
+import diffc
+from diffc.errors import BoundsError, RecursionDepthError, UsageError
+
+M = module("""
+    fn mix(x, n, b) = (x * 2.0, (n + 1, not b), if b { x } else { -x })
+    fn one(x) = x / 3.0
+    fn narrow(x) = f32(x)
+    fn pick(x, i) = [x, 2.0 * x][i]
+    fn rec(n) = if n == 0 { 0 } else { 1 + rec(n - 1) }
+    fn record(x) = {a: x}
+    fn loud(x) { print(x); x }
+    fn arr(x) = x * 2.0
+    fn newton(a) {
+        let (x, n) = while(fn(s) => abs(s.0 * s.0 - a) >= 1e-12 and s.1 < 100,
+                           fn(s) => (0.5 * (s.0 + a / s.0), s.1 + 1), (a, 0));
+        x
+    }
+""")
+
+
+def direct(fn, *args):
+    """The function's direct entry, after a first call with args has compiled it."""
+    fn(*args)
+    native = next(iter(fn._cache.values()))[0]
+    assert native.direct is not None
+    return native.direct
+
+
+def test_numbers_in_tuples_out():
+    d = direct(M.mix, 1.5, 3, True)
+    assert d(1.5, 3, True) == (3.0, (4, False), 1.5)
+    assert d(-2.0, -(2**63), False) == (-4.0, (-(2**63) + 1, True), 2.0)
+    assert M.mix(0.25, 7, False) == (0.5, (8, True), -0.25)
+
+
+def test_results_have_python_types():
+    assert type(direct(M.one, 1.0)(1.0)) is float
+    r = direct(M.mix, 1.0, 1, True)(1.0, 1, True)
+    assert [type(r[0]), type(r[1][0]), type(r[1][1])] == [float, int, bool]
+    assert direct(M.narrow, 0.1)(0.1) == float(np.float32(0.1))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(1, 3, True), (1.5, 3.0, True), (1.5, 3, 1), (1.5, True, True), (np.float64(1.5), 3, True), (1.5, 3), ()],
+)
+def test_other_argument_types_are_not_taken(args):
+    assert direct(M.mix, 1.5, 3, True)(*args) is NotImplemented
+
+
+def test_an_int_too_big_is_not_taken_and_the_general_path_says_why():
+    d = direct(M.mix, 1.5, 3, True)
+    assert d(1.5, 2**63, True) is NotImplemented
+    with pytest.raises(UsageError, match="does not fit in a 64-bit int"):
+        M.mix(1.5, 2**63, True)
+
+
+def test_a_signature_of_ints_compiles_its_own_function():
+    assert M.one(3.0) == 1.0
+    assert M.one(3) == 1.0  # int -> its own specialisation through the general path
+    assert M.one.num_compiled == 2
+
+
+def test_failures_come_back_as_located_errors():
+    assert direct(M.pick, 1.0, 1)(1.0, 1) == 2.0
+    assert direct(M.pick, 1.0, 1)(1.0, 5) is NotImplemented
+    with pytest.raises(BoundsError, match="index 5 is out of bounds"):
+        M.pick(1.0, 5)
+    assert M.rec(10) == 10
+    with pytest.raises(RecursionDepthError):
+        M.rec(100_000)
+    assert M.rec(3) == 3  # the depth counter starts again at each call
+
+
+def test_not_made_for_records_prints_or_arrays():
+    for fn, args in ((M.record, (1.0,)), (M.loud, (1.0,)), (M.arr, (np.ones(2),))):
+        fn(*args)
+        assert all(native.direct is None for native, _ in fn._cache.values())
+
+
+def test_gradients_take_the_direct_path():
+    vg = diffc.value_and_grad(M.newton)
+    value, g = vg(2.0)
+    assert value == pytest.approx(math.sqrt(2.0), rel=1e-15)
+    assert g == pytest.approx(0.5 / math.sqrt(2.0), rel=1e-12)
+    assert vg._direct is not None
