@@ -116,6 +116,7 @@ def vjp_split(body: Body, needs: list[bool], accumulate=()):
     fwd_outs = [env[o] for o in body.outs]
 
     bb = Builder(fb)
+    bb.remat = rematerialisable(fb)
     cts = Cotangents(bb)
     for o in fwd_outs:
         if is_float(o):
@@ -158,6 +159,31 @@ def vjp_split(body: Body, needs: list[bool], accumulate=()):
             extra.append(r)
     fwd, _ = fb.finish(fwd_outs + extra)
     return fwd, bwd, kinds
+
+
+REMAT_PRIMS = {"index", "add", "sub", "mul", "neg", "abs", "max", "min", "select", "copy", "const"}
+REMAT_PRIMS |= {"lt", "le", "gt", "ge", "eq", "ne", "and", "or", "not"}
+REMAT_BUDGET = 6  # ops recomputed per residual, at most
+
+
+def rematerialisable(fb: Builder) -> dict:
+    """Residuals the backward pass recomputes instead of reading from the tape: numbers made
+    by a few cheap ops (indexing, integer and float arithmetic without division, comparisons)
+    from the body's params, which the backward has anyway. A comprehension's loads from its
+    inputs and its index arithmetic then cost no tape at all (the tape of the conv_small
+    gradient: 2.2 MB -> 0). Returns value id -> the equation to re-emit."""
+    free = {p.id for p in fb.params}
+    remat, cost = {}, {}
+    for eqn in fb.eqns:
+        if eqn.prim.name not in REMAT_PRIMS or any(o.type.rank for o in eqn.outs):
+            continue
+        if not all(x.id in free or x.id in remat for x in eqn.inputs):
+            continue
+        c = 1 + sum(cost.get(x.id, 0) for x in eqn.inputs)
+        if c <= REMAT_BUDGET:
+            for o in eqn.outs:
+                remat[o.id], cost[o.id] = eqn, c
+    return remat
 
 
 def residual_values(kinds, params, extra_outs):

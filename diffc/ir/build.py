@@ -26,6 +26,9 @@ class Builder:
         # outer Var -> (the value in the parent's scope, the parameter standing for it here)
         self.captures: dict[Var, tuple[Var, Var]] = {}
         self.recreated: dict[Var, Var] = {}  # small known outer values, re-created here
+        # outer value id -> the parent's equation that makes it, to re-emit here instead of
+        # capturing its result (see ad/vjp.py, rematerialisable)
+        self.remat: dict[int, Eqn] = {}
         self.span: Span = NO_SPAN
 
     def param(self, type: TensorType, known=None, hint: str = "") -> Var:
@@ -44,6 +47,11 @@ class Builder:
             return self.recreated[v]
         if self.parent is None:
             raise InternalError(f"value {v!r} used outside the body that defines it", self.span)
+        if v.id in self.remat:
+            eqn = self.remat[v.id]
+            for o, here in zip(eqn.outs, self.emit(eqn.prim, eqn.inputs, eqn.span, **eqn.params)):
+                self.recreated[o] = here
+            return self.recreated[v]
         if v.known is not None and v.type.size <= INLINE_CONST_LIMIT:
             # a small compile-time constant is cheaper to re-create than to capture
             from ..prims.shape import const_p

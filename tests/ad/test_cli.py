@@ -15,6 +15,8 @@ import pytest
 import diffc
 from diffc import cli
 
+from .fd import numerical_grad
+
 OK, MISMATCH = 0, 1
 
 
@@ -143,6 +145,29 @@ def test_show_grad_of_a_scan_notes_its_tape_of_T_iterations(tmp_path, capsys):
     notes = [ln for ln in out.splitlines() if "tape:" in ln]
     assert len(notes) == 1 and f"x {T} iterations" in notes[0], notes
     assert "# line 2" in out  # the equations carry their source lines
+
+
+CONV = """
+fn loss(k: f64[3, 3], x: f64[6, 6]) {
+    let o = for i in 0..4, j in 0..4 => sum(for a in 0..3, b in 0..3 => x[i + a, j + b] * k[a, b]);
+    sum(o * o)
+}
+"""
+
+
+def test_a_comprehension_recomputes_its_loads_and_indices_instead_of_taping_them(tmp_path, capsys):
+    p = write(tmp_path, "conv.dfl", CONV)
+    code, out, err = run(capsys, "show", "--grad", "loss", p)
+    assert code == OK, err
+    notes = [ln for ln in out.splitlines() if "tape:" in ln]
+    assert notes and all("0 residuals per iteration" in ln for ln in notes), notes
+    m = diffc.load(p)
+    rng = np.random.default_rng(0)
+    k, x = rng.standard_normal((3, 3)), rng.standard_normal((6, 6))
+    gk, gx = diffc.grad(m.loss, (0, 1))(k, x)
+    want_k, want_x = numerical_grad(m.loss, (k, x), (0, 1))
+    np.testing.assert_allclose(gk, want_k, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gx, want_x, rtol=1e-6, atol=1e-8)
 
 
 def test_show_grad_of_a_while_loop_tapes_with_while_tape(tmp_path, capsys):
