@@ -47,3 +47,35 @@ def test_gradient_through_a_large_product(m):
     d = 1 - np.tanh(a @ b) ** 2
     np.testing.assert_allclose(ga, d @ b.T, rtol=1e-10)
     np.testing.assert_allclose(gb, a.T @ d, rtol=1e-10)
+
+
+CORENAME = """
+import ctypes, os
+from diffc.lower import jit
+assert jit.blas_available()
+import scipy_openblas64 as s
+lib = ctypes.CDLL(os.path.join(s.get_lib_dir(), f"lib{s.get_library()}.so"))
+lib.scipy_openblas_get_corename64_.restype = ctypes.c_char_p
+print(lib.scipy_openblas_get_corename64_().decode(), "OPENBLAS_CORETYPE" in os.environ)
+"""
+
+
+@pytest.mark.parametrize("pinned", [None, "Haswell"])
+def test_openblas_runs_avx512_kernels_where_the_cpu_has_them_unless_pinned(pinned):
+    import os
+    import subprocess
+    import sys
+
+    from diffc.lower import jit
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    if pinned:
+        env["OPENBLAS_CORETYPE"] = pinned
+    out = subprocess.run([sys.executable, "-c", CORENAME], env=env, capture_output=True, text=True, check=True)
+    core, still_set = out.stdout.split()
+    if pinned:
+        assert (core, still_set) == (pinned, "True")
+    else:
+        assert still_set == "False"  # the process's environment is left as it was
+        if jit._has_avx512():
+            assert core == "SkylakeX"
