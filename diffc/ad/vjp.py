@@ -168,17 +168,17 @@ REMAT_BUDGET = 6  # ops recomputed per residual, at most
 
 def rematerialisable(fb: Builder) -> dict:
     """Residuals the backward pass recomputes instead of reading from the tape: numbers made
-    by a few cheap ops (indexing, integer and float arithmetic without division, comparisons)
-    from the body's params, which the backward has anyway. A comprehension's loads from its
+    by a few cheap ops (indexing, integer and float arithmetic without division, comparisons,
+    any arithmetic on constants) from the body's params, which the backward has anyway. A comprehension's loads from its
     inputs and its index arithmetic then cost no tape at all (the tape of the conv_small
     gradient: 2.2 MB -> 0). Returns value id -> the equation to re-emit."""
     free = {p.id for p in fb.params}
     remat, cost = {}, {}
     for eqn in fb.eqns:
-        if eqn.prim.name not in REMAT_PRIMS or any(o.type.rank for o in eqn.outs):
+        if any(o.type.rank for o in eqn.outs) or not all(x.id in free or x.id in remat for x in eqn.inputs):
             continue
-        if not all(x.id in free or x.id in remat for x in eqn.inputs):
-            continue
+        if eqn.prim.name not in REMAT_PRIMS and not (eqn.prim.fusable and all(x.known is not None for x in eqn.inputs)):
+            continue  # (arithmetic on constants costs nothing: LLVM folds it)
         c = 1 + sum(cost.get(x.id, 0) for x in eqn.inputs)
         if c <= REMAT_BUDGET:
             for o in eqn.outs:
