@@ -1,21 +1,26 @@
-"""The entry Python calls directly, for functions of numbers to numbers: a CPython built-in
-function (METH_FASTCALL) emitted as LLVM IR, that takes the Python numbers, calls the entry
-Func and returns the result as Python numbers and tuples. Calling it costs what calling a
-built-in costs (about 0.1 us), against 1-2 us through ctypes (see runtime/call.py).
+"""The entry Python calls directly: a CPython built-in function (METH_FASTCALL) emitted as
+LLVM IR, that takes the Python numbers and NumPy arrays, calls the entry Func and returns the
+result as Python numbers, new NumPy arrays and tuples. Calling it costs what calling a
+built-in costs (0.1-0.5 us), against 2-5 us through ctypes (see runtime/call.py).
 
     PyObject *diffc_pycall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
-It takes only the exact argument types it was compiled for (float, int, bool) and returns
-NotImplemented for anything else, and when the native code reports a failure (a bounds or
-recursion-depth error in ctx): the caller then takes the general path, which compiles other
-signatures and raises located errors. Only the C API's functions are called, and two
-layout facts are used: where a PyObject's type pointer is (`OB_TYPE`, the last word of
-PyObject_HEAD), and that bool's two objects are unique."""
+It takes only what it was compiled for (a float, int or bool; an exact ndarray, C-contiguous
+and aligned, of the dtype and shape) and returns NotImplemented for anything else, and when
+the native code reports a failure (a bounds or recursion-depth error in ctx): the caller then
+takes the general path, which compiles other signatures, copies other arrays and raises
+located errors. Result arrays are made by calling np.empty (through partial objects that the
+runtime puts in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts
+used are where a PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two
+objects and NumPy's built-in dtypes are unique, and where an ndarray keeps its data pointer,
+shape and flags (`ARRAY`, checked on live arrays when this module is imported: without it,
+functions of arrays keep the general path)."""
 
 from __future__ import annotations
 
 import ctypes
 
+import numpy as np
 from llvmlite import ir
 
 from ..ir.core import Func
@@ -25,10 +30,14 @@ from .emit import CTX_DEPTH, CTX_ERR, PTR, mem_type
 
 PYCALL_SYMBOL = "diffc_pycall"
 PYCTX_SYMBOL = "diffc_pyctx"  # the ctx the runtime gives this function's calls
-OB_TYPE = object.__basicsize__ - ctypes.sizeof(ctypes.c_void_p)
+PYALLOCS_SYMBOL = "diffc_pyallocs"  # one callable per array result, returning a new array for it
+_WORD = ctypes.sizeof(ctypes.c_void_p)
+OB_TYPE = object.__basicsize__ - _WORD
 
-I1, I32, I64, F64 = ir.IntType(1), ir.IntType(32), ir.IntType(64), ir.DoubleType()
-_IN_TYPES = {DType.F64: "PyFloat_Type", DType.I64: "PyLong_Type", DType.BOOL: "PyBool_Type"}
+I8, I32, I64, F64 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.DoubleType()
+_SCALAR_TYPES = {DType.F64: "PyFloat_Type", DType.I64: "PyLong_Type", DType.BOOL: "PyBool_Type"}
+_DESCRS = {dt: f"diffc_descr_{dt.value}" for dt in (DType.F64, DType.F32, DType.I64, DType.BOOL)}
+_C_CONTIGUOUS_ALIGNED = 0x0001 | 0x0100  # NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED
 # the C API names the generated code refers to; runtime/call.py gives LLVM their addresses
 C_API_FUNCTIONS = (
     "PyFloat_AsDouble",
@@ -38,24 +47,59 @@ C_API_FUNCTIONS = (
     "PyBool_FromLong",
     "PyTuple_New",
     "PyTuple_SetItem",
+    "PyObject_CallNoArgs",
     "Py_IncRef",
+    "Py_DecRef",
 )
-C_API_DATA = (*_IN_TYPES.values(), "_Py_TrueStruct", "_Py_NotImplementedStruct")
+C_API_DATA = (*_SCALAR_TYPES.values(), "_Py_TrueStruct", "_Py_NotImplementedStruct")
+
+
+def _array_layout() -> dict[str, int] | None:
+    """Offsets in an ndarray object (PyArrayObject_fields: data, nd, dimensions, strides,
+    base, descr, flags after the object header), or None if live arrays disagree."""
+    head = object.__basicsize__
+    off = {"data": head, "nd": head + _WORD, "dims": head + 2 * _WORD, "descr": head + 5 * _WORD}
+    off["flags"] = head + 6 * _WORD
+    a = np.zeros((3, 5))
+    strided = a[:, ::2]
+
+    def word(x, name, ctype):
+        return ctype.from_address(id(x) + off[name]).value
+
+    try:
+        dims = (ctypes.c_int64 * 2).from_address(word(a, "dims", ctypes.c_void_p))
+        ok = (
+            word(a, "data", ctypes.c_void_p) == a.ctypes.data
+            and word(a, "nd", ctypes.c_int) == 2
+            and tuple(dims) == (3, 5)
+            and word(a, "descr", ctypes.c_void_p) == id(a.dtype)
+            and word(a, "flags", ctypes.c_int) & _C_CONTIGUOUS_ALIGNED == _C_CONTIGUOUS_ALIGNED
+            and not word(strided, "flags", ctypes.c_int) & 1
+        )
+    except (ValueError, OSError):  # pragma: no cover - a NumPy with another layout
+        return None
+    return off if ok else None
+
+
+ARRAY = _array_layout()
 
 
 def eligible(f: Func, out_tree: TreeDef | None, has_prints: bool) -> bool:
-    """Numbers in, numbers (in tuples) out, and nothing printed (a failed call is run again by
-    the general path)."""
+    """Numbers and arrays in, numbers and arrays (in tuples) out, and nothing printed (a failed
+    call is run again by the general path)."""
 
     def tuples_only(t: TreeDef) -> bool:
         return t.kind == "leaf" or (t.kind == "tuple" and all(tuples_only(c) for c in t.children))
+
+    def takes(t) -> bool:
+        return t.dtype in _SCALAR_TYPES if t.rank == 0 else ARRAY is not None and t.dtype in _DESCRS
 
     return (
         out_tree is not None
         and not has_prints
         and tuples_only(out_tree)
-        and all(p.type.rank == 0 and p.type.dtype in _IN_TYPES for p in f.body.params)
-        and all(o.type.rank == 0 for o in f.body.outs)
+        and all(takes(p.type) for p in f.body.params)
+        and (ARRAY is not None or all(o.type.rank == 0 for o in f.body.outs))
     )
 
 
@@ -63,6 +107,9 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     """Emit diffc_pycall for entry Func f, lowered as `target`."""
     ctx_global = ir.GlobalVariable(module, PTR, PYCTX_SYMBOL)
     ctx_global.initializer = ir.Constant(PTR, None)
+    outs = f.body.outs
+    allocs = ir.GlobalVariable(module, ir.ArrayType(PTR, max(len(outs), 1)), PYALLOCS_SYMBOL)
+    allocs.initializer = ir.Constant(allocs.value_type, None)
     fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, I64]), PYCALL_SYMBOL)
     _, args, nargs = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -70,38 +117,75 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     fallback = fn.append_basic_block("fallback")
     overflow = b.alloca(I32)
 
-    def check(cond):
+    def check(cond, otherwise=fallback):
         ok = fn.append_basic_block("ok")
-        b.cbranch(cond, ok, fallback)
+        b.cbranch(cond, ok, otherwise)
         b.position_at_end(ok)
 
+    def field(obj, offset: int, ty):
+        return b.load(b.gep(obj, [ir.Constant(I64, offset)], source_etype=I8), typ=ty)
+
+    def equal(x, y):
+        return b.icmp_unsigned("==", x, y)
+
     params = f.body.params
-    check(b.icmp_signed("==", nargs, ir.Constant(I64, len(params))))
+    check(equal(nargs, ir.Constant(I64, len(params))))
     values = []
     for k, p in enumerate(params):
         obj = b.load(b.gep(args, [ir.Constant(I64, k)], source_etype=PTR), typ=PTR)
-        typ = b.load(b.gep(obj, [ir.Constant(I64, OB_TYPE)], source_etype=ir.IntType(8)), typ=PTR)
-        check(b.icmp_unsigned("==", typ, api.data(_IN_TYPES[p.type.dtype])))
-        if p.type.dtype is DType.F64:
+        t = p.type
+        if t.rank:
+            check(equal(field(obj, OB_TYPE, PTR), api.data("diffc_ndarray_type")))
+            check(equal(field(obj, ARRAY["descr"], PTR), api.data(_DESCRS[t.dtype])))
+            flags = b.and_(field(obj, ARRAY["flags"], I32), ir.Constant(I32, _C_CONTIGUOUS_ALIGNED))
+            check(equal(flags, ir.Constant(I32, _C_CONTIGUOUS_ALIGNED)))
+            check(equal(field(obj, ARRAY["nd"], I32), ir.Constant(I32, t.rank)))
+            dims = field(obj, ARRAY["dims"], PTR)
+            for axis, n in enumerate(t.shape):
+                check(equal(field(dims, 8 * axis, I64), ir.Constant(I64, n)))
+            values.append(field(obj, ARRAY["data"], PTR))
+            continue
+        check(equal(field(obj, OB_TYPE, PTR), api.data(_SCALAR_TYPES[t.dtype])))
+        if t.dtype is DType.F64:
             values.append(api.call("PyFloat_AsDouble", F64, [obj]))
-        elif p.type.dtype is DType.I64:
+        elif t.dtype is DType.I64:
             v = api.call("PyLong_AsLongLongAndOverflow", I64, [obj, overflow])
-            check(b.icmp_signed("==", b.load(overflow, typ=I32), ir.Constant(I32, 0)))
+            check(equal(b.load(overflow, typ=I32), ir.Constant(I32, 0)))
             values.append(v)
         else:
-            values.append(b.icmp_unsigned("==", obj, api.data("_Py_TrueStruct")))
+            values.append(equal(obj, api.data("_Py_TrueStruct")))
+
+    # results: a slot for each number, a new array for each array
+    made, slots = [], []
+    for k, o in enumerate(outs):
+        if o.type.rank == 0:
+            slots.append(b.alloca(mem_type(o.type.dtype)))
+            continue
+        alloc = field(allocs, k * _WORD, PTR)
+        arr = api.call("PyObject_CallNoArgs", PTR, [alloc])
+        failed = fn.append_basic_block("alloc_failed")
+        check(b.icmp_unsigned("!=", arr, ir.Constant(PTR, None)), failed)
+        with b.goto_block(failed):  # the exception (MemoryError) is set: pass it on
+            release(b, api, made)
+            b.ret(ir.Constant(PTR, None))
+        made.append(arr)
+        slots.append(field(arr, ARRAY["data"], PTR))
+
     ctx = b.load(ctx_global, typ=PTR)
     for word in (CTX_ERR, CTX_DEPTH):
         b.store(ir.Constant(I64, 0), b.gep(ctx, [ir.Constant(I64, word)], source_etype=I64))
-    slots = [b.alloca(mem_type(o.type.dtype)) for o in f.body.outs]
     b.call(target, [ctx, *slots, *values])
     err = b.load(b.gep(ctx, [ir.Constant(I64, CTX_ERR)], source_etype=I64), typ=I64)
-    check(b.icmp_signed("==", err, ir.Constant(I64, 0)))
-    leaves = iter(zip(f.body.outs, slots))
+    native_failed = fn.append_basic_block("native_failed")
+    check(equal(err, ir.Constant(I64, 0)), native_failed)
+    leaves = iter(zip(outs, slots))
+    arrays = iter(made)
 
     def box(tree: TreeDef):
         if tree.kind == "leaf":
             o, slot = next(leaves)
+            if o.type.rank:
+                return next(arrays)
             v = b.load(slot, typ=mem_type(o.type.dtype))
             if o.type.dtype.is_float:
                 return api.call("PyFloat_FromDouble", PTR, [v if v.type == F64 else b.fpext(v, F64)])
@@ -114,10 +198,18 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         return t
 
     b.ret(box(out_tree))
+    b.position_at_end(native_failed)
+    release(b, api, made)
+    b.branch(fallback)
     b.position_at_end(fallback)
     not_impl = api.data("_Py_NotImplementedStruct")
     api.call("Py_IncRef", ir.VoidType(), [not_impl])
     b.ret(not_impl)
+
+
+def release(b: ir.IRBuilder, api: _Api, objects):
+    for obj in objects:
+        api.call("Py_DecRef", ir.VoidType(), [obj])
 
 
 class _Api:
@@ -129,7 +221,7 @@ class _Api:
     def data(self, name: str):
         g = self.module.globals.get(name)
         if g is None:
-            g = ir.GlobalVariable(self.module, ir.IntType(8), name)
+            g = ir.GlobalVariable(self.module, I8, name)
         return g
 
     def call(self, name: str, ret, args):
@@ -139,9 +231,19 @@ class _Api:
         return self.b.call(fn, args)
 
 
-def c_api_addresses() -> dict[str, int]:
-    """The addresses of the C API names above, in this process."""
+def symbol_addresses() -> dict[str, int]:
+    """The addresses of the names above in this process: the C API's, NumPy's array type
+    and its built-in dtypes (objects that live as long as the process)."""
     api = ctypes.pythonapi
     out = {name: ctypes.cast(getattr(api, name), ctypes.c_void_p).value for name in C_API_FUNCTIONS}
     out.update({name: ctypes.addressof(ctypes.c_char.in_dll(api, name)) for name in C_API_DATA})
+    out["diffc_ndarray_type"] = id(np.ndarray)
+    out.update({name: id(np.dtype(dt.np)) for dt, name in _DESCRS.items()})
     return out
+
+
+def allocators(out_types) -> list:
+    """The callables diffc_pyallocs points to: np.empty of each array result (None for numbers)."""
+    import functools
+
+    return [functools.partial(np.empty, t.shape, t.dtype.np) if t.rank else None for t in out_types]

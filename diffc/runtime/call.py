@@ -15,7 +15,7 @@ from ..errors import BoundsError, RecursionDepthError
 from ..lower import pyentry
 from ..lower.emit import CTX_A, CTX_ARENA, CTX_B, CTX_DEPTH, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
 from ..lower.llvm import ENTRY_SYMBOL
-from ..lower.pyentry import PYCALL_SYMBOL, PYCTX_SYMBOL
+from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL
 from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
 from ..pytree import unflatten
 from .values import value_text
@@ -43,7 +43,7 @@ def register_symbols():
     """Make the runtime's functions, and the C API the direct Python entry calls, visible to
     the code that MCJIT links."""
     llvm.add_symbol(PRINT_SYMBOL, ctypes.cast(_print_callback, ctypes.c_void_p).value)
-    for name, address in pyentry.c_api_addresses().items():
+    for name, address in pyentry.symbol_addresses().items():
         llvm.add_symbol(name, address)
 
 
@@ -99,13 +99,17 @@ class NativeFunction:
         self.direct = self._direct_entry()
 
     def _direct_entry(self):
-        """The built-in function of lower/pyentry.py (numbers in, numbers out), or None: called
-        with the arguments, it returns the result, or NotImplemented when the general path must
-        take the call."""
+        """The built-in function of lower/pyentry.py, or None: called with the arguments, it
+        returns the result, or NotImplemented when the general path must take the call."""
         address = self.compiled.address(PYCALL_SYMBOL)
         if not address:
             return None
         ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._ctx_ptr
+        self._allocators = pyentry.allocators(self.out_types)  # must outlive the function
+        table = self.compiled.global_address(PYALLOCS_SYMBOL)
+        for k, alloc in enumerate(self._allocators):
+            if alloc is not None:
+                ctypes.c_void_p.from_address(table + k * ctypes.sizeof(ctypes.c_void_p)).value = id(alloc)
         self._methoddef = _MethodDef(b"diffc_pycall", address, _METH_FASTCALL, None)  # must outlive the function
         return _new_builtin(ctypes.byref(self._methoddef), None, None)
 

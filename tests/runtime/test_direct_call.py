@@ -21,7 +21,6 @@ M = module("""
     fn rec(n) = if n == 0 { 0 } else { 1 + rec(n - 1) }
     fn record(x) = {a: x}
     fn loud(x) { print(x); x }
-    fn arr(x) = x * 2.0
     fn newton(a) {
         let (x, n) = while(fn(s) => abs(s.0 * s.0 - a) >= 1e-12 and s.1 < 100,
                            fn(s) => (0.5 * (s.0 + a / s.0), s.1 + 1), (a, 0));
@@ -84,10 +83,67 @@ def test_failures_come_back_as_located_errors():
     assert M.rec(3) == 3  # the depth counter starts again at each call
 
 
-def test_not_made_for_records_prints_or_arrays():
-    for fn, args in ((M.record, (1.0,)), (M.loud, (1.0,)), (M.arr, (np.ones(2),))):
+def test_not_made_for_records_or_prints():
+    for fn, args in ((M.record, (1.0,)), (M.loud, (1.0,))):
         fn(*args)
         assert all(native.direct is None for native, _ in fn._cache.values())
+
+
+A = module("""
+    fn scale(x, s) = (x * s, sum(x))
+    fn pick(x: f64[3], i) = x[i]
+    fn kinds(a, b, c) = (f32(a) * 2.0, b + 1, not c, f32(a))
+    fn empty(x) = x * 2.0
+""")
+
+
+def test_arrays_in_and_out():
+    x = np.arange(6.0).reshape(2, 3)
+    d = direct(A.scale, x, 2.0)
+    y, total = d(x, 2.0)
+    np.testing.assert_array_equal(y, x * 2.0)
+    assert total == 15.0 and type(y) is np.ndarray and y.flags.c_contiguous and y.flags.owndata
+    y2, _ = d(x, 3.0)
+    assert y2 is not y and (y == x * 2.0).all()  # each call makes new arrays
+    a, b, c = np.float32([1.5, 2.5]), np.array([1, 2]), np.array([True, False])
+    r = direct(A.kinds, a, b, c)(a, b, c)
+    assert [v.dtype for v in r] == [np.float32, np.int64, np.bool_, np.float32]
+    np.testing.assert_array_equal(r[2], [False, True])
+    e = np.ones((0, 3))
+    assert direct(A.empty, e)(e).shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        np.arange(12.0).reshape(2, 6)[:, ::2],  # not contiguous
+        np.arange(6.0).reshape(3, 2).T,  # Fortran order
+        np.arange(6, dtype=np.int64).reshape(2, 3),  # another dtype
+        np.arange(8.0).reshape(2, 4),  # another shape
+        np.arange(6.0),  # another rank
+        np.arange(6.0).reshape(2, 3).view(type("Sub", (np.ndarray,), {})),  # a subclass
+        [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]],  # a list
+    ],
+)
+def test_other_arrays_take_the_general_path(arg):
+    x = np.arange(6.0).reshape(2, 3)
+    assert direct(A.scale, x, 2.0)(arg, 2.0) is NotImplemented
+    got, total = A.scale(arg, 2.0)  # the general path copies, or compiles another signature
+    np.testing.assert_array_equal(got, np.asarray(arg) * 2.0)
+
+
+def test_no_references_are_leaked():
+    import sys
+
+    x = np.arange(3.0)
+    d = direct(A.pick, x, 1)
+    before = sys.getrefcount(x)
+    for _ in range(1000):
+        d(x, 1)
+        assert d(x, 7) is NotImplemented  # a bounds failure releases nothing it does not own
+    assert sys.getrefcount(x) == before
+    with pytest.raises(BoundsError):
+        A.pick(x, 7)
 
 
 def test_gradients_take_the_direct_path():
