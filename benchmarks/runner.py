@@ -110,8 +110,10 @@ def diffc_source() -> str:
         commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         dirty = subprocess.run(git + ["status", "--porcelain", "."], capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        return str(where)
-    return commit.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "") + f" ({where})"
+        return "not in a git checkout"
+    root = Path(__file__).resolve().parent.parent
+    place = "this checkout" if where.parent == root else "another checkout"  # (no machine's paths in results)
+    return commit.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "") + f" ({place})"
 
 
 def machine() -> str:
