@@ -24,7 +24,7 @@ class Function:
         self.module, self.name, self.transform = module, name, transform
         self._cache: dict = {}
         self._fast: dict = {}  # a cheap key of flat arguments -> the entry of _cache it maps to
-        self._direct = None  # the direct entry of the first signature of numbers compiled
+        self._direct = None  # the direct entry (lower/pyentry.py) of the signature called last
 
     def signature(self, *args):
         arrays, tree = flatten_args(args)
@@ -50,14 +50,18 @@ class Function:
         hit = self._fast.get(fast) if fast is not None else None
         if hit is not None:
             native, out_tree = hit
+            if native.direct is not None:  # another signature's direct entry: make it the first tried
+                result = native.direct(*args)
+                if result is not NotImplemented:
+                    self._direct = native.direct
+                    return result
             outs = native.call_scalars(args)
             return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
         result = self._call(args)
         if fast is not None:
             arrays, key = self.signature(*args)
             self._fast[fast] = self._cache[key]
-            if self._direct is None:
-                self._direct = self._cache[key][0].direct
+            self._direct = self._cache[key][0].direct or self._direct
         return result
 
     @staticmethod

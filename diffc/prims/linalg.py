@@ -1,8 +1,10 @@
 """Matrix products: `@` on vectors and matrices, as NumPy's matmul for ranks 1 and 2.
 
-Float products big enough to pay for a call go to OpenBLAS (the scipy-openblas64 package,
-loaded by lower/jit.py), called from the generated code with the operands' own strides, so a
-transposed view costs no copy; small ones and integer ones are loops that LLVM vectorises."""
+Float matrix-matrix products big enough to pay for a call run the kernel that lower/gemm.py
+emits (register tiles of fused multiply-adds, A with its own strides, so a transposed view
+costs no copy); those with a long inner dimension, and big matrix-vector products, go to
+OpenBLAS (the scipy-openblas64 package, loaded by lower/jit.py) with the operands' strides.
+Small ones and integer ones are loops that LLVM vectorises."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..errors import ShapeError
-from ..lower import jit
+from ..lower import gemm, jit
 from ..lower.emit import F64, I32, I64, PTR, VOID, Arr, mem_type, reg_type
 from ..typesys import DType
 from .core import primitive
@@ -94,6 +96,25 @@ def _blas_lower(em, eqn, a, b):
     return out
 
 
+GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays in the L2 cache
+
+
+def _gemm_lower(em, eqn, a: Arr, b: Arr) -> Arr:
+    """C = A @ B by the generated kernel of lower/gemm.py: A with its own strides, B with
+    contiguous rows (copied when it is a transposed view), C a fresh buffer."""
+    (m, k), n = eqn.inputs[0].type.shape, eqn.inputs[1].type.shape[1]
+    if b.strides[1] != 1:
+        b = em.materialise(b)
+    out = em.alloc(eqn.outs[0].type)
+    elem = _BLAS[eqn.outs[0].type.dtype][2]
+    pa = em.b.gep(a.ptr, [a.offset], source_etype=elem)
+    pb = em.b.gep(b.ptr, [b.offset], source_etype=elem)
+    i64 = em.i64
+    args = [pa, i64(a.strides[0]), i64(a.strides[1]), pb, i64(b.strides[0]), out.ptr, i64(max(n, 1))]
+    em.b.call(gemm.function(em.m.module, elem), args + [i64(m), i64(n), i64(k)])
+    return out
+
+
 def _madd(em, dt, acc, a, b):
     """acc + a * b; for floats reassociable and contractible (as BLAS sums in any order), so
     that LLVM vectorises dot products and uses fused multiply-adds."""
@@ -107,8 +128,12 @@ def _matmul_lower(em, eqn, ins):
     Loop order i, k, j keeps the innermost loop contiguous in b and out (vectorisable)."""
     a, b = ins
     work = eqn.inputs[0].type.size * (eqn.inputs[1].type.size // eqn.inputs[0].type.shape[-1] or 1)
-    if eqn.outs[0].type.rank > 0 and eqn.outs[0].type.dtype in _BLAS and jit.blas_available() and work >= BLAS_MIN_WORK:
-        if all(isinstance(x, Arr) for x in ins):
+    big = eqn.outs[0].type.rank > 0 and eqn.outs[0].type.dtype in _BLAS and work >= BLAS_MIN_WORK
+    if big and all(isinstance(x, Arr) for x in ins):
+        if eqn.inputs[0].type.rank == 2 and eqn.inputs[1].type.rank == 2:
+            if eqn.inputs[0].type.shape[1] <= GEMM_MAX_K or not jit.blas_available():
+                return [_gemm_lower(em, eqn, a, b)]
+        if jit.blas_available():
             return [_blas_lower(em, eqn, a, b)]
     ta, tb = eqn.inputs[0].type, eqn.inputs[1].type
     out_t = eqn.outs[0].type

@@ -1,0 +1,48 @@
+"""The generated matrix-product kernel (lower/gemm.py) against NumPy, on shapes that take
+every kind of tile (full tiles, one-vector tiles, a masked vector, single rows), with A of any
+strides and B transposed (copied to contiguous rows first)."""
+
+import numpy as np
+import pytest
+
+import diffc
+from diffc.lower import gemm
+from diffc.prims import linalg
+
+SRC = """
+fn mm(a, b) = a @ b
+fn mm_ta(a, b) = transpose(a) @ b
+fn mm_tb(a, b) = a @ transpose(b)
+fn mm_slice(a, b) = a[1:, 1:] @ b[:, 1:]
+"""
+W = gemm.tile()[0] // 8  # doubles per vector
+MR, NV = gemm.tile()[1:]
+SHAPES = [
+    (MR, 64, NV * W),  # one full tile
+    (2 * MR + 3, 37, 2 * NV * W + W + 3),  # full tiles, a vector tile, a masked vector, single rows
+    (5, 200, 3),  # fewer columns than a vector, fewer rows than a tile
+    (1, 4096 // 1, 9),  # K beyond GEMM_MAX_K: OpenBLAS
+    (33, 1, 17),  # K = 1
+]
+
+
+@pytest.fixture(scope="module")
+def m():
+    return diffc.compile(SRC)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_products_match_numpy(m, shape, dtype):
+    rows, k, cols = shape
+    if rows * k * cols < linalg.BLAS_MIN_WORK:
+        k = k * (linalg.BLAS_MIN_WORK // (rows * k * cols) + 1)  # (smaller ones are plain loops)
+    rng = np.random.default_rng(sum(shape))
+    a, b = rng.standard_normal((rows, k)).astype(dtype), rng.standard_normal((k, cols)).astype(dtype)
+    tol = dict(rtol=1e-12, atol=1e-12 * k) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5 * k)
+    np.testing.assert_allclose(m.mm(a, b), a @ b, **tol)
+    np.testing.assert_allclose(m.mm_ta(np.ascontiguousarray(a.T), b), a @ b, **tol)
+    np.testing.assert_allclose(m.mm_tb(a, np.ascontiguousarray(b.T)), a @ b, **tol)
+    a2 = rng.standard_normal((rows + 1, k + 1)).astype(dtype)
+    b2 = rng.standard_normal((k, cols + 1)).astype(dtype)
+    np.testing.assert_allclose(m.mm_slice(a2, b2), a2[1:, 1:] @ b2[:, 1:], **tol)
