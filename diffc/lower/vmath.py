@@ -1,14 +1,16 @@
-"""Vectorisable math kernels for f64, emitted as plain LLVM IR (no libm calls, no branches), so
-that LLVM's loop vectoriser turns a loop of them into SIMD code. Accurate to a few ulp over the
-whole range (tests/lower/test_vmath.py measures it against NumPy).
+"""Math kernels for f64 emitted as plain LLVM IR (no libm calls), accurate to a few ulp over
+the whole range (tests/lower/test_vmath.py measures them against NumPy).
 
-exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2); e^r by its Taylor series to
-       degree 13 (error < 1e-17); 2^k built in the exponent bits, in two halves so that results
-       down to the subnormals are right.
+exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multiply-adds);
+       e^r = 1 + r + r^2 P(r), P of degree 9; 2^k by llvm.ldexp where AVX-512 makes it one
+       instruction (vscalefpd), else built in the exponent bits in two halves so that results
+       down to the subnormals are right. 1 ulp.
 log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
        by its series to s^23.
 expm1: its Taylor series for |y| < ln2/2 (no cancellation), exp(y) - 1 beyond.
-tanh:  -t / (t + 2) with t = expm1(-2|x|), and the sign put back."""
+tanh:  -t / (t + 2) with t = expm1(-2|x|), and the sign put back.
+These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
+sin, cos: fdlibm's kernels, with branches on the size of the argument (see below)."""
 
 from __future__ import annotations
 
@@ -142,3 +144,102 @@ def sigmoid(b: ir.IRBuilder, x):
     one = _c(1.0)
     pos = b.fdiv(one, b.fadd(one, e))
     return b.select(b.fcmp_ordered(">=", x, _c(0.0)), pos, b.fdiv(e, b.fadd(one, e)))
+
+
+# sin and cos: fdlibm's kernels (__kernel_sin, __kernel_cos) on |r| <= pi/4. Arguments in
+# that range are used as they are; up to TRIG_INLINE_MAX they are reduced as x = k pi/2 + r
+# (pi/2 in three parts, the first two of 33 bits so that k * part is exact and x - k * part1
+# is exact, the third by a fused multiply-add: r to about an ulp even next to a multiple of
+# pi/2), and the quadrant k mod 4 picks the kernel and the sign; beyond, and NaN and inf, go
+# to libm. The branches are predictable in a loop over nearby values (an ODE's state), where
+# this is what matters: a scalar sin or sincos without a call, its latency about half libm's.
+TRIG_INLINE_MAX = 16.0
+PIO4 = 0.7853981633974483
+PIO2_1 = 1.57079632673412561417e00
+PIO2_2 = 6.07710050630396597660e-11
+PIO2_2T = 2.02226624879595063154e-21
+TWO_OVER_PI = 6.36619772367581382433e-01
+SIN_COEFFS = [
+    -1.66666666666666324348e-01,
+    8.33333333332248946124e-03,
+    -1.98412698298579493134e-04,
+    2.75573137070700676789e-06,
+    -2.50507602534068634195e-08,
+    1.58969099521155010221e-10,
+]
+COS_COEFFS = [
+    4.16666666666666019037e-02,
+    -1.38888888888741095749e-03,
+    2.48015872894767294178e-05,
+    -2.75573143513906633035e-07,
+    2.08757232129817482790e-09,
+    -1.13596475577881948265e-11,
+]
+
+
+def _estrin(b: ir.IRBuilder, coeffs, x):
+    """sum coeffs[n] x^n by Estrin's scheme: a shorter chain of dependent operations than
+    Horner's, for latency-bound scalar code."""
+    terms = [_c(c) for c in coeffs]
+    power = x
+    while len(terms) > 1:
+        pairs = [_fma(b, terms[k + 1], power, terms[k]) for k in range(0, len(terms) - 1, 2)]
+        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
+        power = b.fmul(power, power)
+    return terms[0]
+
+
+def _kernels(b: ir.IRBuilder, r, which: int):
+    """sin r (which 0) or cos r (1) for |r| <= pi/4 (a little beyond, after reduction)."""
+    z = b.fmul(r, r)
+    if which == 0:
+        return _fma(b, b.fmul(z, r), _estrin(b, SIN_COEFFS, z), r)
+    hz = b.fmul(z, _c(0.5))
+    w = b.fsub(_c(1.0), hz)
+    # 1 - z/2 + z^2 C(z), the rounding error of 1 - z/2 put back (as fdlibm does)
+    return b.fadd(w, b.fadd(b.fsub(b.fsub(_c(1.0), w), hz), b.fmul(b.fmul(z, z), _estrin(b, COS_COEFFS, z))))
+
+
+def _reduced(b: ir.IRBuilder, x, which: int):
+    kf = _intrinsic(b, "llvm.rint", b.fmul(x, _c(TWO_OVER_PI)))
+    r = b.fsub(b.fsub(x, b.fmul(kf, _c(PIO2_1))), b.fmul(kf, _c(PIO2_2)))
+    r = _fma(b, b.fneg(kf), _c(PIO2_2T), r)
+    q = b.and_(b.fptosi(kf, I64), ir.Constant(I64, 3))
+    # sin x = sin r, cos r, -sin r, -cos r in quadrants 0..3; cos x = cos r, -sin r, -cos r, sin r
+    odd = b.icmp_unsigned("!=", b.and_(q, ir.Constant(I64, 1)), ir.Constant(I64, 0))
+    s, c = _kernels(b, r, 0), _kernels(b, r, 1)
+    v = b.select(odd, c, s) if which == 0 else b.select(odd, s, c)
+    negate = b.icmp_unsigned("!=", b.and_(b.add(q, ir.Constant(I64, which)), ir.Constant(I64, 2)), ir.Constant(I64, 0))
+    return b.select(negate, b.fneg(v), v)
+
+
+def _trig(which: int):
+    def kernel(b: ir.IRBuilder, x):
+        ax = _intrinsic(b, "llvm.fabs", x)
+        results = []
+        with b.if_else(b.fcmp_ordered("<=", ax, _c(PIO4))) as (small, other):
+            with small:
+                v = _kernels(b, x, which)
+                if which == 0:  # sin x = x below 2^-27, to the last bit and the sign of -0
+                    v = b.select(b.fcmp_ordered("<", ax, _c(2.0**-27)), x, v)
+                results.append((v, b.block))
+            with other:
+                with b.if_else(b.fcmp_ordered("<", ax, _c(TRIG_INLINE_MAX))) as (medium, large):
+                    with medium:
+                        results.append((_reduced(b, x, which), b.block))
+                    with large:
+                        results.append((_intrinsic(b, ("llvm.sin", "llvm.cos")[which], x), b.block))
+                phi = b.phi(F64)
+                for v, block in results[1:]:
+                    phi.add_incoming(v, block)
+                results[1:] = [(phi, b.block)]
+        out = b.phi(F64)
+        for v, block in results:
+            out.add_incoming(v, block)
+        return out
+
+    return kernel
+
+
+sin = _trig(0)
+cos = _trig(1)

@@ -15,6 +15,8 @@ fn l(x) = log(x)
 fn t(x) = tanh(x)
 fn s(x) = sigmoid(x)
 fn e32(x) = exp(f32(x))
+fn sin_(x) = map(fn(v) => sin(v), x)
+fn cos_(x) = map(fn(v) => cos(v), x)
 """
 )
 
@@ -63,6 +65,24 @@ CASES = {
             ]
         ),
     ),
+    **{
+        name: (
+            fn,
+            ref,
+            np.concatenate(
+                [
+                    rng.uniform(-16, 16, 20000),  # reduced inline (sin and cos of numbers; of arrays: libm)
+                    rng.uniform(-0.8, 0.8, 20000),  # |x| <= pi/4: the kernels as they are
+                    rng.uniform(-1e6, 1e6, 2000),  # libm
+                    np.arange(-10, 11) * (np.pi / 2),  # next to the zeros of sin and cos: r tiny
+                    np.nextafter(np.arange(-10, 11) * (np.pi / 2), np.inf),
+                    np.arange(-20, 21) * (np.pi / 4),  # where the branches and quadrants change
+                    [np.pi / 4, np.nextafter(np.pi / 4, 1), 15.999999999, 16.0, 1e-300, -1e-9] + EDGES,
+                ]
+            ),
+        )
+        for name, fn, ref in (("sin", m.sin_, np.sin), ("cos", m.cos_, np.cos))
+    },
     "sigmoid": (
         m.s,
         lambda x: np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x))),
@@ -79,6 +99,10 @@ def test_kernel_is_accurate_to_a_few_ulps(name):
     err = ulps(ours(x), want)
     worst = int(np.argmax(err))
     assert err[worst] <= MAX_ULPS, f"{name}({x[worst]!r}) = {ours(x)[worst]!r}, NumPy says {want[worst]!r}"
+
+
+def test_sin_keeps_the_sign_of_zero():
+    assert np.signbit(m.sin_(np.array([-0.0]))[0])
 
 
 def test_f32_exp_rounds_the_f64_kernel():
