@@ -3,6 +3,7 @@ Each function is compiled once per argument signature (dtypes, shapes, structure
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,16 @@ class Function:
     """A DFL function callable from Python; compiled lazily per argument signature.
     `transform` makes it a derivative of the named function (see specialise.specialise)."""
 
+    # A call runs self._entry: the direct entry (lower/pyentry.py) of the signature called last,
+    # a built-in that hands whatever is not of its signature to _general, or _general itself.
+    # Found through a property of C callables, it costs no Python frame.
+    __call__ = property(operator.attrgetter("_entry"))
+
     def __init__(self, module: "Module", name: str, transform: tuple = ()):
         self.module, self.name, self.transform = module, name, transform
         self._cache: dict = {}
         self._fast: dict = {}  # a cheap key of flat arguments -> the entry of _cache it maps to
-        self._direct = None  # the direct entry (lower/pyentry.py) of the signature called last
+        self._entry = self._general
 
     def signature(self, *args):
         arrays, tree = flatten_args(args)
@@ -39,29 +45,22 @@ class Function:
             self._cache[key] = entry
         return entry
 
-    def __call__(self, *args):
-        # fastest path: numbers to numbers, straight into native code (lower/pyentry.py)
-        if self._direct is not None:
-            result = self._direct(*args)
-            if result is not NotImplemented:
-                return result
-        # fast path: only numbers and contiguous arrays, a signature seen before
+    def _general(self, *args):
+        """Any call: numbers and contiguous arrays of a signature seen before through ctypes,
+        anything else converted, and compiled for its signature the first time. The direct
+        entry of the signature, if it has one, takes the next calls."""
         fast = self._fast_key(args)
         hit = self._fast.get(fast) if fast is not None else None
         if hit is not None:
             native, out_tree = hit
-            if native.direct is not None:  # another signature's direct entry: make it the first tried
-                result = native.direct(*args)
-                if result is not NotImplemented:
-                    self._direct = native.direct
-                    return result
+            self._entry = native.direct(self._general) or self._general
             outs = native.call_scalars(args)
             return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
         result = self._call(args)
         if fast is not None:
             arrays, key = self.signature(*args)
             self._fast[fast] = self._cache[key]
-            self._direct = self._cache[key][0].direct or self._direct
+            self._entry = self._cache[key][0].direct(self._general) or self._general
         return result
 
     @staticmethod

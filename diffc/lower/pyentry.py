@@ -6,15 +6,15 @@ built-in costs (0.1-0.5 us), against 2-5 us through ctypes (see runtime/call.py)
     PyObject *diffc_pycall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 It takes only what it was compiled for (a float, int or bool; an exact ndarray, C-contiguous
-and aligned, of the dtype and shape) and returns NotImplemented for anything else, and when
-the native code reports a failure (a bounds or recursion-depth error in ctx): the caller then
-takes the general path, which compiles other signatures, copies other arrays and raises
-located errors. Result arrays are made by calling np.empty (through partial objects that the
-runtime puts in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts
-used are where a PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two
-objects and NumPy's built-in dtypes are unique, and where an ndarray keeps its data pointer,
-shape and flags (`ARRAY`, checked on live arrays when this module is imported: without it,
-functions of arrays keep the general path)."""
+and aligned, of the dtype and shape); anything else, and a call whose native code reports a
+failure (a bounds or recursion-depth error in ctx), it hands to `self`, the general path of
+the Python API, which compiles other signatures, copies other arrays and raises located
+errors. Result arrays are made by calling np.empty (through partial objects that the runtime
+puts in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts used are
+where a PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two objects
+and NumPy's built-in dtypes are unique, and where an ndarray keeps its data pointer, shape and
+flags (`ARRAY`, checked on live arrays when this module is imported: without it, functions of
+arrays keep the general path)."""
 
 from __future__ import annotations
 
@@ -48,10 +48,10 @@ C_API_FUNCTIONS = (
     "PyTuple_New",
     "PyTuple_SetItem",
     "PyObject_CallNoArgs",
-    "Py_IncRef",
+    "PyObject_Vectorcall",
     "Py_DecRef",
 )
-C_API_DATA = (*_SCALAR_TYPES.values(), "_Py_TrueStruct", "_Py_NotImplementedStruct")
+C_API_DATA = (*_SCALAR_TYPES.values(), "_Py_TrueStruct")
 
 
 def _array_layout() -> dict[str, int] | None:
@@ -201,10 +201,8 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     b.position_at_end(native_failed)
     release(b, api, made)
     b.branch(fallback)
-    b.position_at_end(fallback)
-    not_impl = api.data("_Py_NotImplementedStruct")
-    api.call("Py_IncRef", ir.VoidType(), [not_impl])
-    b.ret(not_impl)
+    b.position_at_end(fallback)  # the general path, which the runtime gives as self
+    b.ret(api.call("PyObject_Vectorcall", PTR, [fn.args[0], args, nargs, ir.Constant(PTR, None)]))
 
 
 def release(b: ir.IRBuilder, api: _Api, objects):

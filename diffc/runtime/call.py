@@ -96,11 +96,14 @@ class NativeFunction:
         for k, slot in enumerate(self._scalar_ins):
             if slot is not None:
                 self._in_ptrs[k] = ctypes.addressof(slot)
-        self.direct = self._direct_entry()
+        self._direct = self._methoddef = None
 
-    def _direct_entry(self):
-        """The built-in function of lower/pyentry.py, or None: called with the arguments, it
-        returns the result, or NotImplemented when the general path must take the call."""
+    def direct(self, fallback):
+        """The built-in function of lower/pyentry.py, or None if this function has none: called
+        with the arguments, it returns the result, or what fallback(*args) returns when the
+        arguments are not of its signature or the native code failed. Made once."""
+        if self._direct is not None:
+            return self._direct
         address = self.compiled.address(PYCALL_SYMBOL)
         if not address:
             return None
@@ -110,8 +113,10 @@ class NativeFunction:
         for k, alloc in enumerate(self._allocators):
             if alloc is not None:
                 ctypes.c_void_p.from_address(table + k * ctypes.sizeof(ctypes.c_void_p)).value = id(alloc)
-        self._methoddef = _MethodDef(b"diffc_pycall", address, _METH_FASTCALL, None)  # must outlive the function
-        return _new_builtin(ctypes.byref(self._methoddef), None, None)
+        if self._methoddef is None:  # (must outlive every built-in made from it)
+            self._methoddef = _MethodDef(b"diffc_pycall", address, _METH_FASTCALL, None)
+        self._direct = _new_builtin(ctypes.byref(self._methoddef), fallback, None)
+        return self._direct
 
     def __call__(self, arrays: list[np.ndarray]) -> list:
         ins = self._in_ptrs
