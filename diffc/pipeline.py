@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import time
 
-from .lower import jit
+import llvmlite.binding as llvm
+
+from .lower import gemm, jit
 from .lower.llvm import lower_program
 from .optimise import accumulate, dce, licm
 from .runtime import cache
@@ -55,6 +57,7 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
     entry = cache.load(k)
     register_symbols()
     if entry is not None:
+        load_kernels(entry["kernels"])
         compiled = jit.Compiled(object_code=entry["object"])
         timings.add("load from cache", t)
     else:
@@ -64,6 +67,7 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
         t = timings.add("lower", t)
         mod = jit.optimise(str(ms.module))
         t = timings.add("llvm-opt", t)
+        load_kernels(ms.kernels)
         compiled = jit.Compiled(mod)
         t = timings.add("codegen", t)
         f = prog.main
@@ -75,6 +79,7 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
             arena=ms.entry_arena,
             prints=ms.prints,
             out_tree=out_tree,
+            kernels=sorted(ms.kernels),
         )
         cache.store(k, entry)
         timings.add("store in cache", t)
@@ -82,6 +87,26 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
         compiled, entry["sites"], entry["in_types"], entry["out_types"], entry["arena"], entry["prints"]
     )
     return native, entry["out_tree"]
+
+
+_KERNELS: dict[str, jit.Compiled] = {}  # the kernels loaded in this process, kept alive
+
+
+def load_kernels(names) -> None:
+    """Make the kernels a program calls (lower/gemm.py) callable by name: from the disk cache,
+    or compiled once per process and cached on disk."""
+    for name in names:
+        if name in _KERNELS:
+            continue
+        k = cache.kernel_key(name)
+        entry = cache.load(k)
+        if entry is not None:
+            compiled = jit.Compiled(object_code=entry["object"])
+        else:
+            compiled = jit.Compiled(jit.optimise(str(gemm.kernel_module(name))))
+            cache.store(k, {"object": compiled.object})
+        _KERNELS[name] = compiled
+        llvm.add_symbol(name, compiled.address(name))
 
 
 def llvm_text(module, fn_name: str, arg_types: tuple) -> tuple[str, str, str]:

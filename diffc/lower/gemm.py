@@ -1,6 +1,6 @@
 """A matrix-product kernel emitted as LLVM IR, for products of moderate size (no packing).
 
-    void diffc.gemm.<t>(A, a_row_stride, a_col_stride, B, b_row_stride, C, c_row_stride, M, N, K)
+    void diffc_gemm_<t>(A, a_row_stride, a_col_stride, B, b_row_stride, C, c_row_stride, M, N, K)
 
 computes C = A @ B for an M x K matrix A of any strides, a K x N matrix B and an M x N matrix
 C whose rows are contiguous. C is cut into tiles of MR rows by NV vectors of W lanes, each
@@ -11,7 +11,11 @@ of doubles) this runs at about 120 GFLOP/s on one Zen 5 core for mlp_step's prod
 where OpenBLAS reaches 85 with its AVX-512 kernels and 50 with its AVX2 ones. Columns that do
 not fill a tile take tiles of one vector, then one masked vector; rows that do not fill one,
 tiles of one row. Large products (whose B panel leaves the L2 cache) go to OpenBLAS, which
-packs and blocks."""
+packs and blocks.
+
+The kernel is a module of its own, compiled once per process, or loaded from the disk cache
+(pipeline.load_kernels), and linked by name: a program that multiplies matrices only declares
+it (compiling the kernel into every program would cost 100 ms of LLVM each time)."""
 
 from __future__ import annotations
 
@@ -35,18 +39,30 @@ def tile() -> tuple[int, int, int]:
     return 16, 4, 2
 
 
-def function(module: ir.Module, elem: ir.Type) -> ir.Function:
-    """The module's gemm for elements of type elem (double or float), emitted on first use."""
-    name = f"diffc.gemm.{elem}"
+SIGNATURE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64, I64])
+
+
+def symbol(elem: ir.Type) -> str:
+    return f"diffc_gemm_{'f64' if isinstance(elem, ir.DoubleType) else 'f32'}"
+
+
+def declare(module: ir.Module, elem: ir.Type) -> ir.Function:
+    """The kernel for elements of type elem (double or float), declared in a program's module."""
+    name = symbol(elem)
     if name in module.globals:
         return module.globals[name]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64, I64]), name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")  # one copy for every product of the module, compiled once
+    return ir.Function(module, SIGNATURE, name)
+
+
+def kernel_module(name: str) -> ir.Module:
+    """The module that defines the kernel `name` (a symbol above)."""
+    elem = ir.DoubleType() if name.endswith("f64") else ir.FloatType()
+    module = ir.Module(name)
+    fn = ir.Function(module, SIGNATURE, name)
     for k in (0, 3, 5):
         fn.args[k].add_attribute("noalias")
     _Gemm(module, fn, elem).emit()
-    return fn
+    return module
 
 
 class _Gemm:

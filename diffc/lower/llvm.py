@@ -27,6 +27,7 @@ class ModuleState:
         self.entry_arena = 0  # bytes of the entry function's arena, which the runtime provides
         self.prints: list[tuple] = []  # (label, tree, types) of each print site, numbered from 0
         self.funcs: dict[str, ir.Function] = {}
+        self.kernels: set[str] = set()  # kernels compiled apart that this module calls (lower/gemm.py)
 
     def declare(self, name: str, ret: ir.Type, arg_types) -> ir.Function:
         fn = self.module.globals.get(name)

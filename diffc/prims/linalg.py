@@ -111,7 +111,8 @@ def _gemm_lower(em, eqn, a: Arr, b: Arr) -> Arr:
     pb = em.b.gep(b.ptr, [b.offset], source_etype=elem)
     i64 = em.i64
     args = [pa, i64(a.strides[0]), i64(a.strides[1]), pb, i64(b.strides[0]), out.ptr, i64(max(n, 1))]
-    em.b.call(gemm.function(em.m.module, elem), args + [i64(m), i64(n), i64(k)])
+    em.m.kernels.add(gemm.symbol(elem))
+    em.b.call(gemm.declare(em.m.module, elem), args + [i64(m), i64(n), i64(k)])
     return out
 
 

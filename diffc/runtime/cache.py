@@ -76,6 +76,11 @@ def key(module, fn_name: str, arg_types, transform) -> str:
     return h.hexdigest()
 
 
+def kernel_key(name: str) -> str:
+    """The key of a kernel compiled apart (lower/gemm.py): it depends on the compiler only."""
+    return hashlib.sha256(f"{compiler_fingerprint()} kernel {name}".encode()).hexdigest()
+
+
 def load(k: str):
     """The cached entry for key k, or None (also when it is damaged: it is then removed)."""
     d = cache_dir()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROGRAM = """
@@ -106,3 +107,17 @@ def test_expressions_evaluated_in_one_program_are_cached_apart(tmp_path, monkeyp
     m = diffc.compile("fn twice(x) = x * 2.0")
     assert m.evaluate("twice(1.0)") == 2.0
     assert m.evaluate("twice(5.0)") == 10.0
+
+
+def test_a_cached_program_finds_the_matrix_kernel_it_calls(tmp_path):
+    """The kernel of lower/gemm.py is compiled apart and cached on its own: a new process loads
+    it before the program that calls it."""
+    (tmp_path / "mm.dfl").write_text("fn main() { let a = reshape(f64(arange(4096)), [64, 64]); sum(a @ a) }\n")
+    cache = tmp_path / "cache"
+    want = str(float((np.arange(4096.0).reshape(64, 64) @ np.arange(4096.0).reshape(64, 64)).sum()))
+    first = run(tmp_path, cache, "mm.dfl")
+    second = run(tmp_path, cache, "mm.dfl")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "load from cache" in second.stderr
+    assert float(first.stdout) == float(second.stdout) == float(want)
+    assert len(list(cache.glob("*.bin"))) == 2  # the program and the kernel
