@@ -35,12 +35,21 @@ def _map_lower(em, eqn, ins):
             return em.read(v, idx[1:])
 
         return [Lazy(eqn.outs[0].type, at)]
-    outs = [em.alloc(o.type) for o in eqn.outs]
+    outs = [em.destinations.get(o.id) or em.alloc(o.type) for o in eqn.outs]
+    made = {x.id for e in body.eqns for x in e.outs}
 
     def step(i):
-        res = em.lower_body(body, [i] + [row(em, x, i) for x in xs] + consts)
-        for o, r in zip(outs, res):
-            store_row(em, o, i, r)
+        # the body computes its results straight into their rows: an inner map writes its rows
+        # there, a fused elementwise result is evaluated into it (no temporary, no copy)
+        rows = {o.id: row(em, out, i) for o, out in zip(body.outs, outs) if o.type.rank and o.id in made}
+        outer, em.destinations = em.destinations, {**em.destinations, **rows}
+        try:
+            res = em.lower_body(body, [i] + [row(em, x, i) for x in xs] + consts, lazy_outs=True)
+        finally:
+            em.destinations = outer
+        for o, out, r in zip(body.outs, outs, res):
+            if r is not rows.get(o.id):
+                store_row(em, out, i, r)
 
     em.loop(n, step, "map")
     return outs
