@@ -13,6 +13,7 @@ The environment (threads, caches) is set by __main__ before NumPy is imported (e
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import importlib.metadata
 import importlib.util
@@ -187,14 +188,23 @@ def time_all(results, callables, budget, progress):
             }
 
 
-def probe_all(results, progress):
-    """Phase 3: a new process per implementation and workload."""
-    for name, row in results.items():
-        for impl, entry in row.items():
-            if entry.get("status") not in ("ok", "mismatch"):
-                continue
+def probe_all(results, progress, jobs: int = 1):
+    """Phase 3: a new process per implementation and workload, `jobs` of them at once (the
+    processes are measured apart: their memory is their own, and a warm start is a few ms)."""
+    todo = [
+        (name, impl, entry)
+        for name, row in results.items()
+        for impl, entry in row.items()
+        if entry.get("status") in ("ok", "mismatch")
+    ]
+
+    def one(job):
+        name, impl, entry = job
+        return job, probe.run(impl, name)
+
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        for (name, impl, entry), found in pool.map(one, todo):
             progress.step(f"probe {impl} {name} (new process)")
-            found = probe.run(impl, name)
             if "error" in found:
                 entry["probe_error"] = found["error"]
                 loud(f"probe {impl} {name}: {found['error']}")
@@ -228,7 +238,7 @@ def main(argv=None) -> int:
     if not args.check_only:
         time_all(workloads, callables, timing.QUICK if args.quick else timing.FULL, progress)
         if not args.no_probe:
-            probe_all(workloads, progress)
+            probe_all(workloads, progress, jobs=2 if args.quick else 1)
     progress.close()
 
     results = {

@@ -34,17 +34,17 @@ def measure(fn, budget: Budget = FULL) -> dict:
         fn()
         if time.perf_counter() - start >= budget.warmup_time:
             break
-    times = []
+    times, total = [], 0.0
     gc.collect()
-    while not _enough(times, budget):
+    while not _enough(len(times), total, budget):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
+        total += times[-1]
     return {"median_us": statistics.median(times) * 1e6, "min_us": min(times) * 1e6, "repeats": len(times)}
 
 
-def _enough(times, budget: Budget) -> bool:
-    total = sum(times)
-    if len(times) < 3:
+def _enough(count: int, total: float, budget: Budget) -> bool:
+    if count < 3:
         return False
-    return total >= budget.max_time or (len(times) >= budget.min_count and total >= budget.min_time)
+    return total >= budget.max_time or (count >= budget.min_count and total >= budget.min_time)
