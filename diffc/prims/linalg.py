@@ -101,16 +101,18 @@ GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays
 
 def _gemm_lower(em, eqn, a: Arr, b: Arr) -> Arr:
     """C = A @ B by the generated kernel of lower/gemm.py: A with its own strides, B with
-    contiguous rows (copied when it is a transposed view), C a fresh buffer."""
+    contiguous rows (copied when it is a transposed view), C the result's destination (an
+    output buffer, a map's row) or a fresh buffer."""
     (m, k), n = eqn.inputs[0].type.shape, eqn.inputs[1].type.shape[1]
     if b.strides[1] != 1:
         b = em.materialise(b)
-    out = em.alloc(eqn.outs[0].type)
+    out = em.destinations.get(eqn.outs[0].id)
+    if out is None or not out.contiguous:
+        out = em.alloc(eqn.outs[0].type)
     elem = _BLAS[eqn.outs[0].type.dtype][2]
-    pa = em.b.gep(a.ptr, [a.offset], source_etype=elem)
-    pb = em.b.gep(b.ptr, [b.offset], source_etype=elem)
+    pa, pb, pc = (em.b.gep(x.ptr, [x.offset], source_etype=elem) for x in (a, b, out))
     i64 = em.i64
-    args = [pa, i64(a.strides[0]), i64(a.strides[1]), pb, i64(b.strides[0]), out.ptr, i64(max(n, 1))]
+    args = [pa, i64(a.strides[0]), i64(a.strides[1]), pb, i64(b.strides[0]), pc, i64(max(n, 1))]
     em.m.kernels.add(gemm.symbol(elem))
     em.b.call(gemm.declare(em.m.module, elem), args + [i64(m), i64(n), i64(k)])
     return out

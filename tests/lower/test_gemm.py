@@ -14,6 +14,7 @@ fn mm(a, b) = a @ b
 fn mm_ta(a, b) = transpose(a) @ b
 fn mm_tb(a, b) = a @ transpose(b)
 fn mm_slice(a, b) = a[1:, 1:] @ b[:, 1:]
+fn batched(a, b) = map(fn(x) => x @ b, a)
 """
 W = gemm.tile()[0] // 8  # doubles per vector
 MR, NV = gemm.tile()[1:]
@@ -46,3 +47,9 @@ def test_products_match_numpy(m, shape, dtype):
     a2 = rng.standard_normal((rows + 1, k + 1)).astype(dtype)
     b2 = rng.standard_normal((k, cols + 1)).astype(dtype)
     np.testing.assert_allclose(m.mm_slice(a2, b2), a2[1:, 1:] @ b2[:, 1:], **tol)
+
+
+def test_products_computed_into_a_maps_rows(m):
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((3, 40, 50)), rng.standard_normal((50, 30))
+    np.testing.assert_allclose(m.batched(a, b), a @ b, rtol=1e-12, atol=1e-12)
