@@ -3,6 +3,7 @@ loaded once; fwd is m.loss and value_and_grad is diffc.value_and_grad over the p
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -38,3 +39,19 @@ def make(name, params, inputs):
         return value, list(grads)
 
     return (lambda: loss(*args)), value_and_grad
+
+
+def tape_mib(name, params, inputs) -> float:
+    """The residuals that the value-and-grad program's loops tape, in MiB: the sum of the tape
+    notes `diffc show --grad` prints for the loops of its forward pass (a `while` loop's tape,
+    sized at run time, is not counted)."""
+    from diffc.pipeline import to_ir
+    from diffc.pytree import unflatten
+    from diffc.runtime.values import type_of
+
+    m = diffc.load(WORKLOADS / f"{name}.dfl")
+    vg = diffc.value_and_grad(m.loss, argnums=tuple(range(len(params))))
+    arrays, key = vg.signature(*params, *inputs)
+    prog, _ = to_ir(m.ast, "loss", unflatten(key[0], [type_of(a) for a in arrays]), transform=vg.transform)
+    notes = [e.note for e in prog.main.body.eqns if e.note]
+    return sum(int(b) for note in notes for b in re.findall(r"iterations = (\d+) B", note)) / 2**20

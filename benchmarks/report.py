@@ -109,9 +109,12 @@ def memory_table(results: dict) -> str:
         cells = [name]
         for impl in impls:
             mem = row[impl].get("memory")
+            tape = f" (tape {row[impl]['tape_mib']:.2f})" if "tape_mib" in row[impl] else ""
             cells.append(
                 _cell(
-                    row[impl], mem, lambda m: f"{_optional(m['vg_call_peak_mib'], '.1f')} / {m['process_peak_mib']:.0f}"
+                    row[impl],
+                    mem,
+                    lambda m: f"{_optional(m['vg_call_peak_mib'], '.1f')} / {m['process_peak_mib']:.0f}{tape}",
                 )
             )
         rows.append(cells)
@@ -165,7 +168,8 @@ def render(results: dict) -> str:
         ]
     if any(e.get("memory") for row in results["workloads"].values() for e in row.values()):
         parts += [
-            "### Peak memory, MiB: added by one value-and-grad call / the whole process (a new process each)",
+            "### Peak memory, MiB: added by one value-and-grad call / the whole process (a new process each);"
+            " diffc's tape: the residuals its loops keep for the backward pass",
             memory_table(results),
         ]
     return "\n\n".join(parts)

@@ -165,6 +165,10 @@ def check_all(args, available, progress) -> tuple[dict, dict]:
             if not entry["check"]["ok"]:
                 loud(f"MISMATCH {impl} {name}: relative error {entry['check']['worst']:.3g} > {check.TOLERANCE:g}")
             callables[name, impl] = (fwd, vg)
+            if impl == "diffc":
+                from benchmarks import diffc_impl
+
+                entry["tape_mib"] = diffc_impl.tape_mib(name, params, inputs)
     return results, callables
 
 
