@@ -169,9 +169,10 @@ REMAT_BUDGET = 6  # ops recomputed per residual, at most
 def rematerialisable(fb: Builder) -> dict:
     """Residuals the backward pass recomputes instead of reading from the tape: numbers made
     by a few cheap ops (indexing, integer and float arithmetic without division, comparisons,
-    any arithmetic on constants) from the body's params, which the backward has anyway. A comprehension's loads from its
-    inputs and its index arithmetic then cost no tape at all (the tape of the conv_small
-    gradient: 2.2 MB -> 0). Returns value id -> the equation to re-emit."""
+    any arithmetic on constants) from the body's params, which the backward has anyway. A
+    comprehension's loads from its inputs and its index arithmetic then cost no tape at all
+    (the tape of the conv_small gradient: 2.2 MB -> 0). Returns value id -> the equation to
+    re-emit."""
     free = {p.id for p in fb.params}
     remat, cost = {}, {}
     for eqn in fb.eqns:

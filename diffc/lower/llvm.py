@@ -46,7 +46,7 @@ def native_arg_type(t) -> ir.Type:
 
 def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState:
     """The program's LLVM module; with the output tree, also the direct entry for Python calls
-    when the function takes and returns numbers (lower/pyentry.py)."""
+    when the function takes numbers and arrays and returns them in tuples (lower/pyentry.py)."""
     ms = ModuleState(prog.entry)
     for name, f in prog.funcs.items():
         ftype = ir.FunctionType(

@@ -97,18 +97,20 @@ class NativeFunction:
             if slot is not None:
                 self._in_ptrs[k] = ctypes.addressof(slot)
         self._direct = self._methoddef = None
+        self._no_direct = False
 
     def direct(self, fallback):
         """The built-in function of lower/pyentry.py, or None if this function has none: called
         with the arguments, it returns the result, or what fallback(*args) returns when the
         arguments are not of its signature or the native code failed. Made once."""
-        if self._direct is not None:
+        if self._direct is not None or self._no_direct:
             return self._direct
         address = self.compiled.address(PYCALL_SYMBOL)
         if not address:
+            self._no_direct = True
             return None
         ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._ctx_ptr
-        self._allocators = pyentry.allocators(self.out_types)  # must outlive the function
+        self._allocators = pyentry.allocators(self.out_types)  # (must outlive the built-in)
         table = self.compiled.global_address(PYALLOCS_SYMBOL)
         for k, alloc in enumerate(self._allocators):
             if alloc is not None:
