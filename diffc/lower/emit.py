@@ -177,6 +177,7 @@ class Emitter:
         self.destinations: dict[int, Arr] = {}
         # an alias scope per arena buffer, and the loads and stores that name one (Note [Alias scopes])
         self.scopes: dict[int, int] = {}  # id(buffer pointer) -> scope number
+        self.n_scopes = 0
         self.scoped: list[tuple[ir.Instruction, int]] = []
 
     # --- blocks, allocas, loops ---------------------------------------------------------
@@ -234,15 +235,24 @@ class Emitter:
 
     # --- memory ---------------------------------------------------------------------------
 
-    def alloc(self, t: TensorType) -> Arr:
-        """A fresh contiguous buffer for a value of type t, from this function's arena."""
+    def alloc(self, t: TensorType, scope: int | None = None) -> Arr:
+        """A fresh contiguous buffer for a value of type t, from this function's arena, with
+        an alias scope of its own or the given one (See Note [Alias scopes])."""
         nbytes = max(t.nbytes, 1)
         off = self.arena_size
         self.arena_size += (nbytes + 63) // 64 * 64
         base = self.b.load(self.arena_slot)
         p = self.b.gep(base, [self.i64(off)], source_etype=I8)
-        self.scopes[id(p)] = len(self.scopes)
+        self.in_scope(p, self.new_scope() if scope is None else scope)
         return Arr(p, self.i64(0), contiguous_strides(t.shape), t)
+
+    def new_scope(self) -> int:
+        self.n_scopes += 1
+        return self.n_scopes - 1
+
+    def in_scope(self, ptr: ir.Value, scope: int):
+        """Accesses through ptr (and views of it) are in the given alias scope."""
+        self.scopes[id(ptr)] = scope
 
     def elem_ptr(self, a: Arr, idx) -> ir.Value:
         flat = a.offset
@@ -436,18 +446,17 @@ class Emitter:
             b.store(b.sub(b.load(p, typ=I64), self.i64(1)), p)
         b.ret_void()
 
-
     def _alias_metadata(self):
         """Each load and store of an arena buffer gets the buffer's alias scope, and says it
         aliases none of the others' (the buffers never overlap): LLVM then vectorises a loop
         that writes one buffer while it reads another without run-time overlap checks."""
-        if len(self.scopes) < 2 or not self.scoped:
+        if self.n_scopes < 2 or not self.scoped:
             return
         module = self.m.module
         domain = module.add_metadata([ir.MetaDataString(module, f"diffc.arena.{self.fn.name}")])
         names = [
             module.add_metadata([ir.MetaDataString(module, f"diffc.arena.{self.fn.name}.{k}"), domain])
-            for k in range(len(self.scopes))
+            for k in range(self.n_scopes)
         ]
         own = [module.add_metadata([n]) for n in names]
         others = [module.add_metadata(names[:k] + names[k + 1 :]) for k in range(len(names))]
@@ -464,7 +473,9 @@ class Emitter:
 # LLVM often gives up on). The arena is carved by a bump allocator that never reuses memory
 # within a function, so each buffer gets its own alias scope (scoped-noalias metadata) on the
 # loads and stores made through it; accesses through other pointers carry none and are
-# assumed to alias anything, as before.
+# assumed to alias anything, as before. A loop's array carry lives in two buffers swapped
+# each iteration (prims/loops.py, Slots), reached through pointers loaded at run time: the
+# pair shares one scope.
 #
 # Note [Arenas]
 # ~~~~~~~~~~~~~~~

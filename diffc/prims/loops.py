@@ -64,9 +64,10 @@ class Slots:
                 self.homes.append(dest.ptr if dest is not None else v.ptr if donated else em.alloc(t).ptr)
             else:
                 cur, nxt = em.alloca(PTR), em.alloca(PTR)
-                em.b.store(em.alloc(t).ptr, cur)
-                em.b.store(em.alloc(t).ptr, nxt)
-                self.homes.append((cur, nxt))
+                scope = em.new_scope()  # the two buffers' (See Note [Alias scopes] in lower/emit.py)
+                em.b.store(em.alloc(t, scope).ptr, cur)
+                em.b.store(em.alloc(t, scope).ptr, nxt)
+                self.homes.append((cur, nxt, scope))
         self.write(init)
 
     def read(self):
@@ -77,7 +78,9 @@ class Slots:
             elif k in self.inplace:
                 out.append(Arr(h, em.i64(0), _strides(t), t, owned=True))
             else:
-                out.append(Arr(em.b.load(h[0]), em.i64(0), _strides(t), t))
+                p = em.b.load(h[0])
+                em.in_scope(p, h[2])
+                out.append(Arr(p, em.i64(0), _strides(t), t))
         return out
 
     def write(self, values, plan=None, operands=()):
@@ -90,7 +93,10 @@ class Slots:
             if k in plan:
                 how = plan[k]
                 extra = [next(ops_) for _ in range(how[1] - 1)] if how[0] != "add" else []
-                cur = h if k in self.inplace else em.b.load(h[0])
+                cur = h
+                if k not in self.inplace:
+                    cur = em.b.load(h[0])
+                    em.in_scope(cur, h[2])
                 accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, v, extra)
             elif t.rank == 0:
                 em.b.store(v, h)
@@ -98,8 +104,9 @@ class Slots:
                 if not (isinstance(v, Arr) and v.ptr is h):  # an inner loop updated it in place
                     em.copy_into(Arr(h, em.i64(0), _strides(t), t), v)
             else:
-                cur, nxt = h
+                cur, nxt, scope = h
                 spare = em.b.load(nxt)
+                em.in_scope(spare, scope)
                 em.copy_into(Arr(spare, em.i64(0), _strides(t), t), v)
                 em.b.store(em.b.load(cur), nxt)
                 em.b.store(spare, cur)
