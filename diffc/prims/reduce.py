@@ -64,10 +64,34 @@ def _reduce_lower(kind, combine):
         if out_t.rank == 0:
             return [outer([])]
         out = em.alloc(out_t)
+        if t.rank - 1 in kept:  # the contiguous axis is kept: add whole rows (See below)
+            em.loop_nest(out_t.shape, lambda idx: em.store(out, idx, em.const(dt, _identity(dt, kind))), "ri")
+            per_element = _ELEMENTWISE[kind]
+
+            def add_row(red_idx):
+                def one(out_idx):
+                    full = [None] * t.rank
+                    for k, i in zip(kept, out_idx):
+                        full[k] = i
+                    for k, i in zip(axes, red_idx):
+                        full[k] = i
+                    em.store(out, out_idx, per_element(em, dt, em.load(out, out_idx), em.read(x, full)))
+
+                em.loop_nest(out_t.shape, one, "rk")
+
+            em.loop_nest([t.shape[a] for a in axes], add_row, "rr")
+            return [out]
         em.loop_nest(out_t.shape, lambda idx: em.store(out, idx, outer(idx)), "ro")
         return [out]
 
     return lower
+
+
+# A reduction that keeps the last (contiguous) axis, such as a column sum sum(x, axis=0), runs
+# over the reduced axes outside and the kept ones inside, combining each row of x into the
+# result element by element: the inner loop is contiguous and vectorises, where one
+# accumulator per result element would read x with a stride (gathers, and a long loop-carried
+# chain). The sums are in the same order as before; max and min propagate NaN per element.
 
 
 def _np_reduce(fn):
@@ -110,6 +134,8 @@ def _extreme(cmpop, int_combine):
 
     return combine
 
+
+_ELEMENTWISE = {"sum": _add, "prod": _mul, "max": _maximum, "min": _minimum}
 
 reduce_sum_p = _reduction("sum", _reassociable("fadd"), np.sum)
 reduce_prod_p = _reduction("prod", _reassociable("fmul"), np.prod)

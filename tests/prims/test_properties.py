@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -63,6 +64,22 @@ def test_elementwise_chain(xy):
     x, y = xy
     want = np.tanh(x * y + 1) - R.sigmoid(x) * np.exp(-np.abs(y)) + np.maximum(x, y) / (1 + y * y)
     close(CHAIN.chain(x, y), want)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_reductions_propagate_nan_per_element_along_any_axis(axis):
+    """Keeping the last axis, a reduction combines whole rows element by element; reducing it,
+    one accumulator and a NaN flag per result: NaN reaches exactly the results it should."""
+    x = np.random.default_rng(axis).standard_normal((5, 6, 7))
+    x[1, 2, 3] = x[4, 0, 6] = np.nan
+    s, mx, mn, mean, prod, _ = reducer(axis).red(x)
+    for got, want in ((s, x.sum(axis)), (mx, x.max(axis)), (mn, x.min(axis)), (prod, x.prod(axis))):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        close(np.nan_to_num(got), np.nan_to_num(want))
+    ints = np.arange(210).reshape(5, 6, 7) % 11 - 5
+    int_sum, int_max = module(f"fn f(x) = (sum(x, axis={axis}), max(x, axis={axis}))").f(ints)
+    np.testing.assert_array_equal(int_sum, ints.sum(axis))
+    np.testing.assert_array_equal(int_max, ints.max(axis))
 
 
 @PROPERTY
