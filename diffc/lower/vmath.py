@@ -7,6 +7,8 @@ exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multip
        down to the subnormals are right. 1 ulp.
 log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
        by its series to s^23.
+log1p: 2 atanh(x / (2 + x)) by the same series near 0; log(1 + x) with the rounding of 1 + x
+       corrected beyond.
 expm1: its Taylor series for |y| < ln2/2 (no cancellation), exp(y) - 1 beyond.
 tanh:  -t / (t + 2) with t = expm1(-2|x|), and the sign put back.
 These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
@@ -117,6 +119,29 @@ def log(b: ir.IRBuilder, x):
     y = b.select(b.fcmp_ordered("==", x, _c(0.0)), _c(-math.inf), y)
     y = b.select(b.fcmp_ordered("==", x, _c(math.inf)), _c(math.inf), y)
     return b.select(b.fcmp_unordered("ult", x, _c(0.0)), _c(math.nan), y)  # x < 0 or NaN
+
+
+def log1p(b: ir.IRBuilder, x):
+    """log(1 + x): for -0.29 < x < 0.41 by the series of 2 atanh(x / (2 + x)); beyond, as
+    log(u) - ((u - 1) - x) / u with u = 1 + x rounded (the division puts back the rounding
+    error of u). -1 gives -inf, below it NaN, through log."""
+    u = b.fadd(x, _c(1.0))
+    log_u = log(b, u)
+    corrected = b.fsub(log_u, b.fdiv(b.fsub(b.fsub(u, _c(1.0)), x), u))
+    # u = 0 (-inf), u < 0 (NaN) and u = inf (inf - inf) keep log u
+    plain = b.or_(b.fcmp_ordered("<=", u, _c(0.0)), b.fcmp_ordered("==", u, _c(math.inf)))
+    corrected = b.select(plain, log_u, corrected)
+    # -0.29 < x < 0.41: 2 atanh(s), s = x / (2 + x), |s| < 0.172, by log's series (no
+    # cancellation); below 2^-54, x itself (s would lose a subnormal x's last bit)
+    # (as fdlibm: log(1 + x) = x - (x^2/2 - s (x^2/2 + R)), R = 2 s^2/3 + 2 s^4/5 + ...)
+    s = b.fdiv(x, b.fadd(x, _c(2.0)))
+    z = b.fmul(s, s)
+    r = b.fmul(z, _horner(b, ATANH_COEFFS[1:], z))
+    hfsq = b.fmul(_c(0.5), b.fmul(x, x))
+    series = b.fsub(x, b.fsub(hfsq, b.fmul(s, b.fadd(hfsq, r))))
+    near = b.and_(b.fcmp_ordered(">", x, _c(-0.29)), b.fcmp_ordered("<", x, _c(0.41)))
+    series = b.select(b.fcmp_ordered("<", _intrinsic(b, "llvm.fabs", x), _c(2.0**-54)), x, series)
+    return b.select(near, series, corrected)
 
 
 def expm1(b: ir.IRBuilder, y):

@@ -291,7 +291,7 @@ abs_p = _ew("abs", NUMERIC, _abs, np.abs)
 
 exp_p = _ew("exp", FLOATS, _vmath(vmath.exp), np.exp)
 log_p = _ew("log", FLOATS, _vmath(vmath.log), np.log)
-log1p_p = _ew("log1p", FLOATS, _libm("log1p"), np.log1p)
+log1p_p = _ew("log1p", FLOATS, _vmath(vmath.log1p), np.log1p)
 sqrt_p = _ew("sqrt", FLOATS, _intr("llvm.sqrt"), np.sqrt)
 sin_p = _ew("sin", FLOATS, _intr("llvm.sin"), np.sin)
 cos_p = _ew("cos", FLOATS, _intr("llvm.cos"), np.cos)

@@ -15,6 +15,7 @@ fn l(x) = log(x)
 fn t(x) = tanh(x)
 fn s(x) = sigmoid(x)
 fn e32(x) = exp(f32(x))
+fn l1p(x) = log1p(x)
 fn sin_(x) = map(fn(v) => sin(v), x)
 fn cos_(x) = map(fn(v) => cos(v), x)
 """
@@ -51,6 +52,20 @@ CASES = {
         np.concatenate(
             [np.exp(rng.uniform(-744, 709, 20000)), rng.uniform(0, 3, 20000), 1 + rng.normal(size=2000) * 1e-9]
             + [EDGES]
+        ),
+    ),
+    "log1p": (
+        m.l1p,
+        np.log1p,
+        np.concatenate(
+            [
+                rng.uniform(-1, 3, 20000),
+                rng.uniform(-0.3, 0.45, 20000),  # the series, and where it hands over to log
+                rng.normal(size=2000) * 1e-9,
+                np.exp(rng.uniform(-700, 709, 5000)),
+                -np.exp(rng.uniform(-700, 0, 5000)),
+                [-1.0, -1.5, -0.9999999999999999, -0.29, 0.41, 1e-300, -5e-324, 1.7e308] + EDGES,
+            ]
         ),
     ),
     "tanh": (
