@@ -72,10 +72,11 @@ def test_reductions_propagate_nan_per_element_along_any_axis(axis):
     one accumulator and a NaN flag per result: NaN reaches exactly the results it should."""
     x = np.random.default_rng(axis).standard_normal((5, 6, 7))
     x[1, 2, 3] = x[4, 0, 6] = np.nan
-    s, mx, mn, mean, prod, _ = reducer(axis).red(x)
+    s, mx, mn, mean, prod, am = reducer(axis).red(x)
     for got, want in ((s, x.sum(axis)), (mx, x.max(axis)), (mn, x.min(axis)), (prod, x.prod(axis))):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
         close(np.nan_to_num(got), np.nan_to_num(want))
+    np.testing.assert_array_equal(am, np.argmax(x, axis))  # the first NaN
     ints = np.arange(210).reshape(5, 6, 7) % 11 - 5
     int_sum, int_max = module(f"fn f(x) = (sum(x, axis={axis}), max(x, axis={axis}))").f(ints)
     np.testing.assert_array_equal(int_sum, ints.sum(axis))
