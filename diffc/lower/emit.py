@@ -73,6 +73,7 @@ class Lazy:
 
     type: TensorType
     at: object  # idx (list of i64 values) -> scalar
+    crosses: bool = False  # reads an array across its rows (See Note [Tiles])
 
 
 @dataclass
@@ -84,8 +85,17 @@ class Site:
     what: str  # a description used in the message, e.g. "index" or "gather index"
 
 
+TILE = 32  # See Note [Tiles]
 CHEAP = {"const", "index", "map"}  # with the fusable (elementwise) ops: bodies worth recomputing per element
 REDUCTIONS = {"reduce_sum", "reduce_prod", "reduce_max", "reduce_min"}
+
+
+def _crosses(values) -> bool:
+    """Whether a loop writing rows reads one of `values` across its rows (a transposed view)."""
+    return any(
+        (isinstance(v, Arr) and v.type.rank >= 2 and v.strides[-1] not in (0, 1)) or (isinstance(v, Lazy) and v.crosses)
+        for v in values
+    )
 
 
 def _cheap(body) -> bool:
@@ -301,7 +311,9 @@ class Emitter:
             dims = a.type.shape
             zero = self.i64(0)
             return Lazy(
-                a.type.with_shape(shape), lambda idx: a.at([zero if d == 1 else idx[r + k] for k, d in enumerate(dims)])
+                a.type.with_shape(shape),
+                lambda idx: a.at([zero if d == 1 else idx[r + k] for k, d in enumerate(dims)]),
+                a.crosses,
             )
         if not isinstance(a, Arr):
             return a
@@ -314,7 +326,7 @@ class Emitter:
     def copy_into(self, dst: Arr, src):
         """dst[...] = src (a scalar is broadcast)."""
         src = self.broadcast_view(src, dst.type.shape)
-        self.loop_nest(dst.type.shape, lambda idx: self.store(dst, idx, self.read(src, idx)), "cp")
+        self.write_loops(dst.type.shape, [src], lambda idx: self.store(dst, idx, self.read(src, idx)), "cp")
 
     def force(self, v):
         """`v` in memory: a Lazy value is computed into a buffer; others are returned as they are."""
@@ -344,10 +356,52 @@ class Emitter:
             return fn(*ins)
         views = [self.broadcast_view(x, out_t.shape) for x in ins]
         if self.fuse_next:
-            return Lazy(out_t, lambda idx: fn(*(self.read(v, idx) for v in views)))
+            return Lazy(out_t, lambda idx: fn(*(self.read(v, idx) for v in views)), _crosses(views))
         out = self.alloc(out_t)
-        self.loop_nest(out_t.shape, lambda idx: self.store(out, idx, fn(*(self.read(v, idx) for v in views))), "ew")
+        self.write_loops(
+            out_t.shape, views, lambda idx: self.store(out, idx, fn(*(self.read(v, idx) for v in views))), "ew"
+        )
         return out
+
+    def write_loops(self, shape, reads, body, name: str):
+        """The loop nest that writes a contiguous array of `shape` from the views `reads`: in
+        tiles of the last two axes when one of them is read across its rows (a transpose), so
+        that both sides stay in the L1 cache (See Note [Tiles])."""
+        crosses = _crosses(reads)
+        if not crosses or len(shape) < 2 or min(shape[-2:]) < 2 * TILE:
+            self.loop_nest(shape, body, name)
+            return
+        (n0, n1), b = shape[-2:], self.b
+
+        def tiles(outer):
+            def block(bi, bj):
+                rows = b.select(
+                    b.icmp_signed("<", b.sub(self.i64(n0), b.mul(bi, self.i64(TILE))), self.i64(TILE)),
+                    b.sub(self.i64(n0), b.mul(bi, self.i64(TILE))),
+                    self.i64(TILE),
+                )
+                cols = b.select(
+                    b.icmp_signed("<", b.sub(self.i64(n1), b.mul(bj, self.i64(TILE))), self.i64(TILE)),
+                    b.sub(self.i64(n1), b.mul(bj, self.i64(TILE))),
+                    self.i64(TILE),
+                )
+                self.loop(
+                    rows,
+                    lambda i: self.loop(
+                        cols,
+                        lambda j: body(
+                            outer + [b.add(b.mul(bi, self.i64(TILE)), i), b.add(b.mul(bj, self.i64(TILE)), j)]
+                        ),
+                        f"{name}j",
+                    ),
+                    f"{name}i",
+                )
+
+            self.loop(
+                -(-n0 // TILE), lambda bi: self.loop(-(-n1 // TILE), lambda bj: block(bi, bj), f"{name}tj"), f"{name}ti"
+            )
+
+        self.loop_nest(shape[:-2], tiles, f"{name}o")
 
     # --- calls and failures ---------------------------------------------------------------
 
@@ -476,6 +530,14 @@ class Emitter:
 # assumed to alias anything, as before. A loop's array carry lives in two buffers swapped
 # each iteration (prims/loops.py, Slots), reached through pointers loaded at run time: the
 # pair shares one scope.
+#
+# Note [Tiles]
+# ~~~~~~~~~~~~~
+# A loop nest that writes a contiguous array row by row while it reads another array down its
+# columns (a transpose, `transpose(x) * 2.0`) touches a new cache line for every element it
+# reads. In tiles of TILE x TILE of the last two axes, the lines read are reused for the next
+# rows of the tile while they are in L1: transposing 2048 x 1024 doubles 13 -> 2.6 ms. Only such
+# nests are tiled: where everything is read along rows, tiles cost vectorisation.
 #
 # Note [Arenas]
 # ~~~~~~~~~~~~~~~

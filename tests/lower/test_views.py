@@ -150,3 +150,21 @@ def test_large_views_use_heap_arenas():
     big = rng.normal(size=(300, 200))
     np.testing.assert_allclose(VIEWS.tr_mul_self(big), big.T * big.T)
     np.testing.assert_allclose(VIEWS.map_over_transpose(big), (big.T**2).sum(1), rtol=1e-12)
+
+
+TILED = module("""
+    fn t(x) = transpose(x) * 2.0
+    fn t3(x) = transpose(x, [0, 2, 1]) + x[0, 0, 0]
+    fn tm(x) = transpose(x)[1:, 3:]
+""")
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (65, 97), (200, 70), (64, 63), (130, 129)])
+def test_transposing_loops_in_tiles_cover_every_element(shape):
+    """Read across rows, a loop nest runs in tiles (Note [Tiles] in lower/emit.py), with
+    partial tiles at the edges."""
+    x = np.random.default_rng(sum(shape)).standard_normal(shape)
+    np.testing.assert_array_equal(TILED.t(x), x.T * 2.0)
+    np.testing.assert_array_equal(TILED.tm(x), x.T[1:, 3:])
+    y = np.random.default_rng(1).standard_normal((2, *shape))
+    np.testing.assert_array_equal(TILED.t3(y), y.transpose(0, 2, 1) + y[0, 0, 0])
