@@ -256,6 +256,12 @@ class Emitter:
         self.in_scope(p, self.new_scope() if scope is None else scope)
         return Arr(p, self.i64(0), contiguous_strides(t.shape), t)
 
+    def result(self, v) -> Arr:
+        """The buffer an op computes its result v into: v's destination (an output buffer, a
+        map's row) when it has a contiguous one, else a fresh buffer."""
+        dest = self.destinations.get(v.id)
+        return dest if dest is not None and dest.contiguous else self.alloc(v.type)
+
     def new_scope(self) -> int:
         self.n_scopes += 1
         return self.n_scopes - 1

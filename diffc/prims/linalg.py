@@ -55,9 +55,10 @@ def _vector_operand(em, v: Arr):
 
 
 def _blas_lower(em, eqn, a, b):
-    """One gemm or gemv call: C = A @ B into a fresh buffer."""
+    """One gemm or gemv call: C = A @ B into its result buffer (em.result)."""
     ta, tb = eqn.inputs[0].type, eqn.inputs[1].type
-    out = em.alloc(eqn.outs[0].type)
+    out = em.result(eqn.outs[0])
+    pc = em.base_ptr(out)
     gemm, gemv, fty = _BLAS[ta.dtype]
     one, zero = ir.Constant(fty, 1.0), ir.Constant(fty, 0.0)
     i32, i64 = (lambda v: ir.Constant(I32, v)), em.i64
@@ -77,7 +78,7 @@ def _blas_lower(em, eqn, a, b):
             pb,
             i64(ldb),
             zero,
-            out.ptr,
+            pc,
             i64(max(n, 1)),
         ]
         em.call_extern(gemm, VOID, args, [I32, I32, I32, I64, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64])
@@ -91,7 +92,7 @@ def _blas_lower(em, eqn, a, b):
         trans_a = TRANS if trans_a == NO_TRANS else NO_TRANS
     # gemv takes the stored matrix's own rows and columns, and a transpose flag
     rows, cols = (m, n) if trans_a == NO_TRANS else (n, m)
-    args = [i32(ROW_MAJOR), i32(trans_a), i64(rows), i64(cols), one, pa, i64(lda), px, i64(incx), zero, out.ptr, i64(1)]
+    args = [i32(ROW_MAJOR), i32(trans_a), i64(rows), i64(cols), one, pa, i64(lda), px, i64(incx), zero, pc, i64(1)]
     em.call_extern(gemv, VOID, args, [I32, I32, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64])
     return out
 
@@ -106,9 +107,7 @@ def _gemm_lower(em, eqn, a: Arr, b: Arr) -> Arr:
     (m, k), n = eqn.inputs[0].type.shape, eqn.inputs[1].type.shape[1]
     if b.strides[1] != 1:
         b = em.materialise(b)
-    out = em.destinations.get(eqn.outs[0].id)
-    if out is None or not out.contiguous:
-        out = em.alloc(eqn.outs[0].type)
+    out = em.result(eqn.outs[0])
     elem = _BLAS[eqn.outs[0].type.dtype][2]
     pa, pb, pc = (em.b.gep(x.ptr, [x.offset], source_etype=elem) for x in (a, b, out))
     i64 = em.i64
@@ -161,11 +160,11 @@ def _matmul_lower(em, eqn, ins):
     if cols is None:  # a dot product, or a matrix times a vector: one dot product per row
         if rows is None:
             return [dot(None)]
-        out = em.alloc(out_t)
+        out = em.result(eqn.outs[0])
         em.loop(rows, lambda i: em.store(out, [i], dot(i)), "mi")
         return [out]
     # a vector or a matrix times a matrix: the innermost loop runs along b's and out's rows
-    out = em.alloc(out_t)
+    out = em.result(eqn.outs[0])
     zero = em.const(dt, 0)
     em.loop_nest(out_t.shape, lambda idx: em.store(out, idx, zero), "mz")
 

@@ -63,7 +63,7 @@ def _reduce_lower(kind, combine):
 
         if out_t.rank == 0:
             return [outer([])]
-        out = em.alloc(out_t)
+        out = em.result(eqn.outs[0])
         if t.rank - 1 in kept:  # the contiguous axis is kept: add whole rows (See below)
             em.loop_nest(out_t.shape, lambda idx: em.store(out, idx, em.const(dt, _identity(dt, kind))), "ri")
             per_element = _ELEMENTWISE[kind]
@@ -191,7 +191,7 @@ def _argmax_lower(em, eqn, ins):
 
     if out_t.rank == 0:
         return [outer([])]
-    out = em.alloc(out_t)
+    out = em.result(eqn.outs[0])
     if axis != t.rank - 1:  # the contiguous axis is kept: compare whole rows (as in _reduce_lower)
         values = em.alloc(out_t.with_dtype(dt))
 

@@ -42,7 +42,7 @@ const_p = primitive("const", shape=_const_shape, lower=_const_lower, fold=lambda
 
 def _iota_lower(em, eqn, ins):
     t = eqn.outs[0].type
-    out = em.alloc(t)
+    out = em.result(eqn.outs[0])
     em.loop(t.shape[0], lambda i: em.store(out, [i], i))
     return [out]
 
@@ -243,7 +243,7 @@ def _concat_shape(in_types, axis):
 
 def _concat_lower(em, eqn, ins):
     axis = eqn.params["axis"]
-    out = em.alloc(eqn.outs[0].type)
+    out = em.result(eqn.outs[0])
     start = 0
     for x in ins:
         n = x.type.shape[axis]
@@ -271,9 +271,8 @@ def _gather_shape(in_types):
 
 def _gather_lower(em, eqn, ins):
     x, ids = ins
-    t = eqn.outs[0].type
     site = Site(eqn.span, ERR_BOUNDS, "index")
-    out = em.alloc(t)
+    out = em.result(eqn.outs[0])
     r = eqn.inputs[1].type.rank
 
     def per_id(idx):
