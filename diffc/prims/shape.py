@@ -247,7 +247,7 @@ def _concat_lower(em, eqn, ins):
     start = 0
     for x in ins:
         n = x.type.shape[axis]
-        part = Arr(out.ptr, em.i64(start * out.strides[axis]), out.strides, x.type)
+        part = Arr(out.ptr, em.b.add(out.offset, em.i64(start * out.strides[axis])), out.strides, x.type)
         em.copy_into(part, x)
         start += n
     return [out]

@@ -168,3 +168,30 @@ def test_transposing_loops_in_tiles_cover_every_element(shape):
     np.testing.assert_array_equal(TILED.tm(x), x.T[1:, 3:])
     y = np.random.default_rng(1).standard_normal((2, *shape))
     np.testing.assert_array_equal(TILED.t3(y), y.transpose(0, 2, 1) + y[0, 0, 0])
+
+
+DEST = module("""
+    fn cat_rows(a, b) = map(fn(x, y) => concat(x, y), a, b)
+    fn cat_tape(a, b, o) = sum(map(fn(x, y) => sum(concat(x, y) * o), a, b))
+    fn gather_rows(x, ids) = map(fn(i) => x[ids], arange(3))
+    fn reduce_rows(x) = map(fn(m) => (sum(m, axis=0), argmax(m, axis=1), m @ m), x)
+""")
+
+
+def test_results_computed_into_a_maps_rows():
+    """Ops that compute into their destination (em.result) honour a row's offset."""
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((4, 2)), rng.standard_normal((4, 3))
+    np.testing.assert_array_equal(DEST.cat_rows(a, b), np.concatenate([a, b], axis=1))
+    import diffc
+
+    o = rng.standard_normal(5)
+    go = diffc.grad(DEST.cat_tape, 2)(a, b, o)
+    np.testing.assert_allclose(go, np.concatenate([a, b], axis=1).sum(axis=0), rtol=1e-13)
+    x, ids = rng.standard_normal((6, 4)), np.array([5, 0, 2])
+    np.testing.assert_array_equal(DEST.gather_rows(x, ids), np.stack([x[ids]] * 3))
+    m = rng.standard_normal((3, 4, 4))
+    s, am, mm = DEST.reduce_rows(m)
+    np.testing.assert_allclose(s, m.sum(axis=1), rtol=1e-13)
+    np.testing.assert_array_equal(am, m.argmax(axis=2))
+    np.testing.assert_allclose(mm, m @ m, rtol=1e-13)
