@@ -352,6 +352,13 @@ class Emitter:
         self.copy_into(out, v)
         return out
 
+    def start_ptr(self, a: Arr) -> ir.Value:
+        """A pointer to element 0 of a contiguous view: its buffer's own when its offset is 0
+        (a function's output, a fresh buffer), else one computed (a map's row)."""
+        if isinstance(a.offset, ir.Constant) and a.offset.constant == 0:
+            return a.ptr
+        return self.base_ptr(a)
+
     def base_ptr(self, a: Arr) -> ir.Value:
         """Pointer to element 0 of a contiguous view."""
         return self.b.gep(a.ptr, [a.offset], source_etype=mem_type(a.type.dtype))

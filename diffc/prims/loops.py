@@ -61,7 +61,10 @@ class Slots:
                 self.homes.append(em.alloca(reg_type(t.dtype)))
             elif k in inplace:
                 donated = isinstance(v, Arr) and v.owned and v.contiguous
-                self.homes.append(dest.ptr if dest is not None else v.ptr if donated else em.alloc(t).ptr)
+                if dest is not None and dest.contiguous:
+                    self.homes.append(em.start_ptr(dest))
+                else:
+                    self.homes.append(em.start_ptr(v) if donated else em.alloc(t).ptr)
             else:
                 cur, nxt = em.alloca(PTR), em.alloca(PTR)
                 scope = em.new_scope()  # the two buffers' (See Note [Alias scopes] in lower/emit.py)

@@ -496,3 +496,16 @@ def test_value_both_looped_over_and_captured_gets_both_contributions():
         g = diffc.grad(f)(x)
         num = np.array([(f(x + 1e-6 * e) - f(x - 1e-6 * e)) / 2e-6 for e in np.eye(3)])
         np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
+
+
+def test_per_example_gradients_through_a_loop_by_map():
+    """A gradient inside a map: the inner backward loop's in-place accumulator is the map's
+    row (a destination with an offset)."""
+    m = mod("""
+        fn loss(w, x) = sum(scan(fn(h, v) { let n = tanh(w @ h + v); (n, n) }, zeros([3]), x).1)
+        fn per_example(w, xs) = map(fn(x) => grad(loss, 0)(w, x), xs)
+    """)
+    rng = np.random.default_rng(0)
+    w, xs = rng.standard_normal((3, 3)) / 2, rng.standard_normal((4, 5, 3))
+    want = np.stack([diffc.grad(m.loss, 0)(w, x) for x in xs])
+    np.testing.assert_allclose(m.per_example(w, xs), want, rtol=1e-13)
