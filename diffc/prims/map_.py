@@ -41,14 +41,18 @@ def _map_lower(em, eqn, ins):
     def step(i):
         # the body computes its results straight into their rows: an inner map writes its rows
         # there, a fused elementwise result is evaluated into it (no temporary, no copy)
-        rows = {o.id: row(em, out, i) for o, out in zip(body.outs, outs) if o.type.rank and o.id in made}
-        outer, em.destinations = em.destinations, {**em.destinations, **rows}
+        # (a value that is several results is computed into the first one's row and copied)
+        rows: dict[int, tuple[int, object]] = {}
+        for k, (o, out) in enumerate(zip(body.outs, outs)):
+            if o.type.rank and o.id in made and o.id not in rows:
+                rows[o.id] = (k, row(em, out, i))
+        outer, em.destinations = em.destinations, {**em.destinations, **{v: r for v, (_, r) in rows.items()}}
         try:
             res = em.lower_body(body, [i] + [row(em, x, i) for x in xs] + consts, lazy_outs=True)
         finally:
             em.destinations = outer
-        for o, out, r in zip(body.outs, outs, res):
-            if r is not rows.get(o.id):
+        for k, (o, out, r) in enumerate(zip(body.outs, outs, res)):
+            if rows.get(o.id, (None, None)) != (k, r):
                 store_row(em, out, i, r)
 
     em.loop(n, step, "map")

@@ -175,6 +175,8 @@ DEST = module("""
     fn cat_tape(a, b, o) = sum(map(fn(x, y) => sum(concat(x, y) * o), a, b))
     fn gather_rows(x, ids) = map(fn(i) => x[ids], arange(3))
     fn reduce_rows(x) = map(fn(m) => (sum(m, axis=0), argmax(m, axis=1), m @ m), x)
+    fn twice(a) = map(fn(x) { let y = concat(x, x); (y, 1.0, y) }, a)
+    fn twice_inner(a) = map(fn(x) { let y = map(fn(v) => v * 2.0, x); (y, y) }, a)
 """)
 
 
@@ -195,3 +197,8 @@ def test_results_computed_into_a_maps_rows():
     np.testing.assert_allclose(s, m.sum(axis=1), rtol=1e-13)
     np.testing.assert_array_equal(am, m.argmax(axis=2))
     np.testing.assert_allclose(mm, m @ m, rtol=1e-13)
+    first, _, second = DEST.twice(a)  # one value, two results: both rows written
+    np.testing.assert_array_equal(first, np.concatenate([a, a], axis=1))
+    np.testing.assert_array_equal(second, first)
+    for got in DEST.twice_inner(a):
+        np.testing.assert_array_equal(got, a * 2.0)
