@@ -273,6 +273,13 @@ def _first_extreme_mask(b, x, axes, kind):
     """A bool mask of x with True at the first maximum (or minimum) of each reduced group,
     the element argmax picks: the whole cotangent goes there at a tie."""
     t = x.type
+    if len(axes) == 1:  # argmax along the axis itself: no transposes (a strided argmax is slow)
+        (a,) = axes
+        idx = ops.emit(b, "argmax", ops.neg(b, x) if kind == "min" else x, axis=a)
+        idx = ops.reshape(b, idx, tuple(1 if k == a else d for k, d in enumerate(t.shape)))
+        column = tuple(t.shape[a] if k == a else 1 for k in range(t.rank))
+        pos = ops.reshape(b, ops.emit(b, "iota", n=t.shape[a]), column)
+        return ops.emit(b, "eq", idx, pos)
     kept = [k for k in range(t.rank) if k not in axes]
     perm = kept + list(axes)
     xt = ops.transpose(b, x, perm)
