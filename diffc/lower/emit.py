@@ -98,6 +98,10 @@ def _crosses(values) -> bool:
     )
 
 
+def _smaller(b: ir.IRBuilder, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
 def _cheap(body) -> bool:
     """A body made only of elementwise work: evaluating it once per element read is fine."""
     return all((e.prim.fusable or e.prim.name in CHEAP) and all(_cheap(b) for b in e.bodies()) for e in body.eqns)
@@ -384,29 +388,15 @@ class Emitter:
         if not crosses or len(shape) < 2 or min(shape[-2:]) < 2 * TILE:
             self.loop_nest(shape, body, name)
             return
-        (n0, n1), b = shape[-2:], self.b
+        (n0, n1), b, tile = shape[-2:], self.b, self.i64(TILE)
 
         def tiles(outer):
             def block(bi, bj):
-                rows = b.select(
-                    b.icmp_signed("<", b.sub(self.i64(n0), b.mul(bi, self.i64(TILE))), self.i64(TILE)),
-                    b.sub(self.i64(n0), b.mul(bi, self.i64(TILE))),
-                    self.i64(TILE),
-                )
-                cols = b.select(
-                    b.icmp_signed("<", b.sub(self.i64(n1), b.mul(bj, self.i64(TILE))), self.i64(TILE)),
-                    b.sub(self.i64(n1), b.mul(bj, self.i64(TILE))),
-                    self.i64(TILE),
-                )
+                r0, c0 = b.mul(bi, tile), b.mul(bj, tile)
+                rows, cols = (_smaller(b, b.sub(self.i64(n), start), tile) for n, start in ((n0, r0), (n1, c0)))
                 self.loop(
                     rows,
-                    lambda i: self.loop(
-                        cols,
-                        lambda j: body(
-                            outer + [b.add(b.mul(bi, self.i64(TILE)), i), b.add(b.mul(bj, self.i64(TILE)), j)]
-                        ),
-                        f"{name}j",
-                    ),
+                    lambda i: self.loop(cols, lambda j: body(outer + [b.add(r0, i), b.add(c0, j)]), f"{name}j"),
                     f"{name}i",
                 )
 

@@ -81,10 +81,14 @@ class Slots:
             elif k in self.inplace:
                 out.append(Arr(h, em.i64(0), _strides(t), t, owned=True))
             else:
-                p = em.b.load(h[0])
-                em.in_scope(p, h[2])
-                out.append(Arr(p, em.i64(0), _strides(t), t))
+                out.append(Arr(self._loaded(h[0], h[2]), em.i64(0), _strides(t), t))
         return out
+
+    def _loaded(self, slot, scope):
+        """The buffer pointer a carry slot holds now, in the carry's alias scope."""
+        p = self.em.b.load(slot)
+        self.em.in_scope(p, scope)
+        return p
 
     def write(self, values, plan=None, operands=()):
         """Store new values; array results go to the spare buffer, which then becomes current.
@@ -96,10 +100,7 @@ class Slots:
             if k in plan:
                 how = plan[k]
                 extra = [next(ops_) for _ in range(how[1] - 1)] if how[0] != "add" else []
-                cur = h
-                if k not in self.inplace:
-                    cur = em.b.load(h[0])
-                    em.in_scope(cur, h[2])
+                cur = h if k in self.inplace else self._loaded(h[0], h[2])
                 accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, v, extra)
             elif t.rank == 0:
                 em.b.store(v, h)
@@ -108,8 +109,7 @@ class Slots:
                     em.copy_into(Arr(h, em.i64(0), _strides(t), t), v)
             else:
                 cur, nxt, scope = h
-                spare = em.b.load(nxt)
-                em.in_scope(spare, scope)
+                spare = self._loaded(nxt, scope)
                 em.copy_into(Arr(spare, em.i64(0), _strides(t), t), v)
                 em.b.store(em.b.load(cur), nxt)
                 em.b.store(spare, cur)

@@ -40,18 +40,22 @@ def _reduce_lower(kind, combine):
         acc = em.alloca(reg_type(dt))
         nan_seen = em.alloca(ir.IntType(1)) if kind in ("max", "min") and dt.is_float else None
 
+        def element(out_idx, red_idx):
+            """x at the kept axes' out_idx and the reduced axes' red_idx."""
+            full = [None] * t.rank
+            for k, i in zip(kept, out_idx):
+                full[k] = i
+            for k, i in zip(axes, red_idx):
+                full[k] = i
+            return em.read(x, full)
+
         def outer(out_idx):
             em.b.store(em.const(dt, _identity(dt, kind)), acc)
             if nan_seen is not None:
                 em.b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
 
             def inner(red_idx):
-                full = [None] * t.rank
-                for k, i in zip(kept, out_idx):
-                    full[k] = i
-                for k, i in zip(axes, red_idx):
-                    full[k] = i
-                v = em.read(x, full)
+                v = element(out_idx, red_idx)
                 if nan_seen is not None:
                     em.b.store(em.b.or_(em.b.load(nan_seen), em.b.fcmp_unordered("uno", v, v)), nan_seen)
                 em.b.store(combine(em, dt, em.b.load(acc), v), acc)
@@ -70,12 +74,7 @@ def _reduce_lower(kind, combine):
 
             def add_row(red_idx):
                 def one(out_idx):
-                    full = [None] * t.rank
-                    for k, i in zip(kept, out_idx):
-                        full[k] = i
-                    for k, i in zip(axes, red_idx):
-                        full[k] = i
-                    em.store(out, out_idx, per_element(em, dt, em.load(out, out_idx), em.read(x, full)))
+                    em.store(out, out_idx, per_element(em, dt, em.load(out, out_idx), element(out_idx, red_idx)))
 
                 em.loop_nest(out_t.shape, one, "rk")
 
@@ -158,11 +157,15 @@ def _argmax_lower(em, eqn, ins):
     best, nan_seen, first = em.alloca(reg_type(dt)), em.alloca(ir.IntType(1)), em.alloca(ir.IntType(64))
     take_max = _extreme(">", _maximum)
 
+    def element(out_idx, i):
+        """x at the kept axes' out_idx and index i along `axis`."""
+        full = list(out_idx)
+        full.insert(axis, i)
+        return em.read(x, full)
+
     def outer(out_idx):
         def at(i):
-            full = list(out_idx)
-            full.insert(axis, i)
-            return em.read(x, full)
+            return element(out_idx, i)
 
         em.b.store(em.const(dt, _identity(dt, "max")), best)
         em.b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
@@ -195,20 +198,15 @@ def _argmax_lower(em, eqn, ins):
     if axis != t.rank - 1:  # the contiguous axis is kept: compare whole rows (as in _reduce_lower)
         values = em.alloc(out_t.with_dtype(dt))
 
-        def full(i, out_idx):
-            idx = list(out_idx)
-            idx.insert(axis, i)
-            return idx
-
         def start(out_idx):
-            em.store(values, out_idx, em.read(x, full(em.i64(0), out_idx)))
+            em.store(values, out_idx, element(out_idx, em.i64(0)))
             em.store(out, out_idx, em.i64(0))
 
         em.loop_nest(out_t.shape, start, "as")
 
         def row(i):
             def one(out_idx):
-                v, b = em.read(x, full(i, out_idx)), em.load(values, out_idx)
+                v, b = element(out_idx, i), em.load(values, out_idx)
                 if dt.is_float:  # larger, or the first NaN
                     nan_v, nan_b = em.b.fcmp_unordered("uno", v, v), em.b.fcmp_unordered("uno", b, b)
                     better = em.b.or_(em.b.fcmp_ordered(">", v, b), em.b.and_(nan_v, em.b.not_(nan_b)))
