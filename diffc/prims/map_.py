@@ -9,7 +9,6 @@ from ..errors import ShapeError
 from ..ir.build import Builder
 from ..ir.walk import inline
 from ..lower.emit import Lazy
-from . import ops
 from .core import primitive
 from .loops import closed_body, index_type, row_type, seed_or_zeros, stacked, store_row, tangents_of, tape_note
 from .scan import scan_p
@@ -98,7 +97,7 @@ def _map_vjp(b, params, aux, outs, cts, current):
     res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
     ct = dict(zip(want, inline(sb, bwd, seed_rows + accs + res)))
     body, captured = sb.finish([ct[k] for k in acc_idx] + [ct[k] for k in row_idx])
-    inits = [current[k] if current[k] is not None else ops.zeros(b, ins[k].type) for k in acc_idx]
+    inits = [seed_or_zeros(b, current[k], ins[k].type) for k in acc_idx]
     stacks = seeds + list(res_stacked) + list(xs)
     out = b.emit(
         scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits), num_xs=len(stacks), reverse=False

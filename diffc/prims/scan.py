@@ -120,7 +120,7 @@ def _scan_vjp(b, params, aux, outs, cts, current):
     new_ct_c = [ct[k] if k in ct else ops.zeros(sb, init[k].type) for k in float_carry]
     body, captured = sb.finish(new_ct_c + [ct[k] for k in acc_idx] + [ct[k] for k in row_idx])
     stacks = y_seeds + list(res_stacked) + [carry_stacked[k] for k in carry_keys] + list(xs)
-    inits = ct_carry0 + [current[k] if current[k] is not None else ops.zeros(b, ins[k].type) for k in acc_idx]
+    inits = ct_carry0 + [seed_or_zeros(b, current[k], ins[k].type) for k in acc_idx]
     out = b.emit(
         scan_p,
         inits + stacks + captured,

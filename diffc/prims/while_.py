@@ -98,7 +98,7 @@ def _while_vjp(b, params, aux, outs, cts, current):
     ct = dict(zip(want, inline(sb, bwd, ct_s + accs + residual_values(kinds, param_vals, extra))))
     new_ct = [ct[k] if k in ct else ops.zeros(sb, ins[k].type) for k in float_state]
     body, captured = sb.finish(new_ct + [ct[k] for k in acc_idx])
-    carry0 = ct0 + [current[k] if current[k] is not None else ops.zeros(b, ins[k].type) for k in acc_idx]
+    carry0 = ct0 + [seed_or_zeros(b, current[k], ins[k].type) for k in acc_idx]
     out = b.emit(
         while_untape_p, [tape, count] + carry0 + captured, body=body, num_res=len(res_types), num_carry=len(carry0)
     )
