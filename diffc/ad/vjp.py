@@ -118,13 +118,13 @@ def vjp_split(body: Body, needs: list[bool], accumulate=()):
     bb = Builder(fb)
     bb.remat = rematerialisable(fb)
     cts = Cotangents(bb)
-    for o in fwd_outs:
-        if is_float(o):
-            seed = bb.param(o.type)
-            if o.id in active:
-                cts.add(o, seed)
+    seeds = [(o, bb.param(o.type)) for o in fwd_outs if is_float(o)]
     for k in accumulate:
         cts.set(params[k], bb.param(params[k].type))
+    # after the accumulators: a body that returns an accumulated param adds its seed to it
+    for o, seed in seeds:
+        if o.id in active:
+            cts.add(o, seed)
     for eqn, ins, aux, outs in reversed(records):
         co = [cts.get(o) if is_float(o) else None for o in outs]
         if all(c is None for c in co):

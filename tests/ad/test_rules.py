@@ -354,6 +354,28 @@ STRUCTURED = [
         grad_prims=("tape_pack", "tape_unpack"),
         xfail={2: BUG_RECURSION_ORDER2},
     ),
+    # a loop body returning a captured value (or a parameter) unchanged: every row is a use of it
+    C("map-returns-capture", "fn f(x) = sum(for j in 0..3 => x, axis=0) * x", normal(2), prims=("map",)),
+    C("comprehension-2d-capture-row", "fn f(p) = for i in 0..2, j in 0..3 => p[i]", normal(2), prims=("map",)),
+    C("nested-map-capture", "fn f(x, xs) = map(fn(r) => map(fn(s) => x, xs), xs)", normal(2), normal(3)),
+    C("map-returns-twice", "fn f(x, xs) { let (a, b) = map(fn(r) => (x, x), xs); a + 3.0 * b }", normal(2), normal(3)),
+    C(
+        "scan-returns-capture",
+        "fn f(x, c0, xs) { let (c, ys) = scan(fn(c, r) => (x, c * r), c0, xs); concat(c, ys[1], ys[2]) }",
+        normal(2),
+        normal(2),
+        normal(3, 2),
+        prims=("scan",),
+    ),
+    C("fold-carry-unchanged", "fn f(w, xs) = fold(fn(c, r) => c, w, xs) * w", normal(2), normal(3), prims=("scan",)),
+    C(
+        "scan-returns-twice",
+        "fn f(x, c0, xs) { let (c, ys) = scan(fn(c, r) => (x, x), c0, xs); c + 3.0 * sum(ys, axis=0) }",
+        normal(2),
+        normal(2),
+        normal(3),
+        prims=("scan",),
+    ),
     # one weight captured by a function used at many places: one gradient, the sum of all uses
     C(
         "closure-weight-tying",
