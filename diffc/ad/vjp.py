@@ -206,6 +206,7 @@ def residual_values(kinds, params, extra_outs):
 # ~~~~~~~~~~~~~~~~~~~~~~~~
 # A cotangent that is known to be zero is absent (None), never a zero tensor: no rule runs for
 # it. Where a zero can only be known at run time (the branch of `where` not taken), rules whose
-# partial derivative may be inf or NaN (log, sqrt, div, pow) turn a zero cotangent into an
-# exact zero, so `where(x > 0, sqrt(x), 0)` has a finite gradient at x < 0. The branches of
-# `if` are separate bodies: the one not taken runs no backward code at all.
+# partial derivative may be inf or NaN (log, sqrt, div, pow, exp, mul: ad/partials.py GUARDED)
+# multiply a zero cotangent (or tangent, in forward mode) by 0 instead of that partial, so
+# `where(x > 0, x * log(x), 0)` has a finite gradient at 0, `where(z > 20, z, log1p(exp(z)))`
+# at 800. The branches of `if` are separate bodies: the one not taken runs no backward code.

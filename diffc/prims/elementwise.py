@@ -369,12 +369,15 @@ def _fit(b, t, shape):
 
 
 def _guarded_mul(b, name, t, p):
-    """t * p, and exactly 0 where t is 0 for partials that may be inf (See Note [Structural
-    zeros] in ad/vjp.py)."""
-    c = ops.mul(b, t, p)
-    if name in GUARDED:
-        c = ops.select(b, ops.emit(b, "eq", t, ops.like(b, t, 0.0)), ops.like(b, t, 0.0), c)
-    return c
+    """t * p, and exactly 0 where t is 0 and p is inf or NaN, for the partials that may be (See
+    Note [Structural zeros] in ad/vjp.py). The guard replaces p, not the product, so that the
+    derivative of t * p with respect to t stays p where t is 0 (second order); `p - p != 0`
+    holds for inf and NaN only. A partial known to be finite (a constant factor) needs none."""
+    if name in GUARDED and not (p.known is not None and np.all(np.isfinite(p.known))):
+        zero = ops.like(b, t, 0.0)
+        not_finite = ops.emit(b, "ne", ops.sub(b, p, p), zero)
+        p = ops.select(b, ops.emit(b, "and", ops.emit(b, "eq", t, zero), not_finite), zero, p)
+    return ops.mul(b, t, p)
 
 
 def _ew_vjp(name):

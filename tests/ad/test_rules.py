@@ -65,6 +65,18 @@ def distinct(*shape, gap=0.2):
     return draw
 
 
+def with_zeros(draw, *where):
+    """draw's values with exact zeros at the given flat positions (a smooth rule must be exact
+    there too: prod's partials are products of the other elements, not out / x)."""
+
+    def zeroed(r):
+        v = np.array(draw(r), dtype=np.float64)
+        v.reshape(-1)[list(where)] = 0.0
+        return v
+
+    return zeroed
+
+
 def scalar(draw):
     return lambda r: float(draw(r))
 
@@ -147,20 +159,22 @@ ELEMENTWISE = [
     C("add", "fn f(x, y) = x + y", normal(2, 3), normal(3), prims=("add",)),
     C("sub", "fn f(x, y) = x - y", normal(2, 1), normal(2, 3), prims=("sub",)),
     C("mul", "fn f(x, y) = x * y", normal(2, 3), normal(2, 1), prims=("mul",)),
+    C("mul-zeros", "fn f(x, y) = x * y * x", with_zeros(normal(2, 3), 0, 4), with_zeros(normal(3), 1), prims=("mul",)),
     C("div", "fn f(x, y) = x / y", normal(2, 3), away(3, lo=0.5), prims=("div",)),
     C("neg", "fn f(x) = -x * x", normal(4), prims=("neg",)),
     C("abs", "fn f(x) = abs(x) * x", away(5), prims=("abs",)),
-    C("exp", "fn f(x) = exp(x)", normal(4), prims=("exp",)),
+    C("exp", "fn f(x) = exp(x)", with_zeros(normal(4), 0), prims=("exp",)),
     C("log", "fn f(x) = log(x)", positive(4), prims=("log",)),
     C("log1p", "fn f(x) = log1p(x)", positive(4, lo=-0.5, hi=2.0), prims=("log1p",)),
     C("sqrt", "fn f(x) = sqrt(x)", positive(4), prims=("sqrt",)),
     C("sin", "fn f(x) = sin(x)", normal(4), prims=("sin",)),
     C("cos", "fn f(x) = cos(x)", normal(4), prims=("cos",)),
-    C("tanh", "fn f(x) = tanh(x)", normal(4), prims=("tanh",)),
-    C("sigmoid", "fn f(x) = sigmoid(x)", normal(4), prims=("sigmoid",)),
+    C("tanh", "fn f(x) = tanh(x)", with_zeros(normal(4), 1), prims=("tanh",)),
+    C("sigmoid", "fn f(x) = sigmoid(x)", with_zeros(normal(4), 2), prims=("sigmoid",)),
     C("pow-float", "fn f(x, y) = x ** y", positive(4), normal(4), prims=("pow",)),
     C("pow-float-scalar-base", "fn f(x, y) = x ** y", scalar(positive()), normal(3), prims=("pow",)),
-    C("pow-int-literal", "fn f(x) = x ** 3", normal(4), prims=("pow",)),
+    C("pow-int-literal", "fn f(x) = x ** 3", with_zeros(normal(4), 0), prims=("pow",)),
+    C("pow-square-zero", "fn f(x) = x ** 2.0", with_zeros(normal(4), 3), prims=("pow",)),
     C("pow-int-array", "fn f(x, n) = x ** n", away(4), const(np.array([0, 1, 2, 3])), prims=("pow",)),
     C("maximum", "fn f(x, y) = maximum(x, y)", offset_pair(5), prims=("max",)),
     C("minimum", "fn f(x, y) = minimum(x, y)", offset_pair(5), prims=("min",)),
@@ -191,6 +205,15 @@ REDUCTIONS = [
     C("sum-axis0-3d", "fn f(x) = sum(x, axis=0)", normal(2, 3, 2), prims=("reduce_sum",)),
     C("prod", "fn f(x) = prod(x)", away(2, 3, lo=0.5), prims=("reduce_prod",)),
     C("prod-axis", "fn f(x) = prod(x, axis=0)", away(3, 2, lo=0.5), prims=("reduce_prod",)),
+    # rows with one, two and three zeros
+    C(
+        "prod-zeros",
+        "fn f(x) = prod(x, axis=1)",
+        with_zeros(away(3, 4, lo=0.5), 1, 4, 7, 8, 9, 10),
+        prims=("reduce_prod",),
+    ),
+    C("prod-one-zero", "fn f(x) = prod(x)", with_zeros(away(4, lo=0.5), 2), prims=("reduce_prod",)),
+    C("prod-two-zeros", "fn f(x) = prod(x) * x", with_zeros(away(4, lo=0.5), 0, 3), prims=("reduce_prod",)),
     C("max", "fn f(x) = max(x) * x", distinct(2, 3), prims=("reduce_max",)),
     C("max-axis", "fn f(x) = max(x, axis=1)", distinct(3, 4), prims=("reduce_max",)),
     C("max-axis0", "fn f(x) = max(x, axis=0)", distinct(3, 4), prims=("reduce_max",)),
