@@ -180,7 +180,15 @@ ELEMENTWISE = [
     C("minimum", "fn f(x, y) = minimum(x, y)", offset_pair(5), prims=("min",)),
     C("maximum-broadcast", "fn f(x, y) = maximum(x, y)", away(4), const(0.0), prims=("max",)),
     C("relu", "fn f(x) = relu(x) * x", away(5), prims=("max",)),
-    C("where", "fn f(x, y) = where(x > 0.0, x * y, sin(y))", away(5), normal(5), prims=("select",)),
+    # the gradient multiplies by the partials of mul with guarded_mul; order 2 checks its rules
+    C(
+        "where",
+        "fn f(x, y) = where(x > 0.0, x * y, sin(y))",
+        away(5),
+        normal(5),
+        prims=("select",),
+        grad_prims=("guarded_mul",),
+    ),
     C("where-broadcast", "fn f(x, y) = where(x > 0.0, y, x)", away(2, 3), scalar(normal()), prims=("select",)),
     # f32(x) and f64(...) convert both ways. Dyadic inputs and power-of-two steps keep x +- h
     # exact in f32; but the cotangent of an f32 value is rounded to f32 (6e-8 relative), which

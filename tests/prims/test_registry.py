@@ -189,6 +189,30 @@ CASES += binary_cases("add", "x + y", np.add, numeric_pairs())
 CASES += binary_cases("sub", "x - y", np.subtract, numeric_pairs())
 CASES += binary_cases("mul", "x * y", np.multiply, numeric_pairs())
 CASES += binary_cases("div", "x / y", np.divide, numeric_pairs(ykw={"nonzero": True})[:2])
+
+
+def _with_edges(dtype, edges):
+    """_floats with some elements replaced by the given edge values (zeros, infinities, NaN)."""
+
+    def make(rng, shp):
+        x = np.array(_floats(dtype)(rng, shp), dtype=dtype)
+        flat = x.reshape(-1)
+        picks = rng.random(flat.shape) < 0.4
+        flat[picks] = rng.choice(np.array(edges, dtype=dtype), size=int(picks.sum()))
+        return x[()]
+
+    return make
+
+
+# guarded_mul (a derivative's product, only made by AD): forward mode along x makes x * y,
+# exactly 0 where x is 0 even if y is inf or NaN
+CASES += binary_cases(
+    "guarded_mul",
+    "jvp(fn(a) => a * y, (y,), (x,)).1",
+    lambda x, y: np.where(x == 0, np.zeros_like(x * y), x * y),
+    [(np.dtype(d).name, _with_edges(d, [0.0]), _with_edges(d, [np.inf, -np.inf, np.nan, 0.0]), 0) for d in (F64, F32)],
+    shapes=[((3, 4), (3, 4)), ((), ())],
+)
 CASES += binary_cases(
     "floordiv",
     "x // y",
