@@ -118,28 +118,42 @@ def is_builtin(name: str) -> bool:
 
 def check_names(mod: Module):
     """Raise NameError_ for the first use of an undefined name, field of a module, or import."""
+
+    def check(kind, name, node):
+        if kind == "member":
+            alias, member = name
+            if alias in mod.imports and mod.imports[alias].member(member) is None:
+                raise NameError_(f"module `{alias}` has no `{member}`", node.span)
+        elif mod.member(name) is None and name not in mod.imports and not is_builtin(name):
+            raise NameError_(f"unknown {kind} `{name}`", node.span)
+
     for let in mod.lets.values():
-        _check(mod, let.value, frozenset())
+        free_uses(let.value, frozenset(), check)
     for fn in mod.fns.values():
-        _check(mod, fn.body, frozenset(p.name for p in fn.params))
+        free_uses(fn.body, frozenset(p.name for p in fn.params), check)
 
 
-def _check(mod: Module, e, scope: frozenset):
+def free_uses(e, scope: frozenset, visit) -> None:
+    """Call visit(kind, name, node) for each name e uses that no parameter, let, lambda
+    parameter or comprehension index around it binds (those shadow the module's functions and
+    the built-ins): kind "variable" or "function" (the callee of a call) with the name, or
+    "member" with (alias, member) for `alias.member`, where alias may be a module."""
+
     def go(e, scope):
         match e:
             case n.Name(id=name):
-                if name not in scope and mod.member(name) is None and name not in mod.imports and not is_builtin(name):
-                    raise NameError_(f"unknown variable `{name}`", e.span)
+                if name not in scope:
+                    visit("variable", name, e)
             case n.Call(fn=n.Name(id=name) as f, args=args, kwargs=kwargs):
-                if name not in scope and mod.member(name) is None and name not in mod.imports and not is_builtin(name):
-                    raise NameError_(f"unknown function `{name}`", f.span)
+                if name not in scope:
+                    visit("function", name, f)
                 for a in args:
                     go(a, scope)
                 for k in kwargs:
                     go(k.value, scope)
-            case n.Field(value=n.Name(id=name), name=member) if name in mod.imports and name not in scope:
-                if mod.imports[name].member(member) is None:
-                    raise NameError_(f"module `{name}` has no `{member}`", e.span)
+            case n.Field(value=n.Name(id=name) as v, name=member) if name not in scope:
+                visit("member", (name, member), e)
+                go(v, scope)
             case n.Block(stmts=stmts, result=result):
                 for s in stmts:
                     if isinstance(s, n.Let):
@@ -187,16 +201,13 @@ def _children(e):
 
 
 def references(fn: n.FnDef) -> set[str]:
-    """Every name a function body mentions (for the call graph that finds recursion)."""
+    """The module-level names a function body mentions, `alias.member` for a module's member
+    (for the call graph that finds recursion): a parameter or local named like a top-level
+    function is not a reference to it."""
     found = set()
 
-    def go(e):
-        if isinstance(e, n.Name):
-            found.add(e.id)
-        elif isinstance(e, n.Field) and isinstance(e.value, n.Name):
-            found.add(f"{e.value.id}.{e.name}")
-        for c in _children(e):
-            go(c)
+    def add(kind, name, node):
+        found.add(".".join(name) if kind == "member" else name)
 
-    go(fn.body)
+    free_uses(fn.body, frozenset(p.name for p in fn.params), add)
     return found

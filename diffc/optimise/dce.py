@@ -1,20 +1,24 @@
-"""Dead-code elimination: drop equations whose outputs are unused and that have no effect."""
+"""Dead-code elimination: drop equations whose outputs are unused and that have no effect.
+An equation that may fail at run time (an index out of range) is an effect: the program
+stops with the error whether or not the value is read."""
 
 from __future__ import annotations
 
 from ..ir.core import Body, Program
+from ..prims.core import may_fail
 
 
 def has_effect(eqn, effectful_funcs=frozenset()) -> bool:
-    """Whether eqn prints (or does another effect), itself, in a body it owns, or in a function
-    it calls."""
-    if eqn.prim.effect or (eqn.prim.name == "call" and eqn.params["func"] in effectful_funcs):
+    """Whether eqn prints (or does another effect) or may fail, itself, in a body it owns, or
+    in a function it calls."""
+    if eqn.prim.effect or may_fail(eqn) or (eqn.prim.name == "call" and eqn.params["func"] in effectful_funcs):
         return True
     return any(has_effect(e, effectful_funcs) for b in eqn.bodies() for e in b.eqns)
 
 
 def effectful_functions(prog: Program) -> set[str]:
-    """The functions with an effect, directly or through the functions they call."""
+    """The functions with an effect (or that may fail), directly or through the functions they
+    call."""
     found: set[str] = set()
     changed = True
     while changed:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from ..ir.core import Body, Program
 from ..ir.walk import all_bodies
+from ..prims.core import may_fail
 from ..prims.shape import const_p
 
-FALLIBLE = {"index", "gather"}  # may fail at run time: not moved out of loops that may not run
 NEVER = {"call", "random_bits", "random_uniform", "random_normal"}  # calls may print or recurse; draws are big
 
 
@@ -26,7 +26,7 @@ def hoist(builder, body: Body, first_const: int, const_values: list, may_not_run
             and eqn.prim.name not in NEVER
             and all(x.id in invariant or x.known is not None for x in eqn.inputs)
             and not all(x.known is not None for x in eqn.inputs)
-            and not (may_not_run and eqn.prim.name in FALLIBLE)
+            and not (may_not_run and may_fail(eqn))  # not made to fail where it would not run
         )
         if movable:
             ins = [

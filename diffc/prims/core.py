@@ -27,6 +27,8 @@ class Prim:
     fold(*known_inputs, **params) -> list of arrays: compile-time evaluation for known
     (integer, boolean, shape) values only.
     effect: the equation must be kept and ordered even when its outputs are unused (print).
+    fallible: it may stop the program with a run-time error (a bounds check) unless its params
+    say `safe=True`: see may_fail.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Prim:
     nondiff: bool = False
     fold: Callable | None = None
     effect: bool = False
+    fallible: bool = False
     fusable: bool = False  # lowered by em.elementwise: may stay Lazy (lower/emit.py)
     reads_lazy: bool = False  # its lowering reads inputs only through em.read/broadcast_view
 
@@ -67,6 +70,13 @@ def all_prims() -> dict[str, Prim]:
 def get(name: str) -> Prim:
     all_prims()
     return _REGISTRY[name]
+
+
+def may_fail(eqn) -> bool:
+    """Whether eqn itself may stop the program with a run-time error: such an equation is kept
+    even when its outputs are unused, and never moved to where it might run when the program
+    would not run it (an out-of-range index is an error whether or not its value is read)."""
+    return eqn.prim.fallible and not eqn.params.get("safe", False)
 
 
 def shape_error(msg: str) -> ShapeError:

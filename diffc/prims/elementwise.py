@@ -182,6 +182,16 @@ def _pow(em, dt, a, b):
     return _ipow(em, a, b)
 
 
+def _guarded_mul_scalar(em, dt, t, p):
+    """t * p, but 0 where t is 0 even if p is inf or NaN."""
+    zero = ir.Constant(t.type, 0.0)
+    return em.b.select(em.b.fcmp_ordered("==", t, zero), zero, em.b.fmul(t, p))
+
+
+def _np_guarded_mul(t, p):
+    return np.where(t == 0, np.zeros_like(t * p), t * p)
+
+
 def _maximum(em, dt, a, b):
     B = em.b
     if _is_f(dt):  # NaN propagates; at a tie the first operand is selected
@@ -284,6 +294,9 @@ def _np_pow(a, b):
 
 
 pow_p = _ew("pow", NUMERIC, _pow, _np_pow)
+# a derivative's product t * p of a tangent or cotangent t and a partial p that may be infinite,
+# 0 where t is 0: see Note [Structural zeros] in ad/vjp.py
+guarded_mul_p = _ew("guarded_mul", FLOATS, _guarded_mul_scalar, _np_guarded_mul)
 max_p = _ew("max", NUMERIC, _maximum, np.maximum)
 min_p = _ew("min", NUMERIC, _minimum, np.minimum)
 neg_p = _ew("neg", NUMERIC, _neg, np.negative)
@@ -369,12 +382,11 @@ def _fit(b, t, shape):
 
 
 def _guarded_mul(b, name, t, p):
-    """t * p, and exactly 0 where t is 0 for partials that may be inf (See Note [Structural
-    zeros] in ad/vjp.py)."""
-    c = ops.mul(b, t, p)
-    if name in GUARDED:
-        c = ops.select(b, ops.emit(b, "eq", t, ops.like(b, t, 0.0)), ops.like(b, t, 0.0), c)
-    return c
+    """t * p, and exactly 0 where t is 0 for the partials that may be inf or NaN (See Note
+    [Structural zeros] in ad/vjp.py). A partial known to be finite (a constant) needs no guard."""
+    if name in GUARDED and not (p.known is not None and np.all(np.isfinite(p.known))):
+        return ops.emit(b, "guarded_mul", t, p)
+    return ops.mul(b, t, p)
 
 
 def _ew_vjp(name):
@@ -460,6 +472,33 @@ def _trig_lower(kernel, libm):
 
 sin_p.lower = _trig_lower(vmath.sin, "llvm.sin")
 cos_p.lower = _trig_lower(vmath.cos, "llvm.cos")
+
+
+def _guarded_mul_vjp(b, params, ins, outs, cts):
+    """The cotangent of t is guarded by g (p may be inf), that of p by t (the first-order
+    cotangent, the structural zero: where it is 0, nothing flows to the partial)."""
+    (g,) = cts
+    t, p = ins
+    return [
+        ops.unbroadcast(b, ops.emit(b, "guarded_mul", g, p), t.type.shape),
+        ops.unbroadcast(b, ops.emit(b, "guarded_mul", t, g), p.type.shape),
+    ]
+
+
+def _guarded_mul_jvp(b, params, ins, outs, tangents):
+    t, p = ins
+    dt, dp = tangents
+    terms = []
+    if dt is not None:
+        terms.append(ops.emit(b, "guarded_mul", dt, p))
+    if dp is not None:
+        terms.append(ops.emit(b, "guarded_mul", t, dp))
+    if not terms:
+        return [None]
+    return [_fit(b, terms[0] if len(terms) == 1 else ops.add(b, *terms), outs[0].type.shape)]
+
+
+guarded_mul_p.vjp, guarded_mul_p.jvp = _guarded_mul_vjp, _guarded_mul_jvp
 
 
 def _choice_mask(b, name, x, y):

@@ -17,7 +17,7 @@ from ..ad.vjp import is_float
 from ..ir.build import Builder
 from ..ir.core import Body
 from ..ir.walk import uses_and_producers
-from ..lower.emit import PTR, Arr, contiguous_strides, reg_type
+from ..lower.emit import ERR_BOUNDS, PTR, Arr, Site, contiguous_strides, reg_type
 from ..typesys import DType, TensorType
 from . import ops
 from .shape import row
@@ -153,9 +153,10 @@ def accumulators(body: Body, first: int, n: int):
     loops carry). Returns (body', plan): body' returns x in place of the sum, and for each such
     carry plan[k] says how to add it in place, so no new carry is built per iteration:
       ("add",)             cur += x               (x may be Lazy: fused, no temporary)
-      ("gather", extra)    cur[ids] += g          (x was gather_add(g, ids): touches only those rows)
-      ("index", extra)     cur[i...] += g         (x was index_scatter(g, i...))
-    `extra` counts body' outputs appended after the original ones (g and the indices)."""
+      ("gather", extra, e) cur[ids] += g          (x was e = gather_add(g, ids): touches only those rows)
+      ("index", extra, e)  cur[i...] += g         (x was e = index_scatter(g, i...))
+    `extra` counts body' outputs appended after the original ones (g and the indices); e's
+    span and params place and skip the bounds checks, as e itself would."""
     uses, made_by = uses_and_producers(body)
     drop, outs, extra, plan = set(), list(body.outs), [], {}
     for k in range(n):
@@ -171,7 +172,7 @@ def accumulators(body: Body, first: int, n: int):
         src = made_by.get(x.id)
         if src is not None and src.prim.name in ("gather_add", "index_scatter") and uses.get(x.id) == 1:
             drop.add(id(src))
-            plan[k] = ("gather" if src.prim.name == "gather_add" else "index", len(src.inputs))
+            plan[k] = ("gather" if src.prim.name == "gather_add" else "index", len(src.inputs), src)
             outs[k] = src.inputs[0]
             extra += src.inputs[1:]
         else:
@@ -191,15 +192,16 @@ def accumulate(em, cur: Arr, how, value, operands):
         em.loop_nest(
             cur.type.shape, lambda idx: em.store(cur, idx, _add(em, dt, em.load(cur, idx), em.read(value, idx))), "acc"
         )
-    elif how[0] == "gather":
+        return
+    src = how[2]
+    site = Site(src.span, ERR_BOUNDS, "index")
+    if how[0] == "gather":
         (ids,) = operands
         ids_t = ids.type if isinstance(ids, Arr) else None
-        n = cur.type.shape[0]
         row_shape = cur.type.shape[1:]
 
         def per_id(idx):
-            i = em.read(ids, idx)
-            j = em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i)
+            j = em.checked_index(em.read(ids, idx), cur.type.shape[0], site)
             em.loop_nest(
                 row_shape,
                 lambda r: em.store(cur, [j] + r, _add(em, dt, em.load(cur, [j] + r), em.read(value, idx + r))),
@@ -208,10 +210,8 @@ def accumulate(em, cur: Arr, how, value, operands):
 
         em.loop_nest(ids_t.shape if ids_t else (), per_id, "aci")
     else:  # index
-        offs = []
-        for k, i in enumerate(operands):
-            n = cur.type.shape[k]
-            offs.append(em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i))
+        safe = src.params.get("safe")
+        offs = [i if safe else em.checked_index(i, n, site) for i, n in zip(operands, cur.type.shape)]
         rest = cur.type.shape[len(offs) :]
         em.loop_nest(
             rest, lambda r: em.store(cur, offs + r, _add(em, dt, em.load(cur, offs + r), em.read(value, r))), "acx"

@@ -255,16 +255,42 @@ def _sum_jvp(b, p, ins, outs, ts):
     return [None if ts[0] is None else ops.reduce_sum(b, ts[0], p["axes"])]
 
 
+def _prod_partial(b, x, axes):
+    """d prod(x) / d x_i = the product of the other elements, exact where x has zeros (out / x
+    would be 0 / 0). With p the product of a group's non-zero elements, n its number of zeros
+    and s the sum of its zero elements (0, but its derivative picks them):
+        x_i != 0:  p / x_i if n == 0,  p / x_i * s if n == 1,  else 0
+        x_i == 0:  p if n == 1,  p * (s - x_i) if n == 2,  else 0
+    The factors s and s - x_i are 0 and make the second derivative exact at zeros too."""
+    axes = tuple(axes)
+    zero, one = ops.like(b, x, 0.0), ops.like(b, x, 1.0)
+    is_zero = ops.emit(b, "eq", x, zero)
+    nonzero = ops.select(b, is_zero, one, x)
+    p = _spread(b, ops.emit(b, "reduce_prod", nonzero, axes=axes), x, axes)
+    n = _spread(b, ops.reduce_sum(b, ops.convert(b, is_zero, x.type.dtype), axes), x, axes)
+    s = _spread(b, ops.reduce_sum(b, ops.select(b, is_zero, x, zero), axes), x, axes)
+
+    def by_count(*cases):  # cases[k]: the partial when n == k; 0 beyond
+        out = zero
+        for k in reversed(range(len(cases))):
+            out = ops.select(b, ops.emit(b, "eq", n, ops.like(b, x, float(k))), cases[k], out)
+        return out
+
+    others = ops.div(b, p, nonzero)
+    at_nonzero = by_count(others, ops.mul(b, others, s))
+    at_zero = by_count(zero, p, ops.mul(b, p, ops.sub(b, s, x)))
+    return ops.select(b, is_zero, at_zero, at_nonzero)
+
+
 def _prod_vjp(b, p, ins, outs, cts):
     x = ins[0]
-    return [ops.div(b, ops.mul(b, _spread(b, cts[0], x, p["axes"]), _spread(b, outs[0], x, p["axes"])), x)]
+    return [ops.mul(b, _spread(b, cts[0], x, p["axes"]), _prod_partial(b, x, p["axes"]))]
 
 
 def _prod_jvp(b, p, ins, outs, ts):
     if ts[0] is None:
         return [None]
-    x = ins[0]
-    return [ops.reduce_sum(b, ops.div(b, ops.mul(b, ts[0], _spread(b, outs[0], x, p["axes"])), x), p["axes"])]
+    return [ops.reduce_sum(b, ops.mul(b, ts[0], _prod_partial(b, ins[0], p["axes"])), p["axes"])]
 
 
 def _first_extreme_mask(b, x, axes, kind):

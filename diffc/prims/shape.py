@@ -191,7 +191,9 @@ def _index_fold(x, *idx, safe=False):
     return [x[tuple(int(i) for i in idx)]]
 
 
-index_p = primitive("index", shape=lambda ts, safe=False: _index_shape(ts), lower=_index_lower, fold=_index_fold)
+index_p = primitive(
+    "index", shape=lambda ts, safe=False: _index_shape(ts), lower=_index_lower, fold=_index_fold, fallible=True
+)
 
 
 def row(em, x, i):
@@ -300,7 +302,9 @@ def _dot(em, idx, strides):
     return acc
 
 
-gather_p = primitive("gather", shape=lambda ts: _gather_shape(ts), lower=_gather_lower, fold=lambda x, ids: [x[ids]])
+gather_p = primitive(
+    "gather", shape=lambda ts: _gather_shape(ts), lower=_gather_lower, fold=lambda x, ids: [x[ids]], fallible=True
+)
 
 
 # --- the transposes of slicing, indexing, gather and windows (for derivatives) -------------------
@@ -324,14 +328,19 @@ def _pad_lower(em, eqn, ins):
 pad_p = primitive("pad", shape=lambda ts, starts, shape: [ts[0].with_shape(shape)], lower=_pad_lower)
 
 
+# The transposes check their indices as the forward op does (at its span): the forward's check
+# is gone when its value is unused, and an unchecked index would write anywhere.
+
+
 def _index_scatter_lower(em, eqn, ins):
+    """zeros(shape) with g at x[i, ...] (the transpose of index; `safe` as for index)."""
     g, *idx = ins
     t = eqn.outs[0].type
     out = _zero_fill(em, t)
+    site = Site(eqn.span, ERR_BOUNDS, "index")
     off = em.i64(0)
     for k, i in enumerate(idx):
-        n = t.shape[k]
-        j = em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i)
+        j = i if eqn.params.get("safe") else em.checked_index(i, t.shape[k], site)
         off = em.b.add(off, em.b.mul(j, em.i64(out.strides[k])))
     view = Arr(out.ptr, off, out.strides[len(idx) :], eqn.inputs[0].type)
     if view.type.rank == 0:
@@ -342,7 +351,10 @@ def _index_scatter_lower(em, eqn, ins):
 
 
 index_scatter_p = primitive(
-    "index_scatter", shape=lambda ts, shape: [ts[0].with_shape(shape)], lower=_index_scatter_lower
+    "index_scatter",
+    shape=lambda ts, shape, safe=False: [ts[0].with_shape(shape)],
+    lower=_index_scatter_lower,
+    fallible=True,
 )
 
 
@@ -352,12 +364,11 @@ def _gather_add_lower(em, eqn, ins):
     t = eqn.outs[0].type
     out = _zero_fill(em, t)
     r = eqn.inputs[1].type.rank
-    n = t.shape[0]
+    site = Site(eqn.span, ERR_BOUNDS, "index")
     from .elementwise import _add
 
     def per_id(idx):
-        i = em.read(ids, idx)
-        j = em.b.select(em.b.icmp_signed("<", i, em.i64(0)), em.b.add(i, em.i64(n)), i)
+        j = em.checked_index(em.read(ids, idx), t.shape[0], site)
         dst = row(em, out, j) if t.rank > 1 else None
         src_off = em.b.add(g.offset, _dot(em, idx, g.strides[:r]))
         src = Arr(g.ptr, src_off, g.strides[r:], t.with_shape(t.shape[1:]))
@@ -374,7 +385,7 @@ def _gather_add_lower(em, eqn, ins):
 
 
 gather_add_p = primitive(
-    "gather_add", shape=lambda ts, shape: [ts[0].with_shape(tuple(shape))], lower=_gather_add_lower
+    "gather_add", shape=lambda ts, shape: [ts[0].with_shape(tuple(shape))], lower=_gather_add_lower, fallible=True
 )
 
 
@@ -432,10 +443,11 @@ pad_p.vjp = lambda b, p, ins, outs, cts: [
     )
 ]
 index_p.vjp = lambda b, p, ins, outs, cts: (
-    [b.emit1(index_scatter_p, [cts[0]] + list(ins[1:]), shape=ins[0].type.shape)] + [None] * (len(ins) - 1)
+    [b.emit1(index_scatter_p, [cts[0]] + list(ins[1:]), shape=ins[0].type.shape, safe=p.get("safe", False))]
+    + [None] * (len(ins) - 1)
 )
 index_scatter_p.vjp = lambda b, p, ins, outs, cts: (
-    [b.emit1(index_p, [cts[0]] + list(ins[1:]))] + [None] * (len(ins) - 1)
+    [b.emit1(index_p, [cts[0]] + list(ins[1:]), safe=p["safe"])] + [None] * (len(ins) - 1)
 )
 gather_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(gather_add_p, [cts[0], ins[1]], shape=ins[0].type.shape), None]
 gather_add_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(gather_p, [cts[0], ins[1]]), None]

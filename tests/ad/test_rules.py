@@ -65,6 +65,18 @@ def distinct(*shape, gap=0.2):
     return draw
 
 
+def with_zeros(draw, *where):
+    """draw's values with exact zeros at the given flat positions (a smooth rule must be exact
+    there too: prod's partials are products of the other elements, not out / x)."""
+
+    def zeroed(r):
+        v = np.array(draw(r), dtype=np.float64)
+        v.reshape(-1)[list(where)] = 0.0
+        return v
+
+    return zeroed
+
+
 def scalar(draw):
     return lambda r: float(draw(r))
 
@@ -147,26 +159,36 @@ ELEMENTWISE = [
     C("add", "fn f(x, y) = x + y", normal(2, 3), normal(3), prims=("add",)),
     C("sub", "fn f(x, y) = x - y", normal(2, 1), normal(2, 3), prims=("sub",)),
     C("mul", "fn f(x, y) = x * y", normal(2, 3), normal(2, 1), prims=("mul",)),
+    C("mul-zeros", "fn f(x, y) = x * y * x", with_zeros(normal(2, 3), 0, 4), with_zeros(normal(3), 1), prims=("mul",)),
     C("div", "fn f(x, y) = x / y", normal(2, 3), away(3, lo=0.5), prims=("div",)),
     C("neg", "fn f(x) = -x * x", normal(4), prims=("neg",)),
     C("abs", "fn f(x) = abs(x) * x", away(5), prims=("abs",)),
-    C("exp", "fn f(x) = exp(x)", normal(4), prims=("exp",)),
+    C("exp", "fn f(x) = exp(x)", with_zeros(normal(4), 0), prims=("exp",)),
     C("log", "fn f(x) = log(x)", positive(4), prims=("log",)),
     C("log1p", "fn f(x) = log1p(x)", positive(4, lo=-0.5, hi=2.0), prims=("log1p",)),
     C("sqrt", "fn f(x) = sqrt(x)", positive(4), prims=("sqrt",)),
     C("sin", "fn f(x) = sin(x)", normal(4), prims=("sin",)),
     C("cos", "fn f(x) = cos(x)", normal(4), prims=("cos",)),
-    C("tanh", "fn f(x) = tanh(x)", normal(4), prims=("tanh",)),
-    C("sigmoid", "fn f(x) = sigmoid(x)", normal(4), prims=("sigmoid",)),
+    C("tanh", "fn f(x) = tanh(x)", with_zeros(normal(4), 1), prims=("tanh",)),
+    C("sigmoid", "fn f(x) = sigmoid(x)", with_zeros(normal(4), 2), prims=("sigmoid",)),
     C("pow-float", "fn f(x, y) = x ** y", positive(4), normal(4), prims=("pow",)),
     C("pow-float-scalar-base", "fn f(x, y) = x ** y", scalar(positive()), normal(3), prims=("pow",)),
-    C("pow-int-literal", "fn f(x) = x ** 3", normal(4), prims=("pow",)),
+    C("pow-int-literal", "fn f(x) = x ** 3", with_zeros(normal(4), 0), prims=("pow",)),
+    C("pow-square-zero", "fn f(x) = x ** 2.0", with_zeros(normal(4), 3), prims=("pow",)),
     C("pow-int-array", "fn f(x, n) = x ** n", away(4), const(np.array([0, 1, 2, 3])), prims=("pow",)),
     C("maximum", "fn f(x, y) = maximum(x, y)", offset_pair(5), prims=("max",)),
     C("minimum", "fn f(x, y) = minimum(x, y)", offset_pair(5), prims=("min",)),
     C("maximum-broadcast", "fn f(x, y) = maximum(x, y)", away(4), const(0.0), prims=("max",)),
     C("relu", "fn f(x) = relu(x) * x", away(5), prims=("max",)),
-    C("where", "fn f(x, y) = where(x > 0.0, x * y, sin(y))", away(5), normal(5), prims=("select",)),
+    # the gradient multiplies by the partials of mul with guarded_mul; order 2 checks its rules
+    C(
+        "where",
+        "fn f(x, y) = where(x > 0.0, x * y, sin(y))",
+        away(5),
+        normal(5),
+        prims=("select",),
+        grad_prims=("guarded_mul",),
+    ),
     C("where-broadcast", "fn f(x, y) = where(x > 0.0, y, x)", away(2, 3), scalar(normal()), prims=("select",)),
     # f32(x) and f64(...) convert both ways. Dyadic inputs and power-of-two steps keep x +- h
     # exact in f32; but the cotangent of an f32 value is rounded to f32 (6e-8 relative), which
@@ -191,6 +213,15 @@ REDUCTIONS = [
     C("sum-axis0-3d", "fn f(x) = sum(x, axis=0)", normal(2, 3, 2), prims=("reduce_sum",)),
     C("prod", "fn f(x) = prod(x)", away(2, 3, lo=0.5), prims=("reduce_prod",)),
     C("prod-axis", "fn f(x) = prod(x, axis=0)", away(3, 2, lo=0.5), prims=("reduce_prod",)),
+    # rows with one, two and three zeros
+    C(
+        "prod-zeros",
+        "fn f(x) = prod(x, axis=1)",
+        with_zeros(away(3, 4, lo=0.5), 1, 4, 7, 8, 9, 10),
+        prims=("reduce_prod",),
+    ),
+    C("prod-one-zero", "fn f(x) = prod(x)", with_zeros(away(4, lo=0.5), 2), prims=("reduce_prod",)),
+    C("prod-two-zeros", "fn f(x) = prod(x) * x", with_zeros(away(4, lo=0.5), 0, 3), prims=("reduce_prod",)),
     C("max", "fn f(x) = max(x) * x", distinct(2, 3), prims=("reduce_max",)),
     C("max-axis", "fn f(x) = max(x, axis=1)", distinct(3, 4), prims=("reduce_max",)),
     C("max-axis0", "fn f(x) = max(x, axis=0)", distinct(3, 4), prims=("reduce_max",)),
@@ -353,6 +384,28 @@ STRUCTURED = [
         prims=("call",),
         grad_prims=("tape_pack", "tape_unpack"),
         xfail={2: BUG_RECURSION_ORDER2},
+    ),
+    # a loop body returning a captured value (or a parameter) unchanged: every row is a use of it
+    C("map-returns-capture", "fn f(x) = sum(for j in 0..3 => x, axis=0) * x", normal(2), prims=("map",)),
+    C("comprehension-2d-capture-row", "fn f(p) = for i in 0..2, j in 0..3 => p[i]", normal(2), prims=("map",)),
+    C("nested-map-capture", "fn f(x, xs) = map(fn(r) => map(fn(s) => x, xs), xs)", normal(2), normal(3)),
+    C("map-returns-twice", "fn f(x, xs) { let (a, b) = map(fn(r) => (x, x), xs); a + 3.0 * b }", normal(2), normal(3)),
+    C(
+        "scan-returns-capture",
+        "fn f(x, c0, xs) { let (c, ys) = scan(fn(c, r) => (x, c * r), c0, xs); concat(c, ys[1], ys[2]) }",
+        normal(2),
+        normal(2),
+        normal(3, 2),
+        prims=("scan",),
+    ),
+    C("fold-carry-unchanged", "fn f(w, xs) = fold(fn(c, r) => c, w, xs) * w", normal(2), normal(3), prims=("scan",)),
+    C(
+        "scan-returns-twice",
+        "fn f(x, c0, xs) { let (c, ys) = scan(fn(c, r) => (x, x), c0, xs); c + 3.0 * sum(ys, axis=0) }",
+        normal(2),
+        normal(2),
+        normal(3),
+        prims=("scan",),
     ),
     # one weight captured by a function used at many places: one gradient, the sum of all uses
     C(

@@ -189,6 +189,30 @@ CASES += binary_cases("add", "x + y", np.add, numeric_pairs())
 CASES += binary_cases("sub", "x - y", np.subtract, numeric_pairs())
 CASES += binary_cases("mul", "x * y", np.multiply, numeric_pairs())
 CASES += binary_cases("div", "x / y", np.divide, numeric_pairs(ykw={"nonzero": True})[:2])
+
+
+def _with_edges(dtype, edges):
+    """_floats with some elements replaced by the given edge values (zeros, infinities, NaN)."""
+
+    def make(rng, shp):
+        x = np.array(_floats(dtype)(rng, shp), dtype=dtype)
+        flat = x.reshape(-1)
+        picks = rng.random(flat.shape) < 0.4
+        flat[picks] = rng.choice(np.array(edges, dtype=dtype), size=int(picks.sum()))
+        return x[()]
+
+    return make
+
+
+# guarded_mul (a derivative's product, only made by AD): forward mode along x makes x * y,
+# exactly 0 where x is 0 even if y is inf or NaN
+CASES += binary_cases(
+    "guarded_mul",
+    "jvp(fn(a) => a * y, (y,), (x,)).1",
+    lambda x, y: np.where(x == 0, np.zeros_like(x * y), x * y),
+    [(np.dtype(d).name, _with_edges(d, [0.0]), _with_edges(d, [np.inf, -np.inf, np.nan, 0.0]), 0) for d in (F64, F32)],
+    shapes=[((3, 4), (3, 4)), ((), ())],
+)
 CASES += binary_cases(
     "floordiv",
     "x // y",
@@ -226,6 +250,29 @@ CASES += unary_cases("sin", "sin(x)", np.sin, float_kinds())
 CASES += unary_cases("cos", "cos(x)", np.cos, float_kinds())
 CASES += unary_cases("tanh", "tanh(x)", np.tanh, float_kinds())
 CASES += unary_cases("sigmoid", "sigmoid(x)", R.sigmoid, float_kinds(lo=-40.0, hi=40.0))
+
+# domain edges: zeros, infinities and NaN among ordinary values; ties for maximum and minimum
+EDGES = [0.0, -0.0, np.inf, -np.inf, np.nan]
+_edge_kinds = [(f"{np.dtype(d).name} edges", _with_edges(d, EDGES), FLOAT_RTOL[d]) for d in (F64, F32)]
+for _prim, _expr, _ref in [
+    ("exp", "exp(x)", np.exp),
+    ("log", "log(x)", np.log),
+    ("log1p", "log1p(x)", np.log1p),
+    ("sqrt", "sqrt(x)", np.sqrt),
+    ("sin", "sin(x)", np.sin),
+    ("cos", "cos(x)", np.cos),
+    ("tanh", "tanh(x)", np.tanh),
+    ("sigmoid", "sigmoid(x)", R.sigmoid),
+    ("abs", "abs(x)", np.abs),
+    ("max", "relu(x)", R.relu),
+]:
+    CASES += unary_cases(_prim, _expr, _ref, _edge_kinds, UNARY_SHAPES[:1])
+_tie_kinds = [(f"{np.dtype(d).name} ties", _with_edges(d, [1.0]), _with_edges(d, [1.0]), 0) for d in (F64, F32)]
+CASES += binary_cases("max", "maximum(x, y)", np.maximum, _tie_kinds, BINARY_SHAPES[:1])
+CASES += binary_cases("min", "minimum(x, y)", np.minimum, _tie_kinds, BINARY_SHAPES[:1])
+_edge_pairs = [(n, m, m, r) for n, m, r in _edge_kinds]
+for _prim, _expr, _ref in [("mul", "x * y", np.multiply), ("div", "x / y", np.divide), ("pow", "x ** y", np.power)]:
+    CASES += binary_cases(_prim, _expr, _ref, _edge_pairs, BINARY_SHAPES[:1])
 
 # comparisons and logic: small integer values so that equality happens
 _small = {"lo": -2, "hi": 2}
