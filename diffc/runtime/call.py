@@ -48,6 +48,21 @@ def register_symbols():
         llvm.add_symbol(name, address)
 
 
+_next_print_id = 0
+
+
+def _print_ids(n: int) -> int:
+    """The first of n print-site ids never given before (a freed program's are not reused)."""
+    global _next_print_id
+    base, _next_print_id = _next_print_id, _next_print_id + n
+    return base
+
+
+def _forget_print_sites(ids) -> None:
+    for k in ids:
+        PRINT_SITES.pop(k, None)
+
+
 class _MethodDef(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("meth", ctypes.c_void_p), ("flags", ctypes.c_int), ("doc", ctypes.c_char_p)]
 
@@ -73,9 +88,11 @@ class NativeFunction:
     def __init__(self, compiled, sites, in_types, out_types, arena_bytes: int = 0, prints=()):
         self.compiled = compiled  # keeps the machine code alive
         if prints:  # number this program's print sites after those already loaded
-            base = compiled.global_address(PRINT_BASE)
-            ctypes.c_int64.from_address(base).value = len(PRINT_SITES)
-            PRINT_SITES.extend(prints)
+            base = _print_ids(len(prints))
+            ctypes.c_int64.from_address(compiled.global_address(PRINT_BASE)).value = base
+            ids = range(base, base + len(prints))
+            PRINT_SITES.update(zip(ids, prints))
+            weakref.finalize(self, _forget_print_sites, ids)
         self.sites = sites
         self.in_types = in_types
         self.out_types = out_types
