@@ -53,8 +53,8 @@ def _private(root: str) -> bool:
     try:
         os.makedirs(root, mode=0o700, exist_ok=True)
         st = os.stat(root)
-    except OSError as e:
-        return _refuse(root, f"it cannot be made ({e.strerror})")
+    except OSError:  # (a read-only home, say: the cache is off, as when writes fail)
+        return False
     if not stat.S_ISDIR(st.st_mode):
         return _refuse(root, "it is not a folder")
     if st.st_uid != os.getuid():
