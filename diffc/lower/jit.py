@@ -110,9 +110,6 @@ class Compiled:
         except Exception:
             return 0
 
-    def __del__(self):
-        self.engine.close()
-
 
 def assembly(mod: llvm.ModuleRef) -> str:
     return _init().emit_assembly(mod)
