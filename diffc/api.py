@@ -212,11 +212,10 @@ def vjp(fn: Function) -> Function:
 # Note [Evicting a signature]
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~~
 # Each signature keeps an MCJIT engine with its machine code (60 KB for a small function, see
-# Note [Freeing machine code] in lower/jit.py) and its arena, so a function called with ever new
-# shapes would grow without end; _cache keeps the
-# DIFFC_MAX_SIGNATURES (default 64) used last and drops the others. A dropped signature is
-# compiled again (or loaded from the disk cache) if it comes back. The code is freed when the
-# last reference to its NativeFunction goes: _cache, _fast and _entry (when the direct entry
-# is that signature's) drop theirs at eviction, and a direct entry that someone else still
-# holds keeps its NativeFunction, and so its code, alive (runtime/call.py), so nothing can call
-# freed code.
+# Note [Freeing machine code] in lower/jit.py) and its arena, so a function called with ever
+# new shapes would grow without end; _cache keeps the DIFFC_MAX_SIGNATURES (default 64) used
+# last and drops the others. A dropped signature is compiled again (or loaded from the disk
+# cache) if it comes back. The code is freed when the last reference to its NativeFunction
+# goes: _cache, _fast and _entry (when the direct entry is that signature's) drop theirs at
+# eviction, and a direct entry that someone else still holds keeps its NativeFunction, and so
+# its code, alive (runtime/call.py): nothing can call freed code.
