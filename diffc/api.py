@@ -4,6 +4,8 @@ Each function is compiled once per argument signature (dtypes, shapes, structure
 from __future__ import annotations
 
 import operator
+import os
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,21 @@ from .pytree import unflatten
 from .runtime.values import flatten_args, to_python, type_of
 
 _FAST_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)}
+DEFAULT_MAX_SIGNATURES = 64
+
+
+def max_signatures() -> int:
+    """How many signatures of one function keep their machine code (DIFFC_MAX_SIGNATURES)."""
+    text = os.environ.get("DIFFC_MAX_SIGNATURES", "")
+    if not text:
+        return DEFAULT_MAX_SIGNATURES
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise UsageError(f"DIFFC_MAX_SIGNATURES must be a whole number of at least 1, got {text!r}")
+    return n
 
 
 class Function:
@@ -28,8 +45,11 @@ class Function:
 
     def __init__(self, module: "Module", name: str, transform: tuple = ()):
         self.module, self.name, self.transform = module, name, transform
-        self._cache: dict = {}
-        self._fast: dict = {}  # a cheap key of flat arguments -> the entry of _cache it maps to
+        # signature -> (NativeFunction, output TreeDef), least recently used first; at most
+        # _max entries, the oldest evicted (See Note [Evicting a signature])
+        self._cache: OrderedDict = OrderedDict()
+        self._max = max_signatures()
+        self._fast: dict = {}  # a cheap key of flat arguments -> (native, out_tree, signature)
         self._entry = self._general
 
     def signature(self, *args):
@@ -38,12 +58,23 @@ class Function:
 
     def compiled(self, arrays, key, timings=None):
         entry = self._cache.get(key)
-        if entry is None:
-            tree = key[0]
-            types = unflatten(tree, [type_of(a) for a in arrays])
-            entry = compile_native(self.module.ast, self.name, types, timings, self.transform)
-            self._cache[key] = entry
+        if entry is not None:
+            self._cache.move_to_end(key)
+            return entry
+        tree = key[0]
+        types = unflatten(tree, [type_of(a) for a in arrays])
+        entry = compile_native(self.module.ast, self.name, types, timings, self.transform)
+        self._cache[key] = entry
+        while len(self._cache) > self._max:
+            self._evict(next(iter(self._cache)))
         return entry
+
+    def _evict(self, key) -> None:
+        """Forget a signature's machine code: nothing of this Function refers to it after."""
+        native, _ = self._cache.pop(key)
+        self._fast = {fast: hit for fast, hit in self._fast.items() if hit[2] != key}
+        if native.direct_made_for(self._entry):
+            self._entry = self._general
 
     def _general(self, *args):
         """Any call: numbers and contiguous arrays of a signature seen before through ctypes,
@@ -52,15 +83,17 @@ class Function:
         fast = self._fast_key(args)
         hit = self._fast.get(fast) if fast is not None else None
         if hit is not None:
-            native, out_tree = hit
+            native, out_tree, key = hit
+            self._cache.move_to_end(key)
             self._entry = native.direct(self._general) or self._general
             outs = native.call_scalars(args)
             return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
         result = self._call(args)
         if fast is not None:
             arrays, key = self.signature(*args)
-            self._fast[fast] = self._cache[key]
-            self._entry = self._cache[key][0].direct(self._general) or self._general
+            native, out_tree = self._cache[key]
+            self._fast[fast] = (native, out_tree, key)
+            self._entry = native.direct(self._general) or self._general
         return result
 
     @staticmethod
@@ -174,3 +207,15 @@ def jvp(fn: Function) -> Function:
 def vjp(fn: Function) -> Function:
     """f(*primals, cotangent) -> one cotangent per primal (a tuple)."""
     return Function(fn.module, fn.name, ("vjp", len(fn.module.ast.fns[fn.name].params)))
+
+
+# Note [Evicting a signature]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# Each signature keeps an MCJIT engine with its machine code (60 KB for a small function, see
+# Note [Freeing machine code] in lower/jit.py) and its arena, so a function called with ever
+# new shapes would grow without end; _cache keeps the DIFFC_MAX_SIGNATURES (default 64) used
+# last and drops the others. A dropped signature is compiled again (or loaded from the disk
+# cache) if it comes back. The code is freed when the last reference to its NativeFunction
+# goes: _cache, _fast and _entry (when the direct entry is that signature's) drop theirs at
+# eviction, and a direct entry that someone else still holds keeps its NativeFunction, and so
+# its code, alive (runtime/call.py): nothing can call freed code.

@@ -274,11 +274,11 @@ def cmd_cache(a) -> int:
 
     d = cache.cache_dir()
     if d is None:
-        print("the compile cache is off (DIFFC_CACHE=0)")
+        print("the compile cache is off (DIFFC_CACHE=0, or a folder others can write)")
     elif a.action == "clear":
         print(f"removed {cache.clear()} entries from {d}")
     else:
-        entries = list(d.glob("*.bin")) if d.is_dir() else []
+        entries = cache.entries(d)
         print(f"{d}: {len(entries)} entries, {sum(p.stat().st_size for p in entries) / 1e6:.1f} MB")
     return EXIT_OK
 

@@ -10,9 +10,11 @@ import time
 import llvmlite.binding as llvm
 
 from .lower import gemm, jit
-from .lower.llvm import lower_program
+from .lower.llvm import ENTRY_SYMBOL, lower_program
+from .lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL
 from .optimise import accumulate, dce, licm
-from .runtime import cache
+from .prims.io import PRINT_BASE
+from .runtime import cache, cache_format
 from .runtime.call import NativeFunction, register_symbols
 from .specialise import specialise
 
@@ -50,15 +52,14 @@ class Timings(dict):
 
 def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | None = None, transform: tuple = ()):
     """Compile `fn_name` (differentiated by `transform`, see specialise) for the argument
-    types: (NativeFunction, output TreeDef)."""
+    types, or load it from the disk cache: (NativeFunction, output TreeDef)."""
     timings = timings if timings is not None else Timings()
     t = time.perf_counter()
     k = cache.key(module, fn_name, arg_types, transform)
-    entry = cache.load(k)
     register_symbols()
-    if entry is not None:
-        load_kernels(entry["kernels"])
-        compiled = jit.Compiled(object_code=entry["object"])
+    loaded = _load_program(k)
+    if loaded is not None:
+        entry, compiled = loaded
         timings.add("load from cache", t)
     else:
         prog, out_tree = to_ir(module, fn_name, arg_types, transform=transform)
@@ -71,7 +72,7 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
         compiled = jit.Compiled(mod)
         t = timings.add("codegen", t)
         f = prog.main
-        entry = dict(
+        entry = cache_format.ProgramEntry(
             object=compiled.object,
             sites=ms.sites,
             in_types=[p.type for p in f.body.params],
@@ -81,12 +82,34 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
             out_tree=out_tree,
             kernels=sorted(ms.kernels),
         )
-        cache.store(k, entry)
+        cache.store(k, cache_format.encode(entry), entry.object)
         timings.add("store in cache", t)
-    native = NativeFunction(
-        compiled, entry["sites"], entry["in_types"], entry["out_types"], entry["arena"], entry["prints"]
-    )
-    return native, entry["out_tree"]
+    native = NativeFunction(compiled, entry.sites, entry.in_types, entry.out_types, entry.arena, entry.prints)
+    return native, entry.out_tree
+
+
+def _load_program(k: str):
+    """(ProgramEntry, Compiled) from the disk cache, or None; an entry found wrong (its
+    metadata, or machine code without the symbols the runtime uses) is removed."""
+    found = cache.load(k)
+    if found is None:
+        return None
+    try:
+        entry = cache_format.decode(*found)
+    except cache.Damaged:
+        cache.remove(k)
+        return None
+    load_kernels(entry.kernels)
+    compiled = jit.Compiled(object_code=entry.object)
+    needed = [compiled.address(ENTRY_SYMBOL)]
+    if entry.prints:
+        needed.append(compiled.global_address(PRINT_BASE))
+    if compiled.address(PYCALL_SYMBOL):
+        needed += [compiled.global_address(PYCTX_SYMBOL), compiled.global_address(PYALLOCS_SYMBOL)]
+    if not all(needed):
+        cache.remove(k)
+        return None
+    return entry, compiled
 
 
 _KERNELS: dict[str, jit.Compiled] = {}  # the kernels loaded in this process, kept alive
@@ -99,12 +122,14 @@ def load_kernels(names) -> None:
         if name in _KERNELS:
             continue
         k = cache.kernel_key(name)
-        entry = cache.load(k)
-        if entry is not None:
-            compiled = jit.Compiled(object_code=entry["object"])
-        else:
+        label = f'{{"kernel":"{name}"}}'.encode()
+        found = cache.load(k)
+        compiled = jit.Compiled(object_code=found[1]) if found is not None and found[0] == label else None
+        if compiled is None or not compiled.address(name):
+            if found is not None:
+                cache.remove(k)
             compiled = jit.Compiled(jit.optimise(str(gemm.kernel_module(name))))
-            cache.store(k, {"object": compiled.object})
+            cache.store(k, label, compiled.object)
         _KERNELS[name] = compiled
         llvm.add_symbol(name, compiled.address(name))
 

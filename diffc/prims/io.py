@@ -9,8 +9,9 @@ from .core import primitive
 
 # Every print site of every loaded program has an id here; the runtime reads (label, tree,
 # types) by id. A program numbers its own sites from 0 and adds its base, a global the runtime
-# sets when it loads the program's machine code (so cached machine code works in any process).
-PRINT_SITES: list[tuple] = []
+# sets when it loads the program's machine code (so cached machine code works in any process),
+# and removes them when the program's code is freed.
+PRINT_SITES: dict[int, tuple] = {}
 PRINT_SYMBOL = "diffc_print"
 PRINT_BASE = "diffc_print_base"
 

@@ -1,32 +1,88 @@
 """The compile cache on disk: machine code and what the runtime needs to call it, per
 (program sources, entry, transform, argument signature, compiler, CPU).
 
-An entry is written atomically (a temporary file renamed into place, so two processes at once
-never see half an entry) and carries a SHA-256 of its contents: a damaged entry is detected,
-removed and rebuilt. DIFFC_CACHE_DIR moves the cache (default ~/.cache/diffc); DIFFC_CACHE=0
-turns it off; `diffc cache clear` empties it."""
+An entry is a file `<key>.bin`: a header that holds the entry's full key, the sizes of its two
+parts and a SHA-256 of the rest, then the metadata as JSON and the object code
+(See Note [Entry format]). Nothing in it can run Python code when read: the metadata is
+decoded field by field and checked (runtime/cache_format.py), and an entry whose key, sizes,
+checksum or fields are wrong is removed and rebuilt. Entries are written atomically (a
+temporary file renamed into place, so two processes at once never see half an entry).
+
+The folder must be private: it is made with mode 0700, and one that another user owns or that
+others can write is not used (the cache is then off, with a warning on stderr once), since
+whoever can write it chooses the machine code every diffc process runs. Anything in it that is
+not a regular file (a symlink, a FIFO) is never opened, and temporary files left by a process
+that died are removed after an hour. DIFFC_CACHE_DIR moves the cache (default
+~/.cache/diffc); DIFFC_CACHE=0 turns it off; `diffc cache clear` empties it."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import os
-import pickle
+import stat
+import struct
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-MAGIC = b"DIFFC-CACHE-1\n"
+MAGIC = b"DIFFC-CACHE-2\n"
+HEADER = struct.Struct("<14s32sQQ32s")  # magic, key, metadata bytes, object bytes, SHA-256
+MAX_ENTRY_BYTES = 1 << 30
+STALE_TEMP_SECONDS = 3600
+
+
+class Damaged(ValueError):
+    """An entry that is not what its name says: removed, and its program compiled again."""
 
 
 def cache_dir() -> Path | None:
-    """Where entries live, or None when the cache is turned off."""
+    """Where entries live, or None when the cache is off: turned off by DIFFC_CACHE=0, or a
+    folder that cannot be made or is not private (see the module docstring)."""
     if os.environ.get("DIFFC_CACHE", "1").lower() in ("0", "off", "false", "no"):
         return None
     root = os.environ.get("DIFFC_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "diffc"
     )
-    return Path(root)
+    return Path(root) if _private(root) else None
+
+
+def _private(root: str) -> bool:
+    """Make the folder if it is missing; whether it is ours alone to write."""
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        st = os.stat(root)
+    except OSError:  # (a read-only home, say: the cache is off, as when writes fail)
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        return _refuse(root, "it is not a folder")
+    if st.st_uid != os.getuid():
+        return _refuse(root, "another user owns it")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return _refuse(root, f"others can write it (mode {stat.S_IMODE(st.st_mode):o}; chmod 700 it)")
+    _remove_stale_temporaries(root)
+    return True
+
+
+@functools.cache
+def _refuse(root: str, why: str) -> bool:
+    """Warn once per folder and reason; the cache is off."""
+    print(f"diffc: warning: not using the compile cache in {root}: {why}", file=sys.stderr)
+    return False
+
+
+@functools.cache
+def _remove_stale_temporaries(root: str) -> None:
+    """Remove the temporary files of writes that never finished (once per process)."""
+    old = time.time() - STALE_TEMP_SECONDS
+    try:
+        with os.scandir(root) as it:
+            for e in it:
+                if e.name.startswith(".tmp-") and e.stat(follow_symlinks=False).st_mtime < old:
+                    _remove(Path(e.path))
+    except OSError:
+        pass
 
 
 @functools.cache
@@ -65,6 +121,7 @@ def sources_of(module) -> list[tuple[str, str]]:
 
 
 def key(module, fn_name: str, arg_types, transform) -> str:
+    """The key of a program's entry: a SHA-256 (hex) of everything its machine code depends on."""
     h = hashlib.sha256()
     h.update(compiler_fingerprint().encode())
     for name, text in sources_of(module):
@@ -81,52 +138,107 @@ def kernel_key(name: str) -> str:
     return hashlib.sha256(f"{compiler_fingerprint()} kernel {name}".encode()).hexdigest()
 
 
-def load(k: str):
-    """The cached entry for key k, or None (also when it is damaged: it is then removed)."""
+def load(k: str) -> tuple[bytes, bytes] | None:
+    """(metadata, object code) of the entry of key k, or None: no entry, the cache off, or an
+    entry that is damaged or not ours (then removed). The caller decodes the metadata and
+    calls remove(k) if it is wrong."""
     d = cache_dir()
     if d is None:
         return None
     path = d / f"{k}.bin"
     try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    body = data[len(MAGIC) + 32 :]
-    if not data.startswith(MAGIC) or hashlib.sha256(body).digest() != data[len(MAGIC) : len(MAGIC) + 32]:
-        _remove(path)
-        return None
-    try:
-        return pickle.loads(body)
-    except Exception:
+        data = _read_regular_file(path)
+        if data is None:
+            return None
+        return _unpack(k, data)
+    except Damaged:
         _remove(path)
         return None
 
 
-def store(k: str, entry) -> None:
+def store(k: str, metadata: bytes, object_code: bytes) -> None:
     """Write an entry atomically; a failure to write only costs the next process a compile."""
     d = cache_dir()
     if d is None:
         return
-    body = pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL)
+    key_bytes = bytes.fromhex(k)
+    digest = hashlib.sha256(key_bytes + metadata + object_code).digest()
+    header = HEADER.pack(MAGIC, key_bytes, len(metadata), len(object_code), digest)
+    tmp = None
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")  # (mode 0600)
         with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + hashlib.sha256(body).digest() + body)
+            f.write(header + metadata + object_code)
         os.replace(tmp, d / f"{k}.bin")
     except OSError:
-        pass
+        if tmp is not None:
+            _remove(Path(tmp))
+
+
+def remove(k: str) -> None:
+    """Remove the entry of key k (found wrong by its reader)."""
+    d = cache_dir()
+    if d is not None:
+        _remove(d / f"{k}.bin")
+
+
+def cache_file_usable(path: Path) -> bool:
+    """Whether path (in the cache folder) is missing or a regular file of ours, so that another
+    library may read and write it there."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+
+
+def entries(d: Path) -> list[Path]:
+    """The entry files in folder d (regular files only)."""
+    return [p for p in d.glob("*.bin") if stat.S_ISREG(p.lstat().st_mode)]
 
 
 def clear() -> int:
     """Remove every entry; returns how many there were."""
     d = cache_dir()
-    if d is None or not d.is_dir():
+    if d is None:
         return 0
-    n = 0
-    for p in d.glob("*.bin"):
-        n += _remove(p)
-    return n
+    return sum(_remove(p) for p in d.glob("*.bin"))
+
+
+def _read_regular_file(path: Path) -> bytes | None:
+    """The bytes of path if it is a regular file of ours; None if there is nothing there.
+    Never follows a symlink nor waits on a FIFO or a device (Damaged: it is removed)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise Damaged("not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        raise Damaged("cannot be opened") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)  # (what was opened, which may have been replaced since the lstat)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_size > MAX_ENTRY_BYTES:
+            raise Damaged("not a regular file of ours")
+        return f.read(MAX_ENTRY_BYTES + 1)
+
+
+def _unpack(k: str, data: bytes) -> tuple[bytes, bytes]:
+    if len(data) < HEADER.size:
+        raise Damaged("shorter than its header")
+    magic, key_bytes, n_meta, n_object, digest = HEADER.unpack_from(data)
+    if magic != MAGIC or key_bytes != bytes.fromhex(k):
+        raise Damaged("another format or another key")
+    if HEADER.size + n_meta + n_object != len(data):
+        raise Damaged("truncated or extended")
+    rest = data[HEADER.size :]
+    if hashlib.sha256(key_bytes + rest).digest() != digest:
+        raise Damaged("checksum")
+    return rest[:n_meta], rest[n_meta:]
 
 
 def _remove(path: Path) -> int:
@@ -135,3 +247,23 @@ def _remove(path: Path) -> int:
         return 1
     except OSError:
         return 0
+
+
+# Note [Entry format]
+# ~~~~~~~~~~~~~~~~~~~
+# <key>.bin, little-endian:
+#
+#     14 bytes   b"DIFFC-CACHE-2\n"
+#     32 bytes   the key (the SHA-256 its file is named by): an entry renamed or copied under
+#                another key is refused, so two swapped entries are never served for each
+#                other (which ran code made for other shapes on the caller's buffers)
+#      8 bytes   n, the length of the metadata
+#      8 bytes   m, the length of the object code
+#     32 bytes   SHA-256 of key, metadata and object code: a damaged entry is refused
+#      n bytes   metadata: UTF-8 JSON (runtime/cache_format.py)
+#      m bytes   object code (ELF), for MCJIT
+#
+# The checksum is not a signature: anyone who can write the folder can write a valid entry, and
+# its machine code runs. That is why the folder must be private rather than why entries are
+# checked. The grammar's parse tables (Lark's own cache, a pickle) live in the same folder and
+# are used only when it is private (syntax/parse.py).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import weakref
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -47,6 +48,21 @@ def register_symbols():
         llvm.add_symbol(name, address)
 
 
+_next_print_id = 0
+
+
+def _print_ids(n: int) -> int:
+    """The first of n print-site ids never given before (a freed program's are not reused)."""
+    global _next_print_id
+    base, _next_print_id = _next_print_id, _next_print_id + n
+    return base
+
+
+def _forget_print_sites(ids) -> None:
+    for k in ids:
+        PRINT_SITES.pop(k, None)
+
+
 class _MethodDef(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("meth", ctypes.c_void_p), ("flags", ctypes.c_int), ("doc", ctypes.c_char_p)]
 
@@ -72,9 +88,11 @@ class NativeFunction:
     def __init__(self, compiled, sites, in_types, out_types, arena_bytes: int = 0, prints=()):
         self.compiled = compiled  # keeps the machine code alive
         if prints:  # number this program's print sites after those already loaded
-            base = compiled.global_address(PRINT_BASE)
-            ctypes.c_int64.from_address(base).value = len(PRINT_SITES)
-            PRINT_SITES.extend(prints)
+            base = _print_ids(len(prints))
+            ctypes.c_int64.from_address(compiled.global_address(PRINT_BASE)).value = base
+            ids = range(base, base + len(prints))
+            PRINT_SITES.update(zip(ids, prints))
+            weakref.finalize(self, _forget_print_sites, ids)
         self.sites = sites
         self.in_types = in_types
         self.out_types = out_types
@@ -102,23 +120,33 @@ class NativeFunction:
     def direct(self, fallback):
         """The built-in function of lower/pyentry.py, or None if this function has none: called
         with the arguments, it returns the result, or what fallback(*args) returns when the
-        arguments are not of its signature or the native code failed. Made once."""
-        if self._direct is not None or self._no_direct:
-            return self._direct
-        address = self.compiled.address(PYCALL_SYMBOL)
-        if not address:
-            self._no_direct = True
-            return None
-        ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._ctx_ptr
-        self._allocators = pyentry.allocators(self.out_types)  # (must outlive the built-in)
-        table = self.compiled.global_address(PYALLOCS_SYMBOL)
-        for k, alloc in enumerate(self._allocators):
-            if alloc is not None:
-                ctypes.c_void_p.from_address(table + k * ctypes.sizeof(ctypes.c_void_p)).value = id(alloc)
-        if self._methoddef is None:  # (must outlive every built-in made from it)
+        arguments are not of its signature or the native code failed. Made once while it lives;
+        it keeps this NativeFunction, and so the machine code it calls, alive."""
+        made = self._direct() if self._direct is not None else None
+        if made is not None or self._no_direct:
+            return made
+        if self._methoddef is None:
+            address = self.compiled.address(PYCALL_SYMBOL)
+            if not address:
+                self._no_direct = True
+                return None
+            ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._ctx_ptr
+            self._allocators = pyentry.allocators(self.out_types)  # (must outlive the built-in)
+            table = self.compiled.global_address(PYALLOCS_SYMBOL)
+            for k, alloc in enumerate(self._allocators):
+                if alloc is not None:
+                    ctypes.c_void_p.from_address(table + k * ctypes.sizeof(ctypes.c_void_p)).value = id(alloc)
             self._methoddef = _MethodDef(b"diffc_pycall", address, _METH_FASTCALL, None)
-        self._direct = _new_builtin(ctypes.byref(self._methoddef), fallback, None)
-        return self._direct
+        # the built-in's module slot holds self: the code, ctx, allocators and method record
+        # outlive every built-in made from them; a weak reference back, so no cycle delays
+        # freeing them
+        made = _new_builtin(ctypes.byref(self._methoddef), fallback, self)
+        self._direct = weakref.ref(made)
+        return made
+
+    def direct_made_for(self, entry) -> bool:
+        """Whether `entry` is this function's direct entry."""
+        return self._direct is not None and self._direct() is entry
 
     def __call__(self, arrays: list[np.ndarray]) -> list:
         ins = self._in_ptrs

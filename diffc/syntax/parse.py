@@ -68,17 +68,13 @@ class _NamesEverywhere:
 def _parser() -> Lark:
     """The LALR parser, built once per process; its tables are kept in the compile cache's
     folder (Lark's own cache, keyed by the grammar), so a new process does not rebuild them."""
-    from ..runtime.cache import cache_dir
+    from ..runtime.cache import cache_dir, cache_file_usable
 
     text = grammar_path().read_text(encoding="utf-8")
-    d = cache_dir()
+    d = cache_dir()  # (only a private folder: Lark's cache is a pickle)
     lark_cache: str | bool = False
-    if d is not None:
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            lark_cache = str(d / "grammar.lark-cache")
-        except OSError:
-            pass
+    if d is not None and cache_file_usable(d / "grammar.lark-cache"):
+        lark_cache = str(d / "grammar.lark-cache")
     return Lark(
         text,
         cache=lark_cache,
