@@ -11,6 +11,7 @@ from ..errors import ShapeError, TypeError_
 from ..ir.build import Builder
 from ..ir.core import Body
 from ..ir.walk import clone_body, inline
+from ..lower.emit import ERR_NEGATIVE, Site
 from ..typesys import DType, TensorType
 from . import ops
 from .core import primitive
@@ -50,6 +51,25 @@ def _while_lower(em, eqn, ins):
 
 
 while_p = primitive("while", shape=_while_shape, lower=_while_lower)
+
+
+# count: a trip count known only at run time (iterate's n), passed through; a located error
+# when it is negative.
+
+
+def _count_shape(in_types, what):
+    if in_types != [TensorType(DType.I64, ())]:
+        raise TypeError_(f"{what} must be an integer, got {in_types[0]}")
+    return list(in_types)
+
+
+def _count_lower(em, eqn, ins):
+    (n,) = ins
+    em.fail_if(em.b.icmp_signed("<", n, em.i64(0)), Site(eqn.span, ERR_NEGATIVE, eqn.params["what"]), n)
+    return [n]
+
+
+count_p = primitive("count", shape=_count_shape, lower=_count_lower, nondiff=True, effect=True)
 
 
 # while: the forward appends each iteration's residuals to a growing tape (prims/tape.py);

@@ -39,6 +39,7 @@ TESTED_ELSEWHERE = {
     "map": "programs/map.dfl, comprehensions.dfl, lower/test_views.py",
     "scan": "programs/fold_scan.dfl, unfold_iterate.dfl, lower/test_llvm.py",
     "while": "programs/while_loops.dfl",
+    "count": "ad/test_iterate_dynamic.py (iterate with a run-time count, a negative one)",
     "cond": "programs/conditionals.dfl",
     "call": "programs/recursion.dfl, errors/infinite_recursion.dfl",
     "checkpoint": "test_registry.py::test_structured_ad_primitives_lower",
