@@ -81,25 +81,29 @@ def _calls(body, fname) -> bool:
     return any(e.prim is call_p and e.params["func"] == fname for e in all_eqns(body))
 
 
-def _ad_funcs(kind: str, fname: str):
-    """The name of f's derived function `kind` (jvp, fwd, bwd, rev), made on first use."""
+def _ad_funcs(kind: str, fname: str, needs: tuple | None = None):
+    """The name of f's derived function `kind` (jvp, rev; fwd and bwd for the arguments that
+    need cotangents, `needs`), made on first use."""
     from ..ad import context
     from ..ir.core import Func
 
     prog = context.program()
-    name = f"{fname}.{kind}"
+    f = prog.funcs[fname]
+    every = tuple(is_float(p) for p in f.body.params)
+    needs = every if needs is None else needs
+    mark = "" if needs == every else "." + "".join("1" if n else "0" for n in needs)
+    name = f"{fname}.{kind}{mark}"
     if name in prog.funcs:
         return name
-    f = prog.funcs[fname]
     if kind == "jvp":
         prog.funcs[name] = Func(name, None, f.span, recursive=True)
-        prog.funcs[name].body = jvp_body(f.body, [is_float(p) for p in f.body.params])
+        prog.funcs[name].body = jvp_body(f.body, list(every))
     elif kind == "rev":
         prog.funcs[name] = Func(name, None, f.span, recursive=True)
         with context.building(context.Mode.TAPE_FREE):
             prog.funcs[name].body = _rev_body(f)
     else:
-        _fwd_bwd(prog, f)
+        _fwd_bwd(prog, f, needs, mark)
     return name
 
 
@@ -118,16 +122,16 @@ def _rev_body(f):
     return closed_body(f.body.in_types + seed_types, rev_fn)
 
 
-def _fwd_bwd(prog, f):
+def _fwd_bwd(prog, f, needs, mark):
     from ..ad import context
     from ..ir.core import Func
 
-    fwd_f = prog.funcs[f"{f.name}.fwd"] = Func(f"{f.name}.fwd", None, f.span, recursive=True)
-    bwd_f = prog.funcs[f"{f.name}.bwd"] = Func(f"{f.name}.bwd", None, f.span, recursive=True)
+    fwd_f = prog.funcs[f"{f.name}.fwd{mark}"] = Func(f"{f.name}.fwd{mark}", None, f.span, recursive=True)
+    bwd_f = prog.funcs[f"{f.name}.bwd{mark}"] = Func(f"{f.name}.bwd{mark}", None, f.span, recursive=True)
     from .tape import tape_pack_p, tape_unpack_p
 
     with context.building(context.Mode.TAPE_INSIDE):
-        fwd, bwd, kinds = vjp_split(f.body, [is_float(p) for p in f.body.params])
+        fwd, bwd, kinds = vjp_split(f.body, list(needs))
     n_out = len(f.body.outs)
     unchanged = unchanged_args(f)
     taped = sorted({k for kind_, k in kinds if kind_ == "param"} - set(unchanged))
@@ -159,27 +163,29 @@ def _call_vjp_fwd(b, eqn, ins, act):
 
     fname = eqn.params["func"]
     if context.mode() is context.Mode.TAPE_FREE:
-        return b.emit(call_p, ins, eqn.span, **eqn.params), (ins, None, fname)
+        return b.emit(call_p, ins, eqn.span, **eqn.params), (ins, None, fname, None)
+    # only the arguments that are active get cotangents (data passed along costs nothing)
+    needs = tuple(a and is_float(x) for a, x in zip(act, ins))
     outs = b.emit(
         call_p,
         ins,
         eqn.span,
-        func=_ad_funcs("fwd", fname),
+        func=_ad_funcs("fwd", fname, needs),
         out_types=tuple(eqn.params["out_types"]) + (TensorType(DType.I64, ()),),
-        derived=("fwd", fname),
+        derived=("fwd", fname, needs),
     )
-    return outs[:-1], (ins, outs[-1], fname)
+    return outs[:-1], (ins, outs[-1], fname, needs)
 
 
 def _call_vjp(b, params, aux, outs, cts):
-    ins, handle, fname = aux
+    ins, handle, fname, needs = aux
     from ..ad import context
 
     f = context.program().funcs[fname]
     seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
-    ct_types = tuple(p.type for p in f.body.params if is_float(p))
     if handle is None:  # tape-free (building a .rev)
-        ct = b.emit(call_p, list(ins) + seeds, func=_ad_funcs("rev", fname), out_types=ct_types)
+        needs = tuple(is_float(x) for x in ins)
+        ct = b.emit(call_p, list(ins) + seeds, func=_ad_funcs("rev", fname), out_types=_ct_types(f, needs))
     else:
         given = [ins[k] for k in unchanged_args(f)]
         # the arguments ride along where this code may be differentiated again (ad/via.py)
@@ -187,13 +193,17 @@ def _call_vjp(b, params, aux, outs, cts):
         ct = b.emit(
             call_p,
             [handle] + seeds + given + origin,
-            func=f"{fname}.bwd",
-            out_types=ct_types,
-            derived=("bwd", fname) if origin else None,
+            func=_ad_funcs("bwd", fname, needs),
+            out_types=_ct_types(f, needs),
+            derived=("bwd", fname, needs),
             origin=len(origin),
         )
     ct = iter(ct)
-    return [next(ct) if is_float(x) else None for x in ins]
+    return [next(ct) if need else None for need in needs]
+
+
+def _ct_types(f, needs):
+    return tuple(p.type for p, need in zip(f.body.params, needs) if need)
 
 
 def _call_jvp_full(b, eqn, ins, ts):
@@ -211,22 +221,30 @@ def _call_jvp_full(b, eqn, ins, ts):
 
 
 def _derived_equivalent(eqn):
-    """A call of f.fwd as a call of f; a call of f.bwd as a call of f.rev."""
+    """A call of f.fwd as a call of f; a call of f.bwd as a call of f.rev (the cotangents it
+    gives)."""
     from ..ad import context
 
-    kind, fname = eqn.params["derived"]
+    kind, fname, needs = eqn.params["derived"]
+    if kind == "bwd" and not eqn.params["origin"]:  # inside a tape's bodies: never differentiated
+        raise TypeError_(unsupported(call_p))
     f = context.program().funcs[fname]
     n_args = len(f.body.params)
     if kind == "fwd":
         picks = list(range(n_args))
-        func, out_types = fname, tuple(f.body.out_types)
-    else:
-        n_in, n_seeds = len(eqn.inputs), sum(1 for t in f.body.out_types if t.dtype.is_float)
-        picks = list(range(n_in - n_args, n_in)) + list(range(1, 1 + n_seeds))
-        func, out_types = _ad_funcs("rev", fname), tuple(eqn.params["out_types"])
-    types = [eqn.inputs[i].type for i in picks]
-    body = closed_body(types, lambda bb, ps: bb.emit(call_p, ps, func=func, out_types=out_types))
-    return body, picks
+        types = [eqn.inputs[i].type for i in picks]
+        return closed_body(
+            types, lambda bb, ps: bb.emit(call_p, ps, func=fname, out_types=tuple(f.body.out_types))
+        ), picks
+    n_in, n_seeds = len(eqn.inputs), sum(1 for t in f.body.out_types if t.dtype.is_float)
+    picks = list(range(n_in - n_args, n_in)) + list(range(1, 1 + n_seeds))
+    every = tuple(is_float(p) for p in f.body.params)
+
+    def rev(bb, ps):
+        cts = iter(bb.emit(call_p, ps, func=_ad_funcs("rev", fname), out_types=_ct_types(f, every)))
+        return [ct for ct, need in zip(cts, [n for n, e in zip(needs, every) if e]) if need]
+
+    return closed_body([eqn.inputs[i].type for i in picks], rev), picks
 
 
 _derived_jvp, _derived_vjp_fwd, _derived_vjp = rules_via(_derived_equivalent)
@@ -239,8 +257,6 @@ def _call_rule(plain, derived):
         params = eqn_or_params if isinstance(eqn_or_params, dict) else eqn_or_params.params
         if params.get("derived") is not None:
             return derived(b, eqn_or_params, *rest)
-        if params["func"].endswith((".fwd", ".bwd")):  # inside a tape's bodies: never differentiated
-            raise TypeError_(unsupported(call_p))
         return plain(b, eqn_or_params, *rest)
 
     return rule
