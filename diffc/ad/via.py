@@ -27,15 +27,16 @@ def rules_via(equivalent):
         return primal, tangents + [None] * (len(primal) - len(tangents))
 
     def vjp_fwd(b, eqn, ins, act):
+        # the equivalent body runs in the backward pass, forward and reverse together: run in
+        # the forward pass, the tapes it makes would leak whenever no cotangent comes back
         body, picks = equivalent(eqn)
-        primal = re_emit(b, eqn, ins)
-        xs, needs = [ins[i] for i in picks], [act[i] for i in picks]
-        fwd, bwd, kinds = vjp_split(body, needs)
-        extra = inline(b, fwd, xs)[len(body.outs) :]
-        return primal, (bwd, kinds, xs, extra, picks, needs, len(ins), len(body.outs))
+        return re_emit(b, eqn, ins), (body, picks, [ins[i] for i in picks], [act[i] for i in picks], len(ins))
 
     def vjp(b, params, aux, outs, cts):
-        bwd, kinds, xs, extra, picks, needs, n_in, n_out = aux
+        body, picks, xs, needs, n_in = aux
+        fwd, bwd, kinds = vjp_split(body, needs)
+        extra = inline(b, fwd, xs)[len(body.outs) :]
+        n_out = len(body.outs)
         seeds = [ct if ct is not None else ops.zeros(b, o.type) for ct, o in zip(cts[:n_out], outs) if is_float(o)]
         got = iter(inline(b, bwd, seeds + residual_values(kinds, xs, extra)))
         result = [None] * n_in
@@ -64,4 +65,8 @@ def rules_via(equivalent):
 # ad/context.py, Mode) when it is built where it may be differentiated again. The equivalent
 # code is ordinary IR, differentiated by the ordinary rules: its own loops and calls are taped
 # again, and those tapes are differentiated the same way, so every order works, at a cost
-# that grows by one power of the trip count (or depth) per order taken in reverse.
+# that grows by one power of the trip count (or depth) per order taken in reverse. The tape op
+# itself still runs, for its values, and frees its tape (while_untape is an effect, so it
+# runs even when its values are unused); in reverse mode the equivalent code runs forward
+# and backward in the backward pass, so that no tape it makes is left unfreed when no
+# cotangent comes back.

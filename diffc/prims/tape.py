@@ -185,7 +185,8 @@ def _while_untape_lower(em, eqn, ins):
     return slots.read()
 
 
-while_untape_p = primitive("while_untape", shape=_while_untape_shape, lower=_while_untape_lower)
+# an effect: it frees the tape, so it runs even when the cotangents it gives are not used
+while_untape_p = primitive("while_untape", shape=_while_untape_shape, lower=_while_untape_lower, effect=True)
 
 # Note [While tape]
 # ~~~~~~~~~~~~~~~~~~~
