@@ -182,6 +182,8 @@ def _call_vjp(b, params, aux, outs, cts):
     from ..ad import context
 
     f = context.program().funcs[fname]
+    if handle is None and all(c is None for c in cts):
+        return [None] * len(ins)  # no tape to free (call_p.tapes), and nothing to give
     seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
     if handle is None:  # tape-free (building a .rev)
         needs = tuple(is_float(x) for x in ins)
@@ -265,6 +267,7 @@ def _call_rule(plain, derived):
 call_p.vjp_fwd = _call_rule(_call_vjp_fwd, _derived_vjp_fwd)
 call_p.vjp = _call_rule(_call_vjp, _derived_vjp)
 call_p.jvp_full = _call_rule(_call_jvp_full, _derived_jvp)
+call_p.tapes = True
 
 # Note [Unchanged arguments]
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~~~

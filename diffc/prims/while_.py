@@ -194,6 +194,7 @@ def _while_jvp_full(b, eqn, ins, ts):
 
 while_p.vjp_fwd, while_p.vjp, while_p.jvp_full = _while_vjp_fwd, _while_vjp, _while_jvp_full
 while_p.threads_cotangents = True
+while_p.tapes = True
 
 
 # --- the derivatives of the tape ops: See Note [Differentiating a tape] in ad/via.py -----------
