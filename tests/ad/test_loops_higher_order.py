@@ -90,6 +90,8 @@ fn dc_dx(c, x) = grad(d1, 0)(c, x)
 fn dc_dx_fwd(c, x) = jvp(fn(x) => grad(poly, 0)(c, x), (x,), (1.0,)).1
 fn by_fold(c, x) = fold(fn(acc, k) => acc * x + c[5 - k], 0.0, arange(6))
 fn dc_dx_fold(c, x) = grad(fn(c) => grad(by_fold, 1)(c, x))(c)
+fn pb(c, x) = vjp(fn(x) => poly(c, x), x).1(1.0).0
+fn pb_pb(c, x) = vjp(fn(x) => pb(c, x), x).1(1.0).0
 """
 
 C = np.array([0.5, -1.0, 2.0, 0.25, -0.75, 1.5])
@@ -103,6 +105,7 @@ def test_horner_differentiated_twice_and_three_times(x):
     assert m.d2(C, x) == pytest.approx(poly.deriv(2)(x), rel=1e-12, abs=1e-12)
     assert m.d2_fwd(C, x) == pytest.approx(poly.deriv(2)(x), rel=1e-12, abs=1e-12)
     assert m.d3(C, x) == pytest.approx(poly.deriv(3)(x), rel=1e-12, abs=1e-12)
+    assert m.pb_pb(C, x) == pytest.approx(poly.deriv(2)(x), rel=1e-12, abs=1e-12)
 
 
 def test_horner_mixed_second_derivative_matches_fold_and_closed_form():
