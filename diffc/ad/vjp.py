@@ -127,8 +127,8 @@ def vjp_split(body: Body, needs: list[bool], accumulate=()):
             cts.add(o, seed)
     for eqn, ins, aux, outs in reversed(records):
         co = [cts.get(o) if is_float(o) else None for o in outs]
-        if all(c is None for c in co):
-            continue
+        if all(c is None for c in co) and not eqn.prim.tapes:
+            continue  # (a tape must still be read back, to be freed, even with zero cotangents)
         bb.span = eqn.span
         if eqn.prim.threads_cotangents:
             current = [cts.get(x) if x.id in active else None for x in ins]

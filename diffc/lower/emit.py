@@ -27,7 +27,7 @@ VOID = ir.VoidType()
 
 # ctx: an i64[CTX_WORDS] array shared by every native function of one call
 CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_ARENA, CTX_WORDS = 0, 1, 2, 3, 4, 5, 6
-ERR_BOUNDS, ERR_DEPTH = 1, 2
+ERR_BOUNDS, ERR_DEPTH, ERR_NEGATIVE = 1, 2, 3  # ERR_NEGATIVE: a count below 0 (iterate's n)
 ARENA_STACK_LIMIT = 1 << 14  # arenas up to this size live on the stack
 RECURSIVE_STACK_LIMIT = 256  # ... in a recursive function, whose frames pile up
 

@@ -39,6 +39,7 @@ class Prim:
     vjp_fwd: Callable | None = None
     jvp_full: Callable | None = None
     threads_cotangents: bool = False  # vjp(..., current) -> (cts, indices of totals): see ad/vjp.py
+    tapes: bool = False  # its vjp_fwd makes a run-time tape that only its vjp frees: vjp always runs
     nondiff: bool = False
     fold: Callable | None = None
     effect: bool = False

@@ -5,10 +5,17 @@ tape_unpack[types](handle) -> values   read the record back and free it
 while_tape   a while loop that also appends each iteration's residuals to a tape that grows
              by doubling; outputs (*state, tape handle, iteration count)
 while_untape runs a body once per taped record, last record first, then frees the tape
+
+The derivatives of while_tape and while_untape are in prims/while_.py (See Note
+[Differentiating a tape] in ad/via.py); tape_pack and tape_unpack have none: a recursive
+function's .fwd and .bwd are differentiated as calls (prims/call.py), never their bodies.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..ir.core import Body
 from ..lower.emit import I8, I64, PTR, VOID, Arr, contiguous_strides
 from ..typesys import DType, TensorType
 from .core import primitive
@@ -79,15 +86,29 @@ def _unpack_lower(em, eqn, ins):
     return vals
 
 
-# No derivative rules: differentiating these would be a second-order derivative through
-# recursion or while, which is refused with a located error (ad/vjp.py), never given wrong.
+# No derivative rules: they appear only in the bodies of a recursive function's .fwd and .bwd,
+# which are never differentiated (a derivative of a call of them is made from the function).
 tape_pack_p = primitive("tape_pack", shape=lambda ts: [HANDLE], lower=_pack_lower, effect=True)
 tape_unpack_p = primitive("tape_unpack", shape=lambda ts, types: list(types), lower=_unpack_lower, effect=True)
 
 # --- the growing tape of a while loop ---------------------------------------------------------
 
 
-def _while_tape_shape(in_types, cond, body, num_state):
+@dataclass(frozen=True, eq=False)
+class WhileOrigin:
+    """The while loop a tape op was made from, kept for the tape op's own derivative: its
+    condition and body, its state count, and which of its inputs get cotangents."""
+
+    cond: Body
+    body: Body
+    num_state: int
+    needs: tuple
+
+    def __str__(self) -> str:
+        return "<its while>"
+
+
+def _while_tape_shape(in_types, cond, body, num_state, origin):
     return list(in_types[:num_state]) + [HANDLE, HANDLE]
 
 
@@ -133,12 +154,13 @@ def _while_tape_lower(em, eqn, ins):
 while_tape_p = primitive("while_tape", shape=_while_tape_shape, lower=_while_tape_lower)
 
 
-def _while_untape_shape(in_types, body, num_res, num_carry):
+def _while_untape_shape(in_types, body, num_res, num_carry, origin):
     return list(in_types[2 : 2 + num_carry])
 
 
 def _while_untape_lower(em, eqn, ins):
-    """for k = count-1 down to 0: carry = body(record k, carry, consts); then free the tape."""
+    """for k = count-1 down to 0: carry = body(record k, carry, consts); then free the tape.
+    The loop's inputs after the consts (its origin) are there for derivatives only."""
     p = eqn.params
     body, nr, nc = p["body"], p["num_res"], p["num_carry"]
     res_types = body.in_types[:nr]
@@ -146,7 +168,8 @@ def _while_untape_lower(em, eqn, ins):
     b = em.b
     tape = b.inttoptr(ins[0], PTR)
     count = ins[1]
-    carry, consts = ins[2 : 2 + nc], ins[2 + nc :]
+    n_consts = len(body.params) - nr - nc
+    carry, consts = ins[2 : 2 + nc], ins[2 + nc : 2 + nc + n_consts]
     body2, plan = accumulators(body, nr, nc)
     slots = Slots(em, [o.type for o in eqn.outs], carry, inplace_carries(body, nr, nc, plan))
 
@@ -162,7 +185,8 @@ def _while_untape_lower(em, eqn, ins):
     return slots.read()
 
 
-while_untape_p = primitive("while_untape", shape=_while_untape_shape, lower=_while_untape_lower)
+# an effect: it frees the tape, so it runs even when the cotangents it gives are not used
+while_untape_p = primitive("while_untape", shape=_while_untape_shape, lower=_while_untape_lower, effect=True)
 
 # Note [While tape]
 # ~~~~~~~~~~~~~~~~~~~

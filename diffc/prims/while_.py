@@ -3,16 +3,20 @@ residuals on a growing tape (prims/tape.py) in its one forward run."""
 
 from __future__ import annotations
 
+from ..ad.context import Mode, building, mode
 from ..ad.jvp import jvp_body
-from ..ad.vjp import is_float, residual_values, vjp_split
+from ..ad.via import rules_via
+from ..ad.vjp import is_float, residual_values, unsupported, vjp_split
 from ..errors import ShapeError, TypeError_
 from ..ir.build import Builder
 from ..ir.core import Body
-from ..ir.walk import inline
+from ..ir.walk import clone_body, inline
+from ..lower.emit import ERR_NEGATIVE, Site
 from ..typesys import DType, TensorType
 from . import ops
 from .core import primitive
-from .loops import Slots, closed_body, seed_or_zeros, tape_note
+from .loops import Slots, closed_body, index_type, seed_or_zeros, tape_note
+from .tape import WhileOrigin, while_tape_p, while_untape_p
 
 # --- while --------------------------------------------------------------------------------------
 
@@ -49,66 +53,98 @@ def _while_lower(em, eqn, ins):
 while_p = primitive("while", shape=_while_shape, lower=_while_lower)
 
 
+# count: a trip count known only at run time (iterate's n), passed through; a located error
+# when it is negative.
+
+
+def _count_shape(in_types, what):
+    if in_types != [TensorType(DType.I64, ())]:
+        raise TypeError_(f"{what} must be an integer, got {in_types[0]}")
+    return list(in_types)
+
+
+def _count_lower(em, eqn, ins):
+    (n,) = ins
+    em.fail_if(em.b.icmp_signed("<", n, em.i64(0)), Site(eqn.span, ERR_NEGATIVE, eqn.params["what"]), n)
+    return [n]
+
+
+count_p = primitive("count", shape=_count_shape, lower=_count_lower, nondiff=True, effect=True)
+
+
 # while: the forward appends each iteration's residuals to a growing tape (prims/tape.py);
 # the backward replays the tape last record first.
 
 
-def _while_vjp_fwd(b, eqn, ins, act):
-    from .tape import while_tape_p
+class _Plan:
+    """Which inputs of a while get cotangents, from the active ones (act): every float state
+    if any input is active (the state mixes them), the active float constants; the backward
+    loop carries the state's cotangent and accumulates the constants' (`acc_idx`)."""
 
+    def __init__(self, types, act, ns: int):
+        self.types = list(types)
+        self.needs = tuple([any(act) and t.dtype.is_float for t in types[:ns]] + list(act[ns:]))
+        self.float_state = [k for k in range(ns) if types[k].dtype.is_float]
+        self.want = [k for k, t in enumerate(types) if self.needs[k] and t.dtype.is_float]
+        self.acc_idx = [k for k in self.want if k >= ns]
+
+    def carry_types(self):
+        return [self.types[k] for k in self.float_state + self.acc_idx]
+
+
+def _reverse_step(sb, plan, bwd, kinds, param_vals, extra, carry):
+    """One iteration of the backward loop: the state's cotangent before an iteration and the
+    constants' accumulated so far, from the state's after it and the iteration's residuals."""
+    ct = dict(zip(plan.want, inline(sb, bwd, carry + residual_values(kinds, param_vals, extra))))
+    new_ct = [ct[k] if k in ct else ops.zeros(sb, plan.types[k]) for k in plan.float_state]
+    return new_ct + [ct[k] for k in plan.acc_idx]
+
+
+def _while_vjp_fwd(b, eqn, ins, act):
     p = eqn.params
     body, ns = p["body"], p["num_state"]
-    any_act = any(act)
-    needs = [any_act and is_float(x) for x in ins[:ns]] + list(act[ns:])
-    acc = [k for k in range(ns, len(ins)) if act[k] and is_float(ins[k])]
-    fwd, bwd, kinds = vjp_split(body, needs, accumulate=acc)
+    plan = _Plan([x.type for x in ins], act, ns)
+    with building(Mode.TAPE_INSIDE):
+        fwd, bwd, kinds = vjp_split(body, list(plan.needs), accumulate=plan.acc_idx)
     state_res = sorted({k for kind, k in kinds if kind == "param" and k < ns})
     n_extra = len(fwd.outs) - ns
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in state_res])
-    outs = b.emit(while_tape_p, ins, eqn.span, cond=_clone(p["cond"]), body=fwd, num_state=ns)
+    origin = WhileOrigin(clone_body(p["cond"]), clone_body(body), ns, plan.needs)
+    outs = b.emit(while_tape_p, ins, eqn.span, cond=clone_body(p["cond"]), body=fwd, num_state=ns, origin=origin)
     b.eqns[-1].note = tape_note(fwd.out_types[ns:], None)
     state, tape, count = outs[:ns], outs[ns], outs[ns + 1]
-    res_types = fwd.out_types[ns:]
-    return state, (ins, needs, bwd, kinds, state_res, n_extra, res_types, tape, count)
-
-
-def _clone(body):
-    from ..ir.walk import clone_body
-
-    return clone_body(body)
+    return state, (ins, plan, bwd, kinds, state_res, n_extra, fwd.out_types[ns:], tape, count, origin)
 
 
 def _while_vjp(b, params, aux, outs, cts, current):
-    from .tape import while_untape_p
-
-    ins, needs, bwd, kinds, state_res, n_extra, res_types, tape, count = aux
+    ins, plan, bwd, kinds, state_res, n_extra, res_types, tape, count, origin = aux
     ns = params["num_state"]
     consts = ins[ns:]
-    float_state = [k for k in range(ns) if is_float(ins[k])]
-    ct0 = [seed_or_zeros(b, cts[k], outs[k].type) for k in float_state]
-    want = [k for k in range(len(ins)) if needs[k] and is_float(ins[k])]
-    acc_idx = [k for k in want if k >= ns]
-
+    ct0 = [seed_or_zeros(b, cts[k], outs[k].type) for k in plan.float_state]
     sb = Builder(b)
     res = [sb.param(t) for t in res_types]
-    ct_s = [sb.param(ins[k].type) for k in float_state]
-    accs = [sb.param(ins[k].type) for k in acc_idx]
+    carry = [sb.param(t) for t in plan.carry_types()]
     extra, state_vals = res[:n_extra], dict(zip(state_res, res[n_extra:]))
     param_vals = [state_vals.get(k) for k in range(ns)] + list(consts)
-    ct = dict(zip(want, inline(sb, bwd, ct_s + accs + residual_values(kinds, param_vals, extra))))
-    new_ct = [ct[k] if k in ct else ops.zeros(sb, ins[k].type) for k in float_state]
-    body, captured = sb.finish(new_ct + [ct[k] for k in acc_idx])
-    carry0 = ct0 + [seed_or_zeros(b, current[k], ins[k].type) for k in acc_idx]
+    body, captured = sb.finish(_reverse_step(sb, plan, bwd, kinds, param_vals, extra, carry))
+    carry0 = ct0 + [seed_or_zeros(b, current[k], ins[k].type) for k in plan.acc_idx]
+    # the loop's inputs ride along where this code may be differentiated again (ad/via.py)
+    keep = mode() is not Mode.TAPE_INSIDE
     out = b.emit(
-        while_untape_p, [tape, count] + carry0 + captured, body=body, num_res=len(res_types), num_carry=len(carry0)
+        while_untape_p,
+        [tape, count] + carry0 + captured + (list(ins) if keep else []),
+        body=body,
+        num_res=len(res_types),
+        num_carry=len(carry0),
+        origin=origin if keep else None,
     )
     result = [None] * len(ins)
-    for k, v in zip(float_state, out):
-        if k in want:
+    for k, v in zip(plan.float_state, out):
+        if k in plan.want:
             result[k] = v
-    for k, v in zip(acc_idx, out[len(float_state) :]):
+    for k, v in zip(plan.acc_idx, out[len(plan.float_state) :]):
         result[k] = v
-    return result, set(acc_idx)
+    return result, set(plan.acc_idx)
 
 
 def _while_jvp_full(b, eqn, ins, ts):
@@ -158,3 +194,78 @@ def _while_jvp_full(b, eqn, ins, ts):
 
 while_p.vjp_fwd, while_p.vjp, while_p.jvp_full = _while_vjp_fwd, _while_vjp, _while_jvp_full
 while_p.threads_cotangents = True
+while_p.tapes = True
+
+
+# --- the derivatives of the tape ops: See Note [Differentiating a tape] in ad/via.py -----------
+
+
+def _origin(eqn):
+    o = eqn.params["origin"]
+    if o is None:  # made inside a tape's own bodies, which are never differentiated
+        raise TypeError_(unsupported(eqn.prim))
+    return o
+
+
+def _run(b, o: WhileOrigin, init, consts, n):
+    """The state after n iterations of the original loop's body from init."""
+    ns = len(init)
+    types = [index_type()] + [x.type for x in init] + [x.type for x in consts] + [n.type]
+
+    def step(bb, ps):
+        j, s, cs = ps[0], ps[1 : 1 + ns], ps[1 + ns : -1]
+        return [ops.add(bb, j, ops.const(bb, 1, DType.I64))] + inline(bb, o.body, s + cs)
+
+    outs = b.emit(
+        while_p,
+        [ops.const(b, 0, DType.I64)] + list(init) + list(consts) + [n],
+        cond=closed_body(types, lambda bb, ps: [ops.emit(bb, "lt", ps[0], ps[-1])]),
+        body=closed_body(types, step),
+        num_state=1 + ns,
+    )
+    return outs[1:]
+
+
+def _tape_as_while(eqn):
+    """while_tape as the while it was made from."""
+    o = _origin(eqn)
+
+    def fn(b, ps):
+        return b.emit(while_p, ps, cond=clone_body(o.cond), body=clone_body(o.body), num_state=o.num_state)
+
+    return closed_body([x.type for x in eqn.inputs], fn), list(range(len(eqn.inputs)))
+
+
+def _untape_recomputing(eqn):
+    """while_untape as a backward loop that recomputes each iteration's state from the initial
+    one instead of reading the tape: (count, *carry, *the while's inputs) -> carry."""
+    o = _origin(eqn)
+    nc, ns, n_in = eqn.params["num_carry"], o.num_state, len(eqn.inputs)
+    first_origin = n_in - len(o.needs)
+    origin_types = [x.type for x in eqn.inputs[first_origin:]]
+    plan = _Plan(origin_types, o.needs, ns)
+    fwd, bwd, kinds = vjp_split(o.body, list(plan.needs), accumulate=plan.acc_idx)
+    types = [index_type()] + plan.carry_types() + origin_types
+
+    def back_step(b, ps):  # (k, carry after iteration k, *inputs) -> (k - 1, carry before it)
+        k = ops.sub(b, ps[0], ops.const(b, 1, DType.I64))
+        carry, init, consts = ps[1 : 1 + nc], ps[1 + nc : 1 + nc + ns], ps[1 + nc + ns :]
+        s = _run(b, o, init, consts, k)
+        extra = inline(b, fwd, s + consts)[ns:]
+        return [k] + _reverse_step(b, plan, bwd, kinds, s + consts, extra, carry)
+
+    def fn(b, ps):
+        outs = b.emit(
+            while_p,
+            ps,
+            cond=closed_body(types, lambda bb, qs: [ops.emit(bb, "gt", qs[0], ops.const(bb, 0, DType.I64))]),
+            body=closed_body(types, back_step),
+            num_state=1 + nc,
+        )
+        return outs[1:]
+
+    return closed_body(types, fn), [1] + list(range(2, 2 + nc)) + list(range(first_origin, n_in))
+
+
+while_tape_p.jvp_full, while_tape_p.vjp_fwd, while_tape_p.vjp = rules_via(_tape_as_while)
+while_untape_p.jvp_full, while_untape_p.vjp_fwd, while_untape_p.vjp = rules_via(_untape_recomputing)

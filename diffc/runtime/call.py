@@ -14,7 +14,18 @@ import numpy as np
 
 from ..errors import BoundsError, RecursionDepthError
 from ..lower import pyentry
-from ..lower.emit import CTX_A, CTX_ARENA, CTX_B, CTX_DEPTH, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
+from ..lower.emit import (
+    CTX_A,
+    CTX_ARENA,
+    CTX_B,
+    CTX_DEPTH,
+    CTX_ERR,
+    CTX_SITE,
+    CTX_WORDS,
+    ERR_BOUNDS,
+    ERR_DEPTH,
+    ERR_NEGATIVE,
+)
 from ..lower.llvm import ENTRY_SYMBOL
 from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL
 from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
@@ -190,6 +201,8 @@ class NativeFunction:
         a, b = int(ctx[CTX_A]), int(ctx[CTX_B])
         if ctx[CTX_ERR] == ERR_BOUNDS:
             return BoundsError(f"{site.what} {a} is out of bounds for an axis of length {b}", site.span)
+        if ctx[CTX_ERR] == ERR_NEGATIVE:
+            return BoundsError(f"{site.what} is {a}: it must be 0 or more", site.span)
         if ctx[CTX_ERR] == ERR_DEPTH:
             return RecursionDepthError(
                 f"recursion too deep: more than {b} nested calls of `{site.what.split('.')[0]}`"

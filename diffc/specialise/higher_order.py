@@ -7,12 +7,12 @@ from __future__ import annotations
 from ..errors import ShapeError, TypeError_
 from ..ir.core import Var
 from ..optimise.licm import hoist
-from ..prims import scan, while_
+from ..prims import ops, scan, while_
 from ..prims import shape as sh
 from ..pytree import flatten, unflatten
 from ..typesys import DType, TensorType, promote
 from .args import allowed_kwargs, arity, func_arg, tensor_arg
-from .values import describe
+from .values import Partial, describe
 
 I64, BOOL = DType.I64, DType.BOOL
 
@@ -233,20 +233,42 @@ def _unfold(tr, args, kwargs):
 def _iterate(tr, args, kwargs):
     arity("iterate", args, 3)
     allowed_kwargs("iterate", kwargs, ("checkpoint",))
-    f, init = func_arg(args[0], "iterate"), args[1]
-    n = tr.static_int(args[2], tr.span, "the count of `iterate`")
+    f, init, n = func_arg(args[0], "iterate"), args[1], args[2]
     span = tr.span
+    if not (isinstance(n, Var) and n.type.rank == 0 and n.type.dtype in (I64, BOOL)):
+        raise TypeError_(f"the count of `iterate` must be an integer, got {describe(n)}", span)
+    if n.known is None:
+        if "checkpoint" in kwargs:
+            raise TypeError_("`checkpoint` of `iterate` needs a count known at compile time", span)
+        return _iterate_dynamic(tr, f, init, n)
     return scan_loop(
         tr,
         "iterate",
         lambda c, rows: (tr.call(f, [c], {}, span), None),
         init,
         [],
-        n,
+        tr.static_int(n, span, "the count of `iterate`"),
         False,
         ys_wanted=False,
         checkpoint=_checkpoint_arg(tr, kwargs, "iterate"),
     )[0]
+
+
+def _iterate_dynamic(tr, f, init, n):
+    """iterate with a count known only at run time: a while over (i, state) until i == n, so
+    that it is differentiated as a while is (a located error at run time if n < 0)."""
+    n = tr.emit(while_.count_p, [tr.convert(n, I64)], what="the count of `iterate`")
+    span = tr.span
+
+    def cond(tr, args, kw):
+        return ops.emit(tr.b, "lt", args[0][0], n)
+
+    def step(tr, args, kw):
+        i, x = args[0]
+        return ops.add(tr.b, i, ops.const(tr.b, 1, I64)), tr.call(f, [x], {}, span)
+
+    loop = [Partial("iterate", cond), Partial("iterate", step), (ops.const(tr.b, 0, I64), init)]
+    return _while(tr, loop, {})[1]
 
 
 def _while(tr, args, kwargs):

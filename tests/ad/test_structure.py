@@ -424,50 +424,20 @@ def test_second_derivative_through_recursion_and_while_with_forward_mode_inside(
     assert m.w_fwd_over_fwd(1.5) == pytest.approx(W_D2)
 
 
-@pytest.mark.parametrize(
-    "call, line, want",
-    [
-        (lambda m: m.d2(*PW), 4, 12.0),  # at the call that differentiates the derivative
-        (lambda m: diffc.jvp(m.d1)(*PW, 1.0, 0)[1], 3, 12.0),
-        (lambda m: m.wd2(1.5), 8, W_D2),  # at the loop
-        (lambda m: diffc.jvp(m.wd1)(1.5, 1.0)[1], 8, W_D2),
-    ],
-    ids=["recursion-rev-rev", "recursion-fwd-rev", "while-rev-rev", "while-fwd-rev"],
-)
-def test_second_derivative_of_a_taped_loop_is_right_or_refused_at_its_line(call, line, want):
-    """Reverse mode tapes recursion and while at run time; differentiating that tape again is
-    not supported yet. It must be refused with a located error, never answered wrongly."""
-    m = mod(SECOND_ORDER)
-    try:
-        got = call(m)
-    except diffc.DiffcError as e:
-        assert not isinstance(e, diffc.InternalError)
-        assert "second-order derivative" in e.message and "not supported" in e.message
-        assert e.span is not None and e.span.line == line, e.render()
-    else:
-        assert got == pytest.approx(want)
-
-
-@pytest.mark.xfail(
-    reason="second derivatives by reverse mode through recursion are not supported yet (a located "
-    "error); dfl-sketch.md says grad(grad(f)) composes with recursion",
-    strict=True,
-)
 def test_second_derivative_through_recursion():
-    m = mod(SECOND_ORDER)
+    """The reverse of a recursion is differentiated as a tape-free reverse (ad/via.py)."""
+    m = mod(SECOND_ORDER + "fn d3(x, n) = grad(d2)(x, n)")
     assert m.d2(*PW) == 12.0
     assert diffc.jvp(m.d1)(*PW, 1.0, 0)[1] == 12.0
+    assert m.d3(*PW) == 6.0
 
 
-@pytest.mark.xfail(
-    reason="second derivatives by reverse mode through `while` are not supported yet (a located "
-    "error); dfl-sketch.md says grad(grad(f)) composes with while",
-    strict=True,
-)
 def test_second_derivative_through_while():
-    m = mod(SECOND_ORDER)
+    """The tape ops of a while are differentiated as loops that recompute (ad/via.py)."""
+    m = mod(SECOND_ORDER + "fn wd3(x) = grad(wd2)(x)")
     assert m.wd2(1.5) == pytest.approx(W_D2)
     assert diffc.jvp(m.wd1)(1.5, 1.0)[1] == pytest.approx(W_D2)
+    assert m.wd3(1.5) == pytest.approx(120 * 1.5**3)
 
 
 def test_first_derivative_through_while():
