@@ -69,7 +69,7 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
 
 
 def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, entry: bool = False):
-    em = Emitter(ms, fn, recursive=f.recursive, external_arena=entry and not f.recursive)
+    em = Emitter(ms, fn, f.span, recursive=f.recursive, external_arena=entry and not f.recursive)
     b = em.b
     n_out = len(f.body.outs)
     if f.recursive:

@@ -7,14 +7,14 @@ built-in costs (0.1-0.5 us), against 2-5 us through ctypes (see runtime/call.py)
 
 It takes only what it was compiled for (a float, int or bool; an exact ndarray, C-contiguous
 and aligned, of the dtype and shape); anything else, and a call whose native code reports a
-failure (a bounds or recursion-depth error in ctx), it hands to `self`, the general path of
-the Python API, which compiles other signatures, copies other arrays and raises located
-errors. Result arrays are made by calling np.empty (through partial objects that the runtime
-puts in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts used are
-where a PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two objects
-and NumPy's built-in dtypes are unique, and where an ndarray keeps its data pointer, shape and
-flags (`ARRAY`, checked on live arrays when this module is imported: without it, functions of
-arrays keep the general path)."""
+failure (a bounds or recursion-depth error in ctx) or cannot allocate its results, it hands
+to `self`, the general path of the Python API, which compiles other signatures, copies other
+arrays and raises located errors. Result arrays are made by calling np.empty (through partial
+objects that the runtime puts in `diffc_pyallocs`). The C API is only called, never inlined;
+the layout facts used are where a PyObject's type pointer is (the last word of PyObject_HEAD),
+that bool's two objects and NumPy's built-in dtypes are unique, and where an ndarray keeps its
+data pointer, shape and flags (`ARRAY`, checked on live arrays when this module is imported:
+without it, functions of arrays keep the general path)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ C_API_FUNCTIONS = (
     "PyObject_CallNoArgs",
     "PyObject_Vectorcall",
     "Py_DecRef",
+    "PyErr_Clear",
 )
 C_API_DATA = (*_SCALAR_TYPES.values(), "_Py_TrueStruct")
 
@@ -165,9 +166,10 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         arr = api.call("PyObject_CallNoArgs", PTR, [alloc])
         failed = fn.append_basic_block("alloc_failed")
         check(b.icmp_unsigned("!=", arr, ir.Constant(PTR, None)), failed)
-        with b.goto_block(failed):  # the exception (MemoryError) is set: pass it on
+        with b.goto_block(failed):  # no memory: the general path raises the located error
             release(b, api, made)
-            b.ret(ir.Constant(PTR, None))
+            api.call("PyErr_Clear", ir.VoidType(), [])
+            b.branch(fallback)
         made.append(arr)
         slots.append(field(arr, ARRAY["data"], PTR))
 

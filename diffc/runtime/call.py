@@ -11,9 +11,20 @@ import sys
 import llvmlite.binding as llvm
 import numpy as np
 
-from ..errors import BoundsError, RecursionDepthError
+from ..errors import BoundsError, DiffcMemoryError, RecursionDepthError, bytes_text
 from ..lower import pyentry
-from ..lower.emit import CTX_A, CTX_ARENA, CTX_B, CTX_DEPTH, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
+from ..lower.emit import (
+    CTX_A,
+    CTX_ARENA,
+    CTX_B,
+    CTX_DEPTH,
+    CTX_ERR,
+    CTX_SITE,
+    CTX_WORDS,
+    ERR_BOUNDS,
+    ERR_DEPTH,
+    ERR_MEMORY,
+)
 from ..lower.llvm import ENTRY_SYMBOL
 from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL
 from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
@@ -47,6 +58,10 @@ def register_symbols():
         llvm.add_symbol(name, address)
 
 
+def out_of_memory(nbytes: int, what: str, span) -> DiffcMemoryError:
+    return DiffcMemoryError(f"out of memory: cannot allocate {bytes_text(nbytes)} for {what}", span)
+
+
 class _MethodDef(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("meth", ctypes.c_void_p), ("flags", ctypes.c_int), ("doc", ctypes.c_char_p)]
 
@@ -69,8 +84,11 @@ class NativeFunction:
     call_scalars with Python numbers for its scalar parameters (the fast path of small calls).
     Scalar results come back as Python numbers, array results as new NumPy arrays."""
 
-    def __init__(self, compiled, sites, in_types, out_types, arena_bytes: int = 0, prints=()):
+    def __init__(
+        self, compiled, sites, in_types, out_types, arena_bytes: int = 0, prints=(), name: str = "?", span=None
+    ):
         self.compiled = compiled  # keeps the machine code alive
+        self.name, self.span = name, span  # the entry function's: where the runtime's allocations fail
         if prints:  # number this program's print sites after those already loaded
             base = compiled.global_address(PRINT_BASE)
             ctypes.c_int64.from_address(base).value = len(PRINT_SITES)
@@ -83,7 +101,7 @@ class NativeFunction:
         self._in_ptrs = (ctypes.c_void_p * max(len(in_types), 1))()
         # the entry function's arena, reused by every call (See Note [Arenas] in lower/emit.py);
         # calls of one compiled function from several threads at once are not supported
-        self._arena = np.empty(arena_bytes + 64, dtype=np.uint8)
+        self._arena = self._empty(arena_bytes + 64, np.uint8, "the arrays")
         self._ctx = (ctypes.c_int64 * CTX_WORDS)()
         self._ctx[CTX_ARENA] = (_address(self._arena) + 63) // 64 * 64
         self._ctx_ptr = ctypes.addressof(self._ctx)
@@ -146,7 +164,7 @@ class NativeFunction:
         ctx[CTX_ERR] = ctx[CTX_DEPTH] = 0
         outs = [None] * len(self.out_types)
         for k, shape, dtype in self._array_outs:
-            o = outs[k] = np.empty(shape, dtype=dtype)
+            o = outs[k] = self._empty(shape, dtype, "the result")
             self._out_ptrs[k] = _address(o)
         self.cfunc(self._ctx_ptr, self._in_ptrs, self._out_ptrs)
         if PRINT_SITES:
@@ -157,9 +175,19 @@ class NativeFunction:
             outs[k] = slot.value
         return outs
 
+    def _empty(self, shape, dtype, what: str) -> np.ndarray:
+        """np.empty, or a DiffcMemoryError that names the size and the function."""
+        try:
+            return np.empty(shape, dtype=dtype)
+        except MemoryError:
+            nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+            raise out_of_memory(nbytes, f"{what} of `{self.name}`", self.span) from None
+
     def _error(self, ctx):
         site = self.sites[int(ctx[CTX_SITE])]
         a, b = int(ctx[CTX_A]), int(ctx[CTX_B])
+        if ctx[CTX_ERR] == ERR_MEMORY:
+            return out_of_memory(a, site.what, site.span)
         if ctx[CTX_ERR] == ERR_BOUNDS:
             return BoundsError(f"{site.what} {a} is out of bounds for an axis of length {b}", site.span)
         if ctx[CTX_ERR] == ERR_DEPTH:
