@@ -26,9 +26,10 @@ F32, F64 = ir.FloatType(), ir.DoubleType()
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 
-# ctx: an i64[CTX_WORDS] array shared by every native function of one call
-CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_ARENA, CTX_WORDS = 0, 1, 2, 3, 4, 5, 6
-ERR_BOUNDS, ERR_DEPTH, ERR_MEMORY = 1, 2, 3
+# ctx: an i64[CTX_WORDS] array shared by every native function of one call; CTX_STACK is the
+# lowest frame address recursive code may reach (0: no limit; see runtime/stack.py)
+CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_ARENA, CTX_STACK, CTX_WORDS = 0, 1, 2, 3, 4, 5, 6, 7
+ERR_BOUNDS, ERR_DEPTH, ERR_MEMORY, ERR_STACK = 1, 2, 3, 4
 ARENA_STACK_LIMIT = 1 << 14  # arenas up to this size live on the stack
 RECURSIVE_STACK_LIMIT = 256  # ... in a recursive function, whose frames pile up
 

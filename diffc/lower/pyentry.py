@@ -26,11 +26,12 @@ from llvmlite import ir
 from ..ir.core import Func
 from ..pytree import TreeDef
 from ..typesys import DType
-from .emit import CTX_DEPTH, CTX_ERR, PTR, mem_type
+from .emit import CTX_DEPTH, CTX_ERR, CTX_STACK, PTR, mem_type
 
 PYCALL_SYMBOL = "diffc_pycall"
 PYCTX_SYMBOL = "diffc_pyctx"  # the ctx the runtime gives this function's calls
 PYALLOCS_SYMBOL = "diffc_pyallocs"  # one callable per array result, returning a new array for it
+PYSTACK_SYMBOL = "diffc_pystack"  # the stack record of the last thread the runtime saw (runtime/stack.py)
 _WORD = ctypes.sizeof(ctypes.c_void_p)
 OB_TYPE = object.__basicsize__ - _WORD
 
@@ -108,6 +109,8 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     """Emit diffc_pycall for entry Func f, lowered as `target`."""
     ctx_global = ir.GlobalVariable(module, PTR, PYCTX_SYMBOL)
     ctx_global.initializer = ir.Constant(PTR, None)
+    stack_global = ir.GlobalVariable(module, PTR, PYSTACK_SYMBOL)
+    stack_global.initializer = ir.Constant(PTR, None)
     outs = f.body.outs
     allocs = ir.GlobalVariable(module, ir.ArrayType(PTR, max(len(outs), 1)), PYALLOCS_SYMBOL)
     allocs.initializer = ir.Constant(allocs.value_type, None)
@@ -117,6 +120,7 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     api = _Api(module, b)
     fallback = fn.append_basic_block("fallback")
     overflow = b.alloca(I32)
+    here = b.alloca(I8)  # its address is this frame's
 
     def check(cond, otherwise=fallback):
         ok = fn.append_basic_block("ok")
@@ -156,6 +160,16 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         else:
             values.append(equal(obj, api.data("_Py_TrueStruct")))
 
+    # the stack limit of recursive code, from the record of the thread whose stack this frame
+    # is in; another thread's calls go to the general path, which finds their record
+    ctx = b.load(ctx_global, typ=PTR)
+    record = b.load(stack_global, typ=PTR)
+    check(b.icmp_unsigned("!=", record, ir.Constant(PTR, None)))
+    frame = b.ptrtoint(here, I64)
+    low, high, limit = (field(record, 8 * k, I64) for k in range(3))
+    check(b.and_(b.icmp_unsigned(">=", frame, low), b.icmp_unsigned("<", frame, high)))
+    b.store(limit, b.gep(ctx, [ir.Constant(I64, CTX_STACK)], source_etype=I64))
+
     # results: a slot for each number, a new array for each array
     made, slots = [], []
     for k, o in enumerate(outs):
@@ -173,7 +187,6 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         made.append(arr)
         slots.append(field(arr, ARRAY["data"], PTR))
 
-    ctx = b.load(ctx_global, typ=PTR)
     for word in (CTX_ERR, CTX_DEPTH):
         b.store(ir.Constant(I64, 0), b.gep(ctx, [ir.Constant(I64, word)], source_etype=I64))
     b.call(target, [ctx, *slots, *values])

@@ -20,15 +20,18 @@ from ..lower.emit import (
     CTX_DEPTH,
     CTX_ERR,
     CTX_SITE,
+    CTX_STACK,
     CTX_WORDS,
     ERR_BOUNDS,
     ERR_DEPTH,
     ERR_MEMORY,
+    ERR_STACK,
 )
 from ..lower.llvm import ENTRY_SYMBOL
-from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL
+from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
 from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
 from ..pytree import unflatten
+from . import stack
 from .values import value_text
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -114,7 +117,7 @@ class NativeFunction:
         for k, slot in enumerate(self._scalar_ins):
             if slot is not None:
                 self._in_ptrs[k] = ctypes.addressof(slot)
-        self._direct = self._methoddef = None
+        self._direct = self._methoddef = self._pystack = None
         self._no_direct = False
 
     def direct(self, fallback):
@@ -128,6 +131,8 @@ class NativeFunction:
             self._no_direct = True
             return None
         ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._ctx_ptr
+        self._pystack = ctypes.c_void_p.from_address(self.compiled.global_address(PYSTACK_SYMBOL))
+        self._pystack.value = ctypes.addressof(stack.record())
         self._allocators = pyentry.allocators(self.out_types)  # (must outlive the built-in)
         table = self.compiled.global_address(PYALLOCS_SYMBOL)
         for k, alloc in enumerate(self._allocators):
@@ -162,6 +167,10 @@ class NativeFunction:
     def _run(self) -> list:
         ctx = self._ctx
         ctx[CTX_ERR] = ctx[CTX_DEPTH] = 0
+        here = stack.record()
+        ctx[CTX_STACK] = here[2]
+        if self._pystack is not None:  # the direct entry's next calls from this thread
+            self._pystack.value = ctypes.addressof(here)
         outs = [None] * len(self.out_types)
         for k, shape, dtype in self._array_outs:
             o = outs[k] = self._empty(shape, dtype, "the result")
@@ -190,6 +199,12 @@ class NativeFunction:
             return out_of_memory(a, site.what, site.span)
         if ctx[CTX_ERR] == ERR_BOUNDS:
             return BoundsError(f"{site.what} {a} is out of bounds for an axis of length {b}", site.span)
+        if ctx[CTX_ERR] == ERR_STACK:
+            return RecursionDepthError(
+                f"recursion too deep: {a} nested calls of `{site.what.split('.')[0]}` fill the native stack"
+                " (is a base case missing?)",
+                site.span,
+            )
         if ctx[CTX_ERR] == ERR_DEPTH:
             return RecursionDepthError(
                 f"recursion too deep: more than {b} nested calls of `{site.what.split('.')[0]}`"
