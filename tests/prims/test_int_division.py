@@ -57,6 +57,14 @@ def test_folded_agrees_with_run_time(a, b):
     assert folded == PROGRAMS.both(a, b) == tuple(int(x) for x in want(np.int64(a), np.int64(b)))
 
 
+def test_folded_arrays_agree_with_numpy():
+    a, b = [MIN, 7, -7, 5, MIN], [-1, 0, 2, -1, 0]
+    lits = [", ".join(f"({v + 1} - 1)" if v == MIN else str(v) for v in xs) for xs in (a, b)]
+    folded = PROGRAMS.evaluate(f"([{lits[0]}] // [{lits[1]}], [{lits[0]}] % [{lits[1]}])")
+    for got, w in zip(folded, want(np.array(a), np.array(b))):
+        np.testing.assert_array_equal(got, w)
+
+
 def test_unary_edges_wrap():
     edges = np.array(EDGES, dtype=np.int64)
     got = PROGRAMS.unary(edges)
