@@ -79,7 +79,8 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
         _lower_func(ms, f, ms.funcs[name], entry=name == prog.entry)
     _lower_entry(ms, prog.main, ms.funcs[prog.entry])
     if pyentry.eligible(prog.main, out_tree, bool(ms.prints)):
-        pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree)
+        recursive = any(f.recursive for f in prog.funcs.values())
+        pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive)
     return ms
 
 

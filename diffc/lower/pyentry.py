@@ -105,8 +105,9 @@ def eligible(f: Func, out_tree: TreeDef | None, has_prints: bool) -> bool:
     )
 
 
-def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: TreeDef):
-    """Emit diffc_pycall for entry Func f, lowered as `target`."""
+def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: TreeDef, recursive: bool):
+    """Emit diffc_pycall for entry Func f, lowered as `target`; `recursive` when the program
+    has recursive functions, which need the stack limit of the calling thread."""
     ctx_global = ir.GlobalVariable(module, PTR, PYCTX_SYMBOL)
     ctx_global.initializer = ir.Constant(PTR, None)
     stack_global = ir.GlobalVariable(module, PTR, PYSTACK_SYMBOL)
@@ -160,15 +161,16 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         else:
             values.append(equal(obj, api.data("_Py_TrueStruct")))
 
-    # the stack limit of recursive code, from the record of the thread whose stack this frame
-    # is in; another thread's calls go to the general path, which finds their record
     ctx = b.load(ctx_global, typ=PTR)
-    record = b.load(stack_global, typ=PTR)
-    check(b.icmp_unsigned("!=", record, ir.Constant(PTR, None)))
-    frame = b.ptrtoint(here, I64)
-    low, high, limit = (field(record, 8 * k, I64) for k in range(3))
-    check(b.and_(b.icmp_unsigned(">=", frame, low), b.icmp_unsigned("<", frame, high)))
-    b.store(limit, b.gep(ctx, [ir.Constant(I64, CTX_STACK)], source_etype=I64))
+    if recursive:
+        # the stack limit, from the record of the thread whose stack this frame is in; another
+        # thread's calls go to the general path, which finds their record
+        record = b.load(stack_global, typ=PTR)
+        check(b.icmp_unsigned("!=", record, ir.Constant(PTR, None)))
+        frame = b.ptrtoint(here, I64)
+        low, high, limit = (field(record, 8 * k, I64) for k in range(3))
+        check(b.and_(b.icmp_unsigned(">=", frame, low), b.icmp_unsigned("<", frame, high)))
+        b.store(limit, b.gep(ctx, [ir.Constant(I64, CTX_STACK)], source_etype=I64))
 
     # results: a slot for each number, a new array for each array
     made, slots = [], []
