@@ -8,6 +8,7 @@ from .api import Function, Module, compile, grad, jvp, load, value_and_grad, vjp
 from .errors import (
     BoundsError,
     DiffcError,
+    DiffcMemoryError,
     DiffcNameError,
     DiffcSyntaxError,
     DiffcTypeError,
@@ -35,6 +36,7 @@ __all__ = [
     "ShapeError",
     "BoundsError",
     "RecursionDepthError",
+    "DiffcMemoryError",
     "UsageError",
     "InternalError",
 ]

@@ -73,6 +73,19 @@ class RecursionDepthError(DiffcError):
     """Recursion deeper than the depth guard allows."""
 
 
+class DiffcMemoryError(DiffcError):
+    """An array or tape that cannot be allocated: too large to ever exist (found while
+    compiling), or more than the memory left (while running)."""
+
+
+def bytes_text(n: int) -> str:
+    """A byte count as people read it: `32.0 GB` (powers of 1000)."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB", "EB"):
+        if n < 1000 or unit == "EB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
 class UsageError(DiffcError):
     """A wrong command-line argument or Python call (not a mistake in the program)."""
 

@@ -81,10 +81,13 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
             prints=ms.prints,
             out_tree=out_tree,
             kernels=sorted(ms.kernels),
+            span=f.span,
         )
         cache.store(k, cache_format.encode(entry), entry.object)
         timings.add("store in cache", t)
-    native = NativeFunction(compiled, entry.sites, entry.in_types, entry.out_types, entry.arena, entry.prints)
+    native = NativeFunction(
+        compiled, entry.sites, entry.in_types, entry.out_types, entry.arena, entry.prints, name=fn_name, span=entry.span
+    )
     return native, entry.out_tree
 
 

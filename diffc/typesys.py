@@ -63,6 +63,11 @@ def promote(a: DType, b: DType) -> DType:
     return a if _RANK[a] >= _RANK[b] else b
 
 
+# No array may take more bytes than this: beyond any machine's memory, and far from the i64
+# overflow of byte counts and offsets in native code (checked by ir.build.Builder.emit).
+MAX_BYTES = 1 << 48
+
+
 @dataclass(frozen=True)
 class TensorType:
     dtype: DType

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DiffcError, InternalError
+from ..errors import DiffcError, DiffcMemoryError, InternalError, bytes_text
 from ..source import NO_SPAN, Span
-from ..typesys import DType, TensorType
+from ..typesys import MAX_BYTES, DType, TensorType
 from .core import Body, Eqn, Var
 
 FOLD_LIMIT = 1 << 12  # largest known value kept, in elements
@@ -70,6 +70,8 @@ class Builder:
         inputs = [self.use(x) for x in inputs]
         try:
             out_types = prim.shape([x.type for x in inputs], **params)
+            for t in out_types:
+                _check_size(t)
             outs = [Var(t) for t in out_types]
             if prim.fold is not None and all(x.known is not None for x in inputs):
                 # literals, and integer and boolean arithmetic (shapes, indices): never float arithmetic
@@ -99,6 +101,15 @@ class Builder:
         captured = list(self.captures.values())
         params = self.params + list(extra_params) + [inner for _, inner in captured]
         return Body(params, self.eqns, outs), [outer for outer, _ in captured]
+
+
+def _check_size(t: TensorType):
+    """An array that could never be allocated is refused where it is made."""
+    if t.nbytes > MAX_BYTES:
+        raise DiffcMemoryError(
+            f"array too large: {t} would take {bytes_text(t.nbytes)}, more than the"
+            f" {bytes_text(MAX_BYTES)} an array may take"
+        )
 
 
 def close_together(builders: list[Builder], outs: list[list[Var]]) -> tuple[list[Body], list[Var]]:

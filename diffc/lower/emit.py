@@ -17,17 +17,20 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from ..errors import DiffcMemoryError, bytes_text
 from ..source import Span
-from ..typesys import DType, TensorType
+from ..typesys import MAX_BYTES, DType, TensorType
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 F32, F64 = ir.FloatType(), ir.DoubleType()
 PTR = ir.PointerType()
 VOID = ir.VoidType()
 
-# ctx: an i64[CTX_WORDS] array shared by every native function of one call
-CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_ARENA, CTX_WORDS = 0, 1, 2, 3, 4, 5, 6
-ERR_BOUNDS, ERR_DEPTH, ERR_NEGATIVE = 1, 2, 3  # ERR_NEGATIVE: a count below 0 (iterate's n)
+# ctx: an i64[CTX_WORDS] array shared by every native function of one call; CTX_STACK is the
+# lowest frame address recursive code may reach (0: no limit; see runtime/stack.py)
+CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_ARENA, CTX_STACK, CTX_WORDS = 0, 1, 2, 3, 4, 5, 6, 7
+ERR_BOUNDS, ERR_DEPTH, ERR_MEMORY, ERR_STACK = 1, 2, 3, 4
+ERR_NEGATIVE = 5  # a count below 0 (iterate's n)
 ARENA_STACK_LIMIT = 1 << 14  # arenas up to this size live on the stack
 RECURSIVE_STACK_LIMIT = 256  # ... in a recursive function, whose frames pile up
 
@@ -172,9 +175,10 @@ def _reads_each_once(reader, v) -> bool:
 class Emitter:
     """Emits one native function; `module` is the lower.llvm.ModuleState it belongs to."""
 
-    def __init__(self, module, fn: ir.Function, *, recursive: bool = False, external_arena: bool = False):
+    def __init__(self, module, fn: ir.Function, span: Span, *, recursive: bool = False, external_arena: bool = False):
         self.m = module
         self.fn = fn
+        self.span = span  # the function's, for failures of the function as a whole
         self.entry = fn.append_basic_block("entry")
         self.exit = fn.append_basic_block("exit")
         start = fn.append_basic_block("start")
@@ -193,6 +197,11 @@ class Emitter:
         self.scopes: dict[int, int] = {}  # id(buffer pointer) -> scope number
         self.n_scopes = 0
         self.scoped: list[tuple[ir.Instruction, int]] = []
+
+    @property
+    def name(self) -> str:
+        """The DFL name of the function (`f` for its derivatives `f.jvp`, `f.bwd`... too)."""
+        return self.fn.name.removeprefix("dfl.").split(".")[0]
 
     # --- blocks, allocas, loops ---------------------------------------------------------
 
@@ -419,15 +428,13 @@ class Emitter:
     def ctx_ptr(self, word: int) -> ir.Value:
         return self.b.gep(self.ctx, [self.i64(word)], source_etype=I64)
 
-    def fail_if(self, cond: ir.Value, site: Site, a=None, b=None):
-        """If cond holds: record the failure (site, a, b) in ctx and leave the function."""
+    def fail_if(self, cond: ir.Value, site: Site, a=None, b=None, cleanup=None):
+        """If cond holds: cleanup(), record the failure (site, a, b) in ctx and leave the function."""
         bad, ok = self.block("fail"), self.block("ok")
-        self.b.cbranch(
-            cond,
-            bad,
-            ok,
-        )
+        self.b.cbranch(cond, bad, ok)
         self.b.position_at_end(bad)
+        if cleanup is not None:
+            cleanup()
         sid = self.m.add_site(site)
         for word, val in ((CTX_ERR, self.i64(site.kind)), (CTX_SITE, self.i64(sid)), (CTX_A, a), (CTX_B, b)):
             if val is not None:
@@ -443,6 +450,24 @@ class Emitter:
         self.b.position_at_end(bad)
         self.b.branch(self.exit)
         self.b.position_at_end(ok)
+
+    def malloc(self, nbytes: ir.Value, site: Site) -> ir.Value:
+        """malloc(nbytes), failing at `site` with the size when there is no memory left."""
+        p = self.call_extern("malloc", PTR, [nbytes], [I64])
+        self.fail_if(self.b.icmp_unsigned("==", p, ir.Constant(PTR, None)), site, nbytes)
+        return p
+
+    def realloc(self, p: ir.Value, nbytes: ir.Value, site: Site) -> ir.Value:
+        """realloc(p, nbytes); when there is no memory left, p is freed and the call fails at
+        `site` with the size."""
+        q = self.call_extern("realloc", PTR, [p, nbytes], [PTR, I64])
+        self.fail_if(
+            self.b.icmp_unsigned("==", q, ir.Constant(PTR, None)),
+            site,
+            nbytes,
+            cleanup=lambda: self.call_extern("free", VOID, [p], [PTR]),
+        )
+        return q
 
     def checked_index(self, i: ir.Value, n: int, site: Site) -> ir.Value:
         """A dynamic index made non-negative (negative counts from the end) and bounds-checked."""
@@ -480,6 +505,12 @@ class Emitter:
         self.b.branch(self.exit)
         b = self.b
         size = self.arena_size
+        if size > MAX_BYTES:
+            raise DiffcMemoryError(
+                f"the arrays of `{self.name}` would take {bytes_text(size)}, more than the"
+                f" {bytes_text(MAX_BYTES)} a function's temporaries may take",
+                self.span,
+            )
         on_stack = size <= (RECURSIVE_STACK_LIMIT if self.recursive else ARENA_STACK_LIMIT)
         if self.external_arena:
             on_stack = True  # nothing to free
@@ -493,14 +524,32 @@ class Emitter:
                 buf = b.alloca(ir.ArrayType(I8, size), name="arena.buf")
                 buf.align = 64
                 b.store(buf, self.arena_slot)
-            else:
-                b.store(self.call_extern("malloc", PTR, [self.i64(size)]), self.arena_slot)
+        if size and not on_stack:
+            self._arena_malloc(size)
         b.position_at_end(self.exit)
         if size and not on_stack:
             self.call_extern("free", VOID, [b.load(self.arena_slot)])
         if self.recursive:
             p = self.ctx_ptr(CTX_DEPTH)
             b.store(b.sub(b.load(p, typ=I64), self.i64(1)), p)
+        b.ret_void()
+
+    def _arena_malloc(self, size: int):
+        """The arena from malloc, before the body runs: when there is no memory left, the
+        failure is recorded and the function returns at once (nothing to free, no depth to
+        restore). entry: ...; br check   check: arena == NULL ? no_memory : start"""
+        b = self.b
+        start = self.entry_br.operands[0]
+        check, no_memory = self.block("arena.check"), self.block("arena.none")
+        self.entry_br.replace_usage(start, check)
+        b.position_at_end(check)
+        p = self.call_extern("malloc", PTR, [self.i64(size)], [I64])
+        b.store(p, self.arena_slot)
+        b.cbranch(b.icmp_unsigned("==", p, ir.Constant(PTR, None)), no_memory, start)
+        b.position_at_end(no_memory)
+        site = Site(self.span, ERR_MEMORY, f"the arrays of `{self.name}`")
+        for word, val in ((CTX_ERR, ERR_MEMORY), (CTX_SITE, self.m.add_site(site)), (CTX_A, size)):
+            b.store(self.i64(val), self.ctx_ptr(word))
         b.ret_void()
 
     def _alias_metadata(self):

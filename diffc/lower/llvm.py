@@ -12,7 +12,22 @@ from llvmlite import ir
 from ..ir.core import Func, Program
 from ..pytree import TreeDef
 from . import pyentry
-from .emit import CTX_DEPTH, ERR_DEPTH, PTR, VOID, Arr, Emitter, Site, contiguous_strides, mem_type, reg_type
+from .emit import (
+    CTX_DEPTH,
+    CTX_STACK,
+    ERR_DEPTH,
+    ERR_STACK,
+    I8,
+    I64,
+    PTR,
+    VOID,
+    Arr,
+    Emitter,
+    Site,
+    contiguous_strides,
+    mem_type,
+    reg_type,
+)
 
 ENTRY_SYMBOL = "diffc_entry"
 MAX_DEPTH = 10_000
@@ -64,21 +79,16 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
         _lower_func(ms, f, ms.funcs[name], entry=name == prog.entry)
     _lower_entry(ms, prog.main, ms.funcs[prog.entry])
     if pyentry.eligible(prog.main, out_tree, bool(ms.prints)):
-        pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree)
+        recursive = any(f.recursive for f in prog.funcs.values())
+        pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive)
     return ms
 
 
 def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, entry: bool = False):
-    em = Emitter(ms, fn, recursive=f.recursive, external_arena=entry and not f.recursive)
-    b = em.b
+    em = Emitter(ms, fn, f.span, recursive=f.recursive, external_arena=entry and not f.recursive)
     n_out = len(f.body.outs)
     if f.recursive:
-        p = em.ctx_ptr(CTX_DEPTH)
-        depth = b.add(b.load(p, typ=ir.IntType(64)), em.i64(1))
-        b.store(depth, p)
-        em.fail_if(
-            b.icmp_signed(">", depth, em.i64(MAX_DEPTH)), Site(f.span, ERR_DEPTH, f.name), depth, em.i64(MAX_DEPTH)
-        )
+        _depth_guard(em, f)
     args = []
     for p, a in zip(f.body.params, fn.args[1 + n_out :]):
         args.append(a if p.type.rank == 0 else Arr(a, em.i64(0), contiguous_strides(p.type.shape), p.type))
@@ -99,6 +109,20 @@ def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, entry: bool = False):
     em.finish()
     if em.external_arena:
         ms.entry_arena = em.arena_size
+
+
+def _depth_guard(em: Emitter, f: Func):
+    """A recursive function fails at entry when it is nested more than MAX_DEPTH deep, or when
+    its frame is below ctx[CTX_STACK], near the end of the thread's native stack (frames grow
+    down; an unsigned compare, so that a limit of 0 never fails)."""
+    b = em.b
+    p = em.ctx_ptr(CTX_DEPTH)
+    depth = b.add(b.load(p, typ=I64), em.i64(1))
+    b.store(depth, p)
+    em.fail_if(b.icmp_signed(">", depth, em.i64(MAX_DEPTH)), Site(f.span, ERR_DEPTH, f.name), depth, em.i64(MAX_DEPTH))
+    frame = b.ptrtoint(em.alloca(I8, "frame"), I64)
+    limit = b.load(em.ctx_ptr(CTX_STACK), typ=I64)
+    em.fail_if(b.icmp_unsigned("<", frame, limit), Site(f.span, ERR_STACK, f.name), depth)
 
 
 def _lower_entry(ms: ModuleState, f: Func, target: ir.Function):

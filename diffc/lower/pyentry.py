@@ -7,14 +7,14 @@ built-in costs (0.1-0.5 us), against 2-5 us through ctypes (see runtime/call.py)
 
 It takes only what it was compiled for (a float, int or bool; an exact ndarray, C-contiguous
 and aligned, of the dtype and shape); anything else, and a call whose native code reports a
-failure (a bounds or recursion-depth error in ctx), it hands to `self`, the general path of
-the Python API, which compiles other signatures, copies other arrays and raises located
-errors. Result arrays are made by calling np.empty (through partial objects that the runtime
-puts in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts used are
-where a PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two objects
-and NumPy's built-in dtypes are unique, and where an ndarray keeps its data pointer, shape and
-flags (`ARRAY`, checked on live arrays when this module is imported: without it, functions of
-arrays keep the general path)."""
+failure (a bounds or recursion-depth error in ctx) or cannot allocate its results, it hands
+to `self`, the general path of the Python API, which compiles other signatures, copies other
+arrays and raises located errors. Result arrays are made by calling np.empty (through partial
+objects that the runtime puts in `diffc_pyallocs`). The C API is only called, never inlined;
+the layout facts used are where a PyObject's type pointer is (the last word of PyObject_HEAD),
+that bool's two objects and NumPy's built-in dtypes are unique, and where an ndarray keeps its
+data pointer, shape and flags (`ARRAY`, checked on live arrays when this module is imported:
+without it, functions of arrays keep the general path)."""
 
 from __future__ import annotations
 
@@ -26,11 +26,12 @@ from llvmlite import ir
 from ..ir.core import Func
 from ..pytree import TreeDef
 from ..typesys import DType
-from .emit import CTX_DEPTH, CTX_ERR, PTR, mem_type
+from .emit import CTX_DEPTH, CTX_ERR, CTX_STACK, PTR, mem_type
 
 PYCALL_SYMBOL = "diffc_pycall"
 PYCTX_SYMBOL = "diffc_pyctx"  # the ctx the runtime gives this function's calls
 PYALLOCS_SYMBOL = "diffc_pyallocs"  # one callable per array result, returning a new array for it
+PYSTACK_SYMBOL = "diffc_pystack"  # the stack record of the last thread the runtime saw (runtime/stack.py)
 _WORD = ctypes.sizeof(ctypes.c_void_p)
 OB_TYPE = object.__basicsize__ - _WORD
 
@@ -50,6 +51,7 @@ C_API_FUNCTIONS = (
     "PyObject_CallNoArgs",
     "PyObject_Vectorcall",
     "Py_DecRef",
+    "PyErr_Clear",
 )
 C_API_DATA = (*_SCALAR_TYPES.values(), "_Py_TrueStruct")
 
@@ -103,10 +105,13 @@ def eligible(f: Func, out_tree: TreeDef | None, has_prints: bool) -> bool:
     )
 
 
-def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: TreeDef):
-    """Emit diffc_pycall for entry Func f, lowered as `target`."""
+def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: TreeDef, recursive: bool):
+    """Emit diffc_pycall for entry Func f, lowered as `target`; `recursive` when the program
+    has recursive functions, which need the stack limit of the calling thread."""
     ctx_global = ir.GlobalVariable(module, PTR, PYCTX_SYMBOL)
     ctx_global.initializer = ir.Constant(PTR, None)
+    stack_global = ir.GlobalVariable(module, PTR, PYSTACK_SYMBOL)
+    stack_global.initializer = ir.Constant(PTR, None)
     outs = f.body.outs
     allocs = ir.GlobalVariable(module, ir.ArrayType(PTR, max(len(outs), 1)), PYALLOCS_SYMBOL)
     allocs.initializer = ir.Constant(allocs.value_type, None)
@@ -116,6 +121,7 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     api = _Api(module, b)
     fallback = fn.append_basic_block("fallback")
     overflow = b.alloca(I32)
+    here = b.alloca(I8)  # its address is this frame's
 
     def check(cond, otherwise=fallback):
         ok = fn.append_basic_block("ok")
@@ -155,6 +161,17 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         else:
             values.append(equal(obj, api.data("_Py_TrueStruct")))
 
+    ctx = b.load(ctx_global, typ=PTR)
+    if recursive:
+        # the stack limit, from the record of the thread whose stack this frame is in; another
+        # thread's calls go to the general path, which finds their record
+        record = b.load(stack_global, typ=PTR)
+        check(b.icmp_unsigned("!=", record, ir.Constant(PTR, None)))
+        frame = b.ptrtoint(here, I64)
+        low, high, limit = (field(record, 8 * k, I64) for k in range(3))
+        check(b.and_(b.icmp_unsigned(">=", frame, low), b.icmp_unsigned("<", frame, high)))
+        b.store(limit, b.gep(ctx, [ir.Constant(I64, CTX_STACK)], source_etype=I64))
+
     # results: a slot for each number, a new array for each array
     made, slots = [], []
     for k, o in enumerate(outs):
@@ -165,13 +182,13 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         arr = api.call("PyObject_CallNoArgs", PTR, [alloc])
         failed = fn.append_basic_block("alloc_failed")
         check(b.icmp_unsigned("!=", arr, ir.Constant(PTR, None)), failed)
-        with b.goto_block(failed):  # the exception (MemoryError) is set: pass it on
+        with b.goto_block(failed):  # no memory: the general path raises the located error
             release(b, api, made)
-            b.ret(ir.Constant(PTR, None))
+            api.call("PyErr_Clear", ir.VoidType(), [])
+            b.branch(fallback)
         made.append(arr)
         slots.append(field(arr, ARRAY["data"], PTR))
 
-    ctx = b.load(ctx_global, typ=PTR)
     for word in (CTX_ERR, CTX_DEPTH):
         b.store(ir.Constant(I64, 0), b.gep(ctx, [ir.Constant(I64, word)], source_etype=I64))
     b.call(target, [ctx, *slots, *values])

@@ -113,10 +113,26 @@ def _sign_differs(em, dt, r, b):
 
 
 def _safe_int_divisor(em, b):
-    """Integer division by zero gives 0, as NumPy does, instead of undefined behaviour."""
-    zero = ir.Constant(b.type, 0)
-    is_zero = em.b.icmp_signed("==", b, zero)
-    return is_zero, em.b.select(is_zero, ir.Constant(b.type, 1), b)
+    """The divisor sdiv/srem may take: 1 where b is 0 or -1, whose results are patched by
+    _int_divide (LLVM's sdiv and srem are undefined there: x86 traps with SIGFPE)."""
+    B = em.b
+    is_zero = B.icmp_signed("==", b, ir.Constant(b.type, 0))
+    is_minus_one = B.icmp_signed("==", b, ir.Constant(b.type, -1))
+    return is_zero, is_minus_one, B.select(B.or_(is_zero, is_minus_one), ir.Constant(b.type, 1), b)
+
+
+def _int_divide(em, a, b):
+    """Integer a // b and a % b rounded to the floor, as NumPy does them: division by zero gives
+    0 and 0, and INT64_MIN // -1 wraps to INT64_MIN (x // -1 is -x, wrapping; x % -1 is 0)."""
+    B = em.b
+    zero = ir.Constant(a.type, 0)
+    is_zero, is_minus_one, d = _safe_int_divisor(em, b)
+    q, r = B.sdiv(a, d), B.srem(a, d)
+    floor = _sign_differs(em, DType.I64, r, d)
+    q = B.select(floor, B.sub(q, ir.Constant(q.type, 1)), q)
+    r = B.select(floor, B.add(r, d), r)
+    q = B.select(is_minus_one, B.neg(a), B.select(is_zero, zero, q))
+    return q, B.select(is_zero, zero, r)
 
 
 def _mod(em, dt, a, b):
@@ -124,10 +140,7 @@ def _mod(em, dt, a, b):
     if _is_f(dt):
         r = B.frem(a, b)
         return B.select(_sign_differs(em, dt, r, b), B.fadd(r, b), r)
-    is_zero, d = _safe_int_divisor(em, b)
-    r = B.srem(a, d)
-    r = B.select(_sign_differs(em, dt, r, d), B.add(r, d), r)
-    return B.select(is_zero, ir.Constant(r.type, 0), r)
+    return _int_divide(em, a, b)[1]
 
 
 def _floordiv(em, dt, a, b):
@@ -137,11 +150,7 @@ def _floordiv(em, dt, a, b):
         r = _mod(em, dt, a, b)
         q = em.intrinsic("llvm.round", a.type, [B.fdiv(B.fsub(a, r), b)])
         return B.select(B.fcmp_ordered("==", b, ir.Constant(b.type, 0.0)), B.fdiv(a, b), q)
-    is_zero, d = _safe_int_divisor(em, b)
-    q = B.sdiv(a, d)
-    r = B.srem(a, d)
-    q = B.select(_sign_differs(em, dt, r, d), B.sub(q, ir.Constant(q.type, 1)), q)
-    return B.select(is_zero, ir.Constant(q.type, 0), q)
+    return _int_divide(em, a, b)[0]
 
 
 def _ipow(em, a, n):

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir.core import Body
-from ..lower.emit import I8, I64, PTR, VOID, Arr, contiguous_strides
-from ..typesys import DType, TensorType
+from ..lower.emit import ERR_MEMORY, I8, I64, PTR, VOID, Arr, Site, contiguous_strides
+from ..typesys import MAX_BYTES, DType, TensorType
 from .core import primitive
 from .loops import Slots, accumulators, inplace_carries
 
@@ -64,8 +64,8 @@ def _read_record(em, base, types, copy: bool):
     return out
 
 
-def _malloc(em, nbytes):
-    return em.call_extern("malloc", PTR, [nbytes], [I64])
+def _site(eqn, what: str) -> Site:
+    return Site(eqn.span, ERR_MEMORY, what)
 
 
 # --- one record --------------------------------------------------------------------------------
@@ -74,7 +74,7 @@ def _malloc(em, nbytes):
 def _pack_lower(em, eqn, ins):
     types = [x.type for x in eqn.inputs]
     _, size = record_layout(types)
-    p = _malloc(em, em.i64(size))
+    p = em.malloc(em.i64(size), _site(eqn, "the tape of a recursive call"))
     _write_record(em, p, types, ins)
     return [em.b.ptrtoint(p, I64)]
 
@@ -122,7 +122,8 @@ def _while_tape_lower(em, eqn, ins):
     slots = Slots(em, [o.type for o in eqn.outs[:ns]], init)
     tape, cap, count = em.alloca(PTR), em.alloca(I64), em.alloca(I64)
     b = em.b
-    b.store(_malloc(em, em.i64(16 * rsize)), tape)
+    site = _site(eqn, "the tape of a `while` loop")
+    b.store(em.malloc(em.i64(16 * rsize), site), tape)
     b.store(em.i64(16), cap)
     b.store(em.i64(0), count)
     head, loop_body, done = em.block("wt.head"), em.block("wt.body"), em.block("wt.end")
@@ -137,7 +138,16 @@ def _while_tape_lower(em, eqn, ins):
     b.cbranch(b.icmp_signed("==", n, b.load(cap)), grow, write)
     b.position_at_end(grow)
     new_cap = b.mul(b.load(cap), em.i64(2))
-    b.store(em.call_extern("realloc", PTR, [b.load(tape), b.mul(new_cap, em.i64(rsize))], [PTR, I64]), tape)
+    nbytes = b.mul(new_cap, em.i64(rsize))
+    # refused beyond MAX_BYTES, long before the byte count could overflow (malloc may promise
+    # more memory than there is)
+    em.fail_if(
+        b.icmp_signed(">", new_cap, em.i64(MAX_BYTES // rsize)),
+        site,
+        nbytes,
+        cleanup=lambda: em.call_extern("free", VOID, [b.load(tape)], [PTR]),
+    )
+    b.store(em.realloc(b.load(tape), nbytes, site), tape)
     b.store(new_cap, cap)
     b.branch(write)
     b.position_at_end(write)

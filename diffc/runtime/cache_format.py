@@ -15,19 +15,18 @@ from ..lower import gemm
 from ..lower.emit import Site
 from ..pytree import TreeDef
 from ..source import SourceFile, Span
-from ..typesys import DType, TensorType
+from ..typesys import MAX_BYTES, DType, TensorType
 from .cache import Damaged
 
 KERNELS = frozenset(gemm.symbol(t) for t in (ir.DoubleType(), ir.FloatType()))
 MAX_RANK = 64
-MAX_BYTES = 1 << 48  # of an array or an arena: no machine has more
 
 
 @dataclass
 class ProgramEntry:
     """A compiled program: its object code, the failure sites and print sites it reports by
     number, the types of its flat inputs and outputs, its entry arena's bytes, the tree of its
-    result and the kernels it calls (lower/gemm.py)."""
+    result, the kernels it calls (lower/gemm.py) and the entry function's span."""
 
     object: bytes
     sites: list[Site]
@@ -37,6 +36,7 @@ class ProgramEntry:
     prints: list[tuple[str, TreeDef, list[TensorType]]]
     out_tree: TreeDef
     kernels: list[str]
+    span: Span  # the entry function's: where the runtime's own allocations fail
 
 
 def encode(e: ProgramEntry) -> bytes:
@@ -61,6 +61,7 @@ def encode(e: ProgramEntry) -> bytes:
         "prints": [[label, _tree(tree), [_type(t) for t in types]] for label, tree, types in e.prints],
         "out_tree": _tree(e.out_tree),
         "kernels": list(e.kernels),
+        "span": span(e.span),
         "files": file_list,
     }
     return json.dumps(meta, separators=(",", ":")).encode()
@@ -98,10 +99,10 @@ def decode(metadata: bytes, object_code: bytes) -> ProgramEntry:
     _check(set(kernels) <= KERNELS, "kernels")
     _check(isinstance(object_code, bytes) and len(object_code) > 0, "object code")
     arena = _int(meta["arena"], 0, MAX_BYTES)
-    return ProgramEntry(object_code, sites, in_types, out_types, arena, prints, out_tree, kernels)
+    return ProgramEntry(object_code, sites, in_types, out_types, arena, prints, out_tree, kernels, span(meta["span"]))
 
 
-_FIELDS = {"sites", "in_types", "out_types", "arena", "prints", "out_tree", "kernels", "files"}
+_FIELDS = {"sites", "in_types", "out_types", "arena", "prints", "out_tree", "kernels", "span", "files"}
 
 
 def _type(t: TensorType) -> list:

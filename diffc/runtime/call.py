@@ -12,7 +12,7 @@ import weakref
 import llvmlite.binding as llvm
 import numpy as np
 
-from ..errors import BoundsError, RecursionDepthError
+from ..errors import BoundsError, DiffcMemoryError, RecursionDepthError, bytes_text
 from ..lower import pyentry
 from ..lower.emit import (
     CTX_A,
@@ -21,15 +21,19 @@ from ..lower.emit import (
     CTX_DEPTH,
     CTX_ERR,
     CTX_SITE,
+    CTX_STACK,
     CTX_WORDS,
     ERR_BOUNDS,
     ERR_DEPTH,
+    ERR_MEMORY,
     ERR_NEGATIVE,
+    ERR_STACK,
 )
 from ..lower.llvm import ENTRY_SYMBOL
-from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL
+from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
 from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
 from ..pytree import unflatten
+from . import stack
 from .values import value_text
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -74,6 +78,10 @@ def _forget_print_sites(ids) -> None:
         PRINT_SITES.pop(k, None)
 
 
+def out_of_memory(nbytes: int, what: str, span) -> DiffcMemoryError:
+    return DiffcMemoryError(f"out of memory: cannot allocate {bytes_text(nbytes)} for {what}", span)
+
+
 class _MethodDef(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("meth", ctypes.c_void_p), ("flags", ctypes.c_int), ("doc", ctypes.c_char_p)]
 
@@ -96,8 +104,11 @@ class NativeFunction:
     call_scalars with Python numbers for its scalar parameters (the fast path of small calls).
     Scalar results come back as Python numbers, array results as new NumPy arrays."""
 
-    def __init__(self, compiled, sites, in_types, out_types, arena_bytes: int = 0, prints=()):
+    def __init__(
+        self, compiled, sites, in_types, out_types, arena_bytes: int = 0, prints=(), name: str = "?", span=None
+    ):
         self.compiled = compiled  # keeps the machine code alive
+        self.name, self.span = name, span  # the entry function's: where the runtime's allocations fail
         if prints:  # number this program's print sites after those already loaded
             base = _print_ids(len(prints))
             ctypes.c_int64.from_address(compiled.global_address(PRINT_BASE)).value = base
@@ -112,7 +123,7 @@ class NativeFunction:
         self._in_ptrs = (ctypes.c_void_p * max(len(in_types), 1))()
         # the entry function's arena, reused by every call (See Note [Arenas] in lower/emit.py);
         # calls of one compiled function from several threads at once are not supported
-        self._arena = np.empty(arena_bytes + 64, dtype=np.uint8)
+        self._arena = self._empty(arena_bytes + 64, np.uint8, "the arrays")
         self._ctx = (ctypes.c_int64 * CTX_WORDS)()
         self._ctx[CTX_ARENA] = (_address(self._arena) + 63) // 64 * 64
         self._ctx_ptr = ctypes.addressof(self._ctx)
@@ -125,7 +136,7 @@ class NativeFunction:
         for k, slot in enumerate(self._scalar_ins):
             if slot is not None:
                 self._in_ptrs[k] = ctypes.addressof(slot)
-        self._direct = self._methoddef = None
+        self._direct = self._methoddef = self._pystack = None
         self._no_direct = False
 
     def direct(self, fallback):
@@ -142,6 +153,8 @@ class NativeFunction:
                 self._no_direct = True
                 return None
             ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._ctx_ptr
+            self._pystack = ctypes.c_void_p.from_address(self.compiled.global_address(PYSTACK_SYMBOL))
+            self._pystack.value = ctypes.addressof(stack.record())
             self._allocators = pyentry.allocators(self.out_types)  # (must outlive the built-in)
             table = self.compiled.global_address(PYALLOCS_SYMBOL)
             for k, alloc in enumerate(self._allocators):
@@ -183,9 +196,13 @@ class NativeFunction:
     def _run(self) -> list:
         ctx = self._ctx
         ctx[CTX_ERR] = ctx[CTX_DEPTH] = 0
+        here = stack.record()
+        ctx[CTX_STACK] = here[2]
+        if self._pystack is not None:  # the direct entry's next calls from this thread
+            self._pystack.value = ctypes.addressof(here)
         outs = [None] * len(self.out_types)
         for k, shape, dtype in self._array_outs:
-            o = outs[k] = np.empty(shape, dtype=dtype)
+            o = outs[k] = self._empty(shape, dtype, "the result")
             self._out_ptrs[k] = _address(o)
         self.cfunc(self._ctx_ptr, self._in_ptrs, self._out_ptrs)
         if PRINT_SITES:
@@ -196,13 +213,29 @@ class NativeFunction:
             outs[k] = slot.value
         return outs
 
+    def _empty(self, shape, dtype, what: str) -> np.ndarray:
+        """np.empty, or a DiffcMemoryError that names the size and the function."""
+        try:
+            return np.empty(shape, dtype=dtype)
+        except MemoryError:
+            nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+            raise out_of_memory(nbytes, f"{what} of `{self.name}`", self.span) from None
+
     def _error(self, ctx):
         site = self.sites[int(ctx[CTX_SITE])]
         a, b = int(ctx[CTX_A]), int(ctx[CTX_B])
+        if ctx[CTX_ERR] == ERR_MEMORY:
+            return out_of_memory(a, site.what, site.span)
         if ctx[CTX_ERR] == ERR_BOUNDS:
             return BoundsError(f"{site.what} {a} is out of bounds for an axis of length {b}", site.span)
         if ctx[CTX_ERR] == ERR_NEGATIVE:
             return BoundsError(f"{site.what} is {a}: it must be 0 or more", site.span)
+        if ctx[CTX_ERR] == ERR_STACK:
+            return RecursionDepthError(
+                f"recursion too deep: {a} nested calls of `{site.what.split('.')[0]}` fill the native stack"
+                " (is a base case missing?)",
+                site.span,
+            )
         if ctx[CTX_ERR] == ERR_DEPTH:
             return RecursionDepthError(
                 f"recursion too deep: more than {b} nested calls of `{site.what.split('.')[0]}`"

@@ -19,7 +19,7 @@ from ..prims import call, cond, map_
 from ..prims import elementwise as ew
 from ..prims import shape as sh
 from ..pytree import Record, flatten, unflatten
-from ..source import Span
+from ..source import NO_SPAN, Span
 from ..syntax import nodes as n
 from ..typesys import DType, TensorType, dtype_of_numpy, promote
 from .values import Builtin, Closure, FnRef, ModuleRef, Partial, describe
@@ -101,7 +101,7 @@ class Tracer:
                 )
         body, captured = self.b.finish(outs)
         assert not captured
-        self.program.funcs[name] = Func(name, body)
+        self.program.funcs[name] = Func(name, body, span or NO_SPAN)
         self.program.entry = name
         return self.program, out_tree
 
