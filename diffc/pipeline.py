@@ -11,7 +11,7 @@ import llvmlite.binding as llvm
 
 from .lower import gemm, jit
 from .lower.llvm import ENTRY_SYMBOL, lower_program
-from .lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL
+from .lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
 from .optimise import accumulate, dce, licm
 from .prims.io import PRINT_BASE
 from .runtime import cache, cache_format
@@ -108,7 +108,7 @@ def _load_program(k: str):
     if entry.prints:
         needed.append(compiled.global_address(PRINT_BASE))
     if compiled.address(PYCALL_SYMBOL):
-        needed += [compiled.global_address(PYCTX_SYMBOL), compiled.global_address(PYALLOCS_SYMBOL)]
+        needed += [compiled.global_address(s) for s in (PYCTX_SYMBOL, PYALLOCS_SYMBOL, PYSTACK_SYMBOL)]
     if not all(needed):
         cache.remove(k)
         return None
