@@ -72,8 +72,9 @@ class Builder:
             out_types = prim.shape([x.type for x in inputs], **params)
             outs = [Var(t) for t in out_types]
             if prim.fold is not None and all(x.known is not None for x in inputs):
-                # literals, and integer and boolean arithmetic (shapes, indices): never float arithmetic
-                if not inputs or all(_foldable(t) for t in [x.type for x in inputs] + out_types):
+                # literals (their value is at hand), and small integer and boolean values (shapes,
+                # indices, arange): never float arithmetic, never an arange(2**62)
+                if "value" in params or all(_foldable(t) for t in [x.type for x in inputs] + out_types):
                     values = prim.fold(*[x.known for x in inputs], **params)
                     for o, val in zip(outs, values):
                         o.known = np.asarray(val, dtype=o.type.dtype.np).reshape(o.type.shape)

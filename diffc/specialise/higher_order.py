@@ -11,7 +11,7 @@ from ..prims import scan, while_
 from ..prims import shape as sh
 from ..pytree import flatten, unflatten
 from ..typesys import DType, TensorType, promote
-from .args import allowed_kwargs, arity, func_arg, tensor_arg
+from .args import allowed_kwargs, arity, count_arg, func_arg, tensor_arg
 from .values import describe
 
 I64, BOOL = DType.I64, DType.BOOL
@@ -218,7 +218,7 @@ def _scan(tr, args, kwargs):
 def _unfold(tr, args, kwargs):
     arity("unfold", args, 3)
     f, init = func_arg(args[0], "unfold"), args[1]
-    n = tr.static_int(args[2], tr.span, "the length of `unfold`")
+    n = count_arg(tr, args, 2, "the length of `unfold`")
     span = tr.span
 
     def step(carry, rows):
@@ -234,7 +234,7 @@ def _iterate(tr, args, kwargs):
     arity("iterate", args, 3)
     allowed_kwargs("iterate", kwargs, ("checkpoint",))
     f, init = func_arg(args[0], "iterate"), args[1]
-    n = tr.static_int(args[2], tr.span, "the count of `iterate`")
+    n = count_arg(tr, args, 2, "the count of `iterate`")
     span = tr.span
     return scan_loop(
         tr,
@@ -319,5 +319,5 @@ def _treemap(tr, args, kwargs):
 def _windows(tr, args, kwargs):
     arity("windows", args, 2)
     x = tensor_arg(args[0], "windows")
-    k = tr.static_int(args[1], tr.span, "the window length")
+    k = count_arg(tr, args, 1, "the window length", least=1)
     return tr.emit(sh.windows_p, [x], k=k)

@@ -58,6 +58,7 @@ class Tracer:
         self.let_cache: dict = {}
         self.lets_in_progress: set = set()
         self.span: Span | None = None
+        self.arg_spans: list[Span] = []  # of the arguments of the built-in being called, when known
 
     # --- emitting ------------------------------------------------------------------------------
 
@@ -360,7 +361,9 @@ class Tracer:
     def call(self, f, args, kwargs, span, arg_spans=None):
         """Apply a function value to traced arguments."""
         if isinstance(f, Builtin | Partial):
-            saved, self.span = self.span, span or self.span
+            saved = self.span, self.arg_spans
+            self.span = span or self.span
+            self.arg_spans = arg_spans or []
             try:
                 return f.impl(self, args, kwargs)
             except DiffcError as err:
@@ -368,7 +371,7 @@ class Tracer:
                     err.span = span
                 raise
             finally:
-                self.span = saved
+                self.span, self.arg_spans = saved
         if not isinstance(f, Closure | FnRef):
             raise TypeError_(f"this is {describe(f)}, not a function: it cannot be called", span)
         if kwargs:
@@ -502,6 +505,10 @@ class Tracer:
         if is_tensor(v):
             return v
         raise TypeError_(f"expected an array or a number, got {describe(v)}", span)
+
+    def arg_span(self, i: int) -> Span | None:
+        """The span of argument `i` of the built-in being called (the call's when unknown)."""
+        return self.arg_spans[i] if i < len(self.arg_spans) else self.span
 
     def static_int(self, v, span, what: str) -> int:
         if not (is_tensor(v) and v.type.rank == 0 and v.type.dtype in (DType.I64, DType.BOOL)):
