@@ -33,7 +33,7 @@ class Function:
         self._entry = self._general
 
     def signature(self, *args):
-        arrays, tree = flatten_args(args)
+        arrays, tree = flatten_args(args, [p.name for p in self.module.ast.fns[self.name].params])
         return arrays, (tree, tuple((a.dtype.str, a.shape) for a in arrays))
 
     def compiled(self, arrays, key, timings=None):
@@ -139,20 +139,40 @@ class Module:
 
 def load(path: str | Path) -> Module:
     """Load a .dfl file (and its imports); raise a DiffcError for any mistake in it."""
+    if not isinstance(path, str | Path):
+        raise UsageError(f"diffc.load takes the path of a .dfl file, got {type(path).__name__}")
     return Module(resolve.load_file(path))
 
 
 def compile(source: str, name: str = "<string>") -> Module:
     """Load a program from its text; imports are looked up in the current folder."""
+    if not isinstance(source, str):
+        hint = " (decode bytes first)" if isinstance(source, bytes | bytearray) else ""
+        raise UsageError(f"diffc.compile takes the program's text as a str, got {type(source).__name__}{hint}")
+    if not isinstance(name, str):
+        raise UsageError(f"diffc.compile: the name of the program must be a str, got {type(name).__name__}")
     return Module(resolve.load_text(source, name, Path.cwd()))
 
 
 def _derivative(fn: Function, argnums, with_value: bool) -> Function:
     if not isinstance(fn, Function) or fn.transform:
         raise UsageError("diffc.grad takes a function of a loaded program, like diffc.grad(m.loss)")
-    if isinstance(argnums, list):
-        argnums = tuple(argnums)
-    return Function(fn.module, fn.name, ("grad", argnums, with_value))
+    nargs = len(fn.module.ast.fns[fn.name].params)
+    return Function(fn.module, fn.name, ("grad", _argnums(argnums, nargs, fn.name), with_value))
+
+
+def _argnums(argnums, nargs: int, name: str) -> int | tuple[int, ...]:
+    """argnums checked: an int, or a tuple or list of distinct ints, each an argument of `name`."""
+    single = not isinstance(argnums, tuple | list)
+    nums = (argnums,) if single else tuple(argnums)
+    for k in nums:
+        if not isinstance(k, int | np.integer) or isinstance(k, bool | np.bool_):
+            raise UsageError(f"argnums: expected an int or a tuple of ints, got {argnums!r}")
+        if not 0 <= k < nargs:
+            raise UsageError(f"argnums: `{name}` has no argument {k} (it takes {nargs})")
+    if len(set(nums)) != len(nums):
+        raise UsageError(f"argnums: argument numbers must be distinct, got {argnums!r}")
+    return int(nums[0]) if single else tuple(int(k) for k in nums)
 
 
 def grad(fn: Function, argnums: int | tuple[int, ...] = 0) -> Function:
