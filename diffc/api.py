@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import resolve
+from . import bigstack, resolve
 from .errors import UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
@@ -41,7 +41,7 @@ class Function:
         if entry is None:
             tree = key[0]
             types = unflatten(tree, [type_of(a) for a in arrays])
-            entry = compile_native(self.module.ast, self.name, types, timings, self.transform)
+            entry = bigstack.run(compile_native, self.module.ast, self.name, types, timings, self.transform)
             self._cache[key] = entry
         return entry
 
@@ -130,7 +130,7 @@ class Module:
 
         fndef = parse_text(f"fn __value__() = {expr}\n", name="<expression>").items[0]
         ast = dataclasses.replace(self.ast, fns={**self.ast.fns, "__value__": fndef})
-        resolve.check_names(ast)
+        bigstack.run(resolve.check_names, ast)
         return Module(ast).function("__value__")()
 
     def grad(self, name: str, argnums: int | tuple[int, ...] = 0) -> Function:
@@ -141,7 +141,7 @@ def load(path: str | Path) -> Module:
     """Load a .dfl file (and its imports); raise a DiffcError for any mistake in it."""
     if not isinstance(path, str | Path):
         raise UsageError(f"diffc.load takes the path of a .dfl file, got {type(path).__name__}")
-    return Module(resolve.load_file(path))
+    return Module(bigstack.run(resolve.load_file, path))
 
 
 def compile(source: str, name: str = "<string>") -> Module:
@@ -151,27 +151,23 @@ def compile(source: str, name: str = "<string>") -> Module:
         raise UsageError(f"diffc.compile takes the program's text as a str, got {type(source).__name__}{hint}")
     if not isinstance(name, str):
         raise UsageError(f"diffc.compile: the name of the program must be a str, got {type(name).__name__}")
-    return Module(resolve.load_text(source, name, Path.cwd()))
+    return Module(bigstack.run(resolve.load_text, source, name, Path.cwd()))
 
 
 def _derivative(fn: Function, argnums, with_value: bool) -> Function:
     if not isinstance(fn, Function) or fn.transform:
         raise UsageError("diffc.grad takes a function of a loaded program, like diffc.grad(m.loss)")
-    nargs = len(fn.module.ast.fns[fn.name].params)
-    return Function(fn.module, fn.name, ("grad", _argnums(argnums, nargs, fn.name), with_value))
+    return Function(fn.module, fn.name, ("grad", _argnums(argnums), with_value))
 
 
-def _argnums(argnums, nargs: int, name: str) -> int | tuple[int, ...]:
-    """argnums checked: an int, or a tuple or list of distinct ints, each an argument of `name`."""
+def _argnums(argnums) -> int | tuple[int, ...]:
+    """argnums as an int or a tuple of ints; which arguments they name is checked, and
+    located at the function, when a call specialises it (specialise/ad_builtins.py)."""
     single = not isinstance(argnums, tuple | list)
     nums = (argnums,) if single else tuple(argnums)
     for k in nums:
         if not isinstance(k, int | np.integer) or isinstance(k, bool | np.bool_):
             raise UsageError(f"argnums: expected an int or a tuple of ints, got {argnums!r}")
-        if not 0 <= k < nargs:
-            raise UsageError(f"argnums: `{name}` has no argument {k} (it takes {nargs})")
-    if len(set(nums)) != len(nums):
-        raise UsageError(f"argnums: argument numbers must be distinct, got {argnums!r}")
     return int(nums[0]) if single else tuple(int(k) for k in nums)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api
+from . import api, bigstack
 from .errors import DiffcError, UsageError
 from .pipeline import PASSES
 from .typesys import dtype_of_numpy
@@ -330,7 +330,7 @@ def main(argv=None) -> int:
             "gradcheck": cmd_gradcheck,
             "cache": cmd_cache,
         }
-        status = commands[args.cmd](args)
+        status = bigstack.run(commands[args.cmd], args)
         sys.stdout.flush()  # (a failure to write is reported here, not at the interpreter's exit)
         return status
     except UsageError as e:

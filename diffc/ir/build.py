@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DiffcError, InternalError
+from ..errors import DiffcError, InternalError, ShapeError
 from ..source import NO_SPAN, Span
 from ..typesys import DType, TensorType
 from .core import Body, Eqn, Var
 
 FOLD_LIMIT = 1 << 12  # largest known value kept, in elements
+MAX_RANK = 32  # axes of an array, as NumPy allows (64 since NumPy 2)
 INLINE_CONST_LIMIT = 16  # known values up to this size are re-created, not captured
 
 
@@ -70,6 +71,9 @@ class Builder:
         inputs = [self.use(x) for x in inputs]
         try:
             out_types = prim.shape([x.type for x in inputs], **params)
+            for t in out_types:
+                if t.rank > MAX_RANK:
+                    raise ShapeError(f"an array of rank {t.rank}: arrays have at most {MAX_RANK} axes")
             outs = [Var(t) for t in out_types]
             if prim.fold is not None and all(x.known is not None for x in inputs):
                 # literals (their value is at hand), and small integer and boolean values (shapes,

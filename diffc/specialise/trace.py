@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ad import context
 from ..errors import DiffcError, NameError_, ShapeError, TypeError_
-from ..ir.build import Builder, close_together
+from ..ir.build import MAX_RANK, Builder, close_together
 from ..ir.core import Func, Program, Var
 from ..optimise.licm import hoist
 from ..prims import call, cond, map_
@@ -537,9 +537,12 @@ class Tracer:
 
 
 def _literal_array(e: n.ArrayLit):
-    """The value of an array literal made only of number literals (nested), else None."""
+    """The value of an array literal made only of number literals (nested), else None (also
+    when nested deeper than an array's rank can be: each level of a deep literal asks again)."""
 
-    def go(x):
+    def go(x, depth=0):
+        if depth > MAX_RANK:
+            return None
         if isinstance(x, n.Num):
             return x.value, x.is_float
         if isinstance(x, n.Bool):
@@ -547,7 +550,7 @@ def _literal_array(e: n.ArrayLit):
         if isinstance(x, n.UnaryOp) and x.op == "-" and isinstance(x.operand, n.Num):
             return -x.operand.value, x.operand.is_float
         if isinstance(x, n.ArrayLit) and x.elems:
-            vals = [go(y) for y in x.elems]
+            vals = [go(y, depth + 1) for y in x.elems]
             if any(v is None for v in vals):
                 return None
             return [v for v, _ in vals], any(f for _, f in vals)
