@@ -1,9 +1,10 @@
 """Random small DFL programs against a NumPy evaluation of the same expression.
 
-Hypothesis draws expressions over a float scalar `s`, a float scalar `t` and a float vector
-`x` (of length 0, 1 or 3): arithmetic, math functions, comparisons in `if` and `where`,
+Hypothesis draws expressions over float scalars `s` and `t`, a float vector `x` (of length
+0, 1 or 3) and an integer `n`: arithmetic (wrapping for integers), math functions, comparisons in `if` and `where`,
 `let`, reductions, indexing, comprehensions, `map`, `fold` and `grad` of closures; and
-inputs at the edges (0, -0, infinities, NaN, tiny and large values, empty vectors). Each
+inputs at the edges (0, -0, infinities, NaN, tiny and large values, empty vectors, INT64_MIN
+and INT64_MAX). Each
 program must
 
 - compile and run, or end in a DiffcError that is not an InternalError (and it must end in
@@ -35,10 +36,11 @@ from hypothesis import strategies as st
 import diffc
 from diffc.errors import DiffcError, InternalError
 
-EXAMPLES = int(os.environ.get("DIFFC_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("DIFFC_FUZZ_EXAMPLES", "200"))  # about 20 s
 REL = 1e-6  # vectorised exp/log/tanh/sin differ from libm's by an ulp or so, compounded
 HUGE = 1e12  # beyond this, reassociated sums may round differently: values are not compared
 
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 EDGE_FLOATS = [0.0, -0.0, 1.0, -2.5, 0.5, 3.0, 1e-300, 100.0, math.inf, -math.inf, math.nan]
 
 
@@ -59,7 +61,9 @@ class Expr:
 
 
 def _noted(env, value):
-    """Keep the largest finite magnitude seen while evaluating (see HUGE)."""
+    """Keep the largest finite float magnitude seen while evaluating (see HUGE)."""
+    if np.asarray(value).dtype.kind != "f":
+        return value
     a = np.abs(np.asarray(value, dtype=float))
     finite = a[np.isfinite(a)]
     if finite.size:
@@ -120,15 +124,32 @@ def _binary(name, a, b):
     return _node(text, lambda env: BINARY[name](a.eval(env), b.eval(env)), kind)
 
 
+def _trunc(x):
+    """i64(x): truncation, with NaN and out-of-range values giving INT64_MIN."""
+    fits = (x >= -(2.0**63)) & (x < 2.0**63)
+    return np.where(fits, np.trunc(np.where(fits, x, 0.0)), -(2.0**63)).astype(np.int64)
+
+
 def _i64_round_trip(a):
-    """f64(i64(a)): truncation, with NaN and out-of-range values giving INT64_MIN."""
+    return _node(f"f64(i64({a.text}))", lambda env: _trunc(a.eval(env)).astype(float), a.kind)
 
-    def go(env):
-        x = a.eval(env)
-        fits = (x >= -(2.0**63)) & (x < 2.0**63)
-        return np.where(fits, np.trunc(np.where(fits, x, 0.0)), -(2.0**63))
 
-    return _node(f"f64(i64({a.text}))", go, a.kind)
+INT_UNARY = {"-": np.negative, "abs": np.abs}
+INT_BINARY = {"+": np.add, "-": np.subtract, "*": np.multiply, "maximum": np.maximum, "minimum": np.minimum}
+
+
+def _int_expr(draw, sub):
+    """An i64 scalar: wrapping arithmetic (as NumPy's), or i64() of a float."""
+    choice = draw(st.sampled_from(["unary", "binary", "binary", "trunc"]))
+    if choice == "unary":
+        op, a = draw(st.sampled_from(sorted(INT_UNARY))), draw(sub("i"))
+        return _node(f"-({a.text})" if op == "-" else f"abs({a.text})", lambda env: INT_UNARY[op](a.eval(env)), "i")
+    if choice == "binary":
+        op, a, b = draw(st.sampled_from(sorted(INT_BINARY))), draw(sub("i")), draw(sub("i"))
+        text = f"{op}({a.text}, {b.text})" if op in ("maximum", "minimum") else f"({a.text} {op} {b.text})"
+        return _node(text, lambda env: INT_BINARY[op](a.eval(env), b.eval(env)), "i")
+    a = draw(sub("s"))
+    return _node(f"i64({a.text})", lambda env: _trunc(a.eval(env))[()], "i")
 
 
 @st.composite
@@ -142,6 +163,9 @@ def exprs(draw, kind: str, depth: int, scope: tuple):
         if kind == "s" and (not names or draw(st.booleans())):
             c = draw(st.sampled_from([0.0, 1.0, -2.5, 0.5, 2.0]))
             return _node(f"({c!r})", lambda env: np.float64(c), "s")
+        if kind == "i" and draw(st.booleans()):
+            c = draw(st.sampled_from([0, 1, -3, 7]))
+            return _node(f"({c})", lambda env: np.int64(c), "i")
         name, get = draw(st.sampled_from(names))
         return _node(name, get, kind)
     sub = lambda k: exprs(k, depth - 1, scope)  # noqa: E731
@@ -149,9 +173,14 @@ def exprs(draw, kind: str, depth: int, scope: tuple):
         a, b = draw(sub("s")), draw(sub("s"))
         op = draw(st.sampled_from(sorted(COMPARE)))
         return _node(f"({a.text} {op} {b.text})", lambda env: COMPARE[op](a.eval(env), b.eval(env)), "b")
+    if kind == "i":
+        return _int_expr(draw, sub)
     choices = ["unary", "binary", "let", "if", "where", "i64"]
-    choices += ["reduce", "index", "fold", "grad"] if kind == "s" else ["map", "for"]
+    choices += ["reduce", "index", "fold", "grad", "f64"] if kind == "s" else ["map", "for"]
     choice = draw(st.sampled_from(choices))
+    if choice == "f64":
+        a = draw(sub("i"))
+        return _node(f"f64({a.text})", lambda env: np.float64(a.eval(env)), "s")
     if choice == "unary":
         return _unary(draw(st.sampled_from(sorted(UNARY))), draw(sub(kind)))
     if choice == "binary":
@@ -232,12 +261,20 @@ def exprs(draw, kind: str, depth: int, scope: tuple):
 NEEDS_ITEMS = re.compile(r"\b(max|min)\(|\)\[0\]")  # max/min of a vector, or its first element
 
 
-INPUTS = (("s", "s", lambda env: env["s"]), ("t", "s", lambda env: env["t"]), ("x", "v", lambda env: env["x"]))
+INPUTS = (
+    ("s", "s", lambda env: env["s"]),
+    ("t", "s", lambda env: env["t"]),
+    ("x", "v", lambda env: env["x"]),
+    ("n", "i", lambda env: env["n"]),
+)
 floats = st.sampled_from(EDGE_FLOATS) | st.floats(-10, 10)
+ints = st.sampled_from([0, -1, 3, I64_MIN, I64_MAX]) | st.integers(-50, 50)
 
 
 def literal(v) -> str:
-    """A DFL expression whose value is exactly the float or vector v (a constant LLVM folds)."""
+    """A DFL expression whose value is exactly the number or vector v (a constant LLVM folds)."""
+    if isinstance(v, int):
+        return "(-9223372036854775807 - 1)" if v == I64_MIN else f"({v})"
     if isinstance(v, np.ndarray):
         return "zeros([0])" if v.size == 0 else "[" + ", ".join(literal(float(a)) for a in v) + "]"
     if math.isnan(v):
@@ -248,7 +285,10 @@ def literal(v) -> str:
 
 
 def agree(got, want, scale: float) -> bool:
-    """Equal shapes; NaN where want has NaN; equal infinities; finite values within REL."""
+    """Equal shapes; equal integers; NaN where want has NaN; equal infinities; finite values
+    within REL."""
+    if np.asarray(want).dtype.kind == "i":
+        return np.asarray(got).dtype.kind == "i" and np.array_equal(got, want)
     got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
     if got.shape != want.shape:
         return False
@@ -278,13 +318,14 @@ def run(text: str, *args):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    e=st.sampled_from(["s", "v"]).flatmap(lambda k: exprs(k, 3, INPUTS)),
+    e=st.sampled_from(["s", "v", "i"]).flatmap(lambda k: exprs(k, 3, INPUTS)),
+    n=ints,
     s=floats,
     t=floats,
     x=st.lists(floats, min_size=0, max_size=3).filter(lambda xs: len(xs) != 2).map(lambda xs: np.array(xs, float)),
 )
-def test_random_programs(e, s, t, x):
-    env = {"s": np.float64(s), "t": np.float64(t), "x": x, "__scale__": 0.0}
+def test_random_programs(e, n, s, t, x):
+    env = {"s": np.float64(s), "t": np.float64(t), "x": x, "n": np.int64(n), "__scale__": 0.0}
     try:
         if x.size == 0 and NEEDS_ITEMS.search(e.text):  # shapes are static: refused in any branch
             raise Refused
@@ -294,27 +335,41 @@ def test_random_programs(e, s, t, x):
         want = Refused
     except Unknown:
         want = Unknown
-    program = f"fn main(s, t, x) = {e.text}\n"
-    got = run(program, s, t, x)
+    program = f"fn main(s, t, x, n) = {e.text}\n"
+    got = run(program, s, t, x, n)
     if want is Refused or isinstance(got, DiffcError):
         assert want is Refused and isinstance(got, DiffcError), f"{program}\ndiffc: {got!r}\nNumPy: {want!r}"
         return
     if want is not Unknown:
-        assert agree(got, want, env["__scale__"]), f"{program}s={s!r} t={t!r} x={x!r}\ndiffc: {got!r}\nNumPy: {want!r}"
-    folded = run(f"fn main() = {{ let s = {literal(s)}; let t = {literal(t)}; let x = {literal(x)}; {e.text} }}\n")
+        assert agree(got, want, env["__scale__"]), f"{program}{s=} {t=} {x=} {n=}\ndiffc: {got!r}\nNumPy: {want!r}"
+    lets = " ".join(f"let {k} = {literal(v)};" for k, v in dict(s=s, t=t, x=x, n=n).items())
+    folded = run(f"fn main() = {{ {lets} {e.text} }}\n")
     assert agree(folded, got, env["__scale__"] if want is not Unknown else 0.0), (
         f"{program}folded: {folded!r}, run: {got!r}"
     )
-    if e.kind == "s":
-        _check_derivatives(program, s, t, x)
+    if e.kind == "s" and not CARRY_IS_CAPTURED.search(program):
+        _check_derivatives(program, s, t, x, n)
 
 
-def _check_derivatives(program, s, t, x):
+CARRY_IS_CAPTURED = re.compile(r"fold\(fn\(\w+, \w+\) => \w+, ")  # see test_fold_whose_step_returns_a_captured_value
+
+
+@pytest.mark.xfail(
+    reason="found by this fuzz test: reverse mode loses a loop carry that is a captured value", strict=True
+)
+def test_fold_whose_step_returns_a_captured_value():
+    m = diffc.compile("fn f(s, x) = fold(fn(a, e) => s, 0.0, x)\nfn g(s, x) = scan(fn(a, e) => (s, a), 0.0, x).0")
+    x = np.array([2.0, 3.0])
+    assert diffc.grad(m.f)(1.5, x) == diffc.jvp(m.f)(1.5, x, 1.0, np.zeros(2))[1] == 1.0
+    assert diffc.grad(m.g)(1.5, x) == 1.0
+
+
+def _check_derivatives(program, s, t, x, n):
     """grad (reverse mode) and jvp (forward mode) with respect to s agree where both are finite."""
     m = diffc.compile(program)
     try:
-        by_grad = diffc.grad(m.main, 0)(s, t, x)
-        _, by_jvp = diffc.jvp(m.main)(s, t, x, 1.0, 0.0, np.zeros_like(x))
+        by_grad = diffc.grad(m.main, 0)(s, t, x, n)
+        _, by_jvp = diffc.jvp(m.main)(s, t, x, n, 1.0, 0.0, np.zeros_like(x), 0)
     except InternalError as err:
         pytest.fail(f"internal error for the derivative of\n{program}\n{err}")
     except DiffcError:
