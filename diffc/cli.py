@@ -157,14 +157,18 @@ def read_npy(name: str, path: str) -> np.ndarray:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
             if dtype.hasobject or dtype_of_numpy(dtype) is None:
                 raise UsageError(f"{fail}: arrays of {dtype} are not supported (use float, int or bool)")
+            if any(d < 0 for d in shape):
+                raise UsageError(f"{fail}: its header announces the shape {shape}")
             need = math.prod(shape) * dtype.itemsize
             have = os.fstat(f.fileno()).st_size - f.tell()
             if have < need:
                 raise UsageError(f"{fail}: its header announces {shape} {dtype} ({need} bytes) but it holds {have}")
             data = np.fromfile(f, dtype=dtype, count=math.prod(shape))
+            return data.reshape(shape, order="F" if fortran else "C")
     except (OSError, ValueError) as e:
         raise UsageError(f"{fail}: {getattr(e, 'strerror', None) or e}") from None
-    return data.reshape(shape, order="F" if fortran else "C")
+    except MemoryError:  # (a sparse file as big as its header says)
+        raise UsageError(f"{fail}: {shape} {dtype} does not fit in memory") from None
 
 
 def given_args(module: api.Module, entry: str, pairs: list[str]) -> dict:

@@ -54,13 +54,15 @@ def static_shape(tr, v, name) -> tuple[int, ...]:
     raise TypeError_(f"`{name}` needs a shape known at compile time, like [2, 3] or shape(x), got {describe(v)}")
 
 
-def count_arg(tr, args, i: int, what: str, least: int = 0) -> int:
-    """Argument `i`, a count or length known at compile time and at least `least`; a mistake
-    is reported at the argument."""
+def count_arg(tr, args, i: int, what: str, least: int = 0, most: int | None = None) -> int:
+    """Argument `i`, a count or length known at compile time, in [least, most]; a mistake is
+    reported at the argument."""
     span = tr.arg_span(i)
     n = tr.static_int(args[i], span, what)
     if n < least:
         raise ShapeError(f"{what} must be at least {least}, got {n}", span)
+    if most is not None and n > most:
+        raise ShapeError(f"{what} must be at most {most}, got {n}", span)
     return n
 
 

@@ -422,10 +422,13 @@ def _key_arg(x, name):
     return x
 
 
+MAX_SPLIT = 4096  # keys of one split: a tuple, unrolled at compile time (many keys: normal(k, [n, ...]))
+
+
 def _split(tr, args, kwargs):
     arity("split", args, 1, 2)
     k = _key_arg(args[0], "split")
-    count = count_arg(tr, args, 1, "the count of `split`", least=1) if len(args) == 2 else 2
+    count = count_arg(tr, args, 1, "the count of `split`", least=1, most=MAX_SPLIT) if len(args) == 2 else 2
     bits = tr.emit(rnd.random_bits_p, [k], shape=(count, 2))
     return tuple(tr.emit(sh.index_p, [bits, tr.const(i, I64)]) for i in range(count))
 

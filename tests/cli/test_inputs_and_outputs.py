@@ -97,6 +97,7 @@ def npy_header(shape, descr: str) -> bytes:
         (npy_bytes(np.arange(6.0))[:20], "cannot read"),  # truncated header
         (b"hello, world", "magic string"),  # not a .npy
         (npy_header((100_000_000_000,), "<f8") + bytes(64), "800000000000 bytes"),  # claims 745 GiB
+        (npy_header((-2, 3), "<f8") + bytes(48), "the shape (-2, 3)"),
         (npy_header((2,), "|O") + bytes(16), "object"),
         (npy_bytes(np.ones(2, complex)), "complex128"),
         (npy_bytes(np.array([2**64 - 1], np.uint64)), "18446744073709551615"),
