@@ -1,11 +1,10 @@
 """Random small DFL programs against a NumPy evaluation of the same expression.
 
 Hypothesis draws expressions over float scalars `s` and `t`, a float vector `x` (of length
-0, 1 or 3) and an integer `n`: arithmetic (wrapping for integers), math functions, comparisons in `if` and `where`,
-`let`, reductions, indexing, comprehensions, `map`, `fold` and `grad` of closures; and
-inputs at the edges (0, -0, infinities, NaN, tiny and large values, empty vectors, INT64_MIN
-and INT64_MAX). Each
-program must
+0, 1 or 3) and an integer `n`: arithmetic (wrapping for integers), math functions,
+comparisons in `if` and `where`, `let`, reductions, `@`, indexing, comprehensions, `map`,
+`fold`, `scan` and `grad` of closures; and inputs at the edges (0, -0, infinities, NaN, tiny
+and large values, empty vectors, INT64_MIN and INT64_MAX). Each program must
 
 - compile and run, or end in a DiffcError that is not an InternalError (and it must end in
   one exactly when NumPy refuses too: `max` of an empty vector, an index past the end);
@@ -176,8 +175,16 @@ def exprs(draw, kind: str, depth: int, scope: tuple):
     if kind == "i":
         return _int_expr(draw, sub)
     choices = ["unary", "binary", "let", "if", "where", "i64"]
-    choices += ["reduce", "index", "fold", "grad", "f64"] if kind == "s" else ["map", "for"]
+    choices += ["reduce", "index", "fold", "grad", "f64", "dot"] if kind == "s" else ["map", "for", "scan"]
     choice = draw(st.sampled_from(choices))
+    if choice == "dot":
+        a, b = draw(sub("v")), draw(sub("v"))
+        return _node(f"({a.text} @ {b.text})", lambda env: np.float64(np.dot(a.eval(env), b.eval(env))), "s")
+    if choice == "scan":  # running sums, as np.cumsum adds them (in order)
+        v = draw(sub("v"))
+        return _node(
+            f"scan(fn(c, e) => (c + e, c + e), 0.0, {v.text}).1", lambda env: np.cumsum(v.eval(env), dtype=float), "v"
+        )
     if choice == "f64":
         a = draw(sub("i"))
         return _node(f"f64({a.text})", lambda env: np.float64(a.eval(env)), "s")
