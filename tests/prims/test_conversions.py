@@ -32,6 +32,11 @@ EDGES = [
     ("2.9999", 2.9999, "f64"),
     ("3.4028235677973366e38", 3.4028235677973366e38, "f64"),  # just above f32's largest
     ("1e-50", 1e-50, "f64"),  # underflows in f32
+    ("f32(0.0 / 0.0)", NAN, "f32"),
+    ("f32(1e300)", INF, "f32"),
+    ("f32(-2.5)", -2.5, "f32"),
+    ("f32(1e20)", float(np.float32(1e20)), "f32"),  # beyond i64
+    ("f32(0.1)", float(np.float32(0.1)), "f32"),
     ("-9223372036854775807 - 1", I64_MIN, "i64"),
     ("9223372036854775807", I64_MAX, "i64"),
     ("16777217", 16777217, "i64"),  # not an f32
@@ -56,7 +61,7 @@ def expected(value, to: str):
 @pytest.mark.parametrize("expr, value, dtype", EDGES, ids=[e for e, _, _ in EDGES])
 def test_folded_and_run_time_conversions_agree(expr, value, dtype, to):
     folded = diffc.compile(f"fn main() = {to}({expr})").main()
-    arg = np.asarray(value, dtype={"f64": np.float64, "i64": np.int64, "bool": np.bool_}[dtype])
+    arg = np.asarray(value, dtype={"f64": np.float64, "f32": np.float32, "i64": np.int64, "bool": np.bool_}[dtype])
     run_time = diffc.compile(f"fn main(x) = {to}(x)").main(arg)
     want = expected(value, to)
     for got in (folded, run_time):
