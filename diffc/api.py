@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import resolve
+from . import bigstack, resolve
 from .errors import UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
@@ -53,7 +53,7 @@ class Function:
         self._entry = self._general
 
     def signature(self, *args):
-        arrays, tree = flatten_args(args)
+        arrays, tree = flatten_args(args, [p.name for p in self.module.ast.fns[self.name].params])
         return arrays, (tree, tuple((a.dtype.str, a.shape) for a in arrays))
 
     def compiled(self, arrays, key, timings=None):
@@ -63,7 +63,7 @@ class Function:
             return entry
         tree = key[0]
         types = unflatten(tree, [type_of(a) for a in arrays])
-        entry = compile_native(self.module.ast, self.name, types, timings, self.transform)
+        entry = bigstack.run(compile_native, self.module.ast, self.name, types, timings, self.transform)
         self._cache[key] = entry
         while len(self._cache) > self._max:
             self._evict(next(iter(self._cache)))
@@ -163,7 +163,7 @@ class Module:
 
         fndef = parse_text(f"fn __value__() = {expr}\n", name="<expression>").items[0]
         ast = dataclasses.replace(self.ast, fns={**self.ast.fns, "__value__": fndef})
-        resolve.check_names(ast)
+        bigstack.run(resolve.check_names, ast)
         return Module(ast).function("__value__")()
 
     def grad(self, name: str, argnums: int | tuple[int, ...] = 0) -> Function:
@@ -172,20 +172,36 @@ class Module:
 
 def load(path: str | Path) -> Module:
     """Load a .dfl file (and its imports); raise a DiffcError for any mistake in it."""
-    return Module(resolve.load_file(path))
+    if not isinstance(path, str | Path):
+        raise UsageError(f"diffc.load takes the path of a .dfl file, got {type(path).__name__}")
+    return Module(bigstack.run(resolve.load_file, path))
 
 
 def compile(source: str, name: str = "<string>") -> Module:
     """Load a program from its text; imports are looked up in the current folder."""
-    return Module(resolve.load_text(source, name, Path.cwd()))
+    if not isinstance(source, str):
+        hint = " (decode bytes first)" if isinstance(source, bytes | bytearray) else ""
+        raise UsageError(f"diffc.compile takes the program's text as a str, got {type(source).__name__}{hint}")
+    if not isinstance(name, str):
+        raise UsageError(f"diffc.compile: the name of the program must be a str, got {type(name).__name__}")
+    return Module(bigstack.run(resolve.load_text, source, name, Path.cwd()))
 
 
 def _derivative(fn: Function, argnums, with_value: bool) -> Function:
     if not isinstance(fn, Function) or fn.transform:
         raise UsageError("diffc.grad takes a function of a loaded program, like diffc.grad(m.loss)")
-    if isinstance(argnums, list):
-        argnums = tuple(argnums)
-    return Function(fn.module, fn.name, ("grad", argnums, with_value))
+    return Function(fn.module, fn.name, ("grad", _argnums(argnums), with_value))
+
+
+def _argnums(argnums) -> int | tuple[int, ...]:
+    """argnums as an int or a tuple of ints; which arguments they name is checked, and
+    located at the function, when a call specialises it (specialise/ad_builtins.py)."""
+    single = not isinstance(argnums, tuple | list)
+    nums = (argnums,) if single else tuple(argnums)
+    for k in nums:
+        if not isinstance(k, int | np.integer) or isinstance(k, bool | np.bool_):
+            raise UsageError(f"argnums: expected an int or a tuple of ints, got {argnums!r}")
+    return int(nums[0]) if single else tuple(int(k) for k in nums)
 
 
 def grad(fn: Function, argnums: int | tuple[int, ...] = 0) -> Function:

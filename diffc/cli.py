@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import stat
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import api
+from . import api, bigstack
 from .errors import DiffcError, UsageError
 from .pipeline import PASSES
+from .typesys import dtype_of_numpy
 
 EXIT_OK, EXIT_PROGRAM, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # killed by SIGPIPE, as `yes | head -1` leaves `yes`
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,10 +111,7 @@ def parse_value(name: str, text: str, module: api.Module | None = None):
     """A --arg VALUE: a .npy path, a JSON number/array/bool, or else (given the module) a DFL
     expression evaluated in the program, such as a record made by one of its functions."""
     if text.endswith(".npy"):
-        try:
-            return np.load(text, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--arg {name}: cannot read the array file {text}: {e}") from None
+        return read_npy(name, text)
     try:
         v = json.loads(text)
     except json.JSONDecodeError:
@@ -138,6 +139,36 @@ def parse_value(name: str, text: str, module: api.Module | None = None):
     if isinstance(v, bool | int | float):
         return v
     raise UsageError(f"--arg {name}={text}: expected a number, true/false, a JSON array, or a .npy path")
+
+
+def read_npy(name: str, path: str) -> np.ndarray:
+    """The array in a .npy file, after checking its header against the file: a damaged or
+    truncated file, or one whose header claims more data than the file holds (745 GiB, say),
+    is a UsageError before anything is allocated; so is a dtype DFL has no values of."""
+    fail = f"--arg {name}: cannot read the array file {path}"
+    try:
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:  # (a FIFO: no wait)
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError(f"{fail}: it is not a regular file")
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            if dtype.hasobject or dtype_of_numpy(dtype) is None:
+                raise UsageError(f"{fail}: arrays of {dtype} are not supported (use float, int or bool)")
+            if any(d < 0 for d in shape):
+                raise UsageError(f"{fail}: its header announces the shape {shape}")
+            need = math.prod(shape) * dtype.itemsize
+            have = os.fstat(f.fileno()).st_size - f.tell()
+            if have < need:
+                raise UsageError(f"{fail}: its header announces {shape} {dtype} ({need} bytes) but it holds {have}")
+            data = np.fromfile(f, dtype=dtype, count=math.prod(shape))
+            return data.reshape(shape, order="F" if fortran else "C")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{fail}: {getattr(e, 'strerror', None) or e}") from None
+    except MemoryError:  # (a sparse file as big as its header says)
+        raise UsageError(f"{fail}: {shape} {dtype} does not fit in memory") from None
 
 
 def given_args(module: api.Module, entry: str, pairs: list[str]) -> dict:
@@ -303,7 +334,9 @@ def main(argv=None) -> int:
             "gradcheck": cmd_gradcheck,
             "cache": cmd_cache,
         }
-        return commands[args.cmd](args)
+        status = bigstack.run(commands[args.cmd], args)
+        sys.stdout.flush()  # (a failure to write is reported here, not at the interpreter's exit)
+        return status
     except UsageError as e:
         print(f"diffc: error: {e.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -319,12 +352,35 @@ def main(argv=None) -> int:
         return EXIT_PROGRAM
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # the reader went away (`diffc show ... | head`)
-        sys.stderr.close()
-        return EXIT_OK
+    except OSError as e:
+        if e.filename is not None:  # a file of diffc's, not standard output
+            return _internal_error(args, e)
+        return _output_failed(e)
     except Exception as e:  # a bug in diffc: say so in one line, never a traceback
-        if os.environ.get("DIFFC_DEBUG"):
-            raise
-        print(f"{getattr(args, 'file', 'diffc')}: internal error in diffc: {type(e).__name__}: {e}", file=sys.stderr)
-        print("please report this with the program that caused it", file=sys.stderr)
-        return EXIT_PROGRAM
+        return _internal_error(args, e)
+
+
+def _internal_error(args, e: Exception) -> int:
+    """A bug in diffc: one line naming it, never a traceback (unless DIFFC_DEBUG is set)."""
+    if os.environ.get("DIFFC_DEBUG"):
+        raise e
+    print(f"{getattr(args, 'file', 'diffc')}: internal error in diffc: {type(e).__name__}: {e}", file=sys.stderr)
+    print("please report this with the program that caused it", file=sys.stderr)
+    return EXIT_PROGRAM
+
+
+def _output_failed(e: OSError) -> int:
+    """Standard output cannot be written. A reader that went away (`diffc run p.dfl | head -1`)
+    ends diffc quietly with the status of a SIGPIPE, as other Unix tools do; anything else (a
+    full disk) is one line on stderr and exit 1. Either way what is still buffered is dropped
+    rather than written, and failing, at the interpreter's exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    if isinstance(e, BrokenPipeError):
+        return EXIT_BROKEN_PIPE
+    print(f"diffc: error: cannot write the output: {e.strerror or e}", file=sys.stderr)
+    return EXIT_PROGRAM

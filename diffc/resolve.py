@@ -7,10 +7,12 @@ looks names up in."""
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DiffcError, NameError_
+from .errors import DiffcSyntaxError, NameError_, UsageError
 from .source import SourceFile, Span
 from .syntax import nodes as n
 from .syntax.parse import parse
@@ -63,9 +65,9 @@ class Loader:
         candidates = ([folder] if folder else []) + [stdlib_dir()]
         for d in candidates:
             p = (d / f"{imp.name}.dfl").resolve()
-            if p.is_file():
+            if p.exists():
                 if p not in self.by_path:
-                    src = SourceFile(_display(p), p.read_text())
+                    src = read_source(p, _display(p), imp.span)
                     self.by_path[p] = None  # marks an import in progress (a cycle)
                     self.by_path[p] = self.load_source(src, p.parent, imp.name)
                 mod = self.by_path[p]
@@ -82,25 +84,48 @@ class Loader:
 
 def _display(p: Path) -> str:
     """How an imported file is named in messages: relative to the current folder when below it."""
-    import os
-
     rel = os.path.relpath(p)
     return str(p) if rel.startswith("..") else rel
 
 
-def load_file(path: str | Path) -> Module:
-    p = Path(path)
+def read_source(path: Path, name: str, span: Span | None = None) -> SourceFile:
+    """The text of a program file, reported under `name`. A file that is not a regular file (a
+    folder, a FIFO, a device: opened without blocking, never read) or cannot be read is an error
+    at `span` (the import), or a UsageError for the program file itself; text that is not UTF-8
+    is an error at its first bad byte."""
     try:
-        text = p.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
-        raise DiffcError(f"cannot read {path}: {e.strerror}") from None
+        raise _unreadable(f"cannot read {name}: {e.strerror}", span) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _unreadable(f"cannot read {name}: it is not a regular file (a folder, a pipe, a device)", span)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise _unreadable(f"cannot read {name}: {e.strerror}", span) from None
+    finally:
+        os.close(fd)
+    try:
+        return SourceFile(name, data.decode("utf-8"))
     except UnicodeDecodeError as e:
-        line = p.read_bytes()[: e.start].count(b"\n") + 1
-        raise DiffcError(
-            f"the file is not UTF-8 text (byte {e.start}): a .dfl program is text",
-            Span(SourceFile(str(path), ""), line, 1),
+        good = data[: e.start].decode("utf-8")
+        line = good.count("\n") + 1
+        col = len(good) - (good.rfind("\n") + 1) + 1
+        text = SourceFile(name, data.decode("utf-8", errors="replace"))
+        raise DiffcSyntaxError(
+            f"{name} is not UTF-8 text (byte {e.start}): a .dfl program is text", Span(text, line, col)
         ) from None
-    return Loader().load_source(SourceFile(str(path), text), p.resolve().parent)
+
+
+def _unreadable(message: str, span: Span | None) -> NameError_ | UsageError:
+    return NameError_(message, span) if span is not None else UsageError(message)
+
+
+def load_file(path: str | Path) -> Module:
+    """Load a program file and its imports; raise a DiffcError for any mistake in them."""
+    p = Path(path)
+    return Loader().load_source(read_source(p, str(path)), p.resolve().parent)
 
 
 def load_text(text: str, name: str = "<string>", folder: Path | None = None) -> Module:

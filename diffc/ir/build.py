@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DiffcError, DiffcMemoryError, InternalError, bytes_text
+from ..errors import DiffcError, DiffcMemoryError, InternalError, ShapeError, bytes_text
 from ..source import NO_SPAN, Span
 from ..typesys import MAX_BYTES, DType, TensorType
 from .core import Body, Eqn, Var
 
 FOLD_LIMIT = 1 << 12  # largest known value kept, in elements
+MAX_RANK = 32  # axes of an array, as NumPy allows (64 since NumPy 2)
 INLINE_CONST_LIMIT = 16  # known values up to this size are re-created, not captured
 
 
@@ -71,11 +72,14 @@ class Builder:
         try:
             out_types = prim.shape([x.type for x in inputs], **params)
             for t in out_types:
+                if t.rank > MAX_RANK:
+                    raise ShapeError(f"an array of rank {t.rank}: arrays have at most {MAX_RANK} axes")
                 _check_size(t)
             outs = [Var(t) for t in out_types]
             if prim.fold is not None and all(x.known is not None for x in inputs):
-                # literals, and integer and boolean arithmetic (shapes, indices): never float arithmetic
-                if not inputs or all(_foldable(t) for t in [x.type for x in inputs] + out_types):
+                # literals (their value is at hand), and small integer and boolean values (shapes,
+                # indices, arange): never float arithmetic, never an arange(2**62)
+                if "value" in params or all(_foldable(t) for t in [x.type for x in inputs] + out_types):
                     values = prim.fold(*[x.known for x in inputs], **params)
                     for o, val in zip(outs, values):
                         o.known = np.asarray(val, dtype=o.type.dtype.np).reshape(o.type.shape)

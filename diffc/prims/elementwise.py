@@ -335,6 +335,9 @@ select_p = primitive(
 )
 
 
+I64_MIN = -(2**63)
+
+
 def _convert_scalar(em, src: DType, dst: DType, a):
     B = em.b
     from ..lower.emit import reg_type
@@ -352,8 +355,10 @@ def _convert_scalar(em, src: DType, dst: DType, a):
         return B.uitofp(a, ty) if dst.is_float else B.zext(a, ty)
     if src.is_float and dst.is_float:
         return B.fptrunc(a, ty) if dst is DType.F32 else B.fpext(a, ty)
-    if src.is_float:
-        return B.fptosi(a, ty)
+    if src.is_float:  # see Note [Float to int]
+        lo, hi = ir.Constant(a.type, -(2.0**63)), ir.Constant(a.type, 2.0**63)
+        fits = B.and_(B.fcmp_ordered(">=", a, lo), B.fcmp_ordered("<", a, hi))
+        return B.select(fits, B.fptosi(a, ty), ir.Constant(ty, I64_MIN))
     return B.sitofp(a, ty)
 
 
@@ -368,10 +373,14 @@ convert_p = primitive(
     lower=_convert_lower,
     fusable=True,
     reads_lazy=True,
-    fold=lambda x, dtype: [
-        np.trunc(x).astype(dtype.np) if dtype is DType.I64 and x.dtype.kind == "f" else x.astype(dtype.np)
-    ],
+    fold=lambda x, dtype: [_float_to_i64(x) if dtype is DType.I64 and x.dtype.kind == "f" else x.astype(dtype.np)],
 )
+
+
+def _float_to_i64(x: np.ndarray) -> np.ndarray:
+    """i64(x) as the lowering computes it: see Note [Float to int]."""
+    fits = (x >= -(2.0**63)) & (x < 2.0**63)  # (false for NaN)
+    return np.where(fits, np.trunc(np.where(fits, x, 0)).astype(np.int64), I64_MIN)
 
 
 # --- derivative rules ------------------------------------------------------------------------------
@@ -600,3 +609,11 @@ stop_gradient_p = primitive(
 copy_p = primitive("copy", shape=lambda ts: [ts[0]], lower=_stop_gradient_lower, fold=lambda x: [x])
 copy_p.vjp = lambda b, params, ins, outs, cts: [cts[0]]
 copy_p.jvp = lambda b, params, ins, outs, ts: [ts[0]]
+
+
+# Note [Float to int]
+# ~~~~~~~~~~~~~~~~~~~
+# i64(x) truncates toward zero. For NaN and for x outside [-2**63, 2**63) LLVM's fptosi is
+# poison: the value depended on whether LLVM folded it (a constant gave 0) or the CPU computed
+# it (x86 gives INT64_MIN). The lowering selects INT64_MIN for those, as x86 and NumPy on x86
+# do, and the fold computes the same, so folded and run-time results agree everywhere.

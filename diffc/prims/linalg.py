@@ -129,7 +129,8 @@ def _matmul_lower(em, eqn, ins):
     """out[i, j] = sum_k a[i, k] * b[k, j], with the i and j axes present only for matrices.
     Loop order i, k, j keeps the innermost loop contiguous in b and out (vectorisable)."""
     a, b = ins
-    work = eqn.inputs[0].type.size * (eqn.inputs[1].type.size // eqn.inputs[0].type.shape[-1] or 1)
+    ta, tb = eqn.inputs[0].type, eqn.inputs[1].type
+    work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
     big = eqn.outs[0].type.rank > 0 and eqn.outs[0].type.dtype in _BLAS and work >= BLAS_MIN_WORK
     if big and all(isinstance(x, Arr) for x in ins):
         if eqn.inputs[0].type.rank == 2 and eqn.inputs[1].type.rank == 2:
@@ -137,7 +138,6 @@ def _matmul_lower(em, eqn, ins):
                 return [_gemm_lower(em, eqn, a, b)]
         if jit.blas_available():
             return [_blas_lower(em, eqn, a, b)]
-    ta, tb = eqn.inputs[0].type, eqn.inputs[1].type
     out_t = eqn.outs[0].type
     dt = out_t.dtype
     K = ta.shape[-1]

@@ -51,7 +51,24 @@ def _print_callback(site: int, ptrs: int):
     addrs = (ctypes.c_void_p * max(len(types), 1)).from_address(ptrs)
     vals = [_read(addrs[k], t) for k, t in enumerate(types)]
     parts = [value_text(x) for x in unflatten(tree, [v.item() if v.ndim == 0 else v for v in vals], make_record=dict)]
-    sys.stdout.write(" ".join(([label] if label else []) + parts) + "\n")
+    if _WRITE_FAILED:
+        return
+    try:
+        sys.stdout.write(" ".join(([label] if label else []) + parts) + "\n")
+    except OSError as e:  # a callback cannot raise: the call that printed raises it (see _run)
+        _WRITE_FAILED.append(e)
+
+
+_WRITE_FAILED: list[OSError] = []  # the failure to write standard output of a print, if any
+
+
+def raise_print_failure():
+    """Raise the OSError of a print that could not write standard output (a full disk, a
+    closed pipe), once; later prints are dropped until then."""
+    if _WRITE_FAILED:
+        e = _WRITE_FAILED.pop()
+        _WRITE_FAILED.clear()
+        raise e
 
 
 @functools.cache
@@ -206,6 +223,7 @@ class NativeFunction:
             self._out_ptrs[k] = _address(o)
         self.cfunc(self._ctx_ptr, self._in_ptrs, self._out_ptrs)
         if PRINT_SITES:
+            raise_print_failure()
             sys.stdout.flush()
         if ctx[CTX_ERR]:
             raise self._error(ctx)

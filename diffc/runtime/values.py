@@ -30,15 +30,50 @@ def to_array(v, where: str = "argument") -> np.ndarray:
     dt = dtype_of_numpy(a.dtype)
     if dt is None:
         raise UsageError(f"{where}: arrays of {a.dtype} are not supported (use float, int or bool)")
-    return np.require(a, dtype=dt.np, requirements="C")  # (ascontiguousarray would make 0-d arrays 1-d)
+    b = np.require(a, dtype=dt.np, requirements="C")  # (ascontiguousarray would make 0-d arrays 1-d)
+    if not np.can_cast(a.dtype, dt.np, "safe") and not _same_values(a, b):
+        raise UsageError(
+            f"{where}: {a.dtype} values that {dt} cannot hold exactly (such as {_first_changed(a, b)}): "
+            f"convert them first"
+        )
+    return b
 
 
-def flatten_args(args) -> tuple[list[np.ndarray], TreeDef]:
-    """Flatten Python arguments (tuples, dicts as records, arrays, numbers)."""
-    if any(isinstance(a, list) for a in _walk(args)):
+def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where converting `a` to `b` changed the value (a uint64 above 2**63 - 1 wraps, a long
+    double rounds)."""
+    if a.dtype.kind in "iu":
+        return a > np.iinfo(np.int64).max
+    with np.errstate(all="ignore"):
+        return (b.astype(a.dtype) != a) & ~(np.isnan(a) & np.isnan(b))
+
+
+def _same_values(a: np.ndarray, b: np.ndarray) -> bool:
+    return not _changed(a, b).any()
+
+
+def _first_changed(a: np.ndarray, b: np.ndarray):
+    return a[_changed(a, b)].flat[0] if a.ndim else a.item()
+
+
+def _check_fields(v) -> None:
+    """A dict argument is a record: its keys are field names."""
+    for k in v:
+        if not isinstance(k, str):
+            raise UsageError(f"a record's field names must be strings, got {k!r} in a dict argument")
+
+
+def flatten_args(args, names=()) -> tuple[list[np.ndarray], TreeDef]:
+    """Flatten Python arguments (tuples, dicts as records, arrays, numbers); a value that is
+    not one is a UsageError naming the argument (by position, and by `names` when given)."""
+    if any(isinstance(a, list) for a in _walk(args)):  # (walks every dict: checks its keys)
         args = _lists_to_arrays(args)
     leaves, tree = flatten(tuple(args), is_record=lambda v: isinstance(v, dict), record_items=lambda v: v.items())
-    return [to_array(x) for x in leaves], tree
+    arrays = []
+    for k, child in enumerate(tree.children):
+        where = f"argument {k}" + (f" (`{names[k]}`)" if k < len(names) else "")
+        arrays.extend(to_array(x, where) for x in leaves[len(arrays) : len(arrays) + child.num_leaves])
+    return arrays, tree
 
 
 def _walk(v):
@@ -47,6 +82,7 @@ def _walk(v):
         for x in v:
             yield from _walk(x)
     elif isinstance(v, dict):
+        _check_fields(v)
         for x in v.values():
             yield from _walk(x)
 

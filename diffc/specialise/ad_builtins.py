@@ -55,6 +55,8 @@ def _argnums(tr, spec, nargs, name):
     for k in nums:
         if not 0 <= k < nargs:
             raise TypeError_(f"`{name}` with respect to argument {k}, but the function is called with {nargs}")
+    if len(set(nums)) != len(nums):
+        raise TypeError_(f"`{name}` with respect to arguments {nums}: each argument at most once")
     return nums, single
 
 

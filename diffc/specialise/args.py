@@ -42,13 +42,28 @@ def func_arg(f, name):
 def static_shape(tr, v, name) -> tuple[int, ...]:
     """A shape argument: a list literal or shape(...) of ints known at compile time."""
     if isinstance(v, tuple):
-        return tuple(tr.static_int(x, tr.span, f"a dimension in `{name}`") for x in v)
-    if isinstance(v, Var) and v.type.dtype is I64 and v.type.rank <= 1 and v.known is not None:
+        dims = tuple(tr.static_int(x, tr.span, f"a dimension in `{name}`") for x in v)
+    elif isinstance(v, Var) and v.type.dtype is I64 and v.type.rank <= 1 and v.known is not None:
         dims = tuple(int(d) for d in np.atleast_1d(v.known))
+    else:
+        dims = None
+    if dims is not None:
         if any(d < 0 for d in dims):
             raise ShapeError(f"negative dimension in the shape {list(dims)} of `{name}`")
         return dims
     raise TypeError_(f"`{name}` needs a shape known at compile time, like [2, 3] or shape(x), got {describe(v)}")
+
+
+def count_arg(tr, args, i: int, what: str, least: int = 0, most: int | None = None) -> int:
+    """Argument `i`, a count or length known at compile time, in [least, most]; a mistake is
+    reported at the argument."""
+    span = tr.arg_span(i)
+    n = tr.static_int(args[i], span, what)
+    if n < least:
+        raise ShapeError(f"{what} must be at least {least}, got {n}", span)
+    if most is not None and n > most:
+        raise ShapeError(f"{what} must be at most {most}, got {n}", span)
+    return n
 
 
 def axis_arg(tr, kwargs, name, rank, default=None):

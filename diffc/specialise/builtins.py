@@ -17,7 +17,7 @@ from ..prims import reduce as red
 from ..prims import shape as sh
 from ..pytree import Record, flatten
 from ..typesys import DType, TensorType, broadcast_shapes, promote
-from .args import allowed_kwargs, arity, axis_arg, static_shape, tensor_arg
+from .args import allowed_kwargs, arity, axis_arg, count_arg, static_shape, tensor_arg
 from .higher_order import _fold, _iterate, _map, _scan, _treemap, _unfold, _while, _windows
 from .values import Builtin, Partial, describe
 
@@ -295,9 +295,11 @@ def _argmax(tr, args, kwargs):
     x = tensor_arg(args[0], "argmax")
     if x.type.dtype is BOOL:
         x = tr.convert(x, I64)
-    if x.type.rank == 0 or x.type.size == 0:
-        raise ShapeError(f"`argmax` needs a non-empty array, got {x.type}")
+    if x.type.rank == 0:
+        raise ShapeError(f"`argmax` needs an array, got {x.type}")
     axis = axis_arg(tr, kwargs, "argmax", x.type.rank)
+    if x.type.size == 0 and (axis is None or x.type.shape[axis] == 0):  # the other axes may be empty
+        raise ShapeError(f"`argmax` of an empty axis, in {x.type}")
     if axis is None and x.type.rank > 1:
         x = tr.emit(sh.reshape_p, [x], shape=(x.type.size,))
         axis = 0
@@ -363,9 +365,7 @@ def _transpose(tr, args, kwargs):
 
 def _arange(tr, args, kwargs):
     arity("arange", args, 1)
-    n = tr.static_int(args[0], tr.span, "the length of `arange`")
-    if n < 0:
-        raise ShapeError(f"`arange` of a negative length ({n})")
+    n = count_arg(tr, args, 0, "the length of `arange`")
     return tr.emit(sh.iota_p, [], n=n)
 
 
@@ -374,7 +374,7 @@ def _one_hot(tr, args, kwargs):
     ids = tensor_arg(args[0], "one_hot")
     if ids.type.dtype is not I64:
         raise TypeError_(f"`one_hot` needs integer ids, got {ids.type}")
-    n = tr.static_int(args[1], tr.span, "the depth of `one_hot`")
+    n = count_arg(tr, args, 1, "the depth of `one_hot`")
     col = tr.emit(sh.reshape_p, [ids], shape=ids.type.shape + (1,))
     hit = tr.emit(ew.eq_p, [col, tr.emit(sh.iota_p, [], n=n)])
     return tr.convert(hit, F64)
@@ -422,10 +422,13 @@ def _key_arg(x, name):
     return x
 
 
+MAX_SPLIT = 4096  # keys of one split: a tuple, unrolled at compile time (many keys: normal(k, [n, ...]))
+
+
 def _split(tr, args, kwargs):
     arity("split", args, 1, 2)
     k = _key_arg(args[0], "split")
-    count = tr.static_int(args[1], tr.span, "the count of `split`") if len(args) == 2 else 2
+    count = count_arg(tr, args, 1, "the count of `split`", least=1, most=MAX_SPLIT) if len(args) == 2 else 2
     bits = tr.emit(rnd.random_bits_p, [k], shape=(count, 2))
     return tuple(tr.emit(sh.index_p, [bits, tr.const(i, I64)]) for i in range(count))
 

@@ -11,7 +11,7 @@ from ..prims import ops, scan, while_
 from ..prims import shape as sh
 from ..pytree import flatten, unflatten
 from ..typesys import DType, TensorType, promote
-from .args import allowed_kwargs, arity, func_arg, tensor_arg
+from .args import allowed_kwargs, arity, count_arg, func_arg, tensor_arg
 from .values import Partial, describe
 
 I64, BOOL = DType.I64, DType.BOOL
@@ -218,7 +218,7 @@ def _scan(tr, args, kwargs):
 def _unfold(tr, args, kwargs):
     arity("unfold", args, 3)
     f, init = func_arg(args[0], "unfold"), args[1]
-    n = tr.static_int(args[2], tr.span, "the length of `unfold`")
+    n = count_arg(tr, args, 2, "the length of `unfold`")
     span = tr.span
 
     def step(carry, rows):
@@ -247,7 +247,7 @@ def _iterate(tr, args, kwargs):
         lambda c, rows: (tr.call(f, [c], {}, span), None),
         init,
         [],
-        tr.static_int(n, span, "the count of `iterate`"),
+        count_arg(tr, args, 2, "the count of `iterate`"),
         False,
         ys_wanted=False,
         checkpoint=_checkpoint_arg(tr, kwargs, "iterate"),
@@ -341,5 +341,5 @@ def _treemap(tr, args, kwargs):
 def _windows(tr, args, kwargs):
     arity("windows", args, 2)
     x = tensor_arg(args[0], "windows")
-    k = tr.static_int(args[1], tr.span, "the window length")
+    k = count_arg(tr, args, 1, "the window length", least=1)
     return tr.emit(sh.windows_p, [x], k=k)

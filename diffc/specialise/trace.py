@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ad import context
 from ..errors import DiffcError, NameError_, ShapeError, TypeError_
-from ..ir.build import Builder, close_together
+from ..ir.build import MAX_RANK, Builder, close_together
 from ..ir.core import Func, Program, Var
 from ..optimise.licm import hoist
 from ..prims import call, cond, map_
@@ -58,6 +58,7 @@ class Tracer:
         self.let_cache: dict = {}
         self.lets_in_progress: set = set()
         self.span: Span | None = None
+        self.arg_spans: list[Span] = []  # of the arguments of the built-in being called, when known
 
     # --- emitting ------------------------------------------------------------------------------
 
@@ -360,7 +361,9 @@ class Tracer:
     def call(self, f, args, kwargs, span, arg_spans=None):
         """Apply a function value to traced arguments."""
         if isinstance(f, Builtin | Partial):
-            saved, self.span = self.span, span or self.span
+            saved = self.span, self.arg_spans
+            self.span = span or self.span
+            self.arg_spans = arg_spans or []
             try:
                 return f.impl(self, args, kwargs)
             except DiffcError as err:
@@ -368,7 +371,7 @@ class Tracer:
                     err.span = span
                 raise
             finally:
-                self.span = saved
+                self.span, self.arg_spans = saved
         if not isinstance(f, Closure | FnRef):
             raise TypeError_(f"this is {describe(f)}, not a function: it cannot be called", span)
         if kwargs:
@@ -503,6 +506,10 @@ class Tracer:
             return v
         raise TypeError_(f"expected an array or a number, got {describe(v)}", span)
 
+    def arg_span(self, i: int) -> Span | None:
+        """The span of argument `i` of the built-in being called (the call's when unknown)."""
+        return self.arg_spans[i] if i < len(self.arg_spans) else self.span
+
     def static_int(self, v, span, what: str) -> int:
         if not (is_tensor(v) and v.type.rank == 0 and v.type.dtype in (DType.I64, DType.BOOL)):
             raise TypeError_(f"{what} must be an integer, got {describe(v)}", span)
@@ -530,9 +537,12 @@ class Tracer:
 
 
 def _literal_array(e: n.ArrayLit):
-    """The value of an array literal made only of number literals (nested), else None."""
+    """The value of an array literal made only of number literals (nested), else None (also
+    when nested deeper than an array's rank can be: each level of a deep literal asks again)."""
 
-    def go(x):
+    def go(x, depth=0):
+        if depth > MAX_RANK:
+            return None
         if isinstance(x, n.Num):
             return x.value, x.is_float
         if isinstance(x, n.Bool):
@@ -540,7 +550,7 @@ def _literal_array(e: n.ArrayLit):
         if isinstance(x, n.UnaryOp) and x.op == "-" and isinstance(x.operand, n.Num):
             return -x.operand.value, x.operand.is_float
         if isinstance(x, n.ArrayLit) and x.elems:
-            vals = [go(y) for y in x.elems]
+            vals = [go(y, depth + 1) for y in x.elems]
             if any(v is None for v in vals):
                 return None
             return [v for v, _ in vals], any(f for _, f in vals)

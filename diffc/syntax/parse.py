@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
 
@@ -34,10 +34,30 @@ def parse(source: SourceFile) -> nodes.Module:
         raise _bad_character(source, err) from None
     except UnexpectedToken as err:
         raise _unexpected_token(source, err) from None
+    _check_nesting(source, tree)
     try:
         return _ToNodes(source).transform(tree)
     except VisitError as err:  # Lark wraps what the Transformer raises
         raise err.orig_exc from None
+
+
+MAX_NESTING = 20_000
+"""Levels of the parse tree a program may nest (blocks, operands of a chain, calls, array
+literals). The compiler's passes recurse once per level, in a few Python frames each, on a
+thread that holds bigstack.RECURSION_LIMIT frames: this bound keeps them well within it."""
+
+
+def _check_nesting(source: SourceFile, tree: Tree) -> None:
+    """Raise DiffcSyntaxError at the first subtree nested deeper than MAX_NESTING (a walk with
+    an explicit stack: the tree may be that deep)."""
+    todo = [(tree, 1)]
+    while todo:
+        t, depth = todo.pop()
+        if depth > MAX_NESTING:
+            m = t.meta
+            span = Span(source, m.line, m.column, m.end_line, m.end_column) if not m.empty else None
+            raise DiffcSyntaxError(f"the program is nested too deeply: more than {MAX_NESTING} levels", span)
+        todo.extend((c, depth + 1) for c in t.children if isinstance(c, Tree))
 
 
 def parse_text(text: str, name: str = "<string>") -> nodes.Module:
