@@ -20,6 +20,7 @@ from .errors import DiffcError, UsageError
 from .pipeline import PASSES
 
 EXIT_OK, EXIT_PROGRAM, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -317,8 +318,9 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return EXIT_PROGRAM
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C, in Python or in native code (See Note [Interrupts] in lower/emit.py)
+        print("diffc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (`diffc show ... | head`)
         sys.stderr.close()
         return EXIT_OK

@@ -12,7 +12,19 @@ from llvmlite import ir
 from ..ir.core import Func, Program
 from ..pytree import TreeDef
 from . import pyentry
-from .emit import CTX_DEPTH, ERR_DEPTH, PTR, VOID, Arr, Emitter, Site, contiguous_strides, mem_type, reg_type
+from .emit import (
+    CTX_DEPTH,
+    ERR_DEPTH,
+    PTR,
+    VOID,
+    Arr,
+    Emitter,
+    Site,
+    contiguous_strides,
+    mem_type,
+    reg_type,
+    start_interrupts,
+)
 
 ENTRY_SYMBOL = "diffc_entry"
 MAX_DEPTH = 10_000
@@ -79,6 +91,7 @@ def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, entry: bool = False):
         em.fail_if(
             b.icmp_signed(">", depth, em.i64(MAX_DEPTH)), Site(f.span, ERR_DEPTH, f.name), depth, em.i64(MAX_DEPTH)
         )
+        em.poll_interrupt(f.span)
     args = []
     for p, a in zip(f.body.params, fn.args[1 + n_out :]):
         args.append(a if p.type.rank == 0 else Arr(a, em.i64(0), contiguous_strides(p.type.shape), p.type))
@@ -117,5 +130,6 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function):
             args.append(b.trunc(v, ir.IntType(1)) if p.type.dtype.name == "BOOL" else v)
         else:
             args.append(ptr)
+    start_interrupts(b, ms.module, ctx)
     b.call(target, [ctx] + [slot(outs, k) for k in range(len(f.body.outs))] + args)
     b.ret_void()

@@ -26,7 +26,7 @@ from llvmlite import ir
 from ..ir.core import Func
 from ..pytree import TreeDef
 from ..typesys import DType
-from .emit import CTX_DEPTH, CTX_ERR, PTR, mem_type
+from .emit import CTX_DEPTH, CTX_ERR, ERR_INTERRUPT, PTR, mem_type, start_interrupts
 
 PYCALL_SYMBOL = "diffc_pycall"
 PYCTX_SYMBOL = "diffc_pyctx"  # the ctx the runtime gives this function's calls
@@ -50,8 +50,10 @@ C_API_FUNCTIONS = (
     "PyObject_CallNoArgs",
     "PyObject_Vectorcall",
     "Py_DecRef",
+    "PyErr_CheckSignals",
+    "PyErr_SetNone",
 )
-C_API_DATA = (*_SCALAR_TYPES.values(), "_Py_TrueStruct")
+C_API_DATA = (*_SCALAR_TYPES.values(), "_Py_TrueStruct", "PyExc_KeyboardInterrupt")
 
 
 def _array_layout() -> dict[str, int] | None:
@@ -174,6 +176,7 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     ctx = b.load(ctx_global, typ=PTR)
     for word in (CTX_ERR, CTX_DEPTH):
         b.store(ir.Constant(I64, 0), b.gep(ctx, [ir.Constant(I64, word)], source_etype=I64))
+    start_interrupts(b, module, ctx)
     b.call(target, [ctx, *slots, *values])
     err = b.load(b.gep(ctx, [ir.Constant(I64, CTX_ERR)], source_etype=I64), typ=I64)
     native_failed = fn.append_basic_block("native_failed")
@@ -200,7 +203,16 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     b.ret(box(out_tree))
     b.position_at_end(native_failed)
     release(b, api, made)
+    interrupted = fn.append_basic_block("interrupted")
+    check(b.icmp_unsigned("!=", err, ir.Constant(I64, ERR_INTERRUPT)), interrupted)
     b.branch(fallback)
+    b.position_at_end(interrupted)  # Python's handlers raise KeyboardInterrupt, or it is raised here
+    raised = fn.append_basic_block("raised")
+    check(equal(api.call("PyErr_CheckSignals", I32, []), ir.Constant(I32, 0)), raised)
+    api.call("PyErr_SetNone", ir.VoidType(), [b.load(api.data("PyExc_KeyboardInterrupt"), typ=PTR)])
+    b.branch(raised)
+    b.position_at_end(raised)
+    b.ret(ir.Constant(PTR, None))
     b.position_at_end(fallback)  # the general path, which the runtime gives as self
     b.ret(api.call("PyObject_Vectorcall", PTR, [fn.args[0], args, nargs, ir.Constant(PTR, None)]))
 

@@ -115,6 +115,18 @@ class Slots:
                 em.b.store(spare, cur)
 
 
+def scalar_only(body: Body) -> bool:
+    """A loop body of a few scalar ops (no array work, loop or call inside), which LLVM may
+    vectorise: its loop checks for an interrupt only every so many iterations."""
+    return all(
+        not e.bodies()
+        and e.prim.name != "call"
+        and all(o.type.rank == 0 for o in e.outs)
+        and (e.prim.name == "index" or all(x.type.rank == 0 for x in e.inputs))
+        for e in body.eqns
+    )
+
+
 def inplace_carries(body: Body, first: int, n: int, plan) -> set[int]:
     """The array carries a loop body updates in place: accumulators (`plan`), and carries whose
     only use is to be the carry of an inner loop that updates it in place and returns it as

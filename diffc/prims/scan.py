@@ -19,6 +19,7 @@ from .loops import (
     index_type,
     inplace_carries,
     row_type,
+    scalar_only,
     seed_or_zeros,
     stacked,
     store_row,
@@ -62,7 +63,7 @@ def _scan_lower(em, eqn, ins):
         for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)
 
-    em.loop(n, step, "scan")
+    em.polled_loop(n, step, "scan", eqn.span, scalar_only(eqn.params["body"]))
     return slots.read() + ys
 
 

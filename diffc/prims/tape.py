@@ -104,12 +104,14 @@ def _while_tape_lower(em, eqn, ins):
     b.store(_malloc(em, em.i64(16 * rsize)), tape)
     b.store(em.i64(16), cap)
     b.store(em.i64(0), count)
+    em.cleanups.append(lambda: em.call_extern("free", VOID, [b.load(tape)], [PTR]))  # on a failure in the loop
     head, loop_body, done = em.block("wt.head"), em.block("wt.body"), em.block("wt.end")
     b.branch(head)
     b.position_at_end(head)
     (c,) = em.lower_body(p["cond"], slots.read() + consts)
     b.cbranch(c, loop_body, done)
     b.position_at_end(loop_body)
+    em.poll_interrupt(eqn.span)
     res = em.lower_body(body, slots.read() + consts)
     n = b.load(count)
     grow, write = em.block("wt.grow"), em.block("wt.write")
@@ -127,6 +129,7 @@ def _while_tape_lower(em, eqn, ins):
     slots.write(res[:ns])
     b.branch(head)
     b.position_at_end(done)
+    em.cleanups.pop()
     return slots.read() + [b.ptrtoint(b.load(tape), I64), b.load(count)]
 
 
@@ -157,7 +160,9 @@ def _while_untape_lower(em, eqn, ins):
         vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
         slots.write(vals[:nc], plan, vals[nc:])
 
-    em.loop(count, step, "untape")
+    em.cleanups.append(lambda: em.call_extern("free", VOID, [tape], [PTR]))  # on a failure in the loop
+    em.polled_loop(count, step, "untape", eqn.span, cheap=False)
+    em.cleanups.pop()
     em.call_extern("free", VOID, [tape], [PTR])
     return slots.read()
 

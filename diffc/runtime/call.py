@@ -7,19 +7,33 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import threading
 
 import llvmlite.binding as llvm
 import numpy as np
 
 from ..errors import BoundsError, RecursionDepthError
 from ..lower import pyentry
-from ..lower.emit import CTX_A, CTX_ARENA, CTX_B, CTX_DEPTH, CTX_ERR, CTX_SITE, CTX_WORDS, ERR_BOUNDS, ERR_DEPTH
+from ..lower.emit import (
+    CTX_A,
+    CTX_ARENA,
+    CTX_B,
+    CTX_DEPTH,
+    CTX_ERR,
+    CTX_SITE,
+    CTX_WORDS,
+    ERR_BOUNDS,
+    ERR_DEPTH,
+    ERR_INTERRUPT,
+)
 from ..lower.llvm import ENTRY_SYMBOL
 from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL
 from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
 from ..pytree import unflatten
+from . import interrupt
 from .values import value_text
 
+_print_sites_lock = threading.Lock()
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 _PRINT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)
 
@@ -43,8 +57,13 @@ def register_symbols():
     """Make the runtime's functions, and the C API the direct Python entry calls, visible to
     the code that MCJIT links."""
     llvm.add_symbol(PRINT_SYMBOL, ctypes.cast(_print_callback, ctypes.c_void_p).value)
+    interrupt.register_symbols()
     for name, address in pyentry.symbol_addresses().items():
         llvm.add_symbol(name, address)
+
+
+_check_signals = ctypes.pythonapi.PyErr_CheckSignals  # runs Python's signal handlers; raises what they raise
+_check_signals.restype = ctypes.c_int
 
 
 class _MethodDef(ctypes.Structure):
@@ -64,40 +83,57 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]  # (much cheaper than a.ctypes.data)
 
 
+class _Frame:
+    """What one call in flight owns: its ctx, the entry function's arena (reused by the calls
+    that take this frame after it, See Note [Arenas] in lower/emit.py), the in and out pointer
+    arrays and the slots of scalar arguments and results."""
+
+    def __init__(self, in_types, out_types, arena_bytes: int):
+        self.out_ptrs = (ctypes.c_void_p * max(len(out_types), 1))()
+        self.in_ptrs = (ctypes.c_void_p * max(len(in_types), 1))()
+        self.arena = np.empty(arena_bytes + 64, dtype=np.uint8)
+        self.ctx = (ctypes.c_int64 * CTX_WORDS)()
+        self.ctx[CTX_ARENA] = (_address(self.arena) + 63) // 64 * 64
+        self.ctx_ptr = ctypes.addressof(self.ctx)
+        self.scalar_outs = {k: _CTYPES[t.dtype.value]() for k, t in enumerate(out_types) if t.rank == 0}
+        for k, slot in self.scalar_outs.items():
+            self.out_ptrs[k] = ctypes.addressof(slot)
+        self.scalar_ins = [_CTYPES[t.dtype.value]() if t.rank == 0 else None for t in in_types]
+        self.reset_ins()
+
+    def reset_ins(self):
+        """Point the scalar parameters at their slots again (a call of arrays overwrites them)."""
+        for k, slot in enumerate(self.scalar_ins):
+            if slot is not None:
+                self.in_ptrs[k] = ctypes.addressof(slot)
+
+
 class NativeFunction:
     """A compiled entry point: call it with a list of contiguous arrays of the right types, or
     call_scalars with Python numbers for its scalar parameters (the fast path of small calls).
-    Scalar results come back as Python numbers, array results as new NumPy arrays."""
+    Scalar results come back as Python numbers, array results as new NumPy arrays.
+
+    Calls may come from several threads at once (this path releases the GIL) and from inside
+    a call (a print hook): each call takes a frame of its own from a pool, which holds one
+    frame when calls do not overlap. The direct entry has a frame of its own."""
 
     def __init__(self, compiled, sites, in_types, out_types, arena_bytes: int = 0, prints=()):
         self.compiled = compiled  # keeps the machine code alive
         if prints:  # number this program's print sites after those already loaded
             base = compiled.global_address(PRINT_BASE)
-            ctypes.c_int64.from_address(base).value = len(PRINT_SITES)
-            PRINT_SITES.extend(prints)
+            with _print_sites_lock:  # (another thread may be loading a program)
+                ctypes.c_int64.from_address(base).value = len(PRINT_SITES)
+                PRINT_SITES.extend(prints)
         self.sites = sites
         self.in_types = in_types
         self.out_types = out_types
+        self.arena_bytes = arena_bytes
         self.cfunc = _ENTRY(compiled.address(ENTRY_SYMBOL))
-        self._out_ptrs = (ctypes.c_void_p * max(len(out_types), 1))()
-        self._in_ptrs = (ctypes.c_void_p * max(len(in_types), 1))()
-        # the entry function's arena, reused by every call (See Note [Arenas] in lower/emit.py);
-        # calls of one compiled function from several threads at once are not supported
-        self._arena = np.empty(arena_bytes + 64, dtype=np.uint8)
-        self._ctx = (ctypes.c_int64 * CTX_WORDS)()
-        self._ctx[CTX_ARENA] = (_address(self._arena) + 63) // 64 * 64
-        self._ctx_ptr = ctypes.addressof(self._ctx)
-        # scalar results are written into slots made once
-        self._scalar_outs = {k: _CTYPES[t.dtype.value]() for k, t in enumerate(out_types) if t.rank == 0}
-        for k, slot in self._scalar_outs.items():
-            self._out_ptrs[k] = ctypes.addressof(slot)
+        self._frames = [_Frame(in_types, out_types, arena_bytes)]  # the free ones
         self._array_outs = [(k, t.shape, t.dtype.np) for k, t in enumerate(out_types) if t.rank]
-        self._scalar_ins = [_CTYPES[t.dtype.value]() if t.rank == 0 else None for t in in_types]
-        for k, slot in enumerate(self._scalar_ins):
-            if slot is not None:
-                self._in_ptrs[k] = ctypes.addressof(slot)
-        self._direct = self._methoddef = None
+        self._direct = self._methoddef = self._direct_frame = None
         self._no_direct = False
+        interrupt.ensure()
 
     def direct(self, fallback):
         """The built-in function of lower/pyentry.py, or None if this function has none: called
@@ -109,7 +145,10 @@ class NativeFunction:
         if not address:
             self._no_direct = True
             return None
-        ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._ctx_ptr
+        # it holds the GIL, so its calls never overlap: one frame, apart from the pool's
+        if self._direct_frame is None:
+            self._direct_frame = _Frame(self.in_types, self.out_types, self.arena_bytes)
+        ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._direct_frame.ctx_ptr
         self._allocators = pyentry.allocators(self.out_types)  # (must outlive the built-in)
         table = self.compiled.global_address(PYALLOCS_SYMBOL)
         for k, alloc in enumerate(self._allocators):
@@ -121,43 +160,56 @@ class NativeFunction:
         return self._direct
 
     def __call__(self, arrays: list[np.ndarray]) -> list:
-        ins = self._in_ptrs
-        for k, a in enumerate(arrays):
-            ins[k] = _address(a)
+        frame = self._take()
         try:
-            return self._run()
-        finally:  # the scalar slots' addresses stay the defaults of call_scalars
-            for k, slot in enumerate(self._scalar_ins):
-                if slot is not None:
-                    ins[k] = ctypes.addressof(slot)
+            for k, a in enumerate(arrays):
+                frame.in_ptrs[k] = _address(a)
+            return self._run(frame)
+        finally:
+            frame.reset_ins()
+            self._frames.append(frame)
 
     def call_scalars(self, values) -> list:
         """Call with Python numbers for scalar parameters and arrays for the others."""
-        ins = self._in_ptrs
-        for k, (slot, v) in enumerate(zip(self._scalar_ins, values)):
-            if slot is None:
-                ins[k] = _address(v)
-            else:
-                slot.value = v  # its address is already in ins
-        return self._run()
+        frame = self._take()
+        try:
+            ins = frame.in_ptrs
+            for k, (slot, v) in enumerate(zip(frame.scalar_ins, values)):
+                if slot is None:
+                    ins[k] = _address(v)
+                else:
+                    slot.value = v  # its address is already in ins
+            return self._run(frame)
+        finally:
+            self._frames.append(frame)
 
-    def _run(self) -> list:
-        ctx = self._ctx
+    def _take(self) -> _Frame:
+        try:
+            return self._frames.pop()  # (atomic under the GIL)
+        except IndexError:  # every frame is in a call: another thread's, or this one's caller
+            return _Frame(self.in_types, self.out_types, self.arena_bytes)
+
+    def _run(self, frame: _Frame) -> list:
+        interrupt.ensure()
+        ctx = frame.ctx
         ctx[CTX_ERR] = ctx[CTX_DEPTH] = 0
         outs = [None] * len(self.out_types)
         for k, shape, dtype in self._array_outs:
             o = outs[k] = np.empty(shape, dtype=dtype)
-            self._out_ptrs[k] = _address(o)
-        self.cfunc(self._ctx_ptr, self._in_ptrs, self._out_ptrs)
+            frame.out_ptrs[k] = _address(o)
+        self.cfunc(frame.ctx_ptr, frame.in_ptrs, frame.out_ptrs)
         if PRINT_SITES:
             sys.stdout.flush()
         if ctx[CTX_ERR]:
             raise self._error(ctx)
-        for k, slot in self._scalar_outs.items():
+        for k, slot in frame.scalar_outs.items():
             outs[k] = slot.value
         return outs
 
     def _error(self, ctx):
+        if ctx[CTX_ERR] == ERR_INTERRUPT:  # Python's handlers raise KeyboardInterrupt, or it is raised here
+            _check_signals()
+            return KeyboardInterrupt()
         site = self.sites[int(ctx[CTX_SITE])]
         a, b = int(ctx[CTX_A]), int(ctx[CTX_B])
         if ctx[CTX_ERR] == ERR_BOUNDS:

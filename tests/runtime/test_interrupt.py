@@ -1,0 +1,121 @@
+"""Ctrl-C interrupts native code (See Note [Interrupts] in lower/emit.py): the CLI exits 130
+with one line, a Python call raises KeyboardInterrupt and the process stays usable, on the
+direct entry and on the ctypes path. Each case runs in a subprocess that prints a marker
+before its endless call; SIGINT is sent once the native loop runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+PROGRAM = """
+fn spin(n) = while(fn(x) => x != n, fn(x) => x + 1, 0)
+fn fib(n) = if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+fn halve(x) = if x > 0.0 { iterate(fn(s) => s * 0.5 + x, x, 10000000000) } else { x }
+fn halve_rows(v) = if v[0] > 0.0 { iterate(fn(s) => s * 0.5 + v, v, 10000000000) } else { v }
+"""
+
+# (a call with {} for its argument, an argument that makes it endless, one that does not, the
+# result of that one); the calls of lists and NumPy scalars take the ctypes path
+CASES = {
+    "while": ("m.spin({})", "-1", "12", "12"),
+    "recursion": ("m.fib({})", "200", "11", "89"),
+    "iterate": ("m.halve({})", "1.0", "-2.0", "-2.0"),
+    "iterate-rows": ("m.halve_rows(np.array([{}, 1.0]))", "1.0", "-2.0", "array([-2.,  1.])"),
+    "while-ctypes": ("m.spin(np.int64({}))", "-1", "12", "12"),
+    "recursion-ctypes": ("m.fib(np.int64({}))", "200", "11", "89"),
+    "iterate-ctypes": ("m.halve(np.float64({}))", "1.0", "-2.0", "-2.0"),
+    "iterate-rows-ctypes": ("m.halve_rows([{}, 1.0])", "1.0", "-2.0", "array([-2.,  1.])"),
+}
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": ROOT, "DIFFC_CACHE": "0"}
+
+
+def _interrupt(args):
+    """Run args, send SIGINT a moment after its first line "ready": (exit code, stdout, stderr)."""
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        first = p.stdout.readline()
+        assert first == "ready\n", first + p.stderr.read()
+        time.sleep(0.3)  # the endless call is running (the outcome does not depend on how long)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    return p.returncode, out, err
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_python_call_raises_keyboard_interrupt_and_stays_usable(case):
+    call, endless, finite, expected = CASES[case]
+    direct = "ctypes" not in case
+    script = textwrap.dedent(f"""
+        import numpy as np, diffc
+        m = diffc.compile({PROGRAM!r})
+        {call.format(finite)}
+        assert (type({call.split("(")[0]}._entry).__name__ == "builtin_function_or_method") == {direct}
+        print("ready", flush=True)
+        try:
+            {call.format(endless)}
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+        print(repr({call.format(finite)}))
+        print(repr({call.format(finite)}))
+    """)
+    code, out, err = _interrupt([sys.executable, "-c", script])
+    assert (code, out.splitlines()) == (0, ["interrupted", expected, expected]), err
+
+
+def test_cli_exits_130_with_one_line(tmp_path):
+    prog = tmp_path / "endless.dfl"
+    prog.write_text('fn main() = {\n    print("ready");\n    while(fn(x) => true, fn(x) => x + 1, 0)\n}\n')
+    code, out, err = _interrupt([sys.executable, "-m", "diffc", "run", str(prog)])
+    assert (code, out, err) == (130, "", "diffc: interrupted\n")
+
+
+def _script(body: str) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        f"import diffc, signal, time\nm = diffc.compile({PROGRAM!r})\n" + textwrap.dedent(body),
+    ]
+
+
+def test_ctrl_c_of_python_code_still_raises_and_spares_the_next_call():
+    code, out, err = _interrupt(
+        _script("""
+            m.spin(3)
+            print("ready", flush=True)
+            try:
+                while True:
+                    time.sleep(0.001)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+            print(m.spin(12), m.spin(-12 + 24))
+        """)
+    )
+    assert (code, out) == (0, "interrupted\n12 12\n"), err
+
+
+def test_a_handler_of_ones_own_runs_when_the_call_returns():
+    code, out, err = _interrupt(
+        _script("""
+            signal.signal(signal.SIGINT, lambda *_: print("handled", flush=True))
+            m.spin(3)
+            print("ready", flush=True)
+            print(m.spin(2000000000), flush=True)
+        """)
+    )
+    assert (code, out) == (0, "handled\n2000000000\n"), err
