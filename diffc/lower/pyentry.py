@@ -9,12 +9,14 @@ It takes only what it was compiled for (a float, int or bool; an exact ndarray, 
 and aligned, of the dtype and shape); anything else, and a call whose native code reports a
 failure (a bounds or recursion-depth error in ctx), it hands to `self`, the general path of
 the Python API, which compiles other signatures, copies other arrays and raises located
-errors. Result arrays are made by calling np.empty (through partial objects that the runtime
-puts in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts used are
-where a PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two objects
-and NumPy's built-in dtypes are unique, and where an ndarray keeps its data pointer, shape and
-flags (`ARRAY`, checked on live arrays when this module is imported: without it, functions of
-arrays keep the general path)."""
+errors. A call interrupted by Ctrl-C raises what Python's signal handlers raise, else
+KeyboardInterrupt (See Note [Interrupts] in lower/emit.py). Its frame (ctx and arena) is its
+own: it holds the GIL, so its calls never overlap. Result arrays are made by calling np.empty
+(through partial objects that the runtime puts in `diffc_pyallocs`). The C API is only
+called, never inlined; the layout facts used are where a PyObject's type pointer is (the last
+word of PyObject_HEAD), that bool's two objects and NumPy's built-in dtypes are unique, and
+where an ndarray keeps its data pointer, shape and flags (`ARRAY`, checked on live arrays when
+this module is imported: without it, functions of arrays keep the general path)."""
 
 from __future__ import annotations
 
