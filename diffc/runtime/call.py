@@ -33,7 +33,7 @@ from ..pytree import unflatten
 from . import interrupt
 from .values import value_text
 
-_print_sites_lock = threading.Lock()
+_print_sites_lock, _direct_lock = threading.Lock(), threading.Lock()
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 _PRINT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)
 
@@ -139,6 +139,10 @@ class NativeFunction:
         """The built-in function of lower/pyentry.py, or None if this function has none: called
         with the arguments, it returns the result, or what fallback(*args) returns when the
         arguments are not of its signature or the native code failed. Made once."""
+        with _direct_lock:  # (two threads must not both make one: its ctx would be the other's)
+            return self._make_direct(fallback)
+
+    def _make_direct(self, fallback):
         if self._direct is not None or self._no_direct:
             return self._direct
         address = self.compiled.address(PYCALL_SYMBOL)

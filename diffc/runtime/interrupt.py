@@ -64,14 +64,19 @@ def register_symbols():
     llvm.add_symbol(SIGINTS_SYMBOL, ctypes.addressof(SIGINTS))
 
 
-@functools.cache
+_made: list = []  # [(the handler's machine code, kept alive for the process; its address)]
+
+
 def _handler() -> tuple[jit.Compiled, int] | None:
-    """The handler's machine code (kept alive for the process) and its address."""
+    """The handler, compiled once (under the lock: two handlers would both count a SIGINT)."""
     if not sys.platform.startswith("linux"):
         return None
-    register_symbols()
-    compiled = jit.Compiled(jit.optimise(_HANDLER_IR))
-    return compiled, compiled.address(_HANDLER)
+    with _lock:
+        if not _made:
+            register_symbols()
+            compiled = jit.Compiled(jit.optimise(_HANDLER_IR))
+            _made.append((compiled, compiled.address(_HANDLER)))
+    return _made[0]
 
 
 @functools.cache

@@ -149,3 +149,34 @@ def test_an_interrupted_derivative_of_while_frees_its_tape():
     calls, tape, kept, value = out.stdout.split()
     assert (calls, value) == ("3", "True"), out.stderr
     assert int(tape) > 32 << 20 and int(kept) < int(tape) // 4, out.stdout
+
+
+def test_ctrl_c_interrupts_the_calls_of_every_thread():
+    code, out, err = _interrupt(
+        _script("""
+            import threading
+            import numpy as np
+            m.spin(np.int64(3))
+            stopped = []
+
+            def work():
+                try:
+                    m.spin(np.int64(-1))
+                except KeyboardInterrupt:
+                    stopped.append(True)
+
+            workers = [threading.Thread(target=work) for _ in range(3)]
+            for w in workers:
+                w.start()
+            print("ready", flush=True)
+            try:
+                while any(w.is_alive() for w in workers):
+                    time.sleep(0.01)
+            except KeyboardInterrupt:
+                print("main interrupted", flush=True)
+            for w in workers:
+                w.join()
+            print(len(stopped), m.spin(np.int64(7)))
+        """)
+    )
+    assert (code, out) == (0, "main interrupted\n3 7\n"), err
