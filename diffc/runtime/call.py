@@ -1,6 +1,6 @@
 """Calling compiled code: flat NumPy buffers in and out through ctypes, failures reported
-by native code (in the ctx words) raised as DiffcErrors located in the program, and print
-calls from native code formatted here."""
+by native code (in the ctx words) raised as DiffcErrors located in the program (and Ctrl-C
+as KeyboardInterrupt), and print calls from native code formatted here."""
 
 from __future__ import annotations
 
@@ -63,7 +63,6 @@ def register_symbols():
 
 
 _check_signals = ctypes.pythonapi.PyErr_CheckSignals  # runs Python's signal handlers; raises what they raise
-_check_signals.restype = ctypes.c_int
 
 
 class _MethodDef(ctypes.Structure):
