@@ -33,6 +33,7 @@ ERR_BOUNDS, ERR_DEPTH = 1, 2
 ERR_INTERRUPT = 3
 SIGINTS_SYMBOL = "diffc_sigints"  # an i64 the runtime's SIGINT handler increments
 POLL_CHUNK = 1 << 16  # iterations of a cheap loop between two checks for an interrupt
+FEW_ITERATIONS = 16  # loops of fewer iterations than this never check
 ARENA_STACK_LIMIT = 1 << 14  # arenas up to this size live on the stack
 RECURSIVE_STACK_LIMIT = 256  # ... in a recursive function, whose frames pile up
 
@@ -235,8 +236,12 @@ class Emitter:
 
     def polled_loop(self, n, body, name: str, span, cheap: bool):
         """A loop that may run long (scan, map): it leaves when Ctrl-C is pressed, checking each
-        iteration, or every POLL_CHUNK iterations when its body is a few scalar ops (a check
-        inside would cost LLVM its vectorisation). See Note [Interrupts]."""
+        iteration, or every POLL_CHUNK iterations when its steps are cheap (a check in each
+        would cost LLVM its unrolling and vectorisation). A loop of a few iterations has no
+        check of its own: its parent loop's checks (or its body's) see Ctrl-C."""
+        if isinstance(n, int) and n < FEW_ITERATIONS:
+            self.loop(n, body, name)
+            return
         if not cheap:
 
             def checked(i):
@@ -588,13 +593,14 @@ def start_interrupts(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # calls Python's handler. Each call notes the count when it begins (ctx[CTX_SIGINTS]) and the
 # code that can run long compares it with the current one: each iteration of a while loop
 # (and of its taped form), each call of a recursive function, each iteration of a scan, a map
-# or a tape's backward loop (every POLL_CHUNK iterations when the body is a few scalar ops, so
-# that the innermost, vectorised loops stay as they were). When the counts differ, the call
-# fails with ERR_INTERRUPT and the runtime raises KeyboardInterrupt. A count rather than a flag
-# that someone clears: a call is interrupted by exactly the SIGINTs that arrive while it runs,
-# in whichever thread it runs, and a Ctrl-C pressed while Python code runs does not fail the
-# next native call. The load is atomic (monotonic, a plain load on x86) so that LLVM does not
-# hoist it out of the loop.
+# or a tape's backward loop whose steps do POLL_WORK scalar ops or more (prims/loops.py), and
+# every POLL_CHUNK iterations of one whose steps are cheaper, and never in a loop of fewer than
+# FEW_ITERATIONS: the short, innermost loops stay as they were, unrolled and vectorised. When
+# the counts differ, the call fails with ERR_INTERRUPT and the runtime raises KeyboardInterrupt.
+# A count rather than a flag that someone clears: a call is interrupted by exactly the SIGINTs
+# that arrive while it runs, in whichever thread it runs, and a Ctrl-C pressed while Python
+# code runs does not fail the next native call. The load is atomic (monotonic, a plain load on
+# x86) so that LLVM does not hoist it out of the loop.
 #
 # Note [Alias scopes]
 # ~~~~~~~~~~~~~~~~~~~~

@@ -17,7 +17,7 @@ from ..ad.vjp import is_float
 from ..ir.build import Builder
 from ..ir.core import Body
 from ..ir.walk import uses_and_producers
-from ..lower.emit import PTR, Arr, contiguous_strides, reg_type
+from ..lower.emit import PTR, REDUCTIONS, Arr, contiguous_strides, reg_type
 from ..typesys import DType, TensorType
 from . import ops
 from .shape import row
@@ -115,16 +115,31 @@ class Slots:
                 em.b.store(spare, cur)
 
 
-def scalar_only(body: Body) -> bool:
-    """A loop body of a few scalar ops (no array work, loop or call inside), which LLVM may
-    vectorise: its loop checks for an interrupt only every so many iterations."""
-    return all(
-        not e.bodies()
-        and e.prim.name != "call"
-        and all(o.type.rank == 0 for o in e.outs)
-        and (e.prim.name == "index" or all(x.type.rank == 0 for x in e.inputs))
-        for e in body.eqns
-    )
+POLL_WORK = 1024  # scalar ops per iteration from which a loop checks for Ctrl-C each time
+
+
+def cheap_steps(body: Body) -> bool:
+    """Whether a loop's steps are too short to check for Ctrl-C in each (See Note [Interrupts]
+    in lower/emit.py): a check per iteration would cost a measurable share of the time and
+    keep LLVM from unrolling and vectorising the loop."""
+    return work(body) < POLL_WORK
+
+
+def work(body: Body) -> int:
+    """A rough count of the scalar operations one run of `body` does: its loops' trip counts
+    times their bodies' work, and each other op the elements it writes (reads, for a
+    reduction). A while loop or a call counts as one run of its body: they check for Ctrl-C
+    themselves."""
+    total = 0
+    for e in body.eqns:
+        trips = e.params.get("n", e.params.get("length")) if e.prim.name in ("map", "scan") else 1
+        if e.bodies():
+            total += trips * sum(work(b) for b in e.bodies())
+        elif e.prim.name in REDUCTIONS or e.prim.name == "matmul":  # (reads every element)
+            total += max(x.type.size for x in e.inputs)
+        else:  # (an index of an array reads one element of it)
+            total += max([o.type.size for o in e.outs] + [1])
+    return total
 
 
 def inplace_carries(body: Body, first: int, n: int, plan) -> set[int]:

@@ -11,10 +11,10 @@ from ..ir.walk import inline
 from ..lower.emit import Lazy
 from .core import primitive
 from .loops import (
+    cheap_steps,
     closed_body,
     index_type,
     row_type,
-    scalar_only,
     seed_or_zeros,
     stacked,
     store_row,
@@ -64,7 +64,7 @@ def _map_lower(em, eqn, ins):
             if rows.get(o.id, (None, None)) != (k, r):
                 store_row(em, out, i, r)
 
-    em.polled_loop(n, step, "map", eqn.span, scalar_only(body))
+    em.polled_loop(n, step, "map", eqn.span, cheap_steps(body))
     return outs
 
 

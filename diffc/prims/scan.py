@@ -15,11 +15,11 @@ from .core import primitive
 from .loops import (
     Slots,
     accumulators,
+    cheap_steps,
     closed_body,
     index_type,
     inplace_carries,
     row_type,
-    scalar_only,
     seed_or_zeros,
     stacked,
     store_row,
@@ -63,7 +63,7 @@ def _scan_lower(em, eqn, ins):
         for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)
 
-    em.polled_loop(n, step, "scan", eqn.span, scalar_only(eqn.params["body"]))
+    em.polled_loop(n, step, "scan", eqn.span, cheap_steps(eqn.params["body"]))
     return slots.read() + ys
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..lower.emit import I8, I64, PTR, VOID, Arr, contiguous_strides
 from ..typesys import DType, TensorType
 from .core import primitive
-from .loops import Slots, accumulators, inplace_carries
+from .loops import Slots, accumulators, cheap_steps, inplace_carries
 
 HANDLE = TensorType(DType.I64, ())
 
@@ -161,7 +161,7 @@ def _while_untape_lower(em, eqn, ins):
         slots.write(vals[:nc], plan, vals[nc:])
 
     em.cleanups.append(lambda: em.call_extern("free", VOID, [tape], [PTR]))  # on a failure in the loop
-    em.polled_loop(count, step, "untape", eqn.span, cheap=False)
+    em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body))
     em.cleanups.pop()
     em.call_extern("free", VOID, [tape], [PTR])
     return slots.read()

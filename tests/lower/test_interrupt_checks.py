@@ -21,9 +21,10 @@ def polls(raw: str) -> int:
         ("fn f(n) = if n < 1 { 0 } else { f(n - 1) + 1 }\nfn main(n) = f(n)", "n=5", 1),
         ("fn main(xs) = fold(fn(a, x) => a * 0.5 + x, 0.0, xs)", "xs=SHORT", 0),  # a few scalar ops
         ("fn main(xs) = fold(fn(a, x) => a * 0.5 + x, 0.0, xs)", "xs=LONG", 1),  # ... every 65 536 steps
-        ("fn main(xs) = iterate(fn(v) => v * 0.5 + xs, xs, 3)", "xs=SHORT", 1),  # array work per step
+        ("fn main(xs) = iterate(fn(v) => v * 0.5 + xs, xs, 100)", "xs=SHORT", 1),  # array work per step
+        ("fn main(xs) = iterate(fn(v) => v * 0.5 + xs, xs, 15)", "xs=SHORT", 0),  # ... in a few steps
     ],
-    ids=["while", "recursion", "short-scalar-fold", "long-scalar-fold", "array-iterate"],
+    ids=["while", "recursion", "short-scalar-fold", "long-scalar-fold", "array-iterate", "few-steps"],
 )
 def test_long_running_loops_check_for_ctrl_c(source, arg, expected, tmp_path, capsys):
     p = tmp_path / "p.dfl"
