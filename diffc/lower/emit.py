@@ -31,6 +31,7 @@ CTX_SIGINTS = 6  # the count of SIGINTs when the call began (See Note [Interrupt
 CTX_WORDS = 7
 ERR_BOUNDS, ERR_DEPTH = 1, 2
 ERR_INTERRUPT = 3
+ERR_CALLBACK = 4  # the print callback raised an exception, which the runtime keeps
 SIGINTS_SYMBOL = "diffc_sigints"  # an i64 the runtime's SIGINT handler increments
 POLL_CHUNK = 1 << 16  # iterations of a cheap loop between two checks for an interrupt
 FEW_ITERATIONS = 16  # loops of fewer iterations than this never check

@@ -23,6 +23,7 @@ from ..lower.emit import (
     CTX_SITE,
     CTX_WORDS,
     ERR_BOUNDS,
+    ERR_CALLBACK,
     ERR_DEPTH,
     ERR_INTERRUPT,
 )
@@ -35,7 +36,8 @@ from .values import value_text
 
 _print_sites_lock, _direct_lock = threading.Lock(), threading.Lock()
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-_PRINT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)
+_PRINT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
+_callback_errors: dict[int, BaseException] = {}  # by the address of the ctx of the failed call
 
 
 def _read(ptr: int, t) -> np.ndarray:
@@ -44,12 +46,16 @@ def _read(ptr: int, t) -> np.ndarray:
 
 
 @_PRINT
-def _print_callback(site: int, ptrs: int):
-    label, tree, types = PRINT_SITES[site]
-    addrs = (ctypes.c_void_p * max(len(types), 1)).from_address(ptrs)
-    vals = [_read(addrs[k], t) for k, t in enumerate(types)]
-    parts = [value_text(x) for x in unflatten(tree, [v.item() if v.ndim == 0 else v for v in vals], make_record=dict)]
-    sys.stdout.write(" ".join(([label] if label else []) + parts) + "\n")
+def _print_callback(site: int, ptrs: int, ctx: int):
+    try:
+        label, tree, types = PRINT_SITES[site]
+        addrs = (ctypes.c_void_p * max(len(types), 1)).from_address(ptrs)
+        vals = [_read(addrs[k], t) for k, t in enumerate(types)]
+        tree = unflatten(tree, [v.item() if v.ndim == 0 else v for v in vals], make_record=dict)
+        sys.stdout.write(" ".join(([label] if label else []) + [value_text(x) for x in tree]) + "\n")
+    except BaseException as e:  # (ctypes would print it and go on): the call stops, and raises it
+        _callback_errors[ctx] = e
+        ctypes.c_int64.from_address(ctx + 8 * CTX_ERR).value = ERR_CALLBACK
 
 
 @functools.cache
@@ -210,6 +216,8 @@ class NativeFunction:
         return outs
 
     def _error(self, ctx):
+        if ctx[CTX_ERR] == ERR_CALLBACK:
+            return _callback_errors.pop(ctypes.addressof(ctx))
         if ctx[CTX_ERR] == ERR_INTERRUPT:  # Python's handlers raise KeyboardInterrupt, or it is raised here
             _check_signals()
             return KeyboardInterrupt()

@@ -180,3 +180,12 @@ def test_ctrl_c_interrupts_the_calls_of_every_thread():
         """)
     )
     assert (code, out) == (0, "main interrupted\n3 7\n"), err
+
+
+def test_ctrl_c_while_printing_exits_130_with_one_line(tmp_path):
+    """SIGINT often lands while the print callback runs Python code: its KeyboardInterrupt
+    stops the call instead of being printed and dropped by ctypes."""
+    prog = tmp_path / "chatty.dfl"
+    prog.write_text('fn main() = {\n    print("ready");\n    while(fn(x) => true, fn(x) => { print(x); x + 1 }, 0)\n}')
+    code, _, err = _interrupt([sys.executable, "-m", "diffc", "run", str(prog)])
+    assert (code, err) == (130, "diffc: interrupted\n")
