@@ -200,8 +200,10 @@ class Emitter:
         self.scopes: dict[int, int] = {}  # id(buffer pointer) -> scope number
         self.n_scopes = 0
         self.scoped: list[tuple[ir.Instruction, int]] = []
-        # code that frees the heap memory of the loops being emitted, run on a failure
+        # code that frees the heap memory owned by the body being emitted, run on a failure,
+        # and the allocas holding its live while tapes (prims/tape.py); both die with the body
         self.cleanups: list = []
+        self.tapes: list = []
 
     # --- blocks, allocas, loops ---------------------------------------------------------
 
@@ -509,6 +511,7 @@ class Emitter:
         """Emit the equations of `body` with its params bound to `args`; returns its outs
         (in memory or registers; Lazy only where lazy_outs allows it)."""
         env = dict(zip(body.params, args))
+        owned = len(self.cleanups), len(self.tapes)
         fusable = _fusable_values(body, lazy_outs)
         for eqn in body.eqns:
             ins = [env[x] for x in eqn.inputs]
@@ -520,6 +523,8 @@ class Emitter:
             finally:
                 self.fuse_next = False
             env.update(zip(eqn.outs, outs))
+        # (memory that outlives the body, as a tape that a loop's step returns, is not freed on a failure)
+        del self.cleanups[owned[0] :], self.tapes[owned[1] :]
         return [env[o] if lazy_outs else self.force(env[o]) for o in body.outs]
 
     # --- finishing ------------------------------------------------------------------------

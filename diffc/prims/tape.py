@@ -9,6 +9,8 @@ while_untape runs a body once per taped record, last record first, then frees th
 
 from __future__ import annotations
 
+from llvmlite import ir
+
 from ..lower.emit import I8, I64, PTR, VOID, Arr, contiguous_strides
 from ..typesys import DType, TensorType
 from .core import primitive
@@ -104,7 +106,9 @@ def _while_tape_lower(em, eqn, ins):
     b.store(_malloc(em, em.i64(16 * rsize)), tape)
     b.store(em.i64(16), cap)
     b.store(em.i64(0), count)
-    em.cleanups.append(lambda: em.call_extern("free", VOID, [b.load(tape)], [PTR]))  # on a failure in the loop
+    # freed on a failure from here to its while_untape (or the end of this body)
+    em.cleanups.append(lambda: em.call_extern("free", VOID, [b.load(tape)], [PTR]))
+    em.tapes.append(tape)
     head, loop_body, done = em.block("wt.head"), em.block("wt.body"), em.block("wt.end")
     b.branch(head)
     b.position_at_end(head)
@@ -129,7 +133,6 @@ def _while_tape_lower(em, eqn, ins):
     slots.write(res[:ns])
     b.branch(head)
     b.position_at_end(done)
-    em.cleanups.pop()
     return slots.read() + [b.ptrtoint(b.load(tape), I64), b.load(count)]
 
 
@@ -160,6 +163,9 @@ def _while_untape_lower(em, eqn, ins):
         vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
         slots.write(vals[:nc], plan, vals[nc:])
 
+    for slot in em.tapes:  # the tape is this loop's now: its while_tape no longer frees it
+        held = b.load(slot)
+        b.store(b.select(b.icmp_unsigned("==", held, tape), ir.Constant(PTR, None), held), slot)
     em.cleanups.append(lambda: em.call_extern("free", VOID, [tape], [PTR]))  # on a failure in the loop
     em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body))
     em.cleanups.pop()
