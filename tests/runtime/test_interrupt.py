@@ -63,13 +63,17 @@ def _interrupt(args):
     return p.returncode, out, err
 
 
+def _script(body: str) -> list[str]:
+    """A Python process that loads PROGRAM as `m`, then runs body."""
+    setup = f"import diffc, signal, time\nimport numpy as np\nm = diffc.compile({PROGRAM!r})\n"
+    return [sys.executable, "-c", setup + textwrap.dedent(body)]
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_python_call_raises_keyboard_interrupt_and_stays_usable(case):
     call, endless, finite, expected = CASES[case]
     direct = "ctypes" not in case
-    script = textwrap.dedent(f"""
-        import numpy as np, diffc
-        m = diffc.compile({PROGRAM!r})
+    script = _script(f"""
         {call.format(finite)}
         assert (type({call.split("(")[0]}._entry).__name__ == "builtin_function_or_method") == {direct}
         print("ready", flush=True)
@@ -80,7 +84,7 @@ def test_python_call_raises_keyboard_interrupt_and_stays_usable(case):
         print(repr({call.format(finite)}))
         print(repr({call.format(finite)}))
     """)
-    code, out, err = _interrupt([sys.executable, "-c", script])
+    code, out, err = _interrupt(script)
     assert (code, out.splitlines()) == (0, ["interrupted", expected, expected]), err
 
 
@@ -89,14 +93,6 @@ def test_cli_exits_130_with_one_line(tmp_path):
     prog.write_text('fn main() = {\n    print("ready");\n    while(fn(x) => true, fn(x) => x + 1, 0)\n}\n')
     code, out, err = _interrupt([sys.executable, "-m", "diffc", "run", str(prog)])
     assert (code, out, err) == (130, "", "diffc: interrupted\n")
-
-
-def _script(body: str) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        f"import diffc, signal, time\nm = diffc.compile({PROGRAM!r})\n" + textwrap.dedent(body),
-    ]
 
 
 def test_ctrl_c_of_python_code_still_raises_and_spares_the_next_call():
@@ -141,7 +137,6 @@ def test_an_interrupted_derivative_of_while_frees_its_tape(fn, finite, endless):
     more than what is allowed to remain."""
     script = _script(f"""
         import os, resource, threading
-        import numpy as np
         g = diffc.grad(m.{fn})
         first = g({finite})
 
@@ -168,7 +163,6 @@ def test_ctrl_c_interrupts_the_calls_of_every_thread():
     code, out, err = _interrupt(
         _script("""
             import threading
-            import numpy as np
             m.spin(np.int64(3))
             stopped = []
 
