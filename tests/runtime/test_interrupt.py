@@ -196,3 +196,20 @@ def test_ctrl_c_while_printing_exits_130_with_one_line(tmp_path):
     prog.write_text('fn main() = {\n    print("ready");\n    while(fn(x) => true, fn(x) => { print(x); x + 1 }, 0)\n}')
     code, _, err = _interrupt([sys.executable, "-m", "diffc", "run", str(prog)])
     assert (code, err) == (130, "diffc: interrupted\n")
+
+
+def test_the_handler_comes_back_after_python_reinstalls_its_own():
+    """signal.signal puts Python's C handler back in place of diffc's: the next call on the
+    general path puts diffc's in front again."""
+    code, out, err = _interrupt(
+        _script("""
+            m.spin(3)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            print("ready", flush=True)
+            try:
+                m.spin(np.int64(-1))
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+        """)
+    )
+    assert (code, out) == (0, "interrupted\n"), err
