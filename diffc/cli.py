@@ -24,6 +24,7 @@ from .typesys import dtype_of_numpy
 
 EXIT_OK, EXIT_PROGRAM, EXIT_USAGE = 0, 1, 2
 EXIT_BROKEN_PIPE = 128 + 13  # killed by SIGPIPE, as `yes | head -1` leaves `yes`
+EXIT_INTERRUPTED = 128 + 2  # killed by SIGINT, as shells report it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -350,8 +351,9 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
         return EXIT_PROGRAM
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C, in Python or in native code (See Note [Interrupts] in lower/emit.py)
+        print("diffc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except OSError as e:
         if e.filename is not None:  # a file of diffc's, not standard output
             return _internal_error(args, e)

@@ -28,9 +28,16 @@ VOID = ir.VoidType()
 
 # ctx: an i64[CTX_WORDS] array shared by every native function of one call; CTX_STACK is the
 # lowest frame address recursive code may reach (0: no limit; see runtime/stack.py)
-CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_ARENA, CTX_STACK, CTX_WORDS = 0, 1, 2, 3, 4, 5, 6, 7
+CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_ARENA, CTX_STACK = 0, 1, 2, 3, 4, 5, 6
+CTX_SIGINTS = 7  # the count of SIGINTs when the call began (See Note [Interrupts])
+CTX_WORDS = 8
 ERR_BOUNDS, ERR_DEPTH, ERR_MEMORY, ERR_STACK = 1, 2, 3, 4
 ERR_NEGATIVE = 5  # a count below 0 (iterate's n)
+ERR_INTERRUPT = 6
+ERR_CALLBACK = 7  # the print callback raised an exception, which the runtime keeps
+SIGINTS_SYMBOL = "diffc_sigints"  # an i64 the runtime's SIGINT handler increments
+POLL_CHUNK = 1 << 16  # iterations of a cheap loop between two checks for an interrupt
+FEW_ITERATIONS = 16  # loops of fewer iterations than this never check
 ARENA_STACK_LIMIT = 1 << 14  # arenas up to this size live on the stack
 RECURSIVE_STACK_LIMIT = 256  # ... in a recursive function, whose frames pile up
 
@@ -197,6 +204,10 @@ class Emitter:
         self.scopes: dict[int, int] = {}  # id(buffer pointer) -> scope number
         self.n_scopes = 0
         self.scoped: list[tuple[ir.Instruction, int]] = []
+        # code that frees the heap memory owned by the body being emitted, run on a failure,
+        # and the allocas holding its live while tapes (prims/tape.py); both die with the body
+        self.cleanups: list = []
+        self.tapes: list = []
 
     @property
     def name(self) -> str:
@@ -234,6 +245,36 @@ class Emitter:
         i.add_incoming(b.add(i, self.i64(1)), b.block)
         b.branch(head)
         b.position_at_end(after)
+
+    def polled_loop(self, n, body, name: str, span, cheap: bool):
+        """A loop that may run long (scan, map): it leaves when Ctrl-C is pressed, checking each
+        iteration, or every POLL_CHUNK iterations when its steps are cheap (a check in each
+        would cost LLVM its unrolling and vectorisation). A loop of a few iterations has no
+        check of its own: its parent loop's checks (or its body's) see Ctrl-C."""
+        if isinstance(n, int) and n < FEW_ITERATIONS:
+            self.loop(n, body, name)
+            return
+        if not cheap:
+
+            def checked(i):
+                self.poll_interrupt(span)
+                body(i)
+
+            self.loop(n, checked, name)
+            return
+        if isinstance(n, int) and n <= POLL_CHUNK:
+            self.loop(n, body, name)
+            return
+        b = self.b
+        n = self.i64(n) if isinstance(n, int) else n
+        chunks = b.sdiv(b.add(n, self.i64(POLL_CHUNK - 1)), self.i64(POLL_CHUNK))
+
+        def chunk(c):
+            self.poll_interrupt(span)
+            start = b.mul(c, self.i64(POLL_CHUNK))
+            self.loop(_smaller(b, b.sub(n, start), self.i64(POLL_CHUNK)), lambda j: body(b.add(start, j)), name)
+
+        self.loop(chunks, chunk, f"{name}.chunk")
 
     def loop_nest(self, shape, body, name: str = "i"):
         """Nested loops over every index of `shape`; body(list of i64 indices)."""
@@ -428,18 +469,18 @@ class Emitter:
     def ctx_ptr(self, word: int) -> ir.Value:
         return self.b.gep(self.ctx, [self.i64(word)], source_etype=I64)
 
-    def fail_if(self, cond: ir.Value, site: Site, a=None, b=None, cleanup=None):
-        """If cond holds: cleanup(), record the failure (site, a, b) in ctx and leave the function."""
+    def fail_if(self, cond: ir.Value, site: Site, a=None, b=None, unlikely: bool = False):
+        """If cond holds: record the failure (site, a, b) in ctx and leave the function."""
         bad, ok = self.block("fail"), self.block("ok")
-        self.b.cbranch(cond, bad, ok)
+        br = self.b.cbranch(cond, bad, ok)
+        if unlikely:
+            br.set_weights([1, 1 << 20])
         self.b.position_at_end(bad)
-        if cleanup is not None:
-            cleanup()
         sid = self.m.add_site(site)
         for word, val in ((CTX_ERR, self.i64(site.kind)), (CTX_SITE, self.i64(sid)), (CTX_A, a), (CTX_B, b)):
             if val is not None:
                 self.b.store(val, self.ctx_ptr(word))
-        self.b.branch(self.exit)
+        self.leave()
         self.b.position_at_end(ok)
 
     def check_failed(self):
@@ -448,25 +489,33 @@ class Emitter:
         bad, ok = self.block("failed"), self.block("ok")
         self.b.cbranch(self.b.icmp_signed("!=", err, self.i64(0)), bad, ok)
         self.b.position_at_end(bad)
-        self.b.branch(self.exit)
+        self.leave()
         self.b.position_at_end(ok)
+
+    def leave(self):
+        """Branch to the exit after a failure, freeing the heap memory of the loops in progress."""
+        for free in reversed(self.cleanups):
+            free()
+        self.b.branch(self.exit)
+
+    def poll_interrupt(self, span: Span):
+        """Leave with ERR_INTERRUPT if a SIGINT came since the call began: two loads and a
+        branch that is predicted not taken. See Note [Interrupts]."""
+        now = self.b.load_atomic(sigints_global(self.m.module), "monotonic", 8, typ=I64)
+        start = self.b.load(self.ctx_ptr(CTX_SIGINTS), typ=I64)
+        self.fail_if(self.b.icmp_unsigned("!=", now, start), Site(span, ERR_INTERRUPT, "interrupt"), unlikely=True)
 
     def malloc(self, nbytes: ir.Value, site: Site) -> ir.Value:
         """malloc(nbytes), failing at `site` with the size when there is no memory left."""
         p = self.call_extern("malloc", PTR, [nbytes], [I64])
-        self.fail_if(self.b.icmp_unsigned("==", p, ir.Constant(PTR, None)), site, nbytes)
+        self.fail_if(self.b.icmp_unsigned("==", p, ir.Constant(PTR, None)), site, nbytes, unlikely=True)
         return p
 
     def realloc(self, p: ir.Value, nbytes: ir.Value, site: Site) -> ir.Value:
-        """realloc(p, nbytes); when there is no memory left, p is freed and the call fails at
-        `site` with the size."""
+        """realloc(p, nbytes); when there is no memory left, the call fails at `site` with the
+        size, and p, still valid, is freed by the cleanup its owner registered (self.cleanups)."""
         q = self.call_extern("realloc", PTR, [p, nbytes], [PTR, I64])
-        self.fail_if(
-            self.b.icmp_unsigned("==", q, ir.Constant(PTR, None)),
-            site,
-            nbytes,
-            cleanup=lambda: self.call_extern("free", VOID, [p], [PTR]),
-        )
+        self.fail_if(self.b.icmp_unsigned("==", q, ir.Constant(PTR, None)), site, nbytes, unlikely=True)
         return q
 
     def checked_index(self, i: ir.Value, n: int, site: Site) -> ir.Value:
@@ -484,6 +533,7 @@ class Emitter:
         """Emit the equations of `body` with its params bound to `args`; returns its outs
         (in memory or registers; Lazy only where lazy_outs allows it)."""
         env = dict(zip(body.params, args))
+        owned = len(self.cleanups), len(self.tapes)
         fusable = _fusable_values(body, lazy_outs)
         for eqn in body.eqns:
             ins = [env[x] for x in eqn.inputs]
@@ -495,6 +545,8 @@ class Emitter:
             finally:
                 self.fuse_next = False
             env.update(zip(eqn.outs, outs))
+        # (memory that outlives the body, as a tape that a loop's step returns, is not freed on a failure)
+        del self.cleanups[owned[0] :], self.tapes[owned[1] :]
         return [env[o] if lazy_outs else self.force(env[o]) for o in body.outs]
 
     # --- finishing ------------------------------------------------------------------------
@@ -571,6 +623,37 @@ class Emitter:
             instr.set_metadata("noalias", others[k])
 
 
+def sigints_global(module: ir.Module) -> ir.GlobalVariable:
+    """The runtime's count of SIGINTs, declared in `module` (its address is given to MCJIT)."""
+    g = module.globals.get(SIGINTS_SYMBOL)
+    if g is None:
+        g = ir.GlobalVariable(module, I64, SIGINTS_SYMBOL)
+    return g
+
+
+def start_interrupts(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
+    """At the start of a call: ctx[CTX_SIGINTS] = the count of SIGINTs so far."""
+    now = b.load_atomic(sigints_global(module), "monotonic", 8, typ=I64)
+    b.store(now, b.gep(ctx, [ir.Constant(I64, CTX_SIGINTS)], source_etype=I64))
+
+
+# Note [Interrupts]
+# ~~~~~~~~~~~~~~~~~~~
+# Python's own SIGINT handler only sets a flag that the interpreter reads between bytecodes,
+# so native code would run on after Ctrl-C. The runtime installs a C-level handler ahead of
+# Python's (runtime/interrupt.py) that increments a process-wide count, diffc_sigints, then
+# calls Python's handler. Each call notes the count when it begins (ctx[CTX_SIGINTS]) and the
+# code that can run long compares it with the current one: each iteration of a while loop
+# (and of its taped form), each call of a recursive function, each iteration of a scan, a map
+# or a tape's backward loop whose steps do POLL_WORK scalar ops or more (prims/loops.py), and
+# every POLL_CHUNK iterations of one whose steps are cheaper, and never in a loop of fewer than
+# FEW_ITERATIONS: the short, innermost loops stay as they were, unrolled and vectorised. When
+# the counts differ, the call fails with ERR_INTERRUPT and the runtime raises KeyboardInterrupt.
+# A count rather than a flag that someone clears: a call is interrupted by exactly the SIGINTs
+# that arrive while it runs, in whichever thread it runs, and a Ctrl-C pressed while Python
+# code runs does not fail the next native call. The load is atomic (monotonic, a plain load on
+# x86) so that LLVM does not hoist it out of the loop.
+#
 # Note [Alias scopes]
 # ~~~~~~~~~~~~~~~~~~~~
 # The function's parameters are `noalias`, but its temporaries all come from one arena, so

@@ -27,6 +27,7 @@ from .emit import (
     contiguous_strides,
     mem_type,
     reg_type,
+    start_interrupts,
 )
 
 ENTRY_SYMBOL = "diffc_entry"
@@ -89,6 +90,7 @@ def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, entry: bool = False):
     n_out = len(f.body.outs)
     if f.recursive:
         _depth_guard(em, f)
+        em.poll_interrupt(f.span)
     args = []
     for p, a in zip(f.body.params, fn.args[1 + n_out :]):
         args.append(a if p.type.rank == 0 else Arr(a, em.i64(0), contiguous_strides(p.type.shape), p.type))
@@ -141,5 +143,6 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function):
             args.append(b.trunc(v, ir.IntType(1)) if p.type.dtype.name == "BOOL" else v)
         else:
             args.append(ptr)
+    start_interrupts(b, ms.module, ctx)
     b.call(target, [ctx] + [slot(outs, k) for k in range(len(f.body.outs))] + args)
     b.ret_void()

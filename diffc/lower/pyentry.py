@@ -9,12 +9,15 @@ It takes only what it was compiled for (a float, int or bool; an exact ndarray, 
 and aligned, of the dtype and shape); anything else, and a call whose native code reports a
 failure (a bounds or recursion-depth error in ctx) or cannot allocate its results, it hands
 to `self`, the general path of the Python API, which compiles other signatures, copies other
-arrays and raises located errors. Result arrays are made by calling np.empty (through partial
-objects that the runtime puts in `diffc_pyallocs`). The C API is only called, never inlined;
-the layout facts used are where a PyObject's type pointer is (the last word of PyObject_HEAD),
-that bool's two objects and NumPy's built-in dtypes are unique, and where an ndarray keeps its
-data pointer, shape and flags (`ARRAY`, checked on live arrays when this module is imported:
-without it, functions of arrays keep the general path)."""
+arrays and raises located errors. A call interrupted by Ctrl-C raises what Python's signal
+handlers raise, else KeyboardInterrupt (See Note [Interrupts] in lower/emit.py). Its frame
+(ctx and arena) is its own: it holds the GIL and runs no Python code, so its calls never
+overlap. Result arrays are made by calling np.empty (through partial objects that the runtime
+puts in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts used are where a
+PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two objects and
+NumPy's built-in dtypes are unique, and where an ndarray keeps its data pointer, shape and
+flags (`ARRAY`, checked on live arrays when this module is imported: without it, functions of
+arrays keep the general path)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from llvmlite import ir
 from ..ir.core import Func
 from ..pytree import TreeDef
 from ..typesys import DType
-from .emit import CTX_DEPTH, CTX_ERR, CTX_STACK, PTR, mem_type
+from .emit import CTX_DEPTH, CTX_ERR, CTX_STACK, ERR_INTERRUPT, PTR, mem_type, start_interrupts
 
 PYCALL_SYMBOL = "diffc_pycall"
 PYCTX_SYMBOL = "diffc_pyctx"  # the ctx the runtime gives this function's calls
@@ -52,8 +55,10 @@ C_API_FUNCTIONS = (
     "PyObject_Vectorcall",
     "Py_DecRef",
     "PyErr_Clear",
+    "PyErr_CheckSignals",
+    "PyErr_SetNone",
 )
-C_API_DATA = (*_SCALAR_TYPES.values(), "_Py_TrueStruct")
+C_API_DATA = (*_SCALAR_TYPES.values(), "_Py_TrueStruct", "PyExc_KeyboardInterrupt")
 
 
 def _array_layout() -> dict[str, int] | None:
@@ -191,6 +196,7 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
 
     for word in (CTX_ERR, CTX_DEPTH):
         b.store(ir.Constant(I64, 0), b.gep(ctx, [ir.Constant(I64, word)], source_etype=I64))
+    start_interrupts(b, module, ctx)
     b.call(target, [ctx, *slots, *values])
     err = b.load(b.gep(ctx, [ir.Constant(I64, CTX_ERR)], source_etype=I64), typ=I64)
     native_failed = fn.append_basic_block("native_failed")
@@ -217,7 +223,16 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     b.ret(box(out_tree))
     b.position_at_end(native_failed)
     release(b, api, made)
+    interrupted = fn.append_basic_block("interrupted")
+    check(b.icmp_unsigned("!=", err, ir.Constant(I64, ERR_INTERRUPT)), interrupted)
     b.branch(fallback)
+    b.position_at_end(interrupted)  # Python's handlers raise KeyboardInterrupt, or it is raised here
+    raised = fn.append_basic_block("raised")
+    check(equal(api.call("PyErr_CheckSignals", I32, []), ir.Constant(I32, 0)), raised)
+    api.call("PyErr_SetNone", ir.VoidType(), [b.load(api.data("PyExc_KeyboardInterrupt"), typ=PTR)])
+    b.branch(raised)
+    b.position_at_end(raised)
+    b.ret(ir.Constant(PTR, None))
     b.position_at_end(fallback)  # the general path, which the runtime gives as self
     b.ret(api.call("PyObject_Vectorcall", PTR, [fn.args[0], args, nargs, ir.Constant(PTR, None)]))
 

@@ -31,7 +31,9 @@ def _print_lower(em, eqn, ins):
             p = em.alloca(v.type if x.type.dtype.name != "BOOL" else ir.IntType(8))
             em.store_scalar_ptr(p, x.type.dtype, v)
         em.b.store(p, em.b.gep(slots, [em.i64(k)], source_etype=PTR))
-    em.call_extern(PRINT_SYMBOL, VOID, [site, slots], [I64, PTR])
+    # an exception in the runtime's Python code (a print hook's, Ctrl-C) fails the call
+    em.call_extern(PRINT_SYMBOL, VOID, [site, slots, em.ctx], [I64, PTR, PTR])
+    em.check_failed()
     return []
 
 

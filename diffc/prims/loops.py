@@ -17,7 +17,7 @@ from ..ad.vjp import is_float
 from ..ir.build import Builder
 from ..ir.core import Body
 from ..ir.walk import uses_and_producers
-from ..lower.emit import ERR_BOUNDS, PTR, Arr, Site, contiguous_strides, reg_type
+from ..lower.emit import ERR_BOUNDS, PTR, REDUCTIONS, Arr, Site, contiguous_strides, reg_type
 from ..typesys import DType, TensorType
 from . import ops
 from .shape import row
@@ -113,6 +113,33 @@ class Slots:
                 em.copy_into(Arr(spare, em.i64(0), _strides(t), t), v)
                 em.b.store(em.b.load(cur), nxt)
                 em.b.store(spare, cur)
+
+
+POLL_WORK = 1024  # scalar ops per iteration from which a loop checks for Ctrl-C each time
+
+
+def cheap_steps(body: Body) -> bool:
+    """Whether a loop's steps are too short to check for Ctrl-C in each (See Note [Interrupts]
+    in lower/emit.py): a check per iteration would cost a measurable share of the time and
+    keep LLVM from unrolling and vectorising the loop."""
+    return work(body) < POLL_WORK
+
+
+def work(body: Body) -> int:
+    """A rough count of the scalar operations one run of `body` does: its loops' trip counts
+    times their bodies' work, and each other op the elements it writes (reads, for a
+    reduction). A while loop or a call counts as one run of its body: they check for Ctrl-C
+    themselves."""
+    total = 0
+    for e in body.eqns:
+        trips = e.params.get("n", e.params.get("length")) if e.prim.name in ("map", "scan") else 1
+        if e.bodies():
+            total += trips * sum(work(b) for b in e.bodies())
+        elif e.prim.name in REDUCTIONS or e.prim.name == "matmul":  # (reads every element)
+            total += max(x.type.size for x in e.inputs)
+        else:  # (an index of an array reads one element of it)
+            total += max([o.type.size for o in e.outs] + [1])
+    return total
 
 
 def inplace_carries(body: Body, first: int, n: int, plan) -> set[int]:

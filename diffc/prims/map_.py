@@ -10,7 +10,17 @@ from ..ir.build import Builder
 from ..ir.walk import inline
 from ..lower.emit import Lazy
 from .core import primitive
-from .loops import closed_body, index_type, row_type, seed_or_zeros, stacked, store_row, tangents_of, tape_note
+from .loops import (
+    cheap_steps,
+    closed_body,
+    index_type,
+    row_type,
+    seed_or_zeros,
+    stacked,
+    store_row,
+    tangents_of,
+    tape_note,
+)
 from .scan import scan_p
 from .shape import row
 
@@ -54,7 +64,7 @@ def _map_lower(em, eqn, ins):
             if rows.get(o.id, (None, None)) != (k, r):
                 store_row(em, out, i, r)
 
-    em.loop(n, step, "map")
+    em.polled_loop(n, step, "map", eqn.span, cheap_steps(body))
     return outs
 
 

@@ -15,6 +15,7 @@ from .core import primitive
 from .loops import (
     Slots,
     accumulators,
+    cheap_steps,
     closed_body,
     index_type,
     inplace_carries,
@@ -62,7 +63,7 @@ def _scan_lower(em, eqn, ins):
         for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)
 
-    em.loop(n, step, "scan")
+    em.polled_loop(n, step, "scan", eqn.span, cheap_steps(eqn.params["body"]))
     return slots.read() + ys
 
 

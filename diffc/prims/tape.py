@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llvmlite import ir
+
 from ..ir.core import Body
 from ..lower.emit import ERR_MEMORY, I8, I64, PTR, VOID, Arr, Site, contiguous_strides
 from ..typesys import MAX_BYTES, DType, TensorType
 from .core import primitive
-from .loops import Slots, accumulators, inplace_carries
+from .loops import Slots, accumulators, cheap_steps, inplace_carries
 
 HANDLE = TensorType(DType.I64, ())
 
@@ -126,12 +128,16 @@ def _while_tape_lower(em, eqn, ins):
     b.store(em.malloc(em.i64(16 * rsize), site), tape)
     b.store(em.i64(16), cap)
     b.store(em.i64(0), count)
+    # freed on a failure from here to its while_untape (or the end of this body)
+    em.cleanups.append(lambda: em.call_extern("free", VOID, [b.load(tape)], [PTR]))
+    em.tapes.append(tape)
     head, loop_body, done = em.block("wt.head"), em.block("wt.body"), em.block("wt.end")
     b.branch(head)
     b.position_at_end(head)
     (c,) = em.lower_body(p["cond"], slots.read() + consts)
     b.cbranch(c, loop_body, done)
     b.position_at_end(loop_body)
+    em.poll_interrupt(eqn.span)
     res = em.lower_body(body, slots.read() + consts)
     n = b.load(count)
     grow, write = em.block("wt.grow"), em.block("wt.write")
@@ -141,12 +147,7 @@ def _while_tape_lower(em, eqn, ins):
     nbytes = b.mul(new_cap, em.i64(rsize))
     # refused beyond MAX_BYTES, long before the byte count could overflow (malloc may promise
     # more memory than there is)
-    em.fail_if(
-        b.icmp_signed(">", new_cap, em.i64(MAX_BYTES // rsize)),
-        site,
-        nbytes,
-        cleanup=lambda: em.call_extern("free", VOID, [b.load(tape)], [PTR]),
-    )
+    em.fail_if(b.icmp_signed(">", new_cap, em.i64(MAX_BYTES // rsize)), site, nbytes, unlikely=True)
     b.store(em.realloc(b.load(tape), nbytes, site), tape)
     b.store(new_cap, cap)
     b.branch(write)
@@ -190,7 +191,12 @@ def _while_untape_lower(em, eqn, ins):
         vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
         slots.write(vals[:nc], plan, vals[nc:])
 
-    em.loop(count, step, "untape")
+    for slot in em.tapes:  # the tape is this loop's now: its while_tape no longer frees it
+        held = b.load(slot)
+        b.store(b.select(b.icmp_unsigned("==", held, tape), ir.Constant(PTR, None), held), slot)
+    em.cleanups.append(lambda: em.call_extern("free", VOID, [tape], [PTR]))  # on a failure in the loop
+    em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body))
+    em.cleanups.pop()
     em.call_extern("free", VOID, [tape], [PTR])
     return slots.read()
 

@@ -44,6 +44,7 @@ def _while_lower(em, eqn, ins):
     (c,) = em.lower_body(p["cond"], slots.read() + consts)
     em.b.cbranch(c, loop_body, done)
     em.b.position_at_end(loop_body)
+    em.poll_interrupt(eqn.span)
     slots.write(em.lower_body(p["body"], slots.read() + consts))
     em.b.branch(head)
     em.b.position_at_end(done)

@@ -1,12 +1,13 @@
 """Calling compiled code: flat NumPy buffers in and out through ctypes, failures reported
-by native code (in the ctx words) raised as DiffcErrors located in the program, and print
-calls from native code formatted here."""
+by native code (in the ctx words) raised as DiffcErrors located in the program (and Ctrl-C
+as KeyboardInterrupt), and print calls from native code formatted here."""
 
 from __future__ import annotations
 
 import ctypes
 import functools
 import sys
+import threading
 import weakref
 
 import llvmlite.binding as llvm
@@ -24,7 +25,9 @@ from ..lower.emit import (
     CTX_STACK,
     CTX_WORDS,
     ERR_BOUNDS,
+    ERR_CALLBACK,
     ERR_DEPTH,
+    ERR_INTERRUPT,
     ERR_MEMORY,
     ERR_NEGATIVE,
     ERR_STACK,
@@ -33,11 +36,13 @@ from ..lower.llvm import ENTRY_SYMBOL
 from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
 from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
 from ..pytree import unflatten
-from . import stack
+from . import interrupt, stack
 from .values import value_text
 
+_print_sites_lock, _direct_lock = threading.Lock(), threading.Lock()
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-_PRINT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)
+_PRINT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
+_callback_errors: dict[int, BaseException] = {}  # by the address of the ctx of the failed call
 
 
 def _read(ptr: int, t) -> np.ndarray:
@@ -46,29 +51,16 @@ def _read(ptr: int, t) -> np.ndarray:
 
 
 @_PRINT
-def _print_callback(site: int, ptrs: int):
-    label, tree, types = PRINT_SITES[site]
-    addrs = (ctypes.c_void_p * max(len(types), 1)).from_address(ptrs)
-    vals = [_read(addrs[k], t) for k, t in enumerate(types)]
-    parts = [value_text(x) for x in unflatten(tree, [v.item() if v.ndim == 0 else v for v in vals], make_record=dict)]
-    if _WRITE_FAILED:
-        return
+def _print_callback(site: int, ptrs: int, ctx: int):
     try:
-        sys.stdout.write(" ".join(([label] if label else []) + parts) + "\n")
-    except OSError as e:  # a callback cannot raise: the call that printed raises it (see _run)
-        _WRITE_FAILED.append(e)
-
-
-_WRITE_FAILED: list[OSError] = []  # the failure to write standard output of a print, if any
-
-
-def raise_print_failure():
-    """Raise the OSError of a print that could not write standard output (a full disk, a
-    closed pipe), once; later prints are dropped until then."""
-    if _WRITE_FAILED:
-        e = _WRITE_FAILED.pop()
-        _WRITE_FAILED.clear()
-        raise e
+        label, tree, types = PRINT_SITES[site]
+        addrs = (ctypes.c_void_p * max(len(types), 1)).from_address(ptrs)
+        vals = [_read(addrs[k], t) for k, t in enumerate(types)]
+        tree = unflatten(tree, [v.item() if v.ndim == 0 else v for v in vals], make_record=dict)
+        sys.stdout.write(" ".join(([label] if label else []) + [value_text(x) for x in tree]) + "\n")
+    except BaseException as e:  # (ctypes would print it and go on): the call stops, and raises it
+        _callback_errors[ctx] = e
+        ctypes.c_int64.from_address(ctx + 8 * CTX_ERR).value = ERR_CALLBACK
 
 
 @functools.cache
@@ -76,17 +68,20 @@ def register_symbols():
     """Make the runtime's functions, and the C API the direct Python entry calls, visible to
     the code that MCJIT links."""
     llvm.add_symbol(PRINT_SYMBOL, ctypes.cast(_print_callback, ctypes.c_void_p).value)
+    interrupt.register_symbols()
     for name, address in pyentry.symbol_addresses().items():
         llvm.add_symbol(name, address)
 
 
+_check_signals = ctypes.pythonapi.PyErr_CheckSignals  # runs Python's signal handlers; raises what they raise
 _next_print_id = 0
 
 
 def _print_ids(n: int) -> int:
     """The first of n print-site ids never given before (a freed program's are not reused)."""
     global _next_print_id
-    base, _next_print_id = _next_print_id, _next_print_id + n
+    with _print_sites_lock:  # (another thread may be loading a program)
+        base, _next_print_id = _next_print_id, _next_print_id + n
     return base
 
 
@@ -116,10 +111,39 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]  # (much cheaper than a.ctypes.data)
 
 
+class _Frame:
+    """What one call in flight owns: its ctx, the entry function's arena (reused by the calls
+    that take this frame after it, See Note [Arenas] in lower/emit.py), the in and out pointer
+    arrays and the slots of scalar arguments and results."""
+
+    def __init__(self, in_types, out_types, arena_bytes: int, empty=np.empty):
+        self.out_ptrs = (ctypes.c_void_p * max(len(out_types), 1))()
+        self.in_ptrs = (ctypes.c_void_p * max(len(in_types), 1))()
+        self.arena = empty(arena_bytes + 64, np.uint8, "the arrays")
+        self.ctx = (ctypes.c_int64 * CTX_WORDS)()
+        self.ctx[CTX_ARENA] = (_address(self.arena) + 63) // 64 * 64
+        self.ctx_ptr = ctypes.addressof(self.ctx)
+        self.scalar_outs = {k: _CTYPES[t.dtype.value]() for k, t in enumerate(out_types) if t.rank == 0}
+        for k, slot in self.scalar_outs.items():
+            self.out_ptrs[k] = ctypes.addressof(slot)
+        self.scalar_ins = [_CTYPES[t.dtype.value]() if t.rank == 0 else None for t in in_types]
+        self.reset_ins()
+
+    def reset_ins(self):
+        """Point the scalar parameters at their slots again (a call of arrays overwrites them)."""
+        for k, slot in enumerate(self.scalar_ins):
+            if slot is not None:
+                self.in_ptrs[k] = ctypes.addressof(slot)
+
+
 class NativeFunction:
     """A compiled entry point: call it with a list of contiguous arrays of the right types, or
     call_scalars with Python numbers for its scalar parameters (the fast path of small calls).
-    Scalar results come back as Python numbers, array results as new NumPy arrays."""
+    Scalar results come back as Python numbers, array results as new NumPy arrays.
+
+    Calls may come from several threads at once (this path releases the GIL) and from inside
+    a call (a print hook): each call takes a frame of its own from a pool, which holds one
+    frame when calls do not overlap. The direct entry has a frame of its own."""
 
     def __init__(
         self, compiled, sites, in_types, out_types, arena_bytes: int = 0, prints=(), name: str = "?", span=None
@@ -135,32 +159,23 @@ class NativeFunction:
         self.sites = sites
         self.in_types = in_types
         self.out_types = out_types
+        self.arena_bytes = arena_bytes
         self.cfunc = _ENTRY(compiled.address(ENTRY_SYMBOL))
-        self._out_ptrs = (ctypes.c_void_p * max(len(out_types), 1))()
-        self._in_ptrs = (ctypes.c_void_p * max(len(in_types), 1))()
-        # the entry function's arena, reused by every call (See Note [Arenas] in lower/emit.py);
-        # calls of one compiled function from several threads at once are not supported
-        self._arena = self._empty(arena_bytes + 64, np.uint8, "the arrays")
-        self._ctx = (ctypes.c_int64 * CTX_WORDS)()
-        self._ctx[CTX_ARENA] = (_address(self._arena) + 63) // 64 * 64
-        self._ctx_ptr = ctypes.addressof(self._ctx)
-        # scalar results are written into slots made once
-        self._scalar_outs = {k: _CTYPES[t.dtype.value]() for k, t in enumerate(out_types) if t.rank == 0}
-        for k, slot in self._scalar_outs.items():
-            self._out_ptrs[k] = ctypes.addressof(slot)
+        self._frames = [self._frame()]  # the free ones
         self._array_outs = [(k, t.shape, t.dtype.np) for k, t in enumerate(out_types) if t.rank]
-        self._scalar_ins = [_CTYPES[t.dtype.value]() if t.rank == 0 else None for t in in_types]
-        for k, slot in enumerate(self._scalar_ins):
-            if slot is not None:
-                self._in_ptrs[k] = ctypes.addressof(slot)
-        self._direct = self._methoddef = self._pystack = None
+        self._direct = self._methoddef = self._direct_frame = self._pystack = None
         self._no_direct = False
+        interrupt.ensure()
 
     def direct(self, fallback):
         """The built-in function of lower/pyentry.py, or None if this function has none: called
         with the arguments, it returns the result, or what fallback(*args) returns when the
         arguments are not of its signature or the native code failed. Made once while it lives;
         it keeps this NativeFunction, and so the machine code it calls, alive."""
+        with _direct_lock:  # (two threads must not both make one: its ctx would be the other's)
+            return self._make_direct(fallback)
+
+    def _make_direct(self, fallback):
         made = self._direct() if self._direct is not None else None
         if made is not None or self._no_direct:
             return made
@@ -169,7 +184,9 @@ class NativeFunction:
             if not address:
                 self._no_direct = True
                 return None
-            ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._ctx_ptr
+            # it holds the GIL, so its calls never overlap: one frame, apart from the pool's
+            self._direct_frame = self._frame()
+            ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._direct_frame.ctx_ptr
             self._pystack = ctypes.c_void_p.from_address(self.compiled.global_address(PYSTACK_SYMBOL))
             self._pystack.value = ctypes.addressof(stack.record())
             self._allocators = pyentry.allocators(self.out_types)  # (must outlive the built-in)
@@ -178,7 +195,7 @@ class NativeFunction:
                 if alloc is not None:
                     ctypes.c_void_p.from_address(table + k * ctypes.sizeof(ctypes.c_void_p)).value = id(alloc)
             self._methoddef = _MethodDef(b"diffc_pycall", address, _METH_FASTCALL, None)
-        # the built-in's module slot holds self: the code, ctx, allocators and method record
+        # the built-in's module slot holds self: the code, frame, allocators and method record
         # outlive every built-in made from them; a weak reference back, so no cycle delays
         # freeing them
         made = _new_builtin(ctypes.byref(self._methoddef), fallback, self)
@@ -190,28 +207,41 @@ class NativeFunction:
         return self._direct is not None and self._direct() is entry
 
     def __call__(self, arrays: list[np.ndarray]) -> list:
-        ins = self._in_ptrs
-        for k, a in enumerate(arrays):
-            ins[k] = _address(a)
+        frame = self._take()
         try:
-            return self._run()
-        finally:  # the scalar slots' addresses stay the defaults of call_scalars
-            for k, slot in enumerate(self._scalar_ins):
-                if slot is not None:
-                    ins[k] = ctypes.addressof(slot)
+            for k, a in enumerate(arrays):
+                frame.in_ptrs[k] = _address(a)
+            return self._run(frame)
+        finally:
+            frame.reset_ins()
+            self._frames.append(frame)
 
     def call_scalars(self, values) -> list:
         """Call with Python numbers for scalar parameters and arrays for the others."""
-        ins = self._in_ptrs
-        for k, (slot, v) in enumerate(zip(self._scalar_ins, values)):
-            if slot is None:
-                ins[k] = _address(v)
-            else:
-                slot.value = v  # its address is already in ins
-        return self._run()
+        frame = self._take()
+        try:
+            ins = frame.in_ptrs
+            for k, (slot, v) in enumerate(zip(frame.scalar_ins, values)):
+                if slot is None:
+                    ins[k] = _address(v)
+                else:
+                    slot.value = v  # its address is already in ins
+            return self._run(frame)
+        finally:
+            self._frames.append(frame)
 
-    def _run(self) -> list:
-        ctx = self._ctx
+    def _take(self) -> _Frame:
+        try:
+            return self._frames.pop()  # (atomic under the GIL)
+        except IndexError:  # every frame is in a call: another thread's, or this one's caller
+            return self._frame()
+
+    def _frame(self) -> _Frame:
+        return _Frame(self.in_types, self.out_types, self.arena_bytes, self._empty)
+
+    def _run(self, frame: _Frame) -> list:
+        interrupt.ensure()
+        ctx = frame.ctx
         ctx[CTX_ERR] = ctx[CTX_DEPTH] = 0
         here = stack.record()
         ctx[CTX_STACK] = here[2]
@@ -220,14 +250,13 @@ class NativeFunction:
         outs = [None] * len(self.out_types)
         for k, shape, dtype in self._array_outs:
             o = outs[k] = self._empty(shape, dtype, "the result")
-            self._out_ptrs[k] = _address(o)
-        self.cfunc(self._ctx_ptr, self._in_ptrs, self._out_ptrs)
+            frame.out_ptrs[k] = _address(o)
+        self.cfunc(frame.ctx_ptr, frame.in_ptrs, frame.out_ptrs)
         if PRINT_SITES:
-            raise_print_failure()
             sys.stdout.flush()
         if ctx[CTX_ERR]:
             raise self._error(ctx)
-        for k, slot in self._scalar_outs.items():
+        for k, slot in frame.scalar_outs.items():
             outs[k] = slot.value
         return outs
 
@@ -240,6 +269,11 @@ class NativeFunction:
             raise out_of_memory(nbytes, f"{what} of `{self.name}`", self.span) from None
 
     def _error(self, ctx):
+        if ctx[CTX_ERR] == ERR_CALLBACK:
+            return _callback_errors.pop(ctypes.addressof(ctx))
+        if ctx[CTX_ERR] == ERR_INTERRUPT:  # Python's handlers raise KeyboardInterrupt, or it is raised here
+            _check_signals()
+            return KeyboardInterrupt()
         site = self.sites[int(ctx[CTX_SITE])]
         a, b = int(ctx[CTX_A]), int(ctx[CTX_B])
         if ctx[CTX_ERR] == ERR_MEMORY:
