@@ -45,4 +45,4 @@ def test_a_closed_pipe_ends_the_run_quietly(tmp_path):
     assert p.stdout.readline() == b"0\n"
     p.stdout.close()  # like `diffc run many.dfl | head -1`
     err = p.stderr.read()
-    assert (p.wait(timeout=120), err) == (0, b"")
+    assert (p.wait(timeout=120), err) == (141, b"")  # as a process killed by SIGPIPE (cli.EXIT_BROKEN_PIPE)
