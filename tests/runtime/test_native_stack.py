@@ -86,18 +86,10 @@ def test_threads_and_the_main_thread():
 
 
 def test_cli_under_ulimit_s(tmp_path):
+    """The command line runs the program on the compiler's thread, whose big stack does not
+    depend on `ulimit -s`: 9,999 calls that overflow a 4 MiB main stack run to their value."""
     (tmp_path / "deep.dfl").write_text(textwrap.dedent(SOURCE))
     cmd = f"ulimit -s 4096; exec {sys.executable} -m diffc run deep.dfl --arg n=9999"
     run = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert run.returncode == 1, run.stderr
-    assert run.stderr.startswith("deep.dfl:2:1: error: recursion too deep: "), run.stderr
-    assert "nested calls of `f` fill the native stack" in run.stderr
-    run = subprocess.run(
-        [sys.executable, "-m", "diffc", "run", "deep.dfl", "--arg", "n=9999"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
     assert run.returncode == 0, run.stderr
     assert float(run.stdout) == pytest.approx(f(9999))
