@@ -76,10 +76,12 @@ class Function:
         if native.direct_made_for(self._entry):
             self._entry = self._general
 
-    def _general(self, *args):
+    def _general(self, *args, **kwargs):
         """Any call: numbers and contiguous arrays of a signature seen before through ctypes,
         anything else converted, and compiled for its signature the first time. The direct
         entry of the signature, if it has one, takes the next calls."""
+        if kwargs:
+            raise UsageError(f"`{self.label}` takes its arguments by position, got `{next(iter(kwargs))}=`")
         fast = self._fast_key(args)
         hit = self._fast.get(fast) if fast is not None else None
         if hit is not None:

@@ -1,12 +1,13 @@
-"""The entry Python calls directly: a CPython built-in function (METH_FASTCALL) emitted as
+"""The entry Python calls directly: a CPython built-in function (METH_FASTCALL |
+METH_KEYWORDS) emitted as
 LLVM IR, that takes the Python numbers and NumPy arrays, calls the entry Func and returns the
 result as Python numbers, new NumPy arrays and tuples. Calling it costs what calling a
 built-in costs (0.1-0.5 us), against 2-5 us through ctypes (see runtime/call.py).
 
-    PyObject *diffc_pycall(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+    PyObject *diffc_pycall(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 
 It takes only what it was compiled for (a float, int or bool; an exact ndarray, C-contiguous
-and aligned, of the dtype and shape); anything else, and a call whose native code reports a
+and aligned, of the dtype and shape, given by position); anything else, and a call whose native code reports a
 failure (a bounds or recursion-depth error in ctx) or cannot allocate its results, it hands
 to `self`, the general path of the Python API, which compiles other signatures, copies other
 arrays and raises located errors. A call interrupted by Ctrl-C raises what Python's signal
@@ -120,8 +121,8 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     outs = f.body.outs
     allocs = ir.GlobalVariable(module, ir.ArrayType(PTR, max(len(outs), 1)), PYALLOCS_SYMBOL)
     allocs.initializer = ir.Constant(allocs.value_type, None)
-    fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, I64]), PYCALL_SYMBOL)
-    _, args, nargs = fn.args
+    fn = ir.Function(module, ir.FunctionType(PTR, [PTR, PTR, I64, PTR]), PYCALL_SYMBOL)
+    _, args, nargs, kwnames = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     api = _Api(module, b)
     fallback = fn.append_basic_block("fallback")
@@ -140,6 +141,7 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         return b.icmp_unsigned("==", x, y)
 
     params = f.body.params
+    check(equal(kwnames, ir.Constant(PTR, None)))  # (arguments by name: the general path says no)
     check(equal(nargs, ir.Constant(I64, len(params))))
     values = []
     for k, p in enumerate(params):
@@ -234,7 +236,7 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     b.position_at_end(raised)
     b.ret(ir.Constant(PTR, None))
     b.position_at_end(fallback)  # the general path, which the runtime gives as self
-    b.ret(api.call("PyObject_Vectorcall", PTR, [fn.args[0], args, nargs, ir.Constant(PTR, None)]))
+    b.ret(api.call("PyObject_Vectorcall", PTR, [fn.args[0], args, nargs, kwnames]))
 
 
 def release(b: ir.IRBuilder, api: _Api, objects):

@@ -98,7 +98,7 @@ class _MethodDef(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("meth", ctypes.c_void_p), ("flags", ctypes.c_int), ("doc", ctypes.c_char_p)]
 
 
-_METH_FASTCALL = 0x80
+_METH_FASTCALL_KEYWORDS = 0x80 | 0x02
 _new_builtin = ctypes.pythonapi.PyCFunction_NewEx
 _new_builtin.restype = ctypes.py_object
 _new_builtin.argtypes = [ctypes.c_void_p, ctypes.py_object, ctypes.py_object]
@@ -194,7 +194,7 @@ class NativeFunction:
             for k, alloc in enumerate(self._allocators):
                 if alloc is not None:
                     ctypes.c_void_p.from_address(table + k * ctypes.sizeof(ctypes.c_void_p)).value = id(alloc)
-            self._methoddef = _MethodDef(b"diffc_pycall", address, _METH_FASTCALL, None)
+            self._methoddef = _MethodDef(b"diffc_pycall", address, _METH_FASTCALL_KEYWORDS, None)
         # the built-in's module slot holds self: the code, frame, allocators and method record
         # outlive every built-in made from them; a weak reference back, so no cycle delays
         # freeing them

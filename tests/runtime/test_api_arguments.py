@@ -83,3 +83,14 @@ def test_values_that_convert_exactly_are_accepted(value):
     got = API.ident(value)
     assert np.array_equal(got, value.astype(got.dtype), equal_nan=True)
     assert np.array_equal(got.astype(value.dtype), value, equal_nan=True)
+
+
+def test_arguments_by_name_are_a_usage_error():
+    m = diffc.compile("fn f(x, y) = x + y\nfn g(a) = a * 2.0")
+    for _ in range(2):  # the general path, then the direct entry once the signature is compiled
+        assert m.f(1.0, 2.0) == 3.0
+        np.testing.assert_array_equal(m.g(np.ones(2)), [2.0, 2.0])
+        with pytest.raises(UsageError, match="`f` takes its arguments by position, got `y=`"):
+            m.f(1.0, y=2.0)
+        with pytest.raises(UsageError, match="`g` takes its arguments by position, got `a=`"):
+            m.g(a=np.ones(2))
