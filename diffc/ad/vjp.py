@@ -215,3 +215,6 @@ def residual_values(kinds, params, extra_outs):
 # loop instead of one per row). So
 # `where(x > 0, x * log(x), 0)` has a finite gradient at 0, `where(z > 20, z, log1p(exp(z)))`
 # at 800. The branches of `if` are separate bodies: the one not taken runs no backward code.
+# Where t cannot be such a zero (no `where`, no materialised zero upstream), the guards pass
+# (optimise/guards.py) makes the product a plain one: a scalar chain then pays no compare and
+# select per product.
