@@ -12,13 +12,14 @@ import llvmlite.binding as llvm
 from .lower import gemm, jit
 from .lower.llvm import ENTRY_SYMBOL, lower_program
 from .lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
-from .optimise import accumulate, dce, licm
+from .optimise import accumulate, dce, guards, licm
 from .prims.io import PRINT_BASE
 from .runtime import cache, cache_format
 from .runtime.call import NativeFunction, register_symbols
 from .specialise import specialise
 
 PASSES = [
+    ("guards", guards.run),
     ("licm", licm.run),
     ("accumulate", accumulate.run),
     ("dce", dce.run),

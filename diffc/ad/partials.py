@@ -55,12 +55,5 @@ PARTIALS = {
     "mod": lambda b, x, y, z: [_one(b, x), ops.neg(b, ops.emit(b, "floordiv", x, y))],
 }
 
-# partials that may be inf or NaN: outside the function's smooth domain (log, sqrt, div, pow
-# at 0), where it overflows (exp), or where the other operand is (mul, x * log(x) at 0). Their
-# products with a zero cotangent or tangent must stay zero, so that the branch of `where` not
-# taken adds 0, not NaN (see Note [Structural zeros] in vjp.py). sin, cos, tanh, sigmoid and
-# abs have bounded partials.
-GUARDED = {"div", "log", "log1p", "sqrt", "pow", "exp", "mul", "mod"}
-
 # linear ops: d(out) = sum of SIGNS[k] * d(in_k)
 LINEAR = {"add": (1, 1), "sub": (1, -1), "neg": (-1,)}

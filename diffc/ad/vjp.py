@@ -205,13 +205,16 @@ def residual_values(kinds, params, extra_outs):
 # Note [Structural zeros]
 # ~~~~~~~~~~~~~~~~~~~~~~~~
 # A cotangent that is known to be zero is absent (None), never a zero tensor: no rule runs for
-# it. Where a zero can only be known at run time (the branch of `where` not taken), rules whose
-# partial derivative may be inf or NaN (log, sqrt, div, pow, exp, mul: ad/partials.py GUARDED)
-# multiply a cotangent (or tangent, in forward mode) t by it with `guarded_mul`: t * p, but 0
-# where t is 0, whatever p (inf, NaN). Its derivative is a product's (exact at second order,
-# which a `select` around the product would not be), each factor guarded by the one that can be
-# a structural zero. A guard on both factors would also keep second derivatives through such
-# branches finite, but costs 1.8x on conv_small's gradient (a compare per element of the inner
-# loop instead of one per row). So
-# `where(x > 0, x * log(x), 0)` has a finite gradient at 0, `where(z > 20, z, log1p(exp(z)))`
+# it. Where a zero can only be known at run time (the branch of `where` not taken), the
+# elementwise rules multiply a cotangent (or tangent, in forward mode) t by each partial p that
+# is not a finite constant with `guarded_mul`: t * p, but 0 where t is 0, whatever p (inf, NaN).
+# Its derivative is a product's (exact at second order, which a `select` around the product
+# would not be), each factor guarded by the one that can be a structural zero: the first-order
+# t also guards the second-order product that reaches p. So bounded partials (tanh's) are
+# guarded too: an infinite second-order cotangent meets tanh's zero partial, through the branch
+# not taken, in grad(grad(where(x < 1, tanh(exp(x)), x))) at 800. (A guard on both factors
+# instead costs 1.8x on conv_small's gradient: a compare per element of the inner loop.) The
+# guards pass (optimise/guards.py) makes a product plain where t cannot be a structural zero (no
+# `where`, no materialised zero upstream): a scalar chain pays no compare and select per product.
+# So `where(x > 0, x * log(x), 0)` has a finite gradient at 0, `where(z > 20, z, log1p(exp(z)))`
 # at 800. The branches of `if` are separate bodies: the one not taken runs no backward code.

@@ -386,7 +386,7 @@ def _float_to_i64(x: np.ndarray) -> np.ndarray:
 # --- derivative rules ------------------------------------------------------------------------------
 # Generic rules from the partials table in ad/partials.py; masks for the selecting ops.
 
-from ..ad.partials import GUARDED, LINEAR, PARTIALS  # noqa: E402
+from ..ad.partials import LINEAR, PARTIALS  # noqa: E402
 from . import ops  # noqa: E402
 
 
@@ -399,12 +399,13 @@ def _fit(b, t, shape):
     return ops.broadcast(b, t, shape) if t.type.shape != tuple(shape) else t
 
 
-def _guarded_mul(b, name, t, p):
-    """t * p, and exactly 0 where t is 0 for the partials that may be inf or NaN (See Note
-    [Structural zeros] in ad/vjp.py). A partial known to be finite (a constant) needs no guard."""
-    if name in GUARDED and not (p.known is not None and np.all(np.isfinite(p.known))):
-        return ops.emit(b, "guarded_mul", t, p)
-    return ops.mul(b, t, p)
+def _guarded_mul(b, t, p):
+    """t * p, and exactly 0 where t is 0, whatever p (See Note [Structural zeros] in ad/vjp.py).
+    A partial known to be finite (a constant) needs no guard; the guards pass
+    (optimise/guards.py) drops the others where t cannot be a structural zero."""
+    if p.known is not None and np.all(np.isfinite(p.known)):
+        return ops.mul(b, t, p)
+    return ops.emit(b, "guarded_mul", t, p)
 
 
 def _ew_vjp(name):
@@ -420,7 +421,7 @@ def _ew_vjp(name):
             if p is None or not _float(x):
                 res.append(None)
                 continue
-            res.append(ops.unbroadcast(b, _guarded_mul(b, name, g, p), x.type.shape))
+            res.append(ops.unbroadcast(b, _guarded_mul(b, g, p), x.type.shape))
         return res
 
     return vjp
@@ -433,7 +434,7 @@ def _ew_jvp(name):
             terms = [t if s == 1 else ops.neg(b, t) for s, t in zip(LINEAR[name], tangents) if t is not None]
         else:
             ps = PARTIALS[name](b, *ins, outs[0])
-            terms = [_guarded_mul(b, name, t, p) for t, p in zip(tangents, ps) if t is not None and p is not None]
+            terms = [_guarded_mul(b, t, p) for t, p in zip(tangents, ps) if t is not None and p is not None]
         if not terms:
             return [None]
         acc = terms[0]
@@ -467,7 +468,7 @@ def _trig_vjp_fwd(name):
         kind, v = aux
         if kind == "ins":
             return _ew_vjp(name)(b, params, v, outs, cts)
-        return [ops.mul(b, cts[0], v)]
+        return [_guarded_mul(b, cts[0], v)]
 
     return fwd, vjp
 

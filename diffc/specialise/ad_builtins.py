@@ -139,7 +139,7 @@ def _vjp(tr, args, kwargs):
             raise TypeError_(
                 f"the cotangent must be shaped like the function's result {describe(y)}, got {describe(cargs[0])}"
             )
-        seeds = [tr.convert(c, o.type.dtype) for c, o in zip(ct_leaves, outs) if o.type.dtype.is_float]
+        seeds = [_seed(tr, c, o.type.dtype) for c, o in zip(ct_leaves, outs) if o.type.dtype.is_float]
         cts = iter(inline(tr.b, bwd, seeds + residuals))
         res = []
         for k, t in enumerate(trees):
@@ -148,6 +148,13 @@ def _vjp(tr, args, kwargs):
         return tuple(res)
 
     return y, Partial("pullback", pullback)
+
+
+def _seed(tr, t, dtype):
+    """A tangent or cotangent handed to a derivative from outside, as a `copy`: its zeros may
+    stand for "no dependence", so the guarded products it reaches keep their guard
+    (optimise/guards.py)."""
+    return ops.emit(tr.b, "copy", tr.convert(t, dtype))
 
 
 def _jvp(tr, args, kwargs):
@@ -175,7 +182,7 @@ def _jvp(tr, args, kwargs):
     for p, t in zip(primals, tangents):
         for a, b in zip(flatten(p)[0], flatten(t)[0]):
             if a.type.dtype.is_float:
-                t_leaves.append(tr.convert(b, a.type.dtype))
+                t_leaves.append(_seed(tr, b, a.type.dtype))
     vals = inline(tr.b, jb, leaves + captured + t_leaves)
     n = len(body.outs)
     outs, touts = vals[:n], iter(vals[n:])
