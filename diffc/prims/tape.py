@@ -1,7 +1,10 @@
 """Residual storage whose size is only known at run time (see Note [While tape]):
 
-tape_pack(values) -> i64 handle        one heap record (a recursive call's residuals)
+tape_pack(values) -> i64 handle        one heap record (a recursive call's residuals), in the
+                                       call's list of live records (See Note [Tape records])
 tape_unpack[types](handle) -> values   read the record back and free it
+acc_new, acc_add, acc_add_at, acc_take the cotangent buffer that the calls of a recursion add to
+                                       (See Note [Recursion accumulators] in prims/call.py)
 while_tape   a while loop that also appends each iteration's residuals to a tape that grows
              by doubling; outputs (*state, tape handle, iteration count)
 while_untape runs a body once per taped record, last record first, then frees the tape
@@ -291,3 +294,15 @@ while_untape_p = primitive("while_untape", shape=_while_untape_shape, lower=_whi
 # heap tape that doubles when full (amortised O(1) per iteration), in the one forward run of
 # the loop: the loop is neither run twice (as Futhark does) nor refused (as JAX's
 # while_loop is). The backward loop reads the records last to first and frees the tape.
+#
+# Note [Tape records]
+# ~~~~~~~~~~~~~~~~~~~~~
+# A recursion's tape is a tree of per-call records (tape_pack), each freed when the reverse
+# reads it (tape_unpack). A call that fails partway (an index out of range, Ctrl-C, no memory)
+# leaves records that no reverse will read: those its forward made before the failure, or all
+# of them when the failure comes between the forward and the reverse. Their handles are in
+# registers and records that are gone, so each record is also linked into a list of the live
+# records of the call, ctx[CTX_RECORDS] (16 bytes of links before its values; unlinking is
+# O(1): each record holds the address of the pointer to it). The entry of the call (the ctypes
+# entry and the direct one, lower/llvm.py and lower/pyentry.py) frees whatever the list still
+# holds when the native code returns: nothing after a success, everything left after a failure.
