@@ -91,6 +91,10 @@ fn hvp(w, xs, u) = grad(fn(xs) => sum(dxs(w, xs) * u))(xs)
 fn hvp_fold(w, xs, u) = grad(fn(xs) => sum(dxs_fold(w, xs) * u))(xs)
 fn dw_dxs(w, xs) = grad(fn(w) => sum(dxs(w, xs)))(w)
 fn dw_dxs_fold(w, xs) = grad(fn(w) => sum(dxs_fold(w, xs)))(w)
+fn jvp_dxs(w, xs, u) = jvp(fn(xs) => dxs(w, xs), (xs,), (u,)).1
+fn jvp_dxs_fold(w, xs, u) = jvp(fn(xs) => dxs_fold(w, xs), (xs,), (u,)).1
+fn third(w, xs) = grad(fn(xs) => sum(grad(fn(xs) => sum(dxs(w, xs) ** 2))(xs)))(xs)
+fn third_fold(w, xs) = grad(fn(xs) => sum(grad(fn(xs) => sum(dxs_fold(w, xs) ** 2))(xs)))(xs)
 """
 
 
@@ -108,7 +112,7 @@ def test_the_gradient_wrt_data_read_by_a_recursion_matches_the_fold_and_finite_d
     assert_close(g, fd, 1e-6)
 
 
-def test_second_order_through_the_accumulated_data_cotangent():
+def test_higher_order_through_the_accumulated_data_cotangent():
     m = diffc.compile(textwrap.dedent(RNN), "rnn.dfl")
     w, xs = _rnn_args(4)
     u = np.random.default_rng(4).normal(size=xs.shape)
@@ -116,6 +120,8 @@ def test_second_order_through_the_accumulated_data_cotangent():
     (fd,) = numerical_grad(lambda xs: float(np.sum(m.dxs(w, xs) * u)), (xs,), (0,))
     assert_close(m.hvp(w, xs, u), fd, 1e-6)
     assert_close(m.dw_dxs(w, xs), m.dw_dxs_fold(w, xs), 1e-10)
+    assert_close(m.jvp_dxs(w, xs, u), m.jvp_dxs_fold(w, xs, u), 1e-10)
+    assert_close(m.third(w, xs), m.third_fold(w, xs), 1e-10)
 
 
 def test_a_recursion_adds_to_one_data_cotangent_in_place(tmp_path):
