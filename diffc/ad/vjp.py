@@ -24,6 +24,10 @@ from ..prims import ops
 TAPED = {
     "tape_pack": "a recursive function",
     "tape_unpack": "a recursive function",
+    "acc_new": "a recursive function",
+    "acc_add": "a recursive function",
+    "acc_add_at": "a recursive function",
+    "acc_take": "a recursive function",
     "while_tape": "a `while` loop",
     "while_untape": "a `while` loop",
 }

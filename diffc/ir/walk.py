@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
+
 from .core import Body, Eqn, Program, Var
 
 
@@ -79,3 +81,13 @@ def uses_and_producers(body: Body) -> tuple[dict[int, int], dict[int, Eqn]]:
     for o in body.outs:
         uses[o.id] = uses.get(o.id, 0) + 1
     return uses, made_by
+
+
+def is_zeros(v, made_by) -> bool:
+    """Whether v is known to be all zeros: a zero constant, broadcast or reshaped (made_by
+    from uses_and_producers)."""
+    e = made_by.get(v.id)
+    while e is not None and e.prim.name in ("broadcast", "reshape"):
+        v = e.inputs[0]
+        e = made_by.get(v.id)
+    return v.known is not None and not np.any(v.known)

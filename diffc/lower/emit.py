@@ -30,7 +30,8 @@ VOID = ir.VoidType()
 # lowest frame address recursive code may reach (0: no limit; see runtime/stack.py)
 CTX_ERR, CTX_SITE, CTX_A, CTX_B, CTX_DEPTH, CTX_ARENA, CTX_STACK = 0, 1, 2, 3, 4, 5, 6
 CTX_SIGINTS = 7  # the count of SIGINTs when the call began (See Note [Interrupts])
-CTX_WORDS = 8
+CTX_RECORDS = 8  # the live per-call tape records of recursions (See Note [Tape records] in prims/tape.py)
+CTX_WORDS = 9
 ERR_BOUNDS, ERR_DEPTH, ERR_MEMORY, ERR_STACK = 1, 2, 3, 4
 ERR_NEGATIVE = 5  # a count below 0 (iterate's n)
 ERR_INTERRUPT = 6
@@ -205,7 +206,7 @@ class Emitter:
         self.n_scopes = 0
         self.scoped: list[tuple[ir.Instruction, int]] = []
         # code that frees the heap memory owned by the body being emitted, run on a failure,
-        # and the allocas holding its live while tapes (prims/tape.py); both die with the body
+        # and the allocas holding its live heap tapes (prims/tape.py); both die with the body
         self.cleanups: list = []
         self.tapes: list = []
 
@@ -635,6 +636,28 @@ def start_interrupts(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
     """At the start of a call: ctx[CTX_SIGINTS] = the count of SIGINTs so far."""
     now = b.load_atomic(sigints_global(module), "monotonic", 8, typ=I64)
     b.store(now, b.gep(ctx, [ir.Constant(I64, CTX_SIGINTS)], source_etype=I64))
+
+
+def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
+    """After a call: free the tape records of recursions that no reverse read back, which
+    only a failure leaves, and empty the list (See Note [Tape records] in prims/tape.py).
+    head: p = phi(ctx[CTX_RECORDS], next); p == NULL ? done : free: next = p->next; free(p)"""
+    free = module.globals.get("free") or ir.Function(module, ir.FunctionType(VOID, [PTR]), "free")
+    first = b.load(b.gep(ctx, [ir.Constant(I64, CTX_RECORDS)], source_etype=I64), typ=PTR)
+    pre = b.block
+    head, body, done = (b.function.append_basic_block(f"records.{n}") for n in ("head", "free", "done"))
+    b.branch(head)
+    b.position_at_end(head)
+    p = b.phi(PTR)
+    p.add_incoming(first, pre)
+    b.cbranch(b.icmp_unsigned("==", p, ir.Constant(PTR, None)), done, body)
+    b.position_at_end(body)
+    nxt = b.load(p, typ=PTR)
+    b.call(free, [p])
+    p.add_incoming(nxt, body)
+    b.branch(head)
+    b.position_at_end(done)
+    b.store(ir.Constant(I64, 0), b.gep(ctx, [ir.Constant(I64, CTX_RECORDS)], source_etype=I64))  # (for the next call)
 
 
 # Note [Interrupts]

@@ -25,6 +25,7 @@ from .emit import (
     Emitter,
     Site,
     contiguous_strides,
+    free_records_left,
     mem_type,
     reg_type,
     start_interrupts,
@@ -78,9 +79,9 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
         ms.funcs[name] = fn
     for name, f in prog.funcs.items():
         _lower_func(ms, f, ms.funcs[name], entry=name == prog.entry)
-    _lower_entry(ms, prog.main, ms.funcs[prog.entry])
+    recursive = any(f.recursive for f in prog.funcs.values())
+    _lower_entry(ms, prog.main, ms.funcs[prog.entry], recursive)
     if pyentry.eligible(prog.main, out_tree, bool(ms.prints)):
-        recursive = any(f.recursive for f in prog.funcs.values())
         pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive)
     return ms
 
@@ -127,7 +128,7 @@ def _depth_guard(em: Emitter, f: Func):
     em.fail_if(b.icmp_unsigned("<", frame, limit), Site(f.span, ERR_STACK, f.name), depth)
 
 
-def _lower_entry(ms: ModuleState, f: Func, target: ir.Function):
+def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, recursive: bool):
     fn = ir.Function(ms.module, ir.FunctionType(VOID, [PTR, PTR, PTR]), ENTRY_SYMBOL)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     ctx, ins, outs = fn.args
@@ -145,4 +146,6 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function):
             args.append(ptr)
     start_interrupts(b, ms.module, ctx)
     b.call(target, [ctx] + [slot(outs, k) for k in range(len(f.body.outs))] + args)
+    if recursive:  # (only a recursion's derivative tapes records)
+        free_records_left(b, ms.module, ctx)
     b.ret_void()

@@ -30,7 +30,7 @@ from llvmlite import ir
 from ..ir.core import Func
 from ..pytree import TreeDef
 from ..typesys import DType
-from .emit import CTX_DEPTH, CTX_ERR, CTX_STACK, ERR_INTERRUPT, PTR, mem_type, start_interrupts
+from .emit import CTX_DEPTH, CTX_ERR, CTX_STACK, ERR_INTERRUPT, PTR, free_records_left, mem_type, start_interrupts
 
 PYCALL_SYMBOL = "diffc_pycall"
 PYCTX_SYMBOL = "diffc_pyctx"  # the ctx the runtime gives this function's calls
@@ -200,6 +200,8 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         b.store(ir.Constant(I64, 0), b.gep(ctx, [ir.Constant(I64, word)], source_etype=I64))
     start_interrupts(b, module, ctx)
     b.call(target, [ctx, *slots, *values])
+    if recursive:  # (only a recursion's derivative tapes records)
+        free_records_left(b, module, ctx)
     err = b.load(b.gep(ctx, [ir.Constant(I64, CTX_ERR)], source_etype=I64), typ=I64)
     native_failed = fn.append_basic_block("native_failed")
     check(equal(err, ir.Constant(I64, 0)), native_failed)

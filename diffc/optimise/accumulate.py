@@ -5,19 +5,9 @@ term (a softmax's) is then built in one buffer: no zero-fill, no extra pass to a
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..ir.core import Body, Program
-from ..ir.walk import all_bodies, uses_and_producers
+from ..ir.walk import all_bodies, is_zeros, uses_and_producers
 from ..prims.loops import accumulators
-
-
-def _is_zeros(v, made_by) -> bool:
-    e = made_by.get(v.id)
-    while e is not None and e.prim.name in ("broadcast", "reshape"):
-        v = e.inputs[0]
-        e = made_by.get(v.id)
-    return v.known is not None and not np.any(v.known)
 
 
 def seed_body(body: Body) -> None:
@@ -35,7 +25,7 @@ def seed_body(body: Body) -> None:
                     continue
                 k = s.outs.index(c)
                 nc = s.params["num_carry"]
-                if k >= nc or not _is_zeros(s.inputs[k], made_by) or k not in accumulators(s.params["body"], 1, nc)[1]:
+                if k >= nc or not is_zeros(s.inputs[k], made_by) or k not in accumulators(s.params["body"], 1, nc)[1]:
                     continue
                 # the scan moves to where the add was: nothing in between may read its outputs
                 start, end = position[id(s)], position[id(e)]

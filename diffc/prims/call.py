@@ -13,6 +13,7 @@ from ..typesys import DType, TensorType
 from . import ops
 from .core import primitive
 from .loops import closed_body, seed_or_zeros
+from .tape import HANDLE
 
 # --- call ---------------------------------------------------------------------------------------
 
@@ -36,7 +37,7 @@ def _call_lower(em, eqn, ins):
     return [h if isinstance(h, Arr) else em.load_scalar_ptr(h, o.type.dtype) for h, o in zip(homes, eqn.outs)]
 
 
-def _call_shape(in_types, func, out_types, derived=None, origin=0):
+def _call_shape(in_types, func, out_types, derived=None, origin=0, acc=0):
     return list(out_types)
 
 
@@ -51,6 +52,8 @@ call_p = primitive("call", shape=_call_shape, lower=_call_lower)
 # argument, from its caller (See Note [Unchanged arguments]). A call of f.fwd or f.bwd made
 # where it may be differentiated again says so (`derived`), and a call of f.bwd also takes the
 # arguments of f (its `origin`, not passed on): See Note [Differentiating a tape] in ad/via.py.
+# The cotangent of an unchanged argument that needs one is a heap buffer that every call's
+# reverse adds to (f.bwdacc, called by f.bwd): See Note [Recursion accumulators].
 
 
 def unchanged_args(f) -> list[int]:
@@ -73,6 +76,72 @@ def unchanged_args(f) -> list[int]:
 
     walk(body, {p.id: k for k, p in enumerate(body.params)})
     return sorted(keep)
+
+
+def accumulated_args(f, needs) -> list[int]:
+    """The array arguments passed unchanged down the recursion that need a cotangent: all
+    calls add to one buffer (See Note [Recursion accumulators])."""
+    return [k for k in unchanged_args(f) if needs[k] and f.body.params[k].type.rank > 0]
+
+
+def _with_handles(body, fname: str, n: int):
+    """body with n more (handle) params, which each call of fname in it takes after its
+    arguments (`acc`), through the `if`s around it."""
+    from ..ir.core import Body, Eqn, Var
+
+    hs = [Var(HANDLE) for _ in range(n)]
+    eqns = []
+    for e in body.eqns:
+        if e.prim is call_p and e.params["func"] == fname:
+            e = Eqn(e.prim, e.inputs + hs, e.params | {"acc": n}, e.outs, e.span)
+        elif e.prim.name == "cond" and any(_calls(br, fname) for br in e.params["branches"]):
+            branches = tuple(_with_handles(br, fname, n) for br in e.params["branches"])
+            e = Eqn(e.prim, e.inputs + hs, e.params | {"branches": branches}, e.outs, e.span)
+        eqns.append(e)
+    return Body(body.params + hs, eqns, body.outs)
+
+
+def _sink_out(body, j: int, h):
+    """body without its output j, which is added into the buffer of handle h instead: sums
+    are split, an index's cotangent adds one row in place, and an `if` adds in its branches,
+    so that no array-sized cotangent is made per call."""
+    from ..ir.core import NO_SPAN, Body, Eqn, Var
+    from ..ir.walk import is_zeros, uses_and_producers
+    from .tape import acc_add_at_p, acc_add_p
+
+    uses, made_by = uses_and_producers(body)
+    eqns, tail = list(body.eqns), []
+
+    def add(v):
+        e = made_by.get(v.id)
+        if is_zeros(v, made_by):
+            return
+        if e is not None and uses.get(v.id) == 1:
+            if e.prim.name == "add" and all(x.type == v.type for x in e.inputs):
+                eqns.remove(e)
+                for x in e.inputs:
+                    add(x)
+                return
+            if e.prim.name == "index_scatter":
+                params = {"type": v.type, "safe": e.params["safe"]}
+                tail.append(Eqn(acc_add_at_p, [h] + e.inputs, params, [], e.span))
+                eqns.remove(e)  # (acc_add_at checks the index as index_scatter did)
+                return
+            if e.prim.name == "cond":
+                k = e.outs.index(v)
+                branches = []
+                for br in e.params["branches"]:
+                    hp = Var(HANDLE)
+                    branches.append(_sink_out(Body(br.params + [hp], br.eqns, br.outs), k, hp))
+                outs = e.outs[:k] + e.outs[k + 1 :]
+                eqns[eqns.index(e)] = Eqn(
+                    e.prim, e.inputs + [h], e.params | {"branches": tuple(branches)}, outs, e.span
+                )
+                return
+        tail.append(Eqn(acc_add_p, [h, v], {}, [], e.span if e is not None else NO_SPAN))
+
+    add(body.outs[j])
+    return Body(body.params, eqns + tail, body.outs[:j] + body.outs[j + 1 :])
 
 
 def _calls(body, fname) -> bool:
@@ -130,14 +199,16 @@ def _fwd_bwd(prog, f, needs, mark):
     bwd_f = prog.funcs[f"{f.name}.bwd{mark}"] = Func(f"{f.name}.bwd{mark}", None, f.span, recursive=True)
     from .tape import tape_pack_p, tape_unpack_p
 
+    acc = accumulated_args(f, needs)
+    n_args = len(f.body.params)
     with context.building(context.Mode.TAPE_INSIDE):
-        fwd, bwd, kinds = vjp_split(f.body, list(needs))
+        fwd, bwd, kinds = vjp_split(_with_handles(f.body, f.name, len(acc)), list(needs) + [False] * len(acc))
     n_out = len(f.body.outs)
     unchanged = unchanged_args(f)
-    taped = sorted({k for kind_, k in kinds if kind_ == "param"} - set(unchanged))
+    taped = sorted({k for kind_, k in kinds if kind_ == "param" and k < n_args} - set(unchanged))
 
     def fwd_fn(bb, params):
-        vals = inline(bb, fwd, params)
+        vals = inline(bb, fwd, params + [ops.zeros(bb, HANDLE) for _ in acc])  # (handles: unread)
         saved = vals[n_out:] + [params[k] for k in taped]
         handle = bb.emit1(tape_pack_p, saved)
         return vals[:n_out] + [handle]
@@ -147,23 +218,47 @@ def _fwd_bwd(prog, f, needs, mark):
     res_types = fwd.out_types[n_out:] + [f.body.params[k].type for k in taped]
     seed_types = [t for t in f.body.out_types if t.dtype.is_float]
     given_types = [f.body.params[k].type for k in unchanged]
+    n_given = 1 + len(seed_types) + len(given_types)
 
     def bwd_fn(bb, params):
-        handle, seeds, given = params[0], params[1 : 1 + len(seed_types)], params[1 + len(seed_types) :]
+        handle, seeds, given = params[0], params[1 : 1 + len(seed_types)], params[1 + len(seed_types) : n_given]
         saved = bb.emit(tape_unpack_p, [handle], types=tuple(res_types))
         pvals = dict(zip(taped, saved[n_extra:])) | dict(zip(unchanged, given))
-        args = [pvals.get(k) for k in range(len(f.body.params))]
+        args = [pvals.get(k) for k in range(n_args)] + list(params[n_given:])
         return inline(bb, bwd, list(seeds) + residual_values(kinds, args, saved[:n_extra]))
 
-    bwd_f.body = closed_body([TensorType(DType.I64, ())] + seed_types + given_types, bwd_fn)
+    if not acc:
+        bwd_f.body = closed_body([HANDLE] + seed_types + given_types, bwd_fn)
+        return
+    # the recursion adds the cotangents of `acc` into buffers; f.bwd makes and reads them
+    inner = prog.funcs[f"{f.name}.bwdacc{mark}"] = Func(f"{f.name}.bwdacc{mark}", None, f.span, recursive=True)
+    body = closed_body([HANDLE] + seed_types + given_types + [HANDLE] * len(acc), bwd_fn)
+    wanted = [k for k in range(n_args) if needs[k]]
+    for j, k in reversed(list(enumerate(acc))):
+        body = _sink_out(body, wanted.index(k), body.params[n_given + j])
+    inner.body = body
+    from .tape import acc_new_p, acc_take_p
+
+    def wrapper(bb, params):
+        hs = [bb.emit1(acc_new_p, [], type=f.body.params[k].type) for k in acc]
+        rest = _ct_types(f, [n and k not in acc for k, n in enumerate(needs)])
+        cts = iter(bb.emit(call_p, params + hs, func=inner.name, out_types=rest))
+        totals = dict(
+            zip(acc, [bb.emit1(acc_take_p, [h], type=h_t) for h, h_t in zip(hs, [f.body.params[k].type for k in acc])])
+        )
+        return [totals[k] if k in totals else next(cts) for k in wanted]
+
+    bwd_f.body = closed_body([HANDLE] + seed_types + given_types, wrapper)
 
 
 def _call_vjp_fwd(b, eqn, ins, act):
     from ..ad import context
 
     fname = eqn.params["func"]
+    n_acc = eqn.params.get("acc", 0)  # the handles of a recursion's accumulators (in .bwdacc)
+    ins, hs, act = ins[: len(ins) - n_acc], ins[len(ins) - n_acc :], act[: len(act) - n_acc]
     if context.mode() is context.Mode.TAPE_FREE:
-        return b.emit(call_p, ins, eqn.span, **eqn.params), (ins, None, fname, None)
+        return b.emit(call_p, ins, eqn.span, **eqn.params), (ins, None, fname, None, [])
     # only the arguments that are active get cotangents (data passed along costs nothing)
     needs = tuple(a and is_float(x) for a, x in zip(act, ins))
     outs = b.emit(
@@ -174,11 +269,11 @@ def _call_vjp_fwd(b, eqn, ins, act):
         out_types=tuple(eqn.params["out_types"]) + (TensorType(DType.I64, ()),),
         derived=("fwd", fname, needs),
     )
-    return outs[:-1], (ins, outs[-1], fname, needs)
+    return outs[:-1], (ins, outs[-1], fname, needs, hs)
 
 
 def _call_vjp(b, params, aux, outs, cts):
-    ins, handle, fname, needs = aux
+    ins, handle, fname, needs, hs = aux
     from ..ad import context
 
     f = context.program().funcs[fname]
@@ -188,6 +283,15 @@ def _call_vjp(b, params, aux, outs, cts):
     if handle is None:  # tape-free (building a .rev)
         needs = tuple(is_float(x) for x in ins)
         ct = b.emit(call_p, list(ins) + seeds, func=_ad_funcs("rev", fname), out_types=_ct_types(f, needs))
+    elif hs:  # a call in f.bwdacc: the accumulated cotangents go to the buffers
+        acc = accumulated_args(f, needs)
+        ct = b.emit(
+            call_p,
+            [handle] + seeds + [ins[k] for k in unchanged_args(f)] + hs,
+            func=fname + ".bwdacc" + _ad_funcs("bwd", fname, needs)[len(fname) + 4 :],
+            out_types=_ct_types(f, [n and k not in acc for k, n in enumerate(needs)]),
+        )
+        needs = [n and k not in acc for k, n in enumerate(needs)]
     else:
         given = [ins[k] for k in unchanged_args(f)]
         # the arguments ride along where this code may be differentiated again (ad/via.py)
@@ -276,3 +380,21 @@ call_p.tapes = True
 # copies of it: 2,000 calls over a [2000, 64] array, 2 GB. Every activation of f.bwd has it
 # anyway, from its caller, down to the first caller, which has the value itself: so f.bwd
 # takes it as an argument and the record holds only what changes from call to call.
+
+# Note [Recursion accumulators]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+# The cotangent of an argument passed on unchanged that needs one (the gradient w.r.t. the data
+# a recursion reads, fn go(w, xs, i, h) = ... go(w, xs, i + 1, tanh(w @ h + xs[i]))) is the
+# sum of every call's contribution. Returned by each call's reverse and added by its caller, it
+# is an array per call: 2,000 calls over a [2000, 64] array wrote 2,000 arrays of 1 MB (12 s).
+# Instead f.bwd makes one zeroed heap buffer per such argument (acc_new, prims/tape.py), passes
+# its handle down the reverse recursion f.bwdacc, whose calls add their contributions into it
+# in place (acc_add; acc_add_at for an index's cotangent, one row), and reads it back at the
+# end (acc_take). To build f.bwdacc, f's body gets the handles as extra parameters that each
+# recursive call passes on (`acc` trailing inputs, `_with_handles`), so the reverse rule of
+# the call sees them; then each cotangent output of the body is sunk into its buffer
+# (`_sink_out`): sums split, an index's scatter becomes a row update, an `if` adds in its
+# branches. f.bwd keeps its interface, so a derivative of it (See Note [Differentiating a
+# tape] in ad/via.py) is unchanged. The same model as a `fold` carries one accumulator in its
+# backward loop (Note [Threaded accumulators] in ad/vjp.py): both now cost a few times the
+# forward pass at any depth.

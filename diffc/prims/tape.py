@@ -1,7 +1,10 @@
 """Residual storage whose size is only known at run time (see Note [While tape]):
 
-tape_pack(values) -> i64 handle        one heap record (a recursive call's residuals)
+tape_pack(values) -> i64 handle        one heap record (a recursive call's residuals), in the
+                                       call's list of live records (See Note [Tape records])
 tape_unpack[types](handle) -> values   read the record back and free it
+acc_new, acc_add, acc_add_at, acc_take the cotangent buffer that the calls of a recursion add to
+                                       (See Note [Recursion accumulators] in prims/call.py)
 while_tape   a while loop that also appends each iteration's residuals to a tape that grows
              by doubling; outputs (*state, tape handle, iteration count)
 while_untape runs a body once per taped record, last record first, then frees the tape
@@ -18,10 +21,10 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ..ir.core import Body
-from ..lower.emit import ERR_MEMORY, I8, I64, PTR, VOID, Arr, Site, contiguous_strides
+from ..lower.emit import CTX_RECORDS, ERR_MEMORY, I8, I64, PTR, VOID, Arr, Site, contiguous_strides
 from ..typesys import MAX_BYTES, DType, TensorType
 from .core import primitive
-from .loops import Slots, accumulators, cheap_steps, inplace_carries
+from .loops import Slots, accumulate, accumulators, cheap_steps, inplace_carries
 
 HANDLE = TensorType(DType.I64, ())
 
@@ -66,6 +69,14 @@ def _read_record(em, base, types, copy: bool):
     return out
 
 
+def disown(em, p):
+    """The heap block p is no longer freed on a failure by the op that made it (em.tapes: the
+    allocas that hold such blocks; free(NULL) does nothing)."""
+    for slot in em.tapes:
+        held = em.b.load(slot)
+        em.b.store(em.b.select(em.b.icmp_unsigned("==", held, p), ir.Constant(PTR, None), held), slot)
+
+
 def _site(eqn, what: str) -> Site:
     return Site(eqn.span, ERR_MEMORY, what)
 
@@ -73,17 +84,40 @@ def _site(eqn, what: str) -> Site:
 # --- one record --------------------------------------------------------------------------------
 
 
+HEADER = 16  # a record's links in the call's list of live records: next, and where it is pointed at
+
+
 def _pack_lower(em, eqn, ins):
+    """A record in the list ctx[CTX_RECORDS] (See Note [Tape records]): p->next = head,
+    p->at = &ctx[CTX_RECORDS], head->at = &p->next, head = p."""
     types = [x.type for x in eqn.inputs]
     _, size = record_layout(types)
-    p = em.malloc(em.i64(size), _site(eqn, "the tape of a recursive call"))
-    _write_record(em, p, types, ins)
-    return [em.b.ptrtoint(p, I64)]
+    b = em.b
+    p = em.malloc(em.i64(HEADER + size), _site(eqn, "the tape of a recursive call"))
+    _write_record(em, b.gep(p, [em.i64(HEADER)], source_etype=I8), types, ins)
+    head_at = em.ctx_ptr(CTX_RECORDS)
+    head = b.load(head_at, typ=PTR)
+    b.store(head, p)
+    b.store(head_at, _at_field(em, p))
+    with b.if_then(b.icmp_unsigned("!=", head, ir.Constant(PTR, None))):
+        b.store(p, _at_field(em, head))
+    b.store(p, head_at)
+    return [b.ptrtoint(p, I64)]
+
+
+def _at_field(em, p):
+    return em.b.gep(p, [em.i64(8)], source_etype=I8)
 
 
 def _unpack_lower(em, eqn, ins):
-    p = em.b.inttoptr(ins[0], PTR)
-    vals = _read_record(em, p, list(eqn.params["types"]), copy=True)
+    """Read the record, unlink it (*p->at = p->next, p->next->at = p->at) and free it."""
+    b = em.b
+    p = b.inttoptr(ins[0], PTR)
+    vals = _read_record(em, b.gep(p, [em.i64(HEADER)], source_etype=I8), list(eqn.params["types"]), copy=True)
+    nxt, at = b.load(p, typ=PTR), b.load(_at_field(em, p), typ=PTR)
+    b.store(nxt, at)
+    with b.if_then(b.icmp_unsigned("!=", nxt, ir.Constant(PTR, None))):
+        b.store(at, _at_field(em, nxt))
     em.call_extern("free", VOID, [p], [PTR])
     return vals
 
@@ -92,6 +126,57 @@ def _unpack_lower(em, eqn, ins):
 # which are never differentiated (a derivative of a call of them is made from the function).
 tape_pack_p = primitive("tape_pack", shape=lambda ts: [HANDLE], lower=_pack_lower, effect=True)
 tape_unpack_p = primitive("tape_unpack", shape=lambda ts, types: list(types), lower=_unpack_lower, effect=True)
+
+# --- an accumulator shared by the calls of a recursion (See Note [Recursion accumulators]) ------
+#
+# acc_new[type]() -> handle            a zeroed heap buffer of that type
+# acc_add(handle, x)                   buffer += x, in place
+# acc_add_at[safe](handle, g, *idx)    buffer[idx...] += g, in place (an index's cotangent)
+# acc_take[type](handle) -> value      read the buffer back and free it
+
+
+def _acc_buffer(em, h, t) -> Arr:
+    return Arr(em.b.inttoptr(h, PTR), em.i64(0), contiguous_strides(t.shape), t, owned=True)
+
+
+def _acc_new_lower(em, eqn, ins):
+    t = eqn.params["type"]
+    site = _site(eqn, "the cotangent of an argument passed along a recursion")
+    p = em.call_extern("calloc", PTR, [em.i64(max(t.nbytes, 1)), em.i64(1)], [I64, I64])
+    em.fail_if(em.b.icmp_unsigned("==", p, ir.Constant(PTR, None)), site, em.i64(t.nbytes), unlikely=True)
+    # freed on a failure from here to its acc_take (the recursion's reverse runs in between)
+    slot = em.alloca(PTR)
+    em.b.store(p, slot)
+    em.cleanups.append(lambda: em.call_extern("free", VOID, [em.b.load(slot)], [PTR]))
+    em.tapes.append(slot)
+    return [em.b.ptrtoint(p, I64)]
+
+
+def _acc_add_lower(em, eqn, ins):
+    accumulate(em, _acc_buffer(em, ins[0], eqn.inputs[1].type), ("add",), ins[1], [])
+    return []
+
+
+def _acc_add_at_lower(em, eqn, ins):
+    t = eqn.params["type"]
+    accumulate(em, _acc_buffer(em, ins[0], t), ("index", len(ins) - 1, eqn), ins[1], ins[2:])
+    return []
+
+
+def _acc_take_lower(em, eqn, ins):
+    t = eqn.params["type"]
+    out = em.alloc(t)
+    em.copy_into(out, _acc_buffer(em, ins[0], t))
+    p = em.b.inttoptr(ins[0], PTR)
+    disown(em, p)
+    em.call_extern("free", VOID, [p], [PTR])
+    return [out]
+
+
+acc_new_p = primitive("acc_new", shape=lambda ts, type: [HANDLE], lower=_acc_new_lower, effect=True)
+acc_add_p = primitive("acc_add", shape=lambda ts: [], lower=_acc_add_lower, effect=True, reads_lazy=True)
+acc_add_at_p = primitive("acc_add_at", shape=lambda ts, type, safe: [], lower=_acc_add_at_lower, effect=True)
+acc_take_p = primitive("acc_take", shape=lambda ts, type: [type], lower=_acc_take_lower, effect=True)
 
 # --- the growing tape of a while loop ---------------------------------------------------------
 
@@ -191,9 +276,7 @@ def _while_untape_lower(em, eqn, ins):
         vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
         slots.write(vals[:nc], plan, vals[nc:])
 
-    for slot in em.tapes:  # the tape is this loop's now: its while_tape no longer frees it
-        held = b.load(slot)
-        b.store(b.select(b.icmp_unsigned("==", held, tape), ir.Constant(PTR, None), held), slot)
+    disown(em, tape)  # the tape is this loop's now: its while_tape no longer frees it
     em.cleanups.append(lambda: em.call_extern("free", VOID, [tape], [PTR]))  # on a failure in the loop
     em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body))
     em.cleanups.pop()
@@ -211,3 +294,15 @@ while_untape_p = primitive("while_untape", shape=_while_untape_shape, lower=_whi
 # heap tape that doubles when full (amortised O(1) per iteration), in the one forward run of
 # the loop: the loop is neither run twice (as Futhark does) nor refused (as JAX's
 # while_loop is). The backward loop reads the records last to first and frees the tape.
+#
+# Note [Tape records]
+# ~~~~~~~~~~~~~~~~~~~~~
+# A recursion's tape is a tree of per-call records (tape_pack), each freed when the reverse
+# reads it (tape_unpack). A call that fails partway (an index out of range, Ctrl-C, no memory)
+# leaves records that no reverse will read: those its forward made before the failure, or all
+# of them when the failure comes between the forward and the reverse. Their handles are in
+# registers and records that are gone, so each record is also linked into a list of the live
+# records of the call, ctx[CTX_RECORDS] (16 bytes of links before its values; unlinking is
+# O(1): each record holds the address of the pointer to it). The entry of the call (the ctypes
+# entry and the direct one, lower/llvm.py and lower/pyentry.py) frees whatever the list still
+# holds when the native code returns: nothing after a success, everything left after a failure.

@@ -609,6 +609,10 @@ def _check_prims(m, fn, args, want):
 NOT_DIFFERENTIATED = {
     "tape_pack": "the per-call tape of a recursive function's augmented forward",
     "tape_unpack": "reads a recursive call's tape back in its reverse function",
+    "acc_new": "the cotangent buffer of an argument a recursion passes on unchanged",
+    "acc_add": "adds to that buffer in a recursive function's reverse",
+    "acc_add_at": "adds a row to that buffer in a recursive function's reverse",
+    "acc_take": "reads that buffer back after the recursion's reverse",
 }
 
 

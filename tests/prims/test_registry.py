@@ -49,6 +49,10 @@ TESTED_ELSEWHERE = {
     "random_normal": "prims/test_random.py",
     "tape_pack": "test_registry.py::test_structured_ad_primitives_lower (grad through recursion)",
     "tape_unpack": "test_registry.py::test_structured_ad_primitives_lower (grad through recursion)",
+    "acc_new": "test_registry.py::test_structured_ad_primitives_lower (grad w.r.t. data a recursion reads)",
+    "acc_add": "test_registry.py::test_structured_ad_primitives_lower (grad w.r.t. data a recursion reads)",
+    "acc_add_at": "test_registry.py::test_structured_ad_primitives_lower (grad w.r.t. data a recursion reads)",
+    "acc_take": "test_registry.py::test_structured_ad_primitives_lower (grad w.r.t. data a recursion reads)",
     "while_tape": "test_registry.py::test_structured_ad_primitives_lower (grad through while)",
     "while_untape": "test_registry.py::test_structured_ad_primitives_lower (grad through while)",
 }
@@ -67,7 +71,7 @@ def test_primitive_has_shape_rule_and_lowering(name):
 
 # Made only inside a recursive function's .fwd and .bwd, which are never differentiated: no
 # rule and no nondiff mark (a nondiff mark would silently give zero).
-SECOND_ORDER_REFUSED = {"tape_pack", "tape_unpack"}
+SECOND_ORDER_REFUSED = {"tape_pack", "tape_unpack", "acc_new", "acc_add", "acc_add_at", "acc_take"}
 
 
 @pytest.mark.parametrize("name", sorted(PRIMS))
@@ -617,7 +621,30 @@ AD_PROGRAMS = {
         lambda x: 4 * x**3,
         lambda x: 4 * x**3,
     ),
+    # x is passed on unchanged: its cotangent is one buffer, added to by each call in place,
+    # by a row (x[n]: acc_add_at) and as a whole (x * 2.0: acc_add)
+    "acc_new": (
+        "fn r(x, n) = if n == 0 { 0.0 } else { x[n - 1] * r(x, n - 1) + sum(x * 2.0) }\n"
+        "fn f(x) = grad(fn(x) => r(x, 3))(x)\n"
+        "fn g(x) = f(x)",
+        lambda x: _acc_ref(x),
+        lambda x: _acc_ref(x),
+    ),
 }
+
+
+def _acc_ref(x):
+    """The gradient of r(x, 3) by central differences of the same function in NumPy."""
+
+    def r(x, n):
+        return 0.0 if n == 0 else x[n - 1] * r(x, n - 1) + np.sum(x * 2.0)
+
+    h, out = 1e-6, np.zeros_like(x)
+    for k in range(len(x)):
+        e = np.zeros_like(x)
+        e[k] = h
+        out[k] = (r(x + e, 3) - r(x - e, 3)) / (2 * h)
+    return out
 
 
 @pytest.mark.parametrize("prim", sorted(AD_PROGRAMS))
@@ -631,5 +658,8 @@ def test_structured_ad_primitives_lower(prim):
         assert "while_untape" in used
     if prim == "tape_pack":
         assert "tape_unpack" in used
-    np.testing.assert_allclose(m.f(x), ref(x), rtol=1e-12)
-    np.testing.assert_allclose(m.g(x), dref(x), rtol=1e-12)
+    if prim == "acc_new":
+        assert {"acc_add", "acc_add_at", "acc_take"} <= used
+    rtol = 1e-7 if prim == "acc_new" else 1e-12  # (against finite differences)
+    np.testing.assert_allclose(m.f(x), ref(x), rtol=rtol)
+    np.testing.assert_allclose(m.g(x), dref(x), rtol=rtol)

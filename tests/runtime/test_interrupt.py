@@ -27,6 +27,12 @@ fn grow_then_spin(x, n) {
     let k = while(fn(k) => k != n, fn(k) => k + 1, 0);
     y * f64(k)
 }
+fn deep(h, i) = if i == 0 { sum(h) } else { deep(sin(h) * 0.5 + h * 0.1, i - 1) }
+fn deep_then_spin(x, n) {
+    let y = deep(full([2048], x), 2500);
+    let k = while(fn(k) => k != n, fn(k) => k + 1, 0);
+    y * f64(k)
+}
 """
 
 # (a call with {} for its argument, an argument that makes it endless, one that does not, the
@@ -128,11 +134,13 @@ def test_a_handler_of_ones_own_runs_when_the_call_returns():
     [
         ("grow", "0.5", "np.float64(1.0)"),  # interrupted in the taped loop
         ("grow_then_spin", "0.9999, 5", "np.float64(0.9999), np.int64(-1)"),  # ... after it, before its backward
+        # a recursion's 2,500 tape records (40 MB), made before the endless loop
+        ("deep_then_spin", "0.5, 5", "np.float64(0.5), np.int64(-1)"),
     ],
 )
-def test_an_interrupted_derivative_of_while_frees_its_tape(fn, finite, endless):
-    """The tape of a while loop is on the heap until the backward pass reads it; SIGINT comes
-    (from a thread, the ctypes path not holding the GIL) while it is: after three interrupted
+def test_an_interrupted_derivative_of_while_or_recursion_frees_its_tape(fn, finite, endless):
+    """The tape of a while loop or a recursion is on the heap until the backward pass reads it;
+    SIGINT comes (from a thread, the ctypes path not holding the GIL) while it is: after three interrupted
     calls the process holds no more memory than after the first, though each tape took much
     more than what is allowed to remain."""
     script = _script(f"""
