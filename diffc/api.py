@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bigstack, resolve
-from .errors import UsageError
+from .errors import DiffcMemoryError, UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
 from .runtime.values import flatten_args, to_python, type_of
@@ -63,7 +63,11 @@ class Function:
             return entry
         tree = key[0]
         types = unflatten(tree, [type_of(a) for a in arrays])
-        entry = bigstack.run(compile_native, self.module.ast, self.name, types, timings, self.transform)
+        try:
+            entry = bigstack.run(compile_native, self.module.ast, self.name, types, timings, self.transform)
+        except MemoryError:  # (LLVM's own allocations abort the process instead: out of our hands)
+            span = self.module.ast.fns[self.name].span
+            raise DiffcMemoryError(f"out of memory while compiling `{self.label}`", span) from None
         self._cache[key] = entry
         while len(self._cache) > self._max:
             self._evict(next(iter(self._cache)))

@@ -85,3 +85,22 @@ def test_cli_reports_out_of_memory(tmp_path):
     run = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 1, run.stderr
     assert run.stderr.startswith("tape.dfl:3:13: error: out of memory: cannot allocate 2.1 GB for the tape"), run.stderr
+
+
+def test_out_of_memory_while_compiling_is_located(monkeypatch):
+    """Python's MemoryError while the compiler runs (its IR, llvmlite's text of the module) is a
+    DiffcMemoryError at the function compiled."""
+    import diffc
+    from diffc import api
+
+    def no_memory(*args):
+        raise MemoryError
+
+    m = diffc.compile("fn f(x) = x * 2.0\n", name="c.dfl")
+    monkeypatch.setattr(api, "compile_native", no_memory)
+    try:
+        m.f(1.0)
+    except diffc.DiffcMemoryError as e:
+        assert (e.location, e.message) == ("c.dfl:1:1", "out of memory while compiling `f`")
+    else:
+        raise AssertionError("no DiffcMemoryError")
