@@ -29,8 +29,13 @@ def _grad_program(tmp_path):
     # the data is made inside: show --grad differentiates with respect to every argument
     prog.write_text(textwrap.dedent(SRC) + "fn loss(w) = rec(ones([2000, 64]) * 0.5, w, 50)\n")
     np.save(tmp_path / "w.npy", np.zeros(64))
+    return _show_grad(prog, f"w={tmp_path / 'w.npy'}")
+
+
+def _show_grad(prog, arg: str) -> str:
+    """What `diffc show --grad loss` prints for prog."""
     r = subprocess.run(
-        [sys.executable, "-m", "diffc", "show", "--grad", "loss", str(prog), "--arg", f"w={tmp_path / 'w.npy'}"],
+        [sys.executable, "-m", "diffc", "show", "--grad", "loss", str(prog), "--arg", arg],
         capture_output=True,
         text=True,
         timeout=120,
@@ -133,17 +138,11 @@ def test_a_recursion_adds_to_one_data_cotangent_in_place(tmp_path):
         "fn loss(xs) = sum(go(ones([64, 64]) * 0.01, xs, 0, zeros([64])))\n"
     )
     np.save(tmp_path / "xs.npy", np.zeros((2000, 64)))
-    r = subprocess.run(
-        [sys.executable, "-m", "diffc", "show", "--grad", "loss", str(prog), "--arg", f"xs={tmp_path / 'xs.npy'}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stderr
-    funcs = r.stdout.split("\nfunc ")
+    text = _show_grad(prog, f"xs={tmp_path / 'xs.npy'}")
+    funcs = text.split("\nfunc ")
     reverse = [f for f in funcs if f.startswith("go.0.bwdacc")]
     made = [line.split(" = ")[0] for f in reverse for line in f.splitlines()[1:] if " = " in line]
-    assert reverse and not [m for m in made if "f64[2000, 64]" in m], r.stdout
+    assert reverse and not [m for m in made if "f64[2000, 64]" in m], text
     assert all("acc_add_at" in f and "index_scatter" not in f for f in reverse)
 
 
