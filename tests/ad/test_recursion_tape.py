@@ -57,6 +57,17 @@ def test_data_passed_along_gets_no_cotangent_per_call(tmp_path):
     assert calls and all("f64[2000, 64]" not in line.split(" = ")[0] for line in calls), "\n".join(calls)
 
 
+def _run_in_1_5_gb(script):
+    """Run a Python script in a process whose address space is limited to 1.5 GB."""
+    r = subprocess.run(
+        ["bash", "-c", f"ulimit -v 1500000; exec {sys.executable} {script}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
 def test_a_deep_recursion_over_data_runs_in_the_memory_of_the_fold(tmp_path):
     """3,000 calls over a 1 MB array: taped per call it needs 3 GB (and more for the per-call
     cotangents); under a 1.5 GB address-space limit it must still run, and agree with the fold."""
@@ -70,13 +81,7 @@ def test_a_deep_recursion_over_data_runs_in_the_memory_of_the_fold(tmp_path):
         np.save({str(tmp_path / "g.npy")!r}, m.g(xs, w, 3000))
         """)
     )
-    r = subprocess.run(
-        ["bash", "-c", f"ulimit -v 1500000; exec {sys.executable} {script}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    _run_in_1_5_gb(script)
     m = diffc.compile(textwrap.dedent(SRC), "deep.dfl")
     rng = np.random.default_rng(0)
     xs, w = rng.normal(size=(2000, 64)), rng.normal(size=64) * 0.1
@@ -160,13 +165,7 @@ def test_a_deep_recursion_differentiated_wrt_its_data_runs_in_the_memory_of_the_
         np.save({str(tmp_path / "g.npy")!r}, m.dxs(w, xs))
         """)
     )
-    r = subprocess.run(
-        ["bash", "-c", f"ulimit -v 1500000; exec {sys.executable} {script}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    _run_in_1_5_gb(script)
     m = diffc.compile(src, "deep.dfl")
     rng = np.random.default_rng(0)
     w, xs = rng.normal(size=(64, 64)) * 0.1, rng.normal(size=(3000, 64)) * 0.1
