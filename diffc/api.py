@@ -15,6 +15,7 @@ from .errors import DiffcMemoryError, UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
 from .runtime.values import flatten_args, to_python, type_of
+from .specialise.builtins import BUILTINS
 
 _FAST_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)}
 DEFAULT_MAX_SIGNATURES = 64
@@ -169,7 +170,7 @@ class Module:
 
         fndef = parse_text(f"fn __value__() = {expr}\n", name="<expression>").items[0]
         ast = dataclasses.replace(self.ast, fns={**self.ast.fns, "__value__": fndef})
-        bigstack.run(resolve.check_names, ast)
+        bigstack.run(resolve.check_names, ast, BUILTINS)
         return Module(ast).function("__value__")()
 
     def grad(self, name: str, argnums: int | tuple[int, ...] = 0) -> Function:
@@ -180,7 +181,7 @@ def load(path: str | Path) -> Module:
     """Load a .dfl file (and its imports); raise a DiffcError for any mistake in it."""
     if not isinstance(path, str | Path):
         raise UsageError(f"diffc.load takes the path of a .dfl file, got {type(path).__name__}")
-    return Module(bigstack.run(resolve.load_file, path))
+    return Module(bigstack.run(resolve.load_file, path, BUILTINS))
 
 
 def compile(source: str, name: str = "<string>") -> Module:
@@ -190,7 +191,7 @@ def compile(source: str, name: str = "<string>") -> Module:
         raise UsageError(f"diffc.compile takes the program's text as a str, got {type(source).__name__}{hint}")
     if not isinstance(name, str):
         raise UsageError(f"diffc.compile: the name of the program must be a str, got {type(name).__name__}")
-    return Module(bigstack.run(resolve.load_text, source, name, Path.cwd()))
+    return Module(bigstack.run(resolve.load_text, source, name, Path.cwd(), BUILTINS))
 
 
 def _derivative(fn: Function, argnums, with_value: bool) -> Function:

@@ -9,6 +9,7 @@ import time
 
 import llvmlite.binding as llvm
 
+from .ir.verify import verify
 from .lower import gemm, jit
 from .lower.llvm import ENTRY_SYMBOL, lower_program
 from .lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
@@ -30,8 +31,6 @@ def to_ir(module, fn_name: str, arg_types: tuple, after: str | None = None, tran
     """Specialise and optimise: (Program, output TreeDef)."""
     prog, out_tree = specialise(module, fn_name, arg_types, transform=transform)
     if os.environ.get("DIFFC_VERIFY"):
-        from .ir.verify import verify
-
         verify(prog)
     for name, run in PASSES:
         if after == "specialise":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,10 +43,12 @@ class Module:
 
 
 class Loader:
-    """Loads modules once each, by resolved path."""
+    """Loads modules once each, by resolved path. `builtins` are the names every module may
+    use without defining them (the specialiser's table, handed down by the caller)."""
 
-    def __init__(self):
+    def __init__(self, builtins: Container[str]):
         self.by_path: dict[Path, Module] = {}
+        self.builtins = builtins
 
     def load_source(self, source: SourceFile, folder: Path | None, name: str = "main") -> Module:
         ast = parse(source)
@@ -58,7 +61,7 @@ class Loader:
                 if item.name in mod.fns or item.name in mod.lets:
                     raise NameError_(f"`{item.name}` is defined twice in this module", item.span)
                 table[item.name] = item
-        check_names(mod)
+        check_names(mod, self.builtins)
         return mod
 
     def _import(self, imp: n.Import, folder: Path | None) -> Module:
@@ -122,26 +125,20 @@ def _unreadable(message: str, span: Span | None) -> NameError_ | UsageError:
     return NameError_(message, span) if span is not None else UsageError(message)
 
 
-def load_file(path: str | Path) -> Module:
+def load_file(path: str | Path, builtins: Container[str]) -> Module:
     """Load a program file and its imports; raise a DiffcError for any mistake in them."""
     p = Path(path)
-    return Loader().load_source(read_source(p, str(path)), p.resolve().parent)
+    return Loader(builtins).load_source(read_source(p, str(path)), p.resolve().parent)
 
 
-def load_text(text: str, name: str = "<string>", folder: Path | None = None) -> Module:
-    return Loader().load_source(SourceFile(name, text), folder)
+def load_text(text: str, name: str, folder: Path | None, builtins: Container[str]) -> Module:
+    return Loader(builtins).load_source(SourceFile(name, text), folder)
 
 
 # --- the name check ------------------------------------------------------------------------------
 
 
-def is_builtin(name: str) -> bool:
-    from .specialise.builtins import BUILTINS
-
-    return name in BUILTINS
-
-
-def check_names(mod: Module):
+def check_names(mod: Module, builtins: Container[str]):
     """Raise NameError_ for the first use of an undefined name, field of a module, or import."""
 
     def check(kind, name, node):
@@ -149,7 +146,7 @@ def check_names(mod: Module):
             alias, member = name
             if alias in mod.imports and mod.imports[alias].member(member) is None:
                 raise NameError_(f"module `{alias}` has no `{member}`", node.span)
-        elif mod.member(name) is None and name not in mod.imports and not is_builtin(name):
+        elif mod.member(name) is None and name not in mod.imports and name not in builtins:
             raise NameError_(f"unknown {kind} `{name}`", node.span)
 
     for let in mod.lets.values():

@@ -7,11 +7,9 @@ from llvmlite import ir
 from ..lower.emit import I64, PTR, VOID, Arr
 from .core import primitive
 
-# Every print site of every loaded program has an id here; the runtime reads (label, tree,
-# types) by id. A program numbers its own sites from 0 and adds its base, a global the runtime
-# sets when it loads the program's machine code (so cached machine code works in any process),
-# and removes them when the program's code is freed.
-PRINT_SITES: dict[int, tuple] = {}
+# A program numbers its print sites from 0 and adds PRINT_BASE, a global the runtime sets when
+# it loads the program's machine code (so cached machine code works in any process); the
+# lowering collects each site's (label, tree, types) for the runtime (em.m.prints).
 PRINT_SYMBOL = "diffc_print"
 PRINT_BASE = "diffc_print_base"
 

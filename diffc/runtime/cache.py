@@ -8,12 +8,8 @@ decoded field by field and checked (runtime/cache_format.py), and an entry whose
 checksum or fields are wrong is removed and rebuilt. Entries are written atomically (a
 temporary file renamed into place, so two processes at once never see half an entry).
 
-The folder must be private: it is made with mode 0700, and one that another user owns or that
-others can write is not used (the cache is then off, with a warning on stderr once), since
-whoever can write it chooses the machine code every diffc process runs. Anything in it that is
-not a regular file (a symlink, a FIFO) is never opened, and temporary files left by a process
-that died are removed after an hour. DIFFC_CACHE_DIR moves the cache (default
-~/.cache/diffc); DIFFC_CACHE=0 turns it off; `diffc cache clear` empties it."""
+The folder is private (see cachedir.py). Anything in it that is not a regular file (a
+symlink, a FIFO) is never opened. `diffc cache clear` empties it."""
 
 from __future__ import annotations
 
@@ -24,65 +20,17 @@ import stat
 import struct
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from ..cachedir import cache_dir, remove_file
 
 MAGIC = b"DIFFC-CACHE-2\n"
 HEADER = struct.Struct("<14s32sQQ32s")  # magic, key, metadata bytes, object bytes, SHA-256
 MAX_ENTRY_BYTES = 1 << 30
-STALE_TEMP_SECONDS = 3600
 
 
 class Damaged(ValueError):
     """An entry that is not what its name says: removed, and its program compiled again."""
-
-
-def cache_dir() -> Path | None:
-    """Where entries live, or None when the cache is off: turned off by DIFFC_CACHE=0, or a
-    folder that cannot be made or is not private (see the module docstring)."""
-    if os.environ.get("DIFFC_CACHE", "1").lower() in ("0", "off", "false", "no"):
-        return None
-    root = os.environ.get("DIFFC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "diffc"
-    )
-    return Path(root) if _private(root) else None
-
-
-def _private(root: str) -> bool:
-    """Make the folder if it is missing; whether it is ours alone to write."""
-    try:
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        st = os.stat(root)
-    except OSError:  # (a read-only home, say: the cache is off, as when writes fail)
-        return False
-    if not stat.S_ISDIR(st.st_mode):
-        return _refuse(root, "it is not a folder")
-    if st.st_uid != os.getuid():
-        return _refuse(root, "another user owns it")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return _refuse(root, f"others can write it (mode {stat.S_IMODE(st.st_mode):o}; chmod 700 it)")
-    _remove_stale_temporaries(root)
-    return True
-
-
-@functools.cache
-def _refuse(root: str, why: str) -> bool:
-    """Warn once per folder and reason; the cache is off."""
-    print(f"diffc: warning: not using the compile cache in {root}: {why}", file=sys.stderr)
-    return False
-
-
-@functools.cache
-def _remove_stale_temporaries(root: str) -> None:
-    """Remove the temporary files of writes that never finished (once per process)."""
-    old = time.time() - STALE_TEMP_SECONDS
-    try:
-        with os.scandir(root) as it:
-            for e in it:
-                if e.name.startswith(".tmp-") and e.stat(follow_symlinks=False).st_mtime < old:
-                    _remove(Path(e.path))
-    except OSError:
-        pass
 
 
 @functools.cache
@@ -152,7 +100,7 @@ def load(k: str) -> tuple[bytes, bytes] | None:
             return None
         return _unpack(k, data)
     except Damaged:
-        _remove(path)
+        remove_file(path)
         return None
 
 
@@ -172,26 +120,14 @@ def store(k: str, metadata: bytes, object_code: bytes) -> None:
         os.replace(tmp, d / f"{k}.bin")
     except OSError:
         if tmp is not None:
-            _remove(Path(tmp))
+            remove_file(Path(tmp))
 
 
 def remove(k: str) -> None:
     """Remove the entry of key k (found wrong by its reader)."""
     d = cache_dir()
     if d is not None:
-        _remove(d / f"{k}.bin")
-
-
-def cache_file_usable(path: Path) -> bool:
-    """Whether path (in the cache folder) is missing or a regular file of ours, so that another
-    library may read and write it there."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+        remove_file(d / f"{k}.bin")
 
 
 def entries(d: Path) -> list[Path]:
@@ -204,7 +140,7 @@ def clear() -> int:
     d = cache_dir()
     if d is None:
         return 0
-    return sum(_remove(p) for p in d.glob("*.bin"))
+    return sum(remove_file(p) for p in d.glob("*.bin"))
 
 
 def _read_regular_file(path: Path) -> bytes | None:
@@ -239,14 +175,6 @@ def _unpack(k: str, data: bytes) -> tuple[bytes, bytes]:
     if hashlib.sha256(key_bytes + rest).digest() != digest:
         raise Damaged("checksum")
     return rest[:n_meta], rest[n_meta:]
-
-
-def _remove(path: Path) -> int:
-    try:
-        path.unlink()
-        return 1
-    except OSError:
-        return 0
 
 
 # Note [Entry format]

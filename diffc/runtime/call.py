@@ -34,12 +34,15 @@ from ..lower.emit import (
 )
 from ..lower.llvm import ENTRY_SYMBOL
 from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
-from ..prims.io import PRINT_BASE, PRINT_SITES, PRINT_SYMBOL
+from ..prims.io import PRINT_BASE, PRINT_SYMBOL
 from ..pytree import unflatten
 from . import interrupt, stack
 from .values import value_text
 
 _print_sites_lock, _direct_lock = threading.Lock(), threading.Lock()
+# Every print site of every loaded program has an id here, (label, tree, types) by id, from
+# when the program's code is loaded until it is freed (See prims/io.py for the numbering).
+PRINT_SITES: dict[int, tuple] = {}
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 _PRINT = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
 _callback_errors: dict[int, BaseException] = {}  # by the address of the ctx of the failed call

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from ..resolve import Module, references
+from ..typesys import DType
+from .ad_builtins import AD_BUILTINS
 from .trace import Tracer
-from .values import FnRef
+from .values import FnRef, Partial
 
 
 def all_modules(mod: Module) -> list[Module]:
@@ -63,10 +65,6 @@ def specialise(mod: Module, fn_name: str, arg_types: tuple, name: str = "main", 
 
 
 def transformed(tr, f, spec):
-    from ..typesys import DType
-    from .ad_builtins import AD_BUILTINS
-    from .values import Partial
-
     kind = spec[0]
     if kind == "grad":
         _, argnums, with_value = spec

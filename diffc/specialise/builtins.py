@@ -17,6 +17,7 @@ from ..prims import reduce as red
 from ..prims import shape as sh
 from ..pytree import Record, flatten
 from ..typesys import DType, TensorType, broadcast_shapes, promote
+from .ad_builtins import AD_BUILTINS
 from .args import allowed_kwargs, arity, axis_arg, count_arg, static_shape, tensor_arg
 from .higher_order import _fold, _iterate, _map, _scan, _treemap, _unfold, _while, _windows
 from .values import Builtin, Partial, describe
@@ -509,8 +510,6 @@ BUILTINS = {
     "normal": _normal,
     "print": _print,
 }
-
-from .ad_builtins import AD_BUILTINS  # noqa: E402
 
 BUILTINS.update(AD_BUILTINS)
 

@@ -5,12 +5,13 @@ while, treemap, windows. Each traces its function argument into the body of a st
 from __future__ import annotations
 
 from ..errors import ShapeError, TypeError_
-from ..ir.core import Var
+from ..ir.core import Body, Var
 from ..optimise.licm import hoist
 from ..prims import ops, scan, while_
 from ..prims import shape as sh
 from ..pytree import flatten, unflatten
 from ..typesys import DType, TensorType, promote
+from .ad_builtins import checkpointed
 from .args import allowed_kwargs, arity, count_arg, func_arg, tensor_arg
 from .values import Partial, describe
 
@@ -68,8 +69,6 @@ def segmented_scan(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted
     """scan ..., checkpoint=k: an outer loop over segments of k steps, each segment a
     checkpointed inner loop. The backward pass keeps one carry per segment and recomputes a
     segment's steps when it reaches it: memory O(T/k + k) instead of O(T)."""
-    from .ad_builtins import checkpointed
-
     nseg, rem = divmod(length, k)
 
     def rows(lo, hi):
@@ -315,11 +314,8 @@ def _while(tr, args, kwargs):
 
 def _with_consts(body, n_explicit, captured, consts):
     """Re-order a body's captured params to follow `consts`, adding unused ones."""
-    from ..ir.core import Body
-    from ..ir.core import Var as V
-
     have = dict(zip(captured, body.params[n_explicit:]))
-    params = body.params[:n_explicit] + [have.get(c) or V(c.type, c.known) for c in consts]
+    params = body.params[:n_explicit] + [have.get(c) or Var(c.type, c.known) for c in consts]
     return Body(params, body.eqns, body.outs)
 
 

@@ -22,6 +22,7 @@ from ..pytree import Record, flatten, unflatten
 from ..source import NO_SPAN, Span
 from ..syntax import nodes as n
 from ..typesys import DType, TensorType, dtype_of_numpy, promote
+from .builtins import BINOPS, BUILTINS, arith_unary, index, logical_not, matmul, short_circuit
 from .values import Builtin, Closure, FnRef, ModuleRef, Partial, describe
 
 MAX_RETRACE = 4
@@ -135,8 +136,6 @@ class Tracer:
         return self.lookup_global(e.id, env.get("__module__"), e.span)
 
     def lookup_global(self, name, module, span):
-        from .builtins import BUILTINS
-
         member = module.member(name) if module else None
         if isinstance(member, n.FnDef):
             return FnRef(member, module)
@@ -297,16 +296,12 @@ class Tracer:
         return unflatten(tree, [ren.get(x, x) if isinstance(x, Var) else x for x in leaves])
 
     def eval_UnaryOp(self, e, env):
-        from .builtins import arith_unary, logical_not
-
         x = self.eval(e.operand, env)
         if e.op == "not":
             return logical_not(self, x)
         return arith_unary(self, ew.neg_p, self.tensor(x, e.operand.span))
 
     def eval_BinOp(self, e, env):
-        from .builtins import BINOPS, matmul, short_circuit
-
         if e.op in ("and", "or"):
             return short_circuit(self, e, env)
         a = self.eval(e.left, env)
@@ -327,8 +322,6 @@ class Tracer:
         return self.call(f, args, kwargs, e.span, arg_spans=[a.span for a in e.args])
 
     def eval_Index(self, e, env):
-        from .builtins import index
-
         v = self.eval(e.value, env)
         items = []
         for it in e.indices:

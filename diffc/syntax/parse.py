@@ -15,6 +15,7 @@ from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
 
+from ..cachedir import cache_dir, cache_file_usable
 from ..errors import DiffcSyntaxError
 from ..source import SourceFile, Span
 from . import nodes
@@ -88,8 +89,6 @@ class _NamesEverywhere:
 def _parser() -> Lark:
     """The LALR parser, built once per process; its tables are kept in the compile cache's
     folder (Lark's own cache, keyed by the grammar), so a new process does not rebuild them."""
-    from ..runtime.cache import cache_dir, cache_file_usable
-
     text = grammar_path().read_text(encoding="utf-8")
     d = cache_dir()  # (only a private folder: Lark's cache is a pickle)
     lark_cache: str | bool = False

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from diffc import cachedir
 from diffc.runtime import cache, cache_format
 
 PROGRAM = 'fn main(x) {\n    print("value", x * 2.0);\n    sum(for i in 0..3 => x * f64(i))\n}\n'
@@ -223,7 +224,7 @@ def test_stale_temporary_files_are_removed(tmp_path, entry):
     stale, fresh = entry.parent / ".tmp-stale", entry.parent / ".tmp-fresh"
     stale.write_bytes(b"half an entry")
     fresh.write_bytes(b"being written")
-    hours_ago = time.time() - 2 * cache.STALE_TEMP_SECONDS
+    hours_ago = time.time() - 2 * cachedir.STALE_TEMP_SECONDS
     os.utime(stale, (hours_ago, hours_ago))
     check(run(tmp_path), cached=True)
     assert not stale.exists() and fresh.exists()

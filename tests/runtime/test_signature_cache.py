@@ -74,7 +74,7 @@ def test_a_direct_entry_held_elsewhere_keeps_its_code(small):
 
 
 def test_print_sites_go_with_their_code(small, capsys):
-    from diffc.prims.io import PRINT_SITES
+    from diffc.runtime.call import PRINT_SITES
 
     before = set(PRINT_SITES)
     for n in (1, 2, 3, 4, 5):
