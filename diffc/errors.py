@@ -6,6 +6,9 @@ is a bug in diffc (an InternalError)."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 from .source import Span
 
 
@@ -14,7 +17,18 @@ class DiffcError(Exception):
 
     kind = "error"
 
-    def __init__(self, message: str, span: Span | None = None, notes: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        message: str,
+        span: Span | None = None,
+        notes: tuple[str, ...] = (),
+        *,
+        misspelt: tuple[str, Iterable[str]] | None = None,
+    ):
+        """`misspelt=(name, candidates)` ends the message with the candidate most like name,
+        `; did you mean `x`?`, when one is close."""
+        if misspelt is not None:
+            message += did_you_mean(*misspelt)
         super().__init__(message)
         self.message = message
         self.span = span
@@ -76,6 +90,20 @@ class RecursionDepthError(DiffcError):
 class DiffcMemoryError(DiffcError):
     """An array or tape that cannot be allocated: too large to ever exist (found while
     compiling), or more than the memory left (while running)."""
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate most like `name` (a likely misspelling of it), or None if none is close.
+    Names starting with `_` are diffc's own and never suggested."""
+    words = sorted({c for c in candidates if c != name and not c.startswith("_")})
+    found = difflib.get_close_matches(name, words, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`; did you mean `x`?` for the closest candidate, or '' (to end a message with)."""
+    best = closest(name, candidates)
+    return f"; did you mean `{best}`?" if best else ""
 
 
 def bytes_text(n: int) -> str:

@@ -217,14 +217,16 @@ class Tracer:
         if isinstance(v, Record):
             if e.name not in v.fields:
                 have = ", ".join(v.fields)
-                raise NameError_(f"the record has no field `{e.name}` (it has {have})", e.span)
+                message = f"the record has no field `{e.name}` (it has {have})"
+                raise NameError_(message, e.span, misspelt=(e.name, v.fields))
             return v.fields[e.name]
         raise TypeError_(f"`.{e.name}` needs a record or a module, got {describe(v)}", e.span)
 
     def lookup_global_member(self, module, name, span):
         member = module.member(name)
         if member is None:
-            raise NameError_(f"module `{module.name}` has no `{name}`", span)
+            names = [f"{module.name}.{m}" for m in [*module.fns, *module.lets]]
+            raise NameError_(f"module `{module.name}` has no `{name}`", span, misspelt=(f"{module.name}.{name}", names))
         return self.lookup_global(name, module, span)
 
     def eval_TupleIndex(self, e, env):
