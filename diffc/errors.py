@@ -33,6 +33,19 @@ class DiffcError(Exception):
         self.message = message
         self.span = span
         self.notes = tuple(notes)
+        # (how, span): the call sites (or imports) in other files that led to the error,
+        # innermost first; the last is the user's own (See Note [Call sites])
+        self.call_sites: list[tuple[str, Span]] = []
+
+    def called_from(self, site: Span | None, how: str = "called") -> None:
+        """Record `site`, a call (or an import) the error passed through, when it is in
+        another file than the place recorded last: an error in an imported module then also
+        shows the user's line that led there."""
+        last = self.call_sites[-1][1] if self.call_sites else self.span
+        if site is None or site.file is None or last is None or last.file is None:
+            return
+        if site.file is not last.file and site.file.name != last.file.name:
+            self.call_sites.append((how, site))
 
     @property
     def location(self) -> str | None:
@@ -43,24 +56,30 @@ class DiffcError(Exception):
         return f"{s.file.name}:{s.line}:{s.col}"
 
     def render(self) -> str:
-        """`file:line:col: error: message`, the source line, and a caret under the culprit."""
+        """`file:line:col: error: message`, the source line, and a caret under the culprit;
+        then each call site in another file that led there, with its line."""
         s = self.span
         if s is None or s.file is None:
             out = [f"error: {self.message}"]
         else:
-            out = [f"{self.location}: error: {self.message}"]
-            text = s.file.line(s.line)
-            if text:
-                width = 1
-                if s.end_line == s.line and s.end_col > s.col:
-                    width = s.end_col - s.col
-                out.append(f"    {text}")
-                out.append("    " + " " * (s.col - 1) + "^" + "~" * (width - 1))
+            out = [f"{self.location}: error: {self.message}", *_excerpt(s)]
+        for how, site in self.call_sites:
+            out.append(f"  {how} from {site.file.name}:{site.line}:{site.col}")
+            out.extend(_excerpt(site))
         out.extend(f"note: {n}" for n in self.notes)
         return "\n".join(out)
 
     def __str__(self) -> str:
         return self.render()
+
+
+def _excerpt(s: Span) -> list[str]:
+    """The line of a span, and a caret under its columns ([] past the end of the file)."""
+    text = s.file.line(s.line)
+    if not text:
+        return []
+    width = s.end_col - s.col if s.end_line == s.line and s.end_col > s.col else 1
+    return [f"    {text}", "    " + " " * (s.col - 1) + "^" + "~" * (width - 1)]
 
 
 class DiffcSyntaxError(DiffcError):
@@ -125,3 +144,14 @@ class InternalError(DiffcError):
 # Friendlier public names; the trailing underscores above avoid shadowing Python's builtins.
 DiffcNameError = NameError_
 DiffcTypeError = TypeError_
+
+
+# Note [Call sites]
+# ~~~~~~~~~~~~~~~~~
+# An error inside an imported module is located where it is, in the module's file: that is
+# the line to fix if the module is wrong. But the usual cause is the user's call with the
+# wrong arguments, so the error also collects, as it unwinds, each call (in the tracer,
+# specialise/trace.py) or import (resolve.py) that crosses from one file into another. A call
+# within the same file adds nothing, so the chain stays short: `nn.dfl:5:3` then
+# `called from prog.dfl:12:5`. Errors found while native code runs have no such chain: the
+# calls are inlined by then.

@@ -72,7 +72,11 @@ class Loader:
                 if p not in self.by_path:
                     src = read_source(p, _display(p), imp.span)
                     self.by_path[p] = None  # marks an import in progress (a cycle)
-                    self.by_path[p] = self.load_source(src, p.parent, imp.name)
+                    try:
+                        self.by_path[p] = self.load_source(src, p.parent, imp.name)
+                    except DiffcError as err:  # (See Note [Call sites] in errors.py)
+                        err.called_from(imp.span, "imported")
+                        raise
                 mod = self.by_path[p]
                 if mod is None:
                     raise NameError_(

@@ -378,21 +378,25 @@ class Tracer:
                 f"but {len(args)} {'were' if len(args) != 1 else 'was'} given",
                 span,
             )
-        if isinstance(f, FnRef):
-            check_annotations(f.fndef, args, arg_spans or [span] * len(args), span)
-            if id(f.fndef) in self.recursive_fns:
-                return self.call_recursive(f, args, span)
-            env = {"__module__": f.module}
-            body = f.fndef.body
-        else:
-            env = dict(f.env)
-            body = f.body
-        for p, a in zip(params, args):
-            env[p.name] = a
-        result = self.eval(body, env)
-        if isinstance(f, FnRef) and f.fndef.ret is not None:
-            check_return(f.fndef, result)
-        return result
+        try:
+            if isinstance(f, FnRef):
+                check_annotations(f.fndef, args, arg_spans or [span] * len(args), span)
+                if id(f.fndef) in self.recursive_fns:
+                    return self.call_recursive(f, args, span)
+                env = {"__module__": f.module}
+                body = f.fndef.body
+            else:
+                env = dict(f.env)
+                body = f.body
+            for p, a in zip(params, args):
+                env[p.name] = a
+            result = self.eval(body, env)
+            if isinstance(f, FnRef) and f.fndef.ret is not None:
+                check_return(f.fndef, result)
+            return result
+        except DiffcError as err:  # an error in another file shows this call too (Note [Call sites] in errors.py)
+            err.called_from(span)
+            raise
 
     def call_recursive(self, f: FnRef, args, span):
         leaves, tree = flatten(tuple(args))
