@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         "vjp and jvp of function NAME with central finite differences in f64, leaf by "
         "leaf. Exits 1 on a mismatch.",
     )
-    gc.add_argument("file", help="the .dfl program")
+    gc.add_argument("file", help="the .dfl program (- reads it from standard input)")
     gc.add_argument("--fn", required=True, metavar="NAME", help="the function to check")
     gc.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="fix a parameter's value")
     gc.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -256,7 +256,7 @@ def cmd_check(a) -> int:
         args = bind_args(m, a.entry, a.arg)
         arrays, tree = flatten_args(tuple(args))
         to_ir(m.ast, a.entry, unflatten(tree, [type_of(x) for x in arrays]))
-    print(f"{a.file}: ok")
+    print(f"{m.ast.source.name}: ok")
     return EXIT_OK
 
 
