@@ -316,6 +316,9 @@ def check_file(path: Path, update: bool = False) -> Outcome:
         return Outcome(path, Status.FAILED, e.message, e.line)
     except DiffcError as e:  # (a mistake in the file that no directive expects)
         return Outcome(path, Status.XFAILED if xfail else Status.FAILED, f"{e.message}\n{e.render()}")
+    except Exception as e:  # a bug in diffc: this file fails, the others still run
+        message = f"internal error in diffc: {type(e).__name__}: {e}"
+        return Outcome(path, Status.XFAILED if xfail else Status.FAILED, message)
     if not checked:
         return Outcome(path, Status.SKIPPED)
     if xfail:

@@ -101,6 +101,26 @@ def test_folders_summary_and_verbose(capsys, tmp_path):
     assert f"PASSED {tmp_path / 'sub' / 'deep.dfl'}" in out and "\n    " in out  # details indented
 
 
+def test_a_bug_in_diffc_fails_that_file_only(capsys, tmp_path, monkeypatch):
+    from diffc import testing
+
+    def broken(path):
+        if path.name == "a.dfl":
+            raise KeyError("oops")
+        return real(path)
+
+    real = testing.api.load
+    monkeypatch.setattr(testing.api, "load", broken)
+    write(tmp_path, "a.dfl", "# expect: 1\nfn main() = 1\n")
+    write(tmp_path, "b.dfl", "# expect: 1\nfn main() = 1\n")
+    code, out, _ = run(capsys, "test", tmp_path)
+    assert code == PROGRAM
+    assert out.splitlines() == [
+        f"FAIL {tmp_path / 'a.dfl'}: internal error in diffc: KeyError: 'oops'",
+        "1 passed, 1 failed",
+    ]
+
+
 def test_update_rewrites_expect_lines(capsys, tmp_path):
     path = write(tmp_path, "p.dfl", "# expect: 0\nfn main() = (1, [2.0, 3.0])\n")
     assert run(capsys, "test", "--update", path)[0] == OK
