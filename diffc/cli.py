@@ -189,7 +189,8 @@ def given_args(module: api.Module, entry: str, pairs: list[str]) -> dict:
     fndef = module.ast.fns.get(entry)
     if fndef is None:
         have = ", ".join(module.ast.fns) or "none"
-        raise UsageError(f"the program has no function `{entry}` (it defines: {have})")
+        message = f"the program has no function `{entry}` (it defines: {have})"
+        raise UsageError(message, misspelt=(entry, module.ast.fns))
     names = [p.name for p in fndef.params]
     given = {}
     for pair in pairs:
@@ -198,7 +199,8 @@ def given_args(module: api.Module, entry: str, pairs: list[str]) -> dict:
         name, text = pair.split("=", 1)
         if name not in names:
             ps = ", ".join(names) or "no parameters"
-            raise UsageError(f"--arg {name}: `{entry}` has no parameter `{name}` (it takes {ps})")
+            message = f"--arg {name}: `{entry}` has no parameter `{name}` (it takes {ps})"
+            raise UsageError(message, misspelt=(name, names))
         given[name] = parse_value(name, text, module)
     return given
 

@@ -86,7 +86,9 @@ class Loader:
                     )
                 return mod
         where = " or ".join(str(d) for d in candidates)
-        raise NameError_(f"no module named `{imp.name}`: no file {imp.name}.dfl in {where}", imp.span)
+        near = [p.stem for d in candidates for p in d.glob("*.dfl")]
+        message = f"no module named `{imp.name}`: no file {imp.name}.dfl in {where}"
+        raise NameError_(message, imp.span, misspelt=(imp.name, near))
 
 
 def _display(p: Path) -> str:
