@@ -3,7 +3,9 @@
 The directives (docs/language.md, "Testing programs"), each a comment line of its own:
 
     # expect: <JSON>          the value of `main(...)`, as JSON (tuples are lists, records objects)
-    # args: <JSON object>     main's arguments by parameter name (lists become NumPy arrays)
+    # args: <JSON object>     main's arguments by parameter name (lists become NumPy arrays);
+                              arguments are never known at compile time, so this is how a
+                              program makes the compiler emit code for run-time values
     # prints: <JSON list>     the lines `main(...)` writes to standard output, in order
     # error: LINE:COL <text>  loading or running `main(...)` fails with a located error at
                               LINE:COL of this file whose message contains <text>
@@ -199,6 +201,11 @@ def run_main(path: Path):
 # --- checks ------------------------------------------------------------------------------------
 
 
+def has_main(path: Path) -> bool:
+    """Whether the file defines `fn main` (else it is a module others import)."""
+    return _HAS_MAIN.search(Path(path).read_text()) is not None
+
+
 def run_checks(path: Path, update: bool = False) -> bool:
     """Check every directive of `path`; raise TestFailure at the first that does not hold.
     Returns False for a helper module (nothing to check). With `update`, `# expect:` lines
@@ -206,7 +213,7 @@ def run_checks(path: Path, update: bool = False) -> bool:
     path = Path(path)
     headers = read_headers(path)
     if not {"expect", "error", "grad-check"} & set(headers):
-        if _HAS_MAIN.search(path.read_text()):
+        if has_main(path):
             raise TestFailure("`fn main` has nothing to check: add `# expect:`, `# error:` or `# grad-check:`")
         return False
     if "error" in headers:

@@ -15,14 +15,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from diffc import cli, testing
-
-_HAS_MAIN = re.compile(r"^\s*fn\s+main\s*\(", re.MULTILINE)
 
 
 def pytest_addoption(parser):
@@ -38,7 +35,7 @@ def pytest_collect_file(parent, file_path: Path):
     if file_path.suffix != ".dfl":
         return None
     folder = file_path.parent.name
-    if folder == "programs" and _HAS_MAIN.search(file_path.read_text()) or folder == "errors":
+    if folder == "programs" and testing.has_main(file_path) or folder == "errors":
         return DflFile.from_parent(parent, path=file_path)
     return None
 
