@@ -216,7 +216,12 @@ def bind_args(module: api.Module, entry: str, pairs: list[str]) -> list:
 
 def _load(path: str) -> api.Module:
     if path == "-":  # (imports are looked up in the current folder)
-        return api.compile(sys.stdin.read(), name="<stdin>")
+        raw = getattr(sys.stdin, "buffer", None)  # (bytes: the locale's decoding may mask bad ones)
+        try:
+            text = raw.read().decode("utf-8") if raw is not None else sys.stdin.read()
+        except UnicodeDecodeError as e:
+            raise UsageError(f"the program on standard input is not UTF-8 text (byte {e.start})") from None
+        return api.compile(text, name="<stdin>")
     p = Path(path)
     if not p.exists():
         raise UsageError(f"no such file: {path}")
@@ -342,6 +347,7 @@ def cmd_gradcheck(a) -> int:
 
 
 def cmd_test(a) -> int:
+    """One line per file that fails (and, with -v, its details), then the counts."""
     files = testing.dfl_files(a.paths)
     if not files:
         raise UsageError(f"no .dfl files in {' '.join(a.paths)}")

@@ -160,3 +160,5 @@ def test_standard_input_as_a_process():
     argv = [sys.executable, "-m", "diffc", "run", "--json", "-"]
     r = subprocess.run(argv, input="fn main() = [1, 2]\n", capture_output=True, text=True)
     assert r.returncode == OK and r.stdout == "[1, 2]\n"
+    r = subprocess.run(argv, input=b"fn main() = \xff\n", capture_output=True)
+    assert r.returncode == USAGE and b"not UTF-8" in r.stderr and b"Traceback" not in r.stderr
