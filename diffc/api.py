@@ -3,6 +3,7 @@ Each function is compiled once per argument signature (dtypes, shapes, structure
 
 from __future__ import annotations
 
+import functools
 import operator
 import os
 from collections import OrderedDict
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import bigstack, resolve
-from .errors import DiffcMemoryError, UsageError
+from .errors import DiffcError, DiffcMemoryError, UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
 from .runtime.values import flatten_args, to_python, type_of
@@ -19,6 +20,21 @@ from .specialise.builtins import BUILTINS
 
 _FAST_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)}
 DEFAULT_MAX_SIGNATURES = 64
+
+
+def _boundary(fn):
+    """A public entry point: a DiffcError leaves it without the frames of diffc's insides
+    behind it (and without the exception it was raised from), so the user's traceback ends
+    at their own call; the error object, its span and message are unchanged."""
+
+    @functools.wraps(fn)
+    def entry(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DiffcError as e:
+            raise e.with_traceback(None) from None
+
+    return entry
 
 
 def max_signatures() -> int:
@@ -84,24 +100,28 @@ class Function:
     def _general(self, *args, **kwargs):
         """Any call: numbers and contiguous arrays of a signature seen before through ctypes,
         anything else converted, and compiled for its signature the first time. The direct
-        entry of the signature, if it has one, takes the next calls."""
-        if kwargs:
-            raise UsageError(f"`{self.label}` takes its arguments by position, got `{next(iter(kwargs))}=`")
-        fast = self._fast_key(args)
-        hit = self._fast.get(fast) if fast is not None else None
-        if hit is not None:
-            native, out_tree, key = hit
-            self._cache.move_to_end(key)
-            self._entry = native.direct(self._general) or self._general
-            outs = native.call_scalars(args)
-            return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
-        result = self._call(args)
-        if fast is not None:
-            arrays, key = self.signature(*args)
-            native, out_tree = self._cache[key]
-            self._fast[fast] = (native, out_tree, key)
-            self._entry = native.direct(self._general) or self._general
-        return result
+        entry of the signature, if it has one, takes the next calls. (It is the boundary of a
+        call from Python, as _boundary would make it, without a wrapper's frame per call.)"""
+        try:
+            if kwargs:
+                raise UsageError(f"`{self.label}` takes its arguments by position, got `{next(iter(kwargs))}=`")
+            fast = self._fast_key(args)
+            hit = self._fast.get(fast) if fast is not None else None
+            if hit is not None:
+                native, out_tree, key = hit
+                self._cache.move_to_end(key)
+                self._entry = native.direct(self._general) or self._general
+                outs = native.call_scalars(args)
+                return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
+            result = self._call(args)
+            if fast is not None:
+                arrays, key = self.signature(*args)
+                native, out_tree = self._cache[key]
+                self._fast[fast] = (native, out_tree, key)
+                self._entry = native.direct(self._general) or self._general
+            return result
+        except DiffcError as e:
+            raise e.with_traceback(None) from None
 
     @staticmethod
     def _fast_key(args):
@@ -161,6 +181,7 @@ class Module:
     def __dir__(self):
         return list(self.ast.fns)
 
+    @_boundary
     def evaluate(self, expr: str):
         """The value of a DFL expression in this program's scope (its functions, lets and
         imports), compiled and run like any function."""
@@ -177,6 +198,7 @@ class Module:
         return grad(self.function(name), argnums)
 
 
+@_boundary
 def load(path: str | Path) -> Module:
     """Load a .dfl file (and its imports); raise a DiffcError for any mistake in it."""
     if not isinstance(path, str | Path):
@@ -184,6 +206,7 @@ def load(path: str | Path) -> Module:
     return Module(bigstack.run(resolve.load_file, path, BUILTINS))
 
 
+@_boundary
 def compile(source: str, name: str = "<string>") -> Module:
     """Load a program from its text; imports are looked up in the current folder."""
     if not isinstance(source, str):

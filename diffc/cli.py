@@ -1,4 +1,4 @@
-"""The command line: `diffc run | check | show`.
+"""The command line: `diffc run | check | show | gradcheck | test | cache`.
 
 Exit status: 0 success, 1 a mistake in the program (printed as file:line:col with the
 source line), 2 a bad command line. Nothing else escapes: an unexpected exception is
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api, bigstack
+from . import __version__, api, bigstack, testing
 from .errors import DiffcError, UsageError
 from .pipeline import PASSES
 from .typesys import dtype_of_numpy
@@ -36,10 +36,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="diffc", description="Compile and run DFL programs as native code.")
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    p.add_argument("--version", action="version", version=f"diffc {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
 
     def common(sp):
-        sp.add_argument("file", help="the .dfl program")
+        sp.add_argument("file", help="the .dfl program (- reads it from standard input)")
         sp.add_argument("--entry", default="main", help="the function to run (default: main)")
         sp.add_argument(
             "--arg",
@@ -62,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
         help="compile only, and report mistakes",
         description="Parse, resolve and type-check FILE; with --arg values, specialise main too.",
     )
-    c.add_argument("file", help="the .dfl program")
-    c.add_argument("--entry", default="main")
-    c.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
+    c.add_argument("file", help="the .dfl program (- reads it from standard input)")
+    c.add_argument("--entry", default="main", help="the function to check (default: main)")
+    c.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="as for run")
     s = sub.add_parser(
         "show",
         help="print a stage of the compiler's output",
@@ -101,10 +102,21 @@ def _parser() -> argparse.ArgumentParser:
         "vjp and jvp of function NAME with central finite differences in f64, leaf by "
         "leaf. Exits 1 on a mismatch.",
     )
-    gc.add_argument("file", help="the .dfl program")
+    gc.add_argument("file", help="the .dfl program (- reads it from standard input)")
     gc.add_argument("--fn", required=True, metavar="NAME", help="the function to check")
     gc.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="fix a parameter's value")
     gc.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    t = sub.add_parser(
+        "test",
+        help="run .dfl files that carry their expectations in comments",
+        description="Check each .dfl file named (and every .dfl file under each folder named) against "
+        "its directives: # expect:, # args:, # prints:, # error:, # grad-check:, # xfail: "
+        "(docs/language.md, Testing programs). Prints one line per failure and a summary; "
+        "exits 1 if any file fails.",
+    )
+    t.add_argument("paths", nargs="*", default=["."], metavar="PATH", help="files and folders (default: .)")
+    t.add_argument("-v", "--verbose", action="store_true", help="print each failure in full, and each file passed")
+    t.add_argument("--update", action="store_true", help="rewrite the # expect: lines from what diffc computes")
     return p
 
 
@@ -177,7 +189,8 @@ def given_args(module: api.Module, entry: str, pairs: list[str]) -> dict:
     fndef = module.ast.fns.get(entry)
     if fndef is None:
         have = ", ".join(module.ast.fns) or "none"
-        raise UsageError(f"the program has no function `{entry}` (it defines: {have})")
+        message = f"the program has no function `{entry}` (it defines: {have})"
+        raise UsageError(message, misspelt=(entry, module.ast.fns))
     names = [p.name for p in fndef.params]
     given = {}
     for pair in pairs:
@@ -186,7 +199,8 @@ def given_args(module: api.Module, entry: str, pairs: list[str]) -> dict:
         name, text = pair.split("=", 1)
         if name not in names:
             ps = ", ".join(names) or "no parameters"
-            raise UsageError(f"--arg {name}: `{entry}` has no parameter `{name}` (it takes {ps})")
+            message = f"--arg {name}: `{entry}` has no parameter `{name}` (it takes {ps})"
+            raise UsageError(message, misspelt=(name, names))
         given[name] = parse_value(name, text, module)
     return given
 
@@ -201,6 +215,13 @@ def bind_args(module: api.Module, entry: str, pairs: list[str]) -> list:
 
 
 def _load(path: str) -> api.Module:
+    if path == "-":  # (imports are looked up in the current folder)
+        raw = getattr(sys.stdin, "buffer", None)  # (bytes: the locale's decoding may mask bad ones)
+        try:
+            text = raw.read().decode("utf-8") if raw is not None else sys.stdin.read()
+        except UnicodeDecodeError as e:
+            raise UsageError(f"the program on standard input is not UTF-8 text (byte {e.start})") from None
+        return api.compile(text, name="<stdin>")
     p = Path(path)
     if not p.exists():
         raise UsageError(f"no such file: {path}")
@@ -242,7 +263,7 @@ def cmd_check(a) -> int:
         args = bind_args(m, a.entry, a.arg)
         arrays, tree = flatten_args(tuple(args))
         to_ir(m.ast, a.entry, unflatten(tree, [type_of(x) for x in arrays]))
-    print(f"{a.file}: ok")
+    print(f"{m.ast.source.name}: ok")
     return EXIT_OK
 
 
@@ -325,14 +346,41 @@ def cmd_gradcheck(a) -> int:
     return EXIT_OK if ok else EXIT_PROGRAM
 
 
+def cmd_test(a) -> int:
+    """One line per file that fails (and, with -v, its details), then the counts."""
+    files = testing.dfl_files(a.paths)
+    if not files:
+        raise UsageError(f"no .dfl files in {' '.join(a.paths)}")
+    counts = dict.fromkeys(testing.Status, 0)
+    for path in files:
+        outcome = testing.check_file(path, update=a.update)
+        counts[outcome.status] += 1
+        if outcome.status in (testing.Status.FAILED, testing.Status.XPASSED):
+            print(f"FAIL {outcome.summary_line()}")
+            if a.verbose and "\n" in outcome.message:
+                print("\n".join("    " + line for line in outcome.message.splitlines()[1:]))
+        elif a.verbose:
+            print(f"{outcome.status.value.upper()} {path}")
+    failed = counts[testing.Status.FAILED] + counts[testing.Status.XPASSED]
+    parts = [f"{counts[testing.Status.PASSED]} passed", f"{failed} failed"]
+    parts += [f"{counts[s]} {s.value}" for s in (testing.Status.XFAILED, testing.Status.SKIPPED) if counts[s]]
+    print(", ".join(parts))
+    return EXIT_PROGRAM if failed else EXIT_OK
+
+
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:  # `diffc` alone: what it can do, rather than a complaint
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     try:
         commands = {
             "run": cmd_run,
             "check": cmd_check,
             "show": cmd_show,
             "gradcheck": cmd_gradcheck,
+            "test": cmd_test,
             "cache": cmd_cache,
         }
         status = bigstack.run(commands[args.cmd], args)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Container
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DiffcSyntaxError, NameError_, UsageError
+from .errors import DiffcError, DiffcSyntaxError, NameError_, UsageError, closest
 from .source import SourceFile, Span
 from .syntax import nodes as n
 from .syntax.parse import parse
@@ -46,7 +46,7 @@ class Loader:
     """Loads modules once each, by resolved path. `builtins` are the names every module may
     use without defining them (the specialiser's table, handed down by the caller)."""
 
-    def __init__(self, builtins: Container[str]):
+    def __init__(self, builtins: Collection[str]):
         self.by_path: dict[Path, Module] = {}
         self.builtins = builtins
 
@@ -72,7 +72,11 @@ class Loader:
                 if p not in self.by_path:
                     src = read_source(p, _display(p), imp.span)
                     self.by_path[p] = None  # marks an import in progress (a cycle)
-                    self.by_path[p] = self.load_source(src, p.parent, imp.name)
+                    try:
+                        self.by_path[p] = self.load_source(src, p.parent, imp.name)
+                    except DiffcError as err:  # (See Note [Call sites] in errors.py)
+                        err.called_from(imp.span, "imported")
+                        raise
                 mod = self.by_path[p]
                 if mod is None:
                     raise NameError_(
@@ -82,7 +86,9 @@ class Loader:
                     )
                 return mod
         where = " or ".join(str(d) for d in candidates)
-        raise NameError_(f"no module named `{imp.name}`: no file {imp.name}.dfl in {where}", imp.span)
+        near = [p.stem for d in candidates for p in d.glob("*.dfl")]
+        message = f"no module named `{imp.name}`: no file {imp.name}.dfl in {where}"
+        raise NameError_(message, imp.span, misspelt=(imp.name, near))
 
 
 def _display(p: Path) -> str:
@@ -125,29 +131,34 @@ def _unreadable(message: str, span: Span | None) -> NameError_ | UsageError:
     return NameError_(message, span) if span is not None else UsageError(message)
 
 
-def load_file(path: str | Path, builtins: Container[str]) -> Module:
+def load_file(path: str | Path, builtins: Collection[str]) -> Module:
     """Load a program file and its imports; raise a DiffcError for any mistake in them."""
     p = Path(path)
     return Loader(builtins).load_source(read_source(p, str(path)), p.resolve().parent)
 
 
-def load_text(text: str, name: str, folder: Path | None, builtins: Container[str]) -> Module:
+def load_text(text: str, name: str, folder: Path | None, builtins: Collection[str]) -> Module:
     return Loader(builtins).load_source(SourceFile(name, text), folder)
 
 
 # --- the name check ------------------------------------------------------------------------------
 
 
-def check_names(mod: Module, builtins: Container[str]):
-    """Raise NameError_ for the first use of an undefined name, field of a module, or import."""
+def check_names(mod: Module, builtins: Collection[str]):
+    """Raise NameError_ for the first use of an undefined name, field of a module, or import,
+    with the defined name it most likely misspells."""
 
-    def check(kind, name, node):
+    def check(kind, name, node, scope):
         if kind == "member":
             alias, member = name
-            if alias in mod.imports and mod.imports[alias].member(member) is None:
-                raise NameError_(f"module `{alias}` has no `{member}`", node.span)
+            other = mod.imports.get(alias)
+            if other is not None and other.member(member) is None:
+                names = [f"{alias}.{m}" for m in [*other.fns, *other.lets]]
+                misspelt = (f"{alias}.{member}", names)
+                raise NameError_(f"module `{alias}` has no `{member}`", node.span, misspelt=misspelt)
         elif mod.member(name) is None and name not in mod.imports and name not in builtins:
-            raise NameError_(f"unknown {kind} `{name}`", node.span)
+            known = [*scope, *mod.fns, *mod.lets, *mod.imports, *builtins]
+            raise NameError_(f"unknown {kind} `{name}`{_suggestion(name, known, mod)}", node.span)
 
     for let in mod.lets.values():
         free_uses(let.value, frozenset(), check)
@@ -155,26 +166,61 @@ def check_names(mod: Module, builtins: Container[str]):
         free_uses(fn.body, frozenset(p.name for p in fn.params), check)
 
 
+def _suggestion(name: str, known: list[str], mod: Module) -> str:
+    """`; did you mean ...?` for an unknown name: a function of a module that has this very
+    name (`nn.softmax`, with the import to add if the program lacks it), else the defined name
+    or built-in it most likely misspells, else a module function it misspells; or ''."""
+    modules = dict(_stdlib_members())
+    modules.update((alias, [*m.fns, *m.lets]) for alias, m in mod.imports.items())
+    owner = {}  # member -> the module it is suggested from: an imported one first
+    for alias, members in sorted(modules.items(), key=lambda am: am[0] in mod.imports):
+        owner.update(dict.fromkeys(members, alias))
+    if name not in owner:
+        best = closest(name, known)
+        if best is not None:
+            return f"; did you mean `{best}`?"
+        name = closest(name, owner)
+        if name is None:
+            return ""
+    alias = owner[name]
+    add = "" if alias in mod.imports else f" (add `import {alias}`)"
+    return f"; did you mean `{alias}.{name}`{add}?"
+
+
+def _stdlib_members() -> list[tuple[str, list[str]]]:
+    """(module name, its functions and lets) for each module of the standard library; read only
+    to suggest a name, so a module that does not parse is left out."""
+    found = []
+    for path in sorted(stdlib_dir().glob("*.dfl")):
+        try:
+            items = parse(read_source(path, path.name)).items
+        except DiffcError:
+            continue
+        found.append((path.stem, [i.name for i in items if isinstance(i, n.FnDef | n.LetDef)]))
+    return found
+
+
 def free_uses(e, scope: frozenset, visit) -> None:
-    """Call visit(kind, name, node) for each name e uses that no parameter, let, lambda
+    """Call visit(kind, name, node, scope) for each name e uses that no parameter, let, lambda
     parameter or comprehension index around it binds (those shadow the module's functions and
     the built-ins): kind "variable" or "function" (the callee of a call) with the name, or
-    "member" with (alias, member) for `alias.member`, where alias may be a module."""
+    "member" with (alias, member) for `alias.member`, where alias may be a module; scope is
+    the set of local names bound there."""
 
     def go(e, scope):
         match e:
             case n.Name(id=name):
                 if name not in scope:
-                    visit("variable", name, e)
+                    visit("variable", name, e, scope)
             case n.Call(fn=n.Name(id=name) as f, args=args, kwargs=kwargs):
                 if name not in scope:
-                    visit("function", name, f)
+                    visit("function", name, f, scope)
                 for a in args:
                     go(a, scope)
                 for k in kwargs:
                     go(k.value, scope)
             case n.Field(value=n.Name(id=name) as v, name=member) if name not in scope:
-                visit("member", (name, member), e)
+                visit("member", (name, member), e, scope)
                 go(v, scope)
             case n.Block(stmts=stmts, result=result):
                 for s in stmts:
@@ -228,7 +274,7 @@ def references(fn: n.FnDef) -> set[str]:
     function is not a reference to it."""
     found = set()
 
-    def add(kind, name, node):
+    def add(kind, name, node, scope):
         found.add(".".join(name) if kind == "member" else name)
 
     free_uses(fn.body, frozenset(p.name for p in fn.params), add)

@@ -24,7 +24,7 @@ def allowed_kwargs(name, kwargs, allowed):
     for k in kwargs:
         if k not in allowed:
             ok = ", ".join(f"`{a}`" for a in allowed) or "none"
-            raise TypeError_(f"`{name}` has no keyword argument `{k}` (it takes {ok})")
+            raise TypeError_(f"`{name}` has no keyword argument `{k}` (it takes {ok})", misspelt=(k, allowed))
 
 
 def tensor_arg(x, name, what="argument"):

@@ -217,14 +217,16 @@ class Tracer:
         if isinstance(v, Record):
             if e.name not in v.fields:
                 have = ", ".join(v.fields)
-                raise NameError_(f"the record has no field `{e.name}` (it has {have})", e.span)
+                message = f"the record has no field `{e.name}` (it has {have})"
+                raise NameError_(message, e.span, misspelt=(e.name, v.fields))
             return v.fields[e.name]
         raise TypeError_(f"`.{e.name}` needs a record or a module, got {describe(v)}", e.span)
 
     def lookup_global_member(self, module, name, span):
         member = module.member(name)
         if member is None:
-            raise NameError_(f"module `{module.name}` has no `{name}`", span)
+            names = [f"{module.name}.{m}" for m in [*module.fns, *module.lets]]
+            raise NameError_(f"module `{module.name}` has no `{name}`", span, misspelt=(f"{module.name}.{name}", names))
         return self.lookup_global(name, module, span)
 
     def eval_TupleIndex(self, e, env):
@@ -376,21 +378,25 @@ class Tracer:
                 f"but {len(args)} {'were' if len(args) != 1 else 'was'} given",
                 span,
             )
-        if isinstance(f, FnRef):
-            check_annotations(f.fndef, args, arg_spans or [span] * len(args), span)
-            if id(f.fndef) in self.recursive_fns:
-                return self.call_recursive(f, args, span)
-            env = {"__module__": f.module}
-            body = f.fndef.body
-        else:
-            env = dict(f.env)
-            body = f.body
-        for p, a in zip(params, args):
-            env[p.name] = a
-        result = self.eval(body, env)
-        if isinstance(f, FnRef) and f.fndef.ret is not None:
-            check_return(f.fndef, result)
-        return result
+        try:
+            if isinstance(f, FnRef):
+                check_annotations(f.fndef, args, arg_spans or [span] * len(args), span)
+                if id(f.fndef) in self.recursive_fns:
+                    return self.call_recursive(f, args, span)
+                env = {"__module__": f.module}
+                body = f.fndef.body
+            else:
+                env = dict(f.env)
+                body = f.body
+            for p, a in zip(params, args):
+                env[p.name] = a
+            result = self.eval(body, env)
+            if isinstance(f, FnRef) and f.fndef.ret is not None:
+                check_return(f.fndef, result)
+            return result
+        except DiffcError as err:  # an error in another file shows this call too (Note [Call sites] in errors.py)
+            err.called_from(span)
+            raise
 
     def call_recursive(self, f: FnRef, args, span):
         leaves, tree = flatten(tuple(args))

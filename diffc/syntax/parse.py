@@ -340,6 +340,8 @@ def _unexpected_token(source: SourceFile, err: UnexpectedToken) -> DiffcSyntaxEr
         message = f"put this `{token}` expression in parentheses: it binds more loosely than what is before it"
         return DiffcSyntaxError(message, span)
     message = _expected(texts, _describe(token))
+    if token == "=" and "==" in texts:  # `if x = 2.0 { ... }`
+        message += "; did you mean `==`?"
     if opened and (token == ";" or token in _TOP_LEVEL):
         inner = opened[-1]
         if _CLOSER_OF[inner] in texts:
@@ -393,7 +395,7 @@ def _normalise(texts: set[str]) -> frozenset[str]:
     if {"INT", "FLOAT"} <= texts:
         texts = (texts - _EXPR_START) | {_AN_EXPRESSION}
     if texts & (_BINARY | {"."}):
-        texts -= _BINARY | _POSTFIX
+        texts = texts - (_BINARY | _POSTFIX)  # (a new set: the caller still reads its own)
     return frozenset(texts)
 
 
