@@ -1,5 +1,9 @@
 """Primitives: each declared once (prims/core.py) with all of its rules."""
 
+# ops (the rules' emitting helpers) and the primitive modules import each other: ops first,
+# whichever module is asked for, so that it loads them in an order that completes each
+from . import ops  # noqa: F401
+
 
 def load_all():
     """Import every primitive family, so that the registry is complete."""
