@@ -68,7 +68,8 @@ def _fold_with(fn):
 
 def _ew(name, allowed, scalar, npfn, out_dtype=None, **facts):
     """Declare one elementwise primitive (facts: more fields of its Prim). Its jvp and vjp are
-    built from its partials, or its linearity, unless given."""
+    built from its partials, or its linearity, unless given. npfn folds known values: only
+    integer and boolean ones are folded (ir/build.py), so a float-only op has none."""
     rule = _rule(allowed, out_dtype)
     partials, linear = facts.get("partials"), facts.get("linear")
     if partials or linear:
@@ -79,7 +80,7 @@ def _ew(name, allowed, scalar, npfn, out_dtype=None, **facts):
         name,
         shape=lambda ts, **_: rule(ts, _name=name),
         kind=Kind.ELEMENTWISE,
-        fold=_fold_with(npfn),
+        fold=_fold_with(npfn) if npfn is not None else None,
         fusable=True,
         reads_lazy=True,
         **facts,
@@ -202,10 +203,6 @@ def _guarded_mul_scalar(em, dt, t, p):
     return em.b.select(em.b.fcmp_ordered("==", t, zero), zero, em.b.fmul(t, p))
 
 
-def _np_guarded_mul(t, p):
-    return np.where(t == 0, np.zeros_like(t * p), t * p)
-
-
 def _maximum(em, dt, a, b):
     B = em.b
     if _is_f(dt):  # NaN propagates; at a tie the first operand is selected
@@ -238,14 +235,6 @@ def _intr(name):
     return lambda em, dt, a: em.intrinsic(name, a.type, [a])
 
 
-def _libm(name):
-    def f(em, dt, a):
-        fname = name if dt is DType.F64 else name + "f"
-        return em.call_extern(fname, a.type, [a])
-
-    return f
-
-
 def _vmath(kernel):
     """A vectorisable kernel of lower/vmath.py; f32 is computed in f64 and rounded."""
 
@@ -255,16 +244,6 @@ def _vmath(kernel):
         return em.b.fptrunc(kernel(em.b, em.b.fpext(a, ir.DoubleType())), a.type)
 
     return f
-
-
-def _sigmoid(em, dt, a):
-    # 1 / (1 + exp(-a)) for a >= 0, exp(a) / (1 + exp(a)) below: never overflows
-    B = em.b
-    one = ir.Constant(a.type, 1.0)
-    e = em.intrinsic("llvm.exp", a.type, [B.fneg(em.intrinsic("llvm.fabs", a.type, [a]))])
-    pos = B.fdiv(one, B.fadd(one, e))
-    neg = B.fdiv(e, B.fadd(one, e))
-    return B.select(B.fcmp_ordered(">=", a, ir.Constant(a.type, 0.0)), pos, neg)
 
 
 def _cmp(op):
@@ -556,7 +535,7 @@ div_p = _ew(
     "div",
     FLOATS,
     _div,
-    np.divide,
+    None,
     partials=lambda b, x, y, z: [ops.div(b, _one(b, y), y), ops.neg(b, ops.div(b, z, y))],
     keeps_zeros=True,
 )
@@ -586,7 +565,7 @@ guarded_mul_p = _ew(
     "guarded_mul",
     FLOATS,
     _guarded_mul_scalar,
-    _np_guarded_mul,
+    None,
     vjp=_guarded_mul_vjp,
     jvp=_guarded_mul_jvp,
     keeps_zeros=True,
@@ -600,12 +579,12 @@ min_p = _ew(
 neg_p = _ew("neg", NUMERIC, _neg, np.negative, linear=(-1,), remat=True, keeps_zeros=True)
 abs_p = _ew("abs", NUMERIC, _abs, np.abs, partials=lambda b, x, z: [_sign(b, x)], remat=True, keeps_zeros=True)
 
-exp_p = _ew("exp", FLOATS, _vmath(vmath.exp), np.exp, partials=lambda b, x, z: [z], cost=12, keeps_zeros=True)
+exp_p = _ew("exp", FLOATS, _vmath(vmath.exp), None, partials=lambda b, x, z: [z], cost=12, keeps_zeros=True)
 log_p = _ew(
     "log",
     FLOATS,
     _vmath(vmath.log),
-    np.log,
+    None,
     partials=lambda b, x, z: [ops.div(b, _one(b, x), x)],
     cost=12,
     keeps_zeros=True,
@@ -614,7 +593,7 @@ log1p_p = _ew(
     "log1p",
     FLOATS,
     _vmath(vmath.log1p),
-    np.log1p,
+    None,
     partials=lambda b, x, z: [ops.div(b, _one(b, x), ops.add(b, _one(b, x), x))],
     cost=20,
     keeps_zeros=True,
@@ -623,7 +602,7 @@ sqrt_p = _ew(
     "sqrt",
     FLOATS,
     _intr("llvm.sqrt"),
-    np.sqrt,
+    None,
     partials=lambda b, x, z: [ops.div(b, ops.like(b, z, 0.5), z)],
     keeps_zeros=True,
 )
@@ -643,7 +622,7 @@ sin_p = _ew(
     "sin",
     FLOATS,
     None,
-    np.sin,
+    None,
     lower=_trig_lower(vmath.sin, "llvm.sin"),
     partials=_sin_partials,
     vjp_fwd=_sin_vjp_fwd,
@@ -655,7 +634,7 @@ cos_p = _ew(
     "cos",
     FLOATS,
     None,
-    np.cos,
+    None,
     lower=_trig_lower(vmath.cos, "llvm.cos"),
     partials=_cos_partials,
     vjp_fwd=_cos_vjp_fwd,
@@ -667,7 +646,7 @@ tanh_p = _ew(
     "tanh",
     FLOATS,
     _vmath(vmath.tanh),
-    np.tanh,
+    None,
     partials=lambda b, x, z: [ops.sub(b, _one(b, z), ops.mul(b, z, z))],
     cost=14,
     keeps_zeros=True,
@@ -676,7 +655,7 @@ sigmoid_p = _ew(
     "sigmoid",
     FLOATS,
     _vmath(vmath.sigmoid),
-    lambda x: 1 / (1 + np.exp(-x)),
+    None,
     partials=lambda b, x, z: [ops.mul(b, z, ops.sub(b, _one(b, z), z))],
     cost=14,
     keeps_zeros=True,
