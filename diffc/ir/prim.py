@@ -57,7 +57,7 @@ class Prim:
 
     name: str
     shape: Callable[..., list]
-    kind: Kind = Kind.OTHER
+    kind: Kind = Kind.OTHER  # what sort of op it is (some defaults below follow from it)
     lower: Callable | None = None
     jvp: Callable | None = None
     vjp: Callable | None = None
@@ -117,8 +117,8 @@ class Prim:
             self.reads_all = self.kind is Kind.REDUCTION
         if self.hoistable is None:
             self.hoistable = self.kind in (Kind.ELEMENTWISE, Kind.REDUCTION, Kind.SHAPE, Kind.CONSTANT)
-        derivative = self.nondiff or self.vjp or self.jvp or self.jvp_full
-        if self.kind is Kind.ELEMENTWISE and not derivative:
+        if self.kind is Kind.ELEMENTWISE and not (self.nondiff or (self.vjp and self.jvp)):
+            # (prims/elementwise.py builds both from `partials` or `linear`)
             raise ValueError(f"elementwise primitive {self.name} needs partials or a derivative rule, or nondiff=True")
         if (self.kind is Kind.LOOP) != (self.loop is not None):
             raise ValueError(f"primitive {self.name}: a loop, and only a loop, has a Loop layout")

@@ -129,11 +129,10 @@ def inplace_carries(body: Body, first: int, n: int, plan) -> set[int]:
             found.add(k)
             continue
         e = made_by.get(out.id)
-        if e is None or uses.get(p.id) != 1 or uses.get(out.id) != 1 or e.prim.loop is None:
+        loop = e.prim.loop if e is not None else None
+        if loop is None or loop.carries is None or uses.get(p.id) != 1 or uses.get(out.id) != 1:
             continue
-        if e.prim.loop.carries is None:
-            continue
-        base, inner_first, nc = e.prim.loop.carries(e.params)
+        base, inner_first, nc = loop.carries(e.params)
         j = e.outs.index(out)
         inner = e.params["body"]
         if j < nc and e.inputs[base + j] is p:

@@ -40,6 +40,8 @@ def test_passes_never_compare_a_primitive_by_name():
 def test_an_elementwise_primitive_must_say_how_it_differentiates():
     with pytest.raises(ValueError, match="needs partials or a derivative rule"):
         Prim("cube", shape=_shape, kind=Kind.ELEMENTWISE)
+    with pytest.raises(ValueError, match="needs partials or a derivative rule"):
+        Prim("cube", shape=_shape, kind=Kind.ELEMENTWISE, vjp=lambda b, params, ins, outs, cts: cts)
     Prim("cube", shape=_shape, kind=Kind.ELEMENTWISE, nondiff=True)  # (a comparison, say)
 
 
