@@ -1,8 +1,10 @@
 """Elementwise primitives: arithmetic, math functions, comparisons, logic, select, convert.
 
 All take operands of one dtype (the specialiser inserts `convert` to promote) and broadcast
-as NumPy does. Each is declared by one row: its name, its dtype rule, its scalar lowering
-(an LLVM instruction sequence on one element) and its NumPy fold for known values."""
+as NumPy does. Each is declared by one `_ew` call: its name, its dtype rule, its scalar
+lowering (an LLVM instruction sequence on one element), its NumPy fold for known integers and
+booleans, and its facts: its partial derivatives (its jvp and vjp are built from them), its
+cost when fused, and what the passes may do with it (the fields of ir/prim.py's Prim)."""
 
 from __future__ import annotations
 
