@@ -30,8 +30,6 @@ TOP = LAYERS[-1]
 # arrows that still run up, each to be removed by the work of issue 10; the list only shrinks
 PENDING = {
     ("prims", "ad"),  # derivative rules call the transforms: they will get them in a context
-    ("ir", "prims"),  # the builder re-creates constants with prims.shape.const_p
-    ("specialise", "optimise"),  # the tracer hoists loop invariants with optimise.licm.hoist
 }
 
 
@@ -108,11 +106,7 @@ def test_no_import_inside_a_function_below_the_top():
         for target, line, inside in imps
         if inside
     ]
-    allowed = {f for f in found if any(f.startswith(p) for p in _PENDING_INSIDE)}
-    assert sorted(set(found) - allowed) == []
-
-
-_PENDING_INSIDE = ("diffc.prims", "diffc.ir.build", "diffc.optimise.licm")
+    assert found == []
 
 
 def test_no_module_reaches_itself():

@@ -21,25 +21,11 @@ from ..ir.core import Body
 from ..ir.walk import clone_body
 from ..prims import ops
 
-TAPED = {
-    "tape_pack": "a recursive function",
-    "tape_unpack": "a recursive function",
-    "acc_new": "a recursive function",
-    "acc_add": "a recursive function",
-    "acc_add_at": "a recursive function",
-    "acc_take": "a recursive function",
-    "while_tape": "a `while` loop",
-    "while_untape": "a `while` loop",
-}
-
 
 def unsupported(prim) -> str:
     """Why an equation cannot be differentiated."""
-    if prim.name in TAPED:
-        return (
-            f"a second-order derivative through {TAPED[prim.name]} (differentiating its derivative) "
-            "is not supported yet"
-        )
+    if prim.taped is not None:
+        return f"a second-order derivative through {prim.taped} (differentiating its derivative) is not supported yet"
     return f"cannot differentiate through `{prim.name}`"
 
 
@@ -108,7 +94,7 @@ def vjp_split(body: Body, needs: list[bool], accumulate=()):
                 outs, aux = eqn.prim.vjp_fwd(fb, eqn, ins, act)
                 # an augmented forward may return an existing value (an identity body): give
                 # each output its own identity, or its cotangent would be counted twice
-                outs = [ops.emit(fb, "copy", o) if o.id in defined else o for o in outs]
+                outs = [ops.copy(fb, o) if o.id in defined else o for o in outs]
             else:
                 outs, aux = re_emit(fb, eqn, ins), ins
             active.update(o.id for o in outs if is_float(o))
@@ -165,24 +151,22 @@ def vjp_split(body: Body, needs: list[bool], accumulate=()):
     return fwd, bwd, kinds
 
 
-REMAT_PRIMS = {"index", "add", "sub", "mul", "neg", "abs", "max", "min", "select", "copy", "const"}
-REMAT_PRIMS |= {"lt", "le", "gt", "ge", "eq", "ne", "and", "or", "not"}
 REMAT_BUDGET = 6  # ops recomputed per residual, at most
 
 
 def rematerialisable(fb: Builder) -> dict:
     """Residuals the backward pass recomputes instead of reading from the tape: numbers made
-    by a few cheap ops (indexing, integer and float arithmetic without division, comparisons,
-    any arithmetic on constants) from the body's params, which the backward has anyway. A
-    comprehension's loads from its inputs and its index arithmetic then cost no tape at all
-    (the tape of the conv_small gradient: 2.2 MB -> 0). Returns value id -> the equation to
-    re-emit."""
+    by a few cheap ops (those whose Prim says `remat`: indexing, integer and float arithmetic
+    without division, comparisons; and any arithmetic on constants) from the body's params,
+    which the backward has anyway. A comprehension's loads from its inputs and its index
+    arithmetic then cost no tape at all (the tape of the conv_small gradient: 2.2 MB -> 0).
+    Returns value id -> the equation to re-emit."""
     free = {p.id for p in fb.params}
     remat, cost = {}, {}
     for eqn in fb.eqns:
         if any(o.type.rank for o in eqn.outs) or not all(x.id in free or x.id in remat for x in eqn.inputs):
             continue
-        if eqn.prim.name not in REMAT_PRIMS and not (eqn.prim.fusable and all(x.known is not None for x in eqn.inputs)):
+        if not eqn.prim.remat and not (eqn.prim.fusable and all(x.known is not None for x in eqn.inputs)):
             continue  # (arithmetic on constants costs nothing: LLVM folds it)
         c = 1 + sum(cost.get(x.id, 0) for x in eqn.inputs)
         if c <= REMAT_BUDGET:
@@ -203,7 +187,7 @@ def residual_values(kinds, params, extra_outs):
 # cotangent accumulated so far, the loop starts from the cotangent so far and hands back the
 # total (`threads_cotangents` rules, `accumulate` in vjp_split). Through nested loops (a
 # comprehension over n, f, i, j reading one kernel) one buffer is threaded through every level,
-# updated in place (prims/loops.py, accumulators), instead of a fresh zero accumulator per
+# updated in place (lower/loops.py, accumulators), instead of a fresh zero accumulator per
 # iteration of each outer level.
 #
 # Note [Structural zeros]

@@ -12,6 +12,7 @@ from ..errors import DiffcError, DiffcMemoryError, InternalError, ShapeError, by
 from ..source import NO_SPAN, Span
 from ..typesys import MAX_BYTES, DType, TensorType
 from .core import Body, Eqn, Var
+from .prim import const_p
 
 FOLD_LIMIT = 1 << 12  # largest known value kept, in elements
 MAX_RANK = 32  # axes of an array, as NumPy allows (64 since NumPy 2)
@@ -55,8 +56,6 @@ class Builder:
             return self.recreated[v]
         if v.known is not None and v.type.size <= INLINE_CONST_LIMIT:
             # a small compile-time constant is cheaper to re-create than to capture
-            from ..prims.shape import const_p
-
             self.recreated[v] = self.emit1(const_p, [], value=v.known)
             return self.recreated[v]
         outer = self.parent.use(v)
@@ -87,8 +86,8 @@ class Builder:
             if e.span is None:
                 e.span = span
             raise
-        if len(outs) == 1 and outs[0].known is None and outs[0].type == _INDEX and prim.name in _INTERVAL:
-            outs[0].range = _INTERVAL[prim.name](*[_interval(x) for x in inputs])
+        if len(outs) == 1 and outs[0].known is None and outs[0].type == _INDEX and prim.interval is not None:
+            outs[0].range = prim.interval(*[_interval(x) for x in inputs])
         for o in outs:
             self.defined.add(o.id)
         self.eqns.append(Eqn(prim, inputs, params, outs, span))
@@ -136,8 +135,9 @@ def close_together(builders: list[Builder], outs: list[list[Var]]) -> tuple[list
     return bodies, [parent.use(v) for v in order]
 
 
-# Interval arithmetic on integer scalars, so that an index known to be in range (a loop index
-# plus a small offset) needs no run-time bounds check: (lo, hi) means lo <= v < hi.
+# Interval arithmetic on integer scalars (each primitive's `interval` rule), so that an index
+# known to be in range (a loop index plus a small offset) needs no run-time bounds check:
+# (lo, hi) means lo <= v < hi.
 _INDEX = TensorType(DType.I64, ())
 
 
@@ -146,20 +146,6 @@ def _interval(x: Var):
         v = int(x.known)
         return (v, v + 1)
     return x.range
-
-
-def _mul_interval(a, b):
-    if a is None or b is None:
-        return None
-    ends = [a[0] * b[0], a[0] * (b[1] - 1), (a[1] - 1) * b[0], (a[1] - 1) * (b[1] - 1)]
-    return (min(ends), max(ends) + 1)
-
-
-_INTERVAL = {
-    "add": lambda a, b: None if a is None or b is None else (a[0] + b[0], a[1] + b[1] - 1),
-    "sub": lambda a, b: None if a is None or b is None else (a[0] - b[1] + 1, a[1] - b[0]),
-    "mul": _mul_interval,
-}
 
 
 def _foldable(t: TensorType) -> bool:

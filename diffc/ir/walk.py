@@ -84,10 +84,10 @@ def uses_and_producers(body: Body) -> tuple[dict[int, int], dict[int, Eqn]]:
 
 
 def is_zeros(v, made_by) -> bool:
-    """Whether v is known to be all zeros: a zero constant, broadcast or reshaped (made_by
-    from uses_and_producers)."""
+    """Whether v is known to be all zeros: a zero constant, broadcast or reshaped (ops that
+    keep all zeros; made_by from uses_and_producers)."""
     e = made_by.get(v.id)
-    while e is not None and e.prim.name in ("broadcast", "reshape"):
+    while e is not None and e.prim.keeps_all_zeros:
         v = e.inputs[0]
         e = made_by.get(v.id)
     return v.known is not None and not np.any(v.known)

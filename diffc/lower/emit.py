@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ..errors import DiffcMemoryError, bytes_text
+from ..ir.prim import Kind
 from ..source import Span
 from ..typesys import MAX_BYTES, DType, TensorType
 
@@ -51,6 +52,11 @@ def reg_type(dtype: DType) -> ir.Type:
 def mem_type(dtype: DType) -> ir.Type:
     """The LLVM type of one element in memory (bool is a byte, as in NumPy)."""
     return I8 if dtype is DType.BOOL else reg_type(dtype)
+
+
+def scalar_add(em, dtype: DType, a, b) -> ir.Value:
+    """a + b, two scalars of `dtype` in registers."""
+    return em.b.fadd(a, b) if dtype.is_float else em.b.add(a, b)
 
 
 def contiguous_strides(shape) -> tuple[int, ...]:
@@ -97,8 +103,6 @@ class Site:
 
 
 TILE = 32  # See Note [Tiles]
-CHEAP = {"const", "index", "map"}  # with the fusable (elementwise) ops: bodies worth recomputing per element
-REDUCTIONS = {"reduce_sum", "reduce_prod", "reduce_max", "reduce_min"}
 
 
 def _crosses(values) -> bool:
@@ -115,12 +119,11 @@ def _smaller(b: ir.IRBuilder, x, y):
 
 def _cheap(body) -> bool:
     """A body made only of elementwise work: evaluating it once per element read is fine."""
-    return all((e.prim.fusable or e.prim.name in CHEAP) and all(_cheap(b) for b in e.bodies()) for e in body.eqns)
+    return all(e.prim.cheap and all(_cheap(b) for b in e.bodies()) for e in body.eqns)
 
 
 RECOMPUTE_BUDGET = 40  # scalar ops per element a value may cost and still be recomputed per reader
 RECOMPUTE_MIN_BYTES = 1 << 16  # ... when storing it would cost more than recomputing it
-COST = {"exp": 12, "log": 12, "tanh": 14, "sigmoid": 14, "log1p": 20, "sin": 20, "cos": 20, "pow": 20}
 
 
 def _fusable_values(body, lazy_outs: bool = False) -> set[int]:
@@ -146,7 +149,7 @@ def _fusable_values(body, lazy_outs: bool = False) -> set[int]:
         rs = readers.get(o.id, [])
         lazy_reader = all(r == "out" or r.prim.reads_lazy for r in rs)
         if eqn.prim.fusable:
-            cost[o.id] = COST.get(eqn.prim.name, 1) + sum(cost.get(x.id, 0) for x in eqn.inputs if x.id in found)
+            cost[o.id] = eqn.prim.cost + sum(cost.get(x.id, 0) for x in eqn.inputs if x.id in found)
         if eqn.prim.fusable and lazy_reader and uses.get(o.id) == 1:
             found.add(o.id)
         elif (
@@ -159,10 +162,10 @@ def _fusable_values(body, lazy_outs: bool = False) -> set[int]:
         ):
             found.add(o.id)
         elif (
-            eqn.prim.name == "map"
+            eqn.prim.lazy_when_reduced
             and len(eqn.outs) == 1
             and uses.get(o.id) == 1
-            and (rs[0] == "out" or rs[0].prim.name in REDUCTIONS)
+            and (rs[0] == "out" or rs[0].prim.kind is Kind.REDUCTION)
         ):
             sub = eqn.params["body"]
             if sub.outs[0].type.rank == 0 or _cheap(sub):
@@ -175,7 +178,7 @@ def _reads_each_once(reader, v) -> bool:
     whose result has v's shape (no broadcasting of v)."""
     if reader == "out":
         return True
-    if reader.prim.name in REDUCTIONS:
+    if reader.prim.kind is Kind.REDUCTION:
         return True
     return reader.prim.fusable and reader.outs[0].type.shape == v.type.shape
 
@@ -297,6 +300,19 @@ class Emitter:
         if dtype.is_float:
             return ir.Constant(reg_type(dtype), float(v))
         return ir.Constant(reg_type(dtype), int(bool(v)) if dtype is DType.BOOL else int(v))
+
+    def constant(self, value, t: TensorType):
+        """A known value of type t (the `const` primitive): a scalar in a register, an array in
+        a global of the module."""
+        if t.rank == 0:
+            return self.const(t.dtype, value.item())
+        et = mem_type(t.dtype)
+        data = [ir.Constant(et, int(x) if not t.dtype.is_float else float(x)) for x in value.reshape(-1)]
+        g = ir.GlobalVariable(self.m.module, ir.ArrayType(et, len(data)), name=self.m.module.get_unique_name("const"))
+        g.initializer = ir.Constant(ir.ArrayType(et, len(data)), data)
+        g.global_constant = True
+        g.linkage = "internal"
+        return Arr(g, self.i64(0), contiguous_strides(t.shape), t)
 
     # --- memory ---------------------------------------------------------------------------
 
@@ -668,7 +684,7 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # calls Python's handler. Each call notes the count when it begins (ctx[CTX_SIGINTS]) and the
 # code that can run long compares it with the current one: each iteration of a while loop
 # (and of its taped form), each call of a recursive function, each iteration of a scan, a map
-# or a tape's backward loop whose steps do POLL_WORK scalar ops or more (prims/loops.py), and
+# or a tape's backward loop whose steps do POLL_WORK scalar ops or more (lower/loops.py), and
 # every POLL_CHUNK iterations of one whose steps are cheaper, and never in a loop of fewer than
 # FEW_ITERATIONS: the short, innermost loops stay as they were, unrolled and vectorised. When
 # the counts differ, the call fails with ERR_INTERRUPT and the runtime raises KeyboardInterrupt.
@@ -686,7 +702,7 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # within a function, so each buffer gets its own alias scope (scoped-noalias metadata) on the
 # loads and stores made through it; accesses through other pointers carry none and are
 # assumed to alias anything, as before. A loop's array carry lives in two buffers swapped
-# each iteration (prims/loops.py, Slots), reached through pointers loaded at run time: the
+# each iteration (lower/loops.py, Slots), reached through pointers loaded at run time: the
 # pair shares one scope.
 #
 # Note [Tiles]

@@ -1,5 +1,5 @@
 """Start accumulators from what they are added to: `add(scan(..., init=zeros), x)`, where the
-scan's carry only accumulates (see prims/loops.py, accumulators), becomes `scan(..., init=x)`.
+scan's carry only accumulates (see lower/loops.py, accumulators), becomes `scan(..., init=x)`.
 A gradient that a loop scatters into (a gather's cotangent) and that is then added to another
 term (a softmax's) is then built in one buffer: no zero-fill, no extra pass to add them."""
 
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from ..ir.core import Body, Program
 from ..ir.walk import all_bodies, is_zeros, uses_and_producers
-from ..prims.loops import accumulators
+from ..lower.loops import accumulators
+from ..prims.elementwise import add_p
+from ..prims.scan import scan_p
 
 
 def seed_body(body: Body) -> None:
@@ -17,11 +19,11 @@ def seed_body(body: Body) -> None:
         uses, made_by = uses_and_producers(body)
         position = {id(e): k for k, e in enumerate(body.eqns)}
         for e in body.eqns:
-            if e.prim.name != "add" or e.inputs[0].type != e.outs[0].type or e.inputs[1].type != e.outs[0].type:
+            if e.prim is not add_p or e.inputs[0].type != e.outs[0].type or e.inputs[1].type != e.outs[0].type:
                 continue
             for c, x in ((e.inputs[0], e.inputs[1]), (e.inputs[1], e.inputs[0])):
                 s = made_by.get(c.id)
-                if s is None or s.prim.name != "scan" or uses.get(c.id) != 1:
+                if s is None or s.prim is not scan_p or uses.get(c.id) != 1:
                     continue
                 k = s.outs.index(c)
                 nc = s.params["num_carry"]

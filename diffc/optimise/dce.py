@@ -5,13 +5,13 @@ stops with the error whether or not the value is read."""
 from __future__ import annotations
 
 from ..ir.core import Body, Program
-from ..prims.core import may_fail
+from ..ir.prim import Kind, may_fail
 
 
 def has_effect(eqn, effectful_funcs=frozenset()) -> bool:
     """Whether eqn prints (or does another effect) or may fail, itself, in a body it owns, or
     in a function it calls."""
-    if eqn.prim.effect or may_fail(eqn) or (eqn.prim.name == "call" and eqn.params["func"] in effectful_funcs):
+    if eqn.prim.effect or may_fail(eqn) or (eqn.prim.kind is Kind.CALL and eqn.params["func"] in effectful_funcs):
         return True
     return any(has_effect(e, effectful_funcs) for b in eqn.bodies() for e in b.eqns)
 

@@ -20,16 +20,7 @@ import numpy as np
 
 from ..ir.core import Body, Eqn, Program
 from ..ir.walk import all_eqns
-from ..prims.core import all_prims
-
-# ops whose outputs are zero only where an input is, or by rounding: they pass marks on but
-# make none (unlike select, pad, scatters and conversions from masks)
-_PASS = {
-    "add", "sub", "mul", "div", "neg", "abs", "exp", "log", "log1p", "sqrt", "sin", "cos",
-    "tanh", "sigmoid", "pow", "guarded_mul", "stop_gradient", "broadcast", "reshape",
-    "transpose", "slice", "concat", "index", "reduce_sum", "reduce_prod", "reduce_max",
-    "reduce_min", "matmul",
-}  # fmt: skip
+from ..prims.elementwise import guarded_mul_p, mul_p
 
 
 class _Marks:
@@ -48,21 +39,21 @@ class _Marks:
         return [o.id in marked for o in body.outs]
 
     def eqn(self, eqn: Eqn, ins: list[bool]) -> list[bool]:
-        name = eqn.prim.name
-        if name == "guarded_mul" and ins[0]:
+        prim = eqn.prim
+        if prim is guarded_mul_p and ins[0]:
             self.guards_needed.add(id(eqn))
-        if name == "scan":
-            return self.scan(eqn, ins)
-        if name == "map":
-            return self.body(eqn.params["body"], [False] + ins)
+        if prim.loop is not None and prim.loop.indexed:
+            return self.loop(eqn, ins)
         for sub in eqn.bodies():  # other structured ops: every parameter may be a zero
             self.body(sub, [True] * len(sub.params))
-        # a constant is marked by its value (in `body`)
-        passes = name in _PASS or name == "const" or (name == "convert" and eqn.inputs[0].type.dtype.is_float)
+        # ops that keep zeros pass marks on but make none (unlike select, pad, scatters and
+        # conversions from masks); a constant is marked by its value (in `body`)
+        passes = prim.keeps_zeros(eqn) if callable(prim.keeps_zeros) else prim.keeps_zeros
         return [any(ins) or not passes] * len(eqn.outs)
 
-    def scan(self, eqn: Eqn, ins: list[bool]) -> list[bool]:
-        body, nc = eqn.params["body"], eqn.params["num_carry"]
+    def loop(self, eqn: Eqn, ins: list[bool]) -> list[bool]:
+        """A map or scan: its body is (i, *inputs), its first nc inputs the carries."""
+        body, nc = eqn.params["body"], eqn.prim.loop.carries(eqn.params)[2]
         carries = ins[:nc]
         while True:  # marks only grow: at most nc rounds
             outs = self.body(body, [False] + carries + ins[nc:])
@@ -79,9 +70,8 @@ def run(prog: Program) -> Program:
         # through `copy`); a function reached by `call` may be passed anything
         entry = f is prog.main and not f.recursive
         marks.body(f.body, [not entry] * len(f.body.params))
-    mul = all_prims()["mul"]
     for f in prog.funcs.values():
         for eqn in all_eqns(f.body):
-            if eqn.prim.name == "guarded_mul" and id(eqn) not in marks.guards_needed:
-                eqn.prim = mul
+            if eqn.prim is guarded_mul_p and id(eqn) not in marks.guards_needed:
+                eqn.prim = mul_p
     return prog

@@ -3,17 +3,22 @@ recursive functions made on demand (forward with per-call residual records, and 
 
 from __future__ import annotations
 
+from ..ad import context
 from ..ad.jvp import jvp_body
 from ..ad.via import rules_via
 from ..ad.vjp import is_float, residual_values, unsupported, vjp_split
 from ..errors import TypeError_
-from ..ir.walk import inline
+from ..ir.core import NO_SPAN, Body, Eqn, Func, Var
+from ..ir.walk import all_eqns, inline, is_zeros, uses_and_producers
 from ..lower.emit import I8, Arr, reg_type
 from ..typesys import DType, TensorType
 from . import ops
-from .core import primitive
+from .cond import cond_p
+from .core import Kind, primitive
+from .elementwise import add_p
 from .loops import closed_body, seed_or_zeros
-from .tape import HANDLE
+from .shape import index_scatter_p
+from .tape import HANDLE, acc_add_at_p, acc_add_p, acc_new_p, acc_take_p, tape_pack_p, tape_unpack_p
 
 # --- call ---------------------------------------------------------------------------------------
 
@@ -41,9 +46,6 @@ def _call_shape(in_types, func, out_types, derived=None, origin=0, acc=0):
     return list(out_types)
 
 
-call_p = primitive("call", shape=_call_shape, lower=_call_lower)
-
-
 # call (recursion): each recursive Func f gets an augmented forward f.fwd returning its
 # outputs and a handle to a heap record of its residuals (which hold the handles of its own
 # calls: the tape of a recursion is a tree of per-call records), and a reverse f.bwd that
@@ -66,7 +68,7 @@ def unchanged_args(f) -> list[int]:
         for e in b.eqns:
             if e.prim is call_p and e.params["func"] == f.name:
                 keep.difference_update([k for k in keep if alias.get(e.inputs[k].id) != k])
-            elif e.prim.name == "cond":
+            elif e.prim is cond_p:
                 for branch in e.params["branches"]:
                     walk(branch, {p.id: alias[x.id] for p, x in zip(branch.params, e.inputs[1:]) if x.id in alias})
             else:
@@ -87,14 +89,12 @@ def accumulated_args(f, needs) -> list[int]:
 def _with_handles(body, fname: str, n: int):
     """body with n more (handle) params, which each call of fname in it takes after its
     arguments (`acc`), through the `if`s around it."""
-    from ..ir.core import Body, Eqn, Var
-
     hs = [Var(HANDLE) for _ in range(n)]
     eqns = []
     for e in body.eqns:
         if e.prim is call_p and e.params["func"] == fname:
             e = Eqn(e.prim, e.inputs + hs, e.params | {"acc": n}, e.outs, e.span)
-        elif e.prim.name == "cond" and any(_calls(br, fname) for br in e.params["branches"]):
+        elif e.prim is cond_p and any(_calls(br, fname) for br in e.params["branches"]):
             branches = tuple(_with_handles(br, fname, n) for br in e.params["branches"])
             e = Eqn(e.prim, e.inputs + hs, e.params | {"branches": branches}, e.outs, e.span)
         eqns.append(e)
@@ -105,10 +105,6 @@ def _sink_out(body, j: int, h):
     """body without its output j, which is added into the buffer of handle h instead: sums
     are split, an index's cotangent adds one row in place, and an `if` adds in its branches,
     so that no array-sized cotangent is made per call."""
-    from ..ir.core import NO_SPAN, Body, Eqn, Var
-    from ..ir.walk import is_zeros, uses_and_producers
-    from .tape import acc_add_at_p, acc_add_p
-
     uses, made_by = uses_and_producers(body)
     eqns, tail = list(body.eqns), []
 
@@ -117,17 +113,17 @@ def _sink_out(body, j: int, h):
         if is_zeros(v, made_by):
             return
         if e is not None and uses.get(v.id) == 1:
-            if e.prim.name == "add" and all(x.type == v.type for x in e.inputs):
+            if e.prim is add_p and all(x.type == v.type for x in e.inputs):
                 eqns.remove(e)
                 for x in e.inputs:
                     add(x)
                 return
-            if e.prim.name == "index_scatter":
+            if e.prim is index_scatter_p:
                 params = {"type": v.type, "safe": e.params["safe"]}
                 tail.append(Eqn(acc_add_at_p, [h] + e.inputs, params, [], e.span))
                 eqns.remove(e)  # (acc_add_at checks the index as index_scatter did)
                 return
-            if e.prim.name == "cond":
+            if e.prim is cond_p:
                 k = e.outs.index(v)
                 branches = []
                 for br in e.params["branches"]:
@@ -145,17 +141,12 @@ def _sink_out(body, j: int, h):
 
 
 def _calls(body, fname) -> bool:
-    from ..ir.walk import all_eqns
-
     return any(e.prim is call_p and e.params["func"] == fname for e in all_eqns(body))
 
 
 def _ad_funcs(kind: str, fname: str, needs: tuple | None = None):
     """The name of f's derived function `kind` (jvp, rev; fwd and bwd for the arguments that
     need cotangents, `needs`), made on first use."""
-    from ..ad import context
-    from ..ir.core import Func
-
     prog = context.program()
     f = prog.funcs[fname]
     every = tuple(is_float(p) for p in f.body.params)
@@ -192,13 +183,8 @@ def _rev_body(f):
 
 
 def _fwd_bwd(prog, f, needs, mark):
-    from ..ad import context
-    from ..ir.core import Func
-
     fwd_f = prog.funcs[f"{f.name}.fwd{mark}"] = Func(f"{f.name}.fwd{mark}", None, f.span, recursive=True)
     bwd_f = prog.funcs[f"{f.name}.bwd{mark}"] = Func(f"{f.name}.bwd{mark}", None, f.span, recursive=True)
-    from .tape import tape_pack_p, tape_unpack_p
-
     acc = accumulated_args(f, needs)
     n_args = len(f.body.params)
     with context.building(context.Mode.TAPE_INSIDE):
@@ -237,7 +223,6 @@ def _fwd_bwd(prog, f, needs, mark):
     for j, k in reversed(list(enumerate(acc))):
         body = _sink_out(body, wanted.index(k), body.params[n_given + j])
     inner.body = body
-    from .tape import acc_new_p, acc_take_p
 
     def wrapper(bb, params):
         hs = [bb.emit1(acc_new_p, [], type=f.body.params[k].type) for k in acc]
@@ -252,8 +237,6 @@ def _fwd_bwd(prog, f, needs, mark):
 
 
 def _call_vjp_fwd(b, eqn, ins, act):
-    from ..ad import context
-
     fname = eqn.params["func"]
     n_acc = eqn.params.get("acc", 0)  # the handles of a recursion's accumulators (in .bwdacc)
     ins, hs, act = ins[: len(ins) - n_acc], ins[len(ins) - n_acc :], act[: len(act) - n_acc]
@@ -274,8 +257,6 @@ def _call_vjp_fwd(b, eqn, ins, act):
 
 def _call_vjp(b, params, aux, outs, cts):
     ins, handle, fname, needs, hs = aux
-    from ..ad import context
-
     f = context.program().funcs[fname]
     if handle is None and all(c is None for c in cts):
         return [None] * len(ins)  # no tape to free (call_p.tapes), and nothing to give
@@ -329,8 +310,6 @@ def _call_jvp_full(b, eqn, ins, ts):
 def _derived_equivalent(eqn):
     """A call of f.fwd as a call of f; a call of f.bwd as a call of f.rev (the cotangents it
     gives)."""
-    from ..ad import context
-
     kind, fname, needs = eqn.params["derived"]
     if kind == "bwd" and not eqn.params["origin"]:  # inside a tape's bodies: never differentiated
         raise TypeError_(unsupported(call_p))
@@ -368,10 +347,16 @@ def _call_rule(plain, derived):
     return rule
 
 
-call_p.vjp_fwd = _call_rule(_call_vjp_fwd, _derived_vjp_fwd)
-call_p.vjp = _call_rule(_call_vjp, _derived_vjp)
-call_p.jvp_full = _call_rule(_call_jvp_full, _derived_jvp)
-call_p.tapes = True
+call_p = primitive(
+    "call",
+    shape=_call_shape,
+    lower=_call_lower,
+    kind=Kind.CALL,
+    vjp_fwd=_call_rule(_call_vjp_fwd, _derived_vjp_fwd),
+    vjp=_call_rule(_call_vjp, _derived_vjp),
+    jvp_full=_call_rule(_call_jvp_full, _derived_jvp),
+    tapes=True,
+)
 
 # Note [Unchanged arguments]
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~~~

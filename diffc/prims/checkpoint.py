@@ -19,17 +19,9 @@ def _inline_lower(body_key):
     return lower
 
 
-checkpoint_p = primitive("checkpoint", shape=lambda ts, body: list(body.out_types), lower=_inline_lower("body"))
-
-
 def _custom_vjp_lower(em, eqn, ins):
     n, nc = eqn.params["counts"][:2]
     return em.lower_body(eqn.params["fun"], ins[: n + nc])
-
-
-custom_vjp_p = primitive(
-    "custom_vjp", shape=lambda ts, fun, fwd, bwd, counts: list(fun.out_types), lower=_custom_vjp_lower
-)
 
 
 # checkpoint: the forward keeps no residuals; the backward runs the body's forward again.
@@ -51,7 +43,7 @@ def _checkpoint_vjp(b, params, aux, outs, cts):
     return [next(ct_in) if a and is_float(x) else None for x, a in zip(ins, act)]
 
 
-def _body_jvp_full(key, prim):
+def _body_jvp_full(key):
     def jvp_full(b, eqn, ins, ts):
         jb = jvp_body(eqn.params[key], [t is not None for t in ts])
         vals = inline(b, jb, ins + [t for t in ts if t is not None])
@@ -60,8 +52,14 @@ def _body_jvp_full(key, prim):
     return jvp_full
 
 
-checkpoint_p.vjp_fwd, checkpoint_p.vjp = _checkpoint_vjp_fwd, _checkpoint_vjp
-checkpoint_p.jvp_full = _body_jvp_full("body", checkpoint_p)
+checkpoint_p = primitive(
+    "checkpoint",
+    shape=lambda ts, body: list(body.out_types),
+    lower=_inline_lower("body"),
+    vjp_fwd=_checkpoint_vjp_fwd,
+    vjp=_checkpoint_vjp,
+    jvp_full=_body_jvp_full("body"),
+)
 
 
 # custom_vjp: the user's fwd and bwd replace the derivative of fun.
@@ -92,4 +90,11 @@ def _custom_vjp_jvp_full(b, eqn, ins, ts):
     return tangents_of(vals, len(eqn.outs), eqn.outs)
 
 
-custom_vjp_p.vjp_fwd, custom_vjp_p.vjp, custom_vjp_p.jvp_full = _custom_vjp_fwd, _custom_vjp_vjp, _custom_vjp_jvp_full
+custom_vjp_p = primitive(
+    "custom_vjp",
+    shape=lambda ts, fun, fwd, bwd, counts: list(fun.out_types),
+    lower=_custom_vjp_lower,
+    vjp_fwd=_custom_vjp_fwd,
+    vjp=_custom_vjp_vjp,
+    jvp_full=_custom_vjp_jvp_full,
+)

@@ -47,9 +47,6 @@ def _cond_lower(em, eqn, ins):
     return [h if isinstance(h, Arr) else em.b.load(h) for h in homes]
 
 
-cond_p = primitive("cond", shape=_cond_shape, lower=_cond_lower)
-
-
 # cond: each branch's forward also returns its residuals (zeros for the other branch's); the
 # backward is a cond on the same predicate running the taken branch's backward only.
 
@@ -116,7 +113,14 @@ def _cond_jvp_full(b, eqn, ins, ts):
     return tangents_of(outs, len(eqn.outs), eqn.outs)
 
 
-cond_p.vjp_fwd, cond_p.vjp, cond_p.jvp_full = _cond_vjp_fwd, _cond_vjp, _cond_jvp_full
+cond_p = primitive(
+    "cond",
+    shape=_cond_shape,
+    lower=_cond_lower,
+    vjp_fwd=_cond_vjp_fwd,
+    vjp=_cond_vjp,
+    jvp_full=_cond_jvp_full,
+)
 
 
 # Note [Loop derivatives]

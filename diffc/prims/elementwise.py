@@ -1,8 +1,10 @@
 """Elementwise primitives: arithmetic, math functions, comparisons, logic, select, convert.
 
 All take operands of one dtype (the specialiser inserts `convert` to promote) and broadcast
-as NumPy does. Each is declared by one row: its name, its dtype rule, its scalar lowering
-(an LLVM instruction sequence on one element) and its NumPy fold for known values."""
+as NumPy does. Each is declared by one `_ew` call: its name, its dtype rule, its scalar
+lowering (an LLVM instruction sequence on one element), its NumPy fold for known integers and
+booleans, and its facts: its partial derivatives (its jvp and vjp are built from them), its
+cost when fused, and what the passes may do with it (the fields of ir/prim.py's Prim)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ from llvmlite import ir
 
 from ..errors import ShapeError, TypeError_
 from ..lower import vmath
+from ..lower.emit import reg_type
+from ..lower.emit import scalar_add as _add
 from ..typesys import DType, TensorType, broadcast_shapes
-from .core import primitive
+from . import ops
+from .core import Kind, primitive
 
 # --- shape and dtype rules ---------------------------------------------------------------------
 
@@ -63,17 +68,24 @@ def _fold_with(fn):
     return fold
 
 
-def _ew(name, allowed, scalar, npfn, out_dtype=None, nondiff=False):
-    """Declare one elementwise primitive."""
+def _ew(name, allowed, scalar, npfn, out_dtype=None, **facts):
+    """Declare one elementwise primitive (facts: more fields of its Prim). Its jvp and vjp are
+    built from its partials, or its linearity, unless given. npfn folds known values: only
+    integer and boolean ones are folded (ir/build.py), so a float-only op has none."""
     rule = _rule(allowed, out_dtype)
+    partials, linear = facts.get("partials"), facts.get("linear")
+    if partials or linear:
+        facts.setdefault("vjp", _ew_vjp(partials, linear))
+        facts.setdefault("jvp", _ew_jvp(partials, linear))
+    facts.setdefault("lower", _lower_ew(scalar))
     return primitive(
         name,
         shape=lambda ts, **_: rule(ts, _name=name),
-        lower=_lower_ew(scalar),
-        fold=_fold_with(npfn),
-        nondiff=nondiff,
+        kind=Kind.ELEMENTWISE,
+        fold=_fold_with(npfn) if npfn is not None else None,
         fusable=True,
         reads_lazy=True,
+        **facts,
     )
 
 
@@ -82,10 +94,6 @@ def _ew(name, allowed, scalar, npfn, out_dtype=None, nondiff=False):
 
 def _is_f(dt):
     return dt.is_float
-
-
-def _add(em, dt, a, b):
-    return em.b.fadd(a, b) if _is_f(dt) else em.b.add(a, b)
 
 
 def _sub(em, dt, a, b):
@@ -197,10 +205,6 @@ def _guarded_mul_scalar(em, dt, t, p):
     return em.b.select(em.b.fcmp_ordered("==", t, zero), zero, em.b.fmul(t, p))
 
 
-def _np_guarded_mul(t, p):
-    return np.where(t == 0, np.zeros_like(t * p), t * p)
-
-
 def _maximum(em, dt, a, b):
     B = em.b
     if _is_f(dt):  # NaN propagates; at a tie the first operand is selected
@@ -233,14 +237,6 @@ def _intr(name):
     return lambda em, dt, a: em.intrinsic(name, a.type, [a])
 
 
-def _libm(name):
-    def f(em, dt, a):
-        fname = name if dt is DType.F64 else name + "f"
-        return em.call_extern(fname, a.type, [a])
-
-    return f
-
-
 def _vmath(kernel):
     """A vectorisable kernel of lower/vmath.py; f32 is computed in f64 and rounded."""
 
@@ -250,16 +246,6 @@ def _vmath(kernel):
         return em.b.fptrunc(kernel(em.b, em.b.fpext(a, ir.DoubleType())), a.type)
 
     return f
-
-
-def _sigmoid(em, dt, a):
-    # 1 / (1 + exp(-a)) for a >= 0, exp(a) / (1 + exp(a)) below: never overflows
-    B = em.b
-    one = ir.Constant(a.type, 1.0)
-    e = em.intrinsic("llvm.exp", a.type, [B.fneg(em.intrinsic("llvm.fabs", a.type, [a]))])
-    pos = B.fdiv(one, B.fadd(one, e))
-    neg = B.fdiv(e, B.fadd(one, e))
-    return B.select(B.fcmp_ordered(">=", a, ir.Constant(a.type, 0.0)), pos, neg)
 
 
 def _cmp(op):
@@ -284,14 +270,286 @@ def _select_shape(in_types, **_):
     return [TensorType(a.dtype, _broadcast(in_types))]
 
 
-# --- declarations --------------------------------------------------------------------------------
+# --- derivative rules ------------------------------------------------------------------------------
+# Generic rules built from a primitive's scalar partial derivatives (as Futhark's
+# AD/Derivatives.hs): partials(b, *ins, out) -> one value per input (None: no derivative), each
+# broadcastable to the output's shape; masks for the selecting ops.
 
-add_p = _ew("add", NUMERIC, _add, np.add)
-sub_p = _ew("sub", NUMERIC, _sub, np.subtract)
-mul_p = _ew("mul", NUMERIC, _mul, np.multiply)
-div_p = _ew("div", FLOATS, _div, np.divide)
-floordiv_p = _ew("floordiv", NUMERIC, _floordiv, np.floor_divide)
-mod_p = _ew("mod", NUMERIC, _mod, np.mod)
+
+def _float(x) -> bool:
+    return x.type.dtype.is_float
+
+
+def _one(b, x):
+    return ops.like(b, x, 1.0)
+
+
+def _zero_where(b, cond, x):
+    return ops.select(b, cond, ops.like(b, x, 0.0), x)
+
+
+def _sign(b, x):
+    """1, -1, or 0 at 0 (so that abs has derivative 0 there)."""
+    zero = ops.like(b, x, 0.0)
+    pos = b.emit1(gt_p, [x, zero])
+    neg = b.emit1(lt_p, [x, zero])
+    one = ops.like(b, x, 1.0)
+    return ops.select(b, pos, one, ops.select(b, neg, ops.neg(b, one), zero))
+
+
+def _pow_partials(b, x, y, z):
+    """d(x**y): at x == 0 the derivative w.r.t. y is 0, and w.r.t. x too when y == 0."""
+    zero = ops.like(b, x, 0.0)
+    x_zero = b.emit1(eq_p, [x, zero])
+    y_zero = b.emit1(eq_p, [y, zero])
+    ym1 = ops.sub(b, y, ops.like(b, y, 1.0))
+    dx = ops.mul(b, y, b.emit1(pow_p, [x, ym1]))
+    dx = _zero_where(b, b.emit1(and_p, [x_zero, y_zero]), dx)
+    safe_x = ops.select(b, x_zero, ops.like(b, x, 1.0), x)
+    dy = _zero_where(b, x_zero, ops.mul(b, z, b.emit1(log_p, [safe_x])))
+    return [dx, dy]
+
+
+def _fit(b, t, shape):
+    """A tangent of an operand, broadcast to the output's shape."""
+    return ops.broadcast(b, t, shape) if t.type.shape != tuple(shape) else t
+
+
+def _guarded_mul(b, t, p):
+    """t * p, and exactly 0 where t is 0, whatever p (See Note [Structural zeros] in ad/vjp.py).
+    A partial known to be finite (a constant) needs no guard; the guards pass
+    (optimise/guards.py) drops the others where t cannot be a structural zero."""
+    if p.known is not None and np.all(np.isfinite(p.known)):
+        return ops.mul(b, t, p)
+    return b.emit1(guarded_mul_p, [t, p])
+
+
+def _ew_vjp(partials, linear):
+    def vjp(b, params, ins, outs, cts):
+        (g,) = cts
+        if linear:
+            return [
+                ops.unbroadcast(b, g if s == 1 else ops.neg(b, g), x.type.shape) if _float(x) else None
+                for s, x in zip(linear, ins)
+            ]
+        res = []
+        for x, p in zip(ins, partials(b, *ins, outs[0])):
+            if p is None or not _float(x):
+                res.append(None)
+                continue
+            res.append(ops.unbroadcast(b, _guarded_mul(b, g, p), x.type.shape))
+        return res
+
+    return vjp
+
+
+def _ew_jvp(partials, linear):
+    def jvp(b, params, ins, outs, tangents):
+        shape = outs[0].type.shape
+        if linear:
+            terms = [t if s == 1 else ops.neg(b, t) for s, t in zip(linear, tangents) if t is not None]
+        else:
+            ps = partials(b, *ins, outs[0])
+            terms = [_guarded_mul(b, t, p) for t, p in zip(tangents, ps) if t is not None and p is not None]
+        if not terms:
+            return [None]
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = ops.add(b, acc, t)
+        return [_fit(b, acc, shape)]
+
+    return jvp
+
+
+def _trig_vjp(partials):
+    """sin and cos of a scalar: the partial derivative (cos x, -sin x) is computed in the
+    forward pass, beside the value, and kept as the residual. In a loop over scalars (an ODE
+    step) LLVM then computes both with one sincos call, instead of a sin forward and a cos
+    backward. For arrays the partial is computed in the backward pass, as for other ops.
+    Returns (vjp_fwd, vjp)."""
+    generic = _ew_vjp(partials, None)
+
+    def fwd(b, eqn, ins, act):
+        (x,) = ins
+        (y,) = b.emit(eqn.prim, ins, eqn.span)
+        if x.type.rank:
+            return [y], ("ins", ins)
+        (partial,) = partials(b, x, y)
+        return [y], ("partial", partial)
+
+    def vjp(b, params, aux, outs, cts):
+        kind, v = aux
+        if kind == "ins":
+            return generic(b, params, v, outs, cts)
+        return [_guarded_mul(b, cts[0], v)]
+
+    return fwd, vjp
+
+
+def _guarded_mul_vjp(b, params, ins, outs, cts):
+    """The cotangent of t is guarded by g (p may be inf), that of p by t (the first-order
+    cotangent, the structural zero: where it is 0, nothing flows to the partial)."""
+    (g,) = cts
+    t, p = ins
+    return [
+        ops.unbroadcast(b, b.emit1(guarded_mul_p, [g, p]), t.type.shape),
+        ops.unbroadcast(b, b.emit1(guarded_mul_p, [t, g]), p.type.shape),
+    ]
+
+
+def _guarded_mul_jvp(b, params, ins, outs, tangents):
+    t, p = ins
+    dt, dp = tangents
+    terms = []
+    if dt is not None:
+        terms.append(b.emit1(guarded_mul_p, [dt, p]))
+    if dp is not None:
+        terms.append(b.emit1(guarded_mul_p, [t, dp]))
+    if not terms:
+        return [None]
+    return [_fit(b, terms[0] if len(terms) == 1 else ops.add(b, *terms), outs[0].type.shape)]
+
+
+def _choice_mask(b, take_first, x, y):
+    """Where max/min take the first operand (NaN propagates; ties pick the first): take_first
+    is ge (max) or le (min)."""
+    take = b.emit1(take_first, [x, y])
+    return b.emit1(or_p, [take, b.emit1(ne_p, [x, x])])
+
+
+def _choice_vjp(take_first):
+    def vjp(b, params, ins, outs, cts):
+        (g,) = cts
+        x, y = ins
+        zero = ops.like(b, g, 0.0)
+        m = _choice_mask(b, take_first(), x, y)
+        return [
+            ops.unbroadcast(b, ops.select(b, m, g, zero), x.type.shape) if _float(x) else None,
+            ops.unbroadcast(b, ops.select(b, m, zero, g), y.type.shape) if _float(y) else None,
+        ]
+
+    return vjp
+
+
+def _choice_jvp(take_first):
+    def jvp(b, params, ins, outs, tangents):
+        x, y = ins
+        tx, ty = tangents
+        if tx is None and ty is None:
+            return [None]
+        shape = outs[0].type.shape
+        tx = _fit(b, tx, shape) if tx is not None else ops.zeros(b, outs[0].type)
+        ty = _fit(b, ty, shape) if ty is not None else ops.zeros(b, outs[0].type)
+        return [ops.select(b, _choice_mask(b, take_first(), x, y), tx, ty)]
+
+    return jvp
+
+
+def _select_vjp(b, params, ins, outs, cts):
+    (g,) = cts
+    c, x, y = ins
+    zero = ops.like(b, g, 0.0)
+    return [
+        None,
+        ops.unbroadcast(b, ops.select(b, c, g, zero), x.type.shape),
+        ops.unbroadcast(b, ops.select(b, c, zero, g), y.type.shape),
+    ]
+
+
+def _select_jvp(b, params, ins, outs, tangents):
+    c, x, y = ins
+    _, tx, ty = tangents
+    if tx is None and ty is None:
+        return [None]
+    shape = outs[0].type.shape
+    tx = _fit(b, tx, shape) if tx is not None else ops.zeros(b, outs[0].type)
+    ty = _fit(b, ty, shape) if ty is not None else ops.zeros(b, outs[0].type)
+    return [ops.select(b, c, tx, ty)]
+
+
+def _convert_vjp(b, params, ins, outs, cts):
+    (x,) = ins
+    return [ops.convert(b, cts[0], x.type.dtype) if _float(x) and _float(outs[0]) else None]
+
+
+def _convert_jvp(b, params, ins, outs, tangents):
+    (t,) = tangents
+    return [ops.convert(b, t, outs[0].type.dtype) if t is not None and _float(outs[0]) else None]
+
+
+# --- intervals of integer scalars (ir/build.py): (lo, hi) means lo <= v < hi ---------------------
+
+
+def _add_interval(a, b):
+    return None if a is None or b is None else (a[0] + b[0], a[1] + b[1] - 1)
+
+
+def _sub_interval(a, b):
+    return None if a is None or b is None else (a[0] - b[1] + 1, a[1] - b[0])
+
+
+def _mul_interval(a, b):
+    if a is None or b is None:
+        return None
+    ends = [a[0] * b[0], a[0] * (b[1] - 1), (a[1] - 1) * b[0], (a[1] - 1) * (b[1] - 1)]
+    return (min(ends), max(ends) + 1)
+
+
+def _trig_lower(kernel, libm):
+    """sin and cos of a number (latency-bound code, an ODE step) by the inline kernels of
+    lower/vmath.py, about half libm's latency; of arrays by libm, whose throughput is as good
+    without the inline kernels' branches, which random arguments mispredict."""
+    inline, call = _lower_ew(_vmath(kernel)), _lower_ew(_intr(libm))
+
+    def lower(em, eqn, ins):
+        return (inline if eqn.outs[0].type.rank == 0 else call)(em, eqn, ins)
+
+    return lower
+
+
+# --- declarations --------------------------------------------------------------------------------
+# remat: cheap and exact, recomputed by a backward pass rather than taped (ad/vjp.py)
+# keeps_zeros: zero only where an input is (optimise/guards.py); cost: when fusion recomputes
+
+add_p = _ew(
+    "add",
+    NUMERIC,
+    _add,
+    np.add,
+    linear=(1, 1),
+    remat=True,
+    keeps_zeros=True,
+    interval=_add_interval,
+    accumulate_as="add",
+)
+sub_p = _ew("sub", NUMERIC, _sub, np.subtract, linear=(1, -1), remat=True, keeps_zeros=True, interval=_sub_interval)
+mul_p = _ew(
+    "mul",
+    NUMERIC,
+    _mul,
+    np.multiply,
+    partials=lambda b, x, y, z: [y, x],
+    remat=True,
+    keeps_zeros=True,
+    interval=_mul_interval,
+)
+div_p = _ew(
+    "div",
+    FLOATS,
+    _div,
+    None,
+    partials=lambda b, x, y, z: [ops.div(b, _one(b, y), y), ops.neg(b, ops.div(b, z, y))],
+    keeps_zeros=True,
+)
+# piecewise constant: its derivative is zero wherever it exists
+floordiv_p = _ew("floordiv", NUMERIC, _floordiv, np.floor_divide, nondiff=True)
+mod_p = _ew(
+    "mod",
+    NUMERIC,
+    _mod,
+    np.mod,
+    partials=lambda b, x, y, z: [_one(b, x), ops.neg(b, b.emit1(floordiv_p, [x, y]))],
+)
 
 
 def _np_pow(a, b):
@@ -302,36 +560,131 @@ def _np_pow(a, b):
     return np.where(b >= 0, pos, neg)
 
 
-pow_p = _ew("pow", NUMERIC, _pow, _np_pow)
+pow_p = _ew("pow", NUMERIC, _pow, _np_pow, partials=_pow_partials, cost=20, keeps_zeros=True)
 # a derivative's product t * p of a tangent or cotangent t and a partial p that may be infinite,
 # 0 where t is 0: see Note [Structural zeros] in ad/vjp.py
-guarded_mul_p = _ew("guarded_mul", FLOATS, _guarded_mul_scalar, _np_guarded_mul)
-max_p = _ew("max", NUMERIC, _maximum, np.maximum)
-min_p = _ew("min", NUMERIC, _minimum, np.minimum)
-neg_p = _ew("neg", NUMERIC, _neg, np.negative)
-abs_p = _ew("abs", NUMERIC, _abs, np.abs)
+guarded_mul_p = _ew(
+    "guarded_mul",
+    FLOATS,
+    _guarded_mul_scalar,
+    None,
+    vjp=_guarded_mul_vjp,
+    jvp=_guarded_mul_jvp,
+    keeps_zeros=True,
+)
+max_p = _ew(
+    "max", NUMERIC, _maximum, np.maximum, vjp=_choice_vjp(lambda: ge_p), jvp=_choice_jvp(lambda: ge_p), remat=True
+)
+min_p = _ew(
+    "min", NUMERIC, _minimum, np.minimum, vjp=_choice_vjp(lambda: le_p), jvp=_choice_jvp(lambda: le_p), remat=True
+)
+neg_p = _ew("neg", NUMERIC, _neg, np.negative, linear=(-1,), remat=True, keeps_zeros=True)
+abs_p = _ew("abs", NUMERIC, _abs, np.abs, partials=lambda b, x, z: [_sign(b, x)], remat=True, keeps_zeros=True)
 
-exp_p = _ew("exp", FLOATS, _vmath(vmath.exp), np.exp)
-log_p = _ew("log", FLOATS, _vmath(vmath.log), np.log)
-log1p_p = _ew("log1p", FLOATS, _vmath(vmath.log1p), np.log1p)
-sqrt_p = _ew("sqrt", FLOATS, _intr("llvm.sqrt"), np.sqrt)
-sin_p = _ew("sin", FLOATS, _intr("llvm.sin"), np.sin)
-cos_p = _ew("cos", FLOATS, _intr("llvm.cos"), np.cos)
-tanh_p = _ew("tanh", FLOATS, _vmath(vmath.tanh), np.tanh)
-sigmoid_p = _ew("sigmoid", FLOATS, _vmath(vmath.sigmoid), lambda x: 1 / (1 + np.exp(-x)))
+exp_p = _ew("exp", FLOATS, _vmath(vmath.exp), None, partials=lambda b, x, z: [z], cost=12, keeps_zeros=True)
+log_p = _ew(
+    "log",
+    FLOATS,
+    _vmath(vmath.log),
+    None,
+    partials=lambda b, x, z: [ops.div(b, _one(b, x), x)],
+    cost=12,
+    keeps_zeros=True,
+)
+log1p_p = _ew(
+    "log1p",
+    FLOATS,
+    _vmath(vmath.log1p),
+    None,
+    partials=lambda b, x, z: [ops.div(b, _one(b, x), ops.add(b, _one(b, x), x))],
+    cost=20,
+    keeps_zeros=True,
+)
+sqrt_p = _ew(
+    "sqrt",
+    FLOATS,
+    _intr("llvm.sqrt"),
+    None,
+    partials=lambda b, x, z: [ops.div(b, ops.like(b, z, 0.5), z)],
+    keeps_zeros=True,
+)
 
-lt_p = _ew("lt", NUMERIC, _cmp("<"), np.less, DType.BOOL, nondiff=True)
-le_p = _ew("le", NUMERIC, _cmp("<="), np.less_equal, DType.BOOL, nondiff=True)
-gt_p = _ew("gt", NUMERIC, _cmp(">"), np.greater, DType.BOOL, nondiff=True)
-ge_p = _ew("ge", NUMERIC, _cmp(">="), np.greater_equal, DType.BOOL, nondiff=True)
-eq_p = _ew("eq", NUMERIC + BOOLS, _cmp("=="), np.equal, DType.BOOL, nondiff=True)
-ne_p = _ew("ne", NUMERIC + BOOLS, _cmp("!="), np.not_equal, DType.BOOL, nondiff=True)
-and_p = _ew("and", BOOLS, lambda em, dt, a, b: em.b.and_(a, b), np.logical_and, nondiff=True)
-or_p = _ew("or", BOOLS, lambda em, dt, a, b: em.b.or_(a, b), np.logical_or, nondiff=True)
-not_p = _ew("not", BOOLS, lambda em, dt, a: em.b.not_(a), np.logical_not, nondiff=True)
+
+def _sin_partials(b, x, z):
+    return [b.emit1(cos_p, [x])]
+
+
+def _cos_partials(b, x, z):
+    return [ops.neg(b, b.emit1(sin_p, [x]))]
+
+
+_sin_vjp_fwd, _sin_vjp = _trig_vjp(_sin_partials)
+_cos_vjp_fwd, _cos_vjp = _trig_vjp(_cos_partials)
+sin_p = _ew(
+    "sin",
+    FLOATS,
+    None,
+    None,
+    lower=_trig_lower(vmath.sin, "llvm.sin"),
+    partials=_sin_partials,
+    vjp_fwd=_sin_vjp_fwd,
+    vjp=_sin_vjp,
+    cost=20,
+    keeps_zeros=True,
+)
+cos_p = _ew(
+    "cos",
+    FLOATS,
+    None,
+    None,
+    lower=_trig_lower(vmath.cos, "llvm.cos"),
+    partials=_cos_partials,
+    vjp_fwd=_cos_vjp_fwd,
+    vjp=_cos_vjp,
+    cost=20,
+    keeps_zeros=True,
+)
+tanh_p = _ew(
+    "tanh",
+    FLOATS,
+    _vmath(vmath.tanh),
+    None,
+    partials=lambda b, x, z: [ops.sub(b, _one(b, z), ops.mul(b, z, z))],
+    cost=14,
+    keeps_zeros=True,
+)
+sigmoid_p = _ew(
+    "sigmoid",
+    FLOATS,
+    _vmath(vmath.sigmoid),
+    None,
+    partials=lambda b, x, z: [ops.mul(b, z, ops.sub(b, _one(b, z), z))],
+    cost=14,
+    keeps_zeros=True,
+)
+
+_BOOL = {"out_dtype": DType.BOOL, "nondiff": True, "remat": True}
+lt_p = _ew("lt", NUMERIC, _cmp("<"), np.less, **_BOOL)
+le_p = _ew("le", NUMERIC, _cmp("<="), np.less_equal, **_BOOL)
+gt_p = _ew("gt", NUMERIC, _cmp(">"), np.greater, **_BOOL)
+ge_p = _ew("ge", NUMERIC, _cmp(">="), np.greater_equal, **_BOOL)
+eq_p = _ew("eq", NUMERIC + BOOLS, _cmp("=="), np.equal, **_BOOL)
+ne_p = _ew("ne", NUMERIC + BOOLS, _cmp("!="), np.not_equal, **_BOOL)
+and_p = _ew("and", BOOLS, lambda em, dt, a, b: em.b.and_(a, b), np.logical_and, **_BOOL)
+or_p = _ew("or", BOOLS, lambda em, dt, a, b: em.b.or_(a, b), np.logical_or, **_BOOL)
+not_p = _ew("not", BOOLS, lambda em, dt, a: em.b.not_(a), np.logical_not, **_BOOL)
 
 select_p = primitive(
-    "select", shape=_select_shape, lower=_select, fold=_fold_with(np.where), fusable=True, reads_lazy=True
+    "select",
+    shape=_select_shape,
+    kind=Kind.ELEMENTWISE,
+    lower=_select,
+    vjp=_select_vjp,
+    jvp=_select_jvp,
+    fold=_fold_with(np.where),
+    fusable=True,
+    reads_lazy=True,
+    remat=True,
 )
 
 
@@ -340,8 +693,6 @@ I64_MIN = -(2**63)
 
 def _convert_scalar(em, src: DType, dst: DType, a):
     B = em.b
-    from ..lower.emit import reg_type
-
     ty = reg_type(dst)
     if src == dst:
         return a
@@ -370,10 +721,15 @@ def _convert_lower(em, eqn, ins):
 convert_p = primitive(
     "convert",
     shape=lambda ts, dtype: [ts[0].with_dtype(dtype)],
+    kind=Kind.ELEMENTWISE,
     lower=_convert_lower,
+    vjp=_convert_vjp,
+    jvp=_convert_jvp,
     fusable=True,
     reads_lazy=True,
     fold=lambda x, dtype: [_float_to_i64(x) if dtype is DType.I64 and x.dtype.kind == "f" else x.astype(dtype.np)],
+    # a conversion from floats keeps zeros where they are; one from a mask or integers makes them
+    keeps_zeros=lambda eqn: eqn.inputs[0].type.dtype.is_float,
 )
 
 
@@ -383,233 +739,32 @@ def _float_to_i64(x: np.ndarray) -> np.ndarray:
     return np.where(fits, np.trunc(np.where(fits, x, 0)).astype(np.int64), I64_MIN)
 
 
-# --- derivative rules ------------------------------------------------------------------------------
-# Generic rules from the partials table in ad/partials.py; masks for the selecting ops.
-
-from ..ad.partials import LINEAR, PARTIALS  # noqa: E402
-from . import ops  # noqa: E402
-
-
-def _float(x) -> bool:
-    return x.type.dtype.is_float
-
-
-def _fit(b, t, shape):
-    """A tangent of an operand, broadcast to the output's shape."""
-    return ops.broadcast(b, t, shape) if t.type.shape != tuple(shape) else t
-
-
-def _guarded_mul(b, t, p):
-    """t * p, and exactly 0 where t is 0, whatever p (See Note [Structural zeros] in ad/vjp.py).
-    A partial known to be finite (a constant) needs no guard; the guards pass
-    (optimise/guards.py) drops the others where t cannot be a structural zero."""
-    if p.known is not None and np.all(np.isfinite(p.known)):
-        return ops.mul(b, t, p)
-    return ops.emit(b, "guarded_mul", t, p)
-
-
-def _ew_vjp(name):
-    def vjp(b, params, ins, outs, cts):
-        (g,) = cts
-        if name in LINEAR:
-            return [
-                ops.unbroadcast(b, g if s == 1 else ops.neg(b, g), x.type.shape) if _float(x) else None
-                for s, x in zip(LINEAR[name], ins)
-            ]
-        res = []
-        for x, p in zip(ins, PARTIALS[name](b, *ins, outs[0])):
-            if p is None or not _float(x):
-                res.append(None)
-                continue
-            res.append(ops.unbroadcast(b, _guarded_mul(b, g, p), x.type.shape))
-        return res
-
-    return vjp
-
-
-def _ew_jvp(name):
-    def jvp(b, params, ins, outs, tangents):
-        shape = outs[0].type.shape
-        if name in LINEAR:
-            terms = [t if s == 1 else ops.neg(b, t) for s, t in zip(LINEAR[name], tangents) if t is not None]
-        else:
-            ps = PARTIALS[name](b, *ins, outs[0])
-            terms = [_guarded_mul(b, t, p) for t, p in zip(tangents, ps) if t is not None and p is not None]
-        if not terms:
-            return [None]
-        acc = terms[0]
-        for t in terms[1:]:
-            acc = ops.add(b, acc, t)
-        return [_fit(b, acc, shape)]
-
-    return jvp
-
-
-for _name in set(PARTIALS) | set(LINEAR):
-    _prim = globals()[f"{_name}_p"]
-    _prim.vjp, _prim.jvp = _ew_vjp(_name), _ew_jvp(_name)
-
-
-def _trig_vjp_fwd(name):
-    """sin and cos of a scalar: the partial derivative (cos x, -sin x) is computed in the
-    forward pass, beside the value, and kept as the residual. In a loop over scalars (an ODE
-    step) LLVM then computes both with one sincos call, instead of a sin forward and a cos
-    backward. For arrays the partial is computed in the backward pass, as for other ops."""
-
-    def fwd(b, eqn, ins, act):
-        (x,) = ins
-        (y,) = b.emit(eqn.prim, ins, eqn.span)
-        if x.type.rank:
-            return [y], ("ins", ins)
-        (partial,) = PARTIALS[name](b, x, y)
-        return [y], ("partial", partial)
-
-    def vjp(b, params, aux, outs, cts):
-        kind, v = aux
-        if kind == "ins":
-            return _ew_vjp(name)(b, params, v, outs, cts)
-        return [_guarded_mul(b, cts[0], v)]
-
-    return fwd, vjp
-
-
-sin_p.vjp_fwd, sin_p.vjp = _trig_vjp_fwd("sin")
-cos_p.vjp_fwd, cos_p.vjp = _trig_vjp_fwd("cos")
-
-
-def _trig_lower(kernel, libm):
-    """sin and cos of a number (latency-bound code, an ODE step) by the inline kernels of
-    lower/vmath.py, about half libm's latency; of arrays by libm, whose throughput is as good
-    without the inline kernels' branches, which random arguments mispredict."""
-    inline, call = _lower_ew(_vmath(kernel)), _lower_ew(_intr(libm))
-
-    def lower(em, eqn, ins):
-        return (inline if eqn.outs[0].type.rank == 0 else call)(em, eqn, ins)
-
-    return lower
-
-
-sin_p.lower = _trig_lower(vmath.sin, "llvm.sin")
-cos_p.lower = _trig_lower(vmath.cos, "llvm.cos")
-
-
-def _guarded_mul_vjp(b, params, ins, outs, cts):
-    """The cotangent of t is guarded by g (p may be inf), that of p by t (the first-order
-    cotangent, the structural zero: where it is 0, nothing flows to the partial)."""
-    (g,) = cts
-    t, p = ins
-    return [
-        ops.unbroadcast(b, ops.emit(b, "guarded_mul", g, p), t.type.shape),
-        ops.unbroadcast(b, ops.emit(b, "guarded_mul", t, g), p.type.shape),
-    ]
-
-
-def _guarded_mul_jvp(b, params, ins, outs, tangents):
-    t, p = ins
-    dt, dp = tangents
-    terms = []
-    if dt is not None:
-        terms.append(ops.emit(b, "guarded_mul", dt, p))
-    if dp is not None:
-        terms.append(ops.emit(b, "guarded_mul", t, dp))
-    if not terms:
-        return [None]
-    return [_fit(b, terms[0] if len(terms) == 1 else ops.add(b, *terms), outs[0].type.shape)]
-
-
-guarded_mul_p.vjp, guarded_mul_p.jvp = _guarded_mul_vjp, _guarded_mul_jvp
-
-
-def _choice_mask(b, name, x, y):
-    """Where max/min take the first operand (NaN propagates; ties pick the first)."""
-    take = ops.emit(b, "ge" if name == "max" else "le", x, y)
-    return ops.emit(b, "or", take, ops.emit(b, "ne", x, x))
-
-
-def _choice_vjp(name):
-    def vjp(b, params, ins, outs, cts):
-        (g,) = cts
-        x, y = ins
-        zero = ops.like(b, g, 0.0)
-        m = _choice_mask(b, name, x, y)
-        return [
-            ops.unbroadcast(b, ops.select(b, m, g, zero), x.type.shape) if _float(x) else None,
-            ops.unbroadcast(b, ops.select(b, m, zero, g), y.type.shape) if _float(y) else None,
-        ]
-
-    return vjp
-
-
-def _choice_jvp(name):
-    def jvp(b, params, ins, outs, tangents):
-        x, y = ins
-        tx, ty = tangents
-        if tx is None and ty is None:
-            return [None]
-        shape = outs[0].type.shape
-        tx = _fit(b, tx, shape) if tx is not None else ops.zeros(b, outs[0].type)
-        ty = _fit(b, ty, shape) if ty is not None else ops.zeros(b, outs[0].type)
-        return [ops.select(b, _choice_mask(b, name, x, y), tx, ty)]
-
-    return jvp
-
-
-max_p.vjp, max_p.jvp = _choice_vjp("max"), _choice_jvp("max")
-min_p.vjp, min_p.jvp = _choice_vjp("min"), _choice_jvp("min")
-
-
-def _select_vjp(b, params, ins, outs, cts):
-    (g,) = cts
-    c, x, y = ins
-    zero = ops.like(b, g, 0.0)
-    return [
-        None,
-        ops.unbroadcast(b, ops.select(b, c, g, zero), x.type.shape),
-        ops.unbroadcast(b, ops.select(b, c, zero, g), y.type.shape),
-    ]
-
-
-def _select_jvp(b, params, ins, outs, tangents):
-    c, x, y = ins
-    _, tx, ty = tangents
-    if tx is None and ty is None:
-        return [None]
-    shape = outs[0].type.shape
-    tx = _fit(b, tx, shape) if tx is not None else ops.zeros(b, outs[0].type)
-    ty = _fit(b, ty, shape) if ty is not None else ops.zeros(b, outs[0].type)
-    return [ops.select(b, c, tx, ty)]
-
-
-select_p.vjp, select_p.jvp = _select_vjp, _select_jvp
-
-
-def _convert_vjp(b, params, ins, outs, cts):
-    (x,) = ins
-    return [ops.convert(b, cts[0], x.type.dtype) if _float(x) and _float(outs[0]) else None]
-
-
-def _convert_jvp(b, params, ins, outs, tangents):
-    (t,) = tangents
-    return [ops.convert(b, t, outs[0].type.dtype) if t is not None and _float(outs[0]) else None]
-
-
-convert_p.vjp, convert_p.jvp = _convert_vjp, _convert_jvp
-floordiv_p.nondiff = True  # piecewise constant: its derivative is zero wherever it exists
-
-
-def _stop_gradient_lower(em, eqn, ins):
+def _identity_lower(em, eqn, ins):
     return ins
 
 
 stop_gradient_p = primitive(
-    "stop_gradient", shape=lambda ts: [ts[0]], lower=_stop_gradient_lower, fold=lambda x: [x], nondiff=True
+    "stop_gradient",
+    shape=lambda ts: [ts[0]],
+    kind=Kind.ELEMENTWISE,
+    lower=_identity_lower,
+    fold=lambda x: [x],
+    nondiff=True,
+    keeps_zeros=True,
 )
 
 
 # copy: the identity, as a new value (a transform that must not alias an input uses it)
-copy_p = primitive("copy", shape=lambda ts: [ts[0]], lower=_stop_gradient_lower, fold=lambda x: [x])
-copy_p.vjp = lambda b, params, ins, outs, cts: [cts[0]]
-copy_p.jvp = lambda b, params, ins, outs, ts: [ts[0]]
+copy_p = primitive(
+    "copy",
+    shape=lambda ts: [ts[0]],
+    kind=Kind.ELEMENTWISE,
+    lower=_identity_lower,
+    vjp=lambda b, params, ins, outs, cts: [cts[0]],
+    jvp=lambda b, params, ins, outs, ts: [ts[0]],
+    fold=lambda x: [x],
+    remat=True,
+)
 
 
 # Note [Float to int]

@@ -15,6 +15,7 @@ from ..errors import ShapeError
 from ..lower import gemm, jit
 from ..lower.emit import F64, I32, I64, PTR, VOID, Arr, mem_type, reg_type
 from ..typesys import DType
+from . import ops
 from .core import primitive
 from .elementwise import _add, _mul
 
@@ -187,14 +188,7 @@ def _matmul_lower(em, eqn, ins):
     return [out]
 
 
-matmul_p = primitive(
-    "matmul", shape=lambda ts: _matmul_shape(ts), lower=_matmul_lower, fold=lambda a, b: [np.matmul(a, b)]
-)
-
-
 # --- derivative rules ---------------------------------------------------------------------------
-
-from . import ops  # noqa: E402
 
 
 def _outer(b, u, v):
@@ -230,4 +224,14 @@ def _matmul_jvp(b, p, ins, outs, ts):
     return [terms[0] if len(terms) == 1 else ops.add(b, terms[0], terms[1])]
 
 
-matmul_p.vjp, matmul_p.jvp = _matmul_vjp, _matmul_jvp
+matmul_p = primitive(
+    "matmul",
+    shape=lambda ts: _matmul_shape(ts),
+    lower=_matmul_lower,
+    vjp=_matmul_vjp,
+    jvp=_matmul_jvp,
+    fold=lambda a, b: [np.matmul(a, b)],
+    reads_all=True,
+    hoistable=True,
+    keeps_zeros=True,
+)

@@ -9,20 +9,18 @@ from ..errors import ShapeError
 from ..ir.build import Builder
 from ..ir.walk import inline
 from ..lower.emit import Lazy
-from .core import primitive
+from ..lower.loops import cheap_steps, row, store_row
+from .core import Kind, Loop, primitive
 from .loops import (
-    cheap_steps,
     closed_body,
     index_type,
     row_type,
     seed_or_zeros,
     stacked,
-    store_row,
     tangents_of,
     tape_note,
 )
 from .scan import scan_p
-from .shape import row
 
 # --- map ----------------------------------------------------------------------------------------
 
@@ -66,9 +64,6 @@ def _map_lower(em, eqn, ins):
 
     em.polled_loop(n, step, "map", eqn.span, cheap_steps(body))
     return outs
-
-
-map_p = primitive("map", shape=_map_shape, lower=_map_lower)
 
 
 # map: forward map with stacked residuals; backward is a scan whose carry accumulates the
@@ -152,5 +147,17 @@ def _map_jvp_full(b, eqn, ins, ts):
     return tangents_of(outs, len(eqn.outs), eqn.outs)
 
 
-map_p.vjp_fwd, map_p.vjp, map_p.jvp_full = _map_vjp_fwd, _map_vjp, _map_jvp_full
-map_p.threads_cotangents = True
+map_p = primitive(
+    "map",
+    shape=_map_shape,
+    lower=_map_lower,
+    kind=Kind.LOOP,
+    vjp_fwd=_map_vjp_fwd,
+    vjp=_map_vjp,
+    jvp_full=_map_jvp_full,
+    threads_cotangents=True,
+    cheap=True,
+    lazy_when_reduced=True,
+    # inputs (*xs, *consts), body (i, *x_rows, *consts)
+    loop=Loop(trips=lambda p: p["n"], carries=lambda p: (0, 1, 0), consts=lambda p: 1 + p["num_xs"], indexed=True),
+)

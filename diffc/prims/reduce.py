@@ -8,8 +8,10 @@ from llvmlite import ir
 from ..errors import ShapeError
 from ..lower.emit import reg_type
 from ..typesys import DType, TensorType
-from .core import primitive
-from .elementwise import _add, _maximum, _minimum, _mul
+from . import ops
+from .core import Kind, primitive
+from .elementwise import _add, _maximum, _minimum, _mul, eq_p
+from .shape import iota_p
 
 
 def _reduce_shape(in_types, axes):
@@ -97,13 +99,17 @@ def _np_reduce(fn):
     return lambda x, axes: [fn(x, axis=tuple(axes))]
 
 
-def _reduction(kind, combine, npfn):
+def _reduction(kind, combine, npfn, vjp, jvp):
     return primitive(
         f"reduce_{kind}",
         shape=_reduce_shape,
+        kind=Kind.REDUCTION,
         lower=_reduce_lower(kind, combine),
+        vjp=vjp,
+        jvp=jvp,
         fold=_np_reduce(npfn),
         reads_lazy=True,
+        keeps_zeros=True,
     )
 
 
@@ -135,11 +141,6 @@ def _extreme(cmpop, int_combine):
 
 
 _ELEMENTWISE = {"sum": _add, "prod": _mul, "max": _maximum, "min": _minimum}
-
-reduce_sum_p = _reduction("sum", _reassociable("fadd"), np.sum)
-reduce_prod_p = _reduction("prod", _reassociable("fmul"), np.prod)
-reduce_max_p = _reduction("max", _extreme(">", _maximum), np.max)
-reduce_min_p = _reduction("min", _extreme("<", _minimum), np.min)
 
 
 def _argmax_lower(em, eqn, ins):
@@ -230,12 +231,11 @@ argmax_p = primitive(
     fold=lambda x, axis: [np.argmax(x, axis=axis)],
     nondiff=True,
     reads_lazy=True,
+    hoistable=True,
 )
 
 
 # --- derivative rules ---------------------------------------------------------------------------
-
-from . import ops  # noqa: E402
 
 
 def _keepdims(t, axes):
@@ -264,16 +264,16 @@ def _prod_partial(b, x, axes):
     The factors s and s - x_i are 0 and make the second derivative exact at zeros too."""
     axes = tuple(axes)
     zero, one = ops.like(b, x, 0.0), ops.like(b, x, 1.0)
-    is_zero = ops.emit(b, "eq", x, zero)
+    is_zero = b.emit1(eq_p, [x, zero])
     nonzero = ops.select(b, is_zero, one, x)
-    p = _spread(b, ops.emit(b, "reduce_prod", nonzero, axes=axes), x, axes)
+    p = _spread(b, b.emit1(reduce_prod_p, [nonzero], axes=axes), x, axes)
     n = _spread(b, ops.reduce_sum(b, ops.convert(b, is_zero, x.type.dtype), axes), x, axes)
     s = _spread(b, ops.reduce_sum(b, ops.select(b, is_zero, x, zero), axes), x, axes)
 
     def by_count(*cases):  # cases[k]: the partial when n == k; 0 beyond
         out = zero
         for k in reversed(range(len(cases))):
-            out = ops.select(b, ops.emit(b, "eq", n, ops.like(b, x, float(k))), cases[k], out)
+            out = ops.select(b, b.emit1(eq_p, [n, ops.like(b, x, float(k))]), cases[k], out)
         return out
 
     others = ops.div(b, p, nonzero)
@@ -299,11 +299,11 @@ def _first_extreme_mask(b, x, axes, kind):
     t = x.type
     if len(axes) == 1:  # argmax along the axis itself: no transposes (a strided argmax is slow)
         (a,) = axes
-        idx = ops.emit(b, "argmax", ops.neg(b, x) if kind == "min" else x, axis=a)
+        idx = b.emit1(argmax_p, [ops.neg(b, x) if kind == "min" else x], axis=a)
         idx = ops.reshape(b, idx, tuple(1 if k == a else d for k, d in enumerate(t.shape)))
         column = tuple(t.shape[a] if k == a else 1 for k in range(t.rank))
-        pos = ops.reshape(b, ops.emit(b, "iota", n=t.shape[a]), column)
-        return ops.emit(b, "eq", idx, pos)
+        pos = ops.reshape(b, b.emit1(iota_p, [], n=t.shape[a]), column)
+        return b.emit1(eq_p, [idx, pos])
     kept = [k for k in range(t.rank) if k not in axes]
     perm = kept + list(axes)
     xt = ops.transpose(b, x, perm)
@@ -313,9 +313,9 @@ def _first_extreme_mask(b, x, axes, kind):
     flat = ops.reshape(b, xt, tuple(t.shape[k] for k in kept) + (group,))
     if kind == "min":
         flat = ops.neg(b, flat)
-    idx = ops.emit(b, "argmax", flat, axis=len(kept))
+    idx = b.emit1(argmax_p, [flat], axis=len(kept))
     idx = ops.reshape(b, idx, idx.type.shape + (1,))
-    mask = ops.emit(b, "eq", idx, ops.emit(b, "iota", n=group))
+    mask = b.emit1(eq_p, [idx, b.emit1(iota_p, [], n=group)])
     mask = ops.reshape(b, mask, xt.type.shape)
     inv = [0] * len(perm)
     for k, q in enumerate(perm):
@@ -343,7 +343,9 @@ def _extreme_jvp(kind):
     return jvp
 
 
-reduce_sum_p.vjp, reduce_sum_p.jvp = _sum_vjp, _sum_jvp
-reduce_prod_p.vjp, reduce_prod_p.jvp = _prod_vjp, _prod_jvp
-reduce_max_p.vjp, reduce_max_p.jvp = _extreme_vjp("max"), _extreme_jvp("max")
-reduce_min_p.vjp, reduce_min_p.jvp = _extreme_vjp("min"), _extreme_jvp("min")
+# --- declarations -----------------------------------------------------------------------------
+
+reduce_sum_p = _reduction("sum", _reassociable("fadd"), np.sum, _sum_vjp, _sum_jvp)
+reduce_prod_p = _reduction("prod", _reassociable("fmul"), np.prod, _prod_vjp, _prod_jvp)
+reduce_max_p = _reduction("max", _extreme(">", _maximum), np.max, _extreme_vjp("max"), _extreme_jvp("max"))
+reduce_min_p = _reduction("min", _extreme("<", _minimum), np.min, _extreme_vjp("min"), _extreme_jvp("min"))

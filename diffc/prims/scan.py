@@ -10,22 +10,17 @@ from ..errors import ShapeError
 from ..ir.build import Builder
 from ..ir.core import Body
 from ..ir.walk import inline
+from ..lower.loops import Slots, accumulators, cheap_steps, inplace_carries, row, store_row
 from . import ops
-from .core import primitive
+from .core import Kind, Loop, primitive
 from .loops import (
-    Slots,
-    accumulators,
-    cheap_steps,
     closed_body,
     index_type,
-    inplace_carries,
     row_type,
     seed_or_zeros,
     stacked,
-    store_row,
     tape_note,
 )
-from .shape import row
 
 # --- scan ---------------------------------------------------------------------------------------
 
@@ -65,9 +60,6 @@ def _scan_lower(em, eqn, ins):
 
     em.polled_loop(n, step, "scan", eqn.span, cheap_steps(eqn.params["body"]))
     return slots.read() + ys
-
-
-scan_p = primitive("scan", shape=_scan_shape, lower=_scan_lower, reads_lazy=True)
 
 
 # scan: the forward also stacks the residuals of every step (T residual records); the backward
@@ -216,5 +208,20 @@ def _scan_jvp_full(b, eqn, ins, ts):
     return carry + ys, touts
 
 
-scan_p.vjp_fwd, scan_p.vjp, scan_p.jvp_full = _scan_vjp_fwd, _scan_vjp, _scan_jvp_full
-scan_p.threads_cotangents = True
+scan_p = primitive(
+    "scan",
+    shape=_scan_shape,
+    lower=_scan_lower,
+    reads_lazy=True,
+    kind=Kind.LOOP,
+    vjp_fwd=_scan_vjp_fwd,
+    vjp=_scan_vjp,
+    jvp_full=_scan_jvp_full,
+    threads_cotangents=True,
+    loop=Loop(
+        trips=lambda p: p["length"],
+        carries=lambda p: (0, 1, p["num_carry"]),
+        consts=lambda p: 1 + p["num_xs"] + p["num_carry"],
+        indexed=True,
+    ),
+)

@@ -1,41 +1,18 @@
-"""Array creation and shape primitives: const, iota, broadcast, reshape, transpose, slice,
+"""Array creation and shape primitives: iota (const is in ir/prim.py), broadcast, reshape, transpose, slice,
 index, concat, windows. Most lower to views (new strides over the same buffer): no copy."""
 
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
 
 from ..errors import BoundsError, ShapeError
-from ..lower.emit import ERR_BOUNDS, Arr, Lazy, Site, contiguous_strides, mem_type
-from ..typesys import DType, TensorType
-from .core import primitive
-
-# --- const -----------------------------------------------------------------------------------
-
-
-def _const_lower(em, eqn, ins):
-    value = eqn.params["value"]
-    t = eqn.outs[0].type
-    if t.rank == 0:
-        return [em.const(t.dtype, value.item())]
-    et = mem_type(t.dtype)
-    flat = value.reshape(-1)
-    data = [ir.Constant(et, int(x) if not t.dtype.is_float else float(x)) for x in flat]
-    g = ir.GlobalVariable(em.m.module, ir.ArrayType(et, len(data)), name=em.m.module.get_unique_name("const"))
-    g.initializer = ir.Constant(ir.ArrayType(et, len(data)), data)
-    g.global_constant = True
-    g.linkage = "internal"
-    return [Arr(g, em.i64(0), contiguous_strides(t.shape), t)]
-
-
-def _const_shape(in_types, value):
-    from ..typesys import dtype_of_numpy
-
-    return [TensorType(dtype_of_numpy(value.dtype), value.shape)]
-
-
-const_p = primitive("const", shape=_const_shape, lower=_const_lower, fold=lambda value: [value], nondiff=True)
+from ..ir.prim import const_p  # noqa: F401 (the IR's own primitive, declared in ir/prim.py)
+from ..lower.emit import ERR_BOUNDS, Arr, Lazy, Site, contiguous_strides
+from ..lower.loops import row
+from ..typesys import DType, TensorType, broadcast_shapes
+from . import ops
+from .core import Kind, primitive
+from .elementwise import _add
 
 # --- iota: arange(n) ---------------------------------------------------------------------------
 
@@ -50,6 +27,7 @@ def _iota_lower(em, eqn, ins):
 iota_p = primitive(
     "iota",
     shape=lambda ts, n: [TensorType(DType.I64, (n,))],
+    kind=Kind.CONSTANT,
     lower=_iota_lower,
     fold=lambda n: [np.arange(n)],
     nondiff=True,
@@ -60,8 +38,6 @@ iota_p = primitive(
 
 def _broadcast_shape(in_types, shape):
     (t,) = in_types
-    from ..typesys import broadcast_shapes
-
     if broadcast_shapes(t.shape, shape) != tuple(shape):
         raise ShapeError(f"cannot broadcast {t} to shape {list(shape)}")
     return [t.with_shape(shape)]
@@ -83,9 +59,14 @@ def _broadcast_lower(em, eqn, ins):
 broadcast_p = primitive(
     "broadcast",
     shape=_broadcast_shape,
+    kind=Kind.SHAPE,
     lower=_broadcast_lower,
+    vjp=lambda b, p, ins, outs, cts: [ops.unbroadcast(b, cts[0], ins[0].type.shape)],
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, broadcast_p, p, ins, ts),
     fold=lambda x, shape: [np.broadcast_to(x, shape)],
     reads_lazy=True,
+    keeps_zeros=True,
+    keeps_all_zeros=True,
 )
 
 # --- reshape ------------------------------------------------------------------------------------
@@ -113,7 +94,15 @@ def _reshape_lower(em, eqn, ins):
 
 
 reshape_p = primitive(
-    "reshape", shape=_reshape_shape, lower=_reshape_lower, fold=lambda x, shape: [np.reshape(x, shape)]
+    "reshape",
+    shape=_reshape_shape,
+    kind=Kind.SHAPE,
+    lower=_reshape_lower,
+    vjp=lambda b, p, ins, outs, cts: [ops.reshape(b, cts[0], ins[0].type.shape)],
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, reshape_p, p, ins, ts),
+    fold=lambda x, shape: [np.reshape(x, shape)],
+    keeps_zeros=True,
+    keeps_all_zeros=True,
 )
 
 # --- transpose ---------------------------------------------------------------------------------
@@ -130,8 +119,12 @@ def _transpose_lower(em, eqn, ins):
 transpose_p = primitive(
     "transpose",
     shape=lambda ts, perm: [ts[0].with_shape(tuple(ts[0].shape[p] for p in perm))],
+    kind=Kind.SHAPE,
     lower=_transpose_lower,
+    vjp=lambda b, p, ins, outs, cts: [ops.transpose(b, cts[0], _inverse(p["perm"]))],
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, transpose_p, p, ins, ts),
     fold=lambda x, perm: [np.transpose(x, perm)],
+    keeps_zeros=True,
 )
 
 # --- slice: static starts and limits, step 1 ------------------------------------------------------
@@ -154,8 +147,12 @@ def _slice_lower(em, eqn, ins):
 slice_p = primitive(
     "slice",
     shape=_slice_shape,
+    kind=Kind.SHAPE,
     lower=_slice_lower,
+    vjp=lambda b, p, ins, outs, cts: [b.emit1(pad_p, [cts[0]], starts=p["starts"], shape=ins[0].type.shape)],
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, slice_p, p, ins, ts),
     fold=lambda x, starts, limits: [x[tuple(slice(lo, hi) for lo, hi in zip(starts, limits))]],
+    keeps_zeros=True,
 )
 
 # --- index: x[i0, i1, ...] with dynamic integer indices on the leading axes --------------------
@@ -192,16 +189,21 @@ def _index_fold(x, *idx, safe=False):
 
 
 index_p = primitive(
-    "index", shape=lambda ts, safe=False: _index_shape(ts), lower=_index_lower, fold=_index_fold, fallible=True
+    "index",
+    shape=lambda ts, safe=False: _index_shape(ts),
+    kind=Kind.SHAPE,
+    lower=_index_lower,
+    vjp=lambda b, p, ins, outs, cts: (
+        [b.emit1(index_scatter_p, [cts[0]] + list(ins[1:]), shape=ins[0].type.shape, safe=p.get("safe", False))]
+        + [None] * (len(ins) - 1)
+    ),
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, index_p, p, ins, ts),
+    fold=_index_fold,
+    fallible=True,
+    cheap=True,
+    remat=True,
+    keeps_zeros=True,
 )
-
-
-def row(em, x, i):
-    """x[i] along the leading axis, unchecked (loop indices are in range by construction)."""
-    t = x.type.with_shape(x.type.shape[1:])
-    off = em.b.add(x.offset, em.b.mul(i, em.i64(x.strides[0]))) if x.strides[0] else x.offset
-    view = Arr(x.ptr, off, x.strides[1:], t)
-    return em.load(view, []) if t.rank == 0 else view
 
 
 # --- windows: the sliding windows of length k along the leading axis, as a view -----------------
@@ -222,7 +224,10 @@ def _windows_lower(em, eqn, ins):
 windows_p = primitive(
     "windows",
     shape=_windows_shape,
+    kind=Kind.SHAPE,
     lower=_windows_lower,
+    vjp=lambda b, p, ins, outs, cts: [b.emit1(unwindows_p, [cts[0]], n=ins[0].type.shape[0])],
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, windows_p, p, ins, ts),
     fold=lambda x, k: [np.stack([x[i : i + k] for i in range(x.shape[0] - k + 1)])],
 )
 
@@ -255,8 +260,33 @@ def _concat_lower(em, eqn, ins):
     return [out]
 
 
+def _concat_vjp(b, p, ins, outs, cts):
+    axis, start, res = p["axis"], 0, []
+    for x in ins:
+        n = x.type.shape[axis]
+        starts = tuple(start if k == axis else 0 for k in range(x.type.rank))
+        limits = tuple(start + n if k == axis else d for k, d in enumerate(outs[0].type.shape))
+        res.append(b.emit1(slice_p, [cts[0]], starts=starts, limits=limits))
+        start += n
+    return res
+
+
+def _concat_jvp(b, p, ins, outs, ts):
+    if all(t is None for t in ts):
+        return [None]
+    parts = [t if t is not None else ops.zeros(b, x.type) for x, t in zip(ins, ts)]
+    return [b.emit1(concat_p, parts, **p)]
+
+
 concat_p = primitive(
-    "concat", shape=_concat_shape, lower=_concat_lower, fold=lambda *xs, axis: [np.concatenate(xs, axis=axis)]
+    "concat",
+    shape=_concat_shape,
+    kind=Kind.SHAPE,
+    lower=_concat_lower,
+    vjp=_concat_vjp,
+    jvp=_concat_jvp,
+    fold=lambda *xs, axis: [np.concatenate(xs, axis=axis)],
+    keeps_zeros=True,
 )
 
 # --- gather: x[ids] for an integer array ids, along the leading axis ------------------------------
@@ -303,7 +333,14 @@ def _dot(em, idx, strides):
 
 
 gather_p = primitive(
-    "gather", shape=lambda ts: _gather_shape(ts), lower=_gather_lower, fold=lambda x, ids: [x[ids]], fallible=True
+    "gather",
+    shape=lambda ts: _gather_shape(ts),
+    kind=Kind.SHAPE,
+    lower=_gather_lower,
+    vjp=lambda b, p, ins, outs, cts: [b.emit1(gather_add_p, [cts[0], ins[1]], shape=ins[0].type.shape), None],
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, gather_p, p, ins, ts),
+    fold=lambda x, ids: [x[ids]],
+    fallible=True,
 )
 
 
@@ -325,7 +362,18 @@ def _pad_lower(em, eqn, ins):
     return [out]
 
 
-pad_p = primitive("pad", shape=lambda ts, starts, shape: [ts[0].with_shape(shape)], lower=_pad_lower)
+pad_p = primitive(
+    "pad",
+    shape=lambda ts, starts, shape: [ts[0].with_shape(shape)],
+    kind=Kind.SHAPE,
+    lower=_pad_lower,
+    vjp=lambda b, p, ins, outs, cts: [
+        b.emit1(
+            slice_p, [cts[0]], starts=p["starts"], limits=tuple(lo + d for lo, d in zip(p["starts"], ins[0].type.shape))
+        )
+    ],
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, pad_p, p, ins, ts),
+)
 
 
 # The transposes check their indices as the forward op does (at its span): the forward's check
@@ -353,8 +401,14 @@ def _index_scatter_lower(em, eqn, ins):
 index_scatter_p = primitive(
     "index_scatter",
     shape=lambda ts, shape, safe=False: [ts[0].with_shape(shape)],
+    kind=Kind.SHAPE,
     lower=_index_scatter_lower,
+    vjp=lambda b, p, ins, outs, cts: (
+        [b.emit1(index_p, [cts[0]] + list(ins[1:]), safe=p["safe"])] + [None] * (len(ins) - 1)
+    ),
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, index_scatter_p, p, ins, ts),
     fallible=True,
+    accumulate_as="index",
 )
 
 
@@ -365,7 +419,6 @@ def _gather_add_lower(em, eqn, ins):
     out = _zero_fill(em, t)
     r = eqn.inputs[1].type.rank
     site = Site(eqn.span, ERR_BOUNDS, "index")
-    from .elementwise import _add
 
     def per_id(idx):
         j = em.checked_index(em.read(ids, idx), t.shape[0], site)
@@ -385,7 +438,14 @@ def _gather_add_lower(em, eqn, ins):
 
 
 gather_add_p = primitive(
-    "gather_add", shape=lambda ts, shape: [ts[0].with_shape(tuple(shape))], lower=_gather_add_lower, fallible=True
+    "gather_add",
+    shape=lambda ts, shape: [ts[0].with_shape(tuple(shape))],
+    kind=Kind.SHAPE,
+    lower=_gather_add_lower,
+    vjp=lambda b, p, ins, outs, cts: [b.emit1(gather_p, [cts[0], ins[1]]), None],
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, gather_add_p, p, ins, ts),
+    fallible=True,
+    accumulate_as="gather",
 )
 
 
@@ -394,7 +454,6 @@ def _unwindows_lower(em, eqn, ins):
     (g,) = ins
     t = eqn.outs[0].type
     out = _zero_fill(em, t)
-    from .elementwise import _add
 
     def each(idx):
         i, j, rest = idx[0], idx[1], idx[2:]
@@ -406,24 +465,24 @@ def _unwindows_lower(em, eqn, ins):
 
 
 unwindows_p = primitive(
-    "unwindows", shape=lambda ts, n: [ts[0].with_shape((n,) + ts[0].shape[2:])], lower=_unwindows_lower
+    "unwindows",
+    shape=lambda ts, n: [ts[0].with_shape((n,) + ts[0].shape[2:])],
+    kind=Kind.SHAPE,
+    lower=_unwindows_lower,
+    vjp=lambda b, p, ins, outs, cts: [b.emit1(windows_p, [cts[0]], k=ins[0].type.shape[1])],
+    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, unwindows_p, p, ins, ts),
 )
 
 # --- derivative rules ---------------------------------------------------------------------------
 
-from . import ops  # noqa: E402
 
-
-def _linear_jvp(b, params, ins, outs, ts, prim=None):
-    """For an op linear in its first input (the others are indices): apply it to the tangent."""
+def _apply_to_tangent(b, prim, params, ins, ts):
+    """The jvp of an op linear in its first input (the others are indices): the op itself,
+    applied to that input's tangent."""
     t = ts[0]
     if t is None:
         return [None]
     return [b.emit1(prim, [t] + list(ins[1:]), **params)]
-
-
-def _linear(prim):
-    prim.jvp = lambda b, params, ins, outs, ts: _linear_jvp(b, params, ins, outs, ts, prim)
 
 
 def _inverse(perm):
@@ -431,62 +490,3 @@ def _inverse(perm):
     for k, p in enumerate(perm):
         inv[p] = k
     return tuple(inv)
-
-
-broadcast_p.vjp = lambda b, p, ins, outs, cts: [ops.unbroadcast(b, cts[0], ins[0].type.shape)]
-reshape_p.vjp = lambda b, p, ins, outs, cts: [ops.reshape(b, cts[0], ins[0].type.shape)]
-transpose_p.vjp = lambda b, p, ins, outs, cts: [ops.transpose(b, cts[0], _inverse(p["perm"]))]
-slice_p.vjp = lambda b, p, ins, outs, cts: [ops.emit(b, "pad", cts[0], starts=p["starts"], shape=ins[0].type.shape)]
-pad_p.vjp = lambda b, p, ins, outs, cts: [
-    ops.emit(
-        b, "slice", cts[0], starts=p["starts"], limits=tuple(lo + d for lo, d in zip(p["starts"], ins[0].type.shape))
-    )
-]
-index_p.vjp = lambda b, p, ins, outs, cts: (
-    [b.emit1(index_scatter_p, [cts[0]] + list(ins[1:]), shape=ins[0].type.shape, safe=p.get("safe", False))]
-    + [None] * (len(ins) - 1)
-)
-index_scatter_p.vjp = lambda b, p, ins, outs, cts: (
-    [b.emit1(index_p, [cts[0]] + list(ins[1:]), safe=p["safe"])] + [None] * (len(ins) - 1)
-)
-gather_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(gather_add_p, [cts[0], ins[1]], shape=ins[0].type.shape), None]
-gather_add_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(gather_p, [cts[0], ins[1]]), None]
-windows_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(unwindows_p, [cts[0]], n=ins[0].type.shape[0])]
-unwindows_p.vjp = lambda b, p, ins, outs, cts: [b.emit1(windows_p, [cts[0]], k=ins[0].type.shape[1])]
-for _p in (
-    broadcast_p,
-    reshape_p,
-    transpose_p,
-    slice_p,
-    pad_p,
-    index_p,
-    index_scatter_p,
-    gather_p,
-    gather_add_p,
-    windows_p,
-    unwindows_p,
-):
-    _linear(_p)
-
-
-def _concat_vjp(b, p, ins, outs, cts):
-    axis, start, res = p["axis"], 0, []
-    for x in ins:
-        n = x.type.shape[axis]
-        starts = tuple(start if k == axis else 0 for k in range(x.type.rank))
-        limits = tuple(start + n if k == axis else d for k, d in enumerate(outs[0].type.shape))
-        res.append(ops.emit(b, "slice", cts[0], starts=starts, limits=limits))
-        start += n
-    return res
-
-
-def _concat_jvp(b, p, ins, outs, ts):
-    if all(t is None for t in ts):
-        return [None]
-    parts = [t if t is not None else ops.zeros(b, x.type) for x, t in zip(ins, ts)]
-    return [b.emit1(concat_p, parts, **p)]
-
-
-concat_p.vjp, concat_p.jvp = _concat_vjp, _concat_jvp
-for _p in (const_p, iota_p):
-    _p.nondiff = True

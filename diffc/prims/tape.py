@@ -9,7 +9,7 @@ while_tape   a while loop that also appends each iteration's residuals to a tape
              by doubling; outputs (*state, tape handle, iteration count)
 while_untape runs a body once per taped record, last record first, then frees the tape
 
-The derivatives of while_tape and while_untape are in prims/while_.py (See Note
+while_tape and while_untape are declared, with their derivatives, in prims/while_.py (See Note
 [Differentiating a tape] in ad/via.py); tape_pack and tape_unpack have none: a recursive
 function's .fwd and .bwd are differentiated as calls (prims/call.py), never their bodies.
 """
@@ -22,9 +22,9 @@ from llvmlite import ir
 
 from ..ir.core import Body
 from ..lower.emit import CTX_RECORDS, ERR_MEMORY, I8, I64, PTR, VOID, Arr, Site, contiguous_strides
+from ..lower.loops import Slots, accumulate, accumulators, cheap_steps, inplace_carries
 from ..typesys import MAX_BYTES, DType, TensorType
 from .core import primitive
-from .loops import Slots, accumulate, accumulators, cheap_steps, inplace_carries
 
 HANDLE = TensorType(DType.I64, ())
 
@@ -124,8 +124,11 @@ def _unpack_lower(em, eqn, ins):
 
 # No derivative rules: they appear only in the bodies of a recursive function's .fwd and .bwd,
 # which are never differentiated (a derivative of a call of them is made from the function).
-tape_pack_p = primitive("tape_pack", shape=lambda ts: [HANDLE], lower=_pack_lower, effect=True)
-tape_unpack_p = primitive("tape_unpack", shape=lambda ts, types: list(types), lower=_unpack_lower, effect=True)
+_RECURSION = "a recursive function"  # what these tapes belong to, for the message refusing a second derivative
+tape_pack_p = primitive("tape_pack", shape=lambda ts: [HANDLE], lower=_pack_lower, effect=True, taped=_RECURSION)
+tape_unpack_p = primitive(
+    "tape_unpack", shape=lambda ts, types: list(types), lower=_unpack_lower, effect=True, taped=_RECURSION
+)
 
 # --- an accumulator shared by the calls of a recursion (See Note [Recursion accumulators]) ------
 #
@@ -173,10 +176,14 @@ def _acc_take_lower(em, eqn, ins):
     return [out]
 
 
-acc_new_p = primitive("acc_new", shape=lambda ts, type: [HANDLE], lower=_acc_new_lower, effect=True)
-acc_add_p = primitive("acc_add", shape=lambda ts: [], lower=_acc_add_lower, effect=True, reads_lazy=True)
-acc_add_at_p = primitive("acc_add_at", shape=lambda ts, type, safe: [], lower=_acc_add_at_lower, effect=True)
-acc_take_p = primitive("acc_take", shape=lambda ts, type: [type], lower=_acc_take_lower, effect=True)
+acc_new_p = primitive("acc_new", shape=lambda ts, type: [HANDLE], lower=_acc_new_lower, effect=True, taped=_RECURSION)
+acc_add_p = primitive(
+    "acc_add", shape=lambda ts: [], lower=_acc_add_lower, effect=True, reads_lazy=True, taped=_RECURSION
+)
+acc_add_at_p = primitive(
+    "acc_add_at", shape=lambda ts, type, safe: [], lower=_acc_add_at_lower, effect=True, taped=_RECURSION
+)
+acc_take_p = primitive("acc_take", shape=lambda ts, type: [type], lower=_acc_take_lower, effect=True, taped=_RECURSION)
 
 # --- the growing tape of a while loop ---------------------------------------------------------
 
@@ -195,11 +202,11 @@ class WhileOrigin:
         return "<its while>"
 
 
-def _while_tape_shape(in_types, cond, body, num_state, origin):
+def while_tape_shape(in_types, cond, body, num_state, origin):
     return list(in_types[:num_state]) + [HANDLE, HANDLE]
 
 
-def _while_tape_lower(em, eqn, ins):
+def while_tape_lower(em, eqn, ins):
     p = eqn.params
     ns = p["num_state"]
     body = p["body"]
@@ -247,14 +254,11 @@ def _while_tape_lower(em, eqn, ins):
     return slots.read() + [b.ptrtoint(b.load(tape), I64), b.load(count)]
 
 
-while_tape_p = primitive("while_tape", shape=_while_tape_shape, lower=_while_tape_lower)
-
-
-def _while_untape_shape(in_types, body, num_res, num_carry, origin):
+def while_untape_shape(in_types, body, num_res, num_carry, origin):
     return list(in_types[2 : 2 + num_carry])
 
 
-def _while_untape_lower(em, eqn, ins):
+def while_untape_lower(em, eqn, ins):
     """for k = count-1 down to 0: carry = body(record k, carry, consts); then free the tape.
     The loop's inputs after the consts (its origin) are there for derivatives only."""
     p = eqn.params
@@ -283,9 +287,6 @@ def _while_untape_lower(em, eqn, ins):
     em.call_extern("free", VOID, [tape], [PTR])
     return slots.read()
 
-
-# an effect: it frees the tape, so it runs even when the cotangents it gives are not used
-while_untape_p = primitive("while_untape", shape=_while_untape_shape, lower=_while_untape_lower, effect=True)
 
 # Note [While tape]
 # ~~~~~~~~~~~~~~~~~~~

@@ -12,11 +12,13 @@ from ..ir.build import Builder
 from ..ir.core import Body
 from ..ir.walk import clone_body, inline
 from ..lower.emit import ERR_NEGATIVE, Site
+from ..lower.loops import Slots
 from ..typesys import DType, TensorType
 from . import ops
-from .core import primitive
-from .loops import Slots, closed_body, index_type, seed_or_zeros, tape_note
-from .tape import WhileOrigin, while_tape_p, while_untape_p
+from .core import Kind, Loop, primitive
+from .elementwise import gt_p, lt_p
+from .loops import closed_body, index_type, seed_or_zeros, tape_note
+from .tape import WhileOrigin, while_tape_lower, while_tape_shape, while_untape_lower, while_untape_shape
 
 # --- while --------------------------------------------------------------------------------------
 
@@ -49,9 +51,6 @@ def _while_lower(em, eqn, ins):
     em.b.branch(head)
     em.b.position_at_end(done)
     return slots.read()
-
-
-while_p = primitive("while", shape=_while_shape, lower=_while_lower)
 
 
 # count: a trip count known only at run time (iterate's n), passed through; a located error
@@ -193,9 +192,18 @@ def _while_jvp_full(b, eqn, ins, ts):
     return outs[:ns], [next(t_out) if t_in[k] is not None else None for k in range(ns)]
 
 
-while_p.vjp_fwd, while_p.vjp, while_p.jvp_full = _while_vjp_fwd, _while_vjp, _while_jvp_full
-while_p.threads_cotangents = True
-while_p.tapes = True
+while_p = primitive(
+    "while",
+    shape=_while_shape,
+    lower=_while_lower,
+    kind=Kind.LOOP,
+    vjp_fwd=_while_vjp_fwd,
+    vjp=_while_vjp,
+    jvp_full=_while_jvp_full,
+    threads_cotangents=True,
+    tapes=True,
+    loop=Loop(),
+)
 
 
 # --- the derivatives of the tape ops: See Note [Differentiating a tape] in ad/via.py -----------
@@ -220,7 +228,7 @@ def _run(b, o: WhileOrigin, init, consts, n):
     outs = b.emit(
         while_p,
         [ops.const(b, 0, DType.I64)] + list(init) + list(consts) + [n],
-        cond=closed_body(types, lambda bb, ps: [ops.emit(bb, "lt", ps[0], ps[-1])]),
+        cond=closed_body(types, lambda bb, ps: [bb.emit1(lt_p, [ps[0], ps[-1]])]),
         body=closed_body(types, step),
         num_state=1 + ns,
     )
@@ -259,7 +267,7 @@ def _untape_recomputing(eqn):
         outs = b.emit(
             while_p,
             ps,
-            cond=closed_body(types, lambda bb, qs: [ops.emit(bb, "gt", qs[0], ops.const(bb, 0, DType.I64))]),
+            cond=closed_body(types, lambda bb, qs: [bb.emit1(gt_p, [qs[0], ops.const(bb, 0, DType.I64)])]),
             body=closed_body(types, back_step),
             num_state=1 + nc,
         )
@@ -268,5 +276,31 @@ def _untape_recomputing(eqn):
     return closed_body(types, fn), [1] + list(range(2, 2 + nc)) + list(range(first_origin, n_in))
 
 
-while_tape_p.jvp_full, while_tape_p.vjp_fwd, while_tape_p.vjp = rules_via(_tape_as_while)
-while_untape_p.jvp_full, while_untape_p.vjp_fwd, while_untape_p.vjp = rules_via(_untape_recomputing)
+_tape_jvp_full, _tape_vjp_fwd, _tape_vjp = rules_via(_tape_as_while)
+_untape_jvp_full, _untape_vjp_fwd, _untape_vjp = rules_via(_untape_recomputing)
+_WHILE = "a `while` loop"  # what their tapes belong to, for the message refusing a second derivative
+while_tape_p = primitive(
+    "while_tape",
+    shape=while_tape_shape,
+    kind=Kind.LOOP,
+    lower=while_tape_lower,
+    jvp_full=_tape_jvp_full,
+    vjp_fwd=_tape_vjp_fwd,
+    vjp=_tape_vjp,
+    taped=_WHILE,
+    loop=Loop(),
+)
+# an effect: it frees the tape, so it runs even when the cotangents it gives are not used
+while_untape_p = primitive(
+    "while_untape",
+    shape=while_untape_shape,
+    kind=Kind.LOOP,
+    lower=while_untape_lower,
+    jvp_full=_untape_jvp_full,
+    vjp_fwd=_untape_vjp_fwd,
+    vjp=_untape_vjp,
+    effect=True,
+    taped=_WHILE,
+    # inputs (tape, count, *carry, ...), body (*record, *carry, *consts)
+    loop=Loop(carries=lambda p: (2, p["num_res"], p["num_carry"])),
+)

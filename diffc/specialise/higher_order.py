@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError, TypeError_
 from ..ir.core import Body, Var
-from ..optimise.licm import hoist
+from ..ir.hoist import hoist
 from ..prims import ops, scan, while_
 from ..prims import shape as sh
 from ..pytree import flatten, unflatten

@@ -14,7 +14,7 @@ from ..ad import context
 from ..errors import DiffcError, NameError_, ShapeError, TypeError_
 from ..ir.build import MAX_RANK, Builder, close_together
 from ..ir.core import Func, Program, Var
-from ..optimise.licm import hoist
+from ..ir.hoist import hoist
 from ..prims import call, cond, map_
 from ..prims import elementwise as ew
 from ..prims import shape as sh

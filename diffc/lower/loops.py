@@ -1,0 +1,235 @@
+"""Lowering helpers the loops (map, scan, while, and the tapes' loops) share: homes for
+loop-carried values, in-place accumulation, rows, and how much work a loop's step does."""
+
+from __future__ import annotations
+
+from ..ir.core import Body
+from ..ir.walk import uses_and_producers
+from .emit import ERR_BOUNDS, PTR, Arr, Site, contiguous_strides, reg_type, scalar_add
+
+
+def row(em, x, i):
+    """x[i] along the leading axis, unchecked (loop indices are in range by construction)."""
+    t = x.type.with_shape(x.type.shape[1:])
+    off = em.b.add(x.offset, em.b.mul(i, em.i64(x.strides[0]))) if x.strides[0] else x.offset
+    view = Arr(x.ptr, off, x.strides[1:], t)
+    return em.load(view, []) if t.rank == 0 else view
+
+
+class Slots:
+    """Mutable homes for loop-carried values: scalars in allocas (promoted to registers by
+    mem2reg); arrays in two arena buffers swapped each iteration (the body reads one while its
+    result is written to the other), or, for the carries in `inplace`, in one buffer that the
+    body updates in place (adopting the initial value's buffer when that is donated to it)."""
+
+    def __init__(self, em, types, init, inplace=frozenset(), destinations=None):
+        """destinations: per carry, an output buffer its final value is wanted in, or None."""
+        self.em, self.types, self.inplace = em, types, inplace
+        self.homes = []
+        for k, (t, v) in enumerate(zip(types, init)):
+            dest = destinations[k] if destinations else None
+            if t.rank == 0:
+                self.homes.append(em.alloca(reg_type(t.dtype)))
+            elif k in inplace:
+                donated = isinstance(v, Arr) and v.owned and v.contiguous
+                if dest is not None and dest.contiguous:
+                    self.homes.append(em.start_ptr(dest))
+                else:
+                    self.homes.append(em.start_ptr(v) if donated else em.alloc(t).ptr)
+            else:
+                cur, nxt = em.alloca(PTR), em.alloca(PTR)
+                scope = em.new_scope()  # the two buffers' (See Note [Alias scopes] in lower/emit.py)
+                em.b.store(em.alloc(t, scope).ptr, cur)
+                em.b.store(em.alloc(t, scope).ptr, nxt)
+                self.homes.append((cur, nxt, scope))
+        self.write(init)
+
+    def read(self):
+        em, out = self.em, []
+        for k, (t, h) in enumerate(zip(self.types, self.homes)):
+            if t.rank == 0:
+                out.append(em.b.load(h))
+            elif k in self.inplace:
+                out.append(Arr(h, em.i64(0), _strides(t), t, owned=True))
+            else:
+                out.append(Arr(self._loaded(h[0], h[2]), em.i64(0), _strides(t), t))
+        return out
+
+    def _loaded(self, slot, scope):
+        """The buffer pointer a carry slot holds now, in the carry's alias scope."""
+        p = self.em.b.load(slot)
+        self.em.in_scope(p, scope)
+        return p
+
+    def write(self, values, plan=None, operands=()):
+        """Store new values; array results go to the spare buffer, which then becomes current.
+        Carries in `plan` (see `accumulators`) are added to in place instead."""
+        em = self.em
+        plan = plan or {}
+        ops_ = iter(operands)
+        for k, (t, h, v) in enumerate(zip(self.types, self.homes, values)):
+            if k in plan:
+                how = plan[k]
+                extra = [next(ops_) for _ in range(how[1] - 1)] if how[0] != "add" else []
+                cur = h if k in self.inplace else self._loaded(h[0], h[2])
+                accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, v, extra)
+            elif t.rank == 0:
+                em.b.store(v, h)
+            elif k in self.inplace:
+                if not (isinstance(v, Arr) and v.ptr is h):  # an inner loop updated it in place
+                    em.copy_into(Arr(h, em.i64(0), _strides(t), t), v)
+            else:
+                cur, nxt, scope = h
+                spare = self._loaded(nxt, scope)
+                em.copy_into(Arr(spare, em.i64(0), _strides(t), t), v)
+                em.b.store(em.b.load(cur), nxt)
+                em.b.store(spare, cur)
+
+
+POLL_WORK = 1024  # scalar ops per iteration from which a loop checks for Ctrl-C each time
+
+
+def cheap_steps(body: Body) -> bool:
+    """Whether a loop's steps are too short to check for Ctrl-C in each (See Note [Interrupts]
+    in lower/emit.py): a check per iteration would cost a measurable share of the time and
+    keep LLVM from unrolling and vectorising the loop."""
+    return work(body) < POLL_WORK
+
+
+def work(body: Body) -> int:
+    """A rough count of the scalar operations one run of `body` does: its loops' trip counts
+    times their bodies' work, and each other op the elements it writes (reads, for a
+    reduction). A while loop or a call counts as one run of its body: they check for Ctrl-C
+    themselves."""
+    total = 0
+    for e in body.eqns:
+        loop = e.prim.loop
+        trips = loop.trips(e.params) if loop is not None and loop.trips is not None else 1
+        if e.bodies():
+            total += trips * sum(work(b) for b in e.bodies())
+        elif e.prim.reads_all:
+            total += max(x.type.size for x in e.inputs)
+        else:  # (an index of an array reads one element of it)
+            total += max([o.type.size for o in e.outs] + [1])
+    return total
+
+
+def inplace_carries(body: Body, first: int, n: int, plan) -> set[int]:
+    """The array carries a loop body updates in place: accumulators (`plan`), and carries whose
+    only use is to be the carry of an inner loop that updates it in place and returns it as
+    this body's result (a cotangent threaded through nested loops: See Note [Threaded
+    accumulators] in ad/vjp.py)."""
+    uses, made_by = uses_and_producers(body)
+    found = set()
+    for k in range(n):
+        p, out = body.params[first + k], body.outs[k]
+        if p.type.rank == 0:
+            continue
+        if k in plan:
+            found.add(k)
+            continue
+        e = made_by.get(out.id)
+        loop = e.prim.loop if e is not None else None
+        if loop is None or loop.carries is None or uses.get(p.id) != 1 or uses.get(out.id) != 1:
+            continue
+        base, inner_first, nc = loop.carries(e.params)
+        j = e.outs.index(out)
+        inner = e.params["body"]
+        if j < nc and e.inputs[base + j] is p:
+            if j in inplace_carries(inner, inner_first, nc, accumulators(inner, inner_first, nc)[1]):
+                found.add(k)
+    return found
+
+
+def _strides(t):
+    return contiguous_strides(t.shape)
+
+
+def accumulators(body: Body, first: int, n: int):
+    """Find the carries a loop body only adds to: body.outs[k] = add(param[first + k], x) where
+    the param is read nowhere else (the cotangent accumulators of tied weights that derivative
+    loops carry). Returns (body', plan): body' returns x in place of the sum, and for each such
+    carry plan[k] says how to add it in place, so no new carry is built per iteration:
+      ("add",)             cur += x               (x may be Lazy: fused, no temporary)
+      ("gather", extra, e) cur[ids] += g          (x was e = gather_add(g, ids): touches only those rows)
+      ("index", extra, e)  cur[i...] += g         (x was e = index_scatter(g, i...))
+    `extra` counts body' outputs appended after the original ones (g and the indices); e's
+    span and params place and skip the bounds checks, as e itself would."""
+    uses, made_by = uses_and_producers(body)
+    drop, outs, extra, plan = set(), list(body.outs), [], {}
+    for k in range(n):
+        p, out = body.params[first + k], body.outs[k]
+        e = made_by.get(out.id)
+        if (
+            p.type.rank == 0
+            or e is None
+            or e.prim.accumulate_as != "add"
+            or uses.get(p.id) != 1
+            or uses.get(out.id) != 1
+        ):
+            continue
+        a, b = e.inputs
+        x = b if a is p else a if b is p else None
+        if x is None or x.type != p.type:
+            continue
+        drop.add(id(e))
+        src = made_by.get(x.id)
+        if src is not None and src.prim.accumulate_as in ("gather", "index") and uses.get(x.id) == 1:
+            drop.add(id(src))
+            plan[k] = (src.prim.accumulate_as, len(src.inputs), src)
+            outs[k] = src.inputs[0]
+            extra += src.inputs[1:]
+        else:
+            plan[k] = ("add",)
+            outs[k] = x
+    if not plan:
+        return body, {}
+    return Body(body.params, [e for e in body.eqns if id(e) not in drop], outs + extra), plan
+
+
+def accumulate(em, cur: Arr, how, value, operands):
+    """cur += value in place, as `accumulators` planned (operands: the indices)."""
+    dt = cur.type.dtype
+    if how[0] == "add":
+        em.loop_nest(
+            cur.type.shape,
+            lambda idx: em.store(cur, idx, scalar_add(em, dt, em.load(cur, idx), em.read(value, idx))),
+            "acc",
+        )
+        return
+    src = how[2]
+    site = Site(src.span, ERR_BOUNDS, "index")
+    if how[0] == "gather":
+        (ids,) = operands
+        ids_t = ids.type if isinstance(ids, Arr) else None
+        row_shape = cur.type.shape[1:]
+
+        def per_id(idx):
+            j = em.checked_index(em.read(ids, idx), cur.type.shape[0], site)
+            em.loop_nest(
+                row_shape,
+                lambda r: em.store(cur, [j] + r, scalar_add(em, dt, em.load(cur, [j] + r), em.read(value, idx + r))),
+                "acr",
+            )
+
+        em.loop_nest(ids_t.shape if ids_t else (), per_id, "aci")
+    else:  # index
+        safe = src.params.get("safe")
+        offs = [i if safe else em.checked_index(i, n, site) for i, n in zip(operands, cur.type.shape)]
+        rest = cur.type.shape[len(offs) :]
+        em.loop_nest(
+            rest,
+            lambda r: em.store(cur, offs + r, scalar_add(em, dt, em.load(cur, offs + r), em.read(value, r))),
+            "acx",
+        )
+
+
+def store_row(em, out: Arr, i, v):
+    """out[i] = v."""
+    r = row(em, out, i)
+    if isinstance(r, Arr):
+        em.copy_into(r, v)
+    else:
+        em.store(
+            Arr(out.ptr, em.b.add(out.offset, em.b.mul(i, em.i64(out.strides[0]))), (), out.type.with_shape(())), [], v
+        )
