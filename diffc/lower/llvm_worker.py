@@ -65,19 +65,24 @@ class _Worker:
         # The parent's sys.path, given in full: no site or PYTHON* variable adds to it (-I -S).
         # The package `diffc` is made empty, so that the child imports lower/jit.py and what it
         # imports, not the whole compiler (diffc/__init__.py): 61 MB of memory instead of 113.
+        path = [os.fsdecode(p) for p in sys.path if isinstance(p, (str, bytes, os.PathLike))]
         code = (
-            f"import sys, types; sys.path[:] = {sys.path!r}; "
+            f"import sys, types; sys.path[:] = {path!r}; "
             f"sys.modules['diffc'] = types.ModuleType('diffc'); sys.modules['diffc'].__path__ = [{_PACKAGE!r}]; "
             "from diffc.lower import jit; jit.serve_worker()"
         )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", code],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            env=env,
-            start_new_session=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                env=env,
+                start_new_session=True,
+            )
+        except BaseException:
+            self.stderr.close()
+            raise
 
     def ask(self, text: bytes) -> tuple[bytes, bytes]:
         """Send one module, wait for its reply: (kind, payload), or _Died."""

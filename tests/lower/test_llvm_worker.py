@@ -115,6 +115,27 @@ def test_a_worker_out_of_memory_is_a_memory_error(ir_f):
     assert llvm_worker.compile(ir_f, ENV) == expected
 
 
+def test_without_a_worker_the_module_is_compiled_here(monkeypatch, ir_f):
+    _new_worker()
+    monkeypatch.setenv("DIFFC_LLVM_WORKER", "0")
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # (it cannot be started)
+    assert jit.object_code(ir_f) == jit.object_code_here(ir_f)
+    assert llvm_worker._worker is None
+
+
+def test_a_worker_under_ulimit_v():
+    """The worker inherits the parent's address-space limit, and works within it."""
+    script = "import numpy as np, diffc; m = diffc.compile('fn f(x) = sum(x * 2.0)'); print(m.f(np.ones(3)))"
+    r = subprocess.run(
+        ["bash", "-c", 'ulimit -v 1500000; exec "$@"', "bash", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, DIFFC_LLVM_WORKER="0", DIFFC_CACHE="0"),
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "6.0\n", "")
+
+
 def test_an_error_in_the_worker_is_the_error_raised_here():
     with pytest.raises(RuntimeError, match="expected instruction opcode"):
         jit.object_code_here("define void @f() {\n  nonsense\n}\n")
