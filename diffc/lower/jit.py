@@ -128,6 +128,7 @@ def object_code(module_text: str) -> bytes:
 
 
 def object_code_here(module_text: str) -> bytes:
+    """Optimise and code-generate in this process (what the worker runs, too)."""
     return _init().emit_object(optimise(module_text))
 
 
