@@ -199,12 +199,32 @@ def test_memory_stays_bounded_over_many_compiles():
     assert int(r.stdout) < 8000, f"grew by {r.stdout.strip()} KB"
 
 
+def test_the_worker_ends_with_its_parent():
+    """A parent killed outright runs no exit handler: the worker ends on the end of its stdin."""
+    r = _run(
+        """
+        import os, signal, numpy as np, diffc
+        from diffc.lower import llvm_worker
+        diffc.compile("fn f(x) = sum(x)").f(np.ones(3))
+        print(llvm_worker._worker.proc.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """,
+        {"DIFFC_LLVM_WORKER": "0", "DIFFC_CACHE": "0"},
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    worker = int(r.stdout)
+    deadline = time.monotonic() + 30
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(worker)
+
+
 def _slow_program(tmp_path) -> str:
-    """A program whose LLVM compile takes a while (about a second)."""
-    lets = [f"    let a{i} = sin(a{i - 1} * {1 + i / 1000}) + x[{i % 7}];" for i in range(1, 300)]
+    """A program whose LLVM compile takes a while (the worker starts, then optimises it)."""
+    lets = [f"    let a{i} = sin(a{i - 1} * {1 + i / 1000}) + x[{i % 7}];" for i in range(1, 120)]
     body = "\n".join(["fn main() {", "    let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];", "    let a0 = x[0];", *lets])
     prog = tmp_path / "slow.dfl"
-    prog.write_text(body + "\n    a299\n}\n")
+    prog.write_text(body + "\n    a119\n}\n")
     return str(prog)
 
 
@@ -281,6 +301,6 @@ def test_ctrl_c_in_python_leaves_the_function_usable(tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split()
     a, x = 1.0, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
-    for i in range(1, 300):
+    for i in range(1, 120):
         a = math.sin(a * (1 + i / 1000)) + x[i % 7]
     assert lines[0] == "interrupted" and float(lines[1]) == pytest.approx(a, rel=1e-12)
