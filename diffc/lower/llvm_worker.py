@@ -64,7 +64,8 @@ class _Worker:
         self.stderr = tempfile.TemporaryFile()
         # The parent's sys.path, given in full: no site or PYTHON* variable adds to it (-I -S).
         # The package `diffc` is made empty, so that the child imports lower/jit.py and what it
-        # imports, not the whole compiler (diffc/__init__.py): 61 MB of memory instead of 113.
+        # imports, not the whole compiler (diffc/__init__.py): once it has compiled, 92 MB
+        # resident instead of 113, and 180 MB of address space (what `ulimit -v` counts) not 315.
         path = [os.fsdecode(p) for p in sys.path if isinstance(p, (str, bytes, os.PathLike))]
         code = (
             f"import sys, types; sys.path[:] = {path!r}; "
