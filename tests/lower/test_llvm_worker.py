@@ -304,3 +304,35 @@ def test_ctrl_c_in_python_leaves_the_function_usable(tmp_path):
     for i in range(1, 120):
         a = math.sin(a * (1 + i / 1000)) + x[i % 7]
     assert lines[0] == "interrupted" and float(lines[1]) == pytest.approx(a, rel=1e-12)
+
+
+def test_ctrl_c_on_the_thread_that_waits_for_the_worker():
+    """Compiled on the main thread (no compile thread to outlive the interrupt), the wait for the
+    worker raises KeyboardInterrupt; the worker, whose reply would come late, is killed, and the
+    next compile has a new one."""
+    r = _run(
+        """
+        import os, signal, threading, time
+        from diffc.lower import jit, llvm_worker
+        n = 10000
+        chain = "".join(f"  %x{i + 1} = fadd double %x{i}, 1.0\\n" for i in range(n))
+        text = f"define double @f(double %x0) {{\\n{chain}  ret double %x{n}\\n}}\\n"
+        expected = jit.object_code(text)
+        first = llvm_worker._worker.proc
+
+        def interrupt():
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt).start()
+        try:
+            jit.object_code(text)
+            print("not interrupted")
+        except KeyboardInterrupt:
+            print("interrupted", first.returncode)
+        print(jit.object_code(text) == expected, llvm_worker._worker.proc.pid != first.pid)
+        """,
+        {"DIFFC_LLVM_WORKER": "0"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["interrupted", str(-signal.SIGKILL), "True", "True"]
