@@ -66,11 +66,11 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
         t = timings.add("specialise+optimise", t)
         ms = lower_program(prog, out_tree)
         t = timings.add("lower", t)
-        mod = jit.optimise(str(ms.module))
-        t = timings.add("llvm-opt", t)
+        object_code = jit.object_code(str(ms.module))
+        t = timings.add("llvm-opt+codegen", t)
         load_kernels(ms.kernels)
-        compiled = jit.Compiled(mod)
-        t = timings.add("codegen", t)
+        compiled = jit.Compiled(object_code=object_code)
+        t = timings.add("load code", t)
         f = prog.main
         entry = cache_format.ProgramEntry(
             object=compiled.object,

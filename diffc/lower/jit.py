@@ -1,11 +1,16 @@
-"""All llvmlite.binding plumbing: target machine, optimisation pipeline, MCJIT, text dumps."""
+"""All llvmlite.binding plumbing: target machine, optimisation pipeline, object code (here or
+in the LLVM worker process), MCJIT, text dumps."""
 
 from __future__ import annotations
 
 import functools
 import os
+import threading
 
 import llvmlite.binding as llvm
+
+from ..errors import UsageError
+from . import llvm_worker
 
 # LLVM's O2: code as fast as O3's on our loops (measured on benchmarks/workloads) in half the
 # compile time of a gradient program. DIFFC_OPT=3 (or 1) for experiments.
@@ -21,7 +26,6 @@ def _init():
     # the stores of our loop nests, and 30 steps find the same dead stores (run times unchanged
     # on benchmarks/workloads, lstm_scan's gradient optimised in 167 instead of 201 ms)
     llvm.set_option("", "-dse-memoryssa-walklimit=30")
-    blas_available()
     return new_target_machine()
 
 
@@ -88,6 +92,51 @@ def optimise(module_text: str) -> llvm.ModuleRef:
     return mod
 
 
+DEFAULT_MODULES_HERE = 32
+_here = 0  # modules compiled to object code in this process so far
+_here_lock = threading.Lock()
+
+
+def modules_here() -> int | None:
+    """How many modules this process compiles itself before the LLVM worker takes over
+    (DIFFC_LLVM_WORKER: a count, or `off` for all of them: None)."""
+    text = os.environ.get("DIFFC_LLVM_WORKER", "")
+    if not text:
+        return DEFAULT_MODULES_HERE
+    if text == "off":
+        return None
+    if not text.isdigit():
+        raise UsageError(f"DIFFC_LLVM_WORKER must be a whole number or `off`, got {text!r}")
+    return int(text)
+
+
+def object_code(module_text: str) -> bytes:
+    """Object code of LLVM IR text, optimised: made in this process for its first modules, then
+    by the LLVM worker process, which gives back what llvmlite leaks (See Note [The LLVM
+    worker] in lower/llvm_worker.py). The bytes are the same either way."""
+    global _here
+    limit = modules_here()
+    with _here_lock:
+        here = limit is None or _here < limit
+        _here += here
+    if not here:
+        try:
+            return llvm_worker.compile(module_text, dict(os.environ, DIFFC_OPT=str(OPT_LEVEL)))
+        except llvm_worker.CannotStart:
+            pass  # compiled here, leak and all
+    return object_code_here(module_text)
+
+
+def object_code_here(module_text: str) -> bytes:
+    """Optimise and code-generate in this process (what the worker runs, too)."""
+    return _init().emit_object(optimise(module_text))
+
+
+def serve_worker() -> None:
+    """The LLVM worker process's main loop."""
+    llvm_worker.serve(object_code_here)
+
+
 class Compiled:
     """Machine code in memory, from an optimised module or from its object code made earlier
     (kept in .object, for the disk cache). It owns its engine, which owns the code: the code is
@@ -95,6 +144,7 @@ class Compiled:
 
     def __init__(self, mod: llvm.ModuleRef | None = None, object_code: bytes | None = None):
         tm = _init()
+        blas_available()  # (the code may call OpenBLAS)
         self.object = object_code if object_code is not None else tm.emit_object(mod)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
         self.engine.add_object_file(llvm.ObjectFileRef.from_data(self.object))
@@ -129,4 +179,5 @@ def assembly(mod: llvm.ModuleRef) -> str:
 # What still grows per compile is llvmlite's: each PassBuilder leaks its
 # PassInstrumentationCallbacks, with the callbacks every pass-manager run registers in them
 # (75 to 95 KB per optimised module, measured with llvmlite 0.50); a PassBuilder cannot be
-# reused for a second pipeline.
+# reused for a second pipeline. So after the first DIFFC_LLVM_WORKER modules, object_code has
+# a child process make the object code (See Note [The LLVM worker] in lower/llvm_worker.py).
