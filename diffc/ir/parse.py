@@ -20,7 +20,7 @@ from ..errors import DiffcError, DiffcSyntaxError
 from ..pytree import LEAF, TreeDef
 from ..source import NO_SPAN, SourceFile, Span
 from ..typesys import DType, TensorType
-from .build import FOLD_LIMIT
+from .build import _foldable
 from .core import Body, Eqn, Func, Program, Var
 
 
@@ -34,10 +34,7 @@ def fold_known(prim, inputs: list[Var], params: dict, out_types: list[TensorType
     integer and boolean values of at most FOLD_LIMIT elements computed from known inputs."""
     if prim.fold is None or not all(x.known is not None for x in inputs):
         return None
-    small = all(
-        t.dtype in (DType.I64, DType.BOOL) and t.size <= FOLD_LIMIT for t in [x.type for x in inputs] + out_types
-    )
-    if "value" not in params and not small:
+    if "value" not in params and not all(_foldable(t) for t in [x.type for x in inputs] + out_types):
         return None
     values = prim.fold(*[x.known for x in inputs], **params)
     return [np.asarray(v, dtype=t.dtype.np).reshape(t.shape) for v, t in zip(values, out_types)]
@@ -227,7 +224,7 @@ class _Line:
             fields[key] = self.value()
             if self.peek() != ")":
                 self.expect(",")
-        self.p.labels[label] = _Pending(self.p.records[name], fields, col)
+        self.p.labels[label] = _Pending(self.p.records[name], fields, Span(self.p.file, self.lineno, col))
         return self.p.labels[label]
 
 
@@ -237,7 +234,7 @@ class _Pending:
 
     cls: type
     fields: dict
-    col: int
+    span: Span
     made: object = None
 
 
@@ -312,8 +309,9 @@ class _Parser:
         v = Var(ln.type())
         if ln.accept("known"):
             ln.expect("=")
+            at = ln.toks[ln.k][2] if ln.k < len(ln.toks) else None
             known = ln.value()
-            v.known = None if known is None else _shaped(ln, np.asarray(known), v.type)
+            v.known = None if known is None else _shaped(ln, np.asarray(known), v.type, at)
         self.names[name] = v
         self.scopes[-1].add(name)
         return v
@@ -333,8 +331,8 @@ class _Parser:
             if self.k >= len(self.lines):
                 raise IRSyntaxError("the body has no `return`", Span(self.file, len(self.lines), 1))
             if not self.lines[self.k].strip() or self.indent_of(self.k) != inner:
-                ln = self.line()
-                raise ln.error(f"expected an equation or `return` indented by {inner}", self.indent_of(self.k) + 1)
+                where = Span(self.file, self.k + 1, self.indent_of(self.k) + 1)
+                raise IRSyntaxError(f"expected an equation or `return` indented by {inner}", where)
             raw = self.lines[self.k].strip()
             if raw.startswith("#"):
                 raise IRSyntaxError("a note `# ...` must follow an equation", Span(self.file, self.k + 1, inner + 1))
@@ -342,18 +340,15 @@ class _Parser:
                 eqns.append(self.eqn(inner, calls))
                 continue
             ln = self.line()
-            if ln.peek() == "return":
-                ln.k += 1
-                outs = []
-                while ln.k < len(ln.toks):
-                    outs.append(self.use(ln))
-                    if ln.k < len(ln.toks):
-                        ln.expect(",")
-                ln.done()
-                self.k += 1
-                self.scopes.pop()
-                return Body(params, eqns, outs)
-            eqns.append(self.eqn(inner, calls))
+            ln.expect("return")
+            outs = []
+            while ln.k < len(ln.toks):
+                outs.append(self.use(ln))
+                if ln.k < len(ln.toks):
+                    ln.expect(",")
+            self.k += 1
+            self.scopes.pop()
+            return Body(params, eqns, outs)
 
     def use(self, ln: _Line) -> Var:
         col = ln.toks[ln.k][2] if ln.k < len(ln.toks) else len(ln.text) + 1
@@ -424,13 +419,13 @@ class _Parser:
         if "value" in params:  # the constant of `const`: an array of the output's dtype and shape
             if len(outs) != 1:
                 raise ln.error("a `value` param needs exactly one output", col)
-            params["value"] = _shaped(ln, np.asarray(params["value"]), outs[0].type)
+            params["value"] = _shaped(ln, np.asarray(params["value"]), outs[0].type, col)
         try:
             types = prim.shape([x.type for x in inputs], **params)
         except DiffcError as e:
             raise ln.error(f"`{prim.name}` does not take these inputs and params: {e.message}", col) from None
-        except TypeError as e:
-            raise ln.error(f"wrong params for `{prim.name}`: {e}", col) from None
+        except Exception as e:  # a shape rule given params of the wrong kind (a number for a tuple)
+            raise ln.error(f"wrong params for `{prim.name}`: {type(e).__name__}: {e}", col) from None
         if list(types) != [o.type for o in outs]:
             gives, says = ", ".join(map(str, types)), ", ".join(str(o.type) for o in outs)
             raise ln.error(f"`{prim.name}` gives ({gives}), the text says ({says})", col)
@@ -481,14 +476,15 @@ class _Parser:
                     try:
                         v.made = v.cls(**v.fields)
                     except TypeError as e:
-                        raise IRSyntaxError(f"record `{v.cls.__name__}`: {e}", Span(self.file, self.k, v.col)) from None
+                        raise IRSyntaxError(f"record `{v.cls.__name__}`: {e}", v.span) from None
                 eqn.params[key] = v.made
         return found
 
 
-def _shaped(ln: _Line, value: np.ndarray, t: TensorType) -> np.ndarray:
-    if value.size != t.size:
-        raise ln.error(f"a known value of {value.size} elements for a value of type {t}")
+def _shaped(ln: _Line, value: np.ndarray, t: TensorType, col: int | None) -> np.ndarray:
+    """value (read as nested lists) as an array of type t."""
+    if value.size != t.size or value.dtype.kind not in "biuf":
+        raise ln.error(f"{value.size} values for a value of type {t}", col)
     return value.astype(t.dtype.np).reshape(t.shape)
 
 

@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from ..errors import DiffcError
 from ..pytree import TreeDef
 from ..typesys import DType, TensorType
 from .core import Body, Program, Var
@@ -29,7 +30,7 @@ class _Names:
         return self.names[v.id]
 
 
-def value_text(v, names: _Names | None = None) -> str:
+def _value_text(v, names: _Names) -> str:
     """A param's value as text that parse.py reads back."""
     if isinstance(v, TensorType):  # f64[] for a scalar: a type, not the dtype f64
         return f"{v.dtype}[{', '.join(map(str, v.shape))}]"
@@ -40,7 +41,7 @@ def value_text(v, names: _Names | None = None) -> str:
     if isinstance(v, TreeDef):
         return f"tree{v!r}"
     if isinstance(v, tuple):
-        inner = ", ".join(value_text(x, names) for x in v)
+        inner = ", ".join(_value_text(x, names) for x in v)
         return f"({inner},)" if len(v) == 1 and not hasattr(v[0], "dtype") else f"({inner})"
     if _is_record(v):
         # a record may be shared by several equations (a while tape's origin, by its untape):
@@ -49,7 +50,7 @@ def value_text(v, names: _Names | None = None) -> str:
         label = names.records.setdefault(id(v), f"@{len(names.records)}")
         if not first:
             return label
-        fields = [f"{f.name}={value_text(getattr(v, f.name), names)}" for f in _record_fields(v, bodies=False)]
+        fields = [f"{f.name}={_value_text(getattr(v, f.name), names)}" for f in _record_fields(v, bodies=False)]
         return f"{label} {type(v).__name__}({', '.join(fields)})"
     if isinstance(v, float | np.floating):
         return _float_text(float(v))
@@ -99,11 +100,11 @@ def print_body(
     for eqn in body.eqns:
         try:
             derived = fold_known(eqn.prim, eqn.inputs, eqn.params, [o.type for o in eqn.outs])
-        except Exception:  # folding that fails here fails when read back: print what is known
+        except DiffcError:  # folding that fails here fails when read back too
             derived = None
         derived = derived or [None] * len(eqn.outs)
         outs = ", ".join(_typed(o, names, d) for o, d in zip(eqn.outs, derived))
-        params = [f"{k}={value_text(v, names)}" for k, v in eqn.params.items() if not _is_body(v)]
+        params = [f"{k}={_value_text(v, names)}" for k, v in eqn.params.items() if not _is_body(v)]
         ptext = f"[{', '.join(params)}]" if params else ""
         args = " ".join(names(x) for x in eqn.inputs)
         lhs = f"{outs} = " if outs else ""

@@ -42,6 +42,47 @@ def read_back(prog, lines_of=False):
     return parse_program(print_program(prog, lines_of), PRIMS, records_of(prog))
 
 
+def _pairs(a: Body, b: Body):
+    """The equations of two bodies of the same shape, nested bodies included, side by side."""
+    assert len(a.eqns) == len(b.eqns)
+    for x, y in zip(a.eqns, b.eqns):
+        yield x, y
+        for sa, sb in zip(x.bodies(), y.bodies(), strict=True):
+            yield from _pairs(sa, sb)
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    if isinstance(a, Body) or (isinstance(a, tuple) and a and isinstance(a[0], Body)):
+        return True  # compared by _pairs
+    if dataclasses.is_dataclass(a) and not isinstance(a, TensorType):
+        return type(a) is type(b)
+    return type(a) is type(b) and a == b
+
+
+def assert_same_program(a, b):
+    """What the passes and lowering read is the same in both: functions, types and known
+    values of every value, params of every equation (nested bodies included)."""
+    assert list(a.funcs) == list(b.funcs) and a.entry == b.entry
+    for name in a.funcs:
+        fa, fb = a.funcs[name], b.funcs[name]
+        assert fa.recursive == fb.recursive
+        values = list(zip(fa.body.params, fb.body.params, strict=True))
+        for x, y in _pairs(fa.body, fb.body):
+            assert x.prim is y.prim and list(x.params) == list(y.params) and x.note == y.note
+            for k in x.params:
+                assert _same_value(x.params[k], y.params[k]), (x.prim.name, k)
+            values += list(zip(x.outs, y.outs, strict=True))
+            for sa, sb in zip(x.bodies(), y.bodies()):
+                values += list(zip(sa.params, sb.params, strict=True))
+        for u, v in values:
+            assert u.type == v.type
+            assert (u.known is None) == (v.known is None)
+            if u.known is not None:
+                assert u.known.dtype == v.known.dtype and np.array_equal(u.known, v.known)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_print_parse_print_is_the_identity(name):
     prog = CASES[name]()
@@ -50,6 +91,7 @@ def test_print_parse_print_is_the_identity(name):
         parsed = parse_program(text, PRIMS, records_of(prog))
         verify(parsed)
         assert print_program(parsed, lines_of) == text
+    assert_same_program(prog, parsed)
 
 
 def test_the_corpus_has_every_stage_and_gradients():
@@ -215,6 +257,10 @@ def test_hand_written_text_reads():
         ("  %2: f64[3]", "    %2: f64[3]", 2, 5, "expected an equation or `return` indented by 2"),
         ("exp %0", "exp %0 $", 2, 23, "unexpected character '$'"),
         ("func main", "fun main", 1, 1, "expected `func`"),
+        ("axes=(0,)", "axes=0", 3, 13, "wrong params for `reduce_sum`: TypeError"),
+        ("%1: i64)", "%1: i64 known=[1, 2])", 1, 37, "2 values for a value of type i64"),
+        ("return %3", "return %3 %2", 4, 13, "expected `,`, found `%2`"),
+        ("exp %0", "exp[x=@3] %0", 2, 22, "record @3 is not defined"),
         ("%2: f64[3] = exp %0\n", "%2: f64[3] = exp %0\n  # a note\n  # another\n", 4, 3, "must follow an equation"),
     ],
 )
