@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 from corpus import cases
-from support.native import build_program
+from support.native import build_program, ir_of, module
 
 from diffc.errors import DiffcError
 from diffc.ir.build import Builder
@@ -305,3 +305,15 @@ def test_records_must_be_given():
 def test_empty_text():
     with pytest.raises(IRSyntaxError, match="no function"):
         parse_program("\n\n", PRIMS)
+
+
+def test_labels_read_back_whatever_they_hold():
+    """A print's label is the user's text: a quote, `]`, `#`, `# line N` and non-ASCII letters
+    are read back as they were."""
+    prog = ir_of(module('fn f(x) { print("it\'s ] [ # line 3", x); print("café", x); x }'), "f", 1.0)
+    labels = [e.params["label"] for e in all_eqns(prog.main.body) if e.prim.name == "print"]
+    assert labels == ["it's ] [ # line 3", "café"]
+    for lines_of in (False, True):
+        parsed = read_back(prog, lines_of)
+        assert [e.params["label"] for e in all_eqns(parsed.main.body) if e.prim.name == "print"] == labels
+        assert print_program(parsed, lines_of) == print_program(prog, lines_of)
