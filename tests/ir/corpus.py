@@ -61,7 +61,7 @@ def cases() -> list[tuple[str, object]]:
     """(name, make) pairs; make() returns the Program. Named `folder/program:stage`, and
     `:grad` (value_and_grad of main w.r.t. its float arguments, where main returns a float
     number; of each workload's loss w.r.t. its params) or `:grad-FN` (an example's
-    `# gradcheck:` line)."""
+    `# gradcheck:` line), each also as traced (`:grad:specialise`)."""
     found = []
     files = sorted(ROOT.glob("examples/*.dfl")) + sorted(ROOT.glob("tests/programs/*.dfl"))
     for path in files:
@@ -74,12 +74,10 @@ def cases() -> list[tuple[str, object]]:
         for stage in STAGES:
             found.append((f"{path.parent.name}/{path.stem}:{stage}", _maker(m, "main", args, stage)))
         if _returns_float_scalar(m, args) and any(x.dtype.kind == "f" for x in flatten_args(tuple(args))[0]):
-            found.append((f"{path.parent.name}/{path.stem}:grad", _maker(m, "main", args, None, _grad_transform(args))))
+            found += _grad(f"{path.parent.name}/{path.stem}:grad", m, "main", args, _grad_transform(args))
         for fn, pairs in _gradcheck_lines(path):
             args = draw_args(m, fn, given_args(m, fn, pairs), np.random.default_rng(0))
-            found.append(
-                (f"{path.parent.name}/{path.stem}:grad-{fn}", _maker(m, fn, args, None, _grad_transform(args)))
-            )
+            found += _grad(f"{path.parent.name}/{path.stem}:grad-{fn}", m, fn, args, _grad_transform(args))
     from benchmarks.data import NAMES, data
 
     for name in NAMES:
@@ -89,7 +87,7 @@ def cases() -> list[tuple[str, object]]:
         for stage in STAGES:
             found.append((f"workloads/{name}:{stage}", _maker(m, "loss", args, stage)))
         transform = ("grad", tuple(range(len(params))), True)
-        found.append((f"workloads/{name}:grad", _maker(m, "loss", args, None, transform)))
+        found += _grad(f"workloads/{name}:grad", m, "loss", args, transform)
     return found
 
 
@@ -98,6 +96,20 @@ def _returns_float_scalar(m, args) -> bool:
     prog, tree = to_ir(m.ast, "main", _types(args), after="specialise")
     outs = prog.main.body.out_types
     return tree == LEAF and len(outs) == 1 and outs[0].rank == 0 and outs[0].dtype.is_float
+
+
+def _grad(name, m, fn, args, transform):
+    """A gradient program, optimised (NAME) and as traced (NAME:specialise)."""
+    return [
+        (name, _maker(m, fn, args, None, transform)),
+        (f"{name}:specialise", _maker(m, fn, args, "specialise", transform)),
+    ]
+
+
+def optimised_name(name: str) -> str:
+    """The name of the optimised program of a `...:specialise` case."""
+    base = name.removesuffix(":specialise")
+    return base if ":grad" in base else f"{base}:dce"
 
 
 def _maker(m, fn, args, stage, transform=()):

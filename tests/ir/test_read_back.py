@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from corpus import cases
+from corpus import cases, optimised_name
 from support.native import build_program, ir_of, module
 
 from diffc.errors import DiffcError
@@ -94,11 +94,24 @@ def test_print_parse_print_is_the_identity(name):
     assert_same_program(prog, parsed)
 
 
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n.endswith(":specialise")))
+def test_the_passes_on_a_program_read_back_give_the_same_program(name):
+    """The text carries all that the passes read (types, known values, params, notes): the
+    passes run on the traced program read back make the program they make from the original."""
+    from diffc.pipeline import PASSES
+
+    prog = CASES[name]()
+    parsed = parse_program(print_program(prog), PRIMS, records_of(prog))
+    for _, run in PASSES:
+        parsed = run(parsed)
+    assert print_program(parsed) == print_program(CASES[optimised_name(name)]())
+
+
 def test_the_corpus_has_every_stage_and_gradients():
     names = set(CASES)
     assert {"examples/mlp:grad-loss", "workloads/while_newton:grad", "programs/recursion:dce"} <= names
-    assert sum(":grad" in n for n in names) >= 20
-    assert sum(n.startswith("workloads/") for n in names) == 8 * 6
+    assert sum(":grad" in n and n.endswith(":specialise") for n in names) >= 20  # and as optimised
+    assert sum(n.startswith("workloads/") for n in names) == 8 * 7  # 5 stages, the gradient twice
 
 
 def run(prog, args) -> list[np.ndarray]:
