@@ -4,11 +4,11 @@ tests/programs/ and benchmarks/workloads/, at each stage of the pipeline, and th
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
 import numpy as np
+from support.golden import _argument, main_args
 
 import diffc
 from diffc.cli import given_args
@@ -19,21 +19,6 @@ from diffc.runtime.values import flatten_args, type_of
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["specialise"] + [name for name, _ in PASSES]
-
-
-def _argument(v):
-    if isinstance(v, list):
-        return np.array(v)
-    if isinstance(v, dict):
-        return {k: _argument(x) for k, x in v.items()}
-    return v
-
-
-def _header_args(path: Path) -> dict:
-    for line in path.read_text().splitlines():
-        if line.startswith("# args:"):
-            return {k: _argument(v) for k, v in json.loads(line[len("# args:") :]).items()}
-    return {}
 
 
 def _gradcheck_lines(path: Path) -> list[tuple[str, list[str]]]:
@@ -68,7 +53,7 @@ def cases() -> list[tuple[str, object]]:
         m = diffc.load(path)
         if "main" not in m.ast.fns:
             continue
-        given = _header_args(path)
+        given = {k: _argument(v) for k, v in main_args(path).items()}
         names = [p.name for p in m.ast.fns["main"].params]
         args = [given[n] for n in names]
         for stage in STAGES:
