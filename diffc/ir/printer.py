@@ -1,9 +1,10 @@
 """IR -> text, for `diffc show --ir` and golden tests. Values are named %0, %1, ... in order
 of first appearance, so the text of a program is stable from run to run.
 
-The text says everything about a program except the source spans (only their lines, with
-lines_of): ir/parse.py reads it back. Known values are printed (`known=...` after a type)
-only where folding again would not find them (see parse.fold_known)."""
+The text says everything the passes and lowering read, and ir/parse.py reads it back: not the
+source spans (only their lines, with lines_of), nor Var.hint and Var.range, which only the
+specialiser reads while it builds. Known values are printed (`known=...` after a type) only
+where folding again would not find them (see parse.fold_known)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def _value_text(v, names: _Names) -> str:
         return f"tree{v!r}"
     if isinstance(v, tuple):
         inner = ", ".join(_value_text(x, names) for x in v)
-        return f"({inner},)" if len(v) == 1 and not hasattr(v[0], "dtype") else f"({inner})"
+        # Python's (x,), but (f64[3]) for one type (call's out_types): a tuple all the same
+        return f"({inner},)" if len(v) == 1 and not isinstance(v[0], TensorType) else f"({inner})"
     if _is_record(v):
         # a record may be shared by several equations (a while tape's origin, by its untape):
         # it is written out where it first appears, and named @N there and wherever else
