@@ -8,6 +8,8 @@ cost when fused, and what the passes may do with it (the fields of ir/prim.py's 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from llvmlite import ir
 
@@ -660,6 +662,17 @@ sigmoid_p = _ew(
     None,
     partials=lambda b, x, z: [ops.mul(b, z, ops.sub(b, _one(b, z), z))],
     cost=14,
+    keeps_zeros=True,
+)
+erf_p = _ew(
+    "erf",
+    FLOATS,
+    lambda em, dt, a: em.call_extern("erf" if dt is DType.F64 else "erff", a.type, [a]),  # libm's
+    None,
+    partials=lambda b, x, z: [
+        ops.mul(b, ops.like(b, x, 2 / math.sqrt(math.pi)), b.emit1(exp_p, [ops.neg(b, ops.mul(b, x, x))]))
+    ],
+    cost=20,
     keeps_zeros=True,
 )
 

@@ -471,6 +471,7 @@ BUILTINS = {
     "cos": _unary_float(ew.cos_p),
     "tanh": _unary_float(ew.tanh_p),
     "sigmoid": _unary_float(ew.sigmoid_p),
+    "erf": _unary_float(ew.erf_p),
     "relu": _relu,
     "maximum": _binary_builtin("maximum", binary(ew.max_p, "maximum")),
     "minimum": _binary_builtin("minimum", binary(ew.min_p, "minimum")),

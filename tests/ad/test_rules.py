@@ -159,6 +159,7 @@ ELEMENTWISE = [
     C("sin", "fn f(x) = sin(x)", normal(4), prims=("sin",)),
     C("cos", "fn f(x) = cos(x)", normal(4), prims=("cos",)),
     C("tanh", "fn f(x) = tanh(x)", with_zeros(normal(4), 1), prims=("tanh",)),
+    C("erf", "fn f(x) = erf(x)", with_zeros(normal(4), 1), prims=("erf",)),
     C("sigmoid", "fn f(x) = sigmoid(x)", with_zeros(normal(4), 2), prims=("sigmoid",)),
     C("pow-float", "fn f(x, y) = x ** y", positive(4), normal(4), prims=("pow",)),
     C("pow-float-scalar-base", "fn f(x, y) = x ** y", scalar(positive()), normal(3), prims=("pow",)),

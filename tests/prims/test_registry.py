@@ -254,6 +254,7 @@ CASES += unary_cases("sin", "sin(x)", np.sin, float_kinds())
 CASES += unary_cases("cos", "cos(x)", np.cos, float_kinds())
 CASES += unary_cases("tanh", "tanh(x)", np.tanh, float_kinds())
 CASES += unary_cases("sigmoid", "sigmoid(x)", R.sigmoid, float_kinds(lo=-40.0, hi=40.0))
+CASES += unary_cases("erf", "erf(x)", R.erf, float_kinds())
 
 # domain edges: zeros, infinities and NaN among ordinary values; ties for maximum and minimum
 EDGES = [0.0, -0.0, np.inf, -np.inf, np.nan]
@@ -267,6 +268,7 @@ for _prim, _expr, _ref in [
     ("cos", "cos(x)", np.cos),
     ("tanh", "tanh(x)", np.tanh),
     ("sigmoid", "sigmoid(x)", R.sigmoid),
+    ("erf", "erf(x)", R.erf),
     ("abs", "abs(x)", np.abs),
     ("max", "relu(x)", R.relu),
 ]:

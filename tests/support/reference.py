@@ -18,6 +18,11 @@ def sigmoid(x):
     return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))).astype(x.dtype)
 
 
+def erf(x):
+    x = np.asarray(x)
+    return np.vectorize(math.erf, otypes=[x.dtype])(x)
+
+
 def relu(x):
     x = np.asarray(x)
     return np.maximum(x, np.zeros((), x.dtype))
