@@ -129,12 +129,12 @@ def dumps(v) -> str:
     return json.dumps(v, allow_nan=True)
 
 
-def _argument(v):
+def json_argument(v):
     """A JSON value as a DFL argument: lists become NumPy arrays, objects records."""
     if isinstance(v, list):
         return np.array(v)
     if isinstance(v, dict):
-        return {k: _argument(x) for k, x in v.items()}
+        return {k: json_argument(x) for k, x in v.items()}
     return v
 
 
@@ -194,7 +194,7 @@ def run_main(path: Path):
         if set(names) != set(args):
             line = read_headers(path).get("args", (0, ""))[0]
             raise TestFailure(f"`# args:` gives {sorted(args)}, main takes {names}", line)
-        value = m.main(*[_argument(args[n]) for n in names])
+        value = m.main(*[json_argument(args[n]) for n in names])
     return value, out.getvalue()
 
 
@@ -292,7 +292,7 @@ def _check_grads(path: Path, directive: tuple[int, str]):
         if name not in module.ast.fns:
             raise TestFailure(f"`# grad-check:` names `{name}`, which the program does not define", lineno)
         with contextlib.redirect_stdout(io.StringIO()):
-            lines, ok = gradcheck(module, name, {k: _argument(v) for k, v in given.items()})
+            lines, ok = gradcheck(module, name, {k: json_argument(v) for k, v in given.items()})
     except DiffcError as e:
         raise TestFailure(f"grad-check of `{name}` failed: {e.message}\n{e.render()}", lineno) from None
     if not ok:

@@ -74,14 +74,7 @@ class Builder:
                 if t.rank > MAX_RANK:
                     raise ShapeError(f"an array of rank {t.rank}: arrays have at most {MAX_RANK} axes")
                 _check_size(t)
-            outs = [Var(t) for t in out_types]
-            if prim.fold is not None and all(x.known is not None for x in inputs):
-                # literals (their value is at hand), and small integer and boolean values (shapes,
-                # indices, arange): never float arithmetic, never an arange(2**62)
-                if "value" in params or all(_foldable(t) for t in [x.type for x in inputs] + out_types):
-                    values = prim.fold(*[x.known for x in inputs], **params)
-                    for o, val in zip(outs, values):
-                        o.known = np.asarray(val, dtype=o.type.dtype.np).reshape(o.type.shape)
+            outs = [Var(t, known) for t, known in zip(out_types, fold_known(prim, inputs, params, out_types))]
         except DiffcError as e:
             if e.span is None:
                 e.span = span
@@ -146,6 +139,18 @@ def _interval(x: Var):
         v = int(x.known)
         return (v, v + 1)
     return x.range
+
+
+def fold_known(prim, inputs: list[Var], params: dict, out_types: list[TensorType]) -> list:
+    """The known values of an equation's outputs (None each where unknown): literals (their
+    value is at hand), and small integer and boolean values (shapes, indices, arange) computed
+    from known inputs: never float arithmetic, never an arange(2**62)."""
+    if prim.fold is None or not all(x.known is not None for x in inputs):
+        return [None] * len(out_types)
+    if "value" not in params and not all(_foldable(t) for t in [x.type for x in inputs] + out_types):
+        return [None] * len(out_types)
+    values = prim.fold(*[x.known for x in inputs], **params)
+    return [np.asarray(v, dtype=t.dtype.np).reshape(t.shape) for v, t in zip(values, out_types)]
 
 
 def _foldable(t: TensorType) -> bool:

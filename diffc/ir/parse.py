@@ -20,24 +20,13 @@ from ..errors import DiffcError, DiffcSyntaxError
 from ..pytree import LEAF, TreeDef
 from ..source import NO_SPAN, SourceFile, Span
 from ..typesys import DType, TensorType
-from .build import _foldable
+from .build import fold_known
 from .core import Body, Eqn, Func, Program, Var
 
 
 class IRSyntaxError(DiffcSyntaxError):
     """IR text that does not read back: malformed, an unknown primitive or value, or a type
     that disagrees with what the primitive gives."""
-
-
-def fold_known(prim, inputs: list[Var], params: dict, out_types: list[TensorType]) -> list | None:
-    """The known values of an equation's outputs, as Builder.emit finds them: literals, and
-    integer and boolean values of at most FOLD_LIMIT elements computed from known inputs."""
-    if prim.fold is None or not all(x.known is not None for x in inputs):
-        return None
-    if "value" not in params and not all(_foldable(t) for t in [x.type for x in inputs] + out_types):
-        return None
-    values = prim.fold(*[x.known for x in inputs], **params)
-    return [np.asarray(v, dtype=t.dtype.np).reshape(t.shape) for v, t in zip(values, out_types)]
 
 
 def parse_program(text: str, prims: dict, records=(), name: str = "<ir>") -> Program:
@@ -433,7 +422,7 @@ class _Parser:
             folded = fold_known(prim, inputs, params, types)
         except DiffcError as e:
             raise ln.error(f"`{prim.name}` of these known values: {e.message}", col) from None
-        for (start, end), o, f in zip(marks, outs, folded or [None] * len(outs)):
+        for (start, end), o, f in zip(marks, outs, folded):
             if not any(ln.toks[j][1] == "known" for j in range(start, end)):
                 o.known = f
         return outs

@@ -8,7 +8,6 @@ import shlex
 from pathlib import Path
 
 import numpy as np
-from support.golden import _argument, main_args
 
 import diffc
 from diffc.cli import given_args
@@ -16,6 +15,7 @@ from diffc.gradcheck import draw_args
 from diffc.pipeline import PASSES, to_ir
 from diffc.pytree import LEAF, unflatten
 from diffc.runtime.values import flatten_args, type_of
+from diffc.testing import json_argument, main_args
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["specialise"] + [name for name, _ in PASSES]
@@ -53,7 +53,7 @@ def cases() -> list[tuple[str, object]]:
         m = diffc.load(path)
         if "main" not in m.ast.fns:
             continue
-        given = {k: _argument(v) for k, v in main_args(path).items()}
+        given = {k: json_argument(v) for k, v in main_args(path).items()}
         names = [p.name for p in m.ast.fns["main"].params]
         args = [given[n] for n in names]
         for stage in STAGES:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 from corpus import cases, optimised_name
-from support.native import build_program, ir_of, module
+from support.native import build_program, ir_of, module, run_program
 
 from diffc.errors import DiffcError
 from diffc.ir.build import Builder
@@ -114,22 +114,6 @@ def test_the_corpus_has_every_stage_and_gradients():
     assert sum(n.startswith("workloads/") for n in names) == 8 * 7  # 5 stages, the gradient twice
 
 
-def run(prog, args) -> list[np.ndarray]:
-    """Lower, JIT-compile and run a Program as the pipeline does (pipeline.compile_native)."""
-    from diffc.lower import jit
-    from diffc.lower.llvm import lower_program
-    from diffc.pipeline import load_kernels
-    from diffc.runtime.call import NativeFunction, register_symbols
-
-    body = prog.main.body
-    register_symbols()
-    ms = lower_program(prog)
-    mod = jit.optimise(str(ms.module))
-    load_kernels(ms.kernels)
-    native = NativeFunction(jit.Compiled(mod), ms.sites, body.in_types, body.out_types, ms.entry_arena, ms.prints)
-    return native([np.ascontiguousarray(a, dtype=p.type.dtype.np) for a, p in zip(args, body.params)])
-
-
 def _inputs(prog, seed=0):
     rng = np.random.default_rng(seed)
     out = []
@@ -161,8 +145,8 @@ def test_a_parsed_program_computes_the_same_numbers(name):
     original = CASES[name]()
     parsed = read_back(original, lines_of=True)
     args = _inputs(original)
-    want = run(CASES[name](), args)
-    got = run(parsed, args)
+    want = run_program(CASES[name](), args)
+    got = run_program(parsed, args)
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert type(g) is type(w) and np.shape(g) == np.shape(w)

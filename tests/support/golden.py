@@ -27,7 +27,7 @@ def pytest_addoption(parser):
         "--update-golden",
         action="store_true",
         default=False,
-        help="rewrite the `# expect:` lines of tests/programs/*.dfl from diffc's output",
+        help="rewrite the expectations of tests/programs/*.dfl and tests/passes/*/*.ir from diffc's output",
     )
 
 

@@ -52,13 +52,15 @@ def run_program(prog: Program, args) -> list[np.ndarray]:
     """Verify, lower, JIT-compile and run a hand-built Program on NumPy arguments."""
     from diffc.lower import jit
     from diffc.lower.llvm import lower_program
+    from diffc.pipeline import load_kernels
     from diffc.runtime.call import NativeFunction, register_symbols
 
     verify(prog)
     body = prog.main.body
+    register_symbols()
     ms = lower_program(prog)
     mod = jit.optimise(str(ms.module))
-    register_symbols()
-    native = NativeFunction(jit.Compiled(mod), ms.sites, body.in_types, body.out_types)
+    load_kernels(ms.kernels)
+    native = NativeFunction(jit.Compiled(mod), ms.sites, body.in_types, body.out_types, ms.entry_arena, ms.prints)
     arrays = [np.ascontiguousarray(a, dtype=p.type.dtype.np) for a, p in zip(args, body.params)]
     return native(arrays)
