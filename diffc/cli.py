@@ -125,6 +125,8 @@ def parse_value(name: str, text: str, module: api.Module | None = None):
     expression evaluated in the program, such as a record made by one of its functions."""
     if text.endswith(".npy"):
         return read_npy(name, text)
+    if text.strip().lower().lstrip("+-") in ("inf", "infinity", "nan"):
+        return float(text)  # as Python and NumPy spell them (JSON's Infinity and NaN work too)
     try:
         v = json.loads(text)
     except json.JSONDecodeError:
@@ -146,7 +148,7 @@ def parse_value(name: str, text: str, module: api.Module | None = None):
             a = np.array(v)
         except ValueError:
             raise UsageError(f"--arg {name}: the JSON array is ragged (rows of different lengths)") from None
-        if a.dtype.kind not in "biuf" or a.size == 0 and a.ndim == 1 and False:
+        if a.dtype.kind not in "biuf":
             raise UsageError(f"--arg {name}: expected an array of numbers or booleans")
         return a
     if isinstance(v, bool | int | float):

@@ -115,8 +115,23 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
     """The candidate most like `name` (a likely misspelling of it), or None if none is close.
     Names starting with `_` are diffc's own and never suggested."""
     words = sorted({c for c in candidates if c != name and not c.startswith("_")})
-    found = difflib.get_close_matches(name, words, n=1, cutoff=0.6)
+    # difflib ranks; a few edits at most (one per three letters) keep short names honest: `inf`
+    # is not a misspelt `sin`, `totl` is `total`
+    found = [
+        w for w in difflib.get_close_matches(name, words, n=3, cutoff=0.6) if _edits(name, w) <= max(1, len(name) // 3)
+    ]
     return found[0] if found else None
+
+
+def _edits(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbours that make a into b."""
+    d = [[i + j if i * j == 0 else 0 for j in range(len(b) + 1)] for i in range(len(a) + 1)]
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

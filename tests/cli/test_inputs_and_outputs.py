@@ -154,3 +154,12 @@ def test_closed_pipe_exits_quietly(tmp_path, text):
         timeout=TIMEOUT,
     )
     assert r.returncode == cli.EXIT_BROKEN_PIPE and r.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [("inf", "Infinity"), ("-inf", "-Infinity"), ("+Inf", "Infinity"), ("nan", "NaN"), ("Infinity", "Infinity")],
+)
+def test_infinities_and_nan_as_arguments(tmp_path, capsys, text, want):
+    p = write(tmp_path, "p.dfl", "fn main(x) = x\n")
+    assert run(capsys, "run", p, "--arg", f"x={text}") == (OK, want + "\n", "")
