@@ -291,7 +291,8 @@ class Session:
             argnums = floats[0] if len(floats) == 1 else floats
             return value_text(api.grad(api.Module(self.ast).function(name), argnums)(*args))
         prog, _ = to_ir(self.ast, name, self._types(args), transform=("grad", floats, True))
-        return print_program(prog, lines_of=True)
+        head = f"# value_and_grad of `{name}` w.r.t. arguments {floats}: the forward pass, then the backward pass"
+        return head + "\n" + print_program(prog, lines_of=True)
 
 
 def types_of(args) -> tuple:
