@@ -409,7 +409,10 @@ def main(argv=None) -> int:
             "repl": cmd_repl,
             "lsp": cmd_lsp,
         }
-        status = bigstack.run(commands[args.cmd], args)
+        # (the repl and the server stay on the main thread, where Ctrl-C arrives, and compile
+        # on workers of their own; a Ctrl-C there ends one entry, not the session)
+        interactive = args.cmd in ("repl", "lsp")
+        status = commands[args.cmd](args) if interactive else bigstack.run(commands[args.cmd], args)
         sys.stdout.flush()  # (a failure to write is reported here, not at the interpreter's exit)
         return status
     except UsageError as e:

@@ -8,6 +8,7 @@ not one per entry, because the compile cache keys a program by its text."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import sys
@@ -158,7 +159,7 @@ class Session:
             if is_definition(text):
                 self.define("\n" * (line - 1) + text)
                 return None
-            if not text.strip():
+            if not any(_code(line).strip() for line in text.split("\n")):  # (blank, or comments only)
                 return None
             return value_text(self.evaluate(text, line, 1))
         except DiffcError as e:
@@ -230,7 +231,7 @@ class Session:
 
     def load(self, path: str) -> None:
         """:load FILE: the file is checked as a program first (its mistakes located in it), then
-        its text joins the transcript as if typed."""
+        its text joins the transcript as if typed (its imports then found from the session's folder)."""
         if not path:
             raise UsageError(":load needs a file name")
         p = Path(path).expanduser()
@@ -336,7 +337,7 @@ def history_file() -> Path:
 def _start_history() -> None:
     """readline's line editing and history, when there is a terminal and readline."""
     try:
-        import readline
+        import readline  # (here, not at the top: loading it may write to the terminal)
     except ImportError:
         return
     path = history_file()
@@ -347,8 +348,6 @@ def _start_history() -> None:
     except OSError:
         return
     readline.set_history_length(1000)
-    import atexit
-
     atexit.register(_save_history, readline, path)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -61,6 +62,7 @@ def test_a_session_defines_redefines_and_evaluates():
     s = Session()
     assert s.enter("fn f(x) = x * 2.0") is None
     assert s.enter("f(3.0)") == "6.0"
+    assert s.enter("# a comment") is None and s.enter("   ") is None
     assert s.enter("fn f(x) = x + 1.0") is None  # replaces the old f
     assert s.enter("f(3.0)") == "4.0"
     assert s.enter("let v = [1.0, 2.0]") is None
@@ -136,3 +138,30 @@ def test_diffc_repl_reads_standard_input(tmp_path):
         "    f(oops)",
         "      ^~~~",
     ]
+
+
+def test_on_a_terminal_ctrl_c_cancels_and_history_is_kept(tmp_path):
+    """Ctrl-C ends a computation or an entry being typed, not the session; Ctrl-D leaves."""
+    pexpect = pytest.importorskip("pexpect", reason="pexpect is not installed (it comes with IPython)")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path), "TERM": "dumb", "DIFFC_CACHE": "0"}
+    c = pexpect.spawn(sys.executable, ["-m", "diffc", "repl"], env=env, encoding="utf-8", timeout=120)
+    try:
+        c.expect(">>> ")
+        c.sendline("while(fn(x) => x > 0, fn(x) => x + 1, 1)")  # (runs until interrupted)
+        time.sleep(2)  # (let the loop start: not an assertion on time)
+        c.sendintr()
+        c.expect("interrupted")
+        c.expect(">>> ")
+        c.sendline("[1.0,")
+        c.expect(r"\.\.\. ")
+        c.sendintr()
+        c.expect(">>> ")
+        c.sendline("2 + 3")
+        c.expect("5\r\n>>> ")
+        c.sendeof()
+        c.expect(pexpect.EOF)
+    finally:
+        c.close(force=True)
+    assert c.exitstatus == 0
+    history = (tmp_path / "diffc" / "repl_history").read_text().splitlines()
+    assert history[-1] == "2 + 3"
