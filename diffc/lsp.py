@@ -48,7 +48,8 @@ def analyse(text: str, path: str) -> Analysis:
         module = bigstack.run(resolve.load_text, text, path, Path(path).parent, BUILTINS)
     except DiffcError as e:
         return Analysis(None, [e])
-    except RecursionError:
+    except Exception as e:  # a bug in diffc: said on stderr (the editor's log), and no diagnostics
+        _internal_error(e)
         return Analysis(None)
     found = Analysis(module)
     for name, fndef in module.fns.items():
@@ -64,12 +65,17 @@ def analyse(text: str, path: str) -> Analysis:
         except DiffcError as e:
             found.errors.append(e)
             continue
-        except RecursionError:
+        except Exception as e:
+            _internal_error(e)
             continue
         ins = ", ".join(type_text(t) for t in types_of(args))
         out = type_text(unflatten(out_tree, prog.main.body.out_types, make_record=dict))
         found.types[name] = f"({ins}) -> {out}"
     return found
+
+
+def _internal_error(e: Exception) -> None:
+    print(f"diffc lsp: internal error in diffc: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def located(e: DiffcError, path: str) -> tuple[Span | None, str]:
