@@ -13,7 +13,7 @@ try:
 except ImportError:
     pygls = None
 
-pytestmark = pytest.mark.skipif(pygls is None, reason="pygls is not installed (pip install '.[lsp]')")
+needs_pygls = pytest.mark.skipif(pygls is None, reason="pygls is not installed (pip install '.[lsp]')")
 
 
 class Client:
@@ -58,6 +58,7 @@ class Client:
         return self.wait_for(lambda m: m.get("method") == "textDocument/publishDiagnostics")["params"]
 
 
+@needs_pygls
 def test_diagnostics_follow_the_text_and_hover_shows_the_type(tmp_path):
     uri = (tmp_path / "prog.dfl").as_uri()
     c = Client(tmp_path)
@@ -104,3 +105,14 @@ def test_diagnostics_follow_the_text_and_hover_shows_the_type(tmp_path):
         if c.proc.poll() is None:
             c.proc.kill()
         c.proc.wait()
+
+
+def test_without_pygls_the_command_says_how_to_install_it():
+    code = (
+        "import sys\n"
+        "sys.modules['pygls'] = sys.modules['pygls.lsp'] = sys.modules['pygls.lsp.server'] = None\n"
+        "from diffc.cli import main\n"
+        "sys.exit(main(['lsp']))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "pip install 'diffc[lsp]'" in r.stderr
