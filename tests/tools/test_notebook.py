@@ -41,6 +41,9 @@ def test_a_mistake_is_located_in_the_cell_without_a_traceback(shell, capsys):
         "          ^~~~",
     ]
     assert "Traceback" not in err
+    assert "ok" not in shell.user_ns  # (a cell with a mistake binds nothing)
+    shell.run_cell("%%dfl not-a-name\nfn two() = 2\n")
+    assert "expected a Python name for the module" in capsys.readouterr().err
 
 
 def test_import_diffc_does_not_import_ipython():

@@ -165,3 +165,9 @@ def test_on_a_terminal_ctrl_c_cancels_and_history_is_kept(tmp_path):
     assert c.exitstatus == 0
     history = (tmp_path / "diffc" / "repl_history").read_text().splitlines()
     assert history[-1] == "2 + 3"
+
+
+@pytest.mark.parametrize("command, says", [("repl", ":type, :ir, :grad"), ("lsp", "Language Server Protocol")])
+def test_help(command, says):
+    r = subprocess.run([sys.executable, "-m", "diffc", command, "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and says in " ".join(r.stdout.split())
