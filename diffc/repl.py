@@ -144,6 +144,7 @@ class Session:
         self.items: dict[str, Item] = {}
         self.ast = self._load(self.items)
         self.done = False
+        self._expr_file: SourceFile | None = None  # the text of the expression compiled last
 
     @property
     def transcript(self) -> SourceFile:
@@ -159,15 +160,15 @@ class Session:
             if is_definition(text):
                 self.define("\n" * (line - 1) + text)
                 return None
-            if not any(_code(line).strip() for line in text.split("\n")):  # (blank, or comments only)
+            if not any(_code(row).strip() for row in text.split("\n")):  # (blank, or comments only)
                 return None
             return value_text(self.evaluate(text, line, 1))
         except DiffcError as e:
             raise self._relocated(e) from None
 
-    def define(self, text: str, source: SourceFile | None = None) -> None:
+    def define(self, text: str) -> None:
         """Add the definitions of text (an entry placed at its line), replacing those of the same names."""
-        source = source or SourceFile(NAME, text)
+        source = SourceFile(NAME, text)
         items = dict(self.items)
         for d in bigstack.run(parse, source).items:
             name = d.name if not isinstance(d, n.Import) else f"import {d.name}"
@@ -191,7 +192,7 @@ class Session:
     def _relocated(self, e: DiffcError) -> DiffcError:
         """e with its spans in the session's text moved to the transcript."""
         transcript = self.transcript
-        expr_file = getattr(self, "_expr_file", None)
+        expr_file = self._expr_file
 
         def move(s: Span | None) -> Span | None:
             if s is None or s.file is None or s.file.name != NAME:
@@ -229,7 +230,7 @@ class Session:
         if word == ":grad":
             return self.grad(rest, line, rest_col)
 
-    def load(self, path: str) -> None:
+    def load(self, path: str) -> str:
         """:load FILE: the file is checked as a program first (its mistakes located in it), then
         its text joins the transcript as if typed (its imports then found from the session's folder)."""
         if not path:
