@@ -92,10 +92,10 @@ def test_errors_are_located_at_the_line_entered_and_the_session_goes_on():
     s.enter("fn h(x) = x @ x")
     with pytest.raises(DiffcError) as e:  # a type error inside a definition, found by a call
         s.enter("h(1.0)")
-    assert e.value.location == "<repl>:6:11"
+    assert e.value.location == "<repl>:6:11"  # (h is on line 6, the call on 7)
     with pytest.raises(DiffcError) as e:  # in the arguments of a command, at their columns
         s.enter(":grad f(1.0, nope)")
-    assert e.value.location == "<repl>:7:14"
+    assert e.value.location == "<repl>:8:14"
     with pytest.raises(UsageError):
         s.enter(":frob")
 
