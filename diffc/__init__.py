@@ -20,6 +20,15 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext diffc` in IPython or Jupyter: adds the `%%dfl` cell magic (diffc/notebook.py).
+    Imported here on demand, so that `import diffc` needs no IPython."""
+    from . import notebook
+
+    notebook.load_ipython_extension(ipython)
+
+
 __all__ = [
     "load",
     "compile",

@@ -1,4 +1,4 @@
-"""The command line: `diffc run | check | show | gradcheck | test | cache`.
+"""The command line: `diffc run | check | show | gradcheck | test | cache | repl | lsp`.
 
 Exit status: 0 success, 1 a mistake in the program (printed as file:line:col with the
 source line), 2 a bad command line. Nothing else escapes: an unexpected exception is
@@ -117,6 +117,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("paths", nargs="*", default=["."], metavar="PATH", help="files and folders (default: .)")
     t.add_argument("-v", "--verbose", action="store_true", help="print each failure in full, and each file passed")
     t.add_argument("--update", action="store_true", help="rewrite the # expect: lines from what diffc computes")
+    sub.add_parser(
+        "repl",
+        help="type definitions and expressions, and see their values",
+        description="An interactive session: definitions (fn, let, import) and expressions, one entry at a "
+        "time; :type, :ir, :grad, :load, :help, :quit (README, The command line).",
+    )
+    sub.add_parser(
+        "lsp",
+        help="a language server for editors, over standard input and output",
+        description="Speak the Language Server Protocol on stdin/stdout: diagnostics as a .dfl file changes, "
+        "hover on function names (needs pygls: pip install 'diffc[lsp]').",
+    )
     return p
 
 
@@ -370,6 +382,18 @@ def cmd_test(a) -> int:
     return EXIT_PROGRAM if failed else EXIT_OK
 
 
+def cmd_repl(a) -> int:
+    from . import repl
+
+    return repl.run()
+
+
+def cmd_lsp(a) -> int:
+    from . import lsp
+
+    return lsp.serve()
+
+
 def main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -384,8 +408,13 @@ def main(argv=None) -> int:
             "gradcheck": cmd_gradcheck,
             "test": cmd_test,
             "cache": cmd_cache,
+            "repl": cmd_repl,
+            "lsp": cmd_lsp,
         }
-        status = bigstack.run(commands[args.cmd], args)
+        # (the repl and the server stay on the main thread, where Ctrl-C arrives, and compile
+        # on workers of their own; a Ctrl-C there ends one entry, not the session)
+        interactive = args.cmd in ("repl", "lsp")
+        status = commands[args.cmd](args) if interactive else bigstack.run(commands[args.cmd], args)
         sys.stdout.flush()  # (a failure to write is reported here, not at the interpreter's exit)
         return status
     except UsageError as e:
