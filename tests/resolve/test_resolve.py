@@ -8,8 +8,18 @@ import textwrap
 
 import pytest
 
+from diffc import resolve
 from diffc.errors import NameError_
-from diffc.resolve import load_file, load_text, stdlib_dir
+from diffc.resolve import stdlib_dir
+from diffc.specialise.builtins import BUILTINS
+
+
+def load_text(text):
+    return resolve.load_text(text, "<string>", None, BUILTINS)
+
+
+def load_file(path):
+    return resolve.load_file(path, BUILTINS)
 
 
 def write(folder, name: str, text: str):
