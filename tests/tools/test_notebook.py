@@ -33,7 +33,8 @@ def test_a_cell_binds_its_functions_and_module(shell, tmp_path, monkeypatch):
 
 
 def test_a_mistake_is_located_in_the_cell_without_a_traceback(shell, capsys):
-    shell.run_cell("%%dfl\nfn ok(x) = x\nfn bad(x) =\n  x + nope\n")
+    result = shell.run_cell("%%dfl\nfn ok(x) = x\nfn bad(x) =\n  x + nope\n")
+    assert result.error_in_exec is not None  # the cell fails: "run all" stops here
     err = capsys.readouterr().err
     assert err.splitlines() == [
         "<cell>:4:7: error: unknown variable `nope`",
@@ -44,6 +45,14 @@ def test_a_mistake_is_located_in_the_cell_without_a_traceback(shell, capsys):
     assert "ok" not in shell.user_ns  # (a cell with a mistake binds nothing)
     shell.run_cell("%%dfl not-a-name\nfn two() = 2\n")
     assert "expected a Python name for the module" in capsys.readouterr().err
+
+
+def test_an_error_at_run_time_is_located_without_a_traceback(shell, capsys):
+    shell.run_cell("%%dfl\nfn at(xs, i) = xs[i]\n")
+    result = shell.run_cell("at([1.0, 2.0], 5)")
+    assert result.error_in_exec is not None
+    err = capsys.readouterr().err
+    assert err.startswith("<cell>:2:16: error: index 5 is out of bounds") and "Traceback" not in err
 
 
 def test_import_diffc_does_not_import_ipython():
