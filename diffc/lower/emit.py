@@ -208,10 +208,6 @@ class Emitter:
         self.scopes: dict[int, int] = {}  # id(buffer pointer) -> scope number
         self.n_scopes = 0
         self.scoped: list[tuple[ir.Instruction, int]] = []
-        # code that frees the heap memory owned by the body being emitted, run on a failure,
-        # and the allocas holding its live heap tapes (prims/tape.py); both die with the body
-        self.cleanups: list = []
-        self.tapes: list = []
 
     @property
     def name(self) -> str:
@@ -510,9 +506,8 @@ class Emitter:
         self.b.position_at_end(ok)
 
     def leave(self):
-        """Branch to the exit after a failure, freeing the heap memory of the loops in progress."""
-        for free in reversed(self.cleanups):
-            free()
+        """Branch to the exit after a failure (the heap tapes still live are in the call's list
+        of records, which its entry frees: See Note [Tape records] in prims/tape.py)."""
         self.b.branch(self.exit)
 
     def poll_interrupt(self, span: Span):
@@ -530,7 +525,7 @@ class Emitter:
 
     def realloc(self, p: ir.Value, nbytes: ir.Value, site: Site) -> ir.Value:
         """realloc(p, nbytes); when there is no memory left, the call fails at `site` with the
-        size, and p, still valid, is freed by the cleanup its owner registered (self.cleanups)."""
+        size, and p, still valid, is freed by the call's entry (a tape record: prims/tape.py)."""
         q = self.call_extern("realloc", PTR, [p, nbytes], [PTR, I64])
         self.fail_if(self.b.icmp_unsigned("==", q, ir.Constant(PTR, None)), site, nbytes, unlikely=True)
         return q
@@ -550,7 +545,6 @@ class Emitter:
         """Emit the equations of `body` with its params bound to `args`; returns its outs
         (in memory or registers; Lazy only where lazy_outs allows it)."""
         env = dict(zip(body.params, args))
-        owned = len(self.cleanups), len(self.tapes)
         fusable = _fusable_values(body, lazy_outs)
         for eqn in body.eqns:
             ins = [env[x] for x in eqn.inputs]
@@ -562,8 +556,6 @@ class Emitter:
             finally:
                 self.fuse_next = False
             env.update(zip(eqn.outs, outs))
-        # (memory that outlives the body, as a tape that a loop's step returns, is not freed on a failure)
-        del self.cleanups[owned[0] :], self.tapes[owned[1] :]
         return [env[o] if lazy_outs else self.force(env[o]) for o in body.outs]
 
     # --- finishing ------------------------------------------------------------------------

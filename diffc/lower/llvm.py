@@ -10,6 +10,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..ir.core import Func, Program
+from ..ir.walk import all_eqns
 from ..pytree import TreeDef
 from . import pyentry
 from .emit import (
@@ -80,9 +81,11 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
     for name, f in prog.funcs.items():
         _lower_func(ms, f, ms.funcs[name], entry=name == prog.entry)
     recursive = any(f.recursive for f in prog.funcs.values())
-    _lower_entry(ms, prog.main, ms.funcs[prog.entry], recursive)
+    # tape records (of recursions and `while` loops) that a failure may leave behind
+    records = any(e.prim.taped is not None for f in prog.funcs.values() for e in all_eqns(f.body))
+    _lower_entry(ms, prog.main, ms.funcs[prog.entry], records)
     if pyentry.eligible(prog.main, out_tree, bool(ms.prints)):
-        pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive)
+        pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive, records)
     return ms
 
 
@@ -128,7 +131,7 @@ def _depth_guard(em: Emitter, f: Func):
     em.fail_if(b.icmp_unsigned("<", frame, limit), Site(f.span, ERR_STACK, f.name), depth)
 
 
-def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, recursive: bool):
+def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
     fn = ir.Function(ms.module, ir.FunctionType(VOID, [PTR, PTR, PTR]), ENTRY_SYMBOL)
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     ctx, ins, outs = fn.args
@@ -146,6 +149,6 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, recursive: bool)
             args.append(ptr)
     start_interrupts(b, ms.module, ctx)
     b.call(target, [ctx] + [slot(outs, k) for k in range(len(f.body.outs))] + args)
-    if recursive:  # (only a recursion's derivative tapes records)
+    if records:
         free_records_left(b, ms.module, ctx)
     b.ret_void()

@@ -111,9 +111,10 @@ def eligible(f: Func, out_tree: TreeDef | None, has_prints: bool) -> bool:
     )
 
 
-def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: TreeDef, recursive: bool):
+def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: TreeDef, recursive: bool, records: bool):
     """Emit diffc_pycall for entry Func f, lowered as `target`; `recursive` when the program
-    has recursive functions, which need the stack limit of the calling thread."""
+    has recursive functions, which need the stack limit of the calling thread; `records` when
+    it keeps tape records a failure may leave (See Note [Tape records] in prims/tape.py)."""
     ctx_global = ir.GlobalVariable(module, PTR, PYCTX_SYMBOL)
     ctx_global.initializer = ir.Constant(PTR, None)
     stack_global = ir.GlobalVariable(module, PTR, PYSTACK_SYMBOL)
@@ -200,7 +201,7 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
         b.store(ir.Constant(I64, 0), b.gep(ctx, [ir.Constant(I64, word)], source_etype=I64))
     start_interrupts(b, module, ctx)
     b.call(target, [ctx, *slots, *values])
-    if recursive:  # (only a recursion's derivative tapes records)
+    if records:
         free_records_left(b, module, ctx)
     err = b.load(b.gep(ctx, [ir.Constant(I64, CTX_ERR)], source_etype=I64), typ=I64)
     native_failed = fn.append_basic_block("native_failed")

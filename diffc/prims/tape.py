@@ -69,14 +69,6 @@ def _read_record(em, base, types, copy: bool):
     return out
 
 
-def disown(em, p):
-    """The heap block p is no longer freed on a failure by the op that made it (em.tapes: the
-    allocas that hold such blocks; free(NULL) does nothing)."""
-    for slot in em.tapes:
-        held = em.b.load(slot)
-        em.b.store(em.b.select(em.b.icmp_unsigned("==", held, p), ir.Constant(PTR, None), held), slot)
-
-
 def _site(eqn, what: str) -> Site:
     return Site(eqn.span, ERR_MEMORY, what)
 
@@ -87,14 +79,11 @@ def _site(eqn, what: str) -> Site:
 HEADER = 16  # a record's links in the call's list of live records: next, and where it is pointed at
 
 
-def _pack_lower(em, eqn, ins):
-    """A record in the list ctx[CTX_RECORDS] (See Note [Tape records]): p->next = head,
-    p->at = &ctx[CTX_RECORDS], head->at = &p->next, head = p."""
-    types = [x.type for x in eqn.inputs]
-    _, size = record_layout(types)
+def _link(em, p):
+    """Put the heap block p (HEADER bytes of links first) in the list ctx[CTX_RECORDS] of the
+    call's live records (See Note [Tape records]): p->next = head, p->at = &ctx[CTX_RECORDS],
+    head->at = &p->next, head = p."""
     b = em.b
-    p = em.malloc(em.i64(HEADER + size), _site(eqn, "the tape of a recursive call"))
-    _write_record(em, b.gep(p, [em.i64(HEADER)], source_etype=I8), types, ins)
     head_at = em.ctx_ptr(CTX_RECORDS)
     head = b.load(head_at, typ=PTR)
     b.store(head, p)
@@ -102,23 +91,50 @@ def _pack_lower(em, eqn, ins):
     with b.if_then(b.icmp_unsigned("!=", head, ir.Constant(PTR, None))):
         b.store(p, _at_field(em, head))
     b.store(p, head_at)
-    return [b.ptrtoint(p, I64)]
+
+
+def _relink(em, q):
+    """After realloc moved a record to q: *q->at = q, q->next->at = &q->next."""
+    b = em.b
+    b.store(q, b.load(_at_field(em, q), typ=PTR))
+    nxt = b.load(q, typ=PTR)
+    with b.if_then(b.icmp_unsigned("!=", nxt, ir.Constant(PTR, None))):
+        b.store(q, _at_field(em, nxt))
+
+
+def _unlink_and_free(em, p):
+    """*p->at = p->next, p->next->at = p->at; free(p)."""
+    b = em.b
+    nxt, at = b.load(p, typ=PTR), b.load(_at_field(em, p), typ=PTR)
+    b.store(nxt, at)
+    with b.if_then(b.icmp_unsigned("!=", nxt, ir.Constant(PTR, None))):
+        b.store(at, _at_field(em, nxt))
+    em.call_extern("free", VOID, [p], [PTR])
 
 
 def _at_field(em, p):
     return em.b.gep(p, [em.i64(8)], source_etype=I8)
 
 
+def _data(em, p):
+    return em.b.gep(p, [em.i64(HEADER)], source_etype=I8)
+
+
+def _pack_lower(em, eqn, ins):
+    """A record of the call's values, in the list of live records."""
+    types = [x.type for x in eqn.inputs]
+    _, size = record_layout(types)
+    p = em.malloc(em.i64(HEADER + size), _site(eqn, "the tape of a recursive call"))
+    _write_record(em, _data(em, p), types, ins)
+    _link(em, p)
+    return [em.b.ptrtoint(p, I64)]
+
+
 def _unpack_lower(em, eqn, ins):
-    """Read the record, unlink it (*p->at = p->next, p->next->at = p->at) and free it."""
-    b = em.b
-    p = b.inttoptr(ins[0], PTR)
-    vals = _read_record(em, b.gep(p, [em.i64(HEADER)], source_etype=I8), list(eqn.params["types"]), copy=True)
-    nxt, at = b.load(p, typ=PTR), b.load(_at_field(em, p), typ=PTR)
-    b.store(nxt, at)
-    with b.if_then(b.icmp_unsigned("!=", nxt, ir.Constant(PTR, None))):
-        b.store(at, _at_field(em, nxt))
-    em.call_extern("free", VOID, [p], [PTR])
+    """Read the record, then unlink and free it."""
+    p = em.b.inttoptr(ins[0], PTR)
+    vals = _read_record(em, _data(em, p), list(eqn.params["types"]), copy=True)
+    _unlink_and_free(em, p)
     return vals
 
 
@@ -139,19 +155,15 @@ tape_unpack_p = primitive(
 
 
 def _acc_buffer(em, h, t) -> Arr:
-    return Arr(em.b.inttoptr(h, PTR), em.i64(0), contiguous_strides(t.shape), t, owned=True)
+    return Arr(_data(em, em.b.inttoptr(h, PTR)), em.i64(0), contiguous_strides(t.shape), t, owned=True)
 
 
 def _acc_new_lower(em, eqn, ins):
     t = eqn.params["type"]
     site = _site(eqn, "the cotangent of an argument passed along a recursion")
-    p = em.call_extern("calloc", PTR, [em.i64(max(t.nbytes, 1)), em.i64(1)], [I64, I64])
+    p = em.call_extern("calloc", PTR, [em.i64(HEADER + t.nbytes), em.i64(1)], [I64, I64])
     em.fail_if(em.b.icmp_unsigned("==", p, ir.Constant(PTR, None)), site, em.i64(t.nbytes), unlikely=True)
-    # freed on a failure from here to its acc_take (the recursion's reverse runs in between)
-    slot = em.alloca(PTR)
-    em.b.store(p, slot)
-    em.cleanups.append(lambda: em.call_extern("free", VOID, [em.b.load(slot)], [PTR]))
-    em.tapes.append(slot)
+    _link(em, p)  # a live record until its acc_take (the recursion's reverse runs in between)
     return [em.b.ptrtoint(p, I64)]
 
 
@@ -170,9 +182,7 @@ def _acc_take_lower(em, eqn, ins):
     t = eqn.params["type"]
     out = em.alloc(t)
     em.copy_into(out, _acc_buffer(em, ins[0], t))
-    p = em.b.inttoptr(ins[0], PTR)
-    disown(em, p)
-    em.call_extern("free", VOID, [p], [PTR])
+    _unlink_and_free(em, em.b.inttoptr(ins[0], PTR))
     return [out]
 
 
@@ -217,12 +227,13 @@ def while_tape_lower(em, eqn, ins):
     tape, cap, count = em.alloca(PTR), em.alloca(I64), em.alloca(I64)
     b = em.b
     site = _site(eqn, "the tape of a `while` loop")
-    b.store(em.malloc(em.i64(16 * rsize), site), tape)
+    # a live record of the call until its while_untape frees it: a failure anywhere before
+    # (in this loop, or in a later step of a loop around it) leaves it to the call's entry
+    first = em.malloc(em.i64(HEADER + 16 * rsize), site)
+    _link(em, first)
+    b.store(first, tape)
     b.store(em.i64(16), cap)
     b.store(em.i64(0), count)
-    # freed on a failure from here to its while_untape (or the end of this body)
-    em.cleanups.append(lambda: em.call_extern("free", VOID, [b.load(tape)], [PTR]))
-    em.tapes.append(tape)
     head, loop_body, done = em.block("wt.head"), em.block("wt.body"), em.block("wt.end")
     b.branch(head)
     b.position_at_end(head)
@@ -240,12 +251,14 @@ def while_tape_lower(em, eqn, ins):
     # refused beyond MAX_BYTES, long before the byte count could overflow (malloc may promise
     # more memory than there is)
     em.fail_if(b.icmp_signed(">", new_cap, em.i64(MAX_BYTES // rsize)), site, nbytes, unlikely=True)
-    b.store(em.realloc(b.load(tape), nbytes, site), tape)
+    moved = em.realloc(b.load(tape), b.add(nbytes, em.i64(HEADER)), site)  # (on failure the old one stays linked)
+    _relink(em, moved)
+    b.store(moved, tape)
     b.store(new_cap, cap)
     b.branch(write)
     b.position_at_end(write)
     n = b.load(count)
-    rec = b.gep(b.load(tape), [b.mul(n, em.i64(rsize))], source_etype=I8)
+    rec = b.gep(_data(em, b.load(tape)), [b.mul(n, em.i64(rsize))], source_etype=I8)
     _write_record(em, rec, res_types, res[ns:])
     b.store(b.add(n, em.i64(1)), count)
     slots.write(res[:ns])
@@ -273,18 +286,17 @@ def while_untape_lower(em, eqn, ins):
     body2, plan = accumulators(body, nr, nc)
     slots = Slots(em, [o.type for o in eqn.outs], carry, inplace_carries(body, nr, nc, plan))
 
+    data = _data(em, tape)
+
     def step(i):
         k = b.sub(b.sub(count, em.i64(1)), i)
-        rec = b.gep(tape, [b.mul(k, em.i64(rsize))], source_etype=I8)
+        rec = b.gep(data, [b.mul(k, em.i64(rsize))], source_etype=I8)
         res = _read_record(em, rec, res_types, copy=False)
         vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
         slots.write(vals[:nc], plan, vals[nc:])
 
-    disown(em, tape)  # the tape is this loop's now: its while_tape no longer frees it
-    em.cleanups.append(lambda: em.call_extern("free", VOID, [tape], [PTR]))  # on a failure in the loop
     em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body))
-    em.cleanups.pop()
-    em.call_extern("free", VOID, [tape], [PTR])
+    _unlink_and_free(em, tape)  # (after a failure in the loop, the call's entry frees it)
     return slots.read()
 
 
@@ -307,3 +319,7 @@ def while_untape_lower(em, eqn, ins):
 # O(1): each record holds the address of the pointer to it). The entry of the call (the ctypes
 # entry and the direct one, lower/llvm.py and lower/pyentry.py) frees whatever the list still
 # holds when the native code returns: nothing after a success, everything left after a failure.
+# The growing tape of a `while` loop and a recursion's accumulator are records of that list
+# too: a tape that a loop's step returns (a `while` inside a map, taped once per element) would
+# otherwise be lost when a later step fails, as each was, once per element and failing call.
+# A tape that realloc moves is relinked where it now is.
