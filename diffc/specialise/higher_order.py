@@ -36,6 +36,8 @@ def _leading(tr, name, trees):
 
 
 def _split_rows(defs, rows):
+    """The rows of one step, regrouped into the trees the user passed (the inverse of
+    _leading's flattening: defs holds each tree's definition and leaf count)."""
     out, k = [], 0
     for d, count in defs:
         out.append(unflatten(d, rows[k : k + count]))
@@ -70,6 +72,11 @@ def segmented_scan(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted
     checkpointed inner loop. The backward pass keeps one carry per segment and recomputes a
     segment's steps when it reaches it: memory O(T/k + k) instead of O(T)."""
     nseg, rem = divmod(length, k)
+
+    # The first nseg*k rows become [nseg, k, ...] arrays: an outer scan over segments whose step
+    # is a checkpointed inner scan over k rows. The rem rows left over run as one more,
+    # shorter, checkpointed segment: after the others when walking forward, before them (it
+    # holds the last rows, met first) when walking in reverse.
 
     def rows(lo, hi):
         return [
@@ -126,6 +133,9 @@ def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True
         return segmented_scan(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted, checkpoint)
     init_leaves, ctree = _carry_types(tr, init)
     carry_types = [x.type for x in init_leaves]
+    # Trace the step once; if it returns a carry of a wider dtype than the initial value (an
+    # i64 0 that the step turns into an f64), widen the initial value and trace again: the
+    # second trace must agree, or the carry's type is not a fixpoint and it is an error.
     for attempt in range(2):
         ys_tree = []
 
@@ -141,6 +151,7 @@ def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True
             ys_tree.append(y)
             return tuple(nleaves) + ((y,) if ys_wanted else ())
 
+        # the body's params, as scan_p lays them out: (i, *carry, *x_rows); its captures follow
         types = [TensorType(I64, ())] + carry_types + [x.type.with_shape(x.type.shape[1:]) for x in xs_leaves]
         body_ir, captured, tree = tr.trace_body(types, body)
         out_carry = body_ir.out_types[: len(carry_types)]
@@ -156,6 +167,10 @@ def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True
             widened.append(a.with_dtype(promote(a.dtype, b.dtype)))
         carry_types = widened
         init_leaves = [tr.convert(x, t.dtype) for x, t in zip(init_leaves, carry_types)]
+    # what does not depend on the step (a weight's transpose) is computed once, before the loop,
+    # and so never taped per step when the loop is differentiated; not out of a loop that may
+    # run zero times when it may fail (an index), which would make the program fail where it
+    # would not
     body_ir, captured = hoist(tr.b, body_ir, 1 + len(carry_types) + len(xs_leaves), captured, length == 0)
     outs = tr.emit_n(
         scan.scan_p,
@@ -169,7 +184,7 @@ def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True
     carry = unflatten(ctree, outs[: len(carry_types)])
     if not ys_wanted:
         return carry, None
-    ys_leaves_tree = tree.children[-1]
+    ys_leaves_tree = tree.children[-1]  # (the body returned (*carry leaves, y): y's tree is the last child)
     return carry, unflatten(ys_leaves_tree, outs[len(carry_types) :])
 
 
