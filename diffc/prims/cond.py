@@ -3,15 +3,13 @@ the taken branch's backward code."""
 
 from __future__ import annotations
 
-from ..ad.jvp import jvp_body
-from ..ad.vjp import is_float, residual_values, vjp_split
 from ..errors import ShapeError, TypeError_
+from ..ir.core import is_float
 from ..ir.walk import inline
 from ..lower.emit import Arr, reg_type
 from ..typesys import DType, TensorType
 from . import ops
 from .core import primitive
-from .loops import closed_body, seed_or_zeros, tangents_of
 
 # --- cond ---------------------------------------------------------------------------------------
 
@@ -51,9 +49,9 @@ def _cond_lower(em, eqn, ins):
 # backward is a cond on the same predicate running the taken branch's backward only.
 
 
-def _cond_vjp_fwd(b, eqn, ins, act):
+def _cond_vjp_fwd(ctx, eqn, ins, act):
     branches = eqn.params["branches"]
-    splits = [vjp_split(br, list(act[1:])) for br in branches]
+    splits = [ctx.vjp_split(br, list(act[1:])) for br in branches]
     n_out = len(eqn.outs)
     extra_types = [[o.type for o in fwd.outs[n_out:]] for fwd, _, _ in splits]
 
@@ -68,9 +66,9 @@ def _cond_vjp_fwd(b, eqn, ins, act):
                 parts += mine if j == k else [ops.zeros(bb, t) for t in ts]
             return vals[:n_out] + parts
 
-        return closed_body([x.type for x in ins[1:]], build)
+        return ctx.closed_body([x.type for x in ins[1:]], build)
 
-    outs = b.emit(cond_p, ins, eqn.span, branches=(branch(0), branch(1)))
+    outs = ctx.b.emit(cond_p, ins, eqn.span, branches=(branch(0), branch(1)))
     extras, k0 = [], n_out
     for ts in extra_types:
         extras.append(outs[k0 : k0 + len(ts)])
@@ -78,10 +76,10 @@ def _cond_vjp_fwd(b, eqn, ins, act):
     return outs[:n_out], (ins, act, splits, extras)
 
 
-def _cond_vjp(b, params, aux, outs, cts):
+def _cond_vjp(ctx, params, aux, outs, cts):
     ins, act, splits, extras = aux
     operands = ins[1:]
-    seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    seeds = [ctx.seed_or_zeros(c, o.type) for c, o in zip(cts, outs) if is_float(o)]
     flat_extras = [x for e in extras for x in e]
     want = [k for k, x in enumerate(operands) if act[k + 1] and is_float(x)]
 
@@ -94,23 +92,24 @@ def _cond_vjp(b, params, aux, outs, cts):
             ops_ = params[len(seeds) + len(flat_extras) :]
             start = sum(len(e) for e in extras[:k])
             mine = ex[start : start + len(extras[k])]
-            return inline(bb, bwd, s + residual_values(kinds, ops_, mine))
+            return inline(bb, bwd, s + ctx.residual_values(kinds, ops_, mine))
 
-        return closed_body([s.type for s in seeds] + [x.type for x in flat_extras] + [x.type for x in operands], build)
+        types = [s.type for s in seeds] + [x.type for x in flat_extras] + [x.type for x in operands]
+        return ctx.closed_body(types, build)
 
-    ct = b.emit(cond_p, [ins[0]] + seeds + flat_extras + list(operands), branches=(branch(0), branch(1)))
+    ct = ctx.b.emit(cond_p, [ins[0]] + seeds + flat_extras + list(operands), branches=(branch(0), branch(1)))
     result = [None] * len(ins)
     for k, v in zip(want, ct):
         result[k + 1] = v
     return result
 
 
-def _cond_jvp_full(b, eqn, ins, ts):
+def _cond_jvp_full(ctx, eqn, ins, ts):
     has = [t is not None for t in ts[1:]]
-    jbs = [jvp_body(br, has) for br in eqn.params["branches"]]
+    jbs = [ctx.jvp_body(br, has) for br in eqn.params["branches"]]
     t_ops = [t for t in ts[1:] if t is not None]
-    outs = b.emit(cond_p, list(ins) + t_ops, eqn.span, branches=tuple(jbs))
-    return tangents_of(outs, len(eqn.outs), eqn.outs)
+    outs = ctx.b.emit(cond_p, list(ins) + t_ops, eqn.span, branches=tuple(jbs))
+    return ctx.tangents_of(outs, len(eqn.outs), eqn.outs)
 
 
 cond_p = primitive(

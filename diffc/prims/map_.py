@@ -3,23 +3,14 @@ a map that also stacks residuals, and a scan that sums the cotangents of its con
 
 from __future__ import annotations
 
-from ..ad.jvp import jvp_body
-from ..ad.vjp import is_float, vjp_split
 from ..errors import ShapeError
 from ..ir.build import Builder
+from ..ir.core import is_float
 from ..ir.walk import inline
 from ..lower.emit import Lazy
 from ..lower.loops import cheap_steps, row, store_row
+from ..typesys import index_type, row_type, stacked
 from .core import Kind, Loop, primitive
-from .loops import (
-    closed_body,
-    index_type,
-    row_type,
-    seed_or_zeros,
-    stacked,
-    tangents_of,
-    tape_note,
-)
 from .scan import scan_p
 
 # --- map ----------------------------------------------------------------------------------------
@@ -70,23 +61,25 @@ def _map_lower(em, eqn, ins):
 # cotangents of the loop-invariant inputs (tied weights) and whose outputs are the rows' ones.
 
 
-def _map_vjp_fwd(b, eqn, ins, act):
+def _map_vjp_fwd(ctx, eqn, ins, act):
+    b = ctx.b
     p = eqn.params
     body, nx = p["body"], p["num_xs"]
     needs = [False] + list(act)
     acc = [1 + k for k in range(nx, len(ins)) if act[k] and is_float(ins[k])]
-    fwd, bwd, kinds = vjp_split(body, needs, accumulate=acc)
+    fwd, bwd, kinds = ctx.vjp_split(body, needs, accumulate=acc)
     outs = b.emit(map_p, ins, eqn.span, body=fwd, n=p["n"], num_xs=nx)
     ny = len(body.outs)
-    b.eqns[-1].note = tape_note(fwd.out_types[ny:], p["n"])
+    b.eqns[-1].note = ctx.tape_note(fwd.out_types[ny:], p["n"])
     return outs[:ny], (ins, act, bwd, kinds, outs[ny:])
 
 
-def _map_vjp(b, params, aux, outs, cts, current):
+def _map_vjp(ctx, params, aux, outs, cts, current):
+    b = ctx.b
     ins, act, bwd, kinds, res_stacked = aux
     n, nx = params["n"], params["num_xs"]
     xs, consts = ins[:nx], ins[nx:]
-    seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    seeds = [ctx.seed_or_zeros(c, o.type) for c, o in zip(cts, outs) if is_float(o)]
     want = [k for k, x in enumerate(ins) if act[k] and is_float(x)]  # inputs that get cotangents
     acc_idx = [k for k in want if k >= nx]
     row_idx = [k for k in want if k < nx]
@@ -102,7 +95,7 @@ def _map_vjp(b, params, aux, outs, cts, current):
     res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
     ct = dict(zip(want, inline(sb, bwd, seed_rows + accs + res)))
     body, captured = sb.finish([ct[k] for k in acc_idx] + [ct[k] for k in row_idx])
-    inits = [seed_or_zeros(b, current[k], ins[k].type) for k in acc_idx]
+    inits = [ctx.seed_or_zeros(current[k], ins[k].type) for k in acc_idx]
     stacks = seeds + list(res_stacked) + list(xs)
     out = b.emit(
         scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits), num_xs=len(stacks), reverse=False
@@ -115,11 +108,11 @@ def _map_vjp(b, params, aux, outs, cts, current):
     return result, set(acc_idx)
 
 
-def _map_jvp_full(b, eqn, ins, ts):
+def _map_jvp_full(ctx, eqn, ins, ts):
     p = eqn.params
     body, nx = p["body"], p["num_xs"]
     has = [False] + [t is not None for t in ts]
-    jb = jvp_body(body, has)
+    jb = ctx.jvp_body(body, has)
     # jb takes (i, rows, consts, row tangents, const tangents); map wants rows first
     t_rows = [t for t in ts[:nx] if t is not None]
     t_consts = [t for t in ts[nx:] if t is not None]
@@ -140,11 +133,11 @@ def _map_jvp_full(b, eqn, ins, ts):
         + [x.type for x in ins[nx:]]
         + [t.type for t in t_consts]
     )
-    nb = closed_body(types, reorder)
-    outs = b.emit(
+    nb = ctx.closed_body(types, reorder)
+    outs = ctx.b.emit(
         map_p, list(ins[:nx]) + t_rows + list(ins[nx:]) + t_consts, eqn.span, body=nb, n=p["n"], num_xs=nx + n_rows
     )
-    return tangents_of(outs, len(eqn.outs), eqn.outs)
+    return ctx.tangents_of(outs, len(eqn.outs), eqn.outs)
 
 
 map_p = primitive(

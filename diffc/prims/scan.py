@@ -4,23 +4,14 @@ scan the other way."""
 
 from __future__ import annotations
 
-from ..ad.jvp import jvp_body
-from ..ad.vjp import is_float, vjp_split
 from ..errors import ShapeError
 from ..ir.build import Builder
-from ..ir.core import Body
+from ..ir.core import Body, is_float
 from ..ir.walk import inline
 from ..lower.loops import Slots, accumulators, cheap_steps, inplace_carries, row, store_row
+from ..typesys import index_type, row_type, stacked
 from . import ops
 from .core import Kind, Loop, primitive
-from .loops import (
-    closed_body,
-    index_type,
-    row_type,
-    seed_or_zeros,
-    stacked,
-    tape_note,
-)
 
 # --- scan ---------------------------------------------------------------------------------------
 
@@ -67,32 +58,34 @@ def _scan_lower(em, eqn, ins):
 # cotangents of the loop-invariant inputs.
 
 
-def _scan_vjp_fwd(b, eqn, ins, act):
+def _scan_vjp_fwd(ctx, eqn, ins, act):
+    b = ctx.b
     p = eqn.params
     body, nc, nx = p["body"], p["num_carry"], p["num_xs"]
     any_act = any(act)
     needs = [False] + [any_act and is_float(x) for x in ins[:nc]] + list(act[nc:])
     acc = [1 + k for k in range(nc + nx, len(ins)) if act[k] and is_float(ins[k])]
-    fwd, bwd, kinds = vjp_split(body, needs, accumulate=acc)
+    fwd, bwd, kinds = ctx.vjp_split(body, needs, accumulate=acc)
     # the carry a step starts from is a residual too: stack it as an extra output
     carry_res = sorted({k for kind, k in kinds if kind == "param" and 1 <= k <= nc})
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in carry_res])
     outs = b.emit(scan_p, ins, eqn.span, body=fwd, length=p["length"], num_carry=nc, num_xs=nx, reverse=p["reverse"])
     ny = len(body.outs) - nc
-    b.eqns[-1].note = tape_note(fwd.out_types[len(body.outs) :], p["length"])
+    b.eqns[-1].note = ctx.tape_note(fwd.out_types[len(body.outs) :], p["length"])
     n_extra = len(fwd.outs) - len(body.outs) - len(carry_res)
     res_stacked = outs[nc + ny : nc + ny + n_extra]
     carry_stacked = dict(zip(carry_res, outs[nc + ny + n_extra :]))
     return outs[: nc + ny], (ins, needs, bwd, kinds, res_stacked, carry_stacked)
 
 
-def _scan_vjp(b, params, aux, outs, cts, current):
+def _scan_vjp(ctx, params, aux, outs, cts, current):
+    b = ctx.b
     ins, needs, bwd, kinds, res_stacked, carry_stacked = aux
     n, nc, nx = params["length"], params["num_carry"], params["num_xs"]
     init, xs, consts = ins[:nc], ins[nc : nc + nx], ins[nc + nx :]
     float_carry = [k for k in range(nc) if is_float(init[k])]
-    ct_carry0 = [seed_or_zeros(b, cts[k], outs[k].type) for k in float_carry]
-    y_seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts[nc:], outs[nc:]) if is_float(o)]
+    ct_carry0 = [ctx.seed_or_zeros(cts[k], outs[k].type) for k in float_carry]
+    y_seeds = [ctx.seed_or_zeros(c, o.type) for c, o in zip(cts[nc:], outs[nc:]) if is_float(o)]
     want = [k for k in range(len(ins)) if needs[k + 1] and is_float(ins[k])]
     carry_want = [k for k in want if k < nc]
     acc_idx = [k for k in want if k >= nc + nx]
@@ -113,7 +106,7 @@ def _scan_vjp(b, params, aux, outs, cts, current):
     new_ct_c = [ct[k] if k in ct else ops.zeros(sb, init[k].type) for k in float_carry]
     body, captured = sb.finish(new_ct_c + [ct[k] for k in acc_idx] + [ct[k] for k in row_idx])
     stacks = y_seeds + list(res_stacked) + [carry_stacked[k] for k in carry_keys] + list(xs)
-    inits = ct_carry0 + [seed_or_zeros(b, current[k], ins[k].type) for k in acc_idx]
+    inits = ct_carry0 + [ctx.seed_or_zeros(current[k], ins[k].type) for k in acc_idx]
     out = b.emit(
         scan_p,
         inits + stacks + captured,
@@ -134,7 +127,8 @@ def _scan_vjp(b, params, aux, outs, cts, current):
     return result, set(acc_idx)
 
 
-def _scan_jvp_full(b, eqn, ins, ts):
+def _scan_jvp_full(ctx, eqn, ins, ts):
+    b = ctx.b
     p = eqn.params
     body, nc, nx = p["body"], p["num_carry"], p["num_xs"]
     any_t = any(t is not None for t in ts)
@@ -144,7 +138,7 @@ def _scan_jvp_full(b, eqn, ins, ts):
         for k in range(nc)
     ] + list(ts[nc:])
     has = [False] + [t is not None for t in t_in]
-    jb = jvp_body(body, has)
+    jb = ctx.jvp_body(body, has)
     tc = [t for t in t_in[:nc] if t is not None]
     tx = [t for t in t_in[nc : nc + nx] if t is not None]
     tk = [t for t in t_in[nc + nx :] if t is not None]
@@ -188,7 +182,7 @@ def _scan_jvp_full(b, eqn, ins, ts):
         + [x.type for x in ins[nc + nx :]]
         + [t.type for t in tk]
     )
-    nb = closed_body(types, reorder)
+    nb = ctx.closed_body(types, reorder)
     outs = b.emit(
         scan_p,
         list(ins[:nc]) + tc + list(ins[nc : nc + nx]) + tx + list(ins[nc + nx :]) + tk,
