@@ -92,3 +92,13 @@ class Ctx:
     closed_body = staticmethod(loops.closed_body)
     tangents_of = staticmethod(loops.tangents_of)
     tape_note = staticmethod(loops.tape_note)
+    LoopResiduals = loops.LoopResiduals
+    split_tangents = staticmethod(loops.split_tangents)
+
+    def reverse_loop(self, res, outs, cts, current, **layout):
+        """The backward scan of a map or scan (ad/loops.py)."""
+        return loops.reverse_loop(self, res, outs, cts, current, **layout)
+
+    def with_tangents(self, body, ins, ts, **layout):
+        """A loop's body and inputs with tangents interleaved (ad/loops.py)."""
+        return loops.with_tangents(self, body, ins, ts, **layout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError, TypeError_
 from ..ir.build import Builder
-from ..ir.core import Body, is_float
+from ..ir.core import Body
 from ..ir.walk import clone_body, inline
 from ..lower.emit import ERR_NEGATIVE, Site
 from ..lower.loops import Slots
@@ -146,49 +146,26 @@ def _while_vjp(ctx, params, aux, outs, cts, current):
 
 
 def _while_jvp_full(ctx, eqn, ins, ts):
-    b = ctx.b
     p = eqn.params
     ns = p["num_state"]
-    any_t = any(t is not None for t in ts)
-    t_in = [
-        (ts[k] if ts[k] is not None else ops.zeros(b, ins[k].type)) if any_t and is_float(ins[k]) else None
-        for k in range(ns)
-    ] + list(ts[ns:])
-    ts_state = [t for t in t_in[:ns] if t is not None]
-    ts_const = [t for t in t_in[ns:] if t is not None]
-    nconst = len(ins) - ns
-    jb = ctx.jvp_body(p["body"], [t is not None for t in t_in])
-
-    def body_fn(bb, params):
-        s, ts_, cs, tcs = (
-            params[:ns],
-            params[ns : ns + len(ts_state)],
-            params[ns + len(ts_state) : ns + len(ts_state) + nconst],
-            params[ns + len(ts_state) + nconst :],
-        )
-        vals = inline(bb, jb, s + cs + ts_ + tcs)
-        return vals[:ns] + vals[ns:]
+    # the body with tangents: params and outs (*state, *state tangents[, *consts, *their
+    # tangents]); the condition reads the same params, ignoring the tangents
+    body, inputs, t_in = ctx.with_tangents(p["body"], ins, ts, num_carry=ns, num_xs=0, indexed=False)
+    n_ts = sum(1 for t in t_in[:ns] if t is not None)
+    n_consts = len(ins) - ns
 
     def cond_fn(bb, params):
-        return inline(bb, p["cond"], params[:ns] + params[ns + len(ts_state) : ns + len(ts_state) + nconst])
+        return inline(bb, p["cond"], params[:ns] + params[ns + n_ts : ns + n_ts + n_consts])
 
-    types = (
-        [x.type for x in ins[:ns]]
-        + [t.type for t in ts_state]
-        + [x.type for x in ins[ns:]]
-        + [t.type for t in ts_const]
-    )
-    # the jvp body returns tangents for every float state, in order
-    outs = b.emit(
+    outs = ctx.b.emit(
         while_p,
-        list(ins[:ns]) + ts_state + list(ins[ns:]) + ts_const,
+        inputs,
         eqn.span,
-        cond=ctx.closed_body(types, cond_fn),
-        body=ctx.closed_body(types, body_fn),
-        num_state=ns + len(ts_state),
+        cond=ctx.closed_body(body.in_types, cond_fn),
+        body=body,
+        num_state=ns + n_ts,
     )
-    t_out = iter(outs[ns:])
-    return outs[:ns], [next(t_out) if t_in[k] is not None else None for k in range(ns)]
+    return ctx.split_tangents(outs, p["body"], ns, t_in)
 
 
 while_p = primitive(
