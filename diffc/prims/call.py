@@ -3,6 +3,8 @@ recursive functions made on demand (forward with per-call residual records, and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import TypeError_
 from ..ir.core import NO_SPAN, Body, Eqn, Func, Var, is_float
 from ..ir.walk import all_eqns, inline, is_zeros, uses_and_producers
@@ -230,13 +232,24 @@ def _fwd_bwd(ctx, prog, f, needs, mark):
     bwd_f.body = ctx.closed_body([HANDLE] + seed_types + given_types, wrapper)
 
 
+@dataclass
+class _CallResiduals:
+    """What a call's augmented forward leaves for its backward."""
+
+    ins: list  # the call's arguments
+    handle: object  # the handle of its record of residuals; None: tape-free (building a .rev)
+    fname: str  # the function called
+    needs: tuple | None  # which arguments get cotangents (None: tape-free)
+    hs: list  # the handles of the recursion's accumulators (a call inside f.bwdacc)
+
+
 def _call_vjp_fwd(ctx, eqn, ins, act):
     b = ctx.b
     fname = eqn.params["func"]
     n_acc = eqn.params.get("acc", 0)  # the handles of a recursion's accumulators (in .bwdacc)
     ins, hs, act = ins[: len(ins) - n_acc], ins[len(ins) - n_acc :], act[: len(act) - n_acc]
     if ctx.mode is ctx.Mode.TAPE_FREE:
-        return b.emit(call_p, ins, eqn.span, **eqn.params), (ins, None, fname, None, [])
+        return b.emit(call_p, ins, eqn.span, **eqn.params), _CallResiduals(ins, None, fname, None, [])
     # only the arguments that are active get cotangents (data passed along costs nothing)
     needs = tuple(a and is_float(x) for a, x in zip(act, ins))
     outs = b.emit(
@@ -247,12 +260,12 @@ def _call_vjp_fwd(ctx, eqn, ins, act):
         out_types=tuple(eqn.params["out_types"]) + (TensorType(DType.I64, ()),),
         derived=("fwd", fname, needs),
     )
-    return outs[:-1], (ins, outs[-1], fname, needs, hs)
+    return outs[:-1], _CallResiduals(ins, outs[-1], fname, needs, hs)
 
 
 def _call_vjp(ctx, params, aux, outs, cts):
     b = ctx.b
-    ins, handle, fname, needs, hs = aux
+    ins, handle, fname, needs, hs = aux.ins, aux.handle, aux.fname, aux.needs, aux.hs
     f = ctx.program.funcs[fname]
     if handle is None and all(c is None for c in cts):
         return [None] * len(ins)  # no tape to free (call_p.tapes), and nothing to give

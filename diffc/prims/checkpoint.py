@@ -3,6 +3,8 @@ user's fwd/bwd)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..ir.core import is_float
 from ..ir.walk import inline
 from .core import primitive
@@ -25,13 +27,21 @@ def _custom_vjp_lower(em, eqn, ins):
 # checkpoint: the forward keeps no residuals; the backward runs the body's forward again.
 
 
+@dataclass
+class _Inputs:
+    """What the backward of checkpoint reads: its inputs, and which are active."""
+
+    ins: list
+    act: list[bool]
+
+
 def _checkpoint_vjp_fwd(ctx, eqn, ins, act):
     outs = ctx.b.emit(checkpoint_p, ins, eqn.span, body=eqn.params["body"])
-    return outs, (ins, act)
+    return outs, _Inputs(ins, act)
 
 
 def _checkpoint_vjp(ctx, params, aux, outs, cts):
-    ins, act = aux
+    ins, act = aux.ins, aux.act
     body = params["body"]
     fwd, bwd, kinds = ctx.vjp_split(body, act)
     vals = inline(ctx.b, fwd, ins)
@@ -68,11 +78,20 @@ def _custom_vjp_fwd(ctx, eqn, ins, act):
     fwd = eqn.params["fwd"]
     vals = inline(ctx.b, fwd, ins[:n] + ins[n + nc : n + nc + nf])
     n_out = len(eqn.outs)
-    return vals[:n_out], (ins, vals[n_out:])
+    return vals[:n_out], _UserResiduals(ins, vals[n_out:])
+
+
+@dataclass
+class _UserResiduals:
+    """What the backward of custom_vjp reads: its inputs, and the residuals the user's fwd
+    returned (bwd's first arguments)."""
+
+    ins: list
+    residuals: list
 
 
 def _custom_vjp_vjp(ctx, params, aux, outs, cts):
-    ins, residuals = aux
+    ins, residuals = aux.ins, aux.residuals
     n, nc, nf, nb = params["counts"]
     seeds = [ctx.seed_or_zeros(c, o.type) for c, o in zip(cts, outs) if is_float(o)]
     bcap = ins[n + nc + nf :]

@@ -3,6 +3,8 @@ the taken branch's backward code."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import ShapeError, TypeError_
 from ..ir.core import is_float
 from ..ir.walk import inline
@@ -49,6 +51,16 @@ def _cond_lower(em, eqn, ins):
 # backward is a cond on the same predicate running the taken branch's backward only.
 
 
+@dataclass
+class _CondResiduals:
+    """What an if's augmented forward leaves for its backward."""
+
+    ins: list  # (predicate, *operands)
+    act: list[bool]  # which inputs are active
+    splits: list  # per branch, vjp_split's (fwd, bwd, kinds)
+    extras: list  # per branch, the outputs that hold its residuals (zeros when not taken)
+
+
 def _cond_vjp_fwd(ctx, eqn, ins, act):
     branches = eqn.params["branches"]
     splits = [ctx.vjp_split(br, list(act[1:])) for br in branches]
@@ -73,11 +85,11 @@ def _cond_vjp_fwd(ctx, eqn, ins, act):
     for ts in extra_types:
         extras.append(outs[k0 : k0 + len(ts)])
         k0 += len(ts)
-    return outs[:n_out], (ins, act, splits, extras)
+    return outs[:n_out], _CondResiduals(ins, act, splits, extras)
 
 
 def _cond_vjp(ctx, params, aux, outs, cts):
-    ins, act, splits, extras = aux
+    ins, act, splits, extras = aux.ins, aux.act, aux.splits, aux.extras
     operands = ins[1:]
     seeds = [ctx.seed_or_zeros(c, o.type) for c, o in zip(cts, outs) if is_float(o)]
     flat_extras = [x for e in extras for x in e]

@@ -3,6 +3,8 @@ residuals on a growing tape (prims/tape.py) in its one forward run."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import ShapeError, TypeError_
 from ..ir.build import Builder
 from ..ir.core import Body
@@ -96,6 +98,22 @@ def _reverse_step(ctx, sb, plan, bwd, kinds, param_vals, extra, carry):
     return new_ct + [ct[k] for k in plan.acc_idx]
 
 
+@dataclass
+class _WhileResiduals:
+    """What a while's taping forward leaves for its backward."""
+
+    ins: list  # the loop's inputs
+    plan: _Plan  # which of them get cotangents
+    bwd: Body  # the body's backward: (state cotangent, accumulators, residuals) -> the same
+    kinds: list  # where each residual of bwd is: a param of the body, or an extra output of fwd
+    state_res: list[int]  # the state params the backward reads, taped after fwd's extra outputs
+    n_extra: int  # fwd's extra outputs (the first values of each taped record)
+    res_types: list  # the types of a taped record
+    tape: object  # the tape's handle
+    count: object  # the iterations run
+    origin: WhileOrigin  # the loop itself, for a derivative of the backward
+
+
 def _while_vjp_fwd(ctx, eqn, ins, act):
     b = ctx.b
     p = eqn.params
@@ -110,19 +128,21 @@ def _while_vjp_fwd(ctx, eqn, ins, act):
     outs = b.emit(while_tape_p, ins, eqn.span, cond=clone_body(p["cond"]), body=fwd, num_state=ns, origin=origin)
     b.eqns[-1].note = ctx.tape_note(fwd.out_types[ns:], None)
     state, tape, count = outs[:ns], outs[ns], outs[ns + 1]
-    return state, (ins, plan, bwd, kinds, state_res, n_extra, fwd.out_types[ns:], tape, count, origin)
+    return state, _WhileResiduals(ins, plan, bwd, kinds, state_res, n_extra, fwd.out_types[ns:], tape, count, origin)
 
 
 def _while_vjp(ctx, params, aux, outs, cts, current):
     b = ctx.b
-    ins, plan, bwd, kinds, state_res, n_extra, res_types, tape, count, origin = aux
+    ins, plan, bwd, kinds = aux.ins, aux.plan, aux.bwd, aux.kinds
     ns = params["num_state"]
     consts = ins[ns:]
     ct0 = [ctx.seed_or_zeros(cts[k], outs[k].type) for k in plan.float_state]
     sb = Builder(b)
-    res = [sb.param(t) for t in res_types]
+    # the backward body: (*one taped record, *carry) -> carry, the record being (fwd's extra
+    # outputs, the state params the backward reads: the iteration overwrote them)
+    res = [sb.param(t) for t in aux.res_types]
     carry = [sb.param(t) for t in plan.carry_types()]
-    extra, state_vals = res[:n_extra], dict(zip(state_res, res[n_extra:]))
+    extra, state_vals = res[: aux.n_extra], dict(zip(aux.state_res, res[aux.n_extra :]))
     param_vals = [state_vals.get(k) for k in range(ns)] + list(consts)
     body, captured = sb.finish(_reverse_step(ctx, sb, plan, bwd, kinds, param_vals, extra, carry))
     carry0 = ct0 + [ctx.seed_or_zeros(current[k], ins[k].type) for k in plan.acc_idx]
@@ -130,11 +150,11 @@ def _while_vjp(ctx, params, aux, outs, cts, current):
     keep = ctx.keeps_origin
     out = b.emit(
         while_untape_p,
-        [tape, count] + carry0 + captured + (list(ins) if keep else []),
+        [aux.tape, aux.count] + carry0 + captured + (list(ins) if keep else []),
         body=body,
-        num_res=len(res_types),
+        num_res=len(aux.res_types),
         num_carry=len(carry0),
-        origin=origin if keep else None,
+        origin=aux.origin if keep else None,
     )
     result = [None] * len(ins)
     for k, v in zip(plan.float_state, out):
