@@ -1,6 +1,6 @@
 """Forward mode as a transform of typed IR into typed IR.
 
-jvp_body(body, has_tangent) returns a body taking (params, tangents of the params marked in
+jvp_body(ctx, body, has_tangent) returns a body taking (params, tangents of the params marked in
 has_tangent that are floats) and returning (outs, tangents of the float outs). Each
 primitive's `jvp` rule emits the tangent of its outputs from those of its inputs; a tangent
 known to be zero is absent (None), so work on inactive values is skipped."""

@@ -46,7 +46,7 @@ def tape_note(types, n) -> str:
 
 
 # --- the backward loop of map and scan ----------------------------------------------------------
-# See Note [Loop derivatives] in prims/cond.py. A map is a scan with no carry: one builder makes
+# See Note [Loop derivatives]. A map is a scan with no carry: one builder makes
 # the backward scan of both. The layouts (ir/prim.py, Loop):
 #   map body  (i, *x_rows, *consts) -> ys
 #   scan body (i, *carry, *x_rows, *consts) -> (*carry, *ys)
@@ -190,3 +190,13 @@ def split_tangents(outs, body, num_carry, t_in):
     touts = [next(carry_t) if t_in[k] is not None else None for k in range(nc)]
     touts += [next(ys_t) if is_float(o) else None for o in body.outs[nc:]]
     return carry + ys, touts
+
+
+# Note [Loop derivatives]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~
+# A loop body is split by vjp_split into a forward body (which also returns the residuals
+# its backward reads) and a backward body. The forward loop stacks the residuals of each of
+# its T iterations, so the tape of a loop over T steps is T residual records. Values that do
+# not change across iterations (captured weights, constants) are not taped: the backward loop
+# reads them directly, and their cotangents are summed in a carry of the backward loop: the one
+# accumulator a tied weight gets.

@@ -1,6 +1,6 @@
 """Reverse mode as a transform of typed IR into typed IR.
 
-vjp_split(body, needs) returns two ordinary bodies:
+vjp_split(ctx, body, needs) returns two ordinary bodies:
   fwd:  (params)                      -> (outs, intermediate residuals)
   bwd:  (cotangents of the float outs, residuals) -> (cotangents of the params that need them)
 The backward body is built in a Builder nested in the forward one, so every forward value it

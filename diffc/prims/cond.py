@@ -132,13 +132,3 @@ cond_p = primitive(
     vjp=_cond_vjp,
     jvp_full=_cond_jvp_full,
 )
-
-
-# Note [Loop derivatives]
-# ~~~~~~~~~~~~~~~~~~~~~~~~~
-# A loop body is split by vjp_split into a forward body (which also returns the residuals
-# its backward reads) and a backward body. The forward loop stacks the residuals of each of
-# its T iterations, so the tape of a loop over T steps is T residual records. Values that do
-# not change across iterations (captured weights, constants) are not taped: the backward loop
-# reads them directly, and their cotangents are summed in a carry of the backward loop: the one
-# accumulator a tied weight gets.

@@ -119,8 +119,13 @@ def _while_vjp_fwd(ctx, eqn, ins, act):
     p = eqn.params
     body, ns = p["body"], p["num_state"]
     plan = _Plan([x.type for x in ins], act, ns)
+    # the taped body is never differentiated itself (its derivative is made from the loop:
+    # See Note [Differentiating a tape] in ad/via.py)
     inside = ctx.building(ctx.Mode.TAPE_INSIDE)
     fwd, bwd, kinds = inside.vjp_split(body, list(plan.needs), accumulate=plan.acc_idx)
+    # body params (*state, *consts): the state an iteration starts from is overwritten by the
+    # next one, so the state params the backward reads are taped too, after fwd's residuals;
+    # the constants are not (the backward loop reads them as they are)
     state_res = sorted({k for kind, k in kinds if kind == "param" and k < ns})
     n_extra = len(fwd.outs) - ns
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in state_res])
