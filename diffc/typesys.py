@@ -106,6 +106,22 @@ def scalar(dtype: DType) -> TensorType:
     return TensorType(dtype, ())
 
 
+def index_type() -> TensorType:
+    """A loop index, an iteration count."""
+    return TensorType(DType.I64, ())
+
+
+def row_type(t: TensorType) -> TensorType:
+    """The type of one row of t (the inverse of stacked): what a loop body sees of an array
+    it runs over."""
+    return t.with_shape(t.shape[1:])
+
+
+def stacked(t: TensorType, n: int) -> TensorType:
+    """n rows of type t: what a loop returns of a value its body makes per iteration."""
+    return t.with_shape((n,) + t.shape)
+
+
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
     """NumPy's broadcasting of shapes, or None when they do not broadcast."""
     rank = max((len(s) for s in shapes), default=0)

@@ -1,6 +1,6 @@
 """Reverse mode as a transform of typed IR into typed IR.
 
-vjp_split(body, needs) returns two ordinary bodies:
+vjp_split(ctx, body, needs) returns two ordinary bodies:
   fwd:  (params)                      -> (outs, intermediate residuals)
   bwd:  (cotangents of the float outs, residuals) -> (cotangents of the params that need them)
 The backward body is built in a Builder nested in the forward one, so every forward value it
@@ -8,6 +8,7 @@ reads is captured: the residuals are exactly what the backward pass uses, nothin
 Residuals that are params of the body are not returned by fwd (the caller has them already):
 `kinds` says, per residual, ("param", k) or ("out", j).
 
+Every rule is given a context (ad/rules.py, Ctx) on the builder it emits into.
 Structured ops (map, scan, cond, while, call) have a `vjp_fwd` rule that emits an augmented
 forward op (one that also returns what its body's backward needs) and a `vjp` rule that emits
 the backward op; simple primitives are re-emitted as they are, and their `vjp` rule reads
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from ..errors import TypeError_
 from ..ir.build import Builder
-from ..ir.core import Body
+from ..ir.core import Body, is_float
 from ..ir.walk import clone_body
 from ..prims import ops
 
@@ -32,10 +33,6 @@ def unsupported(prim) -> str:
 def located(eqn):
     """The equation's span, or None (the caller's call site is used) for generated code."""
     return eqn.span if eqn.span.file is not None else None
-
-
-def is_float(v) -> bool:
-    return v.type.dtype.is_float
 
 
 def re_emit(b: Builder, eqn, ins):
@@ -73,11 +70,13 @@ class Cotangents:
         self.cts[v.id] = c
 
 
-def vjp_split(body: Body, needs: list[bool], accumulate=()):
+def vjp_split(ctx, body: Body, needs: list[bool], accumulate=()):
     """See the module docstring. needs[k]: whether param k wants a cotangent. For the params
     listed in `accumulate`, bwd takes their cotangent so far (after the seeds, in that order)
-    and returns it with this body's contributions added: see Note [Threaded accumulators]."""
+    and returns it with this body's contributions added: see Note [Threaded accumulators].
+    ctx (ad/rules.py): the program and mode the rules build in."""
     fb = Builder()
+    fctx = ctx.on(fb)
     params = [fb.param(p.type, p.known, p.hint) for p in body.params]
     env = dict(zip(body.params, params))
     active = {p.id for p, need in zip(params, needs) if need and is_float(p)}
@@ -91,7 +90,7 @@ def vjp_split(body: Body, needs: list[bool], accumulate=()):
             if eqn.prim.vjp is None:
                 raise TypeError_(unsupported(eqn.prim), located(eqn))
             if eqn.prim.vjp_fwd is not None:
-                outs, aux = eqn.prim.vjp_fwd(fb, eqn, ins, act)
+                outs, aux = eqn.prim.vjp_fwd(fctx, eqn, ins, act)
                 # an augmented forward may return an existing value (an identity body): give
                 # each output its own identity, or its cotangent would be counted twice
                 outs = [ops.copy(fb, o) if o.id in defined else o for o in outs]
@@ -107,6 +106,7 @@ def vjp_split(body: Body, needs: list[bool], accumulate=()):
 
     bb = Builder(fb)
     bb.remat = rematerialisable(fb)
+    bctx = ctx.on(bb)
     cts = Cotangents(bb)
     seeds = [(o, bb.param(o.type)) for o in fwd_outs if is_float(o)]
     for k in accumulate:
@@ -122,9 +122,9 @@ def vjp_split(body: Body, needs: list[bool], accumulate=()):
         bb.span = eqn.span
         if eqn.prim.threads_cotangents:
             current = [cts.get(x) if x.id in active else None for x in ins]
-            ci, totals = eqn.prim.vjp(bb, eqn.params, aux, outs, co, current)
+            ci, totals = eqn.prim.vjp(bctx, eqn.params, aux, outs, co, current)
         else:
-            ci, totals = eqn.prim.vjp(bb, eqn.params, aux, outs, co), ()
+            ci, totals = eqn.prim.vjp(bctx, eqn.params, aux, outs, co), ()
         # totals first: a value that is also an ordinary input of the same equation (a loop's
         # initial state and one of its constants) gets that contribution added after
         for k in totals:

@@ -39,6 +39,11 @@ class Var:
         return f"%v{self.id}:{self.type}"
 
 
+def is_float(v: Var) -> bool:
+    """Whether v can carry a derivative."""
+    return v.type.dtype.is_float
+
+
 @dataclass
 class Eqn:
     prim: Any  # prims.core.Prim

@@ -26,8 +26,17 @@ class Kind(enum.Enum):
 
 @dataclass(frozen=True)
 class Loop:
-    """Where a loop primitive's operands are, read from its params (see prims/loops.py for the
-    conventions)."""
+    """Where a loop primitive's operands are, read from its params.
+
+    The structured ops' layouts (the specialiser builds bodies to match; fold, unfold, iterate
+    and comprehensions are built on map and scan):
+      map   inputs [*xs, *consts]          body (i, *x_rows, *consts) -> ys    outs: stacked ys
+      scan  inputs [*init, *xs, *consts]   body (i, *carry, *x_rows, *consts) -> (*carry, *ys)
+                                           outs: (*final carry, *stacked ys); `reverse` walks back
+      while inputs [*init, *consts]        cond (*state, *consts) -> bool; body -> state
+      cond  inputs [pred, *operands]       branches (then, else), each (*operands) -> outs
+      call  inputs args                    params func (a Program's Func name), out_types
+    """
 
     # params -> iterations; None: known at run time only (counted as one run of the body)
     trips: Callable[[dict], int] | None = None
@@ -46,11 +55,13 @@ class Prim:
 
     shape(in_types, **params) -> list of out types; raises ShapeError on bad inputs.
     lower(em, eqn, ins) -> list of lowered outs (see lower/emit.py).
-    jvp(b, params, ins, outs, tangents) -> tangents of the outs (None: zero).
-    vjp(b, params, ins, outs, cts) -> cotangents of the ins (None: zero). Structured ops also
-    have vjp_fwd(b, eqn, ins, active) -> (outs, aux), an augmented forward whose aux replaces
-    `ins` in their vjp, and jvp_full(b, eqn, ins, tangents) -> (outs, tangents), emitted instead
-    of the op itself.
+    The derivative rules take a context `ctx` first (ad/rules.py): its builder ctx.b, the
+    transforms, the program and the reverse-mode Mode.
+    jvp(ctx, params, ins, outs, tangents) -> tangents of the outs (None: zero).
+    vjp(ctx, params, ins, outs, cts) -> cotangents of the ins (None: zero). Structured ops also
+    have vjp_fwd(ctx, eqn, ins, active) -> (outs, aux), an augmented forward whose aux replaces
+    `ins` in their vjp, and jvp_full(ctx, eqn, ins, tangents) -> (outs, tangents), emitted
+    instead of the op itself.
     fold(*known_inputs, **params) -> list of arrays: compile-time evaluation for known
     (integer, boolean, shape) values only.
     """

@@ -3,20 +3,17 @@ recursive functions made on demand (forward with per-call residual records, and 
 
 from __future__ import annotations
 
-from ..ad import context
-from ..ad.jvp import jvp_body
-from ..ad.via import rules_via
-from ..ad.vjp import is_float, residual_values, unsupported, vjp_split
+from dataclasses import dataclass
+
 from ..errors import TypeError_
-from ..ir.core import NO_SPAN, Body, Eqn, Func, Var
+from ..ir.core import NO_SPAN, Body, Eqn, Func, Var, is_float
 from ..ir.walk import all_eqns, inline, is_zeros, uses_and_producers
 from ..lower.emit import I8, Arr, reg_type
 from ..typesys import DType, TensorType
 from . import ops
 from .cond import cond_p
-from .core import Kind, primitive
+from .core import Kind, primitive, rules_via
 from .elementwise import add_p
-from .loops import closed_body, seed_or_zeros
 from .shape import index_scatter_p
 from .tape import HANDLE, acc_add_at_p, acc_add_p, acc_new_p, acc_take_p, tape_pack_p, tape_unpack_p
 
@@ -144,10 +141,10 @@ def _calls(body, fname) -> bool:
     return any(e.prim is call_p and e.params["func"] == fname for e in all_eqns(body))
 
 
-def _ad_funcs(kind: str, fname: str, needs: tuple | None = None):
+def _ad_funcs(ctx, kind: str, fname: str, needs: tuple | None = None):
     """The name of f's derived function `kind` (jvp, rev; fwd and bwd for the arguments that
-    need cotangents, `needs`), made on first use."""
-    prog = context.program()
+    need cotangents, `needs`), made on first use in the program being built (ctx.program)."""
+    prog = ctx.program
     f = prog.funcs[fname]
     every = tuple(is_float(p) for p in f.body.params)
     needs = every if needs is None else needs
@@ -157,38 +154,37 @@ def _ad_funcs(kind: str, fname: str, needs: tuple | None = None):
         return name
     if kind == "jvp":
         prog.funcs[name] = Func(name, None, f.span, recursive=True)
-        prog.funcs[name].body = jvp_body(f.body, list(every))
+        prog.funcs[name].body = ctx.jvp_body(f.body, list(every))
     elif kind == "rev":
         prog.funcs[name] = Func(name, None, f.span, recursive=True)
-        with context.building(context.Mode.TAPE_FREE):
-            prog.funcs[name].body = _rev_body(f)
+        prog.funcs[name].body = _rev_body(ctx.building(ctx.Mode.TAPE_FREE), f)
     else:
-        _fwd_bwd(prog, f, needs, mark)
+        _fwd_bwd(ctx, prog, f, needs, mark)
     return name
 
 
-def _rev_body(f):
+def _rev_body(ctx, f):
     """f.rev(*args, *seeds) -> cotangents of the float args, without a tape: each recursive
     call's reverse is a call of .rev, which recomputes that call's forward."""
-    fwd, bwd, kinds = vjp_split(f.body, [is_float(p) for p in f.body.params])
+    fwd, bwd, kinds = ctx.vjp_split(f.body, [is_float(p) for p in f.body.params])
     n_out = len(f.body.outs)
     seed_types = [t for t in f.body.out_types if t.dtype.is_float]
 
     def rev_fn(bb, params):
         args, seeds = params[: len(f.body.params)], params[len(f.body.params) :]
         extra = inline(bb, fwd, args)[n_out:]
-        return inline(bb, bwd, seeds + residual_values(kinds, args, extra))
+        return inline(bb, bwd, seeds + ctx.residual_values(kinds, args, extra))
 
-    return closed_body(f.body.in_types + seed_types, rev_fn)
+    return ctx.closed_body(f.body.in_types + seed_types, rev_fn)
 
 
-def _fwd_bwd(prog, f, needs, mark):
+def _fwd_bwd(ctx, prog, f, needs, mark):
     fwd_f = prog.funcs[f"{f.name}.fwd{mark}"] = Func(f"{f.name}.fwd{mark}", None, f.span, recursive=True)
     bwd_f = prog.funcs[f"{f.name}.bwd{mark}"] = Func(f"{f.name}.bwd{mark}", None, f.span, recursive=True)
     acc = accumulated_args(f, needs)
     n_args = len(f.body.params)
-    with context.building(context.Mode.TAPE_INSIDE):
-        fwd, bwd, kinds = vjp_split(_with_handles(f.body, f.name, len(acc)), list(needs) + [False] * len(acc))
+    inside = ctx.building(ctx.Mode.TAPE_INSIDE)
+    fwd, bwd, kinds = inside.vjp_split(_with_handles(f.body, f.name, len(acc)), list(needs) + [False] * len(acc))
     n_out = len(f.body.outs)
     unchanged = unchanged_args(f)
     taped = sorted({k for kind_, k in kinds if kind_ == "param" and k < n_args} - set(unchanged))
@@ -199,7 +195,7 @@ def _fwd_bwd(prog, f, needs, mark):
         handle = bb.emit1(tape_pack_p, saved)
         return vals[:n_out] + [handle]
 
-    fwd_f.body = closed_body(f.body.in_types, fwd_fn)
+    fwd_f.body = ctx.closed_body(f.body.in_types, fwd_fn)
     n_extra = len(fwd.outs) - n_out
     res_types = fwd.out_types[n_out:] + [f.body.params[k].type for k in taped]
     seed_types = [t for t in f.body.out_types if t.dtype.is_float]
@@ -211,14 +207,14 @@ def _fwd_bwd(prog, f, needs, mark):
         saved = bb.emit(tape_unpack_p, [handle], types=tuple(res_types))
         pvals = dict(zip(taped, saved[n_extra:])) | dict(zip(unchanged, given))
         args = [pvals.get(k) for k in range(n_args)] + list(params[n_given:])
-        return inline(bb, bwd, list(seeds) + residual_values(kinds, args, saved[:n_extra]))
+        return inline(bb, bwd, list(seeds) + ctx.residual_values(kinds, args, saved[:n_extra]))
 
     if not acc:
-        bwd_f.body = closed_body([HANDLE] + seed_types + given_types, bwd_fn)
+        bwd_f.body = ctx.closed_body([HANDLE] + seed_types + given_types, bwd_fn)
         return
     # the recursion adds the cotangents of `acc` into buffers; f.bwd makes and reads them
     inner = prog.funcs[f"{f.name}.bwdacc{mark}"] = Func(f"{f.name}.bwdacc{mark}", None, f.span, recursive=True)
-    body = closed_body([HANDLE] + seed_types + given_types + [HANDLE] * len(acc), bwd_fn)
+    body = ctx.closed_body([HANDLE] + seed_types + given_types + [HANDLE] * len(acc), bwd_fn)
     wanted = [k for k in range(n_args) if needs[k]]
     for j, k in reversed(list(enumerate(acc))):
         body = _sink_out(body, wanted.index(k), body.params[n_given + j])
@@ -233,54 +229,67 @@ def _fwd_bwd(prog, f, needs, mark):
         )
         return [totals[k] if k in totals else next(cts) for k in wanted]
 
-    bwd_f.body = closed_body([HANDLE] + seed_types + given_types, wrapper)
+    bwd_f.body = ctx.closed_body([HANDLE] + seed_types + given_types, wrapper)
 
 
-def _call_vjp_fwd(b, eqn, ins, act):
+@dataclass
+class _CallResiduals:
+    """What a call's augmented forward leaves for its backward."""
+
+    ins: list  # the call's arguments
+    handle: object  # the handle of its record of residuals; None: tape-free (building a .rev)
+    fname: str  # the function called
+    needs: tuple | None  # which arguments get cotangents (None: tape-free)
+    hs: list  # the handles of the recursion's accumulators (a call inside f.bwdacc)
+
+
+def _call_vjp_fwd(ctx, eqn, ins, act):
+    b = ctx.b
     fname = eqn.params["func"]
     n_acc = eqn.params.get("acc", 0)  # the handles of a recursion's accumulators (in .bwdacc)
     ins, hs, act = ins[: len(ins) - n_acc], ins[len(ins) - n_acc :], act[: len(act) - n_acc]
-    if context.mode() is context.Mode.TAPE_FREE:
-        return b.emit(call_p, ins, eqn.span, **eqn.params), (ins, None, fname, None, [])
+    if ctx.mode is ctx.Mode.TAPE_FREE:
+        return b.emit(call_p, ins, eqn.span, **eqn.params), _CallResiduals(ins, None, fname, None, [])
     # only the arguments that are active get cotangents (data passed along costs nothing)
     needs = tuple(a and is_float(x) for a, x in zip(act, ins))
     outs = b.emit(
         call_p,
         ins,
         eqn.span,
-        func=_ad_funcs("fwd", fname, needs),
+        func=_ad_funcs(ctx, "fwd", fname, needs),
         out_types=tuple(eqn.params["out_types"]) + (TensorType(DType.I64, ()),),
         derived=("fwd", fname, needs),
     )
-    return outs[:-1], (ins, outs[-1], fname, needs, hs)
+    return outs[:-1], _CallResiduals(ins, outs[-1], fname, needs, hs)
 
 
-def _call_vjp(b, params, aux, outs, cts):
-    ins, handle, fname, needs, hs = aux
-    f = context.program().funcs[fname]
+def _call_vjp(ctx, params, aux, outs, cts):
+    b = ctx.b
+    ins, handle, fname, needs, hs = aux.ins, aux.handle, aux.fname, aux.needs, aux.hs
+    f = ctx.program.funcs[fname]
     if handle is None and all(c is None for c in cts):
         return [None] * len(ins)  # no tape to free (call_p.tapes), and nothing to give
-    seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    seeds = [ctx.seed_or_zeros(c, o.type) for c, o in zip(cts, outs) if is_float(o)]
     if handle is None:  # tape-free (building a .rev)
         needs = tuple(is_float(x) for x in ins)
-        ct = b.emit(call_p, list(ins) + seeds, func=_ad_funcs("rev", fname), out_types=_ct_types(f, needs))
+        ct = b.emit(call_p, list(ins) + seeds, func=_ad_funcs(ctx, "rev", fname), out_types=_ct_types(f, needs))
     elif hs:  # a call in f.bwdacc: the accumulated cotangents go to the buffers
         acc = accumulated_args(f, needs)
         ct = b.emit(
             call_p,
             [handle] + seeds + [ins[k] for k in unchanged_args(f)] + hs,
-            func=fname + ".bwdacc" + _ad_funcs("bwd", fname, needs)[len(fname) + 4 :],
+            func=fname + ".bwdacc" + _ad_funcs(ctx, "bwd", fname, needs)[len(fname) + 4 :],
             out_types=_ct_types(f, [n and k not in acc for k, n in enumerate(needs)]),
         )
         needs = [n and k not in acc for k, n in enumerate(needs)]
     else:
         given = [ins[k] for k in unchanged_args(f)]
         # the arguments ride along where this code may be differentiated again (ad/via.py)
-        origin = list(ins) if context.mode() is not context.Mode.TAPE_INSIDE else []
+        origin = list(ins) if ctx.keeps_origin else []
         ct = b.emit(
             call_p,
             [handle] + seeds + given + origin,
-            func=_ad_funcs("bwd", fname, needs),
+            func=_ad_funcs(ctx, "bwd", fname, needs),
             out_types=_ct_types(f, needs),
             derived=("bwd", fname, needs),
             origin=len(origin),
@@ -293,8 +302,9 @@ def _ct_types(f, needs):
     return tuple(p.type for p, need in zip(f.body.params, needs) if need)
 
 
-def _call_jvp_full(b, eqn, ins, ts):
-    name = _ad_funcs("jvp", eqn.params["func"])
+def _call_jvp_full(ctx, eqn, ins, ts):
+    b = ctx.b
+    name = _ad_funcs(ctx, "jvp", eqn.params["func"])
     full_ts = [(t if t is not None else ops.zeros(b, x.type)) for x, t in zip(ins, ts) if is_float(x)]
     out_types = tuple(eqn.params["out_types"])
     t_types = tuple(t for t in out_types if t.dtype.is_float)
@@ -307,18 +317,18 @@ def _call_jvp_full(b, eqn, ins, ts):
 # --- the derivatives of calls of .fwd and .bwd: See Note [Differentiating a tape] in ad/via.py
 
 
-def _derived_equivalent(eqn):
+def _derived_equivalent(ctx, eqn):
     """A call of f.fwd as a call of f; a call of f.bwd as a call of f.rev (the cotangents it
     gives)."""
     kind, fname, needs = eqn.params["derived"]
     if kind == "bwd" and not eqn.params["origin"]:  # inside a tape's bodies: never differentiated
-        raise TypeError_(unsupported(call_p))
-    f = context.program().funcs[fname]
+        raise TypeError_(ctx.unsupported(call_p))
+    f = ctx.program.funcs[fname]
     n_args = len(f.body.params)
     if kind == "fwd":
         picks = list(range(n_args))
         types = [eqn.inputs[i].type for i in picks]
-        return closed_body(
+        return ctx.closed_body(
             types, lambda bb, ps: bb.emit(call_p, ps, func=fname, out_types=tuple(f.body.out_types))
         ), picks
     n_in, n_seeds = len(eqn.inputs), sum(1 for t in f.body.out_types if t.dtype.is_float)
@@ -326,10 +336,10 @@ def _derived_equivalent(eqn):
     every = tuple(is_float(p) for p in f.body.params)
 
     def rev(bb, ps):
-        cts = iter(bb.emit(call_p, ps, func=_ad_funcs("rev", fname), out_types=_ct_types(f, every)))
+        cts = iter(bb.emit(call_p, ps, func=_ad_funcs(ctx, "rev", fname), out_types=_ct_types(f, every)))
         return [ct for ct, need in zip(cts, [n for n, e in zip(needs, every) if e]) if need]
 
-    return closed_body([eqn.inputs[i].type for i in picks], rev), picks
+    return ctx.closed_body([eqn.inputs[i].type for i in picks], rev), picks
 
 
 _derived_jvp, _derived_vjp_fwd, _derived_vjp = rules_via(_derived_equivalent)
@@ -338,11 +348,11 @@ _derived_jvp, _derived_vjp_fwd, _derived_vjp = rules_via(_derived_equivalent)
 def _call_rule(plain, derived):
     """The rule `plain` for calls of a program's function, `derived` for calls of .fwd/.bwd."""
 
-    def rule(b, eqn_or_params, *rest):
+    def rule(ctx, eqn_or_params, *rest):
         params = eqn_or_params if isinstance(eqn_or_params, dict) else eqn_or_params.params
         if params.get("derived") is not None:
-            return derived(b, eqn_or_params, *rest)
-        return plain(b, eqn_or_params, *rest)
+            return derived(ctx, eqn_or_params, *rest)
+        return plain(ctx, eqn_or_params, *rest)
 
     return rule
 

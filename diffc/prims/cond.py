@@ -3,15 +3,15 @@ the taken branch's backward code."""
 
 from __future__ import annotations
 
-from ..ad.jvp import jvp_body
-from ..ad.vjp import is_float, residual_values, vjp_split
+from dataclasses import dataclass
+
 from ..errors import ShapeError, TypeError_
+from ..ir.core import is_float
 from ..ir.walk import inline
 from ..lower.emit import Arr, reg_type
 from ..typesys import DType, TensorType
 from . import ops
 from .core import primitive
-from .loops import closed_body, seed_or_zeros, tangents_of
 
 # --- cond ---------------------------------------------------------------------------------------
 
@@ -51,9 +51,19 @@ def _cond_lower(em, eqn, ins):
 # backward is a cond on the same predicate running the taken branch's backward only.
 
 
-def _cond_vjp_fwd(b, eqn, ins, act):
+@dataclass
+class _CondResiduals:
+    """What an if's augmented forward leaves for its backward."""
+
+    ins: list  # (predicate, *operands)
+    act: list[bool]  # which inputs are active
+    splits: list  # per branch, vjp_split's (fwd, bwd, kinds)
+    extras: list  # per branch, the outputs that hold its residuals (zeros when not taken)
+
+
+def _cond_vjp_fwd(ctx, eqn, ins, act):
     branches = eqn.params["branches"]
-    splits = [vjp_split(br, list(act[1:])) for br in branches]
+    splits = [ctx.vjp_split(br, list(act[1:])) for br in branches]
     n_out = len(eqn.outs)
     extra_types = [[o.type for o in fwd.outs[n_out:]] for fwd, _, _ in splits]
 
@@ -68,20 +78,20 @@ def _cond_vjp_fwd(b, eqn, ins, act):
                 parts += mine if j == k else [ops.zeros(bb, t) for t in ts]
             return vals[:n_out] + parts
 
-        return closed_body([x.type for x in ins[1:]], build)
+        return ctx.closed_body([x.type for x in ins[1:]], build)
 
-    outs = b.emit(cond_p, ins, eqn.span, branches=(branch(0), branch(1)))
+    outs = ctx.b.emit(cond_p, ins, eqn.span, branches=(branch(0), branch(1)))
     extras, k0 = [], n_out
     for ts in extra_types:
         extras.append(outs[k0 : k0 + len(ts)])
         k0 += len(ts)
-    return outs[:n_out], (ins, act, splits, extras)
+    return outs[:n_out], _CondResiduals(ins, act, splits, extras)
 
 
-def _cond_vjp(b, params, aux, outs, cts):
-    ins, act, splits, extras = aux
+def _cond_vjp(ctx, params, aux, outs, cts):
+    ins, act, splits, extras = aux.ins, aux.act, aux.splits, aux.extras
     operands = ins[1:]
-    seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+    seeds = [ctx.seed_or_zeros(c, o.type) for c, o in zip(cts, outs) if is_float(o)]
     flat_extras = [x for e in extras for x in e]
     want = [k for k, x in enumerate(operands) if act[k + 1] and is_float(x)]
 
@@ -94,23 +104,24 @@ def _cond_vjp(b, params, aux, outs, cts):
             ops_ = params[len(seeds) + len(flat_extras) :]
             start = sum(len(e) for e in extras[:k])
             mine = ex[start : start + len(extras[k])]
-            return inline(bb, bwd, s + residual_values(kinds, ops_, mine))
+            return inline(bb, bwd, s + ctx.residual_values(kinds, ops_, mine))
 
-        return closed_body([s.type for s in seeds] + [x.type for x in flat_extras] + [x.type for x in operands], build)
+        types = [s.type for s in seeds] + [x.type for x in flat_extras] + [x.type for x in operands]
+        return ctx.closed_body(types, build)
 
-    ct = b.emit(cond_p, [ins[0]] + seeds + flat_extras + list(operands), branches=(branch(0), branch(1)))
+    ct = ctx.b.emit(cond_p, [ins[0]] + seeds + flat_extras + list(operands), branches=(branch(0), branch(1)))
     result = [None] * len(ins)
     for k, v in zip(want, ct):
         result[k + 1] = v
     return result
 
 
-def _cond_jvp_full(b, eqn, ins, ts):
+def _cond_jvp_full(ctx, eqn, ins, ts):
     has = [t is not None for t in ts[1:]]
-    jbs = [jvp_body(br, has) for br in eqn.params["branches"]]
+    jbs = [ctx.jvp_body(br, has) for br in eqn.params["branches"]]
     t_ops = [t for t in ts[1:] if t is not None]
-    outs = b.emit(cond_p, list(ins) + t_ops, eqn.span, branches=tuple(jbs))
-    return tangents_of(outs, len(eqn.outs), eqn.outs)
+    outs = ctx.b.emit(cond_p, list(ins) + t_ops, eqn.span, branches=tuple(jbs))
+    return ctx.tangents_of(outs, len(eqn.outs), eqn.outs)
 
 
 cond_p = primitive(
@@ -121,13 +132,3 @@ cond_p = primitive(
     vjp=_cond_vjp,
     jvp_full=_cond_jvp_full,
 )
-
-
-# Note [Loop derivatives]
-# ~~~~~~~~~~~~~~~~~~~~~~~~~
-# A loop body is split by vjp_split into a forward body (which also returns the residuals
-# its backward reads) and a backward body. The forward loop stacks the residuals of each of
-# its T iterations, so the tape of a loop over T steps is T residual records. Values that do
-# not change across iterations (captured weights, constants) are not taped: the backward loop
-# reads them directly, and their cotangents are summed in a carry of the backward loop: the one
-# accumulator a tied weight gets.

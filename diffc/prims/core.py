@@ -8,7 +8,7 @@ from typing import Any
 
 from ..ir.prim import Kind, Loop, Prim, const_p
 
-__all__ = ["Kind", "Loop", "Prim", "primitive", "all_prims", "get"]
+__all__ = ["Kind", "Loop", "Prim", "primitive", "all_prims", "get", "rules_via"]
 
 _REGISTRY: dict[str, Prim] = {const_p.name: const_p}  # (the IR's own primitive)
 
@@ -28,3 +28,13 @@ def all_prims() -> dict[str, Prim]:
 
 def get(name: str) -> Prim:
     return _REGISTRY[name]
+
+
+def rules_via(equivalent):
+    """(jvp_full, vjp_fwd, vjp) rules of an op differentiated as an equivalent body,
+    equivalent(ctx, eqn) -> (body, picks): See Note [Differentiating a tape] in ad/via.py."""
+    return (
+        lambda ctx, eqn, ins, ts: ctx.via_jvp_full(equivalent, eqn, ins, ts),
+        lambda ctx, eqn, ins, act: ctx.via_vjp_fwd(equivalent, eqn, ins, act),
+        lambda ctx, params, aux, outs, cts: ctx.via_vjp(params, aux, outs, cts),
+    )

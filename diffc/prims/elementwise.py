@@ -327,7 +327,8 @@ def _guarded_mul(b, t, p):
 
 
 def _ew_vjp(partials, linear):
-    def vjp(b, params, ins, outs, cts):
+    def vjp(ctx, params, ins, outs, cts):
+        b = ctx.b
         (g,) = cts
         if linear:
             return [
@@ -346,7 +347,8 @@ def _ew_vjp(partials, linear):
 
 
 def _ew_jvp(partials, linear):
-    def jvp(b, params, ins, outs, tangents):
+    def jvp(ctx, params, ins, outs, tangents):
+        b = ctx.b
         shape = outs[0].type.shape
         if linear:
             terms = [t if s == 1 else ops.neg(b, t) for s, t in zip(linear, tangents) if t is not None]
@@ -371,7 +373,8 @@ def _trig_vjp(partials):
     Returns (vjp_fwd, vjp)."""
     generic = _ew_vjp(partials, None)
 
-    def fwd(b, eqn, ins, act):
+    def fwd(ctx, eqn, ins, act):
+        b = ctx.b
         (x,) = ins
         (y,) = b.emit(eqn.prim, ins, eqn.span)
         if x.type.rank:
@@ -379,18 +382,20 @@ def _trig_vjp(partials):
         (partial,) = partials(b, x, y)
         return [y], ("partial", partial)
 
-    def vjp(b, params, aux, outs, cts):
+    def vjp(ctx, params, aux, outs, cts):
+        b = ctx.b
         kind, v = aux
         if kind == "ins":
-            return generic(b, params, v, outs, cts)
+            return generic(ctx, params, v, outs, cts)
         return [_guarded_mul(b, cts[0], v)]
 
     return fwd, vjp
 
 
-def _guarded_mul_vjp(b, params, ins, outs, cts):
+def _guarded_mul_vjp(ctx, params, ins, outs, cts):
     """The cotangent of t is guarded by g (p may be inf), that of p by t (the first-order
     cotangent, the structural zero: where it is 0, nothing flows to the partial)."""
+    b = ctx.b
     (g,) = cts
     t, p = ins
     return [
@@ -399,7 +404,8 @@ def _guarded_mul_vjp(b, params, ins, outs, cts):
     ]
 
 
-def _guarded_mul_jvp(b, params, ins, outs, tangents):
+def _guarded_mul_jvp(ctx, params, ins, outs, tangents):
+    b = ctx.b
     t, p = ins
     dt, dp = tangents
     terms = []
@@ -420,7 +426,8 @@ def _choice_mask(b, take_first, x, y):
 
 
 def _choice_vjp(take_first):
-    def vjp(b, params, ins, outs, cts):
+    def vjp(ctx, params, ins, outs, cts):
+        b = ctx.b
         (g,) = cts
         x, y = ins
         zero = ops.like(b, g, 0.0)
@@ -434,7 +441,8 @@ def _choice_vjp(take_first):
 
 
 def _choice_jvp(take_first):
-    def jvp(b, params, ins, outs, tangents):
+    def jvp(ctx, params, ins, outs, tangents):
+        b = ctx.b
         x, y = ins
         tx, ty = tangents
         if tx is None and ty is None:
@@ -447,7 +455,8 @@ def _choice_jvp(take_first):
     return jvp
 
 
-def _select_vjp(b, params, ins, outs, cts):
+def _select_vjp(ctx, params, ins, outs, cts):
+    b = ctx.b
     (g,) = cts
     c, x, y = ins
     zero = ops.like(b, g, 0.0)
@@ -458,7 +467,8 @@ def _select_vjp(b, params, ins, outs, cts):
     ]
 
 
-def _select_jvp(b, params, ins, outs, tangents):
+def _select_jvp(ctx, params, ins, outs, tangents):
+    b = ctx.b
     c, x, y = ins
     _, tx, ty = tangents
     if tx is None and ty is None:
@@ -469,12 +479,14 @@ def _select_jvp(b, params, ins, outs, tangents):
     return [ops.select(b, c, tx, ty)]
 
 
-def _convert_vjp(b, params, ins, outs, cts):
+def _convert_vjp(ctx, params, ins, outs, cts):
+    b = ctx.b
     (x,) = ins
     return [ops.convert(b, cts[0], x.type.dtype) if _float(x) and _float(outs[0]) else None]
 
 
-def _convert_jvp(b, params, ins, outs, tangents):
+def _convert_jvp(ctx, params, ins, outs, tangents):
+    b = ctx.b
     (t,) = tangents
     return [ops.convert(b, t, outs[0].type.dtype) if t is not None and _float(outs[0]) else None]
 
@@ -773,8 +785,8 @@ copy_p = primitive(
     shape=lambda ts: [ts[0]],
     kind=Kind.ELEMENTWISE,
     lower=_identity_lower,
-    vjp=lambda b, params, ins, outs, cts: [cts[0]],
-    jvp=lambda b, params, ins, outs, ts: [ts[0]],
+    vjp=lambda ctx, params, ins, outs, cts: [cts[0]],
+    jvp=lambda ctx, params, ins, outs, ts: [ts[0]],
     fold=lambda x: [x],
     remat=True,
 )

@@ -195,7 +195,8 @@ def _outer(b, u, v):
     return ops.mul(b, ops.reshape(b, u, u.type.shape + (1,)), ops.reshape(b, v, (1,) + v.type.shape))
 
 
-def _matmul_vjp(b, p, ins, outs, cts):
+def _matmul_vjp(ctx, p, ins, outs, cts):
+    b = ctx.b
     x, y = ins
     g = cts[0]
     rx, ry = x.type.rank, y.type.rank
@@ -211,7 +212,8 @@ def _matmul_vjp(b, p, ins, outs, cts):
     return [gx if fl[0] else None, gy if fl[1] else None]
 
 
-def _matmul_jvp(b, p, ins, outs, ts):
+def _matmul_jvp(ctx, p, ins, outs, ts):
+    b = ctx.b
     x, y = ins
     tx, ty = ts
     terms = []

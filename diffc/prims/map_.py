@@ -3,24 +3,12 @@ a map that also stacks residuals, and a scan that sums the cotangents of its con
 
 from __future__ import annotations
 
-from ..ad.jvp import jvp_body
-from ..ad.vjp import is_float, vjp_split
 from ..errors import ShapeError
-from ..ir.build import Builder
-from ..ir.walk import inline
+from ..ir.core import is_float
 from ..lower.emit import Lazy
 from ..lower.loops import cheap_steps, row, store_row
+from ..typesys import stacked
 from .core import Kind, Loop, primitive
-from .loops import (
-    closed_body,
-    index_type,
-    row_type,
-    seed_or_zeros,
-    stacked,
-    tangents_of,
-    tape_note,
-)
-from .scan import scan_p
 
 # --- map ----------------------------------------------------------------------------------------
 
@@ -66,85 +54,39 @@ def _map_lower(em, eqn, ins):
     return outs
 
 
-# map: forward map with stacked residuals; backward is a scan whose carry accumulates the
-# cotangents of the loop-invariant inputs (tied weights) and whose outputs are the rows' ones.
+# map: the forward is a map that also stacks each row's residuals; the backward is a scan (a
+# map with a carry: ad/loops.py, reverse_loop) whose carries accumulate the cotangents of the
+# loop-invariant inputs (tied weights) and whose outputs are the rows' ones.
 
 
-def _map_vjp_fwd(b, eqn, ins, act):
+def _map_vjp_fwd(ctx, eqn, ins, act):
+    b = ctx.b
     p = eqn.params
     body, nx = p["body"], p["num_xs"]
-    needs = [False] + list(act)
+    needs = [False] + list(act)  # body param 0 is the index: it has no cotangent
+    # input k is body param k + 1; the constants' cotangents are threaded through the backward
     acc = [1 + k for k in range(nx, len(ins)) if act[k] and is_float(ins[k])]
-    fwd, bwd, kinds = vjp_split(body, needs, accumulate=acc)
+    fwd, bwd, kinds = ctx.vjp_split(body, needs, accumulate=acc)
     outs = b.emit(map_p, ins, eqn.span, body=fwd, n=p["n"], num_xs=nx)
-    ny = len(body.outs)
-    b.eqns[-1].note = tape_note(fwd.out_types[ny:], p["n"])
-    return outs[:ny], (ins, act, bwd, kinds, outs[ny:])
+    ny = len(body.outs)  # fwd returns (ys, residuals): the map stacks both
+    b.eqns[-1].note = ctx.tape_note(fwd.out_types[ny:], p["n"])
+    return outs[:ny], ctx.LoopResiduals(ins, needs, bwd, kinds, outs[ny:])
 
 
-def _map_vjp(b, params, aux, outs, cts, current):
-    ins, act, bwd, kinds, res_stacked = aux
-    n, nx = params["n"], params["num_xs"]
-    xs, consts = ins[:nx], ins[nx:]
-    seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts, outs) if is_float(o)]
-    want = [k for k, x in enumerate(ins) if act[k] and is_float(x)]  # inputs that get cotangents
-    acc_idx = [k for k in want if k >= nx]
-    row_idx = [k for k in want if k < nx]
-    acc_types = [ins[k].type for k in acc_idx]
-
-    sb = Builder(b)
-    i = sb.param(index_type())
-    accs = [sb.param(t) for t in acc_types]
-    seed_rows = [sb.param(row_type(s.type)) for s in seeds]
-    res_rows = [sb.param(row_type(r.type)) for r in res_stacked]
-    x_rows = [sb.param(row_type(x.type)) for x in xs]
-    param_vals = [i] + x_rows + list(consts)
-    res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
-    ct = dict(zip(want, inline(sb, bwd, seed_rows + accs + res)))
-    body, captured = sb.finish([ct[k] for k in acc_idx] + [ct[k] for k in row_idx])
-    inits = [seed_or_zeros(b, current[k], ins[k].type) for k in acc_idx]
-    stacks = seeds + list(res_stacked) + list(xs)
-    out = b.emit(
-        scan_p, inits + stacks + captured, body=body, length=n, num_carry=len(inits), num_xs=len(stacks), reverse=False
+def _map_vjp(ctx, params, aux, outs, cts, current):
+    # the rows are independent (no carry): the backward walks them first to last, as the map
+    return ctx.reverse_loop(
+        aux, outs, cts, current, length=params["n"], num_carry=0, num_xs=params["num_xs"], reverse=False
     )
-    result = [None] * len(ins)
-    for k, v in zip(acc_idx, out[: len(acc_idx)]):
-        result[k] = v
-    for k, v in zip(row_idx, out[len(acc_idx) :]):
-        result[k] = v
-    return result, set(acc_idx)
 
 
-def _map_jvp_full(b, eqn, ins, ts):
+def _map_jvp_full(ctx, eqn, ins, ts):
     p = eqn.params
-    body, nx = p["body"], p["num_xs"]
-    has = [False] + [t is not None for t in ts]
-    jb = jvp_body(body, has)
-    # jb takes (i, rows, consts, row tangents, const tangents); map wants rows first
-    t_rows = [t for t in ts[:nx] if t is not None]
-    t_consts = [t for t in ts[nx:] if t is not None]
-    n_rows = len(t_rows)
-
-    def reorder(bb, params):
-        i, rows, trows = params[0], params[1 : 1 + nx], params[1 + nx : 1 + nx + n_rows]
-        consts, tconsts = (
-            params[1 + nx + n_rows : 1 + nx + n_rows + len(ins) - nx],
-            params[1 + nx + n_rows + len(ins) - nx :],
-        )
-        return inline(bb, jb, [i] + rows + consts + trows + tconsts)
-
-    types = (
-        [index_type()]
-        + [row_type(x.type) for x in ins[:nx]]
-        + [row_type(t.type) for t in t_rows]
-        + [x.type for x in ins[nx:]]
-        + [t.type for t in t_consts]
-    )
-    nb = closed_body(types, reorder)
-    outs = b.emit(
-        map_p, list(ins[:nx]) + t_rows + list(ins[nx:]) + t_consts, eqn.span, body=nb, n=p["n"], num_xs=nx + n_rows
-    )
-    return tangents_of(outs, len(eqn.outs), eqn.outs)
+    nx = p["num_xs"]
+    body, inputs, t_in = ctx.with_tangents(p["body"], ins, ts, num_carry=0, num_xs=nx)
+    n_t_rows = sum(1 for t in t_in[:nx] if t is not None)  # the rows' tangents are rows too
+    outs = ctx.b.emit(map_p, inputs, eqn.span, body=body, n=p["n"], num_xs=nx + n_t_rows)
+    return ctx.split_tangents(outs, p["body"], 0, t_in)
 
 
 map_p = primitive(

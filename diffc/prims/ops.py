@@ -1,8 +1,8 @@
 """Small emitting helpers for derivative rules and transforms: `mul(b, x, y)` emits one
 equation into builder b. They keep rules one line each, as in JAX's `lax` wrappers.
 
-The primitive modules import this one and it imports them: prims/__init__.py imports it first,
-so that each of them is complete when a rule runs."""
+The primitive modules import this one, so it finds their primitives in the registry (when a
+rule runs, every family is declared) rather than importing them back."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import numpy as np
 
 from ..ir.prim import const_p
 from ..typesys import DType, TensorType
-from . import elementwise as ew
-from . import linalg, reduce
-from . import shape as sh
 from .core import get
 
 
@@ -22,7 +19,7 @@ def const(b, value, dtype: DType):
 
 def zeros(b, t: TensorType):
     z = const(b, 0, t.dtype)
-    return z if t.rank == 0 else b.emit1(sh.broadcast_p, [z], shape=t.shape)
+    return z if t.rank == 0 else b.emit1(get("broadcast"), [z], shape=t.shape)
 
 
 def like(b, x, value):
@@ -37,51 +34,51 @@ def emit(b, name, *xs, **params):
 
 
 def add(b, x, y):
-    return b.emit1(ew.add_p, [x, y])
+    return b.emit1(get("add"), [x, y])
 
 
 def sub(b, x, y):
-    return b.emit1(ew.sub_p, [x, y])
+    return b.emit1(get("sub"), [x, y])
 
 
 def mul(b, x, y):
-    return b.emit1(ew.mul_p, [x, y])
+    return b.emit1(get("mul"), [x, y])
 
 
 def div(b, x, y):
-    return b.emit1(ew.div_p, [x, y])
+    return b.emit1(get("div"), [x, y])
 
 
 def neg(b, x):
-    return b.emit1(ew.neg_p, [x])
+    return b.emit1(get("neg"), [x])
 
 
 def select(b, c, x, y):
-    return b.emit1(ew.select_p, [c, x, y])
+    return b.emit1(get("select"), [c, x, y])
 
 
 def copy(b, x):
     """x as a new value."""
-    return b.emit1(ew.copy_p, [x])
+    return b.emit1(get("copy"), [x])
 
 
 def reshape(b, x, shape):
     shape = tuple(shape)
-    return x if x.type.shape == shape else b.emit1(sh.reshape_p, [x], shape=shape)
+    return x if x.type.shape == shape else b.emit1(get("reshape"), [x], shape=shape)
 
 
 def broadcast(b, x, shape):
     shape = tuple(shape)
-    return x if x.type.shape == shape else b.emit1(sh.broadcast_p, [x], shape=shape)
+    return x if x.type.shape == shape else b.emit1(get("broadcast"), [x], shape=shape)
 
 
 def transpose(b, x, perm):
     perm = tuple(perm)
-    return x if perm == tuple(range(len(perm))) else b.emit1(sh.transpose_p, [x], perm=perm)
+    return x if perm == tuple(range(len(perm))) else b.emit1(get("transpose"), [x], perm=perm)
 
 
 def reduce_sum(b, x, axes):
-    return x if not axes else b.emit1(reduce.reduce_sum_p, [x], axes=tuple(axes))
+    return x if not axes else b.emit1(get("reduce_sum"), [x], axes=tuple(axes))
 
 
 def unbroadcast(b, ct, shape):
@@ -95,8 +92,8 @@ def unbroadcast(b, ct, shape):
 
 
 def matmul(b, x, y):
-    return b.emit1(linalg.matmul_p, [x, y])
+    return b.emit1(get("matmul"), [x, y])
 
 
 def convert(b, x, dtype):
-    return x if x.type.dtype is dtype else b.emit1(ew.convert_p, [x], dtype=dtype)
+    return x if x.type.dtype is dtype else b.emit1(get("convert"), [x], dtype=dtype)

@@ -247,11 +247,13 @@ def _spread(b, g, x, axes):
     return ops.broadcast(b, ops.reshape(b, g, _keepdims(x.type, axes)), x.type.shape)
 
 
-def _sum_vjp(b, p, ins, outs, cts):
+def _sum_vjp(ctx, p, ins, outs, cts):
+    b = ctx.b
     return [_spread(b, cts[0], ins[0], p["axes"])]
 
 
-def _sum_jvp(b, p, ins, outs, ts):
+def _sum_jvp(ctx, p, ins, outs, ts):
+    b = ctx.b
     return [None if ts[0] is None else ops.reduce_sum(b, ts[0], p["axes"])]
 
 
@@ -282,12 +284,14 @@ def _prod_partial(b, x, axes):
     return ops.select(b, is_zero, at_zero, at_nonzero)
 
 
-def _prod_vjp(b, p, ins, outs, cts):
+def _prod_vjp(ctx, p, ins, outs, cts):
+    b = ctx.b
     x = ins[0]
     return [ops.mul(b, _spread(b, cts[0], x, p["axes"]), _prod_partial(b, x, p["axes"]))]
 
 
-def _prod_jvp(b, p, ins, outs, ts):
+def _prod_jvp(ctx, p, ins, outs, ts):
+    b = ctx.b
     if ts[0] is None:
         return [None]
     return [ops.reduce_sum(b, ops.mul(b, ts[0], _prod_partial(b, ins[0], p["axes"])), p["axes"])]
@@ -324,7 +328,8 @@ def _first_extreme_mask(b, x, axes, kind):
 
 
 def _extreme_vjp(kind):
-    def vjp(b, p, ins, outs, cts):
+    def vjp(ctx, p, ins, outs, cts):
+        b = ctx.b
         x = ins[0]
         m = _first_extreme_mask(b, x, p["axes"], kind)
         g = _spread(b, cts[0], x, p["axes"])
@@ -334,7 +339,8 @@ def _extreme_vjp(kind):
 
 
 def _extreme_jvp(kind):
-    def jvp(b, p, ins, outs, ts):
+    def jvp(ctx, p, ins, outs, ts):
+        b = ctx.b
         if ts[0] is None:
             return [None]
         m = _first_extreme_mask(b, ins[0], p["axes"], kind)

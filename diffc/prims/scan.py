@@ -4,23 +4,11 @@ scan the other way."""
 
 from __future__ import annotations
 
-from ..ad.jvp import jvp_body
-from ..ad.vjp import is_float, vjp_split
 from ..errors import ShapeError
-from ..ir.build import Builder
-from ..ir.core import Body
-from ..ir.walk import inline
+from ..ir.core import Body, is_float
 from ..lower.loops import Slots, accumulators, cheap_steps, inplace_carries, row, store_row
-from . import ops
+from ..typesys import stacked
 from .core import Kind, Loop, primitive
-from .loops import (
-    closed_body,
-    index_type,
-    row_type,
-    seed_or_zeros,
-    stacked,
-    tape_note,
-)
 
 # --- scan ---------------------------------------------------------------------------------------
 
@@ -63,149 +51,65 @@ def _scan_lower(em, eqn, ins):
 
 
 # scan: the forward also stacks the residuals of every step (T residual records); the backward
-# is a scan in the other direction carrying the carry's cotangent and the accumulated
-# cotangents of the loop-invariant inputs.
+# is a scan in the other direction (ad/loops.py, reverse_loop) carrying the carry's cotangent
+# and the accumulated cotangents of the loop-invariant inputs.
 
 
-def _scan_vjp_fwd(b, eqn, ins, act):
+def _scan_vjp_fwd(ctx, eqn, ins, act):
+    b = ctx.b
     p = eqn.params
     body, nc, nx = p["body"], p["num_carry"], p["num_xs"]
     any_act = any(act)
+    # body params (i, *carry, *x_rows, *consts): a float carry needs a cotangent whenever any
+    # input is active, since the body may mix that input into it
     needs = [False] + [any_act and is_float(x) for x in ins[:nc]] + list(act[nc:])
+    # input k is body param k + 1; the constants' cotangents are threaded through the backward
     acc = [1 + k for k in range(nc + nx, len(ins)) if act[k] and is_float(ins[k])]
-    fwd, bwd, kinds = vjp_split(body, needs, accumulate=acc)
-    # the carry a step starts from is a residual too: stack it as an extra output
+    fwd, bwd, kinds = ctx.vjp_split(body, needs, accumulate=acc)
+    # the carry a step starts from is a residual too (the next step overwrites it): fwd also
+    # returns it, so the scan stacks it (params 1..nc are the carry)
     carry_res = sorted({k for kind, k in kinds if kind == "param" and 1 <= k <= nc})
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in carry_res])
     outs = b.emit(scan_p, ins, eqn.span, body=fwd, length=p["length"], num_carry=nc, num_xs=nx, reverse=p["reverse"])
+    # the scan's outputs: (*final carry, *ys, *stacked residuals, *stacked carries)
     ny = len(body.outs) - nc
-    b.eqns[-1].note = tape_note(fwd.out_types[len(body.outs) :], p["length"])
+    b.eqns[-1].note = ctx.tape_note(fwd.out_types[len(body.outs) :], p["length"])
     n_extra = len(fwd.outs) - len(body.outs) - len(carry_res)
     res_stacked = outs[nc + ny : nc + ny + n_extra]
     carry_stacked = dict(zip(carry_res, outs[nc + ny + n_extra :]))
-    return outs[: nc + ny], (ins, needs, bwd, kinds, res_stacked, carry_stacked)
+    return outs[: nc + ny], ctx.LoopResiduals(ins, needs, bwd, kinds, res_stacked, carry_stacked)
 
 
-def _scan_vjp(b, params, aux, outs, cts, current):
-    ins, needs, bwd, kinds, res_stacked, carry_stacked = aux
-    n, nc, nx = params["length"], params["num_carry"], params["num_xs"]
-    init, xs, consts = ins[:nc], ins[nc : nc + nx], ins[nc + nx :]
-    float_carry = [k for k in range(nc) if is_float(init[k])]
-    ct_carry0 = [seed_or_zeros(b, cts[k], outs[k].type) for k in float_carry]
-    y_seeds = [seed_or_zeros(b, c, o.type) for c, o in zip(cts[nc:], outs[nc:]) if is_float(o)]
-    want = [k for k in range(len(ins)) if needs[k + 1] and is_float(ins[k])]
-    carry_want = [k for k in want if k < nc]
-    acc_idx = [k for k in want if k >= nc + nx]
-    row_idx = [k for k in want if nc <= k < nc + nx]
-
-    sb = Builder(b)
-    t = sb.param(index_type())
-    ct_c = [sb.param(init[k].type) for k in float_carry]
-    accs = [sb.param(ins[k].type) for k in acc_idx]
-    y_rows = [sb.param(row_type(s.type)) for s in y_seeds]
-    res_rows = [sb.param(row_type(r.type)) for r in res_stacked]
-    carry_keys = sorted(carry_stacked)
-    c_rows = dict(zip(carry_keys, [sb.param(row_type(carry_stacked[k].type)) for k in carry_keys]))
-    x_rows = [sb.param(row_type(x.type)) for x in xs]
-    param_vals = [t] + [c_rows.get(k + 1) for k in range(nc)] + x_rows + list(consts)
-    res = [param_vals[k] if kind == "param" else res_rows[k] for kind, k in kinds]
-    ct = dict(zip(want, inline(sb, bwd, ct_c + y_rows + accs + res)))
-    new_ct_c = [ct[k] if k in ct else ops.zeros(sb, init[k].type) for k in float_carry]
-    body, captured = sb.finish(new_ct_c + [ct[k] for k in acc_idx] + [ct[k] for k in row_idx])
-    stacks = y_seeds + list(res_stacked) + [carry_stacked[k] for k in carry_keys] + list(xs)
-    inits = ct_carry0 + [seed_or_zeros(b, current[k], ins[k].type) for k in acc_idx]
-    out = b.emit(
-        scan_p,
-        inits + stacks + captured,
-        body=body,
-        length=n,
-        num_carry=len(inits),
-        num_xs=len(stacks),
-        reverse=not params["reverse"],
+def _scan_vjp(ctx, params, aux, outs, cts, current):
+    return ctx.reverse_loop(
+        aux,
+        outs,
+        cts,
+        current,
+        length=params["length"],
+        num_carry=params["num_carry"],
+        num_xs=params["num_xs"],
+        reverse=not params["reverse"],  # last step first
     )
-    result = [None] * len(ins)
-    for k, v in zip(float_carry, out):
-        if k in carry_want:
-            result[k] = v
-    for k, v in zip(acc_idx, out[len(float_carry) :]):
-        result[k] = v
-    for k, v in zip(row_idx, out[len(float_carry) + len(acc_idx) :]):
-        result[k] = v
-    return result, set(acc_idx)
 
 
-def _scan_jvp_full(b, eqn, ins, ts):
+def _scan_jvp_full(ctx, eqn, ins, ts):
     p = eqn.params
-    body, nc, nx = p["body"], p["num_carry"], p["num_xs"]
-    any_t = any(t is not None for t in ts)
-    # a float carry gets a tangent whenever anything does (it may become active in the loop)
-    t_in = [
-        (ts[k] if ts[k] is not None else ops.zeros(b, ins[k].type)) if any_t and is_float(ins[k]) else None
-        for k in range(nc)
-    ] + list(ts[nc:])
-    has = [False] + [t is not None for t in t_in]
-    jb = jvp_body(body, has)
-    tc = [t for t in t_in[:nc] if t is not None]
-    tx = [t for t in t_in[nc : nc + nx] if t is not None]
-    tk = [t for t in t_in[nc + nx :] if t is not None]
-    ncons = len(ins) - nc - nx
-
-    def reorder(bb, params):
-        k = 0
-
-        def take(m):
-            nonlocal k
-            out = params[k : k + m]
-            k += m
-            return out
-
-        i, c, t_c, xr, t_xr, cs, t_cs = (
-            take(1),
-            take(nc),
-            take(len(tc)),
-            take(nx),
-            take(len(tx)),
-            take(ncons),
-            take(len(tk)),
-        )
-        outs = inline(bb, jb, i + c + xr + cs + t_c + t_xr + t_cs)
-        n_out = len(body.outs)
-        prim, tang = outs[:n_out], outs[n_out:]
-        float_out = [is_float(o) for o in body.outs]
-        tmap, it = [], iter(tang)
-        for f in float_out:
-            tmap.append(next(it) if f else None)
-        carry_t = [tmap[k2] for k2 in range(nc) if t_in[k2] is not None]
-        y_t = [x for x in tmap[nc:] if x is not None]
-        return prim[:nc] + carry_t + prim[nc:] + y_t
-
-    types = (
-        [index_type()]
-        + [x.type for x in ins[:nc]]
-        + [t.type for t in tc]
-        + [row_type(x.type) for x in ins[nc : nc + nx]]
-        + [row_type(t.type) for t in tx]
-        + [x.type for x in ins[nc + nx :]]
-        + [t.type for t in tk]
-    )
-    nb = closed_body(types, reorder)
-    outs = b.emit(
+    nc, nx = p["num_carry"], p["num_xs"]
+    body, inputs, t_in = ctx.with_tangents(p["body"], ins, ts, num_carry=nc, num_xs=nx)
+    n_tc = sum(1 for t in t_in[:nc] if t is not None)
+    n_tx = sum(1 for t in t_in[nc : nc + nx] if t is not None)
+    outs = ctx.b.emit(
         scan_p,
-        list(ins[:nc]) + tc + list(ins[nc : nc + nx]) + tx + list(ins[nc + nx :]) + tk,
+        inputs,
         eqn.span,
-        body=nb,
+        body=body,
         length=p["length"],
-        num_carry=nc + len(tc),
-        num_xs=nx + len(tx),
+        num_carry=nc + n_tc,
+        num_xs=nx + n_tx,
         reverse=p["reverse"],
     )
-    ny = len(body.outs) - nc
-    carry, carry_t = outs[:nc], iter(outs[nc : nc + len(tc)])
-    ys = outs[nc + len(tc) : nc + len(tc) + ny]
-    ys_t = iter(outs[nc + len(tc) + ny :])
-    touts = [next(carry_t) if t_in[k] is not None else None for k in range(nc)]
-    touts += [next(ys_t) if is_float(o) else None for o in body.outs[nc:]]
-    return carry + ys, touts
+    return ctx.split_tangents(outs, p["body"], nc, t_in)
 
 
 scan_p = primitive(

@@ -61,8 +61,8 @@ broadcast_p = primitive(
     shape=_broadcast_shape,
     kind=Kind.SHAPE,
     lower=_broadcast_lower,
-    vjp=lambda b, p, ins, outs, cts: [ops.unbroadcast(b, cts[0], ins[0].type.shape)],
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, broadcast_p, p, ins, ts),
+    vjp=lambda ctx, p, ins, outs, cts: [ops.unbroadcast(ctx.b, cts[0], ins[0].type.shape)],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, broadcast_p, p, ins, ts),
     fold=lambda x, shape: [np.broadcast_to(x, shape)],
     reads_lazy=True,
     keeps_zeros=True,
@@ -98,8 +98,8 @@ reshape_p = primitive(
     shape=_reshape_shape,
     kind=Kind.SHAPE,
     lower=_reshape_lower,
-    vjp=lambda b, p, ins, outs, cts: [ops.reshape(b, cts[0], ins[0].type.shape)],
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, reshape_p, p, ins, ts),
+    vjp=lambda ctx, p, ins, outs, cts: [ops.reshape(ctx.b, cts[0], ins[0].type.shape)],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, reshape_p, p, ins, ts),
     fold=lambda x, shape: [np.reshape(x, shape)],
     keeps_zeros=True,
     keeps_all_zeros=True,
@@ -121,8 +121,8 @@ transpose_p = primitive(
     shape=lambda ts, perm: [ts[0].with_shape(tuple(ts[0].shape[p] for p in perm))],
     kind=Kind.SHAPE,
     lower=_transpose_lower,
-    vjp=lambda b, p, ins, outs, cts: [ops.transpose(b, cts[0], _inverse(p["perm"]))],
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, transpose_p, p, ins, ts),
+    vjp=lambda ctx, p, ins, outs, cts: [ops.transpose(ctx.b, cts[0], _inverse(p["perm"]))],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, transpose_p, p, ins, ts),
     fold=lambda x, perm: [np.transpose(x, perm)],
     keeps_zeros=True,
 )
@@ -149,8 +149,8 @@ slice_p = primitive(
     shape=_slice_shape,
     kind=Kind.SHAPE,
     lower=_slice_lower,
-    vjp=lambda b, p, ins, outs, cts: [b.emit1(pad_p, [cts[0]], starts=p["starts"], shape=ins[0].type.shape)],
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, slice_p, p, ins, ts),
+    vjp=lambda ctx, p, ins, outs, cts: [ctx.b.emit1(pad_p, [cts[0]], starts=p["starts"], shape=ins[0].type.shape)],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, slice_p, p, ins, ts),
     fold=lambda x, starts, limits: [x[tuple(slice(lo, hi) for lo, hi in zip(starts, limits))]],
     keeps_zeros=True,
 )
@@ -193,11 +193,11 @@ index_p = primitive(
     shape=lambda ts, safe=False: _index_shape(ts),
     kind=Kind.SHAPE,
     lower=_index_lower,
-    vjp=lambda b, p, ins, outs, cts: (
-        [b.emit1(index_scatter_p, [cts[0]] + list(ins[1:]), shape=ins[0].type.shape, safe=p.get("safe", False))]
+    vjp=lambda ctx, p, ins, outs, cts: (
+        [ctx.b.emit1(index_scatter_p, [cts[0]] + list(ins[1:]), shape=ins[0].type.shape, safe=p.get("safe", False))]
         + [None] * (len(ins) - 1)
     ),
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, index_p, p, ins, ts),
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, index_p, p, ins, ts),
     fold=_index_fold,
     fallible=True,
     cheap=True,
@@ -226,8 +226,8 @@ windows_p = primitive(
     shape=_windows_shape,
     kind=Kind.SHAPE,
     lower=_windows_lower,
-    vjp=lambda b, p, ins, outs, cts: [b.emit1(unwindows_p, [cts[0]], n=ins[0].type.shape[0])],
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, windows_p, p, ins, ts),
+    vjp=lambda ctx, p, ins, outs, cts: [ctx.b.emit1(unwindows_p, [cts[0]], n=ins[0].type.shape[0])],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, windows_p, p, ins, ts),
     fold=lambda x, k: [np.stack([x[i : i + k] for i in range(x.shape[0] - k + 1)])],
 )
 
@@ -260,7 +260,8 @@ def _concat_lower(em, eqn, ins):
     return [out]
 
 
-def _concat_vjp(b, p, ins, outs, cts):
+def _concat_vjp(ctx, p, ins, outs, cts):
+    b = ctx.b
     axis, start, res = p["axis"], 0, []
     for x in ins:
         n = x.type.shape[axis]
@@ -271,7 +272,8 @@ def _concat_vjp(b, p, ins, outs, cts):
     return res
 
 
-def _concat_jvp(b, p, ins, outs, ts):
+def _concat_jvp(ctx, p, ins, outs, ts):
+    b = ctx.b
     if all(t is None for t in ts):
         return [None]
     parts = [t if t is not None else ops.zeros(b, x.type) for x, t in zip(ins, ts)]
@@ -337,8 +339,8 @@ gather_p = primitive(
     shape=lambda ts: _gather_shape(ts),
     kind=Kind.SHAPE,
     lower=_gather_lower,
-    vjp=lambda b, p, ins, outs, cts: [b.emit1(gather_add_p, [cts[0], ins[1]], shape=ins[0].type.shape), None],
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, gather_p, p, ins, ts),
+    vjp=lambda ctx, p, ins, outs, cts: [ctx.b.emit1(gather_add_p, [cts[0], ins[1]], shape=ins[0].type.shape), None],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, gather_p, p, ins, ts),
     fold=lambda x, ids: [x[ids]],
     fallible=True,
 )
@@ -367,12 +369,12 @@ pad_p = primitive(
     shape=lambda ts, starts, shape: [ts[0].with_shape(shape)],
     kind=Kind.SHAPE,
     lower=_pad_lower,
-    vjp=lambda b, p, ins, outs, cts: [
-        b.emit1(
+    vjp=lambda ctx, p, ins, outs, cts: [
+        ctx.b.emit1(
             slice_p, [cts[0]], starts=p["starts"], limits=tuple(lo + d for lo, d in zip(p["starts"], ins[0].type.shape))
         )
     ],
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, pad_p, p, ins, ts),
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, pad_p, p, ins, ts),
 )
 
 
@@ -403,10 +405,10 @@ index_scatter_p = primitive(
     shape=lambda ts, shape, safe=False: [ts[0].with_shape(shape)],
     kind=Kind.SHAPE,
     lower=_index_scatter_lower,
-    vjp=lambda b, p, ins, outs, cts: (
-        [b.emit1(index_p, [cts[0]] + list(ins[1:]), safe=p["safe"])] + [None] * (len(ins) - 1)
+    vjp=lambda ctx, p, ins, outs, cts: (
+        [ctx.b.emit1(index_p, [cts[0]] + list(ins[1:]), safe=p["safe"])] + [None] * (len(ins) - 1)
     ),
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, index_scatter_p, p, ins, ts),
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, index_scatter_p, p, ins, ts),
     fallible=True,
     accumulate_as="index",
 )
@@ -442,8 +444,8 @@ gather_add_p = primitive(
     shape=lambda ts, shape: [ts[0].with_shape(tuple(shape))],
     kind=Kind.SHAPE,
     lower=_gather_add_lower,
-    vjp=lambda b, p, ins, outs, cts: [b.emit1(gather_p, [cts[0], ins[1]]), None],
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, gather_add_p, p, ins, ts),
+    vjp=lambda ctx, p, ins, outs, cts: [ctx.b.emit1(gather_p, [cts[0], ins[1]]), None],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, gather_add_p, p, ins, ts),
     fallible=True,
     accumulate_as="gather",
 )
@@ -469,8 +471,8 @@ unwindows_p = primitive(
     shape=lambda ts, n: [ts[0].with_shape((n,) + ts[0].shape[2:])],
     kind=Kind.SHAPE,
     lower=_unwindows_lower,
-    vjp=lambda b, p, ins, outs, cts: [b.emit1(windows_p, [cts[0]], k=ins[0].type.shape[1])],
-    jvp=lambda b, p, ins, outs, ts: _apply_to_tangent(b, unwindows_p, p, ins, ts),
+    vjp=lambda ctx, p, ins, outs, cts: [ctx.b.emit1(windows_p, [cts[0]], k=ins[0].type.shape[1])],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, unwindows_p, p, ins, ts),
 )
 
 # --- derivative rules ---------------------------------------------------------------------------

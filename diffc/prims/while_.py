@@ -3,21 +3,18 @@ residuals on a growing tape (prims/tape.py) in its one forward run."""
 
 from __future__ import annotations
 
-from ..ad.context import Mode, building, mode
-from ..ad.jvp import jvp_body
-from ..ad.via import rules_via
-from ..ad.vjp import is_float, residual_values, unsupported, vjp_split
+from dataclasses import dataclass
+
 from ..errors import ShapeError, TypeError_
 from ..ir.build import Builder
 from ..ir.core import Body
 from ..ir.walk import clone_body, inline
 from ..lower.emit import ERR_NEGATIVE, Site
 from ..lower.loops import Slots
-from ..typesys import DType, TensorType
+from ..typesys import DType, TensorType, index_type
 from . import ops
-from .core import Kind, Loop, primitive
+from .core import Kind, Loop, primitive, rules_via
 from .elementwise import gt_p, lt_p
-from .loops import closed_body, index_type, seed_or_zeros, tape_note
 from .tape import WhileOrigin, while_tape_lower, while_tape_shape, while_untape_lower, while_untape_shape
 
 # --- while --------------------------------------------------------------------------------------
@@ -92,51 +89,77 @@ class _Plan:
         return [self.types[k] for k in self.float_state + self.acc_idx]
 
 
-def _reverse_step(sb, plan, bwd, kinds, param_vals, extra, carry):
-    """One iteration of the backward loop: the state's cotangent before an iteration and the
-    constants' accumulated so far, from the state's after it and the iteration's residuals."""
-    ct = dict(zip(plan.want, inline(sb, bwd, carry + residual_values(kinds, param_vals, extra))))
+def _reverse_step(ctx, sb, plan, bwd, kinds, param_vals, extra, carry):
+    """One iteration of the backward loop, built in sb: the state's cotangent before an
+    iteration and the constants' accumulated so far, from the state's after it and the
+    iteration's residuals."""
+    ct = dict(zip(plan.want, inline(sb, bwd, carry + ctx.residual_values(kinds, param_vals, extra))))
     new_ct = [ct[k] if k in ct else ops.zeros(sb, plan.types[k]) for k in plan.float_state]
     return new_ct + [ct[k] for k in plan.acc_idx]
 
 
-def _while_vjp_fwd(b, eqn, ins, act):
+@dataclass
+class _WhileResiduals:
+    """What a while's taping forward leaves for its backward."""
+
+    ins: list  # the loop's inputs
+    plan: _Plan  # which of them get cotangents
+    bwd: Body  # the body's backward: (state cotangent, accumulators, residuals) -> the same
+    kinds: list  # where each residual of bwd is: a param of the body, or an extra output of fwd
+    state_res: list[int]  # the state params the backward reads, taped after fwd's extra outputs
+    n_extra: int  # fwd's extra outputs (the first values of each taped record)
+    res_types: list  # the types of a taped record
+    tape: object  # the tape's handle
+    count: object  # the iterations run
+    origin: WhileOrigin  # the loop itself, for a derivative of the backward
+
+
+def _while_vjp_fwd(ctx, eqn, ins, act):
+    b = ctx.b
     p = eqn.params
     body, ns = p["body"], p["num_state"]
     plan = _Plan([x.type for x in ins], act, ns)
-    with building(Mode.TAPE_INSIDE):
-        fwd, bwd, kinds = vjp_split(body, list(plan.needs), accumulate=plan.acc_idx)
+    # the taped body is never differentiated itself (its derivative is made from the loop:
+    # See Note [Differentiating a tape] in ad/via.py)
+    inside = ctx.building(ctx.Mode.TAPE_INSIDE)
+    fwd, bwd, kinds = inside.vjp_split(body, list(plan.needs), accumulate=plan.acc_idx)
+    # body params (*state, *consts): the state an iteration starts from is overwritten by the
+    # next one, so the state params the backward reads are taped too, after fwd's residuals;
+    # the constants are not (the backward loop reads them as they are)
     state_res = sorted({k for kind, k in kinds if kind == "param" and k < ns})
     n_extra = len(fwd.outs) - ns
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in state_res])
     origin = WhileOrigin(clone_body(p["cond"]), clone_body(body), ns, plan.needs)
     outs = b.emit(while_tape_p, ins, eqn.span, cond=clone_body(p["cond"]), body=fwd, num_state=ns, origin=origin)
-    b.eqns[-1].note = tape_note(fwd.out_types[ns:], None)
+    b.eqns[-1].note = ctx.tape_note(fwd.out_types[ns:], None)
     state, tape, count = outs[:ns], outs[ns], outs[ns + 1]
-    return state, (ins, plan, bwd, kinds, state_res, n_extra, fwd.out_types[ns:], tape, count, origin)
+    return state, _WhileResiduals(ins, plan, bwd, kinds, state_res, n_extra, fwd.out_types[ns:], tape, count, origin)
 
 
-def _while_vjp(b, params, aux, outs, cts, current):
-    ins, plan, bwd, kinds, state_res, n_extra, res_types, tape, count, origin = aux
+def _while_vjp(ctx, params, aux, outs, cts, current):
+    b = ctx.b
+    ins, plan, bwd, kinds = aux.ins, aux.plan, aux.bwd, aux.kinds
     ns = params["num_state"]
     consts = ins[ns:]
-    ct0 = [seed_or_zeros(b, cts[k], outs[k].type) for k in plan.float_state]
+    ct0 = [ctx.seed_or_zeros(cts[k], outs[k].type) for k in plan.float_state]
     sb = Builder(b)
-    res = [sb.param(t) for t in res_types]
+    # the backward body: (*one taped record, *carry) -> carry, the record being (fwd's extra
+    # outputs, the state params the backward reads: the iteration overwrote them)
+    res = [sb.param(t) for t in aux.res_types]
     carry = [sb.param(t) for t in plan.carry_types()]
-    extra, state_vals = res[:n_extra], dict(zip(state_res, res[n_extra:]))
+    extra, state_vals = res[: aux.n_extra], dict(zip(aux.state_res, res[aux.n_extra :]))
     param_vals = [state_vals.get(k) for k in range(ns)] + list(consts)
-    body, captured = sb.finish(_reverse_step(sb, plan, bwd, kinds, param_vals, extra, carry))
-    carry0 = ct0 + [seed_or_zeros(b, current[k], ins[k].type) for k in plan.acc_idx]
+    body, captured = sb.finish(_reverse_step(ctx, sb, plan, bwd, kinds, param_vals, extra, carry))
+    carry0 = ct0 + [ctx.seed_or_zeros(current[k], ins[k].type) for k in plan.acc_idx]
     # the loop's inputs ride along where this code may be differentiated again (ad/via.py)
-    keep = mode() is not Mode.TAPE_INSIDE
+    keep = ctx.keeps_origin
     out = b.emit(
         while_untape_p,
-        [tape, count] + carry0 + captured + (list(ins) if keep else []),
+        [aux.tape, aux.count] + carry0 + captured + (list(ins) if keep else []),
         body=body,
-        num_res=len(res_types),
+        num_res=len(aux.res_types),
         num_carry=len(carry0),
-        origin=origin if keep else None,
+        origin=aux.origin if keep else None,
     )
     result = [None] * len(ins)
     for k, v in zip(plan.float_state, out):
@@ -147,49 +170,27 @@ def _while_vjp(b, params, aux, outs, cts, current):
     return result, set(plan.acc_idx)
 
 
-def _while_jvp_full(b, eqn, ins, ts):
+def _while_jvp_full(ctx, eqn, ins, ts):
     p = eqn.params
     ns = p["num_state"]
-    any_t = any(t is not None for t in ts)
-    t_in = [
-        (ts[k] if ts[k] is not None else ops.zeros(b, ins[k].type)) if any_t and is_float(ins[k]) else None
-        for k in range(ns)
-    ] + list(ts[ns:])
-    ts_state = [t for t in t_in[:ns] if t is not None]
-    ts_const = [t for t in t_in[ns:] if t is not None]
-    nconst = len(ins) - ns
-    jb = jvp_body(p["body"], [t is not None for t in t_in])
-
-    def body_fn(bb, params):
-        s, ts_, cs, tcs = (
-            params[:ns],
-            params[ns : ns + len(ts_state)],
-            params[ns + len(ts_state) : ns + len(ts_state) + nconst],
-            params[ns + len(ts_state) + nconst :],
-        )
-        vals = inline(bb, jb, s + cs + ts_ + tcs)
-        return vals[:ns] + vals[ns:]
+    # the body with tangents: params and outs (*state, *state tangents[, *consts, *their
+    # tangents]); the condition reads the same params, ignoring the tangents
+    body, inputs, t_in = ctx.with_tangents(p["body"], ins, ts, num_carry=ns, num_xs=0, indexed=False)
+    n_ts = sum(1 for t in t_in[:ns] if t is not None)
+    n_consts = len(ins) - ns
 
     def cond_fn(bb, params):
-        return inline(bb, p["cond"], params[:ns] + params[ns + len(ts_state) : ns + len(ts_state) + nconst])
+        return inline(bb, p["cond"], params[:ns] + params[ns + n_ts : ns + n_ts + n_consts])
 
-    types = (
-        [x.type for x in ins[:ns]]
-        + [t.type for t in ts_state]
-        + [x.type for x in ins[ns:]]
-        + [t.type for t in ts_const]
-    )
-    # the jvp body returns tangents for every float state, in order
-    outs = b.emit(
+    outs = ctx.b.emit(
         while_p,
-        list(ins[:ns]) + ts_state + list(ins[ns:]) + ts_const,
+        inputs,
         eqn.span,
-        cond=closed_body(types, cond_fn),
-        body=closed_body(types, body_fn),
-        num_state=ns + len(ts_state),
+        cond=ctx.closed_body(body.in_types, cond_fn),
+        body=body,
+        num_state=ns + n_ts,
     )
-    t_out = iter(outs[ns:])
-    return outs[:ns], [next(t_out) if t_in[k] is not None else None for k in range(ns)]
+    return ctx.split_tangents(outs, p["body"], ns, t_in)
 
 
 while_p = primitive(
@@ -209,14 +210,14 @@ while_p = primitive(
 # --- the derivatives of the tape ops: See Note [Differentiating a tape] in ad/via.py -----------
 
 
-def _origin(eqn):
+def _origin(ctx, eqn):
     o = eqn.params["origin"]
     if o is None:  # made inside a tape's own bodies, which are never differentiated
-        raise TypeError_(unsupported(eqn.prim))
+        raise TypeError_(ctx.unsupported(eqn.prim))
     return o
 
 
-def _run(b, o: WhileOrigin, init, consts, n):
+def _run(ctx, b, o: WhileOrigin, init, consts, n):
     """The state after n iterations of the original loop's body from init."""
     ns = len(init)
     types = [index_type()] + [x.type for x in init] + [x.type for x in consts] + [n.type]
@@ -228,52 +229,52 @@ def _run(b, o: WhileOrigin, init, consts, n):
     outs = b.emit(
         while_p,
         [ops.const(b, 0, DType.I64)] + list(init) + list(consts) + [n],
-        cond=closed_body(types, lambda bb, ps: [bb.emit1(lt_p, [ps[0], ps[-1]])]),
-        body=closed_body(types, step),
+        cond=ctx.closed_body(types, lambda bb, ps: [bb.emit1(lt_p, [ps[0], ps[-1]])]),
+        body=ctx.closed_body(types, step),
         num_state=1 + ns,
     )
     return outs[1:]
 
 
-def _tape_as_while(eqn):
+def _tape_as_while(ctx, eqn):
     """while_tape as the while it was made from."""
-    o = _origin(eqn)
+    o = _origin(ctx, eqn)
 
     def fn(b, ps):
         return b.emit(while_p, ps, cond=clone_body(o.cond), body=clone_body(o.body), num_state=o.num_state)
 
-    return closed_body([x.type for x in eqn.inputs], fn), list(range(len(eqn.inputs)))
+    return ctx.closed_body([x.type for x in eqn.inputs], fn), list(range(len(eqn.inputs)))
 
 
-def _untape_recomputing(eqn):
+def _untape_recomputing(ctx, eqn):
     """while_untape as a backward loop that recomputes each iteration's state from the initial
     one instead of reading the tape: (count, *carry, *the while's inputs) -> carry."""
-    o = _origin(eqn)
+    o = _origin(ctx, eqn)
     nc, ns, n_in = eqn.params["num_carry"], o.num_state, len(eqn.inputs)
     first_origin = n_in - len(o.needs)
     origin_types = [x.type for x in eqn.inputs[first_origin:]]
     plan = _Plan(origin_types, o.needs, ns)
-    fwd, bwd, kinds = vjp_split(o.body, list(plan.needs), accumulate=plan.acc_idx)
+    fwd, bwd, kinds = ctx.vjp_split(o.body, list(plan.needs), accumulate=plan.acc_idx)
     types = [index_type()] + plan.carry_types() + origin_types
 
     def back_step(b, ps):  # (k, carry after iteration k, *inputs) -> (k - 1, carry before it)
         k = ops.sub(b, ps[0], ops.const(b, 1, DType.I64))
         carry, init, consts = ps[1 : 1 + nc], ps[1 + nc : 1 + nc + ns], ps[1 + nc + ns :]
-        s = _run(b, o, init, consts, k)
+        s = _run(ctx, b, o, init, consts, k)
         extra = inline(b, fwd, s + consts)[ns:]
-        return [k] + _reverse_step(b, plan, bwd, kinds, s + consts, extra, carry)
+        return [k] + _reverse_step(ctx, b, plan, bwd, kinds, s + consts, extra, carry)
 
     def fn(b, ps):
         outs = b.emit(
             while_p,
             ps,
-            cond=closed_body(types, lambda bb, qs: [bb.emit1(gt_p, [qs[0], ops.const(bb, 0, DType.I64)])]),
-            body=closed_body(types, back_step),
+            cond=ctx.closed_body(types, lambda bb, qs: [bb.emit1(gt_p, [qs[0], ops.const(bb, 0, DType.I64)])]),
+            body=ctx.closed_body(types, back_step),
             num_state=1 + nc,
         )
         return outs[1:]
 
-    return closed_body(types, fn), [1] + list(range(2, 2 + nc)) + list(range(first_origin, n_in))
+    return ctx.closed_body(types, fn), [1] + list(range(2, 2 + nc)) + list(range(first_origin, n_in))
 
 
 _tape_jvp_full, _tape_vjp_fwd, _tape_vjp = rules_via(_tape_as_while)

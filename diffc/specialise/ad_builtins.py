@@ -8,8 +8,8 @@ function that calls grad."""
 
 from __future__ import annotations
 
-from ..ad.jvp import jvp_body
-from ..ad.vjp import residual_values, vjp_split
+from ..ad.rules import Ctx
+from ..ad.vjp import residual_values
 from ..errors import TypeError_
 from ..ir.core import Var
 from ..ir.walk import inline
@@ -18,6 +18,12 @@ from ..prims import elementwise as ew
 from ..pytree import LEAF, flatten, unflatten
 from .args import func_arg
 from .values import Partial, describe
+
+
+def _ad(tr) -> Ctx:
+    """The transforms, adding what they make (a recursive function's derivatives) to the
+    program the tracer builds."""
+    return Ctx(tr.program)
 
 
 def trace_function(tr, f, args, span):
@@ -83,7 +89,7 @@ def _reverse(tr, f, args, nums, name, span):
     for k in nums:
         for i in ranges[k]:
             needs[i] = True
-    fwd, bwd, kinds = vjp_split(body, needs)
+    fwd, bwd, kinds = _ad(tr).vjp_split(body, needs)
     inputs = leaves + captured
     vals = inline(tr.b, fwd, inputs)
     y, extra = vals[0], vals[1:]
@@ -121,7 +127,7 @@ def _vjp(tr, args, kwargs):
     span = tr.span
     body, captured, out_tree, leaves, ranges, trees = trace_function(tr, f, primals, span)
     needs = [True] * len(leaves) + [False] * len(captured)
-    fwd, bwd, kinds = vjp_split(body, needs)
+    fwd, bwd, kinds = _ad(tr).vjp_split(body, needs)
     inputs = leaves + captured
     vals = inline(tr.b, fwd, inputs)
     n_out = len(body.outs)
@@ -177,7 +183,7 @@ def _jvp(tr, args, kwargs):
             )
     body, captured, out_tree, leaves, ranges, trees = trace_function(tr, f, list(primals), span)
     has = [True] * len(leaves) + [False] * len(captured)
-    jb = jvp_body(body, has)
+    jb = _ad(tr).jvp_body(body, has)
     t_leaves = []
     for p, t in zip(primals, tangents):
         for a, b in zip(flatten(p)[0], flatten(t)[0]):

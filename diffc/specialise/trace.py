@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ad import context
 from ..errors import DiffcError, NameError_, ShapeError, TypeError_
 from ..ir.build import MAX_RANK, Builder, close_together
 from ..ir.core import Func, Program, Var
@@ -51,7 +50,6 @@ class Tracer:
     def __init__(self, recursive_fns: set):
         self.recursive_fns = recursive_fns  # ids of FnDefs that are part of a call cycle
         self.program = Program()
-        context.set_program(self.program)
         self.specs: dict = {}
         self.taints: list[set] = [set()]
         self.b: Builder = Builder()
