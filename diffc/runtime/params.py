@@ -14,7 +14,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import zipfile
 
 import numpy as np
@@ -35,34 +34,40 @@ def save(path, tree) -> None:
     the .npz file `path`, replacing it only once the whole file is written."""
     path = os.fspath(path)
     leaves, treedef = flatten(plain_records(tree), is_record=lambda v: isinstance(v, dict), record_items=dict.items)
-    names = leaf_names(treedef, path)
+    names = leaf_names(treedef, f"cannot write the parameter file {path}")
     entries = {n: to_array(x, f"{path}: leaf `{n}`") for n, x in zip(names, leaves)}
     entries[TREE_ENTRY] = np.frombuffer(json.dumps(_tree_json(treedef)).encode(), dtype=np.uint8)
-    folder = os.path.dirname(path) or "."
+    tmp = f"{path}.{os.getpid()}.tmp"  # (os.open, not mkstemp: the file's mode follows the umask)
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".diffc-", suffix=".npz.tmp")
-    except OSError as e:
-        raise UsageError(f"cannot write the parameter file {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
             np.savez(f, **entries)
         os.replace(tmp, path)
     except OSError as e:
-        os.unlink(tmp)
+        _remove(tmp)
         raise UsageError(f"cannot write the parameter file {path}: {e.strerror or e}") from None
+    except BaseException:  # (Ctrl-C: no half-written file left behind)
+        _remove(tmp)
+        raise
 
 
-def leaf_names(t: TreeDef, path: str, prefix: str = "") -> list[str]:
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def leaf_names(t: TreeDef, fail: str, prefix: str = "") -> list[str]:
     """The entry name of each leaf, in flatten order; a field name that would make a path
-    ambiguous (a dot, a digit first) is a UsageError."""
+    ambiguous (a dot, a digit first) is a UsageError beginning with `fail`."""
     if t.kind == "leaf":
         return [prefix or ROOT_LEAF]
     keys = t.names if t.kind == "record" else [str(k) for k in range(len(t.children))]
     names = []
     for key, child in zip(keys, t.children):
         if t.kind == "record" and (not _FIELD.match(key) or key == TREE_ENTRY):
-            raise UsageError(f"{path}: the record field `{key}` is not a DFL field name, so it cannot be saved")
-        names += leaf_names(child, path, f"{prefix}.{key}" if prefix else key)
+            raise UsageError(f"{fail}: the record field `{key}` is not a DFL field name")
+        names += leaf_names(child, fail, f"{prefix}.{key}" if prefix else key)
     return names
 
 
@@ -98,7 +103,7 @@ def load_tree(path, what: str = "") -> object:
         with zipfile.ZipFile(path) as z:
             infos = {i.filename: i for i in z.infolist()}
             tree = _read_tree(z, infos, size, fail)
-            names = leaf_names(tree, path)
+            names = leaf_names(tree, fail)
             want = {n + ".npy" for n in names} | {TREE_ENTRY + ".npy"}
             stray = sorted(set(infos) - want)
             if stray:
@@ -130,6 +135,13 @@ def _read_entry(z: zipfile.ZipFile, info: zipfile.ZipInfo, size: int, fail: str,
     zip reader then holds the data to: a shorter or longer member fails its CRC or length)."""
     if info.compress_size > size or info.file_size > _DEFLATE_RATIO * info.compress_size + 4096:
         raise UsageError(f"{fail}: the archive claims {info.file_size} bytes in a file of {size}")
+    try:
+        return _read_checked(z, info, fail, tree)
+    except ValueError as e:  # (a header numpy cannot parse)
+        raise UsageError(f"{fail}: {e}") from None
+
+
+def _read_checked(z: zipfile.ZipFile, info: zipfile.ZipInfo, fail: str, tree: bool) -> np.ndarray:
     with z.open(info) as f:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):

@@ -99,6 +99,8 @@ def test_saving_replaces_a_file_whole(tmp_path):
         diffc.save(path, {"a.b": 1.0})
     assert same(diffc.load_tree(path), {"w": np.ones(3)})  # (the failed save left it alone)
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
+    (tmp_path / "plain").write_bytes(b"")
+    assert path.stat().st_mode == (tmp_path / "plain").stat().st_mode  # (the umask's mode, not 0600)
 
 
 @pytest.mark.parametrize("key", ["a.b", "0", "", "__tree__"])
