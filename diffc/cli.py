@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile FILE's entry function (main) to native code, run it, print its value.",
     )
     common(r)
-    r.add_argument("--json", action="store_true", help="print the value as one line of JSON")
-    r.add_argument(
+    shown = r.add_mutually_exclusive_group()  # (--out writes the value rather than print it)
+    shown.add_argument("--json", action="store_true", help="print the value as one line of JSON")
+    shown.add_argument(
         "--out",
         metavar="FILE.npz",
         help="write the value to FILE.npz (as diffc.save does) instead of printing it, for --arg p=FILE.npz",

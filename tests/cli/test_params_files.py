@@ -112,3 +112,9 @@ def test_a_value_with_names_npz_cannot_hold_is_not_written(train, capsys):
     assert run(capsys, "run", train, "--entry", "init", "--out", "t.npz")[0] == OK  # (replaced)
     back = diffc.load_tree(train.parent / "t.npz")
     assert sorted(back) == ["b", "steps", "w"]
+
+
+def test_out_and_json_exclude_each_other(train, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", str(train), "--entry", "init", "--out", "p.npz", "--json"])
+    assert e.value.code == USAGE and "not allowed with argument" in capsys.readouterr().err
