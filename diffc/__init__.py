@@ -2,9 +2,10 @@
 
 m = diffc.load("prog.dfl")       # or diffc.compile(source)
 m.loss(params, xs, target)       # NumPy arrays, numbers, dicts and tuples in and out
+diffc.save("params.npz", params) # and diffc.load_tree("params.npz") reads them back
 """
 
-from .api import Function, Module, compile, grad, jvp, load, value_and_grad, vjp
+from .api import Function, Module, compile, grad, jvp, load, load_tree, save, value_and_grad, vjp
 from .errors import (
     BoundsError,
     DiffcError,
@@ -32,6 +33,8 @@ def load_ipython_extension(ipython) -> None:
 __all__ = [
     "load",
     "compile",
+    "save",
+    "load_tree",
     "grad",
     "value_and_grad",
     "jvp",

@@ -15,6 +15,7 @@ from . import bigstack, resolve
 from .errors import DiffcError, DiffcMemoryError, UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
+from .runtime import params
 from .runtime.values import flatten_args, to_python, type_of
 from .specialise.builtins import BUILTINS
 
@@ -215,6 +216,24 @@ def compile(source: str, name: str = "<string>") -> Module:
     if not isinstance(name, str):
         raise UsageError(f"diffc.compile: the name of the program must be a str, got {type(name).__name__}")
     return Module(bigstack.run(resolve.load_text, source, name, Path.cwd(), BUILTINS))
+
+
+@_boundary
+def save(path: str | Path, tree) -> None:
+    """Write a tree of values (a function's parameters, say) to the .npz file `path`: one
+    entry per leaf named by its path (`layers.0.w`), and no pickle (runtime/params.py)."""
+    if not isinstance(path, str | Path):
+        raise UsageError(f"diffc.save takes the path of a .npz file first, got {type(path).__name__}")
+    params.save(path, tree)
+
+
+@_boundary
+def load_tree(path: str | Path):
+    """The tree diffc.save wrote to `path`: dicts for records, tuples, NumPy arrays, and
+    NumPy scalars for 0-d leaves; a damaged or foreign file is a UsageError naming it."""
+    if not isinstance(path, str | Path):
+        raise UsageError(f"diffc.load_tree takes the path of a .npz file, got {type(path).__name__}")
+    return params.load_tree(path)
 
 
 def _derivative(fn: Function, argnums, with_value: bool) -> Function:

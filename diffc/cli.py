@@ -20,6 +20,7 @@ import numpy as np
 from . import __version__, api, bigstack, testing
 from .errors import DiffcError, UsageError
 from .pipeline import PASSES
+from .runtime import params
 from .typesys import dtype_of_numpy
 
 EXIT_OK, EXIT_PROGRAM, EXIT_USAGE = 0, 1, 2
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
             action="append",
             default=[],
             metavar="NAME=VALUE",
-            help="bind a parameter: a number, a JSON array, true/false, or a .npy path",
+            help="bind a parameter: a number, a JSON array, true/false, a .npy path, or a .npz "
+            "path of a record or tuple written by --out or diffc.save",
         )
 
     r = sub.add_parser(
@@ -56,7 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile FILE's entry function (main) to native code, run it, print its value.",
     )
     common(r)
-    r.add_argument("--json", action="store_true", help="print the value as one line of JSON")
+    shown = r.add_mutually_exclusive_group()  # (--out writes the value rather than print it)
+    shown.add_argument("--json", action="store_true", help="print the value as one line of JSON")
+    shown.add_argument(
+        "--out",
+        metavar="FILE.npz",
+        help="write the value to FILE.npz (as diffc.save does) instead of printing it, for --arg p=FILE.npz",
+    )
     r.add_argument("--time-passes", action="store_true", help="print the time of each compiler stage")
     c = sub.add_parser(
         "check",
@@ -137,6 +145,8 @@ def parse_value(name: str, text: str, module: api.Module | None = None):
     expression evaluated in the program, such as a record made by one of its functions."""
     if text.endswith(".npy"):
         return read_npy(name, text)
+    if text.endswith(".npz"):
+        return params.load_tree(text, f"--arg {name}")
     if text.strip().lower().lstrip("+-") in ("inf", "infinity", "nan"):
         return float(text)  # as Python and NumPy spell them (JSON's Infinity and NaN work too)
     try:
@@ -247,6 +257,11 @@ def _load(path: str) -> api.Module:
 def cmd_run(a) -> int:
     from .pipeline import Timings
 
+    if a.out is not None:  # (before the run: a typo should not cost a training run's result)
+        if not a.out.endswith(".npz"):
+            raise UsageError(f"--out {a.out}: the file of the value must end in .npz")
+        if not os.path.isdir(os.path.dirname(a.out) or "."):
+            raise UsageError(f"--out {a.out}: there is no folder {os.path.dirname(a.out)}")
     m = _load(a.file)
     args = bind_args(m, a.entry, a.arg)
     fn = m.function(a.entry)
@@ -259,7 +274,10 @@ def cmd_run(a) -> int:
 
     value = to_python(native(arrays), out_tree)
     timings["run"] = time.perf_counter() - t1
-    print(value_json(value) if a.json else value_text(value))
+    if a.out is not None:
+        params.save(a.out, value)
+    else:
+        print(value_json(value) if a.json else value_text(value))
     if a.time_passes:
         for stage, secs in timings.items():
             print(f"{stage:>22}: {secs * 1e3:9.2f} ms", file=sys.stderr)

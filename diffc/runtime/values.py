@@ -3,6 +3,7 @@ ways values are written out: DFL-style text and the JSON of `diffc run --json`."
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -64,16 +65,28 @@ def _check_fields(v) -> None:
 
 
 def flatten_args(args, names=()) -> tuple[list[np.ndarray], TreeDef]:
-    """Flatten Python arguments (tuples, dicts as records, arrays, numbers); a value that is
-    not one is a UsageError naming the argument (by position, and by `names` when given)."""
-    if any(isinstance(a, list) for a in _walk(args)):  # (walks every dict: checks its keys)
-        args = _lists_to_arrays(args)
+    """Flatten Python arguments (tuples, dicts, dataclasses and named tuples as records,
+    arrays, numbers); a value that is not one is a UsageError naming the argument (by
+    position, and by `names` when given)."""
+    if any(_is_record_object(a) for a in _walk(args)):  # (walks every dict: checks its keys)
+        args = plain_records(args)
     leaves, tree = flatten(tuple(args), is_record=lambda v: isinstance(v, dict), record_items=lambda v: v.items())
     arrays = []
     for k, child in enumerate(tree.children):
         where = f"argument {k}" + (f" (`{names[k]}`)" if k < len(names) else "")
         arrays.extend(to_array(x, where) for x in leaves[len(arrays) : len(arrays) + child.num_leaves])
     return arrays, tree
+
+
+def _is_record_object(v) -> bool:
+    """A dataclass instance or a named tuple: a record, its fields by name, as a dict is."""
+    return (isinstance(v, tuple) and hasattr(v, "_fields")) or (dataclasses.is_dataclass(v) and not isinstance(v, type))
+
+
+def _fields(v) -> dict:
+    if isinstance(v, tuple):
+        return dict(zip(v._fields, v))
+    return {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
 
 
 def _walk(v):
@@ -85,13 +98,20 @@ def _walk(v):
         _check_fields(v)
         for x in v.values():
             yield from _walk(x)
+    elif _is_record_object(v):
+        for x in _fields(v).values():
+            yield from _walk(x)
 
 
-def _lists_to_arrays(v):
+def plain_records(v):
+    """The tree with each dataclass instance and named tuple made a dict of its fields."""
+    if _is_record_object(v):
+        return {k: plain_records(x) for k, x in _fields(v).items()}
     if isinstance(v, tuple):
-        return tuple(_lists_to_arrays(x) for x in v)
+        return tuple(plain_records(x) for x in v)
     if isinstance(v, dict):
-        return {k: _lists_to_arrays(x) for k, x in v.items()}
+        _check_fields(v)  # (the walk that found a record object may have stopped before this dict)
+        return {k: plain_records(x) for k, x in v.items()}
     return v
 
 
