@@ -27,10 +27,6 @@ LAYERS = [
 ]
 TOP = LAYERS[-1]
 
-# arrows that still run up, each to be removed; the list only shrinks (the derivative rules of
-# prims/ reach ad/'s transforms through the context they are given: ad/rules.py)
-PENDING: set[tuple[str, str]] = set()
-
 
 def stage(module: str) -> str:
     """diffc.prims.shape -> prims; diffc -> __init__."""
@@ -83,17 +79,13 @@ def graph():
 
 
 def test_every_import_runs_down_the_layers():
-    wrong, seen_pending = [], set()
-    for mod, found in graph().items():
-        for target, line, _ in found:
-            if layer(target) > layer(mod):
-                arrow = (stage(mod), stage(target))
-                if arrow in PENDING:
-                    seen_pending.add(arrow)
-                else:
-                    wrong.append(f"{mod}:{line} imports {target}")
+    wrong = [
+        f"{mod}:{line} imports {target}"
+        for mod, found in graph().items()
+        for target, line, _ in found
+        if layer(target) > layer(mod)
+    ]
     assert not wrong, "imports that run up the layers:\n" + "\n".join(wrong)
-    assert seen_pending == PENDING, f"no longer pending, remove from PENDING: {PENDING - seen_pending}"
 
 
 def test_no_import_inside_a_function_below_the_top():
