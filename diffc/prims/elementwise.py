@@ -355,12 +355,8 @@ def _ew_jvp(partials, linear):
         else:
             ps = partials(b, *ins, outs[0])
             terms = [_guarded_mul(b, t, p) for t, p in zip(tangents, ps) if t is not None and p is not None]
-        if not terms:
-            return [None]
-        acc = terms[0]
-        for t in terms[1:]:
-            acc = ops.add(b, acc, t)
-        return [_fit(b, acc, shape)]
+        total = ops.add_all(b, terms)
+        return [None if total is None else _fit(b, total, shape)]
 
     return jvp
 
@@ -413,9 +409,8 @@ def _guarded_mul_jvp(ctx, params, ins, outs, tangents):
         terms.append(b.emit1(guarded_mul_p, [dt, p]))
     if dp is not None:
         terms.append(b.emit1(guarded_mul_p, [t, dp]))
-    if not terms:
-        return [None]
-    return [_fit(b, terms[0] if len(terms) == 1 else ops.add(b, *terms), outs[0].type.shape)]
+    total = ops.add_all(b, terms)
+    return [None if total is None else _fit(b, total, outs[0].type.shape)]
 
 
 def _choice_mask(b, take_first, x, y):

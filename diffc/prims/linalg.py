@@ -221,9 +221,7 @@ def _matmul_jvp(ctx, p, ins, outs, ts):
         terms.append(ops.matmul(b, tx, y))
     if ty is not None:
         terms.append(ops.matmul(b, x, ty))
-    if not terms:
-        return [None]
-    return [terms[0] if len(terms) == 1 else ops.add(b, terms[0], terms[1])]
+    return [ops.add_all(b, terms)]
 
 
 matmul_p = primitive(

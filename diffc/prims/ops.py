@@ -37,6 +37,17 @@ def add(b, x, y):
     return b.emit1(get("add"), [x, y])
 
 
+def add_all(b, terms):
+    """The sum of the terms (a tangent's contributions, one per input with a tangent), or None
+    when there are none: a tangent known to be zero."""
+    if not terms:
+        return None
+    total = terms[0]
+    for t in terms[1:]:
+        total = add(b, total, t)
+    return total
+
+
 def sub(b, x, y):
     return b.emit1(get("sub"), [x, y])
 
