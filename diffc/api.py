@@ -157,6 +157,11 @@ class Function:
     def __repr__(self) -> str:
         return f"<diffc function {self.label}>"
 
+    def __reduce__(self):
+        """Pickled as its program's text, its name and its transform: unpickled (on a Ray
+        worker, say), it compiles again per signature, or loads from that machine's disk cache."""
+        return Function, (self.module, self.name, self.transform)
+
 
 class Module:
     """A loaded DFL program; its top-level functions are attributes."""
@@ -182,6 +187,9 @@ class Module:
     def __dir__(self):
         return list(self.ast.fns)
 
+    def __reduce__(self):
+        return _rebuild, (resolve.snapshot(self.ast),)
+
     @_boundary
     def evaluate(self, expr: str):
         """The value of a DFL expression in this program's scope (its functions, lets and
@@ -197,6 +205,12 @@ class Module:
 
     def grad(self, name: str, argnums: int | tuple[int, ...] = 0) -> Function:
         return grad(self.function(name), argnums)
+
+
+@_boundary
+def _rebuild(snapshot) -> Module:
+    """The Module a pickle holds (Module.__reduce__)."""
+    return Module(bigstack.run(resolve.from_snapshot, snapshot, BUILTINS))
 
 
 @_boundary

@@ -141,6 +141,40 @@ def load_text(text: str, name: str, folder: Path | None, builtins: Collection[st
     return Loader(builtins).load_source(SourceFile(name, text), folder)
 
 
+def snapshot(mod: Module) -> tuple:
+    """A module and what it imports as plain data: names and texts, no paths to read. A
+    pickled function carries it, so a worker on another machine rebuilds the same program
+    (and finds the same disk-cache entries, whose keys are these names and texts)."""
+    imports = {name: snapshot(sub) for name, sub in mod.imports.items()}
+    return (mod.name, mod.source.name, mod.source.text, imports)
+
+
+def from_snapshot(snap: tuple, builtins: Collection[str]) -> Module:
+    """The module of `snapshot`, loaded from its texts; a module imported twice is loaded once."""
+    loader = _SnapshotLoader(builtins)
+    return loader.module(snap)
+
+
+class _SnapshotLoader(Loader):
+    def __init__(self, builtins: Collection[str]):
+        super().__init__(builtins)
+        self.done: dict[tuple[str, str], Module] = {}
+        self.imports: dict[str, tuple] = {}  # the snapshots of what the module being loaded imports
+
+    def module(self, snap: tuple) -> Module:
+        name, file, text, imports = snap
+        if (file, text) not in self.done:
+            outer, self.imports = self.imports, imports
+            try:
+                self.done[file, text] = self.load_source(SourceFile(file, text), None, name)
+            finally:
+                self.imports = outer
+        return self.done[file, text]
+
+    def _import(self, imp: n.Import, folder: Path | None) -> Module:
+        return self.module(self.imports[imp.name])
+
+
 # --- the name check ------------------------------------------------------------------------------
 
 
