@@ -228,6 +228,20 @@ def _relu(tr, args, kwargs):
     return binary(ew.max_p, "relu")(tr, zero, x)  # zero first: at a tie (x == 0) the derivative is 0
 
 
+def _rounding(prim):
+    """floor, ceil, round: integers are whole already and stay i64 (as in NumPy 2)."""
+
+    def f(tr, args, kwargs):
+        arity(prim.name, args, 1)
+        allowed_kwargs(prim.name, kwargs, ())
+        x = tensor_arg(args[0], prim.name)
+        if x.type.dtype is BOOL:
+            x = tr.convert(x, I64)
+        return tr.emit(prim, [x]) if x.type.dtype.is_float else x
+
+    return f
+
+
 def _sign(tr, args, kwargs):
     arity("sign", args, 1)
     allowed_kwargs("sign", kwargs, ())
@@ -606,9 +620,9 @@ BUILTINS = {
     "sigmoid": _unary_float(ew.sigmoid_p),
     "erf": _unary_float(ew.erf_p),
     "tan": _unary_float(ew.tan_p),
-    "floor": _unary_float(ew.floor_p),
-    "ceil": _unary_float(ew.ceil_p),
-    "round": _unary_float(ew.round_p),
+    "floor": _rounding(ew.floor_p),
+    "ceil": _rounding(ew.ceil_p),
+    "round": _rounding(ew.round_p),
     "sign": _sign,
     "isnan": _float_test(ew.isnan_p, False),
     "isfinite": _float_test(ew.isfinite_p, True),
