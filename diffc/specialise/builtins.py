@@ -391,20 +391,24 @@ def _std(tr, args, kwargs):
 
 def _logsumexp(tr, args, kwargs):
     """log(sum(exp(x))) shifted by the largest element (stop_gradient: the shift cancels), so
-    that it neither overflows nor underflows. A group with no finite largest element is not
-    shifted: all -inf (or empty) gives -inf and a gradient of 0 (the log reads 1 there and
-    sends no cotangent), a +inf gives +inf, a NaN NaN. The gradient elsewhere is softmax."""
+    that it neither overflows nor underflows; the gradient is softmax. A group whose largest
+    element is not finite is not shifted: all -inf (or empty) gives -inf, a +inf +inf (its
+    exponentials are replaced by 1s), a NaN NaN; the first two with a derivative of 0, not the
+    NaN of log's infinite slope at 0 or of exp's at +inf (the selects send those no tangent)."""
     x, axes, keepdims = _reduce_args(tr, "logsumexp", args, kwargs)
     x = _as_float(tr, x)
     dt = x.type.dtype
-    zero, one = tr.const(0, dt), tr.const(1, dt)
+    zero, one, inf = tr.const(0, dt), tr.const(1, dt), tr.const(np.inf, dt)
     m = tr.emit(ew.stop_gradient_p, [tr.emit(red.reduce_max_p, [x], axes=axes)])  # -inf when empty
+    hot = tr.emit(ew.eq_p, [m, inf])
     shift = tr.emit(ew.select_p, [tr.emit(ew.isfinite_p, [m]), m, zero])
-    e = tr.emit(ew.exp_p, [tr.emit(ew.sub_p, [x, _keep(tr, shift, x, axes, True)])])
-    s = tr.emit(red.reduce_sum_p, [e], axes=axes)
+    z = tr.emit(ew.sub_p, [x, _keep(tr, shift, x, axes, True)])
+    z = tr.emit(ew.select_p, [_keep(tr, hot, x, axes, True), zero, z])
+    s = tr.emit(red.reduce_sum_p, [tr.emit(ew.exp_p, [z])], axes=axes)
     none = tr.emit(ew.eq_p, [s, zero])
     lse = tr.emit(ew.add_p, [tr.emit(ew.log_p, [tr.emit(ew.select_p, [none, one, s])]), shift])
-    return _keep(tr, tr.emit(ew.select_p, [none, tr.const(-np.inf, dt), lse]), x, axes, keepdims)
+    out = tr.emit(ew.select_p, [none, tr.const(-np.inf, dt), tr.emit(ew.select_p, [hot, inf, lse])])
+    return _keep(tr, out, x, axes, keepdims)
 
 
 def _any_all(name, prim):
