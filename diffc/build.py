@@ -345,6 +345,7 @@ def c_source(prefix: str, compiled: list[Compiled]) -> str:
     words.update(CTX_STACK=CTX_STACK, **{f"ERR_{k}": v for k, v in ERROR_CODES.items()})
     out = [f"#define DIFFC_{k} {v}" for k, v in words.items()]
     out.append((DATA / "runtime.c").read_text(encoding="utf-8"))
+    out.append(f'#include "{prefix}.h" /* (so that the compiler checks the definitions against it) */\n')
     out.append("/* --- this library's print sites, tables and entry points --- */\n")
     prints = [p for c in compiled for p in c.prints]
     for k, (label, tree, types) in enumerate(prints):
@@ -475,6 +476,7 @@ def build(module, source_name: str, specs: list[FnSpec], types_by_name: dict, ou
         for name in sorted(set().union(*(c.kernels for c in compiled))):
             objects.append(work / f"{name}.o")
             objects[-1].write_bytes(kernel_object(name))
+        (work / f"{prefix}.h").write_text(header(prefix, source_name, compiled), encoding="utf-8")
         src = work / f"{prefix}_lib.c"
         src.write_text(c_source(prefix, compiled), encoding="utf-8")
         exports = work / "exports.map"
@@ -485,8 +487,8 @@ def build(module, source_name: str, specs: list[FnSpec], types_by_name: dict, ou
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise UsageError(f"diffc build: the C compiler failed:\n{done.stderr.strip()}")
-    h = out_dir / f"{prefix}.h"
-    h.write_text(header(prefix, source_name, compiled), encoding="utf-8")
+        h = out_dir / f"{prefix}.h"
+        shutil.copyfile(work / h.name, h)
     py = out_dir / f"{prefix}.py"
     py.write_text(python_module(prefix, compiled), encoding="utf-8")
     return [lib, h, py]
