@@ -219,7 +219,7 @@ def compile_spec(module, spec: FnSpec, types_by_name: dict, prefix: str, index: 
         base.initializer = ir.Constant(base.value_type, print_base)
         base.linkage = "internal"
     mod = jit.parse(str(ms.module))
-    mod.get_function(ENTRY_SYMBOL).name = f"{prefix}__entry_{index}"
+    mod.get_function(ENTRY_SYMBOL).name = f"diffc_entry_{index}"  # (local to the library)
     obj = jit.library_object(jit.optimise_module(mod))
     names: set[str] = set()
     ins, in_trees = [], []
@@ -339,9 +339,7 @@ def _print_site(k: int, label: str, tree: TreeDef, types) -> str:
 
 
 def c_source(prefix: str, compiled: list[Compiled]) -> str:
-    words = dict(
-        CTX_WORDS=CTX_WORDS, CTX_ERR=CTX_ERR, CTX_SITE=CTX_SITE, CTX_A=CTX_A, CTX_B=CTX_B, CTX_ARENA=CTX_ARENA
-    )
+    words = dict(CTX_WORDS=CTX_WORDS, CTX_ERR=CTX_ERR, CTX_SITE=CTX_SITE, CTX_A=CTX_A, CTX_B=CTX_B, CTX_ARENA=CTX_ARENA)
     words.update(CTX_STACK=CTX_STACK, **{f"ERR_{k}": v for k, v in ERROR_CODES.items()})
     out = [f"#define DIFFC_{k} {v}" for k, v in words.items()]
     out.append((DATA / "runtime.c").read_text(encoding="utf-8"))
@@ -356,10 +354,10 @@ def c_source(prefix: str, compiled: list[Compiled]) -> str:
     out.append("    }\n    funlockfile(stdout);\n    fflush(stdout);\n}\n")
     out.append(f"const char *{prefix}_last_error(void) {{ return diffc_last_error(); }}\n")
     for k, c in enumerate(compiled):
-        entry = f"{prefix}__entry_{k}"
+        entry = f"diffc_entry_{k}"
         out.append(f"void {entry}(int64_t *ctx, const void **ins, void **outs);")
         out.append(f"static const diffc_site {entry}_sites[] = {{")
-        out += [_site_row(s) for s in c.sites] or ["    {0, \"\", \"\", \"\"},"]
+        out += [_site_row(s) for s in c.sites] or ['    {0, "", "", ""},']
         out.append("};")
         ins = [f"&{x.name}" if x.type.rank == 0 and x.type.dtype is not DType.BOOL else x.name for x in c.ins]
         out.append(_prototype(prefix, c) + " {")
@@ -458,13 +456,28 @@ def build(module, source_name: str, specs: list[FnSpec], types_by_name: dict, ou
         raise UsageError("diffc build needs a C compiler: no `cc` on PATH")
     if not specs:
         raise UsageError("diffc build: give at least one --fn NAME (or grad:NAME, value_and_grad:NAME)")
-    if len(set(specs)) != len(specs):
-        raise UsageError("diffc build: the same --fn is given twice")
+    made: dict[str, FnSpec] = {}
+    for spec in specs:
+        if spec.c_suffix in made:
+            first = made[spec.c_suffix].label
+            raise UsageError(f"diffc build: --fn {first} and --fn {spec.label} both make {prefix}_{spec.c_suffix}")
+        made[spec.c_suffix] = spec
+    if prefix == "diffc" or prefix.startswith("diffc_"):  # (the runtime's names)
+        raise UsageError(f"diffc build: the prefix {prefix} is diffc's own: choose another with --name")
+    if any(s.c_suffix == "last_error" for s in specs):
+        raise UsageError(f"--fn last_error: {prefix}_last_error is the library's error message function")
     compiled: list[Compiled] = []
     base = 0
     for k, spec in enumerate(specs):
         compiled.append(compile_spec(module, spec, types_by_name, prefix, k, base))
         base += len(compiled[-1].prints)
+    try:
+        return _link(compiled, source_name, out_dir, prefix, cc)
+    except OSError as e:
+        raise UsageError(f"diffc build: cannot write {e.filename or out_dir}: {e.strerror or e}") from None
+
+
+def _link(compiled: list[Compiled], source_name: str, out_dir: Path, prefix: str, cc: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / f"lib{prefix}.so"
     with tempfile.TemporaryDirectory(prefix="diffc-build-") as tmp:
