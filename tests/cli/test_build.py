@@ -372,3 +372,44 @@ def test_types_on_the_command_line():
 
 def test_c_strings_escape_what_c_would_read_otherwise():
     assert build.c_string('a"b\\c\n%d ??= é') == '"a\\"b\\\\c\\012%d \\?\\?= \\303\\251"'
+
+
+DEEP = """\
+fn down(n) = if n == 0 { 0 } else { 1 + down(n - 1) }
+"""
+DEEP_CALLS = """\
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import deep
+
+def call(n):
+    try:
+        print(deep.down(n))
+    except deep.Error as e:
+        print(e.code, str(e).splitlines()[0])
+
+call(100)
+call(100000)
+threading.stack_size(512 << 10)  # (a thread whose stack is full long before 10000 calls)
+t = threading.Thread(target=call, args=(9999,))
+t.start()
+t.join()
+"""
+
+
+@needs_cc
+def test_deep_recursion_is_an_error_code_not_a_crash(tmp_path):
+    src = tmp_path / "deep.dfl"
+    src.write_text(DEEP)
+    done = diffc_cmd(*build_args(src, tmp_path, ["down"], ["n=i64"]))
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "calls.py").write_text(DEEP_CALLS)
+    env = dict(os.environ, PYTHONPATH="")
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "calls.py"), str(tmp_path)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0] == "100"
+    assert lines[1].startswith("2 ") and "more than 10000 nested calls of `down`" in lines[1]
+    assert lines[2].startswith("4 ") and "nested calls of `down` fill the native stack" in lines[2]
