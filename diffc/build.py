@@ -184,7 +184,7 @@ class Leaf:
 
 
 @dataclass
-class Compiled:
+class Built:
     """One spec compiled: object code with its entry renamed, and what its wrapper needs."""
 
     spec: FnSpec
@@ -201,7 +201,7 @@ class Compiled:
     kernels: set
 
 
-def compile_spec(module, spec: FnSpec, types_by_name: dict, prefix: str, index: int, print_base: int) -> Compiled:
+def compile_spec(module, spec: FnSpec, types_by_name: dict, prefix: str, index: int, print_base: int) -> Built:
     """Specialise, optimise and lower one spec; its print sites are numbered from print_base."""
     fndef = module.fns.get(spec.name)
     if fndef is None:
@@ -229,7 +229,7 @@ def compile_spec(module, spec: FnSpec, types_by_name: dict, prefix: str, index: 
         ins += [Leaf(_unique(n, names), x) for n, x in zip(_leaf_names(p, tree), leaves)]
     out_types = [o.type for o in prog.main.body.outs]
     outs = [Leaf(_unique(n, names), t) for n, t in zip(_leaf_names("out", out_tree), out_types)]
-    return Compiled(
+    return Built(
         spec, params, arg_types, ins, outs, in_trees, out_tree, ms.sites, ms.prints, ms.entry_arena, obj, ms.kernels
     )
 
@@ -287,7 +287,7 @@ def _c_param(leaf: Leaf, output: bool) -> str:
     return f"{t} {leaf.name}" if leaf.type.rank == 0 else f"const {t} *{leaf.name}"
 
 
-def _prototype(prefix: str, c: Compiled) -> str:
+def _prototype(prefix: str, c: Built) -> str:
     params = [_c_param(x, False) for x in c.ins] + [_c_param(x, True) for x in c.outs]
     return f"int {prefix}_{c.spec.c_suffix}({', '.join(params)})"
 
@@ -338,7 +338,7 @@ def _print_site(k: int, label: str, tree: TreeDef, types) -> str:
     return "\n".join(lines)
 
 
-def c_source(prefix: str, compiled: list[Compiled]) -> str:
+def c_source(prefix: str, compiled: list[Built]) -> str:
     words = dict(CTX_WORDS=CTX_WORDS, CTX_ERR=CTX_ERR, CTX_SITE=CTX_SITE, CTX_A=CTX_A, CTX_B=CTX_B, CTX_ARENA=CTX_ARENA)
     words.update(CTX_STACK=CTX_STACK, **{f"ERR_{k}": v for k, v in ERROR_CODES.items()})
     out = [f"#define DIFFC_{k} {v}" for k, v in words.items()]
@@ -354,25 +354,34 @@ def c_source(prefix: str, compiled: list[Compiled]) -> str:
     out.append("    }\n    funlockfile(stdout);\n    fflush(stdout);\n}\n")
     out.append(f"const char *{prefix}_last_error(void) {{ return diffc_last_error(); }}\n")
     for k, c in enumerate(compiled):
-        entry = f"diffc_entry_{k}"
-        out.append(f"void {entry}(int64_t *ctx, const void **ins, void **outs);")
-        out.append(f"static const diffc_site {entry}_sites[] = {{")
-        out += [_site_row(s) for s in c.sites] or ['    {0, "", "", ""},']
-        out.append("};")
-        ins = [f"&{x.name}" if x.type.rank == 0 and x.type.dtype is not DType.BOOL else x.name for x in c.ins]
-        out.append(_prototype(prefix, c) + " {")
-        for x in c.ins:  # a bool is a byte in memory, whatever the caller's bool is
-            if x.type.rank == 0 and x.type.dtype is DType.BOOL:
-                out.append(f"    uint8_t {x.name}_byte = {x.name};")
-        ins = [f"&{x.name}_byte" if x.type.rank == 0 and x.type.dtype is DType.BOOL else i for x, i in zip(c.ins, ins)]
-        out.append(f"    const void *ins[] = {{{', '.join(ins) or 'NULL'}}};")
-        out.append(f"    void *outs[] = {{{', '.join(x.name for x in c.outs) or 'NULL'}}};")
-        out.append(f"    return diffc_call({entry}, {c.arena}, {entry}_sites, ins, outs);")
-        out.append("}\n")
+        out.append(_entry_point(prefix, k, c))
     return "\n".join(out)
 
 
-def _signature_text(c: Compiled) -> str:
+def _entry_point(prefix: str, k: int, c: Built) -> str:
+    """The C function of one spec: its failure sites, and a call of its entry with the
+    addresses of its inputs (numbers too: the entry reads every input through a pointer) and
+    outputs."""
+    entry = f"diffc_entry_{k}"
+    out = [f"void {entry}(int64_t *ctx, const void **ins, void **outs);"]
+    out.append(f"static const diffc_site {entry}_sites[] = {{")
+    out += [_site_row(s) for s in c.sites] or ['    {0, "", "", ""},']
+    out += ["};", _prototype(prefix, c) + " {"]
+    ins = []
+    for x in c.ins:
+        if x.type.rank == 0 and x.type.dtype is DType.BOOL:  # a byte in memory, whatever the caller's bool is
+            out.append(f"    uint8_t {x.name}_byte = {x.name};")
+            ins.append(f"&{x.name}_byte")
+        else:
+            ins.append(f"&{x.name}" if x.type.rank == 0 else x.name)
+    out.append(f"    const void *ins[] = {{{', '.join(ins) or 'NULL'}}};")
+    out.append(f"    void *outs[] = {{{', '.join(x.name for x in c.outs) or 'NULL'}}};")
+    out.append(f"    return diffc_call({entry}, {c.arena}, {entry}_sites, ins, outs);")
+    out.append("}\n")
+    return "\n".join(out)
+
+
+def _signature_text(c: Built) -> str:
     return f"{c.spec.label}({', '.join(f'{p}: {_type_text(t)}' for p, t in zip(c.params, c.arg_types))})"
 
 
@@ -384,7 +393,7 @@ def _type_text(t) -> str:
     return str(t)
 
 
-def header(prefix: str, source_name: str, compiled: list[Compiled]) -> str:
+def header(prefix: str, source_name: str, compiled: list[Built]) -> str:
     guard = f"{prefix.upper()}_H"
     out = [
         f"/* {prefix}.h: the C interface of lib{prefix}.so, made by `diffc build` from {source_name}.",
@@ -425,7 +434,7 @@ def _tree_json(tree: TreeDef, leaves) -> list:
     return ["tuple", kids] if tree.kind == "tuple" else ["record", list(tree.names), kids]
 
 
-def python_module(prefix: str, compiled: list[Compiled]) -> str:
+def python_module(prefix: str, compiled: list[Built]) -> str:
     spec = []
     for c in compiled:
         in_leaves = iter(x.type for x in c.ins)
@@ -466,7 +475,7 @@ def build(module, source_name: str, specs: list[FnSpec], types_by_name: dict, ou
         raise UsageError(f"diffc build: the prefix {prefix} is diffc's own: choose another with --name")
     if any(s.c_suffix == "last_error" for s in specs):
         raise UsageError(f"--fn last_error: {prefix}_last_error is the library's error message function")
-    compiled: list[Compiled] = []
+    compiled: list[Built] = []
     base = 0
     for k, spec in enumerate(specs):
         compiled.append(compile_spec(module, spec, types_by_name, prefix, k, base))
@@ -477,7 +486,7 @@ def build(module, source_name: str, specs: list[FnSpec], types_by_name: dict, ou
         raise UsageError(f"diffc build: cannot write {e.filename or out_dir}: {e.strerror or e}") from None
 
 
-def _link(compiled: list[Compiled], source_name: str, out_dir: Path, prefix: str, cc: str) -> list[Path]:
+def _link(compiled: list[Built], source_name: str, out_dir: Path, prefix: str, cc: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / f"lib{prefix}.so"
     with tempfile.TemporaryDirectory(prefix="diffc-build-") as tmp:
