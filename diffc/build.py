@@ -473,8 +473,11 @@ def build(module, source_name: str, specs: list[FnSpec], types_by_name: dict, ou
         made[spec.c_suffix] = spec
     if prefix == "diffc" or prefix.startswith("diffc_"):  # (the runtime's names)
         raise UsageError(f"diffc build: the prefix {prefix} is diffc's own: choose another with --name")
-    if any(s.c_suffix == "last_error" for s in specs):
-        raise UsageError(f"--fn last_error: {prefix}_last_error is the library's error message function")
+    for s in specs:
+        if s.c_suffix == "last_error":
+            raise UsageError(f"--fn last_error: {prefix}_last_error is the library's error message function")
+        if s.c_suffix.startswith("_") or s.c_suffix == "Error":  # (the Python module's own names)
+            raise UsageError(f"--fn {s.label}: {prefix}.py names its own things Error and _NAME: rename `{s.name}`")
     compiled: list[Built] = []
     base = 0
     for k, spec in enumerate(specs):

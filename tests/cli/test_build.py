@@ -310,12 +310,13 @@ def run(capsys, *argv):
         (["loss", "loss"], ["x=f64[2]"], "--fn loss and --fn loss both make p_loss"),
         (["grad:loss", "grad_loss"], ["x=f64[2]"], "--fn grad(loss) and --fn grad_loss both make p_grad_loss"),
         (["last_error"], ["x=f64[2]"], "p_last_error is the library's error message function"),
+        (["_hidden"], ["x=f64[2]"], "p.py names its own things Error and _NAME: rename `_hidden`"),
         (["loss"], ["x=f64[2"], "--arg x=f64[2: expected a number"),
     ],
 )
 def test_command_line_mistakes_are_usage_errors(capsys, tmp_path, fns, args, message):
     src = tmp_path / "p.dfl"
-    src.write_text("fn loss(x) = sum(x * x)\nfn grad_loss(x) = x\nfn last_error(x) = x\n")
+    src.write_text("fn loss(x) = sum(x * x)\nfn grad_loss(x) = x\nfn last_error(x) = x\nfn _hidden(x) = x\n")
     code, _, err = run(capsys, *build_args(src, tmp_path, fns, args))
     assert code == 2 and message in err
 
@@ -413,3 +414,13 @@ def test_deep_recursion_is_an_error_code_not_a_crash(tmp_path):
     assert lines[0] == "100"
     assert lines[1].startswith("2 ") and "more than 10000 nested calls of `down`" in lines[1]
     assert lines[2].startswith("4 ") and "nested calls of `down` fill the native stack" in lines[2]
+
+
+@needs_cc
+def test_functions_named_like_the_python_modules_imports(tmp_path):
+    src = tmp_path / "names.dfl"
+    src.write_text("fn np(x) = x * 2.0\nfn json(x) = x + 1.0\nfn os(x) = x\n")
+    done = diffc_cmd(*build_args(src, tmp_path, ["np", "json", "os"], ["x=f64[2]"]))
+    assert done.returncode == 0, done.stderr
+    lib = load_module(tmp_path, "names")
+    assert lib.np(np.ones(2)).tolist() == [2.0, 2.0] and lib.json(np.ones(2)).tolist() == [2.0, 2.0]
