@@ -169,8 +169,9 @@ class FnSpec:
 
 
 def library_prefix(path: str) -> str:
-    """The C prefix of a program's library: its file name's stem as a C identifier."""
-    stem = re.sub(r"\W", "_", Path(path).stem, flags=re.ASCII) or "prog"
+    """The C prefix of a program's library: its file name's stem as a C identifier (`prog` for
+    standard input, `-`)."""
+    stem = re.sub(r"\W", "_", Path(path).stem, flags=re.ASCII).strip("_") or "prog"
     return "_" + stem if stem[0].isdigit() else stem
 
 

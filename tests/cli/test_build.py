@@ -424,3 +424,12 @@ def test_functions_named_like_the_python_modules_imports(tmp_path):
     assert done.returncode == 0, done.stderr
     lib = load_module(tmp_path, "names")
     assert lib.np(np.ones(2)).tolist() == [2.0, 2.0] and lib.json(np.ones(2)).tolist() == [2.0, 2.0]
+
+
+def test_the_prefix_is_the_file_name_as_a_c_identifier():
+    assert [build.library_prefix(p) for p in ("a/mlp.dfl", "2-step.dfl", "my model.dfl", "-")] == [
+        "mlp",
+        "_2_step",
+        "my_model",
+        "prog",
+    ]
