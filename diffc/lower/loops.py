@@ -73,7 +73,10 @@ class Slots:
                 for j, how in enumerate(plan[k]):
                     first = v if j == 0 else next(ops_)
                     extra = [next(ops_) for _ in range(how[1] - 1)]
-                    accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, first, extra)
+                    if how[0] != "base":
+                        accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, first, extra)
+                    elif not (isinstance(first, Arr) and first.ptr is cur):  # (not updated in place)
+                        em.copy_into(Arr(cur, em.i64(0), _strides(t), t), first)
             elif t.rank == 0:
                 em.b.store(v, h)
             elif k in self.inplace:
@@ -104,7 +107,11 @@ def step_work(body: Body, first: int = 0, n: int = 0) -> int:
     element, not the whole accumulator."""
     inner, plan = accumulators(body, first, n) if n else (body, {})
     added = sum(
-        how[2].inputs[0].type.size if how[2] is not None else body.params[first + k].type.size
+        0
+        if how[0] == "base"
+        else how[2].inputs[0].type.size
+        if how[2] is not None
+        else body.params[first + k].type.size
         for k, terms in plan.items()
         for how in terms
     )
@@ -170,6 +177,7 @@ def accumulators(body: Body, first: int, n: int):
     array m times adds m terms). Returns (body', plan): body' returns the terms in place of
     the sum, and for each such carry plan[k] is a tuple of the terms, in the order they were
     added, each saying how to add it in place, so no new carry is built per iteration:
+      ("base", 1, None)    cur = x                (x was made by an inner loop adding to cur in place: no copy)
       ("add", 1, None)     cur += x               (x may be Lazy: fused, no temporary)
       ("gather", m, e)     cur[ids] += g          (x was e = gather_add(g, ids): touches only those rows)
       ("index", m, e)      cur[i...] += g         (x was e = index_scatter(g, i...))
@@ -186,9 +194,9 @@ def accumulators(body: Body, first: int, n: int):
         chain = _sum_chain(p, out, user, uses)
         if chain is None:
             continue
-        adds, xs = chain
+        adds, xs, base = chain
         drop.update(id(e) for e in adds)
-        terms, values = [], []
+        terms, values = ([("base", 1, None)], [base]) if base is not None else ([], [])
         for x in xs:
             src = made_by.get(x.id)
             if src is not None and src.prim.accumulate_as in ("gather", "index") and uses.get(x.id) == 1:
@@ -207,10 +215,21 @@ def accumulators(body: Body, first: int, n: int):
 
 
 def _sum_chain(p, out, user, uses):
-    """(the adds, the terms x1..xm in the order they are added) if out = add(...add(p, x1)...,
-    xm), each partial sum used once and each term of p's type; else None. Walks up from p
-    (used once) through the equation that reads each partial sum (`user`)."""
-    adds, xs, v = [], [], p
+    """(the adds, the terms x1..xm in the order they are added, the base) if out = add(...add(
+    base, x1)..., xm), each partial sum used once and each term of p's type, where the base is
+    p or the result of an inner loop that adds to p in place (p its carry, used nowhere else: a
+    comprehension's body reading x both itself and in an inner comprehension); else None.
+    Walks up from p (used once) through the equation that reads each partial sum (`user`)."""
+    adds, xs, v, base = [], [], p, None
+    e = user.get(p.id)
+    loop = e.prim.loop if e is not None else None
+    if loop is not None and loop.carries is not None:
+        first, inner_first, nc = loop.carries(e.params)
+        j = e.inputs.index(p) - first
+        inner = e.params["body"]
+        if 0 <= j < nc and uses.get(e.outs[j].id) == 1:
+            if j in inplace_carries(inner, inner_first, nc, accumulators(inner, inner_first, nc)[1]):
+                v = base = e.outs[j]
     while v is not out:
         e = user.get(v.id)
         if e is None or e.prim.accumulate_as != "add" or uses.get(e.outs[0].id) != 1:
@@ -222,7 +241,7 @@ def _sum_chain(p, out, user, uses):
         adds.append(e)
         xs.append(x)
         v = e.outs[0]
-    return (adds, xs) if adds else None
+    return (adds, xs, base) if adds else None
 
 
 def accumulate(em, cur: Arr, how, value, operands):

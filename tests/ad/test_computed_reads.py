@@ -39,6 +39,7 @@ fn stencil(u) {
     sum(l * l)
 }
 fn same_element(x) = sum(for i in 0..len(x) => x[i] * x[i] + x[i])
+fn nested_and_direct(x) = sum(for i in 0..len(x) => x[i] * sum(for j in 0..4 => x[(i + j) % len(x)]))
 fn rows_and_dense(w, x) = sum(for i in 0..len(x) => sum(w[i] * x[i]) + sum(w * w) * x[i, 0])
 """
 
@@ -49,6 +50,7 @@ ARGS = {
     "gathered": (RNG.standard_normal(7), RNG.standard_normal(5)),
     "stencil": (RNG.standard_normal((5, 6)),),
     "same_element": (RNG.standard_normal(6),),
+    "nested_and_direct": (RNG.standard_normal(6),),
     "rows_and_dense": (RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))),
 }
 
