@@ -612,6 +612,25 @@ def _print(tr, args, kwargs):
     return ()
 
 
+def _assert(tr, args, kwargs):
+    """A check of what is known while compiling (shapes, sizes, static arguments), so that a
+    library function can refuse a wrong use with its own words, located at the user's call."""
+    arity("assert", args, 2)
+    cond, message = args
+    if not isinstance(message, str):
+        raise TypeError_(f"the second argument of `assert` must be a message in quotes, got {describe(message)}")
+    if not (isinstance(cond, Var) and cond.type == TensorType(BOOL, ())):
+        raise TypeError_(f"`assert` needs a bool condition, got {describe(cond)}")
+    if cond.known is None:
+        raise TypeError_(
+            "`assert` checks a condition known at compile time (shapes, sizes, literals, static "
+            "arguments); this one depends on run-time values"
+        )
+    if not cond.known:
+        raise ShapeError(message)
+    return ()
+
+
 BUILTINS = {
     "abs": _abs,
     "exp": _unary_float(ew.exp_p),
@@ -675,6 +694,7 @@ BUILTINS = {
     "uniform": _uniform,
     "normal": _normal,
     "print": _print,
+    "assert": _assert,
 }
 
 BUILTINS.update(AD_BUILTINS)
