@@ -13,8 +13,10 @@ import diffc
 SRC = """
 import ds
 
-fn stack_run(d, u, v) = scan(fn(st, x) => ds.stack_step(st, x.d, x.u, x.v), ds.stack_init(len(d), v[0]), {d: d, u: u, v: v})
-fn queue_run(d, u, v) = scan(fn(st, x) => ds.queue_step(st, x.d, x.u, x.v), ds.queue_init(len(d), v[0]), {d: d, u: u, v: v})
+fn stack_run(d, u, v) =
+    scan(fn(st, x) => ds.stack_step(st, x.d, x.u, x.v), ds.stack_init(len(d), v[0]), {d: d, u: u, v: v})
+fn queue_run(d, u, v) =
+    scan(fn(st, x) => ds.queue_step(st, x.d, x.u, x.v), ds.queue_init(len(d), v[0]), {d: d, u: u, v: v})
 fn deque_run(d, u, v) {
     let step = fn(st, x) => ds.deque_step(st, x.d[0], x.d[1], x.u[0], x.u[1], x.v[0], x.v[1]);
     scan(step, ds.deque_init(len(d), v[0, 0]), {d: d, u: u, v: v})

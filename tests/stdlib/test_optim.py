@@ -29,6 +29,7 @@ fn adagrad(p, gs) = three(fn(p, g, s) => optim.adagrad(p, g, s, 0.1, 1e-10), opt
 
 fn global_norm(g) = optim.global_norm(g)
 fn clip(g) = optim.clip_by_global_norm(g, 1.0)
+fn clip_sum(g) = sum(clip(g).a * [1.0, 2.0])
 
 fn schedules(t) = (optim.constant(0.1, t), optim.step_decay(0.1, t, 3, 0.5), optim.exponential_decay(0.1, t, 4, 0.5),
                    optim.cosine_decay(0.1, t, 10, 0.1), optim.linear_warmup(0.1, t, 5))
@@ -92,9 +93,7 @@ def ref_adamw(p, gs, lr=0.01, b1=0.9, b2=0.999, eps=1e-8, wd=0.0):
     for t, g in enumerate(gs, 1):
         m = tmap(lambda m, d: b1 * m + (1 - b1) * d, m, g)
         v = tmap(lambda v, d: b2 * v + (1 - b2) * d * d, v, g)
-        p = tmap(
-            lambda w, m, v: w * (1 - lr * wd) - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps), p, m, v
-        )
+        p = tmap(lambda w, m, v: w * (1 - lr * wd) - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps), p, m, v)
     return p, {"m": m, "v": v, "t": len(gs)}
 
 
@@ -173,6 +172,18 @@ def test_clip_by_global_norm(mod, dtype):
     np.testing.assert_array_equal(mod.clip(small)["a"], small["a"])  # under the norm: unchanged
     zero = tmap(lambda x: x * 0 if isinstance(x, np.ndarray) else x, {"a": small["a"]})
     np.testing.assert_array_equal(mod.clip({"a": zero["a"], "b": small["b"]})["a"], [0.0, 0.0])
+
+
+def test_clipping_derivatives(mod):
+    # the identity under the norm, finite at a zero gradient (global_norm's kink: gradient 0)
+    zero = {"a": np.zeros(2), "b": (np.zeros((1, 1)), np.zeros(0))}
+    np.testing.assert_array_equal(diffc.grad(mod.clip_sum)(zero)["a"], [1.0, 2.0])
+    np.testing.assert_array_equal(diffc.grad(mod.global_norm)(zero)["a"], [0.0, 0.0])
+    g = {"a": np.array([3.0, 4.0]), "b": (np.zeros((1, 1)), np.zeros(0))}
+    # above the norm: d/dg of g / |g| . c = (c - (g.c) g / |g|^2) / |g|
+    c = np.array([1.0, 2.0])
+    want = (c - (g["a"] @ c) * g["a"] / 25) / 5
+    np.testing.assert_allclose(diffc.grad(mod.clip_sum)(g)["a"], want, rtol=1e-12)
 
 
 def test_schedules(mod):
