@@ -30,6 +30,8 @@ fn deque_loss(d, u, v, c) {
 }
 
 # The separate operations, composed by hand: push two, pop some, read.
+fn overfull(v) = ds.stack_push(ds.stack_push(ds.stack_init(1, v[0]), 0.5, v[0]), 1.0, v[1])
+
 fn ops(v) {
     let st = ds.stack_push(ds.stack_push(ds.stack_init(3, v[0]), 1.0, v[0]), 0.6, v[1]);
     let q = ds.queue_push(ds.queue_push(ds.queue_init(3, v[0]), 1.0, v[0]), 0.6, v[1]);
@@ -173,6 +175,13 @@ def test_empty_full_and_overfull_reads(mod):
     np.testing.assert_array_equal(rs, [[0, 0], [1, 1], [1, 1]])
     _, rs = mod.queue_run(np.array([0.0, 0.0, 0.0]), np.array([1.0, 1.0, 1.0]), v)
     np.testing.assert_array_equal(rs, np.zeros((3, 2)))
+
+
+def test_a_push_beyond_the_capacity_is_dropped(mod):
+    st = mod.overfull(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    assert st["n"] == 2
+    np.testing.assert_array_equal(st["s"], [0.5])
+    np.testing.assert_array_equal(st["v"], [[1.0, 2.0]])
 
 
 def test_separate_operations(mod):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import diffc
+from diffc.errors import ShapeError
 
 SRC = """
 import optim
@@ -184,6 +185,24 @@ def test_clipping_derivatives(mod):
     c = np.array([1.0, 2.0])
     want = (c - (g["a"] @ c) * g["a"] / 25) / 5
     np.testing.assert_allclose(diffc.grad(mod.clip_sum)(g)["a"], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_a_gradient_shaped_unlike_its_parameter_is_an_error(name):
+    # [1] - lr * [2] would broadcast: the parameter would silently become a vector of 2
+    hyper = {
+        "sgd": "0.1",
+        "momentum": "0.1, 0.9",
+        "nesterov": "0.1, 0.9",
+        "adam": "0.1, 0.9, 0.999, 1e-8",
+        "adamw": "0.1, 0.9, 0.999, 1e-8, 0.0",
+        "rmsprop": "0.1, 0.9, 1e-8",
+        "adagrad": "0.1, 1e-10",
+    }[name]
+    src = f"import optim\nfn main(p, g) = optim.{name}(p, g, optim.{name}_init(p), {hyper})\n"
+    with pytest.raises(ShapeError, match=r"cannot stack arrays of different shapes: f64\[1\], f64\[2\]") as e:
+        diffc.compile(src).main({"w": np.ones(1), "b": np.ones(2)}, {"w": np.ones(2), "b": np.ones(2)})
+    assert "called from <string>:2:" in str(e.value)
 
 
 def test_schedules(mod):
