@@ -161,6 +161,21 @@ def test_three_steps_match_torch_formulas(mod, name, dtype):
         np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
 
 
+def test_steps_from_python_keep_f32_with_f32_hyper_parameters():
+    m = diffc.compile(
+        "import optim\nfn init(p) = optim.adam_init(p)\n"
+        "fn step(p, g, s, lr) = optim.adam(p, g, s, lr, 0.9, 0.999, 1e-8)\n"
+    )
+    p = {"w": np.ones(3, np.float32)}
+    s = m.init(p)
+    for _ in range(2):
+        p, s = m.step(p, {"w": np.full(3, 0.5, np.float32)}, s, np.float32(0.1))
+    assert p["w"].dtype == s["m"]["w"].dtype == s["v"]["w"].dtype == np.float32 and s["t"] == 2
+    np.testing.assert_allclose(p["w"], 0.8, rtol=1e-6)  # Adam's first steps move by lr each
+    # a Python float is an f64 computed at run time: it promotes, as documented
+    assert m.step(p, {"w": np.ones(3, np.float32)}, s, 0.1)[0]["w"].dtype == np.float64
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_clip_by_global_norm(mod, dtype):
     g = {"a": np.array([3.0, 0.0], dtype), "b": (np.array([[4.0]], dtype), np.zeros(0, dtype))}
