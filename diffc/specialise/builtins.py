@@ -19,7 +19,7 @@ from ..pytree import Record, flatten
 from ..typesys import DType, TensorType, broadcast_shapes, promote
 from .ad_builtins import AD_BUILTINS
 from .args import allowed_kwargs, arity, axes_arg, axis_arg, count_arg, keepdims_arg, static_shape, tensor_arg
-from .higher_order import _fold, _iterate, _map, _scan, _treemap, _unfold, _while, _windows
+from .higher_order import _fold, _iterate, _map, _scan, _treefold, _treemap, _unfold, _while, _windows
 from .values import Builtin, Partial, describe
 
 F64, I64, BOOL = DType.F64, DType.I64, DType.BOOL
@@ -688,6 +688,7 @@ BUILTINS = {
     "iterate": _iterate,
     "while": _while,
     "treemap": _treemap,
+    "treefold": _treefold,
     "windows": _windows,
     "key": _key,
     "split": _split,
