@@ -185,10 +185,11 @@ def test_pooling_gradient(kernel, stride):
 @pytest.mark.parametrize("kernel,stride", [(2, 2), (2, 1)])
 def test_max_pool_tie_sends_the_cotangent_to_the_first_largest(kernel, stride):
     m = nn_program(f"fn g(x) = grad(fn(y) => sum(nn.max_pool2d(y, {kernel}, {stride})))(x)")
-    x = np.ones((1, 1, 2, 2))
-    want = np.zeros((1, 1, 2, 2))
-    want[0, 0, 0, 0] = 1.0  # one window (kernel 2 over 2x2): the first element gets it all
-    np.testing.assert_array_equal(m.g(x), want)
+    # one window (kernel 2 over 2x2): the first largest in row-major order gets it all
+    for x, first in [(np.ones((2, 2)), (0, 0)), (np.array([[0.0, 5.0], [5.0, 0.0]]), (0, 1))]:
+        want = np.zeros((1, 1, 2, 2))
+        want[(0, 0, *first)] = 1.0
+        np.testing.assert_array_equal(m.g(x.reshape(1, 1, 2, 2)), want)
 
 
 # --- normalisation, activations, dropout, embedding --------------------------------------------
