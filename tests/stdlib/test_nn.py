@@ -478,3 +478,15 @@ def test_bad_static_arguments_are_located_at_the_users_call(call, message):
         diffc.compile(source, "user.dfl").main()
     (kind, span), *_ = e.value.call_sites
     assert kind == "called" and (span.line, span.col) == (2, 13)
+
+
+def test_an_empty_batch_gives_empty_results_and_zero_gradients():
+    m = nn_program(
+        "fn c(p, x) = value_and_grad(fn(q) => sum(nn.conv2d(q, x, 1, 1, 1)))(p)\n"
+        "fn rest(g, x, img) = (nn.layer_norm(g, x), nn.max_pool2d(img, 2, 2), nn.avg_pool2d(img, 2, 1))"
+    )
+    p = {"w": normal(3, 2, 3, 3), "b": normal(3)}
+    total, g = m.c(p, np.zeros((0, 2, 5, 5)))
+    assert total == 0.0 and not np.any(g["w"]) and not np.any(g["b"])
+    ln, mx, avg = m.rest({"g": np.ones(4), "b": np.zeros(4)}, np.zeros((0, 4)), np.zeros((0, 3, 4, 4)))
+    assert ln.shape == (0, 4) and mx.shape == (0, 3, 2, 2) and avg.shape == (0, 3, 3, 3)
