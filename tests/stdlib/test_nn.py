@@ -458,17 +458,17 @@ def test_initialisers_have_the_documented_shapes():
 @pytest.mark.parametrize(
     "call,message",
     [
-        ("nn.conv2d(nn.conv2d_init(key(0), 3, 4, 3, 3), zeros([1, 2, 8, 8]), 1, 0, 1)", "channels"),
-        ("nn.conv2d(nn.conv2d_init(key(0), 2, 4, 3, 3), zeros([1, 2, 8, 8]), 0, 0, 1)", "at_least_1"),
-        ("nn.conv2d(nn.conv2d_init(key(0), 2, 4, 3, 3), zeros([1, 2, 8, 8]), 1, -1, 1)", "padding_at_least_0"),
-        ("nn.conv2d(nn.conv2d_init(key(0), 2, 4, 3, 3), zeros([1, 2, 8, 8]), 1, 0, 0)", "dilation"),
-        ("nn.conv2d(nn.conv2d_init(key(0), 2, 4, 5, 5), zeros([1, 2, 4, 4]), 1, 0, 1)", "no_larger_than"),
-        ("nn.max_pool2d(zeros([1, 2, 3, 3]), 4, 4)", "no_larger_than"),
-        ("nn.avg_pool2d(zeros([1, 2, 3, 3]), 2, 0)", "at_least_1"),
+        ("nn.conv2d(nn.conv2d_init(key(0), 3, 4, 3, 3), zeros([1, 2, 8, 8]), 1, 0, 1)", "the channels of x"),
+        ("nn.conv2d(nn.conv2d_init(key(0), 2, 4, 3, 3), zeros([1, 2, 8, 8]), 0, 0, 1)", "must be at least 1"),
+        ("nn.conv2d(nn.conv2d_init(key(0), 2, 4, 3, 3), zeros([1, 2, 8, 8]), 1, -1, 1)", "must not be negative"),
+        ("nn.conv2d(nn.conv2d_init(key(0), 2, 4, 3, 3), zeros([1, 2, 8, 8]), 1, 0, 0)", "must be at least 1"),
+        ("nn.conv2d(nn.conv2d_init(key(0), 2, 4, 5, 5), zeros([1, 2, 4, 4]), 1, 0, 1)", "larger than the padded input"),
+        ("nn.max_pool2d(zeros([1, 2, 3, 3]), 4, 4)", "larger than the padded input"),
+        ("nn.avg_pool2d(zeros([1, 2, 3, 3]), 2, 0)", "must be at least 1"),
         (
             "nn.multi_head_attention(nn.multi_head_attention_init(key(0), 6), zeros([1, 2, 6]),"
             " [[true, true], [true, true]], 4)",
-            "heads",
+            "heads must divide",
         ),
     ],
 )
