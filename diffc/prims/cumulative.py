@@ -16,7 +16,7 @@ from llvmlite import ir
 
 from ..errors import ShapeError
 from ..lower.emit import reg_type
-from ..typesys import DType, TensorType
+from ..typesys import DType
 from . import ops
 from .core import primitive
 from .elementwise import _add, _mul
@@ -124,7 +124,9 @@ def _linrec_jvp(ctx, p, ins, outs, ts):
     if da is not None:
         da = ops.broadcast(b, da, y.type.shape)
         # forward: da_i * y_{i-1}; reverse: da_{i+1} * y_{i+1} (See Note [Transposing a recurrence])
-        terms.append(shift(b, ops.mul(b, da, y), p["axis"], False) if p["reverse"] else ops.mul(b, da, _behind(b, y, p)))
+        terms.append(
+            shift(b, ops.mul(b, da, y), p["axis"], False) if p["reverse"] else ops.mul(b, da, _behind(b, y, p))
+        )
     dy = ops.add_all(b, terms)
     return [None if dy is None else b.emit1(linrec_p, [a, dy], **p)]
 

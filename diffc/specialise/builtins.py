@@ -359,7 +359,10 @@ def _cumulative(name):
             coefficients = cum.shift(tr.b, x, axis, toward_end=True) if reverse else x
             first = x.type.shape[axis] - 1 if reverse else 0
             at = tuple(x.type.shape[axis] if k == axis else 1 for k in range(x.type.rank))
-            is_first = tr.emit(ew.eq_p, [tr.emit(sh.reshape_p, [tr.emit(sh.iota_p, [], n=x.type.shape[axis])], shape=at), tr.const(first, I64)])
+            is_first = tr.emit(
+                ew.eq_p,
+                [tr.emit(sh.reshape_p, [tr.emit(sh.iota_p, [], n=x.type.shape[axis])], shape=at), tr.const(first, I64)],
+            )
             x = tr.emit(ew.select_p, [is_first, x, tr.const(0, x.type.dtype)])
         return tr.emit(cum.linrec_p, [coefficients, x], axis=axis, reverse=reverse)
 

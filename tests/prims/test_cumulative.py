@@ -131,9 +131,7 @@ def test_cumprod_derivative_is_exact_at_zeros(x):
     for j in range(n):
         for k in range(n):
             if j != k:
-                hess[j, k] = sum(
-                    np.prod([x[m] for m in range(i + 1) if m not in (j, k)]) for i in range(max(j, k), n)
-                )
+                hess[j, k] = sum(np.prod([x[m] for m in range(i + 1) if m not in (j, k)]) for i in range(max(j, k), n))
     np.testing.assert_allclose(M.hess_cumprod(x, v), hess @ v, rtol=1e-12, atol=1e-14)
 
 
