@@ -342,34 +342,8 @@ def take_along_last(tr, x: Var, ids: Var) -> Var:
     return tr.emit(sh.gather_p, [flat, ids])
 
 
-def _cumulative(name):
-    def f(tr, args, kwargs):
-        arity(name, args, 1)
-        allowed_kwargs(name, kwargs, ("axis", "reverse"))
-        x = _numbers_arg(tr, args, name)
-        axis = axis_arg(tr, kwargs, name, x.type.rank, -1) % x.type.rank
-        reverse = _static_flag(tr, kwargs, "reverse", name)
-        if name == "cummax":
-            if reverse:
-                raise TypeError_("`cummax` has no `reverse` (flip the array instead)")
-            return _on_last_axis(tr, x, axis, lambda y: take_along_last(tr, y, tr.emit(cum.cumargmax_p, [y])))
-        if name == "cumsum":
-            coefficients = tr.const(1, x.type.dtype)
-        else:  # cumprod: y_i = x_i * y_{i-1} (y_{i+1} in reverse), from x alone at the first step
-            coefficients = cum.shift(tr.b, x, axis, toward_end=True) if reverse else x
-            first = x.type.shape[axis] - 1 if reverse else 0
-            at = tuple(x.type.shape[axis] if k == axis else 1 for k in range(x.type.rank))
-            is_first = tr.emit(
-                ew.eq_p,
-                [tr.emit(sh.reshape_p, [tr.emit(sh.iota_p, [], n=x.type.shape[axis])], shape=at), tr.const(first, I64)],
-            )
-            x = tr.emit(ew.select_p, [is_first, x, tr.const(0, x.type.dtype)])
-        return tr.emit(cum.linrec_p, [coefficients, x], axis=axis, reverse=reverse)
-
-    return f
-
-
 def _static_flag(tr, kwargs, word, name):
+    """A true/false keyword written in the program (it decides the code, not a value)."""
     if word not in kwargs:
         return False
     v = kwargs[word]
@@ -378,23 +352,59 @@ def _static_flag(tr, kwargs, word, name):
     return bool(v.known)
 
 
-def _argsorted(tr, x, axis, descending=False):
-    return _on_last_axis(tr, x, axis, lambda y: tr.emit(srt.argsort_p, [y], descending=descending))
+def _axis_call(tr, name, args, kwargs, words):
+    """The array and the axis (-1 unless `axis=` says) of a call f(x, axis=k, ...)."""
+    arity(name, args, 1)
+    allowed_kwargs(name, kwargs, words)
+    x = _numbers_arg(tr, args, name)
+    return x, axis_arg(tr, kwargs, name, x.type.rank, -1) % x.type.rank
 
 
-def _sort(tr, args, kwargs):
-    arity("sort", args, 1)
-    allowed_kwargs("sort", kwargs, ("axis",))
-    x = _numbers_arg(tr, args, "sort")
-    axis = axis_arg(tr, kwargs, "sort", x.type.rank, -1) % x.type.rank
-    return _on_last_axis(tr, x, axis, lambda y: take_along_last(tr, y, tr.emit(srt.argsort_p, [y], descending=False)))
+def _along_last(name, fn):
+    """The built-in f(x, axis=k) computed as fn(tr, y) on x with that axis moved last."""
+
+    def f(tr, args, kwargs):
+        x, axis = _axis_call(tr, name, args, kwargs, ("axis",))
+        return _on_last_axis(tr, x, axis, lambda y: fn(tr, y))
+
+    return f
 
 
-def _argsort(tr, args, kwargs):
-    arity("argsort", args, 1)
-    allowed_kwargs("argsort", kwargs, ("axis",))
-    x = _numbers_arg(tr, args, "argsort")
-    return _argsorted(tr, x, axis_arg(tr, kwargs, "argsort", x.type.rank, -1) % x.type.rank)
+def _recurrence(name, fn):
+    """The built-in f(x, axis=k, reverse=b) computed as fn(tr, x, axis, reverse)."""
+
+    def f(tr, args, kwargs):
+        x, axis = _axis_call(tr, name, args, kwargs, ("axis", "reverse"))
+        return fn(tr, x, axis, _static_flag(tr, kwargs, "reverse", name))
+
+    return f
+
+
+def _cumsum(tr, x, axis, reverse):
+    return tr.emit(cum.linrec_p, [tr.const(1, x.type.dtype), x], axis=axis, reverse=reverse)
+
+
+def _cumprod(tr, x, axis, reverse):
+    """y_i = x_i * y_{i-1} (y_{i+1} in reverse), from x alone at the first step."""
+    n = x.type.shape[axis]
+    coefficients = cum.shift(tr.b, x, axis, toward_end=True) if reverse else x
+    column = tuple(n if k == axis else 1 for k in range(x.type.rank))
+    steps = tr.emit(sh.reshape_p, [tr.emit(sh.iota_p, [], n=n)], shape=column)
+    first = tr.emit(ew.eq_p, [steps, tr.const(n - 1 if reverse else 0, I64)])
+    start = tr.emit(ew.select_p, [first, x, tr.const(0, x.type.dtype)])
+    return tr.emit(cum.linrec_p, [coefficients, start], axis=axis, reverse=reverse)
+
+
+def _argsort_last(tr, y, descending=False):
+    return tr.emit(srt.argsort_p, [y], descending=descending)
+
+
+def _cummax_last(tr, y):
+    return take_along_last(tr, y, tr.emit(cum.cumargmax_p, [y]))
+
+
+def _sort_last(tr, y):
+    return take_along_last(tr, y, _argsort_last(tr, y))
 
 
 def _top_k(tr, args, kwargs):
@@ -403,7 +413,7 @@ def _top_k(tr, args, kwargs):
     x = _numbers_arg(tr, args, "top_k")
     n = x.type.shape[-1]
     k = count_arg(tr, args, 1, "the k of `top_k`", least=0, most=n)
-    order = tr.emit(srt.argsort_p, [x], descending=True)
+    order = _argsort_last(tr, x, descending=True)
     lead = x.type.shape[:-1]
     ids = tr.emit(sh.slice_p, [order], starts=(0,) * x.type.rank, limits=lead + (k,))
     return (take_along_last(tr, x, ids), ids)
@@ -656,11 +666,11 @@ BUILTINS = {
     "min": _reduction("min", red.reduce_min_p),
     "mean": _mean,
     "argmax": _argmax,
-    "cumsum": _cumulative("cumsum"),
-    "cumprod": _cumulative("cumprod"),
-    "cummax": _cumulative("cummax"),
-    "sort": _sort,
-    "argsort": _argsort,
+    "cumsum": _recurrence("cumsum", _cumsum),
+    "cumprod": _recurrence("cumprod", _cumprod),
+    "cummax": _along_last("cummax", _cummax_last),
+    "sort": _along_last("sort", _sort_last),
+    "argsort": _along_last("argsort", _argsort_last),
     "top_k": _top_k,
     "zeros": _fill("zeros", 0.0),
     "ones": _fill("ones", 1.0),

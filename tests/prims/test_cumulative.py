@@ -163,7 +163,7 @@ def test_cummax_routes_the_cotangent_to_the_first_running_maximum():
         ("fn f() = cumprod(3.0)", "`cumprod` needs an array"),
         ("fn f(r) = cumsum(ones([3]), reverse=r)", "must be true or false, known at compile time"),
         ("fn f() = cumsum(ones([3]), reverse=1)", "must be true or false"),
-        ("fn f() = cummax(ones([3]), reverse=true)", "`cummax` has no `reverse`"),
+        ("fn f() = cummax(ones([3]), reverse=true)", "`cummax` has no keyword argument `reverse`"),
         ("fn f() = cumsum(ones([3]), ax=0)", "has no keyword argument `ax`"),
         ("fn f() = cumsum(ones([3]), ones([3]))", "takes 1 argument"),
     ],
