@@ -144,3 +144,17 @@ def test_wrong_uses_are_located_errors(src, message):
     with pytest.raises(DiffcError, match=message) as e:
         m.f(3) if "f(n)" in src else m.f()
     assert e.value.span is not None
+
+
+def test_draws_of_shape_empty_are_scalars():
+    """A draw of shape [] is element 0 of any longer draw from the key (it crashed the
+    lowering, which stored into an array where a scalar is a register)."""
+    m = diffc.compile("""
+        fn f(seed) = (uniform(key(seed), shape(1.0)), normal(key(seed), shape(1.0)),
+                      randint(key(seed), shape(1.0), -3, 9), bernoulli(key(seed), 0.5))
+    """)
+    u, z, i, b = m.f(8)
+    k = R.key(8)
+    assert u == R.uniform(k, (1,))[0] and z == R.normal(k, (1,))[0]
+    assert i == randint_reference(k, 1, -3, 9)[0]
+    assert b == (R.uniform(k, (1,))[0] < 0.5)
