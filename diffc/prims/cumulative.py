@@ -110,34 +110,34 @@ def shift(b, v, axis, toward_end):
     return b.emit1(pad_p, [part], starts=tuple(lead + [start] + [0] * (t.rank - axis - 1)), shape=t.shape)
 
 
-def _behind(b, v, p):
-    """v at the step before each step of the recurrence (0 at its first step)."""
-    return shift(b, v, p["axis"], not p["reverse"])
-
-
 def _linrec_jvp(ctx, p, ins, outs, ts):
     b = ctx.b
     a, _ = ins
     (y,) = outs
     da, db = ts
+    axis = p["axis"]
     terms = [] if db is None else [db]
-    if da is not None:
+    if da is not None:  # forward: da_i * y_{i-1}; reverse: da_{i+1} * y_{i+1}
         da = ops.broadcast(b, da, y.type.shape)
-        # forward: da_i * y_{i-1}; reverse: da_{i+1} * y_{i+1} (See Note [Transposing a recurrence])
-        terms.append(
-            shift(b, ops.mul(b, da, y), p["axis"], False) if p["reverse"] else ops.mul(b, da, _behind(b, y, p))
-        )
+        if p["reverse"]:
+            terms.append(shift(b, ops.mul(b, da, y), axis, toward_end=False))
+        else:
+            terms.append(ops.mul(b, da, shift(b, y, axis, toward_end=True)))
     dy = ops.add_all(b, terms)
     return [None if dy is None else b.emit1(linrec_p, [a, dy], **p)]
 
 
 def _linrec_vjp(ctx, p, ins, outs, cts):
+    """See Note [Transposing a recurrence]."""
     b = ctx.b
     a, _ = ins
     (y,) = outs
-    g = b.emit1(linrec_p, [a, cts[0]], axis=p["axis"], reverse=not p["reverse"])
-    fwd_prev = shift(b, g if p["reverse"] else y, p["axis"], True)
-    ct_a = ops.mul(b, y if p["reverse"] else g, fwd_prev)
+    axis = p["axis"]
+    g = b.emit1(linrec_p, [a, cts[0]], axis=axis, reverse=not p["reverse"])
+    if p["reverse"]:  # a_i multiplied y_i in y_{i-1}
+        ct_a = ops.mul(b, y, shift(b, g, axis, toward_end=True))
+    else:  # a_i multiplied y_{i-1} in y_i
+        ct_a = ops.mul(b, g, shift(b, y, axis, toward_end=True))
     return [ops.unbroadcast(b, ct_a, a.type.shape), g]
 
 
