@@ -151,9 +151,7 @@ def log1p(b: ir.IRBuilder, x):
     u < 2, 1 - (u - x) beyond (each subtraction exact by Sterbenz's lemma). Near 0, u = 2^0 m
     and f = (u - 1) + c is x itself, so no cancellation. -1 gives -inf, below it NaN."""
     u = b.fadd(x, _c(1.0))
-    c = b.select(
-        b.fcmp_ordered("<", u, _c(2.0)), b.fsub(x, b.fsub(u, _c(1.0))), b.fsub(_c(1.0), b.fsub(u, x))
-    )
+    c = b.select(b.fcmp_ordered("<", u, _c(2.0)), b.fsub(x, b.fsub(u, _c(1.0))), b.fsub(_c(1.0), b.fsub(u, x)))
     y = _log_positive(b, u, c)
     y = b.select(b.fcmp_ordered("==", u, _c(0.0)), _c(-math.inf), y)
     y = b.select(b.fcmp_ordered("==", u, _c(math.inf)), _c(math.inf), y)
