@@ -300,3 +300,33 @@ def _trig(which: int):
 
 sin = _trig(0)
 cos = _trig(1)
+
+
+# tan: reduced as sin and cos are (exact enough up to TAN_INLINE_MAX: k pi/2's three parts
+# leave an error far below the smallest r of a double there), then sin r / cos r, or
+# -cos r / sin r in odd quadrants, one division selected before it. Without branches below
+# TAN_INLINE_MAX; beyond, and inf and NaN, libm, behind the one branch, which data in range
+# always predicts.
+TAN_INLINE_MAX = 4096.0
+
+
+def tan(b: ir.IRBuilder, x, libm_tan):
+    """libm_tan(x) emits the call to libm's tan."""
+    ax = _intrinsic(b, "llvm.fabs", x)
+    results = []
+    with b.if_else(b.fcmp_ordered("<", ax, _c(TAN_INLINE_MAX))) as (inline, libm):
+        with inline:
+            kf = _intrinsic(b, "llvm.rint", b.fmul(x, _c(TWO_OVER_PI)))
+            r = b.fsub(b.fsub(x, b.fmul(kf, _c(PIO2_1))), b.fmul(kf, _c(PIO2_2)))
+            r = _fma(b, b.fneg(kf), _c(PIO2_2T), r)
+            odd = b.icmp_unsigned("!=", b.and_(b.fptosi(kf, I64), ir.Constant(I64, 1)), ir.Constant(I64, 0))
+            s, c = _kernels(b, r, 0), _kernels(b, r, 1)
+            v = b.fdiv(b.select(odd, b.fneg(c), s), b.select(odd, s, c))
+            v = b.select(b.fcmp_ordered("<", ax, _c(2.0**-27)), x, v)  # x to the last bit, and -0
+            results.append((v, b.block))
+        with libm:
+            results.append((libm_tan(x), b.block))
+    out = b.phi(F64)
+    for v, block in results:
+        out.add_incoming(v, block)
+    return out

@@ -17,6 +17,8 @@ fn s(x) = sigmoid(x)
 fn e32(x) = exp(f32(x))
 fn l1p(x) = log1p(x)
 fn t32(x) = tanh(f32(x))
+fn tan_(x) = tan(x)
+fn tan32(x) = tan(f32(x))
 fn l1p32(x) = log1p(f32(x))
 fn l32(x) = log(f32(x))
 fn sin_(x) = map(fn(v) => sin(v), x)
@@ -108,6 +110,21 @@ CASES = {
         )
         for name, fn, ref in (("sin", m.sin_, np.sin), ("cos", m.cos_, np.cos))
     },
+    "tan": (
+        m.tan_,
+        np.tan,
+        np.concatenate(
+            [
+                rng.uniform(-4200, 4200, 20000),  # inline below 4096, libm beyond
+                rng.uniform(-0.8, 0.8, 20000),
+                np.arange(-2600, 2600) * (np.pi / 2),  # next to the zeros and poles: r tiny
+                np.nextafter(np.arange(-2600, 2600) * (np.pi / 2), np.inf),
+                np.arange(-20, 21) * (np.pi / 4),
+                SWEEP,
+                [4095.999999, 4096.0, 1e-300, -1e-9, 2.0**-27] + EDGES,
+            ]
+        ),
+    ),
     "sigmoid": (
         m.s,
         lambda x: np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x))),
@@ -145,9 +162,9 @@ def test_log1p_at_and_below_minus_one():
     assert got[4] == 0 and np.signbit(got[4])
 
 
-@pytest.mark.parametrize("name", ["t32", "l1p32", "l32"])
+@pytest.mark.parametrize("name", ["t32", "l1p32", "l32", "tan32"])
 def test_f32_kernels_round_the_f64_ones(name):
-    ref = {"t32": np.tanh, "l1p32": np.log1p, "l32": np.log}[name]
+    ref = {"t32": np.tanh, "l1p32": np.log1p, "l32": np.log, "tan32": np.tan}[name]
     lo = 0.0 if name == "l32" else -0.999
     x = np.concatenate([rng.uniform(lo, 30, 5000), np.abs(rng.normal(size=2000)) * 1e-30, [0.0, 1e-45, 3e38]])
     x = x.astype(np.float32)
@@ -158,8 +175,9 @@ def test_f32_kernels_round_the_f64_ones(name):
     np.testing.assert_array_max_ulp(got, want, maxulp=1)
 
 
-def test_sin_keeps_the_sign_of_zero():
+def test_sin_and_tan_keep_the_sign_of_zero():
     assert np.signbit(m.sin_(np.array([-0.0]))[0])
+    assert np.signbit(m.tan_(np.array([-0.0]))[0]) and np.signbit(m.tan_(-0.0))
 
 
 def test_f32_exp_rounds_the_f64_kernel():
