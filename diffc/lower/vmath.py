@@ -8,10 +8,12 @@ exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multip
 log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
        as fdlibm: a minimax polynomial of degree 7 in s^2, the small terms summed first. 1 ulp.
 log1p: log of u = 1 + x rounded, its rounding error folded into m - 1 (one division, as log).
-tanh:  -t / (t + 2) with t = e^(-2|x|) - 1 from exp's reduction and polynomial (no second
-       exp, no branch), and the sign put back.
+       1 ulp.
+tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's reduction and polynomial (no second exp),
+       in one of two forms by the size of |x| (see tanh), and the sign put back. 3 ulps.
 These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
-sin, cos: fdlibm's kernels, with branches on the size of the argument (see below)."""
+sin, cos: fdlibm's kernels, with branches on the size of the argument (see below).
+tan:   sin r / cos r with their reduction; libm's beyond |x| = 4096, behind a branch. 3 ulps."""
 
 from __future__ import annotations
 
