@@ -17,6 +17,7 @@ from .pipeline import compile_native
 from .pytree import unflatten
 from .runtime import params
 from .runtime.values import flatten_args, to_python, type_of
+from .specialise import with_static
 from .specialise.builtins import BUILTINS
 
 _FAST_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)}
@@ -68,11 +69,20 @@ class Function:
         self._cache: OrderedDict = OrderedDict()
         self._max = max_signatures()
         self._fast: dict = {}  # a cheap key of flat arguments -> (native, out_tree, signature)
+        # (tree, types) -> the leaves taken as compile-time values (See Note [Static arguments]
+        # in specialise/trace.py): their values are part of the signature
+        self._static: dict = {}
+        self._static_positions: set = set()  # the top-level arguments static in some signature
         self._entry = self._general
 
     def signature(self, *args):
         arrays, tree = flatten_args(args, [p.name for p in self.module.ast.fns[self.name].params])
-        return arrays, (tree, tuple((a.dtype.str, a.shape) for a in arrays))
+        return arrays, self._with_static((tree, tuple((a.dtype.str, a.shape) for a in arrays)), arrays)
+
+    def _with_static(self, key, arrays):
+        """The signature key of these arrays: its types, and the values of its static leaves."""
+        leaves = self._static.get(key[:2], ())
+        return key[:2] + (tuple(arrays[i].item() for i in leaves),) if leaves else key[:2]
 
     def compiled(self, arrays, key, timings=None):
         entry = self._cache.get(key)
@@ -81,11 +91,16 @@ class Function:
             return entry
         tree = key[0]
         types = unflatten(tree, [type_of(a) for a in arrays])
+        types = with_static(types, self._static.get(key[:2], ()), arrays)
         try:
-            entry = bigstack.run(compile_native, self.module.ast, self.name, types, timings, self.transform)
+            entry = bigstack.run(compile_native, self.module.ast, self.name, types, timings, self.transform, arrays)
         except MemoryError:  # (LLVM's own allocations abort the process instead: out of our hands)
             span = self.module.ast.fns[self.name].span
             raise DiffcMemoryError(f"out of memory while compiling `{self.label}`", span) from None
+        if entry[0].static:
+            self._static[key[:2]] = entry[0].static
+            self._static_positions.update(_top_level(tree, entry[0].static))
+            key = self._with_static(key, arrays)
         self._cache[key] = entry
         while len(self._cache) > self._max:
             self._evict(next(iter(self._cache)))
@@ -111,26 +126,31 @@ class Function:
             if hit is not None:
                 native, out_tree, key = hit
                 self._cache.move_to_end(key)
-                self._entry = native.direct(self._general) or self._general
+                self._entry = self._direct(native)
                 outs = native.call_scalars(args)
                 return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
             result = self._call(args)
             if fast is not None:
+                fast = self._fast_key(args)  # (the call may have made an argument static)
                 arrays, key = self.signature(*args)
                 native, out_tree = self._cache[key]
                 self._fast[fast] = (native, out_tree, key)
-                self._entry = native.direct(self._general) or self._general
+                self._entry = self._direct(native)
             return result
         except DiffcError as e:
             raise e.with_traceback(None) from None
 
-    @staticmethod
-    def _fast_key(args):
+    def _direct(self, native):
+        """The entry for the next calls: the direct entry of `native`, unless its code is for
+        the values of static arguments, which the direct entry does not check."""
+        return (None if native.static else native.direct(self._general)) or self._general
+
+    def _fast_key(self, args):
         key = []
-        for a in args:
+        for k, a in enumerate(args):
             t = type(a)
             if t is float or t is bool or (t is int and -(2**63) <= a < 2**63):
-                key.append(t)
+                key.append((t, a) if k in self._static_positions and t is not float else t)
             elif t is np.ndarray and a.flags.c_contiguous and a.dtype in _FAST_DTYPES:
                 key.append((a.dtype, a.shape))
             else:
@@ -234,6 +254,15 @@ def load_tree(path: str | Path):
     if not isinstance(path, str | Path):
         raise UsageError(f"diffc.load_tree takes the path of a .npz file, got {type(path).__name__}")
     return params.load_tree(path)
+
+
+def _top_level(tree, leaves) -> set[int]:
+    """The top-level arguments that hold these leaves."""
+    starts, n = [], 0
+    for c in tree.children:
+        starts.append(n)
+        n += c.num_leaves
+    return {max(k for k, s in enumerate(starts) if s <= i) for i in leaves}
 
 
 def _derivative(fn: Function, argnums, with_value: bool) -> Function:

@@ -67,7 +67,9 @@ def _check_fields(v) -> None:
 def flatten_args(args, names=()) -> tuple[list[np.ndarray], TreeDef]:
     """Flatten Python arguments (tuples, dicts, dataclasses and named tuples as records,
     arrays, numbers); a value that is not one is a UsageError naming the argument (by
-    position, and by `names` when given)."""
+    position, and by `names` when given). A Python float is weak, as a number literal is:
+    next to f32 arrays it is passed as an f32 (a learning rate keeps an f32 model f32), while
+    a NumPy float64 is strong, as in NumPy and JAX."""
     if any(_is_record_object(a) for a in _walk(args)):  # (walks every dict: checks its keys)
         args = plain_records(args)
     leaves, tree = flatten(tuple(args), is_record=lambda v: isinstance(v, dict), record_items=lambda v: v.items())
@@ -75,6 +77,9 @@ def flatten_args(args, names=()) -> tuple[list[np.ndarray], TreeDef]:
     for k, child in enumerate(tree.children):
         where = f"argument {k}" + (f" (`{names[k]}`)" if k < len(names) else "")
         arrays.extend(to_array(x, where) for x in leaves[len(arrays) : len(arrays) + child.num_leaves])
+    if any(a.dtype == np.float32 for a in arrays):  # Python floats are weak, as literals are
+        with np.errstate(over="ignore"):  # (1e300 is inf in f32, as the literal would be)
+            arrays = [a.astype(np.float32) if type(x) is float else a for x, a in zip(leaves, arrays)]
     return arrays, tree
 
 
