@@ -72,7 +72,7 @@ class Function:
         # (tree, types) -> the leaves taken as compile-time values (See Note [Static arguments]
         # in specialise/trace.py): their values are part of the signature
         self._static: dict = {}
-        self._static_positions: set = set()  # the top-level arguments static in some signature
+        self._fast_static: dict = {}  # a cheap key of the types of flat arguments -> the static ones
         self._entry = self._general
 
     def signature(self, *args):
@@ -99,7 +99,6 @@ class Function:
             raise DiffcMemoryError(f"out of memory while compiling `{self.label}`", span) from None
         if entry[0].static:
             self._static[key[:2]] = entry[0].static
-            self._static_positions.update(_top_level(tree, entry[0].static))
             key = self._with_static(key, arrays)
         self._cache[key] = entry
         while len(self._cache) > self._max:
@@ -131,9 +130,11 @@ class Function:
                 return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
             result = self._call(args)
             if fast is not None:
-                fast = self._fast_key(args)  # (the call may have made an argument static)
                 arrays, key = self.signature(*args)
                 native, out_tree = self._cache[key]
+                if native.static:  # (the values of its static arguments are part of its key)
+                    self._fast_static[self._fast_types(args)] = tuple(_top_level(key[0], native.static))
+                    fast = self._fast_key(args)
                 self._fast[fast] = (native, out_tree, key)
                 self._entry = self._direct(native)
             return result
@@ -146,11 +147,18 @@ class Function:
         return (None if native.static else native.direct(self._general)) or self._general
 
     def _fast_key(self, args):
+        """A cheap key of flat arguments: their types, and the values of those static for them."""
+        key = self._fast_types(args)
+        static = self._fast_static.get(key) if self._fast_static and key is not None else None
+        return key if static is None else key + tuple(args[k] for k in static)
+
+    @staticmethod
+    def _fast_types(args):
         key = []
-        for k, a in enumerate(args):
+        for a in args:
             t = type(a)
             if t is float or t is bool or (t is int and -(2**63) <= a < 2**63):
-                key.append((t, a) if k in self._static_positions and t is not float else t)
+                key.append(t)
             elif t is np.ndarray and a.flags.c_contiguous and a.dtype in _FAST_DTYPES:
                 key.append((a.dtype, a.shape))
             else:
@@ -256,13 +264,13 @@ def load_tree(path: str | Path):
     return params.load_tree(path)
 
 
-def _top_level(tree, leaves) -> set[int]:
+def _top_level(tree, leaves) -> list[int]:
     """The top-level arguments that hold these leaves."""
     starts, n = [], 0
     for c in tree.children:
         starts.append(n)
         n += c.num_leaves
-    return {max(k for k, s in enumerate(starts) if s <= i) for i in leaves}
+    return sorted({max(k for k, s in enumerate(starts) if s <= i) for i in leaves})
 
 
 def _derivative(fn: Function, argnums, with_value: bool) -> Function:

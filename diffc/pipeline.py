@@ -19,8 +19,8 @@ from .prims.io import PRINT_BASE
 from .pytree import flatten
 from .runtime import cache, cache_format
 from .runtime.call import NativeFunction, register_symbols
-from .typesys import DType, TensorType
 from .specialise import specialise_static, static_leaves, with_static
+from .typesys import DType, TensorType
 
 PASSES = [
     ("guards", guards.run),
@@ -125,8 +125,10 @@ def _static_redirect(found, arg_types) -> list[int] | None:
     except (ValueError, KeyError):
         return None
     types = flatten(arg_types)[0]
-    ok = isinstance(leaves, list) and leaves and all(
-        isinstance(i, int) and 0 <= i < len(types) and types[i] in _STATIC_TYPES for i in leaves
+    ok = (
+        isinstance(leaves, list)
+        and leaves
+        and all(isinstance(i, int) and 0 <= i < len(types) and types[i] in _STATIC_TYPES for i in leaves)
     )
     return leaves if ok else None
 

@@ -179,9 +179,10 @@ def check_carry(name, what, start, returned, span):
     hint = "convert what it returns (`f32(...)`, `f64(...)`) or start from a value of the type it returns"
     if any(a.dtype is I64 and b.dtype.is_float for a, b in zip(start, returned)):
         hint = "start from a float (`0.0`, not `0`)"
+    error = TypeError_
     if any(a.shape != b.shape for a, b in zip(start, returned)):
-        hint = "a loop's carry keeps its shape"
-    raise ShapeError(
+        hint, error = "a loop's carry keeps its shape", ShapeError
+    raise error(
         f"the carry of `{name}` starts as {_types_str(start)} and {what} returns {_types_str(returned)}: {hint}",
         span,
     )

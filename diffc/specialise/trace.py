@@ -285,8 +285,10 @@ class Tracer:
             self.taints[-1].add(bottoms[0].spec)
             return self._inline_branch(builders[0], results[0])
         (t_leaves, t_tree), (f_leaves, f_tree) = flatten(results[0]), flatten(results[1])
-        if t_tree != f_tree or not all(map(is_tensor, t_leaves + f_leaves)) or any(
-            a.type.shape != b.type.shape for a, b in zip(t_leaves, f_leaves)
+        if (
+            t_tree != f_tree
+            or not all(map(is_tensor, t_leaves + f_leaves))
+            or any(a.type.shape != b.type.shape for a, b in zip(t_leaves, f_leaves))
         ):
             self.ask_static(c)  # a condition from a bool argument: decide the branch at compile time
         if t_tree != f_tree or not all(map(is_tensor, t_leaves + f_leaves)):
@@ -739,3 +741,19 @@ def _ann_str(ann: n.TypeAnn) -> str:
 # a function whose body depends on an enclosing function's unknown type is provisional and is
 # traced again when that type is known. A function whose every path raises Bottom has no
 # base case, and that is reported at compile time.
+#
+# Note [Static arguments]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~
+# The entry function's arguments are run-time values: its code is compiled for their types
+# and shapes only. But `fn init(k, n) = normal(k, [n, 3])` needs n at compile time. So an int
+# or bool scalar argument given with its value (from Python, `--arg n=64`) is first traced as
+# a run-time value, and when tracing needs a compile-time value (static_int, a shape, the
+# condition of an `if` whose branches differ in shape) that is not known, the arguments it
+# is computed from are found by walking back through the equations (entry_args_behind); if
+# some of them are such ints or bools, NeedStatic names them and specialise_static traces again
+# with them as Static leaves of the signature: parameters whose value is known. Only the
+# arguments actually needed become static, so a loop counter `i` passed in does not compile
+# once per value; and the value is part of the signature, so of the cache key and of the
+# Python API's per-signature table. An array (even a one-element int array) or a float never
+# becomes static: its error says where the value comes from and what to pass instead.
+# A call from DFL needs none of this: a literal argument is known in the inlined callee.

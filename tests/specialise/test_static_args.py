@@ -104,7 +104,8 @@ def test_an_array_or_a_float_never_becomes_static(fn, arg, names):
     message = e.value.message
     assert f"comes from the argument {names}, a run-time value" in message
     assert "pass the size as an int argument" in message and "len(x)" in message
-    assert e.value.span.line == SOURCE.splitlines().index(next(ln for ln in SOURCE.splitlines() if f"fn {fn}(" in ln)) + 1
+    line = next(k for k, text in enumerate(SOURCE.splitlines(), 1) if text.startswith(f"fn {fn}("))
+    assert e.value.span.line == line
 
 
 def test_without_values_a_size_argument_is_a_located_error():
