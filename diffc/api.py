@@ -16,9 +16,11 @@ from .errors import DiffcError, DiffcMemoryError, UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
 from .runtime import params
-from .runtime.values import flatten_args, to_python, type_of
-from .specialise import with_static
+from .runtime.values import WeakFloat, flatten_args, to_python, type_of
+from .specialise import signature_text, with_static
 from .specialise.builtins import BUILTINS
+from .specialise.values import Static, Weak
+from .typesys import DType, TensorType, dtype_of_numpy
 
 _FAST_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)}
 DEFAULT_MAX_SIGNATURES = 64
@@ -77,7 +79,8 @@ class Function:
 
     def signature(self, *args):
         arrays, tree = flatten_args(args, [p.name for p in self.module.ast.fns[self.name].params])
-        return arrays, self._with_static((tree, tuple((a.dtype.str, a.shape) for a in arrays)), arrays)
+        types = tuple(("weak" if type(a) is WeakFloat else a.dtype.str, a.shape) for a in arrays)
+        return arrays, self._with_static((tree, types), arrays)
 
     def _with_static(self, key, arrays):
         """The signature key of these arrays: its types, and the values of its static leaves."""
@@ -100,6 +103,8 @@ class Function:
         if entry[0].static:
             self._static[key[:2]] = entry[0].static
             key = self._with_static(key, arrays)
+        # a NumPy float64 next to f32 arrays is strong: a Python float in its place is not
+        entry[0].general_only |= any(t[0] == "<f4" for t in key[1]) and any(t == ("<f8", ()) for t in key[1])
         self._cache[key] = entry
         while len(self._cache) > self._max:
             self._evict(next(iter(self._cache)))
@@ -143,8 +148,9 @@ class Function:
 
     def _direct(self, native):
         """The entry for the next calls: the direct entry of `native`, unless its code is for
-        the values of static arguments, which the direct entry does not check."""
-        return (None if native.static else native.direct(self._general)) or self._general
+        the values of static arguments, or for a NumPy float64 where a Python float is weak:
+        the direct entry does not tell those apart."""
+        return (None if native.static or native.general_only else native.direct(self._general)) or self._general
 
     def _fast_key(self, args):
         """A cheap key of flat arguments: their types, and the values of those static for them."""
@@ -182,8 +188,22 @@ class Function:
     def label(self) -> str:
         return f"{self.transform[0]}({self.name})" if self.transform else self.name
 
+    def signatures(self) -> list[str]:
+        """The signatures compiled and kept, least recently used first, each static argument
+        with its value: `(x: f64[3], n=4)`."""
+        names = [p.name for p in self.module.ast.fns[self.name].params]
+        out = []
+        for key in self._cache:
+            tree, types = key[0], [_leaf_type(d, shape) for d, shape in key[1]]
+            leaves = self._static.get(key[:2], ())
+            values = dict(zip(leaves, key[2])) if leaves else {}
+            types = [Static(t, values[i]) if i in values else t for i, t in enumerate(types)]
+            out.append(f"({signature_text(names, unflatten(tree, types))})")
+        return out
+
     def __repr__(self) -> str:
-        return f"<diffc function {self.label}>"
+        compiled = ", ".join(self.signatures())
+        return f"<diffc function {self.label}{' compiled for ' + compiled if compiled else ''}>"
 
 
 class Module:
@@ -262,6 +282,12 @@ def load_tree(path: str | Path):
     if not isinstance(path, str | Path):
         raise UsageError(f"diffc.load_tree takes the path of a .npz file, got {type(path).__name__}")
     return params.load_tree(path)
+
+
+def _leaf_type(dtype: str, shape):
+    if dtype == "weak":
+        return Weak(TensorType(DType.F64, shape))
+    return TensorType(dtype_of_numpy(np.dtype(dtype)), shape)
 
 
 def _top_level(tree, leaves) -> list[int]:

@@ -169,6 +169,7 @@ class NativeFunction:
         self._direct = self._methoddef = self._direct_frame = self._pystack = None
         self._no_direct = False
         self.static: tuple[int, ...] = ()  # the leaves compiled for their values (pipeline.compile_native)
+        self.general_only = False  # its direct entry would take calls of another signature (api.py)
         interrupt.ensure()
 
     def direct(self, fallback):

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..pytree import TreeDef, flatten, unflatten
+from ..specialise.values import Weak
 from ..typesys import DType, TensorType, dtype_of_numpy
 
 
@@ -78,9 +79,13 @@ def flatten_args(args, names=()) -> tuple[list[np.ndarray], TreeDef]:
         where = f"argument {k}" + (f" (`{names[k]}`)" if k < len(names) else "")
         arrays.extend(to_array(x, where) for x in leaves[len(arrays) : len(arrays) + child.num_leaves])
     if any(a.dtype == np.float32 for a in arrays):  # Python floats are weak, as literals are
-        with np.errstate(over="ignore"):  # (1e300 is inf in f32, as the literal would be)
-            arrays = [a.astype(np.float32) if type(x) is float else a for x, a in zip(leaves, arrays)]
+        arrays = [a.view(WeakFloat) if type(x) is float else a for x, a in zip(leaves, arrays)]
     return arrays, tree
+
+
+class WeakFloat(np.ndarray):
+    """A Python float passed next to f32 arrays: an f64 at the call (so the direct entry takes
+    a Python float for it), typed Weak, so an f32 in the program."""
 
 
 def _is_record_object(v) -> bool:
@@ -120,8 +125,9 @@ def plain_records(v):
     return v
 
 
-def type_of(a: np.ndarray) -> TensorType:
-    return TensorType(dtype_of_numpy(a.dtype), a.shape)
+def type_of(a: np.ndarray) -> TensorType | Weak:
+    t = TensorType(dtype_of_numpy(a.dtype), a.shape)
+    return Weak(t) if type(a) is WeakFloat else t
 
 
 def to_python(leaves: list[np.ndarray], tree: TreeDef):

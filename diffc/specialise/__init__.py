@@ -94,9 +94,18 @@ def with_static(arg_types, leaves, values):
 
 def static_text(param_names: list[str], arg_types) -> str:
     """The static arguments of a signature as `n=64, cfg.depth=2` ('' when there are none)."""
+    return signature_text(param_names, arg_types, static_only=True)
+
+
+def signature_text(param_names: list[str], arg_types, static_only: bool = False) -> str:
+    """A signature leaf by leaf, a static one with its value: `x: f32[8, 3], n=64`."""
     types, tree = flatten(arg_types)
     names = leaf_names(tree, param_names)
-    return ", ".join(f"{names[i]}={str(t.value).lower()}" for i, t in enumerate(types) if isinstance(t, Static))
+    return ", ".join(
+        f"{name}={str(t.value).lower()}" if isinstance(t, Static) else f"{name}: {t}"
+        for name, t in zip(names, types)
+        if isinstance(t, Static) or not static_only
+    )
 
 
 def static_leaves(arg_types) -> list[int]:

@@ -22,7 +22,7 @@ from ..source import NO_SPAN, Span
 from ..syntax import nodes as n
 from ..typesys import DType, TensorType, dtype_of_numpy, promote
 from .builtins import BINOPS, BUILTINS, arith_unary, index, logical_not, matmul, short_circuit
-from .values import Builtin, Closure, FnRef, ModuleRef, NeedStatic, Partial, Static, describe
+from .values import Builtin, Closure, FnRef, ModuleRef, NeedStatic, Partial, Static, Weak, describe
 
 MAX_RETRACE = 4
 MAX_PENDING = 32  # nested specialisations of one recursive function, each for new argument types
@@ -99,12 +99,14 @@ class Tracer:
             if isinstance(t, Static):
                 p = self.b.param(t.type, np.asarray(t.value, dtype=t.type.dtype.np))
                 self.static_leaves.add(i)
+            elif isinstance(t, Weak):
+                p = self.b.param(t.type)
             else:
                 p = self.b.param(t)
                 if values_given and t.rank == 0 and t.dtype in (DType.I64, DType.BOOL):
                     self.may_be_static.add(i)
             self.entry_leaves[p] = i
-            params.append(p)
+            params.append(self.convert(p, DType.F32) if isinstance(t, Weak) else p)
         args = unflatten(tree, params)
         span = fnval.fndef.span if isinstance(fnval, FnRef) else None
         names = [p.name for p in fnval.fndef.params] if isinstance(fnval, FnRef) else []

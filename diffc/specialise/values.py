@@ -72,6 +72,18 @@ class Static:
         return f"{self.type}={self.value}"
 
 
+@dataclass(frozen=True)
+class Weak:
+    """A leaf of an entry function's signature: a Python float passed next to f32 arrays. It is
+    an f64 at the call (what Python passes) and an f32 in the program, as a number literal
+    next to an f32 is; a NumPy float64 stays a strong f64."""
+
+    type: TensorType
+
+    def __repr__(self) -> str:
+        return f"weak {self.type}"
+
+
 class NeedStatic(Exception):
     """Tracing needs the value of these leaves of the entry's arguments (int or bool scalars
     given with their values): specialise again with them static."""

@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 from support.native import module
 
-from diffc.runtime.values import flatten_args
+import diffc
+from diffc.runtime.values import flatten_args, type_of
+from diffc.specialise.values import Weak
+from diffc.typesys import DType, TensorType
 
 STEP = "fn step(w, g, lr) = w - lr * g\nfn scale(p, lr) = {w: p.w * lr}\n"
 
@@ -33,9 +36,27 @@ def test_without_f32_arrays_a_python_float_is_f64():
 
 
 def test_inside_records_and_at_the_edges():
-    out = module(STEP).scale({"w": np.ones(2, np.float32)}, 0.5)
-    assert out["w"].dtype == np.float32
-    arrays, _ = flatten_args((np.ones(1, np.float32), 1e300, float("nan"), -0.0, 3, True))
-    assert [a.dtype for a in arrays[:4]] == [np.float32] * 4
-    assert np.isinf(arrays[1]) and np.isnan(arrays[2]) and np.signbit(arrays[3])
-    assert arrays[4].dtype == np.int64 and arrays[5].dtype == np.bool_
+    m = module(STEP)
+    assert m.scale({"w": np.ones(2, np.float32)}, 0.5)["w"].dtype == np.float32
+    one = np.ones(1, np.float32)
+    assert m.step(one, one, 1e300).tolist() == [-np.inf]  # (1e300 is inf in f32, as the literal is)
+    assert np.isnan(m.step(one, one, float("nan"))).all()
+    assert m.step(one, one, -0.0).tolist() == [1.0]
+    arrays, _ = flatten_args((one, 0.5, np.float64(0.5), 3, True))
+    assert [type_of(a) for a in arrays] == [
+        TensorType(DType.F32, (1,)),
+        Weak(TensorType(DType.F64, ())),  # (an f64 at the call: the direct entry takes a Python float)
+        TensorType(DType.F64, ()),
+        TensorType(DType.I64, ()),
+        TensorType(DType.BOOL, ()),
+    ]
+
+
+def test_a_weak_and_a_strong_float_are_two_signatures():
+    m = diffc.compile(STEP)
+    w = np.ones(2, np.float32)
+    assert m.step(w, w, np.array(0.5)).dtype == np.float64  # (a 0-d array takes the fast path)
+    assert m.step(w, w, 0.5).dtype == np.float32  # (not the direct entry of the strong one)
+    assert m.step(w, w, 0.25).dtype == np.float32
+    assert m.step(w, w, np.float64(0.5)).dtype == np.float64
+    assert m.step.signatures() == ["(w: f32[2], g: f32[2], lr: weak f64)", "(w: f32[2], g: f32[2], lr: f64)"]

@@ -159,3 +159,15 @@ def test_cli_an_array_size_is_a_located_error(tmp_path):
     r = run_cli("run", "--entry", "from_array", "--arg", "x=[2]", tmp_path=tmp_path)
     assert r.returncode == 1 and "p.dfl:10:" in r.stderr and "comes from the argument `x`" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_signatures_of_a_function_show_its_static_values():
+    m = diffc.compile(SOURCE)
+    assert repr(m.zs) == "<diffc function zs>"
+    m.zs(3, 1.0)
+    m.zs(4, 1.0)
+    m.sized({"n": 2, "m": 1})
+    assert m.zs.signatures() == ["(n=3, m: f64)", "(n=4, m: f64)"]
+    assert repr(m.sized) == "<diffc function sized compiled for (c.m=1, c.n=2)>"
+    m.at(np.ones(2), 1)
+    assert m.at.signatures() == ["(x: f64[2], i: i64)"]
