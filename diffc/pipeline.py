@@ -72,8 +72,8 @@ def compile_native(
     k = cache.key(module, fn_name, arg_types, transform)
     register_symbols()
     found = cache.load(k)
-    while values is not None and _static_redirect(found, arg_types) is not None:
-        arg_types = with_static(arg_types, _static_redirect(found, arg_types), values)
+    while values is not None and (leaves := _static_redirect(found, arg_types)) is not None:
+        arg_types = with_static(arg_types, leaves, values)
         k = cache.key(module, fn_name, arg_types, transform)
         found = cache.load(k)
     loaded = _load_program(k, found)

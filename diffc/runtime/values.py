@@ -69,8 +69,8 @@ def flatten_args(args, names=()) -> tuple[list[np.ndarray], TreeDef]:
     """Flatten Python arguments (tuples, dicts, dataclasses and named tuples as records,
     arrays, numbers); a value that is not one is a UsageError naming the argument (by
     position, and by `names` when given). A Python float is weak, as a number literal is:
-    next to f32 arrays it is passed as an f32 (a learning rate keeps an f32 model f32), while
-    a NumPy float64 is strong, as in NumPy and JAX."""
+    next to f32 arrays it is a WeakFloat, an f32 in the program (a learning rate keeps an f32
+    model f32), while a NumPy float64 is strong, as in NumPy and JAX."""
     if any(_is_record_object(a) for a in _walk(args)):  # (walks every dict: checks its keys)
         args = plain_records(args)
     leaves, tree = flatten(tuple(args), is_record=lambda v: isinstance(v, dict), record_items=lambda v: v.items())
