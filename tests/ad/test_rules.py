@@ -236,6 +236,17 @@ SHAPE = [
     C("slice", "fn f(x) = x[1:3]", normal(5), prims=("slice",), grad_prims=("pad",)),
     C("slice-open", "fn f(x) = x[2:] * x[:3]", normal(5), prims=("slice",), grad_prims=("pad",)),
     C("slice-2d", "fn f(m) = m[1:, :2]", normal(3, 3), prims=("slice",), grad_prims=("pad",)),
+    C("slice-step", "fn f(x) = x[::2] * x[1::2]", normal(6), prims=("strided_slice",), grad_prims=("strided_pad",)),
+    C("slice-back", "fn f(m) = m[::-1, 2:0:-2]", normal(3, 4), prims=("strided_slice",), grad_prims=("strided_pad",)),
+    C("reshape-inferred", "fn f(x) = reshape(x, [-1, 2])", normal(2, 3), prims=("reshape",)),
+    C(
+        "segment-sum",
+        "fn f(x, ids) = segment_sum(x * x, ids, 3)",
+        normal(5, 2),
+        const(np.array([2, 0, 2, -1, 1])),
+        prims=("gather_add",),
+        grad_prims=("gather",),
+    ),
     C(
         "index-static",
         "fn f(x, m) = x[1] * m[1, 2] + x[-1]",
