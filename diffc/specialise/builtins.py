@@ -132,12 +132,14 @@ def short_circuit(tr, e, env):
 
 
 def matmul(tr, a: Var, b: Var):
-    if a.type.rank == 0 or b.type.rank == 0 or a.type.rank > 2 or b.type.rank > 2:
-        raise ShapeError(f"`@` needs vectors or matrices, got {a.type} @ {b.type}")
+    if a.type.rank == 0 or b.type.rank == 0:
+        raise ShapeError(f"`@` needs vectors, matrices or batches of matrices, got {a.type} @ {b.type}")
     ka = a.type.shape[-1]
-    kb = b.type.shape[0]
+    kb = b.type.shape[0] if b.type.rank == 1 else b.type.shape[-2]
     if ka != kb:
         raise ShapeError(f"inner dimensions of `@` disagree: {a.type} @ {b.type} ({ka} vs {kb})")
+    if broadcast_shapes(a.type.shape[:-2], b.type.shape[:-2]) is None:
+        raise ShapeError(f"the batch axes of `@` do not broadcast: {a.type} @ {b.type}")
     a, b = promote_pair(tr, a, b)
     if a.type.dtype is BOOL:
         a, b = tr.convert(a, I64), tr.convert(b, I64)

@@ -226,6 +226,10 @@ LINALG = [
     C("matmul-mv", "fn f(a, b) = a @ b", normal(2, 3), normal(3), prims=("matmul",)),
     C("matmul-vm", "fn f(a, b) = a @ b", normal(3), normal(3, 2), prims=("matmul",)),
     C("matmul-vv", "fn f(a, b) = a @ b", normal(3), normal(3), prims=("matmul",)),
+    C("matmul-batched", "fn f(a, b) = a @ b", normal(2, 2, 3), normal(2, 3, 2), prims=("matmul",)),
+    C("matmul-batch-broadcast", "fn f(a, b) = a @ b", normal(3, 1, 2, 3), normal(2, 3, 2), prims=("matmul",)),
+    C("matmul-batch-mm", "fn f(a, b) = a @ b", normal(2, 3), normal(2, 3, 2), prims=("matmul",)),
+    C("matmul-batch-vector", "fn f(a, b, v) = (a @ v) * (v @ b)", normal(2, 3, 3), normal(2, 3, 3), normal(3)),
 ]
 
 SHAPE = [
