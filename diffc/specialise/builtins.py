@@ -19,6 +19,7 @@ from ..pytree import Record, flatten
 from ..typesys import DType, TensorType, broadcast_shapes, promote
 from .ad_builtins import AD_BUILTINS
 from .args import allowed_kwargs, arity, axis_arg, count_arg, static_shape, tensor_arg
+from .einsum import einsum
 from .higher_order import _fold, _iterate, _map, _scan, _treemap, _unfold, _while, _windows
 from .values import Builtin, Partial, describe
 
@@ -548,6 +549,7 @@ BUILTINS = {
     "reshape": _reshape,
     "transpose": _transpose,
     "segment_sum": _segment_sum,
+    "einsum": einsum,
     "arange": _arange,
     "one_hot": _one_hot,
     "concat": _concat,
