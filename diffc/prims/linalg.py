@@ -62,9 +62,10 @@ def _vector_operand(em, v: Arr):
     return em.b.gep(v.ptr, [v.offset], source_etype=mem_type(v.type.dtype)), v.strides[0]
 
 
-def _blas_lower(em, a: Arr, b: Arr, out: Arr) -> Arr:
-    """One gemm or gemv call: out = a @ b (out with contiguous rows)."""
+def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
+    """One gemm or gemv call: out = a @ b, out = dest() with contiguous rows."""
     ta, tb = a.type, b.type
+    out = dest()
     pc = em.base_ptr(out)
     gemm, gemv, fty = _BLAS[ta.dtype]
     one, zero = ir.Constant(fty, 1.0), ir.Constant(fty, 0.0)
@@ -107,12 +108,13 @@ def _blas_lower(em, a: Arr, b: Arr, out: Arr) -> Arr:
 GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays in the L2 cache
 
 
-def _gemm_lower(em, a: Arr, b: Arr, out: Arr) -> Arr:
+def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
     """out = a @ b by the generated kernel of lower/gemm.py: a with its own strides, b with
-    contiguous rows (copied when it is a transposed view), out with contiguous rows."""
+    contiguous rows (copied when it is a transposed view), out = dest() with contiguous rows."""
     (m, k), n = a.type.shape, b.type.shape[1]
     if b.strides[1] != 1:
         b = em.materialise(b)
+    out = dest()
     elem = _BLAS[out.type.dtype][2]
     pa, pb, pc = (em.b.gep(x.ptr, [x.offset], source_etype=elem) for x in (a, b, out))
     i64 = em.i64
@@ -138,9 +140,7 @@ def _matmul_lower(em, eqn, ins):
     out_t = eqn.outs[0].type
     ra, rb = a.type.rank, b.type.rank
     if max(ra, rb) <= 2:
-        if out_t.rank == 0:
-            return [_product(em, a, b, None)]
-        return [_product(em, a, b, em.result(eqn.outs[0]))]
+        return [_product(em, a, b, None if out_t.rank == 0 else lambda: em.result(eqn.outs[0]))]
     # in memory before the loop: a copy made in the loop body would be made per matrix
     a, b = em.materialise(a), em.materialise(b)
     out = em.result(eqn.outs[0])
@@ -148,7 +148,8 @@ def _matmul_lower(em, eqn, ins):
     batch = out_t.shape[: out_t.rank - mats[2]]
 
     def per_matrix(idx):
-        _product(em, *(_at(em, x, idx, len(batch), m) for x, m in zip((a, b, out), mats)))
+        x, y, z = (_at(em, v, idx, len(batch), m) for v, m in zip((a, b, out), mats))
+        _product(em, x, y, lambda: z)
 
     em.loop_nest(batch, per_matrix, "mb")
     return [out]
@@ -165,19 +166,19 @@ def _at(em, x: Arr, idx, rank: int, mat: int) -> Arr:
     return Arr(x.ptr, off, x.strides[own:], x.type.with_shape(x.type.shape[own:]))
 
 
-def _product(em, a: Arr, b: Arr, out: Arr | None):
-    """out = a @ b for a and b of rank 1 or 2 (out None for two vectors: the scalar is
-    returned). Big float products call the kernel of lower/gemm.py or OpenBLAS; small and
-    integer ones are loops, in the order i, k, j that keeps the innermost loop contiguous in
-    b and out (vectorisable)."""
+def _product(em, a: Arr, b: Arr, dest):
+    """a @ b for a and b of rank 1 or 2, into dest() (called once, when the operands are
+    ready), or for two vectors (dest None) the scalar. Big float products call the kernel of
+    lower/gemm.py or OpenBLAS; small and integer ones are loops, in the order i, k, j that
+    keeps the innermost loop contiguous in b and out (vectorisable)."""
     ta, tb = a.type, b.type
     dt = ta.dtype
     work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
-    if out is not None and dt in _BLAS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
+    if dest is not None and dt in _BLAS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
         if ta.rank == 2 and tb.rank == 2 and (ta.shape[1] <= GEMM_MAX_K or not jit.blas_available()):
-            return _gemm_lower(em, a, b, out)
+            return _gemm_lower(em, a, b, dest)
         if jit.blas_available():
-            return _blas_lower(em, a, b, out)
+            return _blas_lower(em, a, b, dest)
     K = ta.shape[-1]
     rows = ta.shape[0] if ta.rank == 2 else None
     cols = tb.shape[1] if tb.rank == 2 else None
@@ -195,9 +196,10 @@ def _product(em, a: Arr, b: Arr, out: Arr | None):
         em.loop(K, lambda k: em.b.store(_madd(em, dt, em.b.load(acc), a_at(i, k), b_at(k, None)), acc), "mk")
         return em.b.load(acc)
 
-    if cols is None:  # a dot product, or a matrix times a vector: one dot product per row
-        if rows is None:
-            return dot(None)
+    if rows is None and cols is None:  # a dot product
+        return dot(None)
+    out = dest()
+    if cols is None:  # a matrix times a vector: one dot product per row
         em.loop(rows, lambda i: em.store(out, [i], dot(i)), "mi")
         return out
     # a vector or a matrix times a matrix: the innermost loop runs along b's and out's rows
@@ -291,3 +293,17 @@ matmul_p = primitive(
     hoistable=True,
     keeps_zeros=True,
 )
+
+
+# Note [Batched products]
+# ~~~~~~~~~~~~~~~~~~~~~~~
+# `a @ b` with an operand of rank 3 or more is a loop over the result's batch axes around the
+# product of one pair of matrices, the same code a single product runs (the generated kernel,
+# OpenBLAS, or the loops), so a batch of big matrices runs at the kernel's speed and a batch
+# of small ones at the loops'. The matrix of an operand at a batch index is a view: its offset
+# moved along its own batch axes, aligned to the right of the result's, an axis of length 1
+# (broadcast) not moved at all. The operands are made contiguous once before the loop when
+# they are not (a transposed view), since a copy made in the loop's body would be made for
+# every matrix. The derivative makes vectors into matrices of one row or column, and then is
+# two batched products with the other operand's last two axes swapped, summed over the batch
+# axes along which the operand was broadcast (ops.unbroadcast).
