@@ -211,9 +211,10 @@ def _strided(tr, x: Var, items) -> Var:
     starts, steps, counts = [], [], []
     for it, n in zip(items, x.type.shape):
         lo, hi, st = it.indices(n) if isinstance(it, slice) else (0, n, 1)
+        count = len(range(lo, hi, st))
         starts.append(lo)
-        steps.append(st)
-        counts.append(len(range(lo, hi, st)))
+        steps.append(st if count > 1 else 1)  # unused then: a step of 2**63 makes no stride
+        counts.append(count)
     return tr.emit(sh.strided_slice_p, [x], starts=tuple(starts), steps=tuple(steps), counts=tuple(counts))
 
 

@@ -92,3 +92,11 @@ def test_a_bad_step_is_a_located_error(src, error, message):
 def test_a_step_known_only_at_run_time_is_a_located_error():
     with pytest.raises(TypeError_, match="a slice step must be known at compile time"):
         diffc.compile("fn f(x, s) = x[::s]").f(np.ones(4), 2)
+
+
+def test_steps_at_the_ends_of_i64_take_one_element():
+    m = module("fn f(x) = (x[::-9223372036854775807 - 1, ::9223372036854775807], x[9223372036854775807::-2])")
+    x = np.arange(12.0).reshape(3, 4)
+    a, b = m.f(x)
+    np.testing.assert_array_equal(a, x[:: -(2**63), :: 2**63 - 1])
+    np.testing.assert_array_equal(b, x[2**63 - 1 :: -2])
