@@ -369,8 +369,8 @@ def _reshape(tr, args, kwargs):
     arity("reshape", args, 2)
     x = tensor_arg(args[0], "reshape")
     v = args[1]
-    if isinstance(v, Var) and v.type.dtype is I64 and v.type.rank == 1 and v.known is not None:
-        dims = [int(d) for d in v.known]  # one -1 may stand for the dimension that fits
+    if isinstance(v, Var) and v.type.dtype is I64 and v.type.rank <= 1 and v.known is not None:
+        dims = [int(d) for d in np.atleast_1d(v.known)]  # one -1 may stand for the dimension that fits
     else:
         dims = list(static_shape(tr, v, "reshape"))
     return tr.emit(sh.reshape_p, [x], shape=_infer_dim(x.type, dims))

@@ -440,6 +440,8 @@ CASES += [
     Case("strided_slice", "x", "x[3:1:2]", _arr((4, 2)), lambda x: x[3:1:2], label="empty"),
     Case("strided_slice", "x", "x[::2] * 1.0", _arr((0, 3)), lambda x: x[::2], label="empty axis"),
     Case("reshape", "x", "reshape(x, [2, -1, 3])", _arr((4, 3)), lambda x: x.reshape(2, -1, 3), label="inferred"),
+    Case("reshape", "x", "reshape(x, -1)", _arr((2, 3), F32), lambda x: x.reshape(-1), 0, "flattened"),
+    Case("reshape", "x", "reshape(x, [3, -1])", _arr((0, 3)), lambda x: x.reshape(3, -1), label="empty"),
     Case(
         "gather_add",
         "x, ids",
