@@ -20,6 +20,7 @@ from .args import allowed_kwargs, tensor_arg
 from .values import describe
 
 LETTERS = set(string.ascii_letters)
+ELLIPSIS = "..."
 
 
 def einsum(tr, args, kwargs):
@@ -30,14 +31,24 @@ def einsum(tr, args, kwargs):
     span = tr.arg_span(0)
     spec, xs = args[0].replace(" ", ""), [tensor_arg(x, "einsum", "operand") for x in args[1:]]
     ins, out = _parse(spec, len(xs), span)
-    sizes = {}
     for k, (term, x) in enumerate(zip(ins, xs)):
-        if len(term) != x.type.rank:
-            raise ShapeError(f'`einsum`: "{term}" names {len(term)} axes, but operand {k + 1} is {x.type}', span)
+        named = len(term.replace(ELLIPSIS, ""))
+        if named > x.type.rank or (ELLIPSIS not in term and named != x.type.rank):
+            more = " and `...`" * (ELLIPSIS in term)
+            raise ShapeError(f'`einsum`: "{term}" names {named} axes{more}, but operand {k + 1} is {x.type}', span)
+    ins, out, batch = _expand_ellipses(ins, out, xs)
+    if batch and not set(batch) <= set(out):  # as NumPy: axes under `...` are never summed
+        raise ShapeError(f'`einsum`: the output of "{spec}" needs a `...` for the axes under `...`', span)
+    sizes = {}
+    for term, x in zip(ins, xs):
         for c, n in zip(term, x.type.shape):
-            if sizes.setdefault(c, n) != n:
-                raise ShapeError(f"`einsum`: index `{c}` has length {sizes[c]} and {n}", span)
-    xs = _common_dtype(tr, xs)
+            m = sizes.setdefault(c, n)
+            if m != n and not (c in batch and 1 in (m, n)):
+                name = "an axis under `...`" if c in batch else f"index `{c}`"
+                raise ShapeError(f"`einsum`: {name} has length {m} and {n}", span)
+            sizes[c] = max(m, n)
+    # the axes under `...` broadcast: an operand's axis of length 1 is read as the others' length
+    xs = [_broadcast(tr, x, tuple(sizes[c] for c in term)) for term, x in zip(ins, _common_dtype(tr, xs))]
     # each operand: its diagonals taken and the indices only it has and the output lacks summed
     operands = []
     for k, (term, x) in enumerate(zip(ins, xs)):
@@ -48,8 +59,8 @@ def einsum(tr, args, kwargs):
 
 
 def _parse(spec: str, count: int, span) -> tuple[list[str], str]:
-    """The input terms and the output term; implicit output (no `->`): the indices used once,
-    in alphabetical order, as NumPy."""
+    """The input terms and the output term; implicit output (no `->`): the axes under `...`
+    then the indices used once, in alphabetical order, as NumPy."""
     lhs, arrow, rhs = spec.partition("->")
     ins = lhs.split(",")
     if not 1 <= count <= 2:
@@ -57,18 +68,38 @@ def _parse(spec: str, count: int, span) -> tuple[list[str], str]:
     if len(ins) != count:
         given = f"{count} {'is' if count == 1 else 'are'}"
         raise TypeError_(f'`einsum`: "{spec}" names {len(ins)} operands, but {given} given', span)
-    used = "".join(ins)
+    used = "".join(t.replace(ELLIPSIS, "") for t in ins)
     if not arrow:
-        rhs = "".join(sorted(c for c in set(used) if used.count(c) == 1))
-    for c in used + rhs:
+        rhs = ELLIPSIS * any(ELLIPSIS in t for t in ins) + "".join(sorted(c for c in set(used) if used.count(c) == 1))
+    for term in ins + [rhs]:
+        if term.count(ELLIPSIS) > 1:
+            raise TypeError_(f'`einsum`: "{term}" in "{spec}" has more than one `...`', span)
+    if ELLIPSIS in rhs and not any(ELLIPSIS in t for t in ins):
+        raise TypeError_(f'`einsum`: the output of "{spec}" has `...` but no operand has', span)
+    for c in used + rhs.replace(ELLIPSIS, ""):
         if c not in LETTERS:
-            raise TypeError_(f'`einsum`: "{c}" in "{spec}" is not an index letter (a-z, A-Z)', span)
-    for c in rhs:
-        if rhs.count(c) > 1:
+            raise TypeError_(f'`einsum`: "{c}" in "{spec}" is not an index letter (a-z, A-Z) or `...`', span)
+    rhs_letters = rhs.replace(ELLIPSIS, "")
+    for c in rhs_letters:
+        if rhs_letters.count(c) > 1:
             raise TypeError_(f'`einsum`: index `{c}` appears twice in the output of "{spec}"', span)
         if c not in used:
             raise TypeError_(f'`einsum`: output index `{c}` of "{spec}" is in no operand', span)
     return ins, rhs
+
+
+def _expand_ellipses(ins: list[str], out: str, xs: list[Var]) -> tuple[list[str], str, str]:
+    """The terms with each `...` replaced by letters of their own (Greek: no spec has them)
+    for the axes it stands for, aligned to the right across operands as broadcasting does;
+    and those letters."""
+    counts = [x.type.rank - len(t.replace(ELLIPSIS, "")) for t, x in zip(ins, xs) if ELLIPSIS in t]
+    batch = "".join(chr(0x3B1 + k) for k in range(max(counts, default=0)))
+    ins = [t.replace(ELLIPSIS, batch[len(batch) - (x.type.rank - len(t) + 3) :]) for t, x in zip(ins, xs)]
+    return ins, out.replace(ELLIPSIS, batch), batch
+
+
+def _broadcast(tr, x: Var, shape) -> Var:
+    return x if x.type.shape == shape else tr.emit(sh.broadcast_p, [x], shape=shape)
 
 
 def _common_dtype(tr, xs: list[Var]) -> list[Var]:

@@ -232,6 +232,7 @@ LINALG = [
     C("einsum-mm-t", 'fn f(a, b) = einsum("ij,kj->ik", a, b)', normal(2, 3), normal(4, 3), prims=("matmul",)),
     C("einsum-attn", 'fn f(q, k) = einsum("bhqd,bhkd->bhqk", q, k)', normal(1, 2, 2, 3), normal(1, 2, 3, 3)),
     C("einsum-trace", 'fn f(a, b) = einsum("ii", a) * einsum("iij->j", b)', normal(3, 3), normal(2, 2, 3)),
+    C("einsum-ellipsis", 'fn f(a, b) = einsum("...ij,...j", a, b)', normal(2, 1, 2, 3), normal(3, 3)),
     C("einsum-outer", 'fn f(a, b) = einsum("i,jk->kij", a, b)', normal(2), normal(3, 2), prims=("mul",)),
     C("matmul-batch-vector", "fn f(a, b, v) = (a @ v) * (v @ b)", normal(2, 3, 3), normal(2, 3, 3), normal(3)),
 ]
