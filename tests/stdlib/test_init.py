@@ -94,3 +94,12 @@ def test_orthogonal_entries_spread_like_haar(mod):
     q = mod.orthogonal(2)[3]
     assert abs(q.mean()) < 5 / 64**1.5
     assert abs(q.var() * 64 - 1) < 0.05
+
+
+def test_sizes_come_from_python_as_static_arguments():
+    m = diffc.compile("import init\nfn layer(k, n_in, n_out) = init.he_normal(k, n_in, n_out)\n")
+    k = np.array([0, 3])
+    a, b = m.layer(k, 5, 3), m.layer(k, 7, 2)
+    assert a.shape == (3, 5) and b.shape == (2, 7)
+    np.testing.assert_array_equal(m.layer(k, 5, 3), a)  # the same key, the same draws
+    assert m.layer.num_compiled == 2  # one version per pair of sizes
