@@ -233,3 +233,23 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
     if records:
         free_records_left(b, ms.module, ctx)
     b.ret_void()
+
+
+# Note [Parts]
+# ~~~~~~~~~~~~
+# LLVM's optimiser takes time that grows faster than the function it optimises: a program
+# written out at length (an MLP of L layers, its gradient) was one function, dfl.main, whose
+# O2 pipeline took 0.33 CPU s for 4 layers and 5.4 s for 32 (about 400 lines of IR a layer;
+# every loop pass grew alike, alias scopes or not). So an entry function of more than
+# SPLIT_ABOVE top-level equations is lowered as a chain of internal `noinline` functions,
+# dfl.main.part0, part1, ..., each of PART_EQNS equations or more, called one after another
+# by dfl.main: each is optimised on its own and the whole grows linearly (32 layers in 3.1 s,
+# 64 in 6.7). A part takes the values it reads as arguments and writes the values read after
+# it through output pointers (the native ABI): into the entry's output buffers when they are
+# the entry's results, else into buffers of the entry's arena. The parts run in turn and leave
+# nothing in their temporaries, so their arenas share the start of the entry's arena and the
+# entry's own buffers come after the largest. A cut never falls between a fused (lazy) value
+# and its reader, so no loop nest is split by a cut; a strided view read across a cut is
+# copied into a contiguous buffer. A failure in a part is left in ctx, and dfl.main leaves
+# after the call as after any call. Programs of SPLIT_ABOVE equations or fewer (every
+# benchmark workload) are lowered as one function, as before.
