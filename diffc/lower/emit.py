@@ -126,7 +126,7 @@ RECOMPUTE_BUDGET = 40  # scalar ops per element a value may cost and still be re
 RECOMPUTE_MIN_BYTES = 1 << 16  # ... when storing it would cost more than recomputing it
 
 
-def _fusable_values(body, lazy_outs: bool = False) -> set[int]:
+def fusable_values(body, lazy_outs: bool = False) -> set[int]:
     """Ids of the array values of `body` that may stay Lazy, evaluated where they are read:
     made by an elementwise op and read once, in this body, by an op that reads Lazy values; or
     read by up to 3 such ops, none of which reads an element twice (no broadcasting), when the
@@ -201,6 +201,7 @@ class Emitter:
         self.ctx = fn.args[0]
         self.recursive = recursive
         self.external_arena = external_arena  # the caller passes the arena in ctx (See Note [Arenas])
+        self.arena_offset = 0  # where this function's part of that arena starts, in bytes
         self.fuse_next = False
         # the output buffers of the function, by value id: an op may compute its result there
         self.destinations: dict[int, Arr] = {}
@@ -545,7 +546,7 @@ class Emitter:
         """Emit the equations of `body` with its params bound to `args`; returns its outs
         (in memory or registers; Lazy only where lazy_outs allows it)."""
         env = dict(zip(body.params, args))
-        fusable = _fusable_values(body, lazy_outs)
+        fusable = fusable_values(body, lazy_outs)
         for eqn in body.eqns:
             ins = [env[x] for x in eqn.inputs]
             if not eqn.prim.reads_lazy:
@@ -580,7 +581,10 @@ class Emitter:
             if size == 0:
                 pass
             elif self.external_arena:
-                b.store(b.inttoptr(b.load(self.ctx_ptr(CTX_ARENA), typ=I64), PTR), self.arena_slot)
+                base = b.inttoptr(b.load(self.ctx_ptr(CTX_ARENA), typ=I64), PTR)
+                if self.arena_offset:
+                    base = b.gep(base, [self.i64(self.arena_offset)], source_etype=I8)
+                b.store(base, self.arena_slot)
             elif on_stack:
                 buf = b.alloca(ir.ArrayType(I8, size), name="arena.buf")
                 buf.align = 64

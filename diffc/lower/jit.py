@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 
 import llvmlite.binding as llvm
 
@@ -121,21 +122,26 @@ def modules_here() -> int | None:
     return int(text)
 
 
-def object_code(module_text: str) -> bytes:
+def object_code(module_text: str, timings=None) -> bytes:
     """Object code of LLVM IR text, optimised: made in this process for its first modules, then
     by the LLVM worker process, which gives back what llvmlite leaks (See Note [The LLVM
-    worker] in lower/llvm_worker.py). The bytes are the same either way."""
+    worker] in lower/llvm_worker.py). The bytes are the same either way. With `timings`
+    (pipeline.Timings), the time of each step is added to it."""
     global _here
     limit = modules_here()
     with _here_lock:
         here = limit is None or _here < limit
         _here += here
     if not here:
+        t = time.perf_counter()
         try:
-            return llvm_worker.compile(module_text, dict(os.environ, DIFFC_OPT=str(OPT_LEVEL)))
+            code = llvm_worker.compile(module_text, dict(os.environ, DIFFC_OPT=str(OPT_LEVEL)))
+            if timings is not None:
+                timings.add("llvm-opt+codegen (worker)", t)
+            return code
         except llvm_worker.CannotStart:
             pass  # compiled here, leak and all
-    return object_code_here(module_text)
+    return object_code_here(module_text, timings)
 
 
 def library_object(mod: llvm.ModuleRef) -> bytes:
@@ -153,9 +159,16 @@ def library_object(mod: llvm.ModuleRef) -> bytes:
     return tm.emit_object(mod)
 
 
-def object_code_here(module_text: str) -> bytes:
+def object_code_here(module_text: str, timings=None) -> bytes:
     """Optimise and code-generate in this process (what the worker runs, too)."""
-    return _init().emit_object(optimise(module_text))
+    t = time.perf_counter()
+    mod = optimise(module_text)
+    if timings is not None:
+        t = timings.add("llvm-opt", t)
+    code = _init().emit_object(mod)
+    if timings is not None:
+        timings.add("llvm-codegen", t)
+    return code
 
 
 def serve_worker() -> None:

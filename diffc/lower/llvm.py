@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from ..ir.core import Func, Program
+from ..ir.core import Body, Eqn, Func, Program, Var
 from ..ir.walk import all_eqns
 from ..pytree import TreeDef
 from . import pyentry
@@ -27,6 +27,7 @@ from .emit import (
     Site,
     contiguous_strides,
     free_records_left,
+    fusable_values,
     mem_type,
     reg_type,
     start_interrupts,
@@ -62,24 +63,26 @@ def native_arg_type(t) -> ir.Type:
     return reg_type(t.dtype) if t.rank == 0 else PTR
 
 
+# An entry function of more top-level equations than SPLIT_ABOVE is lowered as calls of parts
+# of about PART_EQNS equations each (See Note [Parts])
+SPLIT_ABOVE = 64
+PART_EQNS = 32
+
+
 def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState:
     """The program's LLVM module; with the output tree, also the direct entry for Python calls
     when the function takes numbers and arrays and returns them in tuples (lower/pyentry.py)."""
     ms = ModuleState(prog.entry)
     for name, f in prog.funcs.items():
-        ftype = ir.FunctionType(
-            VOID, [PTR] + [PTR] * len(f.body.outs) + [native_arg_type(p.type) for p in f.body.params]
-        )
-        fn = ir.Function(ms.module, ftype, f"dfl.{name}")
-        fn.linkage = "internal"
-        for a in fn.args[1:]:
-            if isinstance(a.type, ir.PointerType):
-                # outputs are fresh buffers and inputs are never written: no pointer aliases another
-                # that is written, which lets LLVM vectorise loops without runtime overlap checks
-                a.add_attribute("noalias")
-        ms.funcs[name] = fn
+        ms.funcs[name] = _declare(ms, f, f"dfl.{name}")
     for name, f in prog.funcs.items():
-        _lower_func(ms, f, ms.funcs[name], entry=name == prog.entry)
+        parts = body_parts(f.body) if name == prog.entry and not f.recursive else []
+        if parts:
+            _lower_parts(ms, f, ms.funcs[name], parts)
+            continue
+        em = _lower_func(ms, f, ms.funcs[name], external_arena=name == prog.entry and not f.recursive)
+        if em.external_arena:
+            ms.entry_arena = em.arena_size
     recursive = any(f.recursive for f in prog.funcs.values())
     # tape records (of recursions and `while` loops) that a failure may leave behind
     records = any(e.prim.taped is not None for f in prog.funcs.values() for e in all_eqns(f.body))
@@ -89,23 +92,48 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
     return ms
 
 
-def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, entry: bool = False):
-    em = Emitter(ms, fn, f.span, recursive=f.recursive, external_arena=entry and not f.recursive)
-    n_out = len(f.body.outs)
+def _declare(ms: ModuleState, f: Func, symbol: str) -> ir.Function:
+    """The internal LLVM function of a Func, with the native ABI (see the module docstring)."""
+    ftype = ir.FunctionType(VOID, [PTR] + [PTR] * len(f.body.outs) + [native_arg_type(p.type) for p in f.body.params])
+    fn = ir.Function(ms.module, ftype, symbol)
+    fn.linkage = "internal"
+    for a in fn.args[1:]:
+        if isinstance(a.type, ir.PointerType):
+            # outputs are fresh buffers and inputs are never written: no pointer aliases another
+            # that is written, which lets LLVM vectorise loops without runtime overlap checks
+            a.add_attribute("noalias")
+    return fn
+
+
+def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, external_arena: bool = False) -> Emitter:
+    em = Emitter(ms, fn, f.span, recursive=f.recursive, external_arena=external_arena)
     if f.recursive:
         _depth_guard(em, f)
         em.poll_interrupt(f.span)
+    args, em.destinations = _params_and_destinations(em, f, fn)
+    outs = em.lower_body(f.body, args, lazy_outs=True)  # a fused result is computed straight into its output
+    _finish_func(em, f, fn, outs)
+    return em
+
+
+def _params_and_destinations(em: Emitter, f: Func, fn: ir.Function):
+    """The lowered values of f's params, and its output buffers by value id."""
+    n_out = len(f.body.outs)
     args = []
     for p, a in zip(f.body.params, fn.args[1 + n_out :]):
         args.append(a if p.type.rank == 0 else Arr(a, em.i64(0), contiguous_strides(p.type.shape), p.type))
-    em.destinations = {
+    destinations = {
         o.id: Arr(ptr, em.i64(0), contiguous_strides(o.type.shape), o.type)
         for o, ptr in zip(f.body.outs, fn.args[1 : 1 + n_out])
         if o.type.rank
     }
-    outs = em.lower_body(f.body, args, lazy_outs=True)  # a fused result is computed straight into its output
+    return args, destinations
+
+
+def _finish_func(em: Emitter, f: Func, fn: ir.Function, outs: list):
+    """Write the results into the output pointers and close the function."""
     em.destinations = {}
-    for o, v, ptr in zip(f.body.outs, outs, fn.args[1 : 1 + n_out]):
+    for o, v, ptr in zip(f.body.outs, outs, fn.args[1 : 1 + len(f.body.outs)]):
         if isinstance(v, Arr) and v.ptr is ptr:  # computed in place (a loop's carry)
             continue
         if o.type.rank == 0:
@@ -113,8 +141,61 @@ def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, entry: bool = False):
         else:
             em.copy_into(Arr(ptr, em.i64(0), contiguous_strides(o.type.shape), o.type), v)
     em.finish()
-    if em.external_arena:
-        ms.entry_arena = em.arena_size
+
+
+def body_parts(body: Body) -> list[list[Eqn]]:
+    """The top-level equations of a long body in runs of at least PART_EQNS (the last one may
+    be shorter), cut only where no value that stays lazy (emit.fusable_values: computed where
+    it is read) is read across the cut; [] for a body of SPLIT_ABOVE equations or fewer."""
+    eqns = body.eqns
+    if len(eqns) <= SPLIT_ABOVE:
+        return []
+    fusable = fusable_values(body, lazy_outs=True)
+    last_read = {x.id: k for k, e in enumerate(eqns) for x in e.inputs}
+    parts, start, reach = [], 0, -1  # reach: the last reader of a lazy value of this run
+    for k, e in enumerate(eqns):
+        if k - start >= PART_EQNS and reach < k and len(eqns) - k >= PART_EQNS // 2:
+            parts.append(eqns[start:k])
+            start = k
+        reach = max([reach] + [last_read.get(o.id, -1) for o in e.outs if o.id in fusable])
+    parts.append(eqns[start:])
+    return parts if len(parts) > 1 else []
+
+
+def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn]]):
+    """The entry function f as a call of one internal, never inlined function per part of its
+    body, each given the values it reads and computing the ones read after it."""
+    em = Emitter(ms, fn, f.span, external_arena=True)
+    args, destinations = _params_and_destinations(em, f, fn)
+    env = dict(zip(f.body.params, args))
+    read_after: set[Var] = set(f.body.outs)  # the values read after the part being lowered
+    needed = []
+    for eqns in reversed(parts):
+        needed.append(set(read_after))
+        read_after.update(x for e in eqns for x in e.inputs)
+    part_arena = 0
+    for k, (eqns, later) in enumerate(zip(parts, reversed(needed))):
+        made = {o for e in eqns for o in e.outs}
+        ins = list(dict.fromkeys(x for e in eqns for x in e.inputs if x not in made))
+        outs = [o for e in eqns for o in e.outs if o in later]
+        part = Func(f"{f.name}.part{k}", Body(ins, eqns, outs), f.span)
+        pfn = _declare(ms, part, f"dfl.{part.name}")
+        pfn.attributes.add("noinline")
+        part_arena = max(part_arena, _lower_func(ms, part, pfn, external_arena=True).arena_size)
+        homes = [
+            em.alloca(mem_type(o.type.dtype)) if o.type.rank == 0 else destinations.get(o.id) or em.alloc(o.type)
+            for o in outs
+        ]
+        ptrs = [h.ptr if isinstance(h, Arr) else h for h in homes]
+        values = [env[x] if x.type.rank == 0 else em.base_ptr(em.materialise(env[x])) for x in ins]
+        em.b.call(pfn, [em.ctx] + ptrs + values)
+        em.check_failed()
+        env.update((o, h if isinstance(h, Arr) else em.load_scalar_ptr(h, o.type.dtype)) for o, h in zip(outs, homes))
+    # the parts run one after another: they share the start of the arena, the entry's own
+    # buffers (the parts' results) follow
+    em.arena_offset = (part_arena + 63) // 64 * 64
+    _finish_func(em, f, fn, [env[o] for o in f.body.outs])
+    ms.entry_arena = em.arena_offset + em.arena_size
 
 
 def _depth_guard(em: Emitter, f: Func):
@@ -152,3 +233,23 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
     if records:
         free_records_left(b, ms.module, ctx)
     b.ret_void()
+
+
+# Note [Parts]
+# ~~~~~~~~~~~~
+# LLVM's optimiser takes time that grows faster than the function it optimises: a program
+# written out at length (an MLP of L layers, its gradient) was one function, dfl.main, whose
+# O2 pipeline took 0.33 CPU s for 4 layers and 5.4 s for 32 (about 400 lines of IR a layer;
+# every loop pass grew alike, alias scopes or not). So an entry function of more than
+# SPLIT_ABOVE top-level equations is lowered as a chain of internal `noinline` functions,
+# dfl.main.part0, part1, ..., each of PART_EQNS equations or more, called one after another
+# by dfl.main: each is optimised on its own and the whole grows linearly (32 layers in 3.1 s,
+# 64 in 6.7). A part takes the values it reads as arguments and writes the values read after
+# it through output pointers (the native ABI): into the entry's output buffers when they are
+# the entry's results, else into buffers of the entry's arena. The parts run in turn and leave
+# nothing in their temporaries, so their arenas share the start of the entry's arena and the
+# entry's own buffers come after the largest. A cut never falls between a fused (lazy) value
+# and its reader, so no loop nest is split by a cut; a strided view read across a cut is
+# copied into a contiguous buffer. A failure in a part is left in ctx, and dfl.main leaves
+# after the call as after any call. Programs of SPLIT_ABOVE equations or fewer (every
+# benchmark workload) are lowered as one function, as before.

@@ -1,0 +1,123 @@
+"""A long entry function is lowered as a chain of never-inlined parts (Note [Parts] in
+lower/llvm.py), so that LLVM optimises pieces of a bounded size: the parts give the same
+numbers as NumPy, pass scalars, booleans and outputs between them, stop at a failure inside
+one of them, and are never cut through a fused (lazy) chain."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import diffc
+from diffc.errors import BoundsError
+from diffc.lower import llvm as lower_llvm
+from diffc.lower.emit import fusable_values
+from diffc.pipeline import to_ir
+from diffc.pytree import unflatten
+from diffc.runtime.values import type_of
+
+LAYERS = 12  # well over SPLIT_ABOVE equations in the gradient program
+
+
+def mlp_source(layers: int) -> str:
+    lines = ["fn loss(p, x) {", "    let h0 = x;"]
+    lines += [f"    let h{i + 1} = tanh(h{i} @ p.w{i} + p.b{i});" for i in range(layers)]
+    lines += [f"    sum(h{layers} * h{layers})", "}"]
+    lines += ["fn flagged(p, x) {", "    let l = loss(p, x);", "    (l, l > 1.0, l)", "}"]
+    lines += ["fn pick(p, x, i) {", "    let h = x @ p.w0;"]
+    lines += [f"    let h = tanh(h @ p.w{i} + p.b{i});" for i in range(layers)]
+    lines += ["    h[i, 0]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def mlp_data(layers: int):
+    rng = np.random.default_rng(0)
+    p = {f"w{i}": rng.standard_normal((6, 6)) * 0.4 for i in range(layers)}
+    p.update({f"b{i}": rng.standard_normal(6) * 0.1 for i in range(layers)})
+    return p, rng.standard_normal((3, 6))
+
+
+def numpy_value_and_grad(p, x, layers: int):
+    hs = [x]
+    for i in range(layers):
+        hs.append(np.tanh(hs[-1] @ p[f"w{i}"] + p[f"b{i}"]))
+    grad, dh = {}, 2 * hs[-1]
+    for i in reversed(range(layers)):
+        dz = dh * (1 - hs[i + 1] ** 2)
+        grad[f"w{i}"], grad[f"b{i}"] = hs[i].T @ dz, dz.sum(axis=0)
+        dh = dz @ p[f"w{i}"].T
+    return float(np.sum(hs[-1] ** 2)), grad
+
+
+def program(fn, *args):
+    """(Program, output TreeDef) of a diffc Function for these arguments, before lowering."""
+    arrays, (tree, _) = fn.signature(*args)
+    types = unflatten(tree, [type_of(a) for a in arrays])
+    return to_ir(fn.module.ast, fn.name, types, transform=fn.transform)
+
+
+def gradient_program(layers: int):
+    m = diffc.compile(mlp_source(layers))
+    return program(diffc.value_and_grad(m.loss), *mlp_data(layers))
+
+
+def test_long_gradient_program_is_lowered_in_parts():
+    prog, out_tree = gradient_program(LAYERS)
+    assert len(prog.main.body.eqns) > lower_llvm.SPLIT_ABOVE
+    text = str(lower_llvm.lower_program(prog, out_tree).module)
+    parts = re.findall(r'^define internal void @"dfl\.main\.part\d+"\(.*\)(.*)$', text, re.MULTILINE)
+    assert len(parts) >= 2
+    assert all("noinline" in attributes for attributes in parts)
+
+
+def test_short_program_is_one_function():
+    prog, out_tree = gradient_program(2)
+    text = str(lower_llvm.lower_program(prog, out_tree).module)
+    assert "dfl.main.part" not in text
+
+
+def test_parts_give_numpy_value_and_gradient():
+    m = diffc.compile(mlp_source(LAYERS))
+    p, x = mlp_data(LAYERS)
+    value, grad = diffc.value_and_grad(m.loss)(p, x)
+    want_value, want_grad = numpy_value_and_grad(p, x, LAYERS)
+    assert float(value) == pytest.approx(want_value, rel=1e-12)
+    for k, g in want_grad.items():
+        np.testing.assert_allclose(grad[k], g, rtol=1e-10, atol=1e-12)
+
+
+def test_scalars_booleans_and_repeated_outputs_cross_parts():
+    layers = 2 * LAYERS  # the forward program alone is long enough to be cut
+    m = diffc.compile(mlp_source(layers))
+    p, x = mlp_data(layers)
+    prog, _ = program(m.flagged, p, x)
+    assert lower_llvm.body_parts(prog.main.body)
+    want, _ = numpy_value_and_grad(p, x, layers)
+    value, big, again = m.flagged(p, x)
+    assert float(value) == float(again) == pytest.approx(want, rel=1e-12)
+    assert bool(big) == (want > 1.0)
+
+
+def test_failure_in_a_late_part_is_located():
+    m = diffc.compile(mlp_source(LAYERS))
+    p, x = mlp_data(LAYERS)
+    assert np.isfinite(float(diffc.grad(m.pick)(p, x, 2)["w0"].sum()))
+    with pytest.raises(BoundsError) as e:
+        diffc.grad(m.pick)(p, x, 7)
+    assert ":" in str(e.value) and "h[i, 0]" in str(e.value)
+
+
+def test_no_cut_inside_a_fused_chain():
+    prog, _ = gradient_program(LAYERS)
+    body = prog.main.body
+    fusable = fusable_values(body, lazy_outs=True)
+    parts = lower_llvm.body_parts(body)
+    assert len(parts) >= 2 and sum(map(len, parts)) == len(body.eqns)
+    made_in = {o.id: k for k, part in enumerate(parts) for e in part for o in e.outs}
+    for k, part in enumerate(parts):
+        for e in part:
+            for x in e.inputs:
+                if x.id in fusable:
+                    assert made_in[x.id] == k
