@@ -39,6 +39,11 @@ def test_the_digits_mlp_reaches_97_percent_driven_from_python_and_inside_dfl(dig
     assert number(r"loop in DFL: test accuracy ([\d.]+)", out) >= 0.97
 
 
+def test_the_digits_convnet_reaches_98_percent(digits_data, tmp_path):
+    out = run("digits/train_convnet.py", cwd=tmp_path)
+    assert number(r"diffc +test accuracy ([\d.]+)", out) >= 0.98
+
+
 def test_the_vae_learns_the_digits(digits_data, tmp_path):
     out = run("digits/train_vae.py", "--epochs", "20", cwd=tmp_path)
     assert number(r"test loss \(negative ELBO\) ([\d.]+)", out) < 30.0
