@@ -1,4 +1,4 @@
-"""The command line: `diffc run | check | show | gradcheck | test | cache | repl | lsp`.
+"""The command line: `diffc run | check | show | gradcheck | test | build | cache | repl | lsp`.
 
 Exit status: 0 success, 1 a mistake in the program (printed as file:line:col with the
 source line), 2 a bad command line. Nothing else escapes: an unexpected exception is
@@ -125,6 +125,31 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("paths", nargs="*", default=["."], metavar="PATH", help="files and folders (default: .)")
     t.add_argument("-v", "--verbose", action="store_true", help="print each failure in full, and each file passed")
     t.add_argument("--update", action="store_true", help="rewrite the # expect: lines from what diffc computes")
+    bu = sub.add_parser(
+        "build",
+        help="compile functions and their gradients into a C library",
+        description="Compile each --fn of FILE for the --arg types into libPREFIX.so, with PREFIX.h (the C "
+        "interface: one function per --fn, error codes, PREFIX_last_error) and PREFIX.py (NumPy through "
+        "ctypes). The library needs neither Python, diffc nor LLVM. PREFIX is FILE's name.",
+    )
+    bu.add_argument("file", help="the .dfl program")
+    bu.add_argument(
+        "--fn",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="NAME, grad:NAME or value_and_grad:NAME (the gradient w.r.t. the first argument); repeatable",
+    )
+    bu.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME=TYPE",
+        help="a parameter's type: f64[3,4], i64, bool[2], {w: f64[3,4], b: f64[3]}, (f64, f32[2]); or an example "
+        "value as for run (a number, a JSON array, a .npy or .npz path)",
+    )
+    bu.add_argument("-o", "--out-dir", default=".", metavar="DIR", help="where to write the files (default: .)")
+    bu.add_argument("--name", metavar="PREFIX", help="the C prefix of every name (default: FILE's name)")
     sub.add_parser(
         "repl",
         help="type definitions and expressions, and see their values",
@@ -354,6 +379,31 @@ def show_grad(m: api.Module, name: str, pairs: list[str]) -> int:
     return EXIT_OK
 
 
+def cmd_build(a) -> int:
+    from . import build
+    from .pytree import unflatten
+    from .runtime.values import flatten_args, type_of
+
+    m = _load(a.file)
+    specs = [build.FnSpec.parse(text) for text in a.fn]
+    types = {}
+    for pair in a.arg:
+        name, eq, text = pair.partition("=")
+        if not eq:
+            raise UsageError(f"--arg {pair}: expected NAME=TYPE")
+        t = build.parse_type(text)
+        if t is None:  # an example value
+            arrays, tree = flatten_args((parse_value(name, text, m),))
+            t = unflatten(tree, [type_of(x) for x in arrays])[0]
+        types[name] = t
+    prefix = a.name or build.library_prefix(a.file)
+    if not prefix.isidentifier() or not prefix.isascii():
+        raise UsageError(f"--name {prefix}: expected a C identifier")
+    for path in build.build(m.ast, m.ast.source.name, specs, types, Path(a.out_dir), prefix):
+        print(path)
+    return EXIT_OK
+
+
 def cmd_cache(a) -> int:
     from .runtime import cache
 
@@ -426,6 +476,7 @@ def main(argv=None) -> int:
             "gradcheck": cmd_gradcheck,
             "test": cmd_test,
             "cache": cmd_cache,
+            "build": cmd_build,
             "repl": cmd_repl,
             "lsp": cmd_lsp,
         }

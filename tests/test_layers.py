@@ -23,7 +23,7 @@ LAYERS = [
     {"optimise"},
     {"runtime"},
     {"pipeline"},
-    {"api", "cli", "gradcheck", "testing", "repl", "notebook", "lsp", "__init__", "__main__"},
+    {"api", "build", "cli", "gradcheck", "testing", "repl", "notebook", "lsp", "__init__", "__main__"},
 ]
 TOP = LAYERS[-1]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..errors import TypeError_
 from ..ir.build import Builder
 from ..ir.core import Body, is_float
+from ..ir.prim import Kind, may_fail
 from ..ir.walk import clone_body
 from ..prims import ops
 
@@ -138,6 +139,8 @@ def vjp_split(ctx, body: Body, needs: list[bool], accumulate=()):
         if need and is_float(p):
             c = cts.get(p)
             result.append(c if c is not None else ops.zeros(bb, p.type))
+    result = [bb.use(r) for r in result]
+    drop_dead(bb, result)
     bwd, residuals = bb.finish(result)
     position = {p.id: k for k, p in enumerate(params)}
     kinds, extra = [], []
@@ -149,6 +152,29 @@ def vjp_split(ctx, body: Body, needs: list[bool], accumulate=()):
             extra.append(r)
     fwd, _ = fb.finish(fwd_outs + extra)
     return fwd, bwd, kinds
+
+
+def drop_dead(b: Builder, outs) -> None:
+    """Drop the equations of b that `outs` do not need and that cannot fail or have an effect,
+    and the captures only they read. A rule emits the cotangents of all its inputs (pow's of
+    its exponent), but those of inactive inputs must cost no residual: in a loop, a tape of a
+    value per iteration that the backward never reads."""
+    live = {o.id for o in outs}
+    kept = []
+    for e in reversed(b.eqns):
+        if any(o.id in live for o in e.outs) or not pure(e):
+            kept.append(e)
+            live.update(x.id for x in e.inputs)
+    b.eqns = kept[::-1]
+    b.captures = {v: c for v, c in b.captures.items() if c[1].id in live}
+
+
+def pure(e) -> bool:
+    """Whether e can be dropped when its outputs are unused: no effect, no possible failure,
+    no call (whose function may have either), in e or the bodies it owns."""
+    if e.prim.effect or may_fail(e) or e.prim.kind is Kind.CALL:
+        return False
+    return all(pure(f) for body in e.bodies() for f in body.eqns)
 
 
 REMAT_BUDGET = 6  # ops recomputed per residual, at most

@@ -79,11 +79,22 @@ def new_target_machine():
 
 def optimise(module_text: str) -> llvm.ModuleRef:
     """Parse, verify and optimise LLVM IR text at O3 with the new pass manager."""
+    return optimise_module(parse(module_text))
+
+
+def parse(module_text: str) -> llvm.ModuleRef:
+    """LLVM IR text as a verified module for this machine."""
     tm = _init()
     mod = llvm.parse_assembly(module_text)
     mod.triple = tm.triple
     mod.data_layout = str(tm.target_data)
     mod.verify()
+    return mod
+
+
+def optimise_module(mod: llvm.ModuleRef) -> llvm.ModuleRef:
+    """Optimise a parsed module in place (and return it)."""
+    tm = _init()
     pto = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
     pto.loop_vectorization = True
     pto.slp_vectorization = True
@@ -125,6 +136,21 @@ def object_code(module_text: str) -> bytes:
         except llvm_worker.CannotStart:
             pass  # compiled here, leak and all
     return object_code_here(module_text)
+
+
+def library_object(mod: llvm.ModuleRef) -> bytes:
+    """Object code of an optimised module for a shared library (diffc build): position
+    independent, for this CPU, linked by the system linker rather than MCJIT."""
+    _init()
+    target = llvm.Target.from_default_triple()
+    tm = target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        opt=OPT_LEVEL,
+        reloc="pic",
+        codemodel="default",
+    )
+    return tm.emit_object(mod)
 
 
 def object_code_here(module_text: str) -> bytes:

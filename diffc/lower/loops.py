@@ -69,10 +69,14 @@ class Slots:
         ops_ = iter(operands)
         for k, (t, h, v) in enumerate(zip(self.types, self.homes, values)):
             if k in plan:
-                how = plan[k]
-                extra = [next(ops_) for _ in range(how[1] - 1)] if how[0] != "add" else []
                 cur = h if k in self.inplace else self._loaded(h[0], h[2])
-                accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, v, extra)
+                for j, how in enumerate(plan[k]):
+                    first = v if j == 0 else next(ops_)
+                    extra = [next(ops_) for _ in range(how[1] - 1)]
+                    if how[0] != "base":
+                        accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, first, extra)
+                    elif not (isinstance(first, Arr) and first.ptr is cur):  # (not updated in place)
+                        em.copy_into(Arr(cur, em.i64(0), _strides(t), t), first)
             elif t.rank == 0:
                 em.b.store(v, h)
             elif k in self.inplace:
@@ -89,11 +93,29 @@ class Slots:
 POLL_WORK = 1024  # scalar ops per iteration from which a loop checks for Ctrl-C each time
 
 
-def cheap_steps(body: Body) -> bool:
+def cheap_steps(body: Body, first: int = 0, n: int = 0) -> bool:
     """Whether a loop's steps are too short to check for Ctrl-C in each (See Note [Interrupts]
     in lower/emit.py): a check per iteration would cost a measurable share of the time and
-    keep LLVM from unrolling and vectorising the loop."""
-    return work(body) < POLL_WORK
+    keep LLVM from unrolling and vectorising the loop. first, n: the body's carries, as for
+    `accumulators`."""
+    return step_work(body, first, n) < POLL_WORK
+
+
+def step_work(body: Body, first: int = 0, n: int = 0) -> int:
+    """The work of one step of a loop body whose n carries from param `first` on are added to
+    in place where they can be (`accumulators`): an index's cotangent then touches one
+    element, not the whole accumulator."""
+    inner, plan = accumulators(body, first, n) if n else (body, {})
+    added = sum(
+        0
+        if how[0] == "base"
+        else how[2].inputs[0].type.size
+        if how[2] is not None
+        else body.params[first + k].type.size
+        for k, terms in plan.items()
+        for how in terms
+    )
+    return work(inner) + added
 
 
 def work(body: Body) -> int:
@@ -105,7 +127,10 @@ def work(body: Body) -> int:
     for e in body.eqns:
         loop = e.prim.loop
         trips = loop.trips(e.params) if loop is not None and loop.trips is not None else 1
-        if e.bodies():
+        if loop is not None and loop.carries is not None:
+            _, first, nc = loop.carries(e.params)
+            total += trips * step_work(e.params["body"], first, nc)
+        elif e.bodies():
             total += trips * sum(work(b) for b in e.bodies())
         elif e.prim.reads_all:
             total += max(x.type.size for x in e.inputs)
@@ -146,45 +171,77 @@ def _strides(t):
 
 
 def accumulators(body: Body, first: int, n: int):
-    """Find the carries a loop body only adds to: body.outs[k] = add(param[first + k], x) where
-    the param is read nowhere else (the cotangent accumulators of tied weights that derivative
-    loops carry). Returns (body', plan): body' returns x in place of the sum, and for each such
-    carry plan[k] says how to add it in place, so no new carry is built per iteration:
-      ("add",)             cur += x               (x may be Lazy: fused, no temporary)
-      ("gather", extra, e) cur[ids] += g          (x was e = gather_add(g, ids): touches only those rows)
-      ("index", extra, e)  cur[i...] += g         (x was e = index_scatter(g, i...))
-    `extra` counts body' outputs appended after the original ones (g and the indices); e's
+    """Find the carries a loop body only adds to: body.outs[k] = add(...add(param[first + k],
+    x1)..., xm) where the param and each partial sum are read nowhere else (the cotangent
+    accumulators of tied weights that derivative loops carry; a body that reads a captured
+    array m times adds m terms). Returns (body', plan): body' returns the terms in place of
+    the sum, and for each such carry plan[k] is a tuple of the terms, in the order they were
+    added, each saying how to add it in place, so no new carry is built per iteration:
+      ("base", 1, None)    cur = x                (x was made by an inner loop adding to cur in place: no copy)
+      ("add", 1, None)     cur += x               (x may be Lazy: fused, no temporary)
+      ("gather", m, e)     cur[ids] += g          (x was e = gather_add(g, ids): touches only those rows)
+      ("index", m, e)      cur[i...] += g         (x was e = index_scatter(g, i...))
+    m counts the values of body' outputs a term takes: the first term's first value is outs[k],
+    all the others are appended after the original outputs, in order (g and the indices). e's
     span and params place and skip the bounds checks, as e itself would."""
     uses, made_by = uses_and_producers(body)
+    user = {x.id: e for e in body.eqns for x in e.inputs}  # (the only one, for a value used once)
     drop, outs, extra, plan = set(), list(body.outs), [], {}
     for k in range(n):
         p, out = body.params[first + k], body.outs[k]
-        e = made_by.get(out.id)
-        if (
-            p.type.rank == 0
-            or e is None
-            or e.prim.accumulate_as != "add"
-            or uses.get(p.id) != 1
-            or uses.get(out.id) != 1
-        ):
+        if p.type.rank == 0 or uses.get(p.id) != 1 or uses.get(out.id) != 1:
             continue
-        a, b = e.inputs
-        x = b if a is p else a if b is p else None
-        if x is None or x.type != p.type:
+        chain = _sum_chain(p, out, user, uses)
+        if chain is None:
             continue
-        drop.add(id(e))
-        src = made_by.get(x.id)
-        if src is not None and src.prim.accumulate_as in ("gather", "index") and uses.get(x.id) == 1:
-            drop.add(id(src))
-            plan[k] = (src.prim.accumulate_as, len(src.inputs), src)
-            outs[k] = src.inputs[0]
-            extra += src.inputs[1:]
-        else:
-            plan[k] = ("add",)
-            outs[k] = x
+        adds, xs, base = chain
+        drop.update(id(e) for e in adds)
+        terms, values = ([("base", 1, None)], [base]) if base is not None else ([], [])
+        for x in xs:
+            src = made_by.get(x.id)
+            if src is not None and src.prim.accumulate_as in ("gather", "index") and uses.get(x.id) == 1:
+                drop.add(id(src))
+                terms.append((src.prim.accumulate_as, len(src.inputs), src))
+                values += src.inputs
+            else:
+                terms.append(("add", 1, None))
+                values.append(x)
+        plan[k] = tuple(terms)
+        outs[k] = values[0]
+        extra += values[1:]
     if not plan:
         return body, {}
     return Body(body.params, [e for e in body.eqns if id(e) not in drop], outs + extra), plan
+
+
+def _sum_chain(p, out, user, uses):
+    """(the adds, the terms x1..xm in the order they are added, the base) if out = add(...add(
+    base, x1)..., xm), each partial sum used once and each term of p's type, where the base is
+    p or the result of an inner loop that adds to p in place (p its carry, used nowhere else: a
+    comprehension's body reading x both itself and in an inner comprehension); else None.
+    Walks up from p (used once) through the equation that reads each partial sum (`user`)."""
+    adds, xs, v, base = [], [], p, None
+    e = user.get(p.id)
+    loop = e.prim.loop if e is not None else None
+    if loop is not None and loop.carries is not None:
+        first, inner_first, nc = loop.carries(e.params)
+        j = e.inputs.index(p) - first
+        inner = e.params["body"]
+        if 0 <= j < nc and uses.get(e.outs[j].id) == 1:
+            if j in inplace_carries(inner, inner_first, nc, accumulators(inner, inner_first, nc)[1]):
+                v = base = e.outs[j]
+    while v is not out:
+        e = user.get(v.id)
+        if e is None or e.prim.accumulate_as != "add" or uses.get(e.outs[0].id) != 1:
+            return None
+        a, b = e.inputs
+        x = b if a is v else a
+        if x is v or x.type != p.type or e.outs[0].type != p.type:
+            return None
+        adds.append(e)
+        xs.append(x)
+        v = e.outs[0]
+    return (adds, xs, base) if adds else None
 
 
 def accumulate(em, cur: Arr, how, value, operands):

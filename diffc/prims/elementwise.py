@@ -683,6 +683,37 @@ erf_p = _ew(
     keeps_zeros=True,
 )
 
+
+# rounding: piecewise constant, so nondiff (a derivative of 0, as JAX gives); LLVM's intrinsics
+# vectorise (roundeven rounds half to even, as NumPy's round)
+floor_p = _ew("floor", FLOATS, _intr("llvm.floor"), None, nondiff=True, remat=True)
+ceil_p = _ew("ceil", FLOATS, _intr("llvm.ceil"), None, nondiff=True, remat=True)
+round_p = _ew("round", FLOATS, _intr("llvm.roundeven"), None, nondiff=True, remat=True)
+
+
+def _signum(em, dt, a):
+    """-1, 0 or 1 in a's dtype; NaN stays NaN and sign(-0.0) is 0.0, as in NumPy."""
+    B = em.b
+    one, minus_one, zero = (em.const(dt, v) for v in (1, -1, 0))
+    if _is_f(dt):
+        pos, neg = B.fcmp_ordered(">", a, zero), B.fcmp_ordered("<", a, zero)
+        v = B.select(pos, one, B.select(neg, minus_one, zero))
+        return B.select(B.fcmp_unordered("uno", a, a), a, v)
+    return B.select(B.icmp_signed(">", a, zero), one, B.select(B.icmp_signed("<", a, zero), minus_one, zero))
+
+
+sign_p = _ew("sign", NUMERIC, _signum, np.sign, nondiff=True, remat=True, keeps_zeros=True)
+# libm's tan: one call (sin / cos would be two); its derivative 1 + tan^2 from the value
+tan_p = _ew(
+    "tan",
+    FLOATS,
+    lambda em, dt, a: em.call_extern("tan" if dt is DType.F64 else "tanf", a.type, [a]),
+    None,
+    partials=lambda b, x, z: [ops.add(b, _one(b, z), ops.mul(b, z, z))],
+    cost=20,
+    keeps_zeros=True,
+)
+
 _BOOL = {"out_dtype": DType.BOOL, "nondiff": True, "remat": True}
 lt_p = _ew("lt", NUMERIC, _cmp("<"), np.less, **_BOOL)
 le_p = _ew("le", NUMERIC, _cmp("<="), np.less_equal, **_BOOL)
@@ -693,6 +724,14 @@ ne_p = _ew("ne", NUMERIC + BOOLS, _cmp("!="), np.not_equal, **_BOOL)
 and_p = _ew("and", BOOLS, lambda em, dt, a, b: em.b.and_(a, b), np.logical_and, **_BOOL)
 or_p = _ew("or", BOOLS, lambda em, dt, a, b: em.b.or_(a, b), np.logical_or, **_BOOL)
 not_p = _ew("not", BOOLS, lambda em, dt, a: em.b.not_(a), np.logical_not, **_BOOL)
+isnan_p = _ew("isnan", FLOATS, lambda em, dt, a: em.b.fcmp_unordered("uno", a, a), None, **_BOOL)
+isfinite_p = _ew(
+    "isfinite",
+    FLOATS,
+    lambda em, dt, a: em.b.fcmp_ordered("<", _abs(em, dt, a), em.const(dt, np.inf)),
+    None,
+    **_BOOL,
+)
 
 select_p = primitive(
     "select",

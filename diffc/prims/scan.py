@@ -46,7 +46,7 @@ def _scan_lower(em, eqn, ins):
         for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)
 
-    em.polled_loop(n, step, "scan", eqn.span, cheap_steps(eqn.params["body"]))
+    em.polled_loop(n, step, "scan", eqn.span, cheap_steps(eqn.params["body"], 1, nc))
     return slots.read() + ys
 
 

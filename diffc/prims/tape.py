@@ -168,7 +168,7 @@ def _acc_new_lower(em, eqn, ins):
 
 
 def _acc_add_lower(em, eqn, ins):
-    accumulate(em, _acc_buffer(em, ins[0], eqn.inputs[1].type), ("add",), ins[1], [])
+    accumulate(em, _acc_buffer(em, ins[0], eqn.inputs[1].type), ("add", 1, None), ins[1], [])
     return []
 
 
@@ -295,7 +295,7 @@ def while_untape_lower(em, eqn, ins):
         vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
         slots.write(vals[:nc], plan, vals[nc:])
 
-    em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body))
+    em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body, nr, nc))
     _unlink_and_free(em, tape)  # (after a failure in the loop, the call's entry frees it)
     return slots.read()
 

@@ -73,3 +73,42 @@ def axis_arg(tr, kwargs, name, rank, default=None):
     if not -rank <= a < rank:
         raise ShapeError(f"axis {a} is out of range for an array of rank {rank} in `{name}`")
     return a % rank
+
+
+def axes_arg(tr, kwargs, name, rank, several=True) -> tuple[int, ...] | None:
+    """The `axis=` of a reduction: None when absent (all axes), else the axes it names, an int
+    or (when several) a tuple or list of ints known at compile time, negative ones counted
+    from the end, each at most once, in increasing order."""
+    if "axis" not in kwargs:
+        return None
+    v = kwargs["axis"]
+    what = f"the axis of `{name}`"
+    if isinstance(v, tuple) or (isinstance(v, Var) and v.type.rank == 1):
+        if not several:
+            raise TypeError_(f"`{name}` takes one axis, got {describe(v)}")
+        if isinstance(v, tuple):
+            given = [tr.static_int(a, tr.span, f"an axis of `{name}`") for a in v]
+        elif v.type.dtype is I64 and v.known is not None:
+            given = [int(a) for a in v.known]
+        else:
+            raise TypeError_(f"{what} must be integers known at compile time, got {describe(v)}")
+    else:
+        given = [tr.static_int(v, tr.span, what)]
+    axes = []
+    for a in given:
+        if not -rank <= a < rank:
+            raise ShapeError(f"axis {a} is out of range for an array of rank {rank} in `{name}`")
+        if a % rank in axes:
+            raise ShapeError(f"axis {a} is repeated in the axes {given} of `{name}`")
+        axes.append(a % rank)
+    return tuple(sorted(axes))
+
+
+def keepdims_arg(tr, kwargs, name) -> bool:
+    """`keepdims=`: a bool known at compile time (false when absent)."""
+    if "keepdims" not in kwargs:
+        return False
+    v = kwargs["keepdims"]
+    if not (isinstance(v, Var) and v.type.rank == 0 and v.type.dtype is DType.BOOL and v.known is not None):
+        raise TypeError_(f"`keepdims` of `{name}` must be `true` or `false`, got {describe(v)}")
+    return bool(v.known)

@@ -18,8 +18,8 @@ from ..prims import shape as sh
 from ..pytree import Record, flatten
 from ..typesys import DType, TensorType, broadcast_shapes, promote
 from .ad_builtins import AD_BUILTINS
-from .args import allowed_kwargs, arity, axis_arg, count_arg, static_shape, tensor_arg
-from .higher_order import _fold, _iterate, _map, _scan, _treemap, _unfold, _while, _windows
+from .args import allowed_kwargs, arity, axes_arg, axis_arg, count_arg, keepdims_arg, static_shape, tensor_arg
+from .higher_order import _fold, _iterate, _map, _scan, _treefold, _treemap, _unfold, _while, _windows
 from .values import Builtin, Partial, describe
 
 F64, I64, BOOL = DType.F64, DType.I64, DType.BOOL
@@ -228,6 +228,51 @@ def _relu(tr, args, kwargs):
     return binary(ew.max_p, "relu")(tr, zero, x)  # zero first: at a tie (x == 0) the derivative is 0
 
 
+def _rounding(prim):
+    """floor, ceil, round: integers are whole already and stay i64 (as in NumPy 2)."""
+
+    def f(tr, args, kwargs):
+        arity(prim.name, args, 1)
+        allowed_kwargs(prim.name, kwargs, ())
+        x = tensor_arg(args[0], prim.name)
+        if x.type.dtype is BOOL:
+            x = tr.convert(x, I64)
+        return tr.emit(prim, [x]) if x.type.dtype.is_float else x
+
+    return f
+
+
+def _sign(tr, args, kwargs):
+    arity("sign", args, 1)
+    allowed_kwargs("sign", kwargs, ())
+    return arith_unary(tr, ew.sign_p, tensor_arg(args[0], "sign"))
+
+
+def _float_test(prim, for_integers):
+    """isnan, isfinite: of integers and bools, known (no integer is NaN, every one finite)."""
+
+    def f(tr, args, kwargs):
+        arity(prim.name, args, 1)
+        allowed_kwargs(prim.name, kwargs, ())
+        x = tensor_arg(args[0], prim.name)
+        if x.type.dtype.is_float:
+            return tr.emit(prim, [x])
+        return tr.emit(sh.broadcast_p, [tr.const(for_integers, BOOL)], shape=x.type.shape)
+
+    return f
+
+
+def _clip(tr, args, kwargs):
+    """minimum(maximum(x, lo), hi), as NumPy: hi where lo > hi. max and min pick their first
+    operand at a tie, so x's derivative is 1 on the closed interval [lo, hi], as JAX's."""
+    arity("clip", args, 3)
+    allowed_kwargs("clip", kwargs, ())
+    x, lo, hi = (tensor_arg(a, "clip") for a in args)
+    if broadcast_shapes(x.type.shape, lo.type.shape, hi.type.shape) is None:
+        raise ShapeError(f"shapes do not broadcast in `clip`: {x.type}, {lo.type}, {hi.type}")
+    return binary(ew.min_p, "clip")(tr, binary(ew.max_p, "clip")(tr, x, lo), hi)
+
+
 def _binary_builtin(name, fn):
     def f(tr, args, kwargs):
         arity(name, args, 2)
@@ -259,52 +304,158 @@ def _convert(dtype):
 # --- reductions ---------------------------------------------------------------------------------
 
 
-def _reduction(name, prim):
+def _reduce_args(tr, name, args, kwargs, extra=()):
+    """x, the axes it reduces (all when no `axis=`) and `keepdims=`, checked."""
+    arity(name, args, 1)
+    allowed_kwargs(name, kwargs, ("axis", "keepdims") + extra)
+    x = tensor_arg(args[0], name)
+    axes = axes_arg(tr, kwargs, name, x.type.rank)
+    axes = tuple(range(x.type.rank)) if axes is None else axes
+    return x, axes, keepdims_arg(tr, kwargs, name)
+
+
+def _keep(tr, y, x, axes, keepdims):
+    """y, reduced over `axes` of x, with those axes kept as 1s when keepdims."""
+    if not keepdims:
+        return y
+    shape = tuple(1 if k in axes else d for k, d in enumerate(x.type.shape))
+    return tr.emit(sh.reshape_p, [y], shape=shape)
+
+
+def _as_float(tr, x):
+    return x if x.type.dtype.is_float else tr.convert(x, F64)
+
+
+def _count(x, axes):
+    n = 1
+    for a in axes:
+        n *= x.type.shape[a]
+    return n
+
+
+def _reduction(name, prim, pair=None):
+    """sum, prod, max, min; max(a, b) and min(a, b), with two positional arguments, are the
+    elementwise `pair` (maximum, minimum)."""
+
     def f(tr, args, kwargs):
-        arity(name, args, 1)
-        allowed_kwargs(name, kwargs, ("axis",))
-        x = tensor_arg(args[0], name)
+        if pair is not None and len(args) == 2:
+            return _binary_builtin(name, binary(pair, name))(tr, args, kwargs)
+        x, axes, keepdims = _reduce_args(tr, name, args, kwargs)
         if x.type.dtype is BOOL:
             x = tr.convert(x, I64)
-        axis = axis_arg(tr, kwargs, name, x.type.rank)
-        axes = tuple(range(x.type.rank)) if axis is None else (axis,)
-        if name in ("max", "min") and any(x.type.shape[a] == 0 for a in axes):
+        if pair is not None and any(x.type.shape[a] == 0 for a in axes):
             raise ShapeError(f"`{name}` of an empty array")
-        return tr.emit(prim, [x], axes=axes)
+        return _keep(tr, tr.emit(prim, [x], axes=axes), x, axes, keepdims)
 
     return f
 
 
+def _mean_of(tr, x, axes):
+    return tr.emit(ew.div_p, [tr.emit(red.reduce_sum_p, [x], axes=axes), tr.const(_count(x, axes), x.type.dtype)])
+
+
 def _mean(tr, args, kwargs):
-    arity("mean", args, 1)
-    allowed_kwargs("mean", kwargs, ("axis",))
-    x = tensor_arg(args[0], "mean")
-    if not x.type.dtype.is_float:
-        x = tr.convert(x, F64)
-    axis = axis_arg(tr, kwargs, "mean", x.type.rank)
-    axes = tuple(range(x.type.rank)) if axis is None else (axis,)
-    count = 1
-    for a in axes:
-        count *= x.type.shape[a]
-    s = tr.emit(red.reduce_sum_p, [x], axes=axes)
-    return tr.emit(ew.div_p, [s, tr.const(count, x.type.dtype)])
+    x, axes, keepdims = _reduce_args(tr, "mean", args, kwargs)
+    x = _as_float(tr, x)
+    return _keep(tr, _mean_of(tr, x, axes), x, axes, keepdims)
 
 
-def _argmax(tr, args, kwargs):
-    arity("argmax", args, 1)
-    allowed_kwargs("argmax", kwargs, ("axis",))
-    x = tensor_arg(args[0], "argmax")
-    if x.type.dtype is BOOL:
-        x = tr.convert(x, I64)
-    if x.type.rank == 0:
-        raise ShapeError(f"`argmax` needs an array, got {x.type}")
-    axis = axis_arg(tr, kwargs, "argmax", x.type.rank)
-    if x.type.size == 0 and (axis is None or x.type.shape[axis] == 0):  # the other axes may be empty
-        raise ShapeError(f"`argmax` of an empty axis, in {x.type}")
-    if axis is None and x.type.rank > 1:
-        x = tr.emit(sh.reshape_p, [x], shape=(x.type.size,))
-        axis = 0
-    return tr.emit(red.argmax_p, [x], axis=axis or 0)
+def _variance(tr, name, args, kwargs):
+    """The variance over `axes`, divided by n - ddof (0 when that is negative, as NumPy)."""
+    x, axes, keepdims = _reduce_args(tr, name, args, kwargs, ("ddof",))
+    x = _as_float(tr, x)
+    ddof = tr.static_int(kwargs["ddof"], tr.span, f"the `ddof` of `{name}`") if "ddof" in kwargs else 0
+    if ddof < 0:
+        raise ShapeError(f"the `ddof` of `{name}` must be at least 0, got {ddof}")
+    m = _keep(tr, _mean_of(tr, x, axes), x, axes, True)
+    d = tr.emit(ew.sub_p, [x, m])
+    ss = tr.emit(red.reduce_sum_p, [tr.emit(ew.mul_p, [d, d])], axes=axes)
+    return tr.emit(ew.div_p, [ss, tr.const(max(_count(x, axes) - ddof, 0), x.type.dtype)]), x, axes, keepdims
+
+
+def _var(tr, args, kwargs):
+    v, x, axes, keepdims = _variance(tr, "var", args, kwargs)
+    return _keep(tr, v, x, axes, keepdims)
+
+
+def _std(tr, args, kwargs):
+    """sqrt(var), whose derivative at a zero variance (a constant input) is 0 rather than the
+    NaN of sqrt's infinite slope times a zero deviation: sqrt reads 1 there, and the select
+    sends it no cotangent."""
+    v, x, axes, keepdims = _variance(tr, "std", args, kwargs)
+    zero, one = tr.const(0, v.type.dtype), tr.const(1, v.type.dtype)
+    flat = tr.emit(ew.eq_p, [v, zero])
+    root = tr.emit(ew.sqrt_p, [tr.emit(ew.select_p, [flat, one, v])])
+    return _keep(tr, tr.emit(ew.select_p, [flat, zero, root]), x, axes, keepdims)
+
+
+def _logsumexp(tr, args, kwargs):
+    """log(sum(exp(x))) shifted by the largest element (stop_gradient: the shift cancels), so
+    that it neither overflows nor underflows; the gradient is softmax. A group whose largest
+    element is not finite is not shifted: all -inf (or empty) gives -inf, a +inf +inf (its
+    exponentials are replaced by 1s), a NaN NaN; the first two with a derivative of 0, not the
+    NaN of log's infinite slope at 0 or of exp's at +inf (the selects send those no tangent)."""
+    x, axes, keepdims = _reduce_args(tr, "logsumexp", args, kwargs)
+    x = _as_float(tr, x)
+    dt = x.type.dtype
+    zero, one, inf = tr.const(0, dt), tr.const(1, dt), tr.const(np.inf, dt)
+    m = tr.emit(ew.stop_gradient_p, [tr.emit(red.reduce_max_p, [x], axes=axes)])  # -inf when empty
+    hot = tr.emit(ew.eq_p, [m, inf])
+    shift = tr.emit(ew.select_p, [tr.emit(ew.isfinite_p, [m]), m, zero])
+    z = tr.emit(ew.sub_p, [x, _keep(tr, shift, x, axes, True)])
+    z = tr.emit(ew.select_p, [_keep(tr, hot, x, axes, True), zero, z])
+    s = tr.emit(red.reduce_sum_p, [tr.emit(ew.exp_p, [z])], axes=axes)
+    none = tr.emit(ew.eq_p, [s, zero])
+    lse = tr.emit(ew.add_p, [tr.emit(ew.log_p, [tr.emit(ew.select_p, [none, one, s])]), shift])
+    out = tr.emit(ew.select_p, [none, tr.const(-np.inf, dt), tr.emit(ew.select_p, [hot, inf, lse])])
+    return _keep(tr, out, x, axes, keepdims)
+
+
+def _any_all(name, prim):
+    """any: the largest of 0/1 is 1; all: the smallest is. An empty group leaves the
+    reduction's identity (the smallest or largest i64), below or above 0: any false, all true."""
+
+    def f(tr, args, kwargs):
+        x, axes, keepdims = _reduce_args(tr, name, args, kwargs)
+        if x.type.dtype is not BOOL:  # nonzero, as NumPy (NaN counts as true)
+            x = tr.emit(ew.ne_p, [x, tr.const(0, x.type.dtype)])
+        y = tr.emit(prim, [tr.convert(x, I64)], axes=axes)
+        return _keep(tr, tr.emit(ew.gt_p, [y, tr.const(0, I64)]), x, axes, keepdims)
+
+    return f
+
+
+def _arg_extreme(name, smallest):
+    """argmax, and argmin as the argmax of a decreasing map of x (-x for floats, where NaN
+    stays NaN and so the first NaN is found, as NumPy does; -1 - x for integers, which does
+    not overflow at INT64_MIN), so both share argmax's lowering and fuse the map into it."""
+
+    def f(tr, args, kwargs):
+        arity(name, args, 1)
+        allowed_kwargs(name, kwargs, ("axis", "keepdims"))
+        x = tensor_arg(args[0], name)
+        if x.type.dtype is BOOL:
+            x = tr.convert(x, I64)
+        if x.type.rank == 0:
+            raise ShapeError(f"`{name}` needs an array, got {x.type}")
+        axes = axes_arg(tr, kwargs, name, x.type.rank, several=False)
+        keepdims = keepdims_arg(tr, kwargs, name)
+        shape = x.type.shape
+        if x.type.size == 0 and (axes is None or shape[axes[0]] == 0):  # the other axes may be empty
+            raise ShapeError(f"`{name}` of an empty axis, in {x.type}")
+        if smallest:
+            dt = x.type.dtype
+            x = tr.emit(ew.neg_p, [x]) if dt.is_float else tr.emit(ew.sub_p, [tr.const(-1, dt), x])
+        if axes is None:
+            if x.type.rank > 1:
+                x = tr.emit(sh.reshape_p, [x], shape=(x.type.size,))
+            y = tr.emit(red.argmax_p, [x], axis=0)
+            return tr.emit(sh.reshape_p, [y], shape=(1,) * len(shape)) if keepdims else y
+        (axis,) = axes
+        y = tr.emit(red.argmax_p, [x], axis=axis)
+        return tr.emit(sh.reshape_p, [y], shape=shape[:axis] + (1,) + shape[axis + 1 :]) if keepdims else y
+
+    return f
 
 
 # --- shapes -------------------------------------------------------------------------------------
@@ -461,6 +612,25 @@ def _print(tr, args, kwargs):
     return ()
 
 
+def _assert(tr, args, kwargs):
+    """A check of what is known while compiling (shapes, sizes, static arguments), so that a
+    library function can refuse a wrong use with its own words, located at the user's call."""
+    arity("assert", args, 2)
+    cond, message = args
+    if not isinstance(message, str):
+        raise TypeError_(f"the second argument of `assert` must be a message in quotes, got {describe(message)}")
+    if not (isinstance(cond, Var) and cond.type == TensorType(BOOL, ())):
+        raise TypeError_(f"`assert` needs a bool condition, got {describe(cond)}")
+    if cond.known is None:
+        raise TypeError_(
+            "`assert` checks a condition known at compile time (shapes, sizes, literals, static "
+            "arguments); this one depends on run-time values"
+        )
+    if not cond.known:
+        raise ShapeError(message)
+    return ()
+
+
 BUILTINS = {
     "abs": _abs,
     "exp": _unary_float(ew.exp_p),
@@ -472,6 +642,14 @@ BUILTINS = {
     "tanh": _unary_float(ew.tanh_p),
     "sigmoid": _unary_float(ew.sigmoid_p),
     "erf": _unary_float(ew.erf_p),
+    "tan": _unary_float(ew.tan_p),
+    "floor": _rounding(ew.floor_p),
+    "ceil": _rounding(ew.ceil_p),
+    "round": _rounding(ew.round_p),
+    "sign": _sign,
+    "isnan": _float_test(ew.isnan_p, False),
+    "isfinite": _float_test(ew.isfinite_p, True),
+    "clip": _clip,
     "relu": _relu,
     "maximum": _binary_builtin("maximum", binary(ew.max_p, "maximum")),
     "minimum": _binary_builtin("minimum", binary(ew.min_p, "minimum")),
@@ -482,10 +660,16 @@ BUILTINS = {
     "i64": _convert(DType.I64),
     "sum": _reduction("sum", red.reduce_sum_p),
     "prod": _reduction("prod", red.reduce_prod_p),
-    "max": _reduction("max", red.reduce_max_p),
-    "min": _reduction("min", red.reduce_min_p),
+    "max": _reduction("max", red.reduce_max_p, ew.max_p),
+    "min": _reduction("min", red.reduce_min_p, ew.min_p),
     "mean": _mean,
-    "argmax": _argmax,
+    "argmax": _arg_extreme("argmax", smallest=False),
+    "argmin": _arg_extreme("argmin", smallest=True),
+    "any": _any_all("any", red.reduce_max_p),
+    "all": _any_all("all", red.reduce_min_p),
+    "var": _var,
+    "std": _std,
+    "logsumexp": _logsumexp,
     "zeros": _fill("zeros", 0.0),
     "ones": _fill("ones", 1.0),
     "full": _full,
@@ -504,12 +688,14 @@ BUILTINS = {
     "iterate": _iterate,
     "while": _while,
     "treemap": _treemap,
+    "treefold": _treefold,
     "windows": _windows,
     "key": _key,
     "split": _split,
     "uniform": _uniform,
     "normal": _normal,
     "print": _print,
+    "assert": _assert,
 }
 
 BUILTINS.update(AD_BUILTINS)

@@ -1,5 +1,5 @@
 """The higher-order built-ins, the weight-tying combinators: map, fold, scan, unfold, iterate,
-while, treemap, windows. Each traces its function argument into the body of a structured op
+while, treemap, treefold, windows. Each traces its function argument into the body of a structured op
 (prims/map_.py, scan.py, while_.py), after hoisting what does not change between iterations."""
 
 from __future__ import annotations
@@ -347,6 +347,18 @@ def _treemap(tr, args, kwargs):
     span = tr.span
     outs = [tr.call(f, list(ls), {}, span) for ls in zip(*(leaves for leaves, _ in flat))]
     return unflatten(flat[0][1], outs)
+
+
+def _treefold(tr, args, kwargs):
+    """treefold(f, init, tree): acc = f(acc, leaf) over the leaves in treemap's order, the one
+    way to reduce a whole tree (a global norm, a parameter count); unrolled at compile time."""
+    arity("treefold", args, 3)
+    f = func_arg(args[0], "treefold")
+    acc = args[1]
+    leaves, _ = flatten(args[2])
+    for leaf in leaves:
+        acc = tr.call(f, [acc, leaf], {}, tr.span)
+    return acc
 
 
 def _windows(tr, args, kwargs):

@@ -296,6 +296,9 @@ class Tracer:
         return unflatten(tree, [ren.get(x, x) if isinstance(x, Var) else x for x in leaves])
 
     def eval_UnaryOp(self, e, env):
+        if e.op == "-" and isinstance(e.operand, n.Num):
+            # A negative number is a literal too, and adapts to f32 as one: f32(x) * -0.5 is f32.
+            return self.const(-e.operand.value, DType.F64 if e.operand.is_float else DType.I64)
         x = self.eval(e.operand, env)
         if e.op == "not":
             return logical_not(self, x)

@@ -29,6 +29,7 @@ fn gather_in_map(x, i) = grad(fn(v) => sum(for j in 0..2 => sum(v[arange(3) + j 
 fn grad_in_fold(x, i) = grad(fn(v) => fold(fn(acc, j) => acc + v[j], 0.0, arange(3) + i))(x)
 fn second_order(x, i) = grad(fn(w) => sum(grad(fn(v) => v[i] * v[i])(w)))(x)
 fn second_gather(x, i) = grad(fn(w) => sum(grad(fn(v) => sum(v[arange(2) + i] ** 2.0))(w)))(x)
+fn two_reads_in_map(x, i) = grad(fn(v) => sum(for j in 0..3 => v[j] * v[j + i] + v[j + i]))(x)
 """
 
 
@@ -53,6 +54,8 @@ CASES = {
     "grad_in_fold": (11, 64, _onehot(4, 5, 6)),
     "second_order": (12, 57, _onehot(4, scale=2.0)),
     "second_gather": (13, 62, _onehot(4, 5, scale=2.0)),
+    # three reads of one array in one body: three scatter-adds into one accumulator
+    "two_reads_in_map": (14, 71, [5.0, 6.0, 7.0, 0.0, 2.0, 3.0, 4.0, 0.0]),
 }
 
 # calls `name` at each index and prints, per call, its value or the error's place and message

@@ -195,6 +195,12 @@ ELEMENTWISE = [
         dyadic_tangents=True,
     ),
     C("mod", "fn f(x, y) = (x % y) * x", mod_pair(4), prims=("mod",)),
+    C("tan", "fn f(x) = tan(x)", with_zeros(normal(4), 1), prims=("tan",)),
+    # the rounding functions are piecewise constant: only the other factor's derivative is left
+    C("floor-ceil-round-sign", "fn f(x) = (floor(x) + ceil(x) + round(x) + sign(x)) * x", away(5), prims=("mul",)),
+    # clip: x's derivative on [lo, hi] (here strictly inside or outside), lo's below, hi's above
+    C("clip", "fn f(x, lo, hi) = clip(x, lo, hi)", offset_pair(6), const(np.full(6, 0.5)), prims=("max", "min")),
+    C("max-two-args", "fn f(x, y) = max(x, y) * min(x, y)", offset_pair(5), prims=("max", "min")),
 ]
 
 REDUCTIONS = [
@@ -219,6 +225,14 @@ REDUCTIONS = [
     C("min-axis", "fn f(x) = min(x, axis=0)", distinct(3, 4), prims=("reduce_min",)),
     C("mean", "fn f(x) = mean(x * x)", normal(2, 3), prims=("reduce_sum",)),
     C("mean-axis", "fn f(x) = mean(x * x, axis=0)", normal(2, 3), prims=("reduce_sum",)),
+    C("sum-axes-keepdims", "fn f(x) = sum(x, axis=(0, 2), keepdims=true) * x", normal(2, 3, 2), prims=("reduce_sum",)),
+    C("max-axes", "fn f(x) = max(x, axis=[0, -1])", distinct(2, 3, 2), prims=("reduce_max",)),
+    C("prod-keepdims", "fn f(x) = prod(x, axis=1, keepdims=true) * x", away(2, 3, lo=0.5), prims=("reduce_prod",)),
+    C("var", "fn f(x) = var(x)", normal(2, 3), prims=("reduce_sum",)),
+    C("var-axis-ddof", "fn f(x) = var(x, axis=0, ddof=1)", normal(3, 2), prims=("reduce_sum",)),
+    C("std", "fn f(x) = std(x, axis=(0, 1), keepdims=true) * x", normal(2, 3), prims=("reduce_sum", "sqrt")),
+    C("logsumexp", "fn f(x) = logsumexp(x)", normal(2, 3), prims=("reduce_sum", "exp")),
+    C("logsumexp-axis", "fn f(x) = logsumexp(x * 30.0, axis=1, keepdims=true)", normal(3, 2), prims=("exp",)),
 ]
 
 LINALG = [

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -256,6 +257,28 @@ CASES += unary_cases("tanh", "tanh(x)", np.tanh, float_kinds())
 CASES += unary_cases("sigmoid", "sigmoid(x)", R.sigmoid, float_kinds(lo=-40.0, hi=40.0))
 CASES += unary_cases("erf", "erf(x)", R.erf, float_kinds())
 
+
+# rounding, sign, tan, and the float tests; halves are the ties of round (half to even)
+def _halves(dtype):
+    return lambda rng, shp: (rng.integers(-9, 10, size=shp) / 2).astype(dtype)[()]
+
+
+for _fn, _ref in [("floor", np.floor), ("ceil", np.ceil), ("round", np.round)]:
+    CASES += unary_cases(_fn, f"{_fn}(x)", _ref, float_kinds(lo=-9.0, hi=9.0))
+    CASES += unary_cases(_fn, f"{_fn}(x)", _ref, [(f"{np.dtype(d).name} halves", _halves(d), 0) for d in (F64, F32)])
+CASES += unary_cases("sign", "sign(x)", np.sign, float_kinds() + [("int64", _ints(lo=-2, hi=2), 0)])
+_extremes = [("int64 extremes", lambda rng, s: np.array([-(2**63), 2**63 - 1, 0]), 0)]
+CASES += unary_cases("sign", "sign(x)", np.sign, _extremes)
+CASES += unary_cases("tan", "tan(x)", np.tan, float_kinds(lo=-1.5, hi=1.5))
+CASES += unary_cases("tan", "tan(x)", np.tan, [("float64 wide", _floats(F64, lo=-100.0, hi=100.0), 1e-12)])
+CASES += unary_cases("isnan", "isnan(x)", np.isnan, float_kinds())
+CASES += unary_cases("isfinite", "isfinite(x)", np.isfinite, float_kinds())
+CASES += binary_cases("max", "clip(x, 0.5, y)", lambda x, y: np.clip(x, 0.5, y), numeric_pairs()[:2])
+CASES += binary_cases("min", "clip(x, y, 1.0)", lambda x, y: np.clip(x, y, 1.0), numeric_pairs()[:2])
+CASES += binary_cases("min", "clip(x, y - 1, y)", lambda x, y: np.clip(x, y - 1, y), numeric_pairs()[2:])
+CASES += binary_cases("max", "max(x, y)", np.maximum, numeric_pairs(), BINARY_SHAPES[:2])
+CASES += binary_cases("min", "min(x, y)", np.minimum, numeric_pairs(), BINARY_SHAPES[:2])
+
 # domain edges: zeros, infinities and NaN among ordinary values; ties for maximum and minimum
 EDGES = [0.0, -0.0, np.inf, -np.inf, np.nan]
 _edge_kinds = [(f"{np.dtype(d).name} edges", _with_edges(d, EDGES), FLOAT_RTOL[d]) for d in (F64, F32)]
@@ -271,6 +294,17 @@ for _prim, _expr, _ref in [
     ("erf", "erf(x)", R.erf),
     ("abs", "abs(x)", np.abs),
     ("max", "relu(x)", R.relu),
+]:
+    CASES += unary_cases(_prim, _expr, _ref, _edge_kinds, UNARY_SHAPES[:1])
+for _prim, _expr, _ref in [
+    ("floor", "floor(x)", np.floor),
+    ("ceil", "ceil(x)", np.ceil),
+    ("round", "round(x)", np.round),
+    ("sign", "sign(x)", np.sign),
+    ("tan", "tan(x)", np.tan),
+    ("isnan", "isnan(x)", np.isnan),
+    ("isfinite", "isfinite(x)", np.isfinite),
+    ("max", "clip(x, 0.5, 1.0)", lambda x: np.clip(x, 0.5, 1.0)),
 ]:
     CASES += unary_cases(_prim, _expr, _ref, _edge_kinds, UNARY_SHAPES[:1])
 _tie_kinds = [(f"{np.dtype(d).name} ties", _with_edges(d, [1.0]), _with_edges(d, [1.0]), 0) for d in (F64, F32)]
@@ -416,6 +450,98 @@ CASES += [
 def _arr(shp, dtype=F64):
     return lambda rng: (_floats(dtype)(rng, shp),)
 
+
+# argmin (the argmax of a decreasing map of x); NaN: both find the first NaN, as NumPy
+for _axis, _shp in [(None, (7,)), (None, (3, 4)), (0, (3, 4)), (-1, (3, 4)), (1, (2, 3, 4))]:
+    _kw = "" if _axis is None else f", axis={_axis}"
+    for _label, _mk in [
+        ("float64", lambda rng, s: _ints(lo=-2, hi=2)(rng, s).astype(F64)),
+        ("float32", lambda rng, s: _ints(lo=-2, hi=2)(rng, s).astype(F32)),
+        ("int64", _ints(lo=-2, hi=2)),
+        ("float64 edges", _with_edges(F64, EDGES)),
+        ("int64 extremes", lambda rng, s: rng.choice(np.array([-(2**63), 2**63 - 1, 0, -1]), size=s)),
+    ]:
+        for _fn, _np, _flat in [("argmin", np.argmin, R.argmin_flat), ("argmax", np.argmax, R.argmax_flat)]:
+            CASES.append(
+                Case(
+                    "argmax",
+                    "x",
+                    f"{_fn}(x{_kw})",
+                    lambda rng, mk=_mk, s=_shp: (mk(rng, s),),
+                    _flat if _axis is None else (lambda x, f=_np, a=_axis: f(x, axis=a)),
+                    0,
+                    f"{_fn} {_label} {_shp}",
+                )
+            )
+CASES += [
+    Case("argmax", "x", "argmin(x, axis=1, keepdims=true)", _arr((3, 4)), lambda x: np.argmin(x, 1, keepdims=True)),
+    Case("argmax", "x", "argmax(x, keepdims=true)", _arr((3, 4)), lambda x: np.argmax(x, keepdims=True)),
+    Case("argmax", "x", "argmin(x)", lambda rng: (_bools(rng, (6,)),), R.argmin_flat, label="argmin bool"),
+]
+
+# keepdims= and tuple axes; any and all; var, std and logsumexp (compositions of reductions)
+_axes_kw = [
+    ("", None),
+    (", axis=(0, 2)", (0, 2)),
+    (", axis=[-1, 0]", (-1, 0)),
+    (", axis=1, keepdims=true", 1),
+    (", axis=(2, 1), keepdims=true", (2, 1)),
+    (", keepdims=true", None),
+    (", axis=()", ()),
+]
+_keeps = {", axis=1, keepdims=true", ", axis=(2, 1), keepdims=true", ", keepdims=true"}
+for _prim, _fn, _np, _mk, _rtol in [
+    ("reduce_sum", "sum", np.sum, _floats(F64), 1e-12),
+    ("reduce_prod", "prod", np.prod, _floats(F32, lo=0.5, hi=1.5), 1e-5),
+    ("reduce_max", "max", np.max, _ints(), 0),
+    ("reduce_min", "min", np.min, _floats(F64), 0),
+    ("reduce_sum", "mean", np.mean, _floats(F32), 1e-5),
+    ("reduce_max", "any", np.any, lambda rng, s: rng.random(s) < 0.1, 0),
+    ("reduce_min", "all", np.all, lambda rng, s: rng.random(s) < 0.9, 0),
+    ("reduce_max", "any", np.any, _with_edges(F64, [0.0, -0.0, np.nan]), 0),
+    ("reduce_min", "all", np.all, _ints(lo=-1, hi=1), 0),
+    ("reduce_sum", "var", np.var, _floats(F64), 1e-12),
+    ("reduce_sum", "std", np.std, _floats(F32), 1e-5),
+    ("reduce_sum", "logsumexp", R.logsumexp, _floats(F64, lo=-50.0, hi=50.0), 1e-12),
+    ("reduce_sum", "logsumexp", R.logsumexp, _floats(F32, lo=-50.0, hi=50.0), 1e-6),
+]:
+    for _kw, _ax in _axes_kw:
+        CASES.append(
+            Case(
+                _prim,
+                "x",
+                f"{_fn}(x{_kw})",
+                lambda rng, mk=_mk: (mk(rng, (2, 3, 4)),),
+                lambda x, f=_np, a=_ax, k=_kw in _keeps: f(x, axis=a, keepdims=k),
+                _rtol,
+                f"{_fn} {np.asarray(_mk(np.random.default_rng(0), ())).dtype}{_kw}",
+            )
+        )
+CASES += [
+    Case("reduce_max", "x", "any(x, axis=1)", lambda rng: (np.zeros((3, 0), bool),), lambda x: np.any(x, 1), 0, "0"),
+    Case("reduce_min", "x", "all(x, axis=1)", lambda rng: (np.zeros((3, 0), bool),), lambda x: np.all(x, 1), 0, "0"),
+    Case("reduce_sum", "x", "var(x, axis=0)", lambda rng: (np.zeros((0, 2)),), lambda x: np.var(x, 0), 0, "empty"),
+    Case("reduce_sum", "x", "logsumexp(x, axis=1)", _arr((3, 0)), lambda x: R.logsumexp(x, 1), 0, "empty"),
+    Case("reduce_sum", "x", "var(x, ddof=1)", _arr((3, 4)), lambda x: np.var(x, ddof=1), 1e-12, "ddof"),
+    Case("reduce_sum", "x", "std(x, axis=0, ddof=2)", _arr((2, 3)), lambda x: np.std(x, 0, ddof=2), 0, "ddof=n"),
+    Case("reduce_sum", "x", "std(x, axis=1)", lambda rng: (np.full((2, 3), 0.7),), lambda x: np.std(x, 1), 0, "flat"),
+    Case(
+        "reduce_sum",
+        "x",
+        "logsumexp(x, axis=1)",
+        lambda rng: (np.array([[-np.inf] * 3, [np.inf, 1.0, -np.inf], [np.nan, 1.0, 2.0], [1000.0, 1000.0, -1e300]]),),
+        lambda x: R.logsumexp(x, 1),
+        1e-12,
+        "infinities",
+    ),
+    *[
+        Case("reduce_sum", "x", f"logsumexp(x{kw})", _edge_arr, lambda x, a=a: R.logsumexp(x, a), 1e-6, f"edges{kw}")
+        for kw, a in [("", None), (", axis=0", 0)]
+        for _edge_arr in [lambda rng: (_with_edges(F32, EDGES)(rng, (5, 3)),)]
+    ],
+]
+
+# shapes
 
 CASES += [
     Case("const", "x", "x + [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]", _arr((2, 3)), lambda x: x + [[1, 2, 3], [4, 5, 6]]),
@@ -574,7 +700,8 @@ def test_lowering_matches_numpy(case: Case):
     args = case.args(rng)
     m = module(case.source)
     assert case.prim in prim_names(ir_of(m, "f", *args)), f"`{case.expr}` does not use {case.prim}"
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's var with ddof >= n, say
         want = case.ref(*args)
     _check(m.f(*args), want, case.rtol)
 

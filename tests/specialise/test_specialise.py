@@ -110,6 +110,14 @@ def test_integer_arguments_are_run_time_values():
     assert a.known is None and int(b.known) == 3
 
 
+def test_negative_literals_adapt_to_f32():
+    """`-0.5` is a literal like `0.5`: next to an f32 operand it takes the f32's width."""
+    prog, _ = ir("fn f(x) = (x * -0.5, -2.0 * x, x - -1.0, x * -(0.5), -9223372036854775807 - 1)", "f", np.float32(1))
+    outs = prog.main.body.outs
+    assert [o.type.dtype.value for o in outs] == ["f32", "f32", "f32", "f32", "i64"]
+    assert int(outs[4].known) == -(2**63)
+
+
 def test_type_errors_are_found_while_specialising():
     with pytest.raises(TypeError_, match="needs a record or a module"):
         ir("fn f(p) = p.w", "f", np.ones(2))

@@ -49,6 +49,24 @@ def argmax_flat(x):
     return int(np.argmax(np.asarray(x).reshape(-1)))
 
 
+def argmin_flat(x):
+    """`argmin(x)` without an axis: the row-major flat index of the first smallest element."""
+    return int(np.argmin(np.asarray(x).reshape(-1)))
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """`logsumexp`: log(sum(exp(x))), -inf for all -inf (or no) elements, +inf for a +inf one,
+    NaN for a NaN one; computed in f64 (x - max is exact) and rounded to x's dtype."""
+    x = np.asarray(x)
+    with np.errstate(all="ignore"):
+        m = np.max(x.astype(np.float64), axis=axis, keepdims=True, initial=-np.inf)
+        shift = np.where(np.isfinite(m), m, 0.0)
+        out = np.log(np.sum(np.exp(x - shift), axis=axis, keepdims=True)) + shift
+    if not keepdims:
+        out = np.squeeze(out, axis=axis if axis is not None else tuple(range(x.ndim)))
+    return np.asarray(out, dtype=x.dtype)
+
+
 def windows(x, k):
     """`windows(x, k)`: shape [len(x) - k + 1, k, ...]."""
     x = np.asarray(x)
