@@ -16,8 +16,11 @@ from .errors import DiffcError, DiffcMemoryError, UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
 from .runtime import params
-from .runtime.values import flatten_args, to_python, type_of
+from .runtime.values import WeakFloat, flatten_args, to_python, type_of
+from .specialise import signature_text, with_static
 from .specialise.builtins import BUILTINS
+from .specialise.values import Static, Weak
+from .typesys import DType, TensorType, dtype_of_numpy
 
 _FAST_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)}
 DEFAULT_MAX_SIGNATURES = 64
@@ -68,11 +71,21 @@ class Function:
         self._cache: OrderedDict = OrderedDict()
         self._max = max_signatures()
         self._fast: dict = {}  # a cheap key of flat arguments -> (native, out_tree, signature)
+        # (tree, types) -> the leaves taken as compile-time values (See Note [Static arguments]
+        # in specialise/trace.py): their values are part of the signature
+        self._static: dict = {}
+        self._fast_static: dict = {}  # a cheap key of the types of flat arguments -> the static ones
         self._entry = self._general
 
     def signature(self, *args):
         arrays, tree = flatten_args(args, [p.name for p in self.module.ast.fns[self.name].params])
-        return arrays, (tree, tuple((a.dtype.str, a.shape) for a in arrays))
+        types = tuple(("weak" if type(a) is WeakFloat else a.dtype.str, a.shape) for a in arrays)
+        return arrays, self._with_static((tree, types), arrays)
+
+    def _with_static(self, key, arrays):
+        """The signature key of these arrays: its types, and the values of its static leaves."""
+        leaves = self._static.get(key[:2], ())
+        return key[:2] + (tuple(arrays[i].item() for i in leaves),) if leaves else key[:2]
 
     def compiled(self, arrays, key, timings=None):
         entry = self._cache.get(key)
@@ -81,11 +94,17 @@ class Function:
             return entry
         tree = key[0]
         types = unflatten(tree, [type_of(a) for a in arrays])
+        types = with_static(types, self._static.get(key[:2], ()), arrays)
         try:
-            entry = bigstack.run(compile_native, self.module.ast, self.name, types, timings, self.transform)
+            entry = bigstack.run(compile_native, self.module.ast, self.name, types, timings, self.transform, arrays)
         except MemoryError:  # (LLVM's own allocations abort the process instead: out of our hands)
             span = self.module.ast.fns[self.name].span
             raise DiffcMemoryError(f"out of memory while compiling `{self.label}`", span) from None
+        if entry[0].static:
+            self._static[key[:2]] = entry[0].static
+            key = self._with_static(key, arrays)
+        # a NumPy float64 next to f32 arrays is strong: a Python float in its place is not
+        entry[0].general_only |= any(t[0] == "<f4" for t in key[1]) and any(t == ("<f8", ()) for t in key[1])
         self._cache[key] = entry
         while len(self._cache) > self._max:
             self._evict(next(iter(self._cache)))
@@ -111,21 +130,36 @@ class Function:
             if hit is not None:
                 native, out_tree, key = hit
                 self._cache.move_to_end(key)
-                self._entry = native.direct(self._general) or self._general
+                self._entry = self._direct(native)
                 outs = native.call_scalars(args)
                 return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
             result = self._call(args)
             if fast is not None:
                 arrays, key = self.signature(*args)
                 native, out_tree = self._cache[key]
+                if native.static:  # (the values of its static arguments are part of its key)
+                    self._fast_static[self._fast_types(args)] = tuple(_top_level(key[0], native.static))
+                    fast = self._fast_key(args)
                 self._fast[fast] = (native, out_tree, key)
-                self._entry = native.direct(self._general) or self._general
+                self._entry = self._direct(native)
             return result
         except DiffcError as e:
             raise e.with_traceback(None) from None
 
+    def _direct(self, native):
+        """The entry for the next calls: the direct entry of `native`, unless its code is for
+        the values of static arguments, or for a NumPy float64 where a Python float is weak:
+        the direct entry does not tell those apart."""
+        return (None if native.static or native.general_only else native.direct(self._general)) or self._general
+
+    def _fast_key(self, args):
+        """A cheap key of flat arguments: their types, and the values of those static for them."""
+        key = self._fast_types(args)
+        static = self._fast_static.get(key) if self._fast_static and key is not None else None
+        return key if static is None else key + tuple(args[k] for k in static)
+
     @staticmethod
-    def _fast_key(args):
+    def _fast_types(args):
         key = []
         for a in args:
             t = type(a)
@@ -154,8 +188,22 @@ class Function:
     def label(self) -> str:
         return f"{self.transform[0]}({self.name})" if self.transform else self.name
 
+    def signatures(self) -> list[str]:
+        """The signatures compiled and kept, least recently used first, each static argument
+        with its value: `(x: f64[3], n=4)`."""
+        names = [p.name for p in self.module.ast.fns[self.name].params]
+        out = []
+        for key in self._cache:
+            tree, types = key[0], [_leaf_type(d, shape) for d, shape in key[1]]
+            leaves = self._static.get(key[:2], ())
+            values = dict(zip(leaves, key[2])) if leaves else {}
+            types = [Static(t, values[i]) if i in values else t for i, t in enumerate(types)]
+            out.append(f"({signature_text(names, unflatten(tree, types))})")
+        return out
+
     def __repr__(self) -> str:
-        return f"<diffc function {self.label}>"
+        compiled = ", ".join(self.signatures())
+        return f"<diffc function {self.label}{' compiled for ' + compiled if compiled else ''}>"
 
     def __reduce__(self):
         """Pickled as its program's text, its name and its transform: unpickled (on a Ray
@@ -248,6 +296,21 @@ def load_tree(path: str | Path):
     if not isinstance(path, str | Path):
         raise UsageError(f"diffc.load_tree takes the path of a .npz file, got {type(path).__name__}")
     return params.load_tree(path)
+
+
+def _leaf_type(dtype: str, shape):
+    if dtype == "weak":
+        return Weak(TensorType(DType.F64, shape))
+    return TensorType(dtype_of_numpy(np.dtype(dtype)), shape)
+
+
+def _top_level(tree, leaves) -> list[int]:
+    """The top-level arguments that hold these leaves."""
+    starts, n = [], 0
+    for c in tree.children:
+        starts.append(n)
+        n += c.num_leaves
+    return sorted({max(k for k, s in enumerate(starts) if s <= i) for i in leaves})
 
 
 def _derivative(fn: Function, argnums, with_value: bool) -> Function:

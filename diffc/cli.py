@@ -319,7 +319,7 @@ def cmd_check(a) -> int:
 
         args = bind_args(m, a.entry, a.arg)
         arrays, tree = flatten_args(tuple(args))
-        to_ir(m.ast, a.entry, unflatten(tree, [type_of(x) for x in arrays]))
+        to_ir(m.ast, a.entry, unflatten(tree, [type_of(x) for x in arrays]), values=arrays)
     print(f"{m.ast.source.name}: ok")
     return EXIT_OK
 
@@ -343,15 +343,19 @@ def cmd_show(a) -> int:
     if a.llvm:
         from .pipeline import llvm_text
 
-        raw, opt, asm = llvm_text(m.ast, a.entry, types)
+        raw, opt, asm = llvm_text(m.ast, a.entry, types, arrays)
         print("; ---- LLVM IR, as generated\n" + raw)
         print("; ---- LLVM IR, optimised\n" + opt)
         print("; ---- assembly\n" + asm)
         return EXIT_OK
     from .ir.printer import print_program
-    from .pipeline import to_ir
+    from .pipeline import to_ir_static
+    from .specialise import static_text
 
-    prog, _ = to_ir(m.ast, a.entry, types, after=a.after)
+    prog, _, signature = to_ir_static(m.ast, a.entry, types, after=a.after, values=arrays)
+    static = static_text([p.name for p in m.ast.fns[a.entry].params], signature)
+    if static:
+        print(f"# static arguments (compiled for these values): {static}")
     print(print_program(prog))
     return EXIT_OK
 
@@ -370,7 +374,7 @@ def show_grad(m: api.Module, name: str, pairs: list[str]) -> int:
     floats = tuple(k for k, a in enumerate(args) if any(x.dtype.kind == "f" for x in flatten_args((a,))[0]))
     arrays, tree = flatten_args(tuple(args))
     types = unflatten(tree, [type_of(x) for x in arrays])
-    prog, _ = to_ir(m.ast, name, types, transform=("grad", floats, True))
+    prog, _ = to_ir(m.ast, name, types, transform=("grad", floats, True), values=arrays)
     print(
         f"# value_and_grad of `{name}` w.r.t. arguments {floats}: the forward pass (saving residuals) comes "
         "first, then the backward pass"

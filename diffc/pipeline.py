@@ -4,6 +4,7 @@ PASSES are the IR -> IR passes in order; their names drive `diffc show --ir --af
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -15,9 +16,11 @@ from .lower.llvm import ENTRY_SYMBOL, lower_program
 from .lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
 from .optimise import accumulate, dce, guards, licm
 from .prims.io import PRINT_BASE
+from .pytree import flatten
 from .runtime import cache, cache_format
 from .runtime.call import NativeFunction, register_symbols
-from .specialise import specialise
+from .specialise import specialise_static, static_leaves, with_static
+from .typesys import DType, TensorType
 
 PASSES = [
     ("guards", guards.run),
@@ -27,9 +30,16 @@ PASSES = [
 ]
 
 
-def to_ir(module, fn_name: str, arg_types: tuple, after: str | None = None, transform: tuple = ()):
+def to_ir(module, fn_name: str, arg_types: tuple, after: str | None = None, transform: tuple = (), values=None):
     """Specialise and optimise: (Program, output TreeDef)."""
-    prog, out_tree = specialise(module, fn_name, arg_types, transform=transform)
+    prog, out_tree, _ = to_ir_static(module, fn_name, arg_types, after, transform, values)
+    return prog, out_tree
+
+
+def to_ir_static(module, fn_name: str, arg_types: tuple, after=None, transform: tuple = (), values=None):
+    """to_ir, which also returns the signature specialised for: given the arguments' `values`,
+    the int and bool arguments tracing needs at compile time are Static leaves of it."""
+    prog, out_tree, arg_types = specialise_static(module, fn_name, arg_types, transform=transform, values=values)
     if os.environ.get("DIFFC_VERIFY"):
         verify(prog)
     for name, run in PASSES:
@@ -40,7 +50,7 @@ def to_ir(module, fn_name: str, arg_types: tuple, after: str | None = None, tran
             verify(prog)
         if after == name:
             break
-    return prog, out_tree
+    return prog, out_tree, arg_types
 
 
 class Timings(dict):
@@ -50,19 +60,32 @@ class Timings(dict):
         return t
 
 
-def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | None = None, transform: tuple = ()):
+def compile_native(
+    module, fn_name: str, arg_types: tuple, timings: Timings | None = None, transform: tuple = (), values=None
+):
     """Compile `fn_name` (differentiated by `transform`, see specialise) for the argument
-    types, or load it from the disk cache: (NativeFunction, output TreeDef)."""
+    types, or load it from the disk cache: (NativeFunction, output TreeDef). Given the flat
+    arguments' `values`, int and bool arguments may be taken as compile-time values: the
+    NativeFunction's `static` lists those leaves (its code is for their values only)."""
     timings = timings if timings is not None else Timings()
     t = time.perf_counter()
     k = cache.key(module, fn_name, arg_types, transform)
     register_symbols()
-    loaded = _load_program(k)
+    found = cache.load(k)
+    while values is not None and (leaves := _static_redirect(found, arg_types)) is not None:
+        arg_types = with_static(arg_types, leaves, values)
+        k = cache.key(module, fn_name, arg_types, transform)
+        found = cache.load(k)
+    loaded = _load_program(k, found)
     if loaded is not None:
         entry, compiled = loaded
         timings.add("load from cache", t)
     else:
-        prog, out_tree = to_ir(module, fn_name, arg_types, transform=transform)
+        prog, out_tree, static_types = to_ir_static(module, fn_name, arg_types, transform=transform, values=values)
+        if static_types != arg_types:  # remember, for the next process, which leaves became static
+            label = json.dumps({"static": static_leaves(static_types)}).encode()
+            cache.store(k, label, b"")
+            arg_types, k = static_types, cache.key(module, fn_name, static_types, transform)
         t = timings.add("specialise+optimise", t)
         ms = lower_program(prog, out_tree)
         t = timings.add("lower", t)
@@ -88,14 +111,35 @@ def compile_native(module, fn_name: str, arg_types: tuple, timings: Timings | No
     native = NativeFunction(
         compiled, entry.sites, entry.in_types, entry.out_types, entry.arena, entry.prints, name=fn_name, span=entry.span
     )
+    native.static = tuple(static_leaves(arg_types))
     return native, entry.out_tree
 
 
-def _load_program(k: str):
-    """(ProgramEntry, Compiled) from the disk cache, or None; an entry found wrong (its
-    metadata, or machine code without the symbols the runtime uses) is removed."""
-    found = cache.load(k)
-    if found is None:
+def _static_redirect(found, arg_types) -> list[int] | None:
+    """The leaves a cache entry says must be static for this signature (an entry of no code
+    that compile_native stores under the key of the signature as called), or None."""
+    if found is None or not found[0].startswith(b'{"static"'):
+        return None
+    try:
+        leaves = json.loads(found[0])["static"]
+    except (ValueError, KeyError):
+        return None
+    types = flatten(arg_types)[0]
+    ok = (
+        isinstance(leaves, list)
+        and leaves
+        and all(isinstance(i, int) and 0 <= i < len(types) and types[i] in _STATIC_TYPES for i in leaves)
+    )
+    return leaves if ok else None
+
+
+_STATIC_TYPES = (TensorType(DType.I64, ()), TensorType(DType.BOOL, ()))
+
+
+def _load_program(k: str, found):
+    """(ProgramEntry, Compiled) from the disk cache entry `found` of key k, or None; an entry
+    found wrong (its metadata, or machine code without the symbols the runtime uses) is removed."""
+    if found is None or found[0].startswith(b'{"static"'):
         return None
     try:
         entry = cache_format.decode(*found)
@@ -137,9 +181,9 @@ def load_kernels(names) -> None:
         llvm.add_symbol(name, compiled.address(name))
 
 
-def llvm_text(module, fn_name: str, arg_types: tuple) -> tuple[str, str, str]:
+def llvm_text(module, fn_name: str, arg_types: tuple, values=None) -> tuple[str, str, str]:
     """(unoptimised LLVM IR, optimised LLVM IR, assembly) of one specialisation."""
-    prog, _ = to_ir(module, fn_name, arg_types)
+    prog, _ = to_ir(module, fn_name, arg_types, values=values)
     ms = lower_program(prog)
     raw = str(ms.module)
     mod = jit.optimise(raw)

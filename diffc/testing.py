@@ -4,8 +4,8 @@ The directives (docs/language.md, "Testing programs"), each a comment line of it
 
     # expect: <JSON>          the value of `main(...)`, as JSON (tuples are lists, records objects)
     # args: <JSON object>     main's arguments by parameter name (lists become NumPy arrays);
-                              arguments are never known at compile time, so this is how a
-                              program makes the compiler emit code for run-time values
+                              arrays and floats are run-time values (ints and bools too,
+                              unless a shape, bound or axis needs them: then they are static)
     # prints: <JSON list>     the lines `main(...)` writes to standard output, in order
     # error: LINE:COL <text>  loading or running `main(...)` fails with a located error at
                               LINE:COL of this file whose message contains <text>

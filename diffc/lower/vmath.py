@@ -6,13 +6,14 @@ exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multip
        instruction (vscalefpd), else built in the exponent bits in two halves so that results
        down to the subnormals are right. 1 ulp.
 log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
-       by its series to s^23.
-log1p: 2 atanh(x / (2 + x)) by the same series near 0; log(1 + x) with the rounding of 1 + x
-       corrected beyond.
-expm1: its Taylor series for |y| < ln2/2 (no cancellation), exp(y) - 1 beyond.
-tanh:  -t / (t + 2) with t = expm1(-2|x|), and the sign put back.
+       as fdlibm: a minimax polynomial of degree 7 in s^2, the small terms summed first. 1 ulp.
+log1p: log of u = 1 + x rounded, its rounding error folded into m - 1 (one division, as log).
+       1 ulp.
+tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's reduction and polynomial (no second exp),
+       in one of two forms by the size of |x| (see tanh), and the sign put back. 3 ulps.
 These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
-sin, cos: fdlibm's kernels, with branches on the size of the argument (see below)."""
+sin, cos: fdlibm's kernels, with branches on the size of the argument (see below).
+tan:   sin r / cos r with their reduction; libm's beyond |x| = 4096, behind a branch. 3 ulps."""
 
 from __future__ import annotations
 
@@ -43,7 +44,6 @@ EXP_COEFFS = [
     2.7620075879983367e-07,
     2.5100375832561234e-08,
 ]
-ATANH_COEFFS = [2.0 / (2 * n + 1) for n in range(12)]  # log m = sum 2 s^(2n+1) / (2n+1)
 
 
 def _c(v: float) -> ir.Constant:
@@ -99,61 +99,95 @@ def _scalef() -> bool:
     return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
-def log(b: ir.IRBuilder, x):
-    # subnormals: scale into the normal range first
-    tiny = b.fcmp_ordered("<", x, _c(2.2250738585072014e-308))
-    xs = b.select(tiny, b.fmul(x, _c(2.0**54)), x)
-    bits = b.bitcast(xs, I64)
+# log(1 + f) = 2 atanh(s) = f - (f^2/2 - s (f^2/2 + R)), s = f / (2 + f), R = z P(z), z = s^2:
+# fdlibm's minimax P (Lg1..Lg7) for |s| < 0.1716, error below 2^-58.9
+LOG_COEFFS = [
+    6.666666666666735130e-01,
+    3.999999999940941908e-01,
+    2.857142874366239149e-01,
+    2.222219843214978396e-01,
+    1.818357216161805012e-01,
+    1.531383769920937332e-01,
+    1.479819860511658591e-01,
+]
+
+
+def _log_positive(b: ir.IRBuilder, u, c=None):
+    """log(u + c) for a positive finite u, c (if given) the rounding error of u, at most half
+    its ulp: u = 2^e m, m in [sqrt(2)/2, sqrt(2)), and log(1 + f) with f = m - 1 + c 2^-e as
+    fdlibm's log does (one division, a polynomial of degree 7). Inf, NaN, 0 and u < 0 are the
+    callers' to select."""
+    tiny = b.fcmp_ordered("<", u, _c(2.2250738585072014e-308))  # subnormals: scale them first
+    us = b.select(tiny, b.fmul(u, _c(2.0**54)), u)
+    bits = b.bitcast(us, I64)
     e = b.sub(b.and_(b.lshr(bits, ir.Constant(I64, 52)), ir.Constant(I64, 0x7FF)), ir.Constant(I64, 1023))
     e = b.select(tiny, b.sub(e, ir.Constant(I64, 54)), e)
     m = b.bitcast(b.or_(b.and_(bits, ir.Constant(I64, 0x000FFFFFFFFFFFFF)), ir.Constant(I64, 0x3FF0000000000000)), F64)
     big = b.fcmp_ordered(">", m, _c(math.sqrt(2.0)))
     m = b.select(big, b.fmul(m, _c(0.5)), m)
     e = b.select(big, b.add(e, ir.Constant(I64, 1)), e)
-    f = b.fsub(m, _c(1.0))
+    f = b.fsub(m, _c(1.0))  # exact (Sterbenz)
+    if c is not None:  # 2^-e for e <= 1000; beyond, c 2^-e is far below f's last bit anyway
+        ne = b.sub(ir.Constant(I64, 0), e)
+        ne = b.select(b.icmp_signed("<", ne, ir.Constant(I64, -1000)), ir.Constant(I64, -1000), ne)
+        f = _fma(b, c, _pow2(b, ne), f)
     s = b.fdiv(f, b.fadd(f, _c(2.0)))
     z = b.fmul(s, s)
-    logm = b.fmul(s, _horner(b, ATANH_COEFFS, z))
+    r = b.fmul(z, _horner(b, LOG_COEFFS, z))
+    hfsq = b.fmul(_c(0.5), b.fmul(f, f))
     ef = b.sitofp(e, F64)
-    y = b.fadd(b.fmul(ef, _c(LN2_HI)), b.fadd(logm, b.fmul(ef, _c(LN2_LO))))
+    # e ln2_hi - ((hfsq - (s (hfsq + R) + e ln2_lo)) - f): the small terms summed first
+    small = b.fsub(b.fsub(hfsq, _fma(b, s, b.fadd(hfsq, r), b.fmul(ef, _c(LN2_LO)))), f)
+    return b.fsub(b.fmul(ef, _c(LN2_HI)), small)
+
+
+def log(b: ir.IRBuilder, x):
+    y = _log_positive(b, x)
     y = b.select(b.fcmp_ordered("==", x, _c(0.0)), _c(-math.inf), y)
     y = b.select(b.fcmp_ordered("==", x, _c(math.inf)), _c(math.inf), y)
     return b.select(b.fcmp_unordered("ult", x, _c(0.0)), _c(math.nan), y)  # x < 0 or NaN
 
 
 def log1p(b: ir.IRBuilder, x):
-    """log(1 + x): for -0.29 < x < 0.41 by the series of 2 atanh(x / (2 + x)); beyond, as
-    log(u) - ((u - 1) - x) / u with u = 1 + x rounded (the division puts back the rounding
-    error of u). -1 gives -inf, below it NaN, through log."""
+    """log(u + c) with u = 1 + x rounded and c its rounding error, exact: x - (u - 1) while
+    u < 2, 1 - (u - x) beyond (each subtraction exact by Sterbenz's lemma). Near 0, u = 2^0 m
+    and f = (u - 1) + c is x itself, so no cancellation. -1 gives -inf, below it NaN."""
     u = b.fadd(x, _c(1.0))
-    log_u = log(b, u)
-    corrected = b.fsub(log_u, b.fdiv(b.fsub(b.fsub(u, _c(1.0)), x), u))
-    # u = 0 (-inf), u < 0 (NaN) and u = inf (inf - inf) keep log u
-    plain = b.or_(b.fcmp_ordered("<=", u, _c(0.0)), b.fcmp_ordered("==", u, _c(math.inf)))
-    corrected = b.select(plain, log_u, corrected)
-    # -0.29 < x < 0.41: 2 atanh(s), s = x / (2 + x), |s| < 0.172, by log's series (no
-    # cancellation); below 2^-54, x itself (s would lose a subnormal x's last bit)
-    # (as fdlibm: log(1 + x) = x - (x^2/2 - s (x^2/2 + R)), R = 2 s^2/3 + 2 s^4/5 + ...)
-    s = b.fdiv(x, b.fadd(x, _c(2.0)))
-    z = b.fmul(s, s)
-    r = b.fmul(z, _horner(b, ATANH_COEFFS[1:], z))
-    hfsq = b.fmul(_c(0.5), b.fmul(x, x))
-    series = b.fsub(x, b.fsub(hfsq, b.fmul(s, b.fadd(hfsq, r))))
-    near = b.and_(b.fcmp_ordered(">", x, _c(-0.29)), b.fcmp_ordered("<", x, _c(0.41)))
-    series = b.select(b.fcmp_ordered("<", _intrinsic(b, "llvm.fabs", x), _c(2.0**-54)), x, series)
-    return b.select(near, series, corrected)
+    c = b.select(b.fcmp_ordered("<", u, _c(2.0)), b.fsub(x, b.fsub(u, _c(1.0))), b.fsub(_c(1.0), b.fsub(u, x)))
+    y = _log_positive(b, u, c)
+    y = b.select(b.fcmp_ordered("==", u, _c(0.0)), _c(-math.inf), y)
+    y = b.select(b.fcmp_ordered("==", u, _c(math.inf)), _c(math.inf), y)
+    y = b.select(b.fcmp_unordered("ult", u, _c(0.0)), _c(math.nan), y)  # x < -1 or NaN
+    # below 2^-54, x itself: the sign of -0, and a subnormal's last bit
+    return b.select(b.fcmp_ordered("<", _intrinsic(b, "llvm.fabs", x), _c(2.0**-54)), x, y)
 
 
-def expm1(b: ir.IRBuilder, y):
-    small = b.fcmp_ordered("<", _intrinsic(b, "llvm.fabs", y), _c(0.34657359027997264))
-    series = b.fmul(y, _horner(b, [1.0 / math.factorial(n + 1) for n in range(14)], y))
-    return b.select(small, series, b.fsub(exp(b, y), _c(1.0)))
+def _exp_parts(b: ir.IRBuilder, y):
+    """2^k and e^r - 1 with e^y = 2^k e^r, for -45 <= y <= 0: y = k ln2 + r as in exp, and
+    e^r - 1 = r + r^2 P(r) with exp's P. For |y| < ln2/2, k = 0 and r = y, so that
+    e^y - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation near 0 (2^k - 1 is exact)."""
+    kf = _intrinsic(b, "llvm.rint", b.fmul(y, _c(LOG2E)))
+    nk = b.fneg(kf)
+    r = _fma(b, nk, _c(LN2_LO), _fma(b, nk, _c(LN2_HI), y))
+    return _pow2(b, b.fptosi(kf, I64)), _fma(b, b.fmul(r, r), _horner(b, EXP_COEFFS, r), r)
 
 
 def tanh(b: ir.IRBuilder, x):
+    """(1 - q) / (1 + q) with q = e^(-2|x|) = 2^k (1 + p), p = e^r - 1, the sign put back.
+    Below |x| = 0.55 (tanh 0.5) as -t / (t + 2), t = q - 1 = 2^k p + (2^k - 1) and
+    t + 2 = 2^k p + (2^k + 1), each one fused rounding: no cancellation near 0. Above, as
+    1 - 2q / (1 + q), where q keeps its relative accuracy as it gets small (t + 2 would cost
+    2 ulps of the result). One division either way, selected before it, and no branch.
+    |x| >= 20 gives 1 exactly, as tanh rounds to it from 19.1 on."""
     ax = _intrinsic(b, "llvm.fabs", x)
-    t = expm1(b, b.fmul(ax, _c(-2.0)))
-    r = b.fdiv(b.fneg(t), b.fadd(t, _c(2.0)))
+    ax = b.select(b.fcmp_ordered(">", ax, _c(20.0)), _c(20.0), ax)
+    p2k, p = _exp_parts(b, b.fmul(ax, _c(-2.0)))
+    large = b.fcmp_ordered(">", ax, _c(0.55))
+    q = _fma(b, p2k, p, p2k)
+    num = b.select(large, b.fmul(q, _c(2.0)), b.fneg(_fma(b, p2k, p, b.fsub(p2k, _c(1.0)))))
+    den = b.select(large, b.fadd(q, _c(1.0)), _fma(b, p2k, p, b.fadd(p2k, _c(1.0))))
+    r = b.fdiv(num, den)
+    r = b.select(large, b.fsub(_c(1.0), r), r)
     r = _intrinsic_copysign(b, r, x)
     return b.select(b.fcmp_unordered("uno", x, x), x, r)
 
@@ -268,3 +302,33 @@ def _trig(which: int):
 
 sin = _trig(0)
 cos = _trig(1)
+
+
+# tan: reduced as sin and cos are (exact enough up to TAN_INLINE_MAX: k pi/2's three parts
+# leave an error far below the smallest r of a double there), then sin r / cos r, or
+# -cos r / sin r in odd quadrants, one division selected before it. Without branches below
+# TAN_INLINE_MAX; beyond, and inf and NaN, libm, behind the one branch, which data in range
+# always predicts.
+TAN_INLINE_MAX = 4096.0
+
+
+def tan(b: ir.IRBuilder, x, libm_tan):
+    """libm_tan(x) emits the call to libm's tan."""
+    ax = _intrinsic(b, "llvm.fabs", x)
+    results = []
+    with b.if_else(b.fcmp_ordered("<", ax, _c(TAN_INLINE_MAX))) as (inline, libm):
+        with inline:
+            kf = _intrinsic(b, "llvm.rint", b.fmul(x, _c(TWO_OVER_PI)))
+            r = b.fsub(b.fsub(x, b.fmul(kf, _c(PIO2_1))), b.fmul(kf, _c(PIO2_2)))
+            r = _fma(b, b.fneg(kf), _c(PIO2_2T), r)
+            odd = b.icmp_unsigned("!=", b.and_(b.fptosi(kf, I64), ir.Constant(I64, 1)), ir.Constant(I64, 0))
+            s, c = _kernels(b, r, 0), _kernels(b, r, 1)
+            v = b.fdiv(b.select(odd, b.fneg(c), s), b.select(odd, s, c))
+            v = b.select(b.fcmp_ordered("<", ax, _c(2.0**-27)), x, v)  # x to the last bit, and -0
+            results.append((v, b.block))
+        with libm:
+            results.append((libm_tan(x), b.block))
+    out = b.phi(F64)
+    for v, block in results:
+        out.add_incoming(v, block)
+    return out

@@ -703,11 +703,18 @@ def _signum(em, dt, a):
 
 
 sign_p = _ew("sign", NUMERIC, _signum, np.sign, nondiff=True, remat=True, keeps_zeros=True)
-# libm's tan: one call (sin / cos would be two); its derivative 1 + tan^2 from the value
+
+
+def _tan(em, dt, a):
+    """lower/vmath.py's kernel, which calls libm's tan beyond its range."""
+    return _vmath(lambda b, x: vmath.tan(b, x, lambda v: em.call_extern("tan", v.type, [v])))(em, dt, a)
+
+
+# its derivative 1 + tan^2 from the value
 tan_p = _ew(
     "tan",
     FLOATS,
-    lambda em, dt, a: em.call_extern("tan" if dt is DType.F64 else "tanf", a.type, [a]),
+    _tan,
     None,
     partials=lambda b, x, z: [ops.add(b, _one(b, z), ops.mul(b, z, z))],
     cost=20,

@@ -8,6 +8,7 @@ import math
 
 from llvmlite import ir
 
+from ..lower.emit import Arr
 from ..typesys import DType, TensorType
 from .core import primitive
 
@@ -41,22 +42,24 @@ def _unit(em, bits, ty):
     return em.b.fmul(em.b.uitofp(top, ty), ir.Constant(ty, 2.0**-53))
 
 
+def _each_element(em, eqn, ins, element):
+    """A draw's result: element(k0, k1, c) at each row-major position c, with the key's two
+    words loaded once; a draw of shape [] is a scalar in a register, as every scalar is."""
+    (key,) = ins
+    k0, k1 = em.load(key, [em.i64(0)]), em.load(key, [em.i64(1)])
+    t = eqn.outs[0].type
+    if t.rank == 0:
+        return [element(k0, k1, em.i64(0))]
+    out = em.alloc(t)
+    flat = Arr(out.ptr, out.offset, (1,), t.with_shape((t.size,)))
+    em.loop(t.size, lambda c: em.store(flat, [c], element(k0, k1, c)), "rng")
+    return [out]
+
+
 def _draw(fn):
     def lower(em, eqn, ins):
-        (key,) = ins
-        k0, k1 = em.load(key, [em.i64(0)]), em.load(key, [em.i64(1)])
         t = eqn.outs[0].type
-        out = em.alloc(t)
-        em.loop(
-            t.size,
-            lambda c: em.store(
-                out.__class__(out.ptr, out.offset, (1,), t.with_shape((t.size,))),
-                [c],
-                fn(em, t, threefry2x64(em, k0, k1, c, em.i64(0))),
-            ),
-            "rng",
-        )
-        return [out]
+        return _each_element(em, eqn, ins, lambda k0, k1, c: fn(em, t, threefry2x64(em, k0, k1, c, em.i64(0))))
 
     return lower
 
@@ -86,3 +89,37 @@ def _shape_rule(dtype):
 random_bits_p = primitive("random_bits", shape=_shape_rule(DType.I64), lower=_draw(_bits), nondiff=True)
 random_uniform_p = primitive("random_uniform", shape=_shape_rule(DType.F64), lower=_draw(_uniform), nondiff=True)
 random_normal_p = primitive("random_normal", shape=_shape_rule(DType.F64), lower=_draw(_normal), nondiff=True)
+
+
+def _int_lower(em, eqn, ins):
+    """Integers in [lo, hi), unbiased: 64 random bits x are kept when x >= 2**64 mod (hi - lo),
+    so that the kept ones are a whole number of copies of the range, and mapped to
+    lo + x mod (hi - lo). A rejected x is drawn again with the next counter in the block's
+    second word (a rejection has probability (hi - lo) / 2**64 at most: mostly never).
+
+        retry: x = threefry(key, (c, tries))[0]; tries += 1; x < floor ? retry : done
+    """
+    B = em.b
+    lo, hi = eqn.params["lo"], eqn.params["hi"]
+    span = (hi - lo) % 2**64  # as an unsigned 64-bit number (hi - lo may not fit in an i64)
+    floor = ir.Constant(ir.IntType(64), 2**64 % span)
+    tries = em.alloca(ir.IntType(64))
+
+    def element(k0, k1, c):
+        B.store(em.i64(0), tries)
+        retry, done = em.block("ri.retry"), em.block("ri.done")
+        B.branch(retry)
+        B.position_at_end(retry)
+        n = B.load(tries)
+        x = threefry2x64(em, k0, k1, c, n)[0]
+        B.store(B.add(n, em.i64(1)), tries)
+        B.cbranch(B.icmp_unsigned("<", x, floor), retry, done)
+        B.position_at_end(done)
+        return B.add(em.i64(lo), B.urem(x, ir.Constant(ir.IntType(64), span)))
+
+    return _each_element(em, eqn, ins, element)
+
+
+random_int_p = primitive(
+    "random_int", shape=lambda ts, shape, lo, hi: [TensorType(DType.I64, tuple(shape))], lower=_int_lower, nondiff=True
+)

@@ -168,6 +168,8 @@ class NativeFunction:
         self._array_outs = [(k, t.shape, t.dtype.np) for k, t in enumerate(out_types) if t.rank]
         self._direct = self._methoddef = self._direct_frame = self._pystack = None
         self._no_direct = False
+        self.static: tuple[int, ...] = ()  # the leaves compiled for their values (pipeline.compile_native)
+        self.general_only = False  # its direct entry would take calls of another signature (api.py)
         interrupt.ensure()
 
     def direct(self, fallback):

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..pytree import TreeDef, flatten, unflatten
+from ..specialise.values import Weak
 from ..typesys import DType, TensorType, dtype_of_numpy
 
 
@@ -67,7 +68,9 @@ def _check_fields(v) -> None:
 def flatten_args(args, names=()) -> tuple[list[np.ndarray], TreeDef]:
     """Flatten Python arguments (tuples, dicts, dataclasses and named tuples as records,
     arrays, numbers); a value that is not one is a UsageError naming the argument (by
-    position, and by `names` when given)."""
+    position, and by `names` when given). A Python float is weak, as a number literal is:
+    next to f32 arrays it is a WeakFloat, an f32 in the program (a learning rate keeps an f32
+    model f32), while a NumPy float64 is strong, as in NumPy and JAX."""
     if any(_is_record_object(a) for a in _walk(args)):  # (walks every dict: checks its keys)
         args = plain_records(args)
     leaves, tree = flatten(tuple(args), is_record=lambda v: isinstance(v, dict), record_items=lambda v: v.items())
@@ -75,7 +78,14 @@ def flatten_args(args, names=()) -> tuple[list[np.ndarray], TreeDef]:
     for k, child in enumerate(tree.children):
         where = f"argument {k}" + (f" (`{names[k]}`)" if k < len(names) else "")
         arrays.extend(to_array(x, where) for x in leaves[len(arrays) : len(arrays) + child.num_leaves])
+    if any(a.dtype == np.float32 for a in arrays):  # Python floats are weak, as literals are
+        arrays = [a.view(WeakFloat) if type(x) is float else a for x, a in zip(leaves, arrays)]
     return arrays, tree
+
+
+class WeakFloat(np.ndarray):
+    """A Python float passed next to f32 arrays: an f64 at the call (so the direct entry takes
+    a Python float for it), typed Weak, so an f32 in the program."""
 
 
 def _is_record_object(v) -> bool:
@@ -115,8 +125,9 @@ def plain_records(v):
     return v
 
 
-def type_of(a: np.ndarray) -> TensorType:
-    return TensorType(dtype_of_numpy(a.dtype), a.shape)
+def type_of(a: np.ndarray) -> TensorType | Weak:
+    t = TensorType(dtype_of_numpy(a.dtype), a.shape)
+    return Weak(t) if type(a) is WeakFloat else t
 
 
 def to_python(leaves: list[np.ndarray], tree: TreeDef):

@@ -41,6 +41,7 @@ def trace_function(tr, f, args, span):
 
     def run(*params):
         params = list(params)
+        tr.sources.update(zip(params, leaves))  # (a compile-time value needed inside comes from outside)
         call_args = [unflatten(t, params[r.start : r.stop]) for t, r in zip(trees, ranges)]
         return tr.call(f, call_args, {}, span)
 

@@ -43,7 +43,9 @@ def static_shape(tr, v, name) -> tuple[int, ...]:
     """A shape argument: a list literal or shape(...) of ints known at compile time."""
     if isinstance(v, tuple):
         dims = tuple(tr.static_int(x, tr.span, f"a dimension in `{name}`") for x in v)
-    elif isinstance(v, Var) and v.type.dtype is I64 and v.type.rank <= 1 and v.known is not None:
+    elif isinstance(v, Var) and v.type.dtype is I64 and v.type.rank <= 1:
+        if v.known is None:
+            tr.not_known(v, tr.span, f"the shape of `{name}`")
         dims = tuple(int(d) for d in np.atleast_1d(v.known))
     else:
         dims = None

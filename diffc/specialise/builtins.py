@@ -10,11 +10,13 @@ import numpy as np
 
 from ..errors import BoundsError, ShapeError, TypeError_
 from ..ir.core import Var
+from ..prims import cumulative as cum
 from ..prims import elementwise as ew
 from ..prims import io, linalg
 from ..prims import random as rnd
 from ..prims import reduce as red
 from ..prims import shape as sh
+from ..prims import sort as srt
 from ..pytree import Record, flatten
 from ..typesys import DType, TensorType, broadcast_shapes, promote
 from .ad_builtins import AD_BUILTINS
@@ -458,6 +460,116 @@ def _arg_extreme(name, smallest):
     return f
 
 
+# --- cumulative and sorting: along one axis, -1 unless `axis=` says ------------------------------
+
+
+def _numbers_arg(tr, args, name):
+    """The array argument of a cumulative or sorting built-in (bool counts as i64)."""
+    x = tensor_arg(args[0], name)
+    if x.type.rank == 0:
+        raise ShapeError(f"`{name}` needs an array, got {x.type}")
+    return tr.convert(x, I64) if x.type.dtype is BOOL else x
+
+
+def _on_last_axis(tr, x, axis, fn):
+    """fn(x with `axis` moved last), its result's last axis moved back to `axis`."""
+    last = x.type.rank - 1
+    if axis == last:
+        return fn(x)
+    perm = tuple(k for k in range(x.type.rank) if k != axis) + (axis,)
+    back = tuple(perm.index(k) for k in range(x.type.rank))
+    return tr.emit(sh.transpose_p, [fn(tr.emit(sh.transpose_p, [x], perm=perm))], perm=back)
+
+
+def take_along_last(tr, x: Var, ids: Var) -> Var:
+    """x[..., ids[..., j]] for each j: one gather from x flattened (so its derivative is the
+    gather's, which adds each cotangent at the index it was read from)."""
+    lead, n = x.type.shape[:-1], x.type.shape[-1]
+    flat = tr.emit(sh.reshape_p, [x], shape=(x.type.size,))
+    if lead:
+        rows = int(np.prod(lead))
+        starts = tr.emit(ew.mul_p, [tr.emit(sh.iota_p, [], n=rows), tr.const(n, I64)])
+        ids = tr.emit(ew.add_p, [ids, tr.emit(sh.reshape_p, [starts], shape=lead + (1,))])
+    return tr.emit(sh.gather_p, [flat, ids])
+
+
+def _static_flag(tr, kwargs, word, name):
+    """A true/false keyword written in the program (it decides the code, not a value)."""
+    if word not in kwargs:
+        return False
+    v = kwargs[word]
+    if not (isinstance(v, Var) and v.type == TensorType(BOOL, ()) and v.known is not None):
+        raise TypeError_(f"`{word}` of `{name}` must be true or false, known at compile time, got {describe(v)}")
+    return bool(v.known)
+
+
+def _axis_call(tr, name, args, kwargs, words):
+    """The array and the axis (-1 unless `axis=` says) of a call f(x, axis=k, ...)."""
+    arity(name, args, 1)
+    allowed_kwargs(name, kwargs, words)
+    x = _numbers_arg(tr, args, name)
+    return x, axis_arg(tr, kwargs, name, x.type.rank, -1) % x.type.rank
+
+
+def _along_last(name, fn):
+    """The built-in f(x, axis=k) computed as fn(tr, y) on x with that axis moved last."""
+
+    def f(tr, args, kwargs):
+        x, axis = _axis_call(tr, name, args, kwargs, ("axis",))
+        return _on_last_axis(tr, x, axis, lambda y: fn(tr, y))
+
+    return f
+
+
+def _recurrence(name, fn):
+    """The built-in f(x, axis=k, reverse=b) computed as fn(tr, x, axis, reverse)."""
+
+    def f(tr, args, kwargs):
+        x, axis = _axis_call(tr, name, args, kwargs, ("axis", "reverse"))
+        return fn(tr, x, axis, _static_flag(tr, kwargs, "reverse", name))
+
+    return f
+
+
+def _cumsum(tr, x, axis, reverse):
+    return tr.emit(cum.linrec_p, [tr.const(1, x.type.dtype), x], axis=axis, reverse=reverse)
+
+
+def _cumprod(tr, x, axis, reverse):
+    """y_i = x_i * y_{i-1} (y_{i+1} in reverse), from x alone at the first step."""
+    n = x.type.shape[axis]
+    coefficients = cum.shift(tr.b, x, axis, toward_end=True) if reverse else x
+    column = tuple(n if k == axis else 1 for k in range(x.type.rank))
+    steps = tr.emit(sh.reshape_p, [tr.emit(sh.iota_p, [], n=n)], shape=column)
+    first = tr.emit(ew.eq_p, [steps, tr.const(n - 1 if reverse else 0, I64)])
+    start = tr.emit(ew.select_p, [first, x, tr.const(0, x.type.dtype)])
+    return tr.emit(cum.linrec_p, [coefficients, start], axis=axis, reverse=reverse)
+
+
+def _argsort_last(tr, y, descending=False):
+    return tr.emit(srt.argsort_p, [y], descending=descending)
+
+
+def _cummax_last(tr, y):
+    return take_along_last(tr, y, tr.emit(cum.cumargmax_p, [y]))
+
+
+def _sort_last(tr, y):
+    return take_along_last(tr, y, _argsort_last(tr, y))
+
+
+def _top_k(tr, args, kwargs):
+    arity("top_k", args, 2)
+    allowed_kwargs("top_k", kwargs, ())
+    x = _numbers_arg(tr, args, "top_k")
+    n = x.type.shape[-1]
+    k = count_arg(tr, args, 1, "the k of `top_k`", least=0, most=n)
+    order = _argsort_last(tr, x, descending=True)
+    lead = x.type.shape[:-1]
+    ids = tr.emit(sh.slice_p, [order], starts=(0,) * x.type.rank, limits=lead + (k,))
+    return (take_along_last(tr, x, ids), ids)
+
+
 # --- shapes -------------------------------------------------------------------------------------
 
 
@@ -597,6 +709,74 @@ def _normal(tr, args, kwargs):
     return tr.emit(rnd.random_normal_p, [k], shape=static_shape(tr, args[1], "normal"))
 
 
+def _randint(tr, args, kwargs):
+    arity("randint", args, 4)
+    k = _key_arg(args[0], "randint")
+    shape = static_shape(tr, args[1], "randint")
+    lo = tr.static_int(args[2], tr.arg_span(2), "the low end of `randint`")
+    hi = tr.static_int(args[3], tr.arg_span(3), "the high end of `randint`")
+    if lo >= hi:
+        raise ShapeError(f"`randint` needs low < high, got [{lo}, {hi})", tr.arg_span(2))
+    return tr.emit(rnd.random_int_p, [k], shape=shape, lo=lo, hi=hi)
+
+
+def _probabilities(tr, x, name, what):
+    x = tensor_arg(x, name, what)
+    if not x.type.dtype.is_float:
+        raise TypeError_(f"the {what} of `{name}` must be floats, got {x.type}")
+    return tr.convert(x, F64)
+
+
+def _bernoulli(tr, args, kwargs):
+    """True with probability p: a uniform draw below p (never for p <= 0, always for p >= 1)."""
+    arity("bernoulli", args, 2, 3)
+    k = _key_arg(args[0], "bernoulli")
+    p = _probabilities(tr, args[1], "bernoulli", "probability")
+    shape = static_shape(tr, args[2], "bernoulli") if len(args) == 3 else p.type.shape
+    if broadcast_shapes(p.type.shape, shape) != tuple(shape):
+        raise ShapeError(f"the probabilities {p.type} of `bernoulli` do not broadcast to the shape {list(shape)}")
+    return tr.emit(ew.lt_p, [tr.emit(rnd.random_uniform_p, [k], shape=shape), p])
+
+
+def _categorical(tr, args, kwargs):
+    """Gumbel-max: the argmax of logits + g, g = -log(-log(u)) for u uniform in [0, 1) (u = 0
+    gives g = -inf, never chosen), is a draw with probabilities softmax(logits)."""
+    arity("categorical", args, 2)
+    allowed_kwargs("categorical", kwargs, ("axis",))
+    k = _key_arg(args[0], "categorical")
+    logits = _probabilities(tr, args[1], "categorical", "logits")
+    if logits.type.rank == 0:
+        raise ShapeError(f"`categorical` needs an array of logits, got {logits.type}")
+    axis = axis_arg(tr, kwargs, "categorical", logits.type.rank, -1) % logits.type.rank
+    if logits.type.shape[axis] == 0:
+        raise ShapeError(f"`categorical` of an empty axis, in {logits.type}")
+    u = tr.emit(rnd.random_uniform_p, [k], shape=logits.type.shape)
+    gumbel = tr.emit(ew.neg_p, [tr.emit(ew.log_p, [tr.emit(ew.neg_p, [tr.emit(ew.log_p, [u])])])])
+    noisy = tr.emit(ew.add_p, [logits, gumbel])
+    return tr.emit(red.argmax_p, [noisy], axis=axis)
+
+
+def _permutation_of(tr, k, n):
+    """A random permutation of 0..n-1: the order of n random 64-bit numbers (ties, of
+    probability below n**2 / 2**65, keep index order)."""
+    return tr.emit(srt.argsort_p, [tr.emit(rnd.random_bits_p, [k], shape=(n,))], descending=False)
+
+
+def _permutation(tr, args, kwargs):
+    arity("permutation", args, 2)
+    k = _key_arg(args[0], "permutation")
+    return _permutation_of(tr, k, count_arg(tr, args, 1, "the length of `permutation`"))
+
+
+def _shuffle(tr, args, kwargs):
+    arity("shuffle", args, 2)
+    k = _key_arg(args[0], "shuffle")
+    x = tensor_arg(args[1], "shuffle")
+    if x.type.rank == 0:
+        raise ShapeError(f"`shuffle` permutes the rows of an array, got {x.type}")
+    return tr.emit(sh.gather_p, [x, _permutation_of(tr, k, x.type.shape[0])])
+
+
 # --- effects ----------------------------------------------------------------------------------
 
 
@@ -670,6 +850,12 @@ BUILTINS = {
     "var": _var,
     "std": _std,
     "logsumexp": _logsumexp,
+    "cumsum": _recurrence("cumsum", _cumsum),
+    "cumprod": _recurrence("cumprod", _cumprod),
+    "cummax": _along_last("cummax", _cummax_last),
+    "sort": _along_last("sort", _sort_last),
+    "argsort": _along_last("argsort", _argsort_last),
+    "top_k": _top_k,
     "zeros": _fill("zeros", 0.0),
     "ones": _fill("ones", 1.0),
     "full": _full,
@@ -694,6 +880,11 @@ BUILTINS = {
     "split": _split,
     "uniform": _uniform,
     "normal": _normal,
+    "randint": _randint,
+    "bernoulli": _bernoulli,
+    "categorical": _categorical,
+    "permutation": _permutation,
+    "shuffle": _shuffle,
     "print": _print,
     "assert": _assert,
 }

@@ -10,7 +10,7 @@ from ..ir.hoist import hoist
 from ..prims import ops, scan, while_
 from ..prims import shape as sh
 from ..pytree import flatten, unflatten
-from ..typesys import DType, TensorType, promote
+from ..typesys import DType, TensorType
 from .ad_builtins import checkpointed
 from .args import allowed_kwargs, arity, count_arg, func_arg, tensor_arg
 from .values import Partial, describe
@@ -133,40 +133,23 @@ def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True
         return segmented_scan(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted, checkpoint)
     init_leaves, ctree = _carry_types(tr, init)
     carry_types = [x.type for x in init_leaves]
-    # Trace the step once; if it returns a carry of a wider dtype than the initial value (an
-    # i64 0 that the step turns into an f64), widen the initial value and trace again: the
-    # second trace must agree, or the carry's type is not a fixpoint and it is an error.
-    for attempt in range(2):
-        ys_tree = []
+    body_at = tr.arg_span(0)  # (the step function, for an error in what it returns)
 
-        def body(i, *params):
-            carry = unflatten(ctree, params[: len(carry_types)])
-            new, y = f_step(carry, list(params[len(carry_types) :]))
-            nleaves, ntree = flatten(new)
-            if ntree != ctree:
-                raise ShapeError(
-                    f"the step function of `{name}` must return a carry of the same structure as "
-                    f"the initial value: expected {describe(init)}, got {describe(new)}"
-                )
-            ys_tree.append(y)
-            return tuple(nleaves) + ((y,) if ys_wanted else ())
+    def body(i, *params):
+        carry = unflatten(ctree, params[: len(carry_types)])
+        new, y = f_step(carry, list(params[len(carry_types) :]))
+        nleaves, ntree = flatten(new)
+        if ntree != ctree:
+            raise ShapeError(
+                f"the step function of `{name}` must return a carry of the same structure as "
+                f"the initial value: expected {describe(init)}, got {describe(new)}"
+            )
+        return tuple(nleaves) + ((y,) if ys_wanted else ())
 
-        # the body's params, as scan_p lays them out: (i, *carry, *x_rows); its captures follow
-        types = [TensorType(I64, ())] + carry_types + [x.type.with_shape(x.type.shape[1:]) for x in xs_leaves]
-        body_ir, captured, tree = tr.trace_body(types, body)
-        out_carry = body_ir.out_types[: len(carry_types)]
-        if out_carry == carry_types:
-            break
-        widened = []
-        for a, b in zip(carry_types, out_carry):
-            if a.shape != b.shape or attempt == 1:
-                raise ShapeError(
-                    f"the step function of `{name}` must return a carry shaped like the initial value: "
-                    f"expected {_types_str(carry_types)}, got {_types_str(out_carry)}"
-                )
-            widened.append(a.with_dtype(promote(a.dtype, b.dtype)))
-        carry_types = widened
-        init_leaves = [tr.convert(x, t.dtype) for x, t in zip(init_leaves, carry_types)]
+    # the body's params, as scan_p lays them out: (i, *carry, *x_rows); its captures follow
+    types = [TensorType(I64, ())] + carry_types + [x.type.with_shape(x.type.shape[1:]) for x in xs_leaves]
+    body_ir, captured, tree = tr.trace_body(types, body)
+    check_carry(name, "the step function", carry_types, body_ir.out_types[: len(carry_types)], body_at)
     # what does not depend on the step (a weight's transpose) is computed once, before the loop,
     # and so never taped per step when the loop is differentiated; not out of a loop that may
     # run zero times when it may fail (an index), which would make the program fail where it
@@ -186,6 +169,23 @@ def scan_loop(tr, name, f_step, init, xs_leaves, length, reverse, ys_wanted=True
         return carry, None
     ys_leaves_tree = tree.children[-1]  # (the body returned (*carry leaves, y): y's tree is the last child)
     return carry, unflatten(ys_leaves_tree, outs[len(carry_types) :])
+
+
+def check_carry(name, what, start, returned, span):
+    """A loop's carry keeps its type: the step must return the types it was given. (It was
+    once widened silently: an f32 model became f64 when an f64 counter entered its update.)"""
+    if returned == start:
+        return
+    hint = "convert what it returns (`f32(...)`, `f64(...)`) or start from a value of the type it returns"
+    if any(a.dtype is I64 and b.dtype.is_float for a, b in zip(start, returned)):
+        hint = "start from a float (`0.0`, not `0`)"
+    error = TypeError_
+    if any(a.shape != b.shape for a, b in zip(start, returned)):
+        hint, error = "a loop's carry keeps its shape", ShapeError
+    raise error(
+        f"the carry of `{name}` starts as {_types_str(start)} and {what} returns {_types_str(returned)}: {hint}",
+        span,
+    )
 
 
 def _types_str(ts):
@@ -214,8 +214,10 @@ def _scan(tr, args, kwargs):
     reverse = False
     if "reverse" in kwargs:
         r = kwargs["reverse"]
-        if not (isinstance(r, Var) and r.type.dtype is BOOL and r.known is not None):
+        if not (isinstance(r, Var) and r.type == TensorType(BOOL, ())):
             raise TypeError_("`reverse` of `scan` must be true or false")
+        if r.known is None:
+            tr.not_known(r, tr.span, "`reverse` of `scan`")
         reverse = bool(r.known)
     leaves, defs, n = _leading(tr, "scan", [xs])
     span = tr.span
@@ -253,6 +255,7 @@ def _iterate(tr, args, kwargs):
         raise TypeError_(f"the count of `iterate` must be an integer, got {describe(n)}", span)
     if n.known is None:
         if "checkpoint" in kwargs:
+            tr.ask_static(n)
             raise TypeError_("`checkpoint` of `iterate` needs a count known at compile time", span)
         return _iterate_dynamic(tr, f, init, n)
     return scan_loop(
@@ -282,42 +285,36 @@ def _iterate_dynamic(tr, f, init, n):
         return ops.add(tr.b, i, ops.const(tr.b, 1, I64)), tr.call(f, [x], {}, span)
 
     loop = [Partial("iterate", cond), Partial("iterate", step), (ops.const(tr.b, 0, I64), init)]
-    return _while(tr, loop, {})[1]
+    return _while(tr, loop, {}, "iterate", tr.arg_span(0))[1]
 
 
-def _while(tr, args, kwargs):
+def _while(tr, args, kwargs, name="while", body_at=None):
     arity("while", args, 3)
     cond_f, body_f, init = func_arg(args[0], "while"), func_arg(args[1], "while"), args[2]
     span = tr.span
+    body_at = body_at or tr.arg_span(1)
     init_leaves, tree = _carry_types(tr, init)
     types = [x.type for x in init_leaves]
-    for attempt in range(2):
 
-        def cond(*params):
-            c = tr.call(cond_f, [unflatten(tree, params)], {}, span)
-            if not (isinstance(c, Var) and c.type == TensorType(BOOL, ())):
-                raise TypeError_(f"the condition of `while` must return a bool, got {describe(c)}")
-            return c
+    def cond(*params):
+        c = tr.call(cond_f, [unflatten(tree, params)], {}, span)
+        if not (isinstance(c, Var) and c.type == TensorType(BOOL, ())):
+            raise TypeError_(f"the condition of `while` must return a bool, got {describe(c)}")
+        return c
 
-        def body(*params):
-            new = tr.call(body_f, [unflatten(tree, params)], {}, span)
-            if flatten(new)[1] != tree:
-                raise ShapeError(
-                    f"the body of `while` must return a state shaped like the initial one: expected "
-                    f"{describe(init)}, got {describe(new)}"
-                )
-            return new
-
-        body_ir, body_cap, _ = tr.trace_body(types, body)
-        if body_ir.out_types == types:
-            break
-        if attempt == 1 or any(a.shape != b.shape for a, b in zip(types, body_ir.out_types)):
+    def body(*params):
+        new = tr.call(body_f, [unflatten(tree, params)], {}, span)
+        if flatten(new)[1] != tree:
             raise ShapeError(
                 f"the body of `while` must return a state shaped like the initial one: expected "
-                f"{_types_str(types)}, got {_types_str(body_ir.out_types)}"
+                f"{describe(init)}, got {describe(new)}"
             )
-        types = [a.with_dtype(promote(a.dtype, b.dtype)) for a, b in zip(types, body_ir.out_types)]
-        init_leaves = [tr.convert(x, t.dtype) for x, t in zip(init_leaves, types)]
+        return new
+
+    body_ir, body_cap, _ = tr.trace_body(types, body)
+    if name == "iterate":  # (its state is (counter, the user's value): the user's part is named)
+        check_carry(name, "the function", types[1:], body_ir.out_types[1:], body_at)
+    check_carry(name, "the body", types, body_ir.out_types, body_at)
     cond_ir, cond_cap, _ = tr.trace_body(types, cond)
     # both bodies take the same constants: the union of what either captures
     consts = list(dict.fromkeys(cond_cap + body_cap))

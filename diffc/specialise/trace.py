@@ -17,12 +17,12 @@ from ..ir.hoist import hoist
 from ..prims import call, cond, map_
 from ..prims import elementwise as ew
 from ..prims import shape as sh
-from ..pytree import Record, flatten, unflatten
+from ..pytree import LEAF, Record, TreeDef, flatten, unflatten
 from ..source import NO_SPAN, Span
 from ..syntax import nodes as n
 from ..typesys import DType, TensorType, dtype_of_numpy, promote
 from .builtins import BINOPS, BUILTINS, arith_unary, index, logical_not, matmul, short_circuit
-from .values import Builtin, Closure, FnRef, ModuleRef, Partial, describe
+from .values import Builtin, Closure, FnRef, ModuleRef, NeedStatic, Partial, Static, Weak, describe
 
 MAX_RETRACE = 4
 MAX_PENDING = 32  # nested specialisations of one recursive function, each for new argument types
@@ -58,6 +58,12 @@ class Tracer:
         self.lets_in_progress: set = set()
         self.span: Span | None = None
         self.arg_spans: list[Span] = []  # of the arguments of the built-in being called, when known
+        # See Note [Static arguments]
+        self.entry_leaves: dict[Var, int] = {}  # a parameter of the entry -> its leaf index
+        self.leaf_names: list[str] = []  # how each leaf of the entry's arguments is named
+        self.may_be_static: set[int] = set()  # int and bool scalar leaves given with their values
+        self.static_leaves: set[int] = set()  # the leaves taken as compile-time values
+        self.sources: dict[Var, Var] = {}  # a parameter of a nested trace -> the value it stands for
 
     # --- emitting ------------------------------------------------------------------------------
 
@@ -79,15 +85,32 @@ class Tracer:
 
     # --- entry points ----------------------------------------------------------------------------
 
-    def trace_entry(self, fnval, arg_types_tree, name: str, transform=None):
+    def trace_entry(self, fnval, arg_types_tree, name: str, transform=None, values_given: bool = False):
         """Trace `fnval` called with parameters of the given types into program func `name`.
-        arg_types_tree is a tuple (one per argument) of trees with TensorType leaves;
-        transform(tracer, fnval) may wrap the function first (grad of it, say)."""
+        arg_types_tree is a tuple (one per argument) of trees with TensorType leaves, and
+        Static leaves for the arguments taken as compile-time values; transform(tracer, fnval)
+        may wrap the function first (grad of it, say). With values_given, the caller has the
+        values of the arguments: a compile-time value needed from an int or bool scalar
+        argument raises NeedStatic (See Note [Static arguments])."""
         leaf_types, tree = flatten(arg_types_tree)
         self.b = self.root = Builder()
-        params = [self.b.param(t) for t in leaf_types]
+        params = []
+        for i, t in enumerate(leaf_types):
+            if isinstance(t, Static):
+                p = self.b.param(t.type, np.asarray(t.value, dtype=t.type.dtype.np))
+                self.static_leaves.add(i)
+            elif isinstance(t, Weak):
+                p = self.b.param(t.type)
+            else:
+                p = self.b.param(t)
+                if values_given and t.rank == 0 and t.dtype in (DType.I64, DType.BOOL):
+                    self.may_be_static.add(i)
+            self.entry_leaves[p] = i
+            params.append(self.convert(p, DType.F32) if isinstance(t, Weak) else p)
         args = unflatten(tree, params)
         span = fnval.fndef.span if isinstance(fnval, FnRef) else None
+        names = [p.name for p in fnval.fndef.params] if isinstance(fnval, FnRef) else []
+        self.leaf_names = leaf_names(tree, names)
         if transform is not None:
             fnval = transform(self, fnval)
         result = self.call(fnval, list(args), {}, span)
@@ -264,6 +287,12 @@ class Tracer:
             self.taints[-1].add(bottoms[0].spec)
             return self._inline_branch(builders[0], results[0])
         (t_leaves, t_tree), (f_leaves, f_tree) = flatten(results[0]), flatten(results[1])
+        if (
+            t_tree != f_tree
+            or not all(map(is_tensor, t_leaves + f_leaves))
+            or any(a.type.shape != b.type.shape for a, b in zip(t_leaves, f_leaves))
+        ):
+            self.ask_static(c)  # a condition from a bool argument: decide the branch at compile time
         if t_tree != f_tree or not all(map(is_tensor, t_leaves + f_leaves)):
             raise TypeError_(
                 f"the branches of `if` have different types: {describe(results[0])} and {describe(results[1])}", span
@@ -514,8 +543,55 @@ class Tracer:
         if not (is_tensor(v) and v.type.rank == 0 and v.type.dtype in (DType.I64, DType.BOOL)):
             raise TypeError_(f"{what} must be an integer, got {describe(v)}", span)
         if v.known is None:
-            raise TypeError_(f"{what} must be known at compile time (from shapes, `len`, literals)", span)
+            self.not_known(v, span, what)
         return int(v.known)
+
+    def not_known(self, v: Var, span, what: str):
+        """`v` is needed at compile time but is not known: specialise again with the int and
+        bool arguments it comes from static (NeedStatic), or say why it cannot be."""
+        self.ask_static(v)
+        names = [self.leaf_names[i] for i in self.entry_args_behind(v) if i not in self.static_leaves]
+        if names:
+            raise TypeError_(
+                f"{what} must be known at compile time, but it comes from the argument "
+                f"{_names_text(names)}, a run-time value: only an int or bool argument is taken "
+                "as a compile-time value, never an array or a float; pass the size as an int "
+                "argument, or derive it from a shape (`len(x)`, `shape(x)`)",
+                span,
+            )
+        raise TypeError_(f"{what} must be known at compile time (from shapes, `len`, literals)", span)
+
+    def ask_static(self, v: Var) -> None:
+        """Raise NeedStatic if `v` comes from int or bool scalar arguments of the entry that
+        can be taken as compile-time values."""
+        wanted = [i for i in self.entry_args_behind(v) if i in self.may_be_static]
+        if wanted:
+            raise NeedStatic(wanted)
+
+    def entry_args_behind(self, v: Var) -> list[int]:
+        """The leaves of the entry's arguments that `v` is computed from (an equation's
+        output from all its inputs, a captured value from the one outside), in order."""
+        made: dict[Var, list[Var]] = dict((inner, [outer]) for inner, outer in self.sources.items())
+        b = self.b
+        while b is not None:
+            for eqn in b.eqns:
+                for o in eqn.outs:
+                    made[o] = eqn.inputs
+            for outer, inner in b.captures.values():
+                made[inner] = [outer]
+            for outer, here in b.recreated.items():
+                made[here] = [outer]
+            b = b.parent
+        found, stack, seen = set(), [v], set()
+        while stack:
+            x = stack.pop()
+            if x in seen:
+                continue
+            seen.add(x)
+            if x in self.entry_leaves:
+                found.add(self.entry_leaves[x])
+            stack.extend(made.get(x, ()))
+        return sorted(found)
 
     def stack(self, items: list[Var], axis: int) -> Var:
         dt = items[0].type.dtype
@@ -534,6 +610,26 @@ class Tracer:
         if len(expanded) == 1:
             return expanded[0]
         return self.emit(sh.concat_p, expanded, axis=axis)
+
+
+def leaf_names(tree: TreeDef, names: list[str]) -> list[str]:
+    """How each leaf of the entry's arguments is named in messages: `n`, `cfg.n`, `pair.0`."""
+    out = []
+
+    def go(t, path):
+        if t == LEAF:
+            out.append(path)
+        else:
+            for k, c in enumerate(t.children):
+                go(c, f"{path}.{t.names[k] if t.kind == 'record' else k}")
+
+    for k, c in enumerate(tree.children):
+        go(c, names[k] if k < len(names) else f"argument {k}")
+    return out
+
+
+def _names_text(names: list[str]) -> str:
+    return ", ".join(f"`{x}`" for x in names) if len(names) > 1 else f"`{names[0]}`"
 
 
 def _literal_array(e: n.ArrayLit):
@@ -650,3 +746,19 @@ def _ann_str(ann: n.TypeAnn) -> str:
 # a function whose body depends on an enclosing function's unknown type is provisional and is
 # traced again when that type is known. A function whose every path raises Bottom has no
 # base case, and that is reported at compile time.
+#
+# Note [Static arguments]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~
+# The entry function's arguments are run-time values: its code is compiled for their types
+# and shapes only. But `fn init(k, n) = normal(k, [n, 3])` needs n at compile time. So an int
+# or bool scalar argument given with its value (from Python, `--arg n=64`) is first traced as
+# a run-time value, and when tracing needs a compile-time value (static_int, a shape, the
+# condition of an `if` whose branches differ in shape) that is not known, the arguments it
+# is computed from are found by walking back through the equations (entry_args_behind); if
+# some of them are such ints or bools, NeedStatic names them and specialise_static traces again
+# with them as Static leaves of the signature: parameters whose value is known. Only the
+# arguments actually needed become static, so a loop counter `i` passed in does not compile
+# once per value; and the value is part of the signature, so of the cache key and of the
+# Python API's per-signature table. An array (even a one-element int array) or a float never
+# becomes static: its error says where the value comes from and what to pass instead.
+# A call from DFL needs none of this: a literal argument is known in the inlined callee.

@@ -12,6 +12,7 @@ from typing import Any
 from ..ir.core import Var
 from ..pytree import Record
 from ..syntax import nodes as n
+from ..typesys import TensorType
 
 
 @dataclass(eq=False)
@@ -56,6 +57,40 @@ class Partial:
 
 
 FUNCTION_TYPES = (Closure, FnRef, Builtin, Partial)
+
+
+@dataclass(frozen=True)
+class Static:
+    """A leaf of an entry function's signature: an int or bool scalar argument taken as a
+    compile-time value (see Note [Static arguments] in trace.py). Its value is part of the
+    signature, so of the cache key: each value compiles its own code."""
+
+    type: TensorType
+    value: int | bool
+
+    def __repr__(self) -> str:
+        return f"{self.type}={self.value}"
+
+
+@dataclass(frozen=True)
+class Weak:
+    """A leaf of an entry function's signature: a Python float passed next to f32 arrays. It is
+    an f64 at the call (what Python passes) and an f32 in the program, as a number literal
+    next to an f32 is; a NumPy float64 stays a strong f64."""
+
+    type: TensorType
+
+    def __repr__(self) -> str:
+        return f"weak {self.type}"
+
+
+class NeedStatic(Exception):
+    """Tracing needs the value of these leaves of the entry's arguments (int or bool scalars
+    given with their values): specialise again with them static."""
+
+    def __init__(self, leaves):
+        super().__init__(leaves)
+        self.leaves = leaves
 
 
 def describe(v) -> str:

@@ -498,6 +498,28 @@ STRUCTURED = [
 
 CASES = ELEMENTWISE + REDUCTIONS + LINALG + SHAPE + STRUCTURED
 
+# cumulative and sorting built-ins: linrec (cumsum, cumprod, exact at zeros), and the gathers
+# that cummax, sort and top_k make from their nondiff index primitives
+CUMULATIVE_AND_SORTING = [
+    C("cumsum", "fn f(x) = cumsum(x)", normal(2, 4), prims=("linrec",)),
+    C("cumsum-axis0-reverse", "fn f(x) = cumsum(x, axis=0, reverse=true)", normal(3, 2), prims=("linrec",)),
+    C("cumprod", "fn f(x) = cumprod(x)", away(2, 4, lo=0.5), prims=("linrec",)),
+    C("cumprod-zeros", "fn f(x) = cumprod(x)", with_zeros(away(2, 4, lo=0.5), 1, 5, 6), prims=("linrec",)),
+    C(
+        "cumprod-axis0-reverse-zeros",
+        "fn f(x) = cumprod(x, axis=0, reverse=true)",
+        with_zeros(away(4, 2, lo=0.5), 2, 5),
+        prims=("linrec",),
+    ),
+    C("cummax", "fn f(x) = cummax(x) * x", distinct(2, 5), prims=("cumargmax", "gather")),
+    C("cummax-axis0", "fn f(x) = cummax(x, axis=0)", distinct(4, 3), prims=("cumargmax", "gather")),
+    C("sort", "fn f(x) = sort(x) * x", distinct(2, 5), prims=("argsort", "gather")),
+    C("sort-axis0", "fn f(x) = sort(x, axis=0)", distinct(4, 3), prims=("argsort", "gather")),
+    C("top_k", "fn f(x) = top_k(x, 2).0", distinct(3, 4), prims=("argsort", "gather")),
+    C("shuffle", "fn f(x) = shuffle(key(3), x) * x", normal(5, 2), prims=("argsort", "gather")),
+]
+CASES += CUMULATIVE_AND_SORTING
+
 # --- the checker program ---------------------------------------------------------------------
 
 
