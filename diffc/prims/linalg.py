@@ -1,4 +1,4 @@
-"""Matrix products: `@` on vectors and matrices, as NumPy's matmul for ranks 1 and 2.
+"""Matrix products: `@` as NumPy's matmul, on vectors, matrices and batches of matrices.
 
 Float matrix-matrix products big enough to pay for a call run the kernel that lower/gemm.py
 emits (register tiles of fused multiply-adds, A with its own strides, so a transposed view
@@ -14,17 +14,24 @@ from llvmlite import ir
 from ..errors import ShapeError
 from ..lower import gemm, jit
 from ..lower.emit import F64, I32, I64, PTR, VOID, Arr, mem_type, reg_type
-from ..typesys import DType
+from ..typesys import DType, broadcast_shapes
 from . import ops
 from .core import primitive
 from .elementwise import _add, _mul
 
 
 def _matmul_shape(in_types):
+    """NumPy's matmul: a vector operand is a matrix of one row (left) or one column (right)
+    whose axis is dropped from the result; the axes before the last two are a batch, and
+    broadcast."""
     a, b = in_types
-    if a.dtype != b.dtype or not (1 <= a.rank <= 2 and 1 <= b.rank <= 2) or a.shape[-1] != b.shape[0]:
+    if a.dtype != b.dtype or a.rank == 0 or b.rank == 0:
         raise ShapeError(f"`@` of {a} and {b}")
-    return [a.with_shape(a.shape[:-1] + b.shape[1:])]
+    k_b = b.shape[0] if b.rank == 1 else b.shape[-2]
+    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if a.shape[-1] != k_b or batch is None:
+        raise ShapeError(f"`@` of {a} and {b}")
+    return [a.with_shape(batch + a.shape[-2:-1] + b.shape[-1:] * (b.rank > 1))]
 
 
 BLAS_MIN_WORK = 8192  # multiply-adds below which a loop beats the call
@@ -55,10 +62,10 @@ def _vector_operand(em, v: Arr):
     return em.b.gep(v.ptr, [v.offset], source_etype=mem_type(v.type.dtype)), v.strides[0]
 
 
-def _blas_lower(em, eqn, a, b):
-    """One gemm or gemv call: C = A @ B into its result buffer (em.result)."""
-    ta, tb = eqn.inputs[0].type, eqn.inputs[1].type
-    out = em.result(eqn.outs[0])
+def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
+    """One gemm or gemv call: out = a @ b, out = dest() with contiguous rows."""
+    ta, tb = a.type, b.type
+    out = dest()
     pc = em.base_ptr(out)
     gemm, gemv, fty = _BLAS[ta.dtype]
     one, zero = ir.Constant(fty, 1.0), ir.Constant(fty, 0.0)
@@ -101,15 +108,14 @@ def _blas_lower(em, eqn, a, b):
 GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays in the L2 cache
 
 
-def _gemm_lower(em, eqn, a: Arr, b: Arr) -> Arr:
-    """C = A @ B by the generated kernel of lower/gemm.py: A with its own strides, B with
-    contiguous rows (copied when it is a transposed view), C the result's destination (an
-    output buffer, a map's row) or a fresh buffer."""
-    (m, k), n = eqn.inputs[0].type.shape, eqn.inputs[1].type.shape[1]
+def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
+    """out = a @ b by the generated kernel of lower/gemm.py: a with its own strides, b with
+    contiguous rows (copied when it is a transposed view), out = dest() with contiguous rows."""
+    (m, k), n = a.type.shape, b.type.shape[1]
     if b.strides[1] != 1:
         b = em.materialise(b)
-    out = em.result(eqn.outs[0])
-    elem = _BLAS[eqn.outs[0].type.dtype][2]
+    out = dest()
+    elem = _BLAS[out.type.dtype][2]
     pa, pb, pc = (em.b.gep(x.ptr, [x.offset], source_etype=elem) for x in (a, b, out))
     i64 = em.i64
     args = [pa, i64(a.strides[0]), i64(a.strides[1]), pb, i64(b.strides[0]), pc, i64(max(n, 1))]
@@ -127,20 +133,52 @@ def _madd(em, dt, acc, a, b):
 
 
 def _matmul_lower(em, eqn, ins):
-    """out[i, j] = sum_k a[i, k] * b[k, j], with the i and j axes present only for matrices.
-    Loop order i, k, j keeps the innermost loop contiguous in b and out (vectorisable)."""
+    """Vectors and matrices: one product (below). A batch: one product per batch index, each
+    reading its operands' matrices in place (a broadcast batch axis rereads the same one) and
+    writing its rows of the result. See Note [Batched products]."""
     a, b = ins
-    ta, tb = eqn.inputs[0].type, eqn.inputs[1].type
-    work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
-    big = eqn.outs[0].type.rank > 0 and eqn.outs[0].type.dtype in _BLAS and work >= BLAS_MIN_WORK
-    if big and all(isinstance(x, Arr) for x in ins):
-        if eqn.inputs[0].type.rank == 2 and eqn.inputs[1].type.rank == 2:
-            if eqn.inputs[0].type.shape[1] <= GEMM_MAX_K or not jit.blas_available():
-                return [_gemm_lower(em, eqn, a, b)]
-        if jit.blas_available():
-            return [_blas_lower(em, eqn, a, b)]
     out_t = eqn.outs[0].type
-    dt = out_t.dtype
+    ra, rb = a.type.rank, b.type.rank
+    if max(ra, rb) <= 2:
+        return [_product(em, a, b, None if out_t.rank == 0 else lambda: em.result(eqn.outs[0]))]
+    # in memory before the loop: a copy made in the loop body would be made per matrix
+    a, b = em.materialise(a), em.materialise(b)
+    out = em.result(eqn.outs[0])
+    mats = (min(ra, 2), min(rb, 2), (ra > 1) + (rb > 1))  # the axes of one product, per operand
+    batch = out_t.shape[: out_t.rank - mats[2]]
+
+    def per_matrix(idx):
+        x, y, z = (_at(em, v, idx, len(batch), m) for v, m in zip((a, b, out), mats))
+        _product(em, x, y, lambda: z)
+
+    em.loop_nest(batch, per_matrix, "mb")
+    return [out]
+
+
+def _at(em, x: Arr, idx, rank: int, mat: int) -> Arr:
+    """The last `mat` axes of x at the batch index idx (of `rank` axes), x's own batch axes
+    aligned to the right and broadcast (an axis of length 1 is read at 0)."""
+    own = x.type.rank - mat
+    off = x.offset
+    for k in range(own):
+        if x.type.shape[k] != 1:
+            off = em.b.add(off, em.b.mul(idx[rank - own + k], em.i64(x.strides[k])))
+    return Arr(x.ptr, off, x.strides[own:], x.type.with_shape(x.type.shape[own:]))
+
+
+def _product(em, a: Arr, b: Arr, dest):
+    """a @ b for a and b of rank 1 or 2, into dest() (called once, when the operands are
+    ready), or for two vectors (dest None) the scalar. Big float products call the kernel of
+    lower/gemm.py or OpenBLAS; small and integer ones are loops, in the order i, k, j that
+    keeps the innermost loop contiguous in b and out (vectorisable)."""
+    ta, tb = a.type, b.type
+    dt = ta.dtype
+    work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
+    if dest is not None and dt in _BLAS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
+        if ta.rank == 2 and tb.rank == 2 and (ta.shape[1] <= GEMM_MAX_K or not jit.blas_available()):
+            return _gemm_lower(em, a, b, dest)
+        if jit.blas_available():
+            return _blas_lower(em, a, b, dest)
     K = ta.shape[-1]
     rows = ta.shape[0] if ta.rank == 2 else None
     cols = tb.shape[1] if tb.rank == 2 else None
@@ -158,16 +196,15 @@ def _matmul_lower(em, eqn, ins):
         em.loop(K, lambda k: em.b.store(_madd(em, dt, em.b.load(acc), a_at(i, k), b_at(k, None)), acc), "mk")
         return em.b.load(acc)
 
-    if cols is None:  # a dot product, or a matrix times a vector: one dot product per row
-        if rows is None:
-            return [dot(None)]
-        out = em.result(eqn.outs[0])
+    if rows is None and cols is None:  # a dot product
+        return dot(None)
+    out = dest()
+    if cols is None:  # a matrix times a vector: one dot product per row
         em.loop(rows, lambda i: em.store(out, [i], dot(i)), "mi")
-        return [out]
+        return out
     # a vector or a matrix times a matrix: the innermost loop runs along b's and out's rows
-    out = em.result(eqn.outs[0])
     zero = em.const(dt, 0)
-    em.loop_nest(out_t.shape, lambda idx: em.store(out, idx, zero), "mz")
+    em.loop_nest(out.type.shape, lambda idx: em.store(out, idx, zero), "mz")
 
     def per_row(i):
         def per_k(k):
@@ -185,7 +222,7 @@ def _matmul_lower(em, eqn, ins):
         per_row(None)
     else:
         em.loop(rows, per_row, "mi")
-    return [out]
+    return out
 
 
 # --- derivative rules ---------------------------------------------------------------------------
@@ -206,10 +243,31 @@ def _matmul_vjp(ctx, p, ins, outs, cts):
         gx, gy = _outer(b, g, y), ops.matmul(b, g, x)
     elif rx == 1 and ry == 2:
         gx, gy = ops.matmul(b, y, g), _outer(b, x, g)
-    else:
+    elif rx == 2 and ry == 2:
         gx, gy = ops.matmul(b, g, ops.transpose(b, y, (1, 0))), ops.matmul(b, ops.transpose(b, x, (1, 0)), g)
+    else:
+        gx, gy = _batched_vjp(b, x, y, g)
     fl = [t.type.dtype.is_float for t in ins]
     return [gx if fl[0] else None, gy if fl[1] else None]
+
+
+def _swap(b, m):
+    """m with its last two axes swapped (a batch of transposes)."""
+    r = m.type.rank
+    return ops.transpose(b, m, tuple(range(r - 2)) + (r - 1, r - 2))
+
+
+def _batched_vjp(b, x, y, g):
+    """A batch of products: vectors become matrices of one row (x) or column (y), then
+    gx = g @ y^T and gy = x^T @ g per matrix, summed over the batch axes the operand was
+    broadcast along."""
+    x2 = ops.reshape(b, x, (1,) + x.type.shape) if x.type.rank == 1 else x
+    y2 = ops.reshape(b, y, y.type.shape + (1,)) if y.type.rank == 1 else y
+    batch = g.type.shape[: g.type.rank - (x.type.rank > 1) - (y.type.rank > 1)]
+    g2 = ops.reshape(b, g, batch + (x2.type.shape[-2], y2.type.shape[-1]))
+    gx = ops.unbroadcast(b, ops.matmul(b, g2, _swap(b, y2)), x2.type.shape)
+    gy = ops.unbroadcast(b, ops.matmul(b, _swap(b, x2), g2), y2.type.shape)
+    return ops.reshape(b, gx, x.type.shape), ops.reshape(b, gy, y.type.shape)
 
 
 def _matmul_jvp(ctx, p, ins, outs, ts):
@@ -235,3 +293,17 @@ matmul_p = primitive(
     hoistable=True,
     keeps_zeros=True,
 )
+
+
+# Note [Batched products]
+# ~~~~~~~~~~~~~~~~~~~~~~~
+# `a @ b` with an operand of rank 3 or more is a loop over the result's batch axes around the
+# product of one pair of matrices, the same code a single product runs (the generated kernel,
+# OpenBLAS, or the loops), so a batch of big matrices runs at the kernel's speed and a batch
+# of small ones at the loops'. The matrix of an operand at a batch index is a view: its offset
+# moved along its own batch axes, aligned to the right of the result's, an axis of length 1
+# (broadcast) not moved at all. The operands are made contiguous once before the loop when
+# they are not (a transposed view), since a copy made in the loop's body would be made for
+# every matrix. The derivative makes vectors into matrices of one row or column, and then is
+# two batched products with the other operand's last two axes swapped, summed over the batch
+# axes along which the operand was broadcast (ops.unbroadcast).

@@ -155,6 +155,47 @@ slice_p = primitive(
     keeps_zeros=True,
 )
 
+# --- strided_slice: x[a:b:s, ...] with static starts, steps (negative ones too) and counts --------
+
+
+def _strided_shape(in_types, starts, steps, counts):
+    (t,) = in_types
+    if len(starts) > t.rank or not len(starts) == len(steps) == len(counts):
+        raise ShapeError(f"a strided slice of {len(starts)} axes of {t}")
+    for lo, st, c, n in zip(starts, steps, counts, t.shape):
+        if st == 0 or c < 0 or (c > 0 and not (0 <= lo < n and 0 <= lo + st * (c - 1) < n)):
+            raise ShapeError(f"the strided slice {lo}::{st} ({c} elements) does not fit an axis of length {n}")
+    return [t.with_shape(tuple(counts) + t.shape[len(starts) :])]
+
+
+def _strided_view(x: Arr, em, starts, steps, t) -> Arr:
+    """Element i of axis k is element starts[k] + i * steps[k] of x's: the same buffer with
+    moved offset and scaled (possibly negative) strides."""
+    off = x.offset
+    for lo, s in zip(starts, x.strides):
+        if lo:
+            off = em.b.add(off, em.i64(lo * s))
+    strides = tuple(s * st for s, st in zip(x.strides, steps)) + x.strides[len(steps) :]
+    return Arr(x.ptr, off, strides, t)
+
+
+def _strided_fold(x, starts, steps, counts):
+    for k, (lo, st, c) in enumerate(zip(starts, steps, counts)):
+        x = np.take(x, lo + st * np.arange(c, dtype=np.int64), axis=k)
+    return [x]
+
+
+strided_slice_p = primitive(
+    "strided_slice",
+    shape=_strided_shape,
+    kind=Kind.SHAPE,
+    lower=lambda em, eqn, ins: [_strided_view(ins[0], em, eqn.params["starts"], eqn.params["steps"], eqn.outs[0].type)],
+    vjp=lambda ctx, p, ins, outs, cts: [ctx.b.emit1(strided_pad_p, [cts[0]], shape=ins[0].type.shape, **p)],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, strided_slice_p, p, ins, ts),
+    fold=_strided_fold,
+    keeps_zeros=True,
+)
+
 # --- index: x[i0, i1, ...] with dynamic integer indices on the leading axes --------------------
 
 
@@ -375,6 +416,27 @@ pad_p = primitive(
         )
     ],
     jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, pad_p, p, ins, ts),
+)
+
+
+def _strided_pad_lower(em, eqn, ins):
+    """zeros(shape) with g written at the places strided_slice reads (each at most once)."""
+    (g,) = ins
+    p, t = eqn.params, eqn.outs[0].type
+    out = _zero_fill(em, t)
+    em.copy_into(_strided_view(out, em, p["starts"], p["steps"], eqn.inputs[0].type), g)
+    return [out]
+
+
+strided_pad_p = primitive(
+    "strided_pad",
+    shape=lambda ts, starts, steps, counts, shape: [ts[0].with_shape(tuple(shape))],
+    kind=Kind.SHAPE,
+    lower=_strided_pad_lower,
+    vjp=lambda ctx, p, ins, outs, cts: [
+        ctx.b.emit1(strided_slice_p, [cts[0]], starts=p["starts"], steps=p["steps"], counts=p["counts"])
+    ],
+    jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, strided_pad_p, p, ins, ts),
 )
 
 

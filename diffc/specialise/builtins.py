@@ -21,6 +21,7 @@ from ..pytree import Record, flatten
 from ..typesys import DType, TensorType, broadcast_shapes, promote
 from .ad_builtins import AD_BUILTINS
 from .args import allowed_kwargs, arity, axes_arg, axis_arg, count_arg, keepdims_arg, static_shape, tensor_arg
+from .einsum import einsum
 from .higher_order import _fold, _iterate, _map, _scan, _treefold, _treemap, _unfold, _while, _windows
 from .values import Builtin, Partial, describe
 
@@ -134,12 +135,14 @@ def short_circuit(tr, e, env):
 
 
 def matmul(tr, a: Var, b: Var):
-    if a.type.rank == 0 or b.type.rank == 0 or a.type.rank > 2 or b.type.rank > 2:
-        raise ShapeError(f"`@` needs vectors or matrices, got {a.type} @ {b.type}")
+    if a.type.rank == 0 or b.type.rank == 0:
+        raise ShapeError(f"`@` needs vectors, matrices or batches of matrices, got {a.type} @ {b.type}")
     ka = a.type.shape[-1]
-    kb = b.type.shape[0]
+    kb = b.type.shape[0] if b.type.rank == 1 else b.type.shape[-2]
     if ka != kb:
         raise ShapeError(f"inner dimensions of `@` disagree: {a.type} @ {b.type} ({ka} vs {kb})")
+    if broadcast_shapes(a.type.shape[:-2], b.type.shape[:-2]) is None:
+        raise ShapeError(f"the batch axes of `@` do not broadcast: {a.type} @ {b.type}")
     a, b = promote_pair(tr, a, b)
     if a.type.dtype is BOOL:
         a, b = tr.convert(a, I64), tr.convert(b, I64)
@@ -167,6 +170,10 @@ def index(tr, x: Var, items):
         if ids.known is not None:
             _static_bounds(ids.known, t.shape[0], span, 0)
         return tr.emit(sh.gather_p, [x, ids])
+    if any(isinstance(it, slice) and it.step not in (None, 1) for it in items):
+        x = _strided(tr, x, items)
+        items = [slice(None) if isinstance(it, slice) else it for it in items]
+        t = x.type
     starts, limits, scalar_axes, scalar_idx = [], [], [], []
     for k, it in enumerate(items):
         n = t.shape[k]
@@ -198,6 +205,19 @@ def index(tr, x: Var, items):
         v.range is not None and 0 <= v.range[0] and v.range[1] <= x.type.shape[k] for k, v in enumerate(scalar_idx)
     )
     return tr.emit(sh.index_p, [x] + scalar_idx, safe=True) if safe else tr.emit(sh.index_p, [x] + scalar_idx)
+
+
+def _strided(tr, x: Var, items) -> Var:
+    """The slices of `items` with steps, NumPy's semantics (a negative step walks back from the
+    end), as one strided view; the axes of integer indices are kept whole for index()."""
+    starts, steps, counts = [], [], []
+    for it, n in zip(items, x.type.shape):
+        lo, hi, st = it.indices(n) if isinstance(it, slice) else (0, n, 1)
+        count = len(range(lo, hi, st))
+        starts.append(lo)
+        steps.append(st if count > 1 else 1)  # unused then: a step of 2**63 makes no stride
+        counts.append(count)
+    return tr.emit(sh.strided_slice_p, [x], starts=tuple(starts), steps=tuple(steps), counts=tuple(counts))
 
 
 def _static_bounds(known, n, span, axis):
@@ -611,8 +631,44 @@ def _len(tr, args, kwargs):
 def _reshape(tr, args, kwargs):
     arity("reshape", args, 2)
     x = tensor_arg(args[0], "reshape")
-    shape = list(static_shape(tr, args[1], "reshape"))
-    return tr.emit(sh.reshape_p, [x], shape=tuple(shape))
+    v = args[1]
+    if isinstance(v, Var) and v.type.dtype is I64 and v.type.rank <= 1 and v.known is not None:
+        dims = [int(d) for d in np.atleast_1d(v.known)]  # one -1 may stand for the dimension that fits
+    else:
+        dims = list(static_shape(tr, v, "reshape"))
+    return tr.emit(sh.reshape_p, [x], shape=_infer_dim(x.type, dims))
+
+
+def _infer_dim(t: TensorType, dims: list[int]) -> tuple[int, ...]:
+    """The shape `dims` with its one -1 replaced by the size that keeps t's element count."""
+    holes = [k for k, d in enumerate(dims) if d == -1]
+    if any(d < -1 for d in dims):
+        raise ShapeError(f"negative dimension in the shape {dims} of `reshape`")
+    if len(holes) > 1:
+        raise ShapeError(f"`reshape` can infer one dimension, but {dims} has {len(holes)} -1s")
+    if holes:
+        known = int(np.prod([d for d in dims if d != -1]))
+        if known == 0 or t.size % known:
+            raise ShapeError(f"cannot reshape {t} ({t.size} elements) to {dims}: no size for the -1 fits")
+        dims[holes[0]] = t.size // known
+    return tuple(dims)
+
+
+def _segment_sum(tr, args, kwargs):
+    """out[s] = the sum of data's rows whose id is s: the transpose of the gather data[ids]."""
+    arity("segment_sum", args, 3)
+    data = tensor_arg(args[0], "segment_sum", "data")
+    ids = tensor_arg(args[1], "segment_sum", "segment ids")
+    n = count_arg(tr, args, 2, "the number of segments of `segment_sum`")
+    if ids.type.dtype is not I64 or ids.type.rank == 0:
+        raise TypeError_(f"`segment_sum` needs an array of integer segment ids, got {ids.type}", tr.arg_span(1))
+    if data.type.shape[: ids.type.rank] != ids.type.shape:
+        raise ShapeError(f"`segment_sum`: ids {ids.type} must have the shape of the leading axes of {data.type}")
+    if ids.known is not None:
+        _static_bounds(ids.known, n, tr.arg_span(1), 0)
+    if data.type.dtype is BOOL:
+        data = tr.convert(data, I64)
+    return tr.emit(sh.gather_add_p, [data, ids], shape=(n,) + data.type.shape[ids.type.rank :])
 
 
 def _transpose(tr, args, kwargs):
@@ -863,6 +919,8 @@ BUILTINS = {
     "len": _len,
     "reshape": _reshape,
     "transpose": _transpose,
+    "segment_sum": _segment_sum,
+    "einsum": einsum,
     "arange": _arange,
     "one_hot": _one_hot,
     "concat": _concat,

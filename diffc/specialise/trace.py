@@ -358,9 +358,13 @@ class Tracer:
         items = []
         for it in e.indices:
             if isinstance(it, n.Slice):
-                lo = None if it.lo is None else self.static_int(self.eval(it.lo, env), it.lo.span, "a slice bound")
-                hi = None if it.hi is None else self.static_int(self.eval(it.hi, env), it.hi.span, "a slice bound")
-                items.append(slice(lo, hi))
+                lo, hi, step = (
+                    None if part is None else self.static_int(self.eval(part, env), part.span, f"a slice {what}")
+                    for part, what in ((it.lo, "bound"), (it.hi, "bound"), (it.step, "step"))
+                )
+                if step == 0:
+                    raise ShapeError("a slice step cannot be 0", it.step.span)
+                items.append(slice(lo, hi, step))
             else:
                 items.append((self.eval(it, env), it.span))
         return index(self, self.tensor(v, e.value.span), items)

@@ -85,8 +85,11 @@ class Call(Expr):
 
 @dataclass(frozen=True)
 class Slice(Node):
+    """`lo:hi:step` in a subscript; any part may be left out."""
+
     lo: Expr | None
     hi: Expr | None
+    step: Expr | None = None
 
 
 @dataclass(frozen=True)

@@ -194,8 +194,8 @@ class _ToNodes(Transformer_NonRecursive):
     def index(self, meta, value, *indices):
         return nodes.Index(value, indices, span=self._span(meta))
 
-    def slice(self, meta, lo, hi):
-        return nodes.Slice(lo, hi, span=self._span(meta))
+    def slice(self, meta, lo, hi, step):
+        return nodes.Slice(lo, hi, step, span=self._span(meta))
 
     def field(self, meta, value, name):
         return nodes.Field(value, str(name), span=self._span(meta))

@@ -163,7 +163,9 @@ def _dotted(value: Expr, indent: int) -> str:
 def _slice(s: Slice, indent: int) -> str:
     lo = "" if s.lo is None else _expr(s.lo, Prec.EXPR, indent)
     hi = "" if s.hi is None else _expr(s.hi, Prec.EXPR, indent)
-    return f"{lo}:{hi}"
+    if s.step is None:
+        return f"{lo}:{hi}"
+    return f"{lo}:{hi}:{_expr(s.step, Prec.EXPR, indent)}"
 
 
 def _tuple(parts: list[str]) -> str:

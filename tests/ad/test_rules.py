@@ -240,6 +240,15 @@ LINALG = [
     C("matmul-mv", "fn f(a, b) = a @ b", normal(2, 3), normal(3), prims=("matmul",)),
     C("matmul-vm", "fn f(a, b) = a @ b", normal(3), normal(3, 2), prims=("matmul",)),
     C("matmul-vv", "fn f(a, b) = a @ b", normal(3), normal(3), prims=("matmul",)),
+    C("matmul-batched", "fn f(a, b) = a @ b", normal(2, 2, 3), normal(2, 3, 2), prims=("matmul",)),
+    C("matmul-batch-broadcast", "fn f(a, b) = a @ b", normal(3, 1, 2, 3), normal(2, 3, 2), prims=("matmul",)),
+    C("matmul-batch-mm", "fn f(a, b) = a @ b", normal(2, 3), normal(2, 3, 2), prims=("matmul",)),
+    C("einsum-mm-t", 'fn f(a, b) = einsum("ij,kj->ik", a, b)', normal(2, 3), normal(4, 3), prims=("matmul",)),
+    C("einsum-attn", 'fn f(q, k) = einsum("bhqd,bhkd->bhqk", q, k)', normal(1, 2, 2, 3), normal(1, 2, 3, 3)),
+    C("einsum-trace", 'fn f(a, b) = einsum("ii", a) * einsum("iij->j", b)', normal(3, 3), normal(2, 2, 3)),
+    C("einsum-ellipsis", 'fn f(a, b) = einsum("...ij,...j", a, b)', normal(2, 1, 2, 3), normal(3, 3)),
+    C("einsum-outer", 'fn f(a, b) = einsum("i,jk->kij", a, b)', normal(2), normal(3, 2), prims=("mul",)),
+    C("matmul-batch-vector", "fn f(a, b, v) = (a @ v) * (v @ b)", normal(2, 3, 3), normal(2, 3, 3), normal(3)),
 ]
 
 SHAPE = [
@@ -250,6 +259,17 @@ SHAPE = [
     C("slice", "fn f(x) = x[1:3]", normal(5), prims=("slice",), grad_prims=("pad",)),
     C("slice-open", "fn f(x) = x[2:] * x[:3]", normal(5), prims=("slice",), grad_prims=("pad",)),
     C("slice-2d", "fn f(m) = m[1:, :2]", normal(3, 3), prims=("slice",), grad_prims=("pad",)),
+    C("slice-step", "fn f(x) = x[::2] * x[1::2]", normal(6), prims=("strided_slice",), grad_prims=("strided_pad",)),
+    C("slice-back", "fn f(m) = m[::-1, 2:0:-2]", normal(3, 4), prims=("strided_slice",), grad_prims=("strided_pad",)),
+    C("reshape-inferred", "fn f(x) = reshape(x, [-1, 2])", normal(2, 3), prims=("reshape",)),
+    C(
+        "segment-sum",
+        "fn f(x, ids) = segment_sum(x * x, ids, 3)",
+        normal(5, 2),
+        const(np.array([2, 0, 2, -1, 1])),
+        prims=("gather_add",),
+        grad_prims=("gather",),
+    ),
     C(
         "index-static",
         "fn f(x, m) = x[1] * m[1, 2] + x[-1]",

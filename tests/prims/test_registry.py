@@ -563,6 +563,32 @@ CASES += [
     Case("slice", "x", "x[1:3, -2:]", _arr((4, 5)), lambda x: x[1:3, -2:]),
     Case("slice", "x", "x[:-1]", _arr((6,)), lambda x: x[:-1]),
     Case("slice", "x", "x[1:, :, 2:3]", _arr((3, 2, 4)), lambda x: x[1:, :, 2:3]),
+    Case("strided_slice", "x", "x[::2]", _arr((7,)), lambda x: x[::2]),
+    Case("strided_slice", "x", "x[::-1]", _arr((5,), F32), lambda x: x[::-1], 0, "float32 reversed"),
+    Case("strided_slice", "x", "x[-1:0:-2, ::3]", _arr((6, 7)), lambda x: x[-1:0:-2, ::3]),
+    Case("strided_slice", "x", "x[:, 5:1:-2]", lambda rng: (_ints()(rng, (3, 6)),), lambda x: x[:, 5:1:-2], 0, "int64"),
+    Case("strided_slice", "x", "x[3:1:2]", _arr((4, 2)), lambda x: x[3:1:2], label="empty"),
+    Case("strided_slice", "x", "x[::2] * 1.0", _arr((0, 3)), lambda x: x[::2], label="empty axis"),
+    Case("reshape", "x", "reshape(x, [2, -1, 3])", _arr((4, 3)), lambda x: x.reshape(2, -1, 3), label="inferred"),
+    Case("reshape", "x", "reshape(x, -1)", _arr((2, 3), F32), lambda x: x.reshape(-1), 0, "flattened"),
+    Case("reshape", "x", "reshape(x, [3, -1])", _arr((0, 3)), lambda x: x.reshape(3, -1), label="empty"),
+    Case(
+        "gather_add",
+        "x, ids",
+        "segment_sum(x, ids, 4)",
+        lambda rng: (_floats(F64)(rng, (6, 2)), rng.integers(-4, 4, size=(6,))),
+        lambda x, ids: np.stack([x[ids % 4 == s].sum(0) for s in range(4)]),
+        label="segment_sum",
+    ),
+    Case(
+        "gather_add",
+        "x, ids",
+        "segment_sum(x, ids, 3)",
+        lambda rng: (_ints()(rng, (2, 3)), rng.integers(0, 3, size=(2, 3))),
+        lambda x, ids: np.bincount(ids.ravel(), weights=x.ravel(), minlength=3).astype(np.int64),
+        0,
+        "segment_sum int64",
+    ),
     Case("index", "x, i, j", "x[i, j]", lambda rng: (_floats(F64)(rng, (4, 5)), 3, -2), lambda x, i, j: x[i, j]),
     Case("index", "x, i", "x[i]", lambda rng: (_floats(F64)(rng, (4, 5)), -4), lambda x, i: x[i], label="row"),
     Case("index", "x, j", "x[:, j]", lambda rng: (_floats(F64)(rng, (4, 5)), 1), lambda x, j: x[:, j], label="col"),
@@ -623,6 +649,13 @@ CASES += [
         lambda x, g: np.pad(g, ((1, 0), (0, 2))),
     ),
     Case(
+        "strided_pad",
+        "x, g",
+        "grad(fn(x) => sum(x[::-2, 1::2] * g))(x)",
+        lambda rng: (_floats(F64)(rng, (5, 4)), _floats(F64)(rng, (3, 2))),
+        lambda x, g: R.strided_pad(g, (slice(None, None, -2), slice(1, None, 2)), (5, 4)),
+    ),
+    Case(
         "index_scatter",
         "x, i",
         "grad(fn(x) => x[i] * 2.0)(x)",
@@ -671,6 +704,8 @@ CASES += [
             f"{label} {sa}@{sb}",
         )
         for (sa, sb) in [((3, 4), (4, 2)), ((4,), (4, 2)), ((3, 4), (4,)), ((4,), (4,)), ((1, 1), (1, 5))]
+        + [((2, 3, 4), (2, 4, 5)), ((3, 4), (2, 4, 2)), ((2, 1, 3, 4), (5, 4, 2)), ((4,), (2, 4, 3)), ((2, 3, 4), (4,))]
+        + [((2, 0, 4), (2, 4, 3)), ((2, 3, 0), (1, 0, 3)), ((4, 24, 24), (24, 24))]
         for label, mk, rtol in [
             ("float64", _floats(F64), 1e-12),
             ("float32", _floats(F32), 1e-5),

@@ -135,3 +135,10 @@ def normal(k, shape) -> np.ndarray:
     n = math.prod(shape)
     out = [math.sqrt(-2.0 * math.log(1.0 - _unit(x0))) * math.cos(2 * math.pi * _unit(x1)) for x0, x1 in _blocks(k, n)]
     return np.array(out, dtype=np.float64).reshape(shape)
+
+
+def strided_pad(g, index, shape):
+    """The gradient of x[index] with cotangent g: zeros(shape) with g where x[index] reads."""
+    out = np.zeros(shape)
+    out[index] = g
+    return out

@@ -60,8 +60,9 @@ def sexp(e) -> str:
             return f"(call {' '.join([sexp(fn), *parts])})"
         case n.Index(value, indices):
             return f"(index {' '.join([sexp(value), *map(sexp, indices)])})"
-        case n.Slice(lo, hi):
-            return f"{'' if lo is None else sexp(lo)}:{'' if hi is None else sexp(hi)}"
+        case n.Slice(lo, hi, step):
+            text = f"{'' if lo is None else sexp(lo)}:{'' if hi is None else sexp(hi)}"
+            return text if step is None else f"{text}:{sexp(step)}"
         case n.Field(value, name) | n.TupleIndex(value, name):
             return f"(. {sexp(value)} {name})"
         case n.Lambda(params, body):
@@ -141,6 +142,10 @@ SHAPES = [
     ("x[:2]", "(index x :2)"),
     ("m[1, :]", "(index m 1 :)"),
     ("m[i:i + 2]", "(index m i:(+ i 2))"),
+    ("x[::2]", "(index x ::2)"),
+    ("x[::-1]", "(index x ::(- 1))"),
+    ("x[1:5:k + 1, ::]", "(index x 1:5:(+ k 1) :)"),
+    ("m[:, 3::-2]", "(index m : 3::(- 2))"),
     ("p.w", "(. p w)"),
     ("t.0", "(. t 0)"),
     ("t.0.1", "(. (. t 0) 1)"),
@@ -400,7 +405,7 @@ def compound(sub):
     stmts = st.builds(n.Let, patterns, sub) | st.builds(n.ExprStmt, sub)
     blocks = st.builds(n.Block, st.lists(stmts, max_size=2).map(tuple), sub)
     ifs = st.builds(n.If, sub, blocks, blocks | st.builds(n.If, sub, blocks, blocks))
-    slices = st.builds(n.Slice, st.none() | sub, st.none() | sub)
+    slices = st.builds(n.Slice, st.none() | sub, st.none() | sub, st.none() | sub)
     keywords = st.dictionaries(names, sub, max_size=2).map(lambda d: tuple(n.Keyword(k, v) for k, v in d.items()))
     return st.one_of(
         st.builds(n.BinOp, st.sampled_from(OPS), sub, sub),
