@@ -65,7 +65,7 @@ def train(workers=2, steps=600, batch=32, lr=0.5, address=None, seed=0, log_ever
             losses.append(float(np.mean([loss for loss, _ in results])))
             params = m.update(params, average([g for _, g in results]), lr)
             if log_every and (step + 1) % log_every == 0:
-                print(f"step {step + 1:4d}  loss {np.mean(losses[-log_every:]):.4f}", flush=True)
+                print(f"step {step + 1:4d}  loss {np.mean(losses[-log_every:]):.4f}")
         seconds = time.perf_counter() - start
     finally:
         if started:
