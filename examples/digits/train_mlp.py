@@ -1,7 +1,7 @@
 """Train the digits MLP (mlp.dfl) with minibatch SGD driven from Python; then the same model,
 from the same start on the same minibatches, in PyTorch (1 thread) if it is installed.
 
-    python examples/digits/train_mlp.py [--epochs 30] [--png mlp_loss.png]
+    python examples/digits/train_mlp.py [--epochs 50] [--png mlp_loss.png]
 """
 
 import argparse
@@ -86,7 +86,7 @@ def train_in_dfl(m, p, data, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.5)
     ap.add_argument("--png", default="mlp_loss.png")
