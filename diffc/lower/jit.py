@@ -39,16 +39,21 @@ def blas_available() -> bool:
     runs its AVX2 kernels; where the CPU has AVX-512, the SkylakeX kernels run our matrix
     products 1.7x faster (mlp_step's). The kernels are chosen when the library is loaded,
     which importing scipy_openblas64 does; OPENBLAS_CORETYPE set by the user wins."""
-    forced = "OPENBLAS_CORETYPE" not in os.environ and _has_avx512()
-    if forced:
-        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    forced = {}
+    if "OPENBLAS_CORETYPE" not in os.environ and _has_avx512():
+        forced["OPENBLAS_CORETYPE"] = "SkylakeX"
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        # Its threads are started when it is loaded, and one that cannot be (under `ulimit -v`,
+        # say) makes OpenBLAS raise SIGINT in our process: start only those we will use.
+        forced["OPENBLAS_NUM_THREADS"] = os.environ.get("DIFFC_THREADS", "1")
+    os.environ.update(forced)
     try:
         import scipy_openblas64
     except ImportError:
         return False
     finally:
-        if forced:
-            del os.environ["OPENBLAS_CORETYPE"]
+        for name in forced:
+            del os.environ[name]
     path = os.path.join(scipy_openblas64.get_lib_dir(), f"lib{scipy_openblas64.get_library()}.so")
     if not os.path.exists(path):
         return False

@@ -172,8 +172,9 @@ def test_steps_from_python_keep_f32_with_f32_hyper_parameters():
         p, s = m.step(p, {"w": np.full(3, 0.5, np.float32)}, s, np.float32(0.1))
     assert p["w"].dtype == s["m"]["w"].dtype == s["v"]["w"].dtype == np.float32 and s["t"] == 2
     np.testing.assert_allclose(p["w"], 0.8, rtol=1e-6)  # Adam's first steps move by lr each
-    # a Python float is an f64 computed at run time: it promotes, as documented
-    assert m.step(p, {"w": np.ones(3, np.float32)}, s, 0.1)[0]["w"].dtype == np.float64
+    # a Python float next to f32 arrays is f32, as a literal is; a NumPy float64 promotes
+    assert m.step(p, {"w": np.ones(3, np.float32)}, s, 0.1)[0]["w"].dtype == np.float32
+    assert m.step(p, {"w": np.ones(3, np.float32)}, s, np.float64(0.1))[0]["w"].dtype == np.float64
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
