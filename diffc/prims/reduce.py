@@ -429,6 +429,9 @@ def _flat(em, t, axes, at):
     return flat
 
 
+SMALL_GROUP = 16  # groups up to this size find their extreme in straight-line code
+
+
 def _extreme_scatter_lower(em, eqn, ins):
     """x's shape with g at the first extreme of each group and 0 elsewhere (argmax's pick), the
     cotangent of max and min, in place of argmax + a mask + a select over x (5-9x the forward
@@ -486,6 +489,21 @@ def _extreme_scatter_lower(em, eqn, ins):
 
         _walk(em, x, t, range(t.rank), track, "xt")
         _walk(em, x, t, range(t.rank), put, "xw")
+        return [result]
+
+    if group <= SMALL_GROUP:  # (a pool's window): straight-line code per group, no inner loops
+        positions = [dict(zip(axes, map(em.i64, red))) for red in np.ndindex(*[t.shape[a] for a in axes])]
+
+        def pick(o):
+            best, first = _element(em, x, t, kept, o, positions[0]), em.i64(0)
+            for i, at in enumerate(positions[1:], 1):
+                v = _element(em, x, t, kept, o, at)
+                better = _better(em, dt, kind, v, best)
+                best, first = em.b.select(better, v, best), em.b.select(better, em.i64(i), first)
+            for at in positions:
+                write(o, first)(at)
+
+        em.loop_nest([t.shape[k] for k in kept], pick, "xs")
         return [result]
 
     extreme = em.alloca(reg_type(dt))
