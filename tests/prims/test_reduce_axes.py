@@ -10,6 +10,7 @@ import itertools
 import numpy as np
 import pytest
 from support import reference as R
+from support.native import ir_of, module, prim_names
 
 import diffc
 
@@ -88,3 +89,18 @@ def test_f32_max_pool_gradient():
     got = m.g(x)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
+
+
+def test_max_gradient_is_one_op():
+    """grad(max) over a middle axis: one extreme_scatter, no argmax pass or transposed mask."""
+    m = module("fn g(x) = grad(fn(y) => sum(max(y, axis=(1, 2))))(x)")
+    names = prim_names(ir_of(m, "g", _data("ties")))
+    assert "extreme_scatter" in names
+    assert not names & {"argmax", "transpose", "eq", "select"}
+
+
+def test_transpose_of_a_broadcast_scalar():
+    """grad(sum(transpose(x))): the cotangent, a broadcast 1.0, is transposed as a scalar."""
+    m = diffc.compile("fn g(x) = grad(fn(y) => sum(transpose(y, [2, 0, 1]) * 2.0))(x)")
+    x = np.arange(24.0).reshape(2, 3, 4)
+    np.testing.assert_array_equal(m.g(x), np.full(x.shape, 2.0))
