@@ -91,6 +91,7 @@ class Lazy:
     type: TensorType
     at: object  # idx (list of i64 values) -> scalar
     crosses: bool = False  # reads an array across its rows (See Note [Tiles])
+    uniform: bool = False  # every element is the same (a broadcast scalar): any view of it is free
 
 
 @dataclass
@@ -388,6 +389,7 @@ class Emitter:
                 a.type.with_shape(shape),
                 lambda idx: a.at([zero if d == 1 else idx[r + k] for k, d in enumerate(dims)]),
                 a.crosses,
+                a.uniform,
             )
         if not isinstance(a, Arr):
             return a

@@ -45,7 +45,7 @@ def _broadcast_shape(in_types, shape):
 
 def _splat(t, x):
     """A scalar seen as an array of type t, without memory: it is read where it is used."""
-    return Lazy(t, lambda idx: x)
+    return Lazy(t, lambda idx: x, uniform=True)
 
 
 def _broadcast_lower(em, eqn, ins):
@@ -109,8 +109,13 @@ reshape_p = primitive(
 
 
 def _transpose_lower(em, eqn, ins):
+    """A view of x with its strides permuted. A broadcast scalar (a sum's cotangent) stays one:
+    materialising it would cost a write of the whole array and a read across its rows."""
     (x,) = ins
     perm = eqn.params["perm"]
+    if isinstance(x, Lazy) and x.uniform:
+        return [Lazy(eqn.outs[0].type, x.at, uniform=True)]
+    x = em.force(x)
     if not isinstance(x, Arr):
         return [x]
     return [Arr(x.ptr, x.offset, tuple(x.strides[p] for p in perm), eqn.outs[0].type)]
@@ -124,6 +129,7 @@ transpose_p = primitive(
     vjp=lambda ctx, p, ins, outs, cts: [ops.transpose(ctx.b, cts[0], _inverse(p["perm"]))],
     jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, transpose_p, p, ins, ts),
     fold=lambda x, perm: [np.transpose(x, perm)],
+    reads_lazy=True,
     keeps_zeros=True,
 )
 

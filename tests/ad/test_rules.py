@@ -227,6 +227,8 @@ REDUCTIONS = [
     C("mean-axis", "fn f(x) = mean(x * x, axis=0)", normal(2, 3), prims=("reduce_sum",)),
     C("sum-axes-keepdims", "fn f(x) = sum(x, axis=(0, 2), keepdims=true) * x", normal(2, 3, 2), prims=("reduce_sum",)),
     C("max-axes", "fn f(x) = max(x, axis=[0, -1])", distinct(2, 3, 2), prims=("reduce_max",)),
+    C("max-middle-axis", "fn f(x) = max(x, axis=1) * 2.0", distinct(2, 3, 2), grad_prims=("extreme_scatter",)),
+    C("min-axes-last", "fn f(x) = min(x, axis=(0, 2))", distinct(2, 3, 2), grad_prims=("extreme_scatter",)),
     C("prod-keepdims", "fn f(x) = prod(x, axis=1, keepdims=true) * x", away(2, 3, lo=0.5), prims=("reduce_prod",)),
     C("var", "fn f(x) = var(x)", normal(2, 3), prims=("reduce_sum",)),
     C("var-axis-ddof", "fn f(x) = var(x, axis=0, ddof=1)", normal(3, 2), prims=("reduce_sum",)),

@@ -483,6 +483,20 @@ CASES += [
     Case("argmax", "x", "argmin(x)", lambda rng: (_bools(rng, (6,)),), R.argmin_flat, label="argmin bool"),
 ]
 
+# max and min's cotangent (extreme_scatter, made by grad): g at each group's first extreme
+_ties = lambda shp, gshp: lambda rng: (_ints(lo=-2, hi=2)(rng, shp).astype(F64), _floats(F64)(rng, gshp))  # noqa: E731
+CASES += [
+    Case(
+        "extreme_scatter",
+        "x, g",
+        f"grad(fn(y) => sum({_kind}(y, axis={list(_axes)}) * g))(x)",
+        _ties((2, 3, 4), tuple(d for k, d in enumerate((2, 3, 4)) if k not in _axes)),
+        lambda x, g, a=_axes, k=_kind: R.extreme_scatter(x, g, a, k),
+    )
+    for _kind in ("max", "min")
+    for _axes in [(2,), (1,), (0, 2), (0, 1)]
+]
+
 # keepdims= and tuple axes; any and all; var, std and logsumexp (compositions of reductions)
 _axes_kw = [
     ("", None),

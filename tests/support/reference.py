@@ -142,3 +142,16 @@ def strided_pad(g, index, shape):
     out = np.zeros(shape)
     out[index] = g
     return out
+
+
+def extreme_scatter(x, g, axes, kind="max"):
+    """x's shape with g at the first largest (smallest) element of each group over `axes` and 0
+    elsewhere (the first NaN, as argmax): the gradient of sum(max(x, axis=axes) * g)."""
+    axes = [a % x.ndim for a in axes]
+    kept = [k for k in range(x.ndim) if k not in axes]
+    group = int(np.prod([x.shape[a] for a in axes]))
+    xt = np.transpose(x, kept + axes).reshape(tuple(x.shape[k] for k in kept) + (group,))
+    pick = (np.argmax if kind == "max" else np.argmin)(xt, axis=-1)
+    out = np.where(np.arange(xt.shape[-1]) == pick[..., None], np.asarray(g)[..., None], 0.0)
+    out = out.reshape(tuple(x.shape[k] for k in kept) + tuple(x.shape[a] for a in axes))
+    return np.transpose(out, np.argsort(kept + axes))
