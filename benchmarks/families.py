@@ -215,7 +215,7 @@ fn loss(k, bk, wd, bd, x, y) {
             {"batch": 64, "c_in": 8, "hw": 32, "c_out": 32},
         ],
         _conv,
-        lambda s: f"{s['batch']}x{s['c_in']}x{s['hw']}^2 k{s['c_out']}",
+        lambda s: f"{s['batch']}x{s['c_in']}x{s['hw']}x{s['hw']} k{s['c_out']}",
     ),
     Family(
         "xent",

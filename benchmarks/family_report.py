@@ -3,6 +3,9 @@ value-and-grad time over the best peer's, per family over its sizes."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 from benchmarks.report import table
 
 
@@ -29,14 +32,14 @@ def _us(entry: dict, phase: str) -> str:
     return entry.get("status", "—").upper()
 
 
-def _warnings(row: dict) -> str:
-    found = [
-        f"{name} {phase}: {e[phase]['warning']}"
-        for name, e in row["impls"].items()
-        for phase in ("fwd", "vg")
-        if e.get(phase, {}).get("warning")
-    ]
-    return "; ".join(found)
+def _cpu_over_wall(row: dict) -> str:
+    """The implementations whose CPU time was not their wall time (1 thread only): cpu/wall of
+    fwd and vg, e.g. "torch 1.9/1.8" (a second core worked) or "diffc 0.4/0.5" (waited)."""
+    cells = []
+    for name, e in row["impls"].items():
+        if any(e.get(phase, {}).get("warning") for phase in ("fwd", "vg")):
+            cells.append(f"{name} {e['fwd']['cpu_over_wall']:.2f}/{e['vg']['cpu_over_wall']:.2f}")
+    return ", ".join(cells)
 
 
 def render(results: dict) -> str:
@@ -66,7 +69,7 @@ def render(results: dict) -> str:
                     "—" if best is None else f"{best[0]} {best[1]:,.0f}",
                     "—" if fwd_ratio is None else f"{fwd_ratio:.2f}",
                     "—" if vg_ratio is None else f"**{vg_ratio:.2f}**" if vg_ratio <= 1.0 else f"{vg_ratio:.2f}",
-                    _warnings(r),
+                    _cpu_over_wall(r),
                 ]
             )
         header = [
@@ -79,44 +82,100 @@ def render(results: dict) -> str:
             "best peer vg",
             "fwd ratio",
             "vg ratio",
-            "cpu/wall ≠ 1",
+            "cpu/wall ≠ 1 (fwd/vg)",
         ]
         parts.append(f"\n### {dtype}\n\n" + table(header, rows))
     return "\n".join(parts)
 
 
+def series(results: dict) -> dict:
+    """{family: {"labels": [size labels], dtype: [(size index, ratio)]}} for the plots."""
+    out = {}
+    for r in results["rows"]:
+        fam = out.setdefault(r["family"], {"labels": []})
+        if r["label"] not in fam["labels"]:
+            fam["labels"].append(r["label"])
+        if ratio(r) is not None:
+            fam.setdefault(r["dtype"], []).append((fam["labels"].index(r["label"]), ratio(r)))
+    return out
+
+
+COLOURS = {"f64": "#1f77b4", "f32": "#ff7f0e"}
+TITLE = "diffc value-and-grad time / best peer's (below the dashed 1: diffc faster)"
+
+
 def plot(results: dict, path) -> str:
-    """Writes the plot; returns '' or why it was not written."""
+    """Writes the plot: PNG through matplotlib, or SVG (written by hand) when the path ends in
+    .svg or matplotlib is not importable. Returns where it went."""
+    path = Path(path)
     try:
+        if path.suffix == ".svg":
+            raise ImportError
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "not written: matplotlib is not importable"
-    families = list(dict.fromkeys(r["family"] for r in results["rows"]))
-    cols = 5
-    fig, axes = plt.subplots(
-        (len(families) + cols - 1) // cols,
-        cols,
-        figsize=(3.2 * cols, 2.8 * ((len(families) + cols - 1) // cols)),
-        squeeze=False,
-    )
-    for ax, fam in zip(axes.flat, families):
-        for dtype in dict.fromkeys(r["dtype"] for r in results["rows"]):
-            rows = [r for r in results["rows"] if r["family"] == fam and r["dtype"] == dtype]
-            points = [(i, ratio(r)) for i, r in enumerate(rows) if ratio(r) is not None]
-            if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=dtype)
-            ax.set_xticks(range(len(rows)), [r["label"] for r in rows], rotation=30, fontsize=6, ha="right")
+        path = path.with_suffix(".svg")
+        path.write_text(svg(series(results)))
+        return str(path)
+    data = series(results)
+    cols, rows = 5, (len(data) + 4) // 5
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, (fam, s) in zip(axes.flat, data.items()):
+        for dtype, colour in COLOURS.items():
+            if s.get(dtype):
+                ax.plot(*zip(*s[dtype]), marker="o", label=dtype, color=colour)
+        ax.set_xticks(range(len(s["labels"])), s["labels"], rotation=30, fontsize=6, ha="right")
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
         ax.set_yscale("log")
         ax.set_title(fam, fontsize=9)
         ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(families) :]:
+    for ax in list(axes.flat)[len(data) :]:
         ax.set_visible(False)
-    fig.suptitle("diffc value-and-grad time / best peer's (below 1: diffc faster)", fontsize=10)
+    fig.suptitle(TITLE, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return ""
+    return str(path)
+
+
+def svg(data: dict, cols: int = 5, w: int = 230, h: int = 190) -> str:
+    """The same panels as the PNG, as SVG: log-scale ratio against size, one line per dtype."""
+    ratios = [1.0] + [r for s in data.values() for d in COLOURS for _, r in s.get(d, [])]
+    lo, hi = math.floor(math.log10(min(ratios))), math.ceil(math.log10(max(ratios)))
+    hi = max(hi, lo + 1)  # the axis spans at least one decade
+    left, top, pw, ph = 40, 28, w - 55, h - 80
+    height = 30 + h * ((len(data) + cols - 1) // cols)
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{cols * w}" height="{height}"'
+        ' font-family="sans-serif" font-size="9">',
+        f'<text x="10" y="18" font-size="12">{TITLE}</text>',
+    ]
+    for k, (fam, s) in enumerate(data.items()):
+        ox, oy = (k % cols) * w + left, 30 + (k // cols) * h + top
+        n = max(len(s["labels"]) - 1, 1)
+
+        def xy(i, r):
+            return ox + pw * i / n, oy + ph * (hi - math.log10(r)) / (hi - lo)
+
+        out.append(f'<text x="{ox}" y="{oy - 8}" font-size="11">{fam}</text>')
+        out.append(f'<rect x="{ox}" y="{oy}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>')
+        for e in range(lo, hi + 1):
+            y = xy(0, 10.0**e)[1]
+            dash = ' stroke-dasharray="4 3" stroke="#666"' if e == 0 else ' stroke="#eee"'
+            out.append(f'<line x1="{ox}" x2="{ox + pw}" y1="{y:.1f}" y2="{y:.1f}"{dash}/>')
+            out.append(f'<text x="{ox - 4}" y="{y + 3:.1f}" text-anchor="end">{10.0**e:g}</text>')
+        for i, label in enumerate(s["labels"]):
+            x = xy(i, 1.0)[0]
+            out.append(
+                f'<text x="{x:.1f}" y="{oy + ph + 10}" transform="rotate(30 {x:.1f} {oy + ph + 10})">{label}</text>'
+            )
+        for j, (dtype, colour) in enumerate(COLOURS.items()):
+            points = [xy(i, r) for i, r in s.get(dtype, [])]
+            if points:
+                line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+                out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+                out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}"/>' for x, y in points]
+            out.append(f'<text x="{ox + pw - 30}" y="{oy + 12 + 11 * j}" fill="{colour}">{dtype}</text>')
+    return "\n".join(out + ["</svg>"]) + "\n"

@@ -12,6 +12,7 @@ The environment (threads, pinning, caches) is set by __main__ before NumPy is im
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import json
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import affinity, check, family_report, timing
+from benchmarks import affinity, check, family_report, runner, timing
 from benchmarks.families import BY_NAME, DTYPES, NAMES, QUICK_SIZES, data
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,8 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--only", default=",".join(NAMES), help=f"families, of {', '.join(NAMES)}")
     p.add_argument("--dtype", default="f64,f32", help="f64, f32 or both (default)")
     p.add_argument("--threads", type=int, default=affinity.cores(), help="1 pins the process to one core; default all")
-    p.add_argument("--plot", type=Path, help="a PNG of diffc / best peer over sizes (needs matplotlib)")
+    p.add_argument("--plot", type=Path, help="a PNG (matplotlib) or SVG of diffc / best peer over sizes")
     p.add_argument("--table", type=Path, help="also write the Markdown tables here")
+    p.add_argument("--report", type=Path, metavar="JSON", help="run nothing: the tables and plot of a saved run")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"where families.json goes (default {RESULTS})")
     args = p.parse_args(argv)
     args.only, args.dtype = _pick(p, args.only, NAMES), _pick(p, args.dtype, list(DTYPES))
@@ -164,11 +166,14 @@ def run_size(fam, size, dtype, program, found, args, budget) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return publish(json.loads(args.report.read_text()), args)
     found, missing = peers()
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(args.threads)
     budget = timing.QUICK if args.quick else timing.FULL
+    started = datetime.datetime.now().isoformat(timespec="seconds")
     rows = []
     for name in args.only:
         fam = BY_NAME[name]
@@ -179,6 +184,10 @@ def main(argv=None) -> int:
                 rows.append(run_size(fam, size, dtype, program, found, args, budget))
     results = {
         "meta": {
+            "started": started,
+            "machine": runner.machine(),
+            "versions": runner.versions(),
+            "diffc_source": runner.diffc_source(),
             "threads": args.threads,
             "pinned_to_one_core": args.threads == 1,
             "cores_allowed": affinity.cores(),
@@ -189,15 +198,21 @@ def main(argv=None) -> int:
         },
         "rows": rows,
     }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "families.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    return publish(results, args)
+
+
+def publish(results: dict, args) -> int:
+    """The tables on stdout (and --table), the plot (--plot); 1 if anything failed or disagreed."""
+    rows = results["rows"]
     text = family_report.render(results)
     print(text)
     if args.table:
+        args.table.parent.mkdir(parents=True, exist_ok=True)
         args.table.write_text(text + "\n")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "families.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     if args.plot:
-        why_not = family_report.plot(results, args.plot)
-        print(f"plot: {why_not}" if why_not else f"plot: {args.plot}", file=sys.stderr)
+        print(f"plot: {family_report.plot(results, args.plot)}", file=sys.stderr)
     bad = [(r["family"], r["dtype"], r["label"], i) for r in rows for i, e in r["impls"].items() if e["status"] != "ok"]
     if bad:
         loud("FAILED: " + ", ".join(" ".join(b) for b in bad))

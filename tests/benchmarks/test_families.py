@@ -5,6 +5,7 @@ the best peer, the CPU-time check and the pinning to one core (in a subprocess).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,61 @@ def test_agreement_scales_by_the_whole_gradient():
     theirs = (2.0, (2.0, [np.array([1.0, -3.0]), np.array([-2e-17])]))
     assert family_runner.agreement(ours, theirs) == pytest.approx(1e-17)
     assert family_runner.agreement(ours, (2.0, (2.0, [np.array([1.0, -3.0]), np.array([0.1])]))) > 1e-3
+
+
+def results():
+    timed = {"median_us": 100.0, "min_us": 90.0, "cpu_over_wall": 1.0, "warning": ""}
+    slow = {**timed, "median_us": 400.0, "cpu_over_wall": 1.9, "warning": "1.90 (more than one core)"}
+    ok = {"status": "ok", "fwd": timed, "vg": timed, "compile_s": {"fwd": 0.1, "vg": 0.2}}
+    rows = [
+        {"family": "mlp", "dtype": "f64", "label": "small", "impls": {"diffc": ok, "torch": {**ok, "vg": slow}}},
+        {"family": "mlp", "dtype": "f64", "label": "large", "impls": {"diffc": {"status": "mismatch"}, "torch": ok}},
+    ]
+    meta = {"pinned_to_one_core": True, "threads": 1, "peers": ["torch"], "missing_peers": {"jax": "not installed"}}
+    return {"meta": meta, "rows": rows}
+
+
+def test_tables_show_the_ratio_a_mismatch_and_the_cpu_check():
+    text = family_report.render(results())
+    small, large = [line for line in text.splitlines() if line.startswith("| mlp")]
+    assert "**0.25**" in small and "torch 1.00/1.90" in small
+    assert "MISMATCH" in large and "**" not in large
+    assert "missing: jax" in text and "pinned to one core" in text
+
+
+def test_the_plot_without_matplotlib_is_an_svg_of_the_ratios(tmp_path):
+    written = Path(family_report.plot(results(), tmp_path / "families.svg"))
+    svg = written.read_text()
+    assert written.suffix == ".svg" and svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert svg.count("<polyline") == 1 and svg.count("<circle") == 1  # the mismatch is not drawn
+
+
+def test_families_command_end_to_end(tmp_path):
+    """One family, its quick sizes, f32: the command exits 0 and writes the JSON, the table and
+    the plot (with whichever peers this Python has)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "families", "--quick", "--only", "comprehension", "--dtype", "f32"]
+        + [
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--table",
+            str(tmp_path / "t.md"),
+            "--plot",
+            str(tmp_path / "p.svg"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "families.json").read_text())
+    assert saved["meta"]["pinned_to_one_core"] and [r["label"] for r in saved["rows"]] == ["n=32", "n=128", "n=512"]
+    assert all(r["impls"]["diffc"]["status"] == "ok" for r in saved["rows"])
+    assert (tmp_path / "t.md").read_text().count("| comprehension |") == 3 and (tmp_path / "p.svg").exists()
+    bad = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "families", "--only", "nope"], cwd=ROOT, capture_output=True
+    )
+    assert bad.returncode == 2 and b"unknown nope" in bad.stderr
