@@ -158,7 +158,12 @@ def run_size(fam, size, dtype, program, found, args, budget) -> dict:
         if entry["status"] != "ok":
             continue
         print(f"time {impl} {fam.name} {dtype} {row['label']}", file=sys.stderr, flush=True)
-        entry.update(timed(fwd, vg, budget, args.threads))
+        try:
+            entry.update(timed(fwd, vg, budget, args.threads))
+        except Exception as e:
+            entry.update(status="error", detail=f"{type(e).__name__}: {e}")
+            loud(f"ERROR {impl} {fam.name} {dtype} {row['label']} while timing: {entry['detail']}")
+            continue
         first = entry["first_call_s"]
         entry["compile_s"] = {p: max(first[p] - entry[p]["median_us"] * 1e-6, 0.0) for p in ("fwd", "vg")}
     return row
