@@ -1,17 +1,29 @@
 """python -m benchmarks [--quick] [--only NAME,...] [--impl IMPL,...] [--threads N]: see runner.py.
-The environment is set here, before NumPy, JAX or PyTorch is imported (environment.py)."""
+python -m benchmarks families [--quick] [--threads N] [--plot PNG] ...: see family_runner.py.
+The environment is set here, before NumPy, JAX or PyTorch is imported (environment.py); with
+--threads 1, families also pins the whole process to one core (affinity.py)."""
 
 import argparse
 import sys
 import tempfile
 
-from benchmarks import environment
+from benchmarks import affinity, environment
 
+families = sys.argv[1:2] == ["families"]
+argv = sys.argv[2:] if families else sys.argv[1:]
 early = argparse.ArgumentParser(add_help=False)
-early.add_argument("--threads", type=int, default=1)
+early.add_argument("--threads", type=int, default=affinity.cores() if families else 1)
+threads = early.parse_known_args(argv)[0].threads
 with tempfile.TemporaryDirectory(prefix="diffc-bench-cache-") as cache_dir:
-    environment.prepare(early.parse_known_args()[0].threads, cache_dir)
-    from benchmarks import runner  # noqa: E402  (imports NumPy)
+    environment.prepare(threads, cache_dir)
+    if families and threads == 1:
+        affinity.pin_to_one_core()
+    if families:
+        from benchmarks import family_runner  # noqa: E402  (imports NumPy)
 
-    status = runner.main()
+        status = family_runner.main(argv)
+    else:
+        from benchmarks import runner  # noqa: E402  (imports NumPy)
+
+        status = runner.main(argv)
 sys.exit(status)
