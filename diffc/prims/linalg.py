@@ -166,6 +166,11 @@ def _at(em, x: Arr, idx, rank: int, mat: int) -> Arr:
     return Arr(x.ptr, off, x.strides[own:], x.type.with_shape(x.type.shape[own:]))
 
 
+def _line(x: Arr, axis: int) -> Arr:
+    """The matrix x of one row (axis 1) or one column (axis 0) as the vector along axis."""
+    return Arr(x.ptr, x.offset, (x.strides[axis],), x.type.with_shape((x.type.shape[axis],)))
+
+
 def _product(em, a: Arr, b: Arr, dest):
     """a @ b for a and b of rank 1 or 2, into dest() (called once, when the operands are
     ready), or for two vectors (dest None) the scalar. Big float products call the kernel of
@@ -175,6 +180,12 @@ def _product(em, a: Arr, b: Arr, dest):
     dt = ta.dtype
     work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
     if dest is not None and dt in _BLAS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
+        if ta.rank == 2 and tb.rank == 2 and 1 in (ta.shape[0], tb.shape[1]) and jit.blas_available():
+            # one row or one column: the kernel's tiles would each walk down all of b's rows
+            # (3x slower than gemv at 512), and a row or column of a matrix is a vector
+            if ta.shape[0] == 1:
+                return _blas_lower(em, _line(a, 1), b, dest)
+            return _blas_lower(em, a, _line(b, 0), dest)
         if ta.rank == 2 and tb.rank == 2 and (ta.shape[1] <= GEMM_MAX_K or not jit.blas_available()):
             return _gemm_lower(em, a, b, dest)
         if jit.blas_available():

@@ -1,0 +1,144 @@
+"""Vector-matrix and matrix-vector products, whichever side the vector is on and whichever way
+the matrix is stored (a transpose is a view), as a vector or as a matrix of one row or one
+column: values against NumPy at sizes below and above the call thresholds, empty ones, NaN
+and infinities, and their derivatives."""
+
+import numpy as np
+import pytest
+from support.native import ir_of
+
+import diffc
+from diffc.lower.llvm import lower_program
+
+SRC = """
+fn vm(v, m) = v @ m
+fn mv(m, v) = m @ v
+fn tmv(m, v) = transpose(m) @ v
+fn vtm(v, m) = v @ transpose(m)
+fn row_m(v, m) = reshape(v, [1, -1]) @ m
+fn m_col(m, v) = m @ reshape(v, [-1, 1])
+fn row_tm(v, m) = reshape(v, [1, -1]) @ transpose(m)
+fn tm_col(m, v) = transpose(m) @ reshape(v, [-1, 1])
+fn loss_vm(v, m) = sum(tanh(v @ m))
+fn loss_tmv(m, v) = sum(tanh(transpose(m) @ v))
+fn loss_row(v, m) = sum(tanh(reshape(v, [1, -1]) @ m))
+fn loss_col(m, v) = sum(tanh(transpose(m) @ reshape(v, [-1, 1])))
+"""
+
+# (rows, cols) of the stored matrix: empty, one, below and above the threshold of a call
+SHAPES = [(0, 5), (5, 0), (1, 1), (1, 300), (300, 1), (7, 9), (64, 64), (130, 70), (70, 130)]
+
+
+@pytest.fixture(scope="module")
+def m():
+    return diffc.compile(SRC)
+
+
+def _expected(name, mat, v):
+    """NumPy's product, the vector on the side the function puts it."""
+    flat = {
+        "vm": lambda: v @ mat,
+        "mv": lambda: mat @ v,
+        "tmv": lambda: mat.T @ v,
+        "vtm": lambda: v @ mat.T,
+        "row_m": lambda: v[None] @ mat,
+        "m_col": lambda: mat @ v[:, None],
+        "row_tm": lambda: v[None] @ mat.T,
+        "tm_col": lambda: mat.T @ v[:, None],
+    }
+    return flat[name]()
+
+
+# the side of the stored matrix the vector multiplies: its rows (v @ m) or its columns (m @ v)
+ALONG_ROWS = ("vm", "tmv", "row_m", "tm_col")
+ALONG_COLS = ("mv", "vtm", "m_col", "row_tm")
+
+
+def _args(name, mat, v):
+    return (v, mat) if name in ("vm", "vtm", "row_m", "row_tm") else (mat, v)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", ALONG_ROWS + ALONG_COLS)
+def test_every_orientation_matches_numpy(m, name, shape, dtype):
+    rng = np.random.default_rng(0)
+    mat = rng.standard_normal(shape).astype(dtype)
+    v = rng.standard_normal(shape[0] if name in ALONG_ROWS else shape[1]).astype(dtype)
+    got = getattr(m, name)(*_args(name, mat, v))
+    want = _expected(name, mat, v)
+    assert got.shape == want.shape and got.dtype == dtype
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("n", [7, 200])
+@pytest.mark.parametrize("name", ALONG_ROWS + ALONG_COLS)
+def test_nan_and_infinity_propagate_as_in_the_sum_of_products(m, name, n):
+    """0 * inf in a term is NaN (no term is skipped for a zero factor), inf + -inf is NaN,
+    and an inf that meets only finite factors stays inf."""
+    mat = np.ones((n, n))
+    v = np.ones(n)
+    v[1] = 0.0
+    mat[1, 2] = mat[2, 1] = np.inf  # each meets the zero of v in one orientation
+    mat[3, 4] = mat[4, 3] = np.inf
+    mat[3, 5] = mat[5, 3] = -np.inf
+    mat[6, 0] = mat[0, 6] = np.nan
+    got = np.ravel(getattr(m, name)(*_args(name, mat, v)))
+    stored = mat if name in ALONG_ROWS else mat.T
+    if name in ("tmv", "tm_col", "vtm", "row_tm"):
+        stored = stored.T
+    with np.errstate(invalid="ignore"):
+        want = (v[:, None] * stored).sum(axis=0)  # every term, summed without a BLAS
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [9, 150])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gradients_of_every_orientation(m, n, dtype):
+    rng = np.random.default_rng(1)
+    mat = rng.standard_normal((n, n + 3)).astype(dtype) / n
+    v = rng.standard_normal(n).astype(dtype)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
+
+    d = 1 - np.tanh(v @ mat) ** 2  # loss_vm, loss_row: v along the rows of mat
+    for name in ("loss_vm", "loss_row"):
+        gv, gm = diffc.grad(getattr(m, name), (0, 1))(v, mat)
+        np.testing.assert_allclose(gv, mat @ d, **tol)
+        np.testing.assert_allclose(gm, np.outer(v, d), **tol)
+    for name in ("loss_tmv", "loss_col"):  # transpose(mat) @ v = v @ mat
+        gm, gv = diffc.grad(getattr(m, name), (0, 1))(mat, v)
+        np.testing.assert_allclose(gv, mat @ d, **tol)
+        np.testing.assert_allclose(gm, np.outer(v, d), **tol)
+    # forward mode: the derivative along (dv, dm)
+    dv = rng.standard_normal(n).astype(dtype)
+    dm = rng.standard_normal(mat.shape).astype(dtype)
+    _, jv = diffc.jvp(m.loss_vm)(v, mat, dv, dm)
+    np.testing.assert_allclose(jv, d @ (dv @ mat + v @ dm), **tol)
+
+
+def test_gradients_against_finite_differences(m):
+    rng = np.random.default_rng(2)
+    mat, v = rng.standard_normal((40, 300)) / 20, rng.standard_normal(40)
+    gv, gm = diffc.grad(m.loss_row, (0, 1))(v, mat)
+    eps = 1e-6
+    for i, j in [(0, 0), (3, 299), (39, 150)]:
+        e = np.zeros_like(mat)
+        e[i, j] = eps
+        fd = (m.loss_row(v, mat + e) - m.loss_row(v, mat - e)) / (2 * eps)
+        np.testing.assert_allclose(gm[i, j], fd, rtol=1e-6, atol=1e-9)
+    e = np.zeros_like(v)
+    e[7] = eps
+    np.testing.assert_allclose(gv[7], (m.loss_row(v + e, mat) - m.loss_row(v - e, mat)) / (2 * eps), rtol=1e-6)
+
+
+@pytest.mark.parametrize("sa, sb", [((1, 512), (512, 512)), ((512, 512), (512, 1))], ids=str)
+def test_a_matrix_of_one_row_or_column_is_a_matrix_vector_product(sa, sb):
+    """Not the tiled kernel, whose tiles of one row would each walk down all of b's rows."""
+    from diffc.lower import jit
+
+    if not jit.blas_available():
+        pytest.skip("OpenBLAS is not loaded")
+    prog = ir_of(diffc.compile("fn f(a, b) = a @ b"), "f", np.ones(sa), np.ones(sb))
+    text = str(lower_program(prog).module)
+    assert "dgemv" in text and "diffc_gemm_f64" not in text
