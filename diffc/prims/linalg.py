@@ -177,19 +177,38 @@ def _product(em, a: Arr, b: Arr, dest):
     lower/gemm.py or OpenBLAS; small and integer ones are loops, in the order i, k, j that
     keeps the innermost loop contiguous in b and out (vectorisable)."""
     ta, tb = a.type, b.type
+    if dest is not None and ta.rank == tb.rank == 2 and 1 in (ta.shape[0], tb.shape[1]):
+        # a matrix of one row (a) or one column (b) is a vector: the product is a
+        # matrix-vector one, whose loops run along the contiguous axis (and the tiles of the
+        # generated kernel, one row each, would each walk down all of b: 3.3x slower at 512)
+        one_row = ta.shape[0] == 1
+        if isinstance(a if one_row else b, Arr):
+            made = []
+
+            def line_dest():
+                made.append(dest())
+                return _line(made[0], 1 if one_row else 0)
+
+            if one_row:
+                _product(em, _line(a, 1), b, line_dest)
+            else:
+                _product(em, a, _line(b, 0), line_dest)
+            return made[0]
     dt = ta.dtype
     work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
     if dest is not None and dt in _BLAS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
-        if ta.rank == 2 and tb.rank == 2 and 1 in (ta.shape[0], tb.shape[1]) and jit.blas_available():
-            # one row or one column: the kernel's tiles would each walk down all of b's rows
-            # (3x slower than gemv at 512), and a row or column of a matrix is a vector
-            if ta.shape[0] == 1:
-                return _blas_lower(em, _line(a, 1), b, dest)
-            return _blas_lower(em, a, _line(b, 0), dest)
         if ta.rank == 2 and tb.rank == 2 and (ta.shape[1] <= GEMM_MAX_K or not jit.blas_available()):
             return _gemm_lower(em, a, b, dest)
         if jit.blas_available():
             return _blas_lower(em, a, b, dest)
+    if ta.rank == tb.rank == 2 and _by_columns(a) and _by_columns(b):
+        # no loop order is contiguous in both: out^T = b^T @ a^T is (both stored by rows),
+        # and its transpose, the size of out, is copied into out
+        t = em.alloc(ta.with_shape((tb.shape[1], ta.shape[0])))
+        _product(em, _transposed(b), _transposed(a), lambda: t)
+        out = dest()
+        em.copy_into(out, _transposed(t))
+        return out
     K = ta.shape[-1]
     rows = ta.shape[0] if ta.rank == 2 else None
     cols = tb.shape[1] if tb.rank == 2 else None
@@ -200,32 +219,47 @@ def _product(em, a: Arr, b: Arr, dest):
     def b_at(k, j):
         return em.load(b, [k, j] if cols is not None else [k])
 
-    def dot(i):
-        """sum_k a[i, k] * x[k] in a register (a dot product per row: reassociable)."""
+    def dot(i, j):
+        """sum_k a[i, k] * b[k, j] in a register (reassociable, so vectorised along k)."""
         acc = em.alloca(reg_type(dt))
         em.b.store(em.const(dt, 0), acc)
-        em.loop(K, lambda k: em.b.store(_madd(em, dt, em.b.load(acc), a_at(i, k), b_at(k, None)), acc), "mk")
+        em.loop(K, lambda k: em.b.store(_madd(em, dt, em.b.load(acc), a_at(i, k), b_at(k, j)), acc), "mk")
         return em.b.load(acc)
 
+    def add_to(idx, term):
+        em.store(out, idx, _add(em, dt, em.load(out, idx), term))
+
     if rows is None and cols is None:  # a dot product
-        return dot(None)
+        return dot(None, None)
     out = dest()
-    if cols is None:  # a matrix times a vector: one dot product per row
-        em.loop(rows, lambda i: em.store(out, [i], dot(i)), "mi")
+    # The innermost loop runs along an axis that is contiguous in the operands it reads
+    # (a transposed view is stored by columns): for a matrix stored by rows times a vector,
+    # a dot product per row; for one stored by columns, the vector's elements times its
+    # columns added up; for b stored by columns, a dot product per element of the result;
+    # otherwise a's elements times b's rows added up along out's rows.
+    if cols is None and not _by_columns(a):
+        em.loop(rows, lambda i: em.store(out, [i], dot(i, None)), "mi")
         return out
-    # a vector or a matrix times a matrix: the innermost loop runs along b's and out's rows
+    if cols is not None and _by_columns(b) and (rows is None or not _by_columns(a)):
+        em.loop_nest(
+            out.type.shape, lambda idx: em.store(out, idx, dot(idx[0] if rows is not None else None, idx[-1])), "mo"
+        )
+        return out
     zero = em.const(dt, 0)
     em.loop_nest(out.type.shape, lambda idx: em.store(out, idx, zero), "mz")
+    if cols is None:  # out[:] += a[:, k] * x[k]
 
-    def per_row(i):
+        def per_k(k):
+            xk = b_at(k, None)
+            em.loop(rows, lambda i: add_to([i], _mul(em, dt, a_at(i, k), xk)), "mi")
+
+        em.loop(K, per_k, "mk")
+        return out
+
+    def per_row(i):  # out[i, :] += a[i, k] * b[k, :]
         def per_k(k):
             aik = a_at(i, k)
-
-            def per_col(j):
-                idx = [x for x in (i, j) if x is not None]
-                em.store(out, idx, _add(em, dt, em.load(out, idx), _mul(em, dt, aik, b_at(k, j))))
-
-            em.loop(cols, per_col, "mj")
+            em.loop(cols, lambda j: add_to([x for x in (i, j) if x is not None], _mul(em, dt, aik, b_at(k, j))), "mj")
 
         em.loop(K, per_k, "mk")
 
@@ -234,6 +268,15 @@ def _product(em, a: Arr, b: Arr, dest):
     else:
         em.loop(rows, per_row, "mi")
     return out
+
+
+def _transposed(x: Arr) -> Arr:
+    return Arr(x.ptr, x.offset, x.strides[::-1], x.type.with_shape(x.type.shape[::-1]))
+
+
+def _by_columns(x) -> bool:
+    """Whether the matrix x is an array in memory whose columns, not rows, are contiguous."""
+    return isinstance(x, Arr) and x.type.rank == 2 and x.strides[0] == 1 and x.strides[1] != 1
 
 
 # --- derivative rules ---------------------------------------------------------------------------

@@ -132,6 +132,38 @@ def test_gradients_against_finite_differences(m):
     np.testing.assert_allclose(gv[7], (m.loss_row(v + e, mat) - m.loss_row(v - e, mat)) / (2 * eps), rtol=1e-6)
 
 
+MM = """
+fn nn(a, b) = a @ b
+fn tn(a, b) = transpose(a) @ b
+fn nt(a, b) = a @ transpose(b)
+fn tt(a, b) = transpose(a) @ transpose(b)
+"""
+
+
+@pytest.mark.parametrize(
+    "mkn", [(0, 3, 4), (3, 0, 4), (3, 4, 0), (1, 1, 1), (2, 1, 3), (7, 9, 5), (16, 40, 12)], ids=str
+)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_small_products_of_views_stored_by_rows_or_columns(mkn, dtype):
+    """The loops pick their order from the operands' layouts (a transpose is stored by
+    columns); with both stored by columns they compute the transposed product."""
+    mm = diffc.compile(MM)
+    rng = np.random.default_rng(3)
+    m_, k, n = mkn
+    a, b = rng.standard_normal((m_, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for got in (mm.nn(a, b), mm.tn(at, b), mm.nt(a, bt), mm.tt(at, bt)):
+        assert got.shape == (m_, n) and got.dtype == dtype
+        np.testing.assert_allclose(got, a @ b, rtol=tol, atol=tol)
+    with np.errstate(invalid="ignore"):  # 0 * inf in a term: NaN, whatever the loop order
+        a[:, :1], b[:1, :] = 0.0, np.inf
+        want = (a[:, :, None] * b[None, :, :]).sum(axis=1)
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
+    for got in (mm.nn(a, b), mm.tn(at, b), mm.nt(a, bt), mm.tt(at, bt)):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("sa, sb", [((1, 512), (512, 512)), ((512, 512), (512, 1))], ids=str)
 def test_a_matrix_of_one_row_or_column_is_a_matrix_vector_product(sa, sb):
     """Not the tiled kernel, whose tiles of one row would each walk down all of b's rows."""
