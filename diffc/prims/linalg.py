@@ -112,6 +112,14 @@ def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
     """out = a @ b by the generated kernel of lower/gemm.py: a with its own strides, b with
     contiguous rows (copied when it is a transposed view), out = dest() with contiguous rows."""
     (m, k), n = a.type.shape, b.type.shape[1]
+    if _by_columns(b) and m * (k + n) < k * n:
+        # b transposed (g @ W^T in a derivative) and a with few rows: out^T = b^T @ a^T, b^T
+        # stored by rows, costs copies of a^T and out^T, smaller than a copy of b
+        t = em.alloc(a.type.with_shape((n, m)))
+        _gemm_lower(em, _transposed(b), em.materialise(_transposed(a)), lambda: t)
+        out = dest()
+        em.copy_into(out, _transposed(t))
+        return out
     if b.strides[1] != 1:
         b = em.materialise(b)
     out = dest()

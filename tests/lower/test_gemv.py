@@ -174,3 +174,38 @@ def test_a_matrix_of_one_row_or_column_is_a_matrix_vector_product(sa, sb):
     prog = ir_of(diffc.compile("fn f(a, b) = a @ b"), "f", np.ones(sa), np.ones(sb))
     text = str(lower_program(prog).module)
     assert "dgemv" in text and "diffc_gemm_f64" not in text
+
+
+@pytest.mark.parametrize("m_", [1, 3, 16, 40])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_products_with_b_transposed_and_few_rows(m_, dtype):
+    """g @ transpose(W) (the derivative of x @ W): computed as (W @ g^T)^T, W read in place."""
+    mm = diffc.compile(MM)
+    rng = np.random.default_rng(4)
+    a, w = rng.standard_normal((m_, 200)).astype(dtype), rng.standard_normal((130, 200)).astype(dtype)
+    a[0, 5], w[7, 5], w[9, 6] = 0.0, np.inf, np.nan
+    with np.errstate(invalid="ignore"):
+        want = (a[:, None, :] * w[None, :, :]).sum(axis=2)
+    tol = 1e-11 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(mm.nt(a, w), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(mm.tt(np.ascontiguousarray(a.T), w), want, rtol=tol, atol=tol)
+
+
+def test_rnn_gradient_with_a_batch_of_rows():
+    """The backward pass of x @ W over a batch multiplies by transpose(W) at every step."""
+    f = diffc.compile("fn f(W, xs, h0) { let h = fold(fn(h, x) => tanh(x @ W + h @ W), h0, xs); sum(h * h) }")
+    rng = np.random.default_rng(5)
+    w, xs, h0 = rng.standard_normal((96, 96)) / 10, rng.standard_normal((4, 16, 96)), rng.standard_normal((16, 96))
+    gw, gxs = diffc.grad(f.f, (0, 1))(w, xs, h0)
+
+    hs = [h0]
+    for x in xs:
+        hs.append(np.tanh(x @ w + hs[-1] @ w))
+    g, want_w, want_xs = 2 * hs[-1], np.zeros_like(w), np.zeros_like(xs)
+    for t in range(len(xs) - 1, -1, -1):
+        d = g * (1 - hs[t + 1] ** 2)
+        want_w += xs[t].T @ d + hs[t].T @ d
+        want_xs[t] = d @ w.T
+        g = d @ w.T
+    np.testing.assert_allclose(gw, want_w, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gxs, want_xs, rtol=1e-10, atol=1e-10)
