@@ -4,7 +4,10 @@ Float matrix-matrix products big enough to pay for a call run the kernel that lo
 emits (register tiles of fused multiply-adds, A with its own strides, so a transposed view
 costs no copy); those with a long inner dimension, and big matrix-vector products, go to
 OpenBLAS (the scipy-openblas64 package, loaded by lower/jit.py) with the operands' strides.
-Small ones and integer ones are loops that LLVM vectorises."""
+Small ones and integer ones are loops that LLVM vectorises, in the order whose innermost loop
+is contiguous in what it reads. A matrix of one row or one column is a vector, so that
+`x @ W`, `W^T @ x` and their derivatives run at the same speed whichever way round they are
+written (See Note [Orientations])."""
 
 from __future__ import annotations
 
@@ -369,3 +372,20 @@ matmul_p = primitive(
 # every matrix. The derivative makes vectors into matrices of one row or column, and then is
 # two batched products with the other operand's last two axes swapped, summed over the batch
 # axes along which the operand was broadcast (ops.unbroadcast).
+
+
+# Note [Orientations]
+# ~~~~~~~~~~~~~~~~~~~
+# A vector times a matrix can be written four ways (v @ M, transpose(M) @ v, M @ v,
+# v @ transpose(M)), and a batch of one as a matrix of one row or column; a transpose is a
+# view stored by columns. All run at the speed of the best one:
+# - a matrix of one row or column is the vector it holds (the kernel's one-row tiles would
+#   each walk down all of b's rows, 3.3x slower than gemv at 512);
+# - the loops of small products pick their order from the layouts: a dot product per element
+#   along k when a's rows and b's columns are contiguous, else a's elements times b's rows
+#   added along out's rows (or a's columns times x's elements for a matrix-vector product);
+#   with both operands stored by columns, out^T = b^T @ a^T, both by rows, then copied;
+# - a kernel product with b stored by columns (g @ W^T in the derivative of x @ W) and few
+#   rows in a computes (W @ g^T)^T, copying g and the result instead of W at every call.
+# Every term of the sum is computed (no term is skipped for a zero factor), so 0 * inf gives
+# NaN in every orientation, as NumPy's sum of products does.
