@@ -237,8 +237,9 @@ def _product(em, a: Arr, b: Arr, dest):
         em.loop(K, lambda k: em.b.store(_madd(em, dt, em.b.load(acc), a_at(i, k), b_at(k, j)), acc), "mk")
         return em.b.load(acc)
 
-    def add_to(idx, term):
-        em.store(out, idx, _add(em, dt, em.load(out, idx), term))
+    def add_product(idx, x, y_at):
+        """out[idx] += x * y_at(), y read after out[idx]."""
+        em.store(out, idx, _add(em, dt, em.load(out, idx), _mul(em, dt, x, y_at())))
 
     if rows is None and cols is None:  # a dot product
         return dot(None, None)
@@ -262,7 +263,7 @@ def _product(em, a: Arr, b: Arr, dest):
 
         def per_k(k):
             xk = b_at(k, None)
-            em.loop(rows, lambda i: add_to([i], _mul(em, dt, a_at(i, k), xk)), "mi")
+            em.loop(rows, lambda i: add_product([i], xk, lambda: a_at(i, k)), "mi")
 
         em.loop(K, per_k, "mk")
         return out
@@ -270,7 +271,7 @@ def _product(em, a: Arr, b: Arr, dest):
     def per_row(i):  # out[i, :] += a[i, k] * b[k, :]
         def per_k(k):
             aik = a_at(i, k)
-            em.loop(cols, lambda j: add_to([x for x in (i, j) if x is not None], _mul(em, dt, aik, b_at(k, j))), "mj")
+            em.loop(cols, lambda j: add_product([x for x in (i, j) if x is not None], aik, lambda: b_at(k, j)), "mj")
 
         em.loop(K, per_k, "mk")
 
