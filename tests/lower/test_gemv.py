@@ -209,3 +209,17 @@ def test_rnn_gradient_with_a_batch_of_rows():
         g = d @ w.T
     np.testing.assert_allclose(gw, want_w, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(gxs, want_xs, rtol=1e-10, atol=1e-10)
+
+
+def test_integer_products_of_views_stored_by_rows_or_columns():
+    dtype = np.int64
+    mm = diffc.compile(MM + "fn tv(a, v) = transpose(a) @ v\nfn vt(v, a) = v @ transpose(a)")
+    rng = np.random.default_rng(6)
+    a, b = rng.integers(-5, 5, (7, 9)).astype(dtype), rng.integers(-5, 5, (9, 4)).astype(dtype)
+    v, w = rng.integers(-5, 5, 7).astype(dtype), rng.integers(-5, 5, 9).astype(dtype)
+    at, bt = np.ascontiguousarray(a.T), np.ascontiguousarray(b.T)
+    for got in (mm.nn(a, b), mm.tn(at, b), mm.nt(a, bt), mm.tt(at, bt)):
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, a @ b)
+    np.testing.assert_array_equal(mm.tv(a, v), a.T @ v)
+    np.testing.assert_array_equal(mm.vt(w, a), w @ a.T)
