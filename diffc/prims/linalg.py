@@ -4,7 +4,10 @@ Float matrix-matrix products big enough to pay for a call run the kernel that lo
 emits (register tiles of fused multiply-adds, A with its own strides, so a transposed view
 costs no copy); those with a long inner dimension, and big matrix-vector products, go to
 OpenBLAS (the scipy-openblas64 package, loaded by lower/jit.py) with the operands' strides.
-Small ones and integer ones are loops that LLVM vectorises."""
+Small ones and integer ones are loops that LLVM vectorises, in the order whose innermost loop
+is contiguous in what it reads. A matrix of one row or one column is a vector, so that
+`x @ W`, `W^T @ x` and their derivatives run at the same speed whichever way round they are
+written (See Note [Orientations])."""
 
 from __future__ import annotations
 
@@ -112,6 +115,14 @@ def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
     """out = a @ b by the generated kernel of lower/gemm.py: a with its own strides, b with
     contiguous rows (copied when it is a transposed view), out = dest() with contiguous rows."""
     (m, k), n = a.type.shape, b.type.shape[1]
+    if _by_columns(b) and m * (k + n) < k * n:
+        # b transposed (g @ W^T in a derivative) and a with few rows: out^T = b^T @ a^T, b^T
+        # stored by rows, costs copies of a^T and out^T, smaller than a copy of b
+        t = em.alloc(a.type.with_shape((n, m)))
+        _gemm_lower(em, _transposed(b), em.materialise(_transposed(a)), lambda: t)
+        out = dest()
+        em.copy_into(out, _transposed(t))
+        return out
     if b.strides[1] != 1:
         b = em.materialise(b)
     out = dest()
@@ -166,12 +177,34 @@ def _at(em, x: Arr, idx, rank: int, mat: int) -> Arr:
     return Arr(x.ptr, off, x.strides[own:], x.type.with_shape(x.type.shape[own:]))
 
 
+def _line(x: Arr, axis: int) -> Arr:
+    """The matrix x of one row (axis 1) or one column (axis 0) as the vector along axis."""
+    return Arr(x.ptr, x.offset, (x.strides[axis],), x.type.with_shape((x.type.shape[axis],)))
+
+
 def _product(em, a: Arr, b: Arr, dest):
     """a @ b for a and b of rank 1 or 2, into dest() (called once, when the operands are
     ready), or for two vectors (dest None) the scalar. Big float products call the kernel of
     lower/gemm.py or OpenBLAS; small and integer ones are loops, in the order i, k, j that
     keeps the innermost loop contiguous in b and out (vectorisable)."""
     ta, tb = a.type, b.type
+    if dest is not None and ta.rank == tb.rank == 2 and 1 in (ta.shape[0], tb.shape[1]):
+        # a matrix of one row (a) or one column (b) is a vector: the product is a
+        # matrix-vector one, whose loops run along the contiguous axis (and the tiles of the
+        # generated kernel, one row each, would each walk down all of b: 3.3x slower at 512)
+        one_row = ta.shape[0] == 1
+        if isinstance(a if one_row else b, Arr):
+            made = []
+
+            def line_dest():
+                made.append(dest())
+                return _line(made[0], 1 if one_row else 0)
+
+            if one_row:
+                _product(em, _line(a, 1), b, line_dest)
+            else:
+                _product(em, a, _line(b, 0), line_dest)
+            return made[0]
     dt = ta.dtype
     work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
     if dest is not None and dt in _BLAS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
@@ -179,6 +212,14 @@ def _product(em, a: Arr, b: Arr, dest):
             return _gemm_lower(em, a, b, dest)
         if jit.blas_available():
             return _blas_lower(em, a, b, dest)
+    if ta.rank == tb.rank == 2 and _by_columns(a) and _by_columns(b):
+        # no loop order is contiguous in both: out^T = b^T @ a^T is (both stored by rows),
+        # and its transpose, the size of out, is copied into out
+        t = em.alloc(ta.with_shape((tb.shape[1], ta.shape[0])))
+        _product(em, _transposed(b), _transposed(a), lambda: t)
+        out = dest()
+        em.copy_into(out, _transposed(t))
+        return out
     K = ta.shape[-1]
     rows = ta.shape[0] if ta.rank == 2 else None
     cols = tb.shape[1] if tb.rank == 2 else None
@@ -189,32 +230,48 @@ def _product(em, a: Arr, b: Arr, dest):
     def b_at(k, j):
         return em.load(b, [k, j] if cols is not None else [k])
 
-    def dot(i):
-        """sum_k a[i, k] * x[k] in a register (a dot product per row: reassociable)."""
+    def dot(i, j):
+        """sum_k a[i, k] * b[k, j] in a register (reassociable, so vectorised along k)."""
         acc = em.alloca(reg_type(dt))
         em.b.store(em.const(dt, 0), acc)
-        em.loop(K, lambda k: em.b.store(_madd(em, dt, em.b.load(acc), a_at(i, k), b_at(k, None)), acc), "mk")
+        em.loop(K, lambda k: em.b.store(_madd(em, dt, em.b.load(acc), a_at(i, k), b_at(k, j)), acc), "mk")
         return em.b.load(acc)
 
+    def add_product(idx, x, y_at):
+        """out[idx] += x * y_at(), y read after out[idx]."""
+        em.store(out, idx, _add(em, dt, em.load(out, idx), _mul(em, dt, x, y_at())))
+
     if rows is None and cols is None:  # a dot product
-        return dot(None)
+        return dot(None, None)
     out = dest()
-    if cols is None:  # a matrix times a vector: one dot product per row
-        em.loop(rows, lambda i: em.store(out, [i], dot(i)), "mi")
+    # The innermost loop runs along an axis that is contiguous in the operands it reads
+    # (a transposed view is stored by columns): for a matrix stored by rows times a vector,
+    # a dot product per row; for one stored by columns, the vector's elements times its
+    # columns added up; for b stored by columns, a dot product per element of the result;
+    # otherwise a's elements times b's rows added up along out's rows.
+    if cols is None and not _by_columns(a):
+        em.loop(rows, lambda i: em.store(out, [i], dot(i, None)), "mi")
         return out
-    # a vector or a matrix times a matrix: the innermost loop runs along b's and out's rows
+    if cols is not None and _by_columns(b) and (rows is None or not _by_columns(a)):
+        em.loop_nest(
+            out.type.shape, lambda idx: em.store(out, idx, dot(idx[0] if rows is not None else None, idx[-1])), "mo"
+        )
+        return out
     zero = em.const(dt, 0)
     em.loop_nest(out.type.shape, lambda idx: em.store(out, idx, zero), "mz")
+    if cols is None:  # out[:] += a[:, k] * x[k]
 
-    def per_row(i):
+        def per_k(k):
+            xk = b_at(k, None)
+            em.loop(rows, lambda i: add_product([i], xk, lambda: a_at(i, k)), "mi")
+
+        em.loop(K, per_k, "mk")
+        return out
+
+    def per_row(i):  # out[i, :] += a[i, k] * b[k, :]
         def per_k(k):
             aik = a_at(i, k)
-
-            def per_col(j):
-                idx = [x for x in (i, j) if x is not None]
-                em.store(out, idx, _add(em, dt, em.load(out, idx), _mul(em, dt, aik, b_at(k, j))))
-
-            em.loop(cols, per_col, "mj")
+            em.loop(cols, lambda j: add_product([x for x in (i, j) if x is not None], aik, lambda: b_at(k, j)), "mj")
 
         em.loop(K, per_k, "mk")
 
@@ -223,6 +280,15 @@ def _product(em, a: Arr, b: Arr, dest):
     else:
         em.loop(rows, per_row, "mi")
     return out
+
+
+def _transposed(x: Arr) -> Arr:
+    return Arr(x.ptr, x.offset, x.strides[::-1], x.type.with_shape(x.type.shape[::-1]))
+
+
+def _by_columns(x) -> bool:
+    """Whether the matrix x is an array in memory whose columns, not rows, are contiguous."""
+    return isinstance(x, Arr) and x.type.rank == 2 and x.strides[0] == 1 and x.strides[1] != 1
 
 
 # --- derivative rules ---------------------------------------------------------------------------
@@ -307,3 +373,20 @@ matmul_p = primitive(
 # every matrix. The derivative makes vectors into matrices of one row or column, and then is
 # two batched products with the other operand's last two axes swapped, summed over the batch
 # axes along which the operand was broadcast (ops.unbroadcast).
+
+
+# Note [Orientations]
+# ~~~~~~~~~~~~~~~~~~~
+# A vector times a matrix can be written four ways (v @ M, transpose(M) @ v, M @ v,
+# v @ transpose(M)), and a batch of one as a matrix of one row or column; a transpose is a
+# view stored by columns. All run at the speed of the best one:
+# - a matrix of one row or column is the vector it holds (the kernel's one-row tiles would
+#   each walk down all of b's rows, 3.3x slower than gemv at 512);
+# - the loops of small products pick their order from the layouts: a dot product per element
+#   along k when a's rows and b's columns are contiguous, else a's elements times b's rows
+#   added along out's rows (or a's columns times x's elements for a matrix-vector product);
+#   with both operands stored by columns, out^T = b^T @ a^T, both by rows, then copied;
+# - a kernel product with b stored by columns (g @ W^T in the derivative of x @ W) and few
+#   rows in a computes (W @ g^T)^T, copying g and the result instead of W at every call.
+# Every term of the sum is computed (no term is skipped for a zero factor), so 0 * inf gives
+# NaN in every orientation, as NumPy's sum of products does.
