@@ -23,6 +23,7 @@ from .specialise.values import Static, Weak
 from .typesys import DType, TensorType, dtype_of_numpy
 
 _FAST_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)}
+_NP_SCALARS = frozenset(d.type for d in _FAST_DTYPES)  # np.float64, np.float32, np.int64, np.bool_
 DEFAULT_MAX_SIGNATURES = 64
 
 
@@ -125,23 +126,27 @@ class Function:
         try:
             if kwargs:
                 raise UsageError(f"`{self.label}` takes its arguments by position, got `{next(iter(kwargs))}=`")
-            fast = self._fast_key(args)
+            fast, flat = self._fast_key(args)
             hit = self._fast.get(fast) if fast is not None else None
             if hit is not None:
                 native, out_tree, key = hit
                 self._cache.move_to_end(key)
-                self._entry = self._direct(native)
-                outs = native.call_scalars(args)
+                if flat is args:  # (the direct entry takes flat arguments only, not records)
+                    self._entry = self._direct(native)
+                outs = native.call_scalars(flat)
                 return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
             result = self._call(args)
             if fast is not None:
                 arrays, key = self.signature(*args)
                 native, out_tree = self._cache[key]
                 if native.static:  # (the values of its static arguments are part of its key)
-                    self._fast_static[self._fast_types(args)] = tuple(_top_level(key[0], native.static))
-                    fast = self._fast_key(args)
+                    if flat is not args:
+                        return result
+                    self._fast_static[self._fast_types(args)[0]] = tuple(_top_level(key[0], native.static))
+                    fast, _ = self._fast_key(args)
                 self._fast[fast] = (native, out_tree, key)
-                self._entry = self._direct(native)
+                if flat is args:
+                    self._entry = self._direct(native)
             return result
         except DiffcError as e:
             raise e.with_traceback(None) from None
@@ -153,23 +158,30 @@ class Function:
         return (None if native.static or native.general_only else native.direct(self._general)) or self._general
 
     def _fast_key(self, args):
-        """A cheap key of flat arguments: their types, and the values of those static for them."""
-        key = self._fast_types(args)
+        """A cheap key of the arguments' types, and the values of those static for them; and
+        their leaves (`args` itself when no argument is a record)."""
+        key, flat = self._fast_types(args)
         static = self._fast_static.get(key) if self._fast_static and key is not None else None
-        return key if static is None else key + tuple(args[k] for k in static)
+        return (key if static is None else key + tuple(args[k] for k in static)), flat
 
     @staticmethod
     def _fast_types(args):
-        key = []
-        for a in args:
-            t = type(a)
-            if t is float or t is bool or (t is int and -(2**63) <= a < 2**63):
-                key.append(t)
-            elif t is np.ndarray and a.flags.c_contiguous and a.dtype in _FAST_DTYPES:
-                key.append((a.dtype, a.shape))
+        """(key, leaves) of numbers, NumPy scalars, contiguous arrays and dicts of them, or
+        (None, args) for anything else, which the general path converts."""
+        key, flat = [], args
+        for k, a in enumerate(args):
+            if type(a) is dict:
+                if flat is args:
+                    flat = list(args[:k])
+                leaf = _record_key(a, flat)
             else:
-                return None
-        return tuple(key)
+                leaf = _leaf_key(a)
+                if flat is not args:
+                    flat.append(a)
+            if leaf is None:
+                return None, args
+            key.append(leaf)
+        return tuple(key), flat
 
     def _call(self, args):
         fndef = self.module.ast.fns[self.name]
@@ -296,6 +308,35 @@ def load_tree(path: str | Path):
     if not isinstance(path, str | Path):
         raise UsageError(f"diffc.load_tree takes the path of a .npz file, got {type(path).__name__}")
     return params.load_tree(path)
+
+
+def _leaf_key(a):
+    """The type of a number, NumPy scalar or contiguous array as the fast key has it, or None."""
+    t = type(a)
+    if t is float or t is bool or t in _NP_SCALARS or (t is int and -(2**63) <= a < 2**63):
+        return t
+    if t is np.ndarray and a.flags.c_contiguous and a.dtype in _FAST_DTYPES:
+        return (a.dtype, a.shape)
+    return None
+
+
+def _record_key(record: dict, flat: list):
+    """The key of a dict of leaves and dicts, its leaves appended to `flat` in the order of
+    pytree.flatten (by field name), or None if it is not one."""
+    names = tuple(record)
+    if not all(type(name) is str for name in names):
+        return None
+    names = tuple(sorted(names))
+    leaves = []
+    for name in names:
+        v = record[name]
+        leaf = _record_key(v, flat) if type(v) is dict else _leaf_key(v)
+        if leaf is None:
+            return None
+        if type(v) is not dict:
+            flat.append(v)
+        leaves.append(leaf)
+    return (dict, names, tuple(leaves))
 
 
 def _leaf_type(dtype: str, shape):

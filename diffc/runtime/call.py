@@ -114,6 +114,13 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]  # (much cheaper than a.ctypes.data)
 
 
+if pyentry.ARRAY is not None:  # read where the ndarray keeps it: 15x cheaper again (0.1 us)
+    _DATA, _word_at = pyentry.ARRAY["data"], ctypes.c_void_p.from_address
+
+    def _address(a: np.ndarray) -> int:  # noqa: F811 (the layout is known)
+        return _word_at(id(a) + _DATA).value
+
+
 class _Frame:
     """What one call in flight owns: its ctx, the entry function's arena (reused by the calls
     that take this frame after it, See Note [Arenas] in lower/emit.py), the in and out pointer
