@@ -16,6 +16,7 @@ from .errors import DiffcError, DiffcMemoryError, UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
 from .runtime import params
+from .runtime.call import FELL_BACK
 from .runtime.values import WeakFloat, flatten_args, to_python, type_of
 from .specialise import signature_text, with_static
 from .specialise.builtins import BUILTINS
@@ -129,33 +130,43 @@ class Function:
             fast, flat = self._fast_key(args)
             hit = self._fast.get(fast) if fast is not None else None
             if hit is not None:
-                native, out_tree, key = hit
-                self._cache.move_to_end(key)
-                if flat is args:  # (the direct entry takes flat arguments only, not records)
-                    self._entry = self._direct(native)
+                native, out_tree, key, by_leaves = hit
+                if next(reversed(self._cache)) is not key:  # (hashing a key walks its tree)
+                    self._cache.move_to_end(key)
+                if by_leaves is not None:  # records in or out: the direct entry, given the leaves
+                    outs = by_leaves(*flat)
+                    return self._call(args) if outs is FELL_BACK else _with_records(out_tree, outs)
+                if flat is args:
+                    self._entry = self._direct(native, out_tree)
                 outs = native.call_scalars(flat)
                 return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
             result = self._call(args)
             if fast is not None:
                 arrays, key = self.signature(*args)
                 native, out_tree = self._cache[key]
+                last = next(reversed(self._cache))  # the same key, the object _cache holds
+                key = last if last == key else key
                 if native.static:  # (the values of its static arguments are part of its key)
                     if flat is not args:
                         return result
                     self._fast_static[self._fast_types(args)[0]] = tuple(_top_level(key[0], native.static))
                     fast, _ = self._fast_key(args)
-                self._fast[fast] = (native, out_tree, key)
+                records = flat is not args or _has_records(out_tree)
+                # (the fast key has checked each leaf's type: the leaves' entry may take them)
+                by_leaves = native.flat_direct() if records and not native.static else None
+                self._fast[fast] = (native, out_tree, key, by_leaves)
                 if flat is args:
-                    self._entry = self._direct(native)
+                    self._entry = self._direct(native, out_tree)
             return result
         except DiffcError as e:
             raise e.with_traceback(None) from None
 
-    def _direct(self, native):
+    def _direct(self, native, out_tree):
         """The entry for the next calls: the direct entry of `native`, unless its code is for
-        the values of static arguments, or for a NumPy float64 where a Python float is weak:
-        the direct entry does not tell those apart."""
-        return (None if native.static or native.general_only else native.direct(self._general)) or self._general
+        the values of static arguments, or for a NumPy float64 where a Python float is weak
+        (the direct entry does not tell those apart), or it returns records (as tuples)."""
+        special = native.static or native.general_only or _has_records(out_tree)
+        return (None if special else native.direct(self._general)) or self._general
 
     def _fast_key(self, args):
         """A cheap key of the arguments' types, and the values of those static for them; and
@@ -313,30 +324,46 @@ def load_tree(path: str | Path):
 def _leaf_key(a):
     """The type of a number, NumPy scalar or contiguous array as the fast key has it, or None."""
     t = type(a)
+    if t is np.ndarray:
+        return (a.dtype, a.shape) if a.flags.c_contiguous and a.dtype in _FAST_DTYPES else None
     if t is float or t is bool or t in _NP_SCALARS or (t is int and -(2**63) <= a < 2**63):
         return t
-    if t is np.ndarray and a.flags.c_contiguous and a.dtype in _FAST_DTYPES:
-        return (a.dtype, a.shape)
     return None
 
 
 def _record_key(record: dict, flat: list):
     """The key of a dict of leaves and dicts, its leaves appended to `flat` in the order of
     pytree.flatten (by field name), or None if it is not one."""
-    names = tuple(record)
-    if not all(type(name) is str for name in names):
+    try:
+        names = sorted(record)
+    except TypeError:  # (names of several types: the general path says which is wrong)
         return None
-    names = tuple(sorted(names))
     leaves = []
     for name in names:
+        if type(name) is not str:
+            return None
         v = record[name]
-        leaf = _record_key(v, flat) if type(v) is dict else _leaf_key(v)
+        if type(v) is dict:
+            leaf = _record_key(v, flat)
+        else:
+            leaf = _leaf_key(v)
+            flat.append(v)
         if leaf is None:
             return None
-        if type(v) is not dict:
-            flat.append(v)
         leaves.append(leaf)
-    return (dict, names, tuple(leaves))
+    return (dict, tuple(names), tuple(leaves))
+
+
+def _has_records(tree) -> bool:
+    return tree.kind == "record" or any(_has_records(c) for c in tree.children)
+
+
+def _with_records(tree, value):
+    """What a direct entry returned, its records (returned as tuples) made dicts."""
+    if tree.kind == "leaf":
+        return value
+    children = tuple(_with_records(c, v) for c, v in zip(tree.children, value))
+    return dict(zip(tree.names, children)) if tree.kind == "record" else children
 
 
 def _leaf_type(dtype: str, shape):

@@ -1,6 +1,7 @@
 """The entry Python calls directly: a CPython built-in function (METH_FASTCALL |
 METH_KEYWORDS) emitted as LLVM IR, that takes the Python numbers and NumPy arrays, calls the
-entry Func and returns the result as Python numbers, new NumPy arrays and tuples. Calling it
+entry Func and returns the result as Python numbers, new NumPy arrays and tuples (a record
+as the tuple of its fields, which the Python API makes a dict). Calling it
 costs what calling a built-in costs (0.1-0.5 us), against 2-5 us through ctypes (see
 runtime/call.py).
 
@@ -123,11 +124,9 @@ SCALAR = _scalar_offset()
 
 
 def eligible(f: Func, out_tree: TreeDef | None, has_prints: bool) -> bool:
-    """Numbers and arrays in, numbers and arrays (in tuples) out, and nothing printed (a failed
-    call is run again by the general path)."""
-
-    def tuples_only(t: TreeDef) -> bool:
-        return t.kind == "leaf" or (t.kind == "tuple" and all(tuples_only(c) for c in t.children))
+    """Numbers and arrays in, numbers and arrays (in tuples and records, a record returned as
+    the tuple of its fields) out, and nothing printed (a failed call is run again by the
+    general path)."""
 
     def takes(t) -> bool:
         if t.rank == 0:
@@ -137,7 +136,6 @@ def eligible(f: Func, out_tree: TreeDef | None, has_prints: bool) -> bool:
     return (
         out_tree is not None
         and not has_prints
-        and tuples_only(out_tree)
         and all(takes(p.type) for p in f.body.params)
         and (ARRAY is not None or all(o.type.rank == 0 for o in f.body.outs))
     )

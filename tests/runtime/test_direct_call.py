@@ -89,10 +89,15 @@ def test_failures_come_back_as_located_errors():
     assert M.rec(3) == 3  # the depth counter starts again at each call
 
 
-def test_not_made_for_records_or_prints():
-    for fn, args in ((M.record, (1.0,)), (M.loud, (1.0,))):
-        fn(*args)
-        assert all(native.direct(print) is None for native, _ in fn._cache.values())
+def test_not_made_for_prints():
+    M.loud(1.0)
+    assert all(native.direct(print) is None for native, _ in M.loud._cache.values())
+
+
+def test_records_come_back_as_tuples_which_the_api_makes_dicts():
+    assert direct(M.record, 1.5)(1.5) == (1.5,)
+    assert M.record._entry == M.record._general  # (it would return the tuple)
+    assert [M.record(2.5) for _ in range(3)] == [{"a": 2.5}] * 3
 
 
 A = module("""
