@@ -181,10 +181,10 @@ class Function:
         (None, args) for anything else, which the general path converts."""
         key, flat = [], args
         for k, a in enumerate(args):
-            if type(a) is dict:
+            if type(a) is dict or isinstance(a, tuple):
                 if flat is args:
                     flat = list(args[:k])
-                leaf = _record_key(a, flat)
+                leaf = _tree_key(a, flat)
             else:
                 leaf = _leaf_key(a)
                 if flat is not args:
@@ -331,6 +331,21 @@ def _leaf_key(a):
     return None
 
 
+def _tree_key(v, flat: list):
+    """The key of a leaf, dict, tuple or named tuple (a record, as a dict is), its leaves
+    appended to `flat` in the order of pytree.flatten, or None if it is none of those."""
+    t = type(v)
+    if t is dict:
+        return _record_key(v, flat)
+    if t is tuple:
+        keys = tuple(_tree_key(x, flat) for x in v)
+        return None if None in keys else (tuple, keys)
+    if isinstance(v, tuple) and hasattr(t, "_fields"):
+        return _record_key(v._asdict(), flat)
+    flat.append(v)
+    return _leaf_key(v)
+
+
 def _record_key(record: dict, flat: list):
     """The key of a dict of leaves and dicts, its leaves appended to `flat` in the order of
     pytree.flatten (by field name), or None if it is not one."""
@@ -342,12 +357,7 @@ def _record_key(record: dict, flat: list):
     for name in names:
         if type(name) is not str:
             return None
-        v = record[name]
-        if type(v) is dict:
-            leaf = _record_key(v, flat)
-        else:
-            leaf = _leaf_key(v)
-            flat.append(v)
+        leaf = _tree_key(record[name], flat)
         if leaf is None:
             return None
         leaves.append(leaf)

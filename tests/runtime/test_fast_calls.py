@@ -19,6 +19,7 @@ M = module("""
     fn field(p) = p.a * 2.0
     fn nested(p) = p.o.a + p.o.z
     fn step(p, lr) = {w: p.w - lr * p.w, b: p.b - lr * sum(p.w)}
+    fn pairs(t) = (t.1.1, t.0 * 2.0)
 """)
 
 FELL_BACK = "the general path"
@@ -46,6 +47,10 @@ def same(got, want):
         assert list(got) == list(want)
         for k in want:
             same(got[k], want[k])
+    elif isinstance(want, tuple):
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            same(g, w)
     elif isinstance(want, np.ndarray):
         assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_array_equal(got, want)
@@ -122,6 +127,9 @@ def records(n):
         (M.nested, ({"o": {"z": np.ones(2), "a": np.arange(2.0)}},)),
         (M.step, ({"w": np.ones((3, 3)), "b": np.zeros(3)}, 0.5)),
         (M.step, ({"w": np.ones((3, 3), np.float32), "b": np.zeros(3, np.float32)}, 0.5)),
+        (M.pairs, ((np.arange(2.0), (1.5, np.float32(2.0))),)),
+        (M.pairs, ((np.arange(2.0), (1.5, {"a": np.int64(3)})),)),
+        (M.pairs, ((np.float32([1.0]), (1.5, Pair(np.ones(1), np.zeros(1)))),)),
     ],
 )
 def test_records_give_what_the_general_path_gives(fn, args):
