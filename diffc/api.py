@@ -16,6 +16,7 @@ from .errors import DiffcError, DiffcMemoryError, UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
 from .runtime import params
+from .runtime.call import FELL_BACK
 from .runtime.values import WeakFloat, flatten_args, to_python, type_of
 from .specialise import signature_text, with_static
 from .specialise.builtins import BUILTINS
@@ -23,6 +24,7 @@ from .specialise.values import Static, Weak
 from .typesys import DType, TensorType, dtype_of_numpy
 
 _FAST_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.int64), np.dtype(np.bool_)}
+_NP_SCALARS = frozenset(d.type for d in _FAST_DTYPES)  # np.float64, np.float32, np.int64, np.bool_
 DEFAULT_MAX_SIGNATURES = 64
 
 
@@ -125,51 +127,72 @@ class Function:
         try:
             if kwargs:
                 raise UsageError(f"`{self.label}` takes its arguments by position, got `{next(iter(kwargs))}=`")
-            fast = self._fast_key(args)
+            fast, flat = self._fast_key(args)
             hit = self._fast.get(fast) if fast is not None else None
             if hit is not None:
-                native, out_tree, key = hit
-                self._cache.move_to_end(key)
-                self._entry = self._direct(native)
-                outs = native.call_scalars(args)
+                native, out_tree, key, by_leaves = hit
+                if next(reversed(self._cache)) is not key:  # (hashing a key walks its tree)
+                    self._cache.move_to_end(key)
+                if by_leaves is not None:  # records in or out: the direct entry, given the leaves
+                    outs = by_leaves(*flat)
+                    return self._call(args) if outs is FELL_BACK else _with_records(out_tree, outs)
+                if flat is args:
+                    self._entry = self._direct(native, out_tree)
+                outs = native.call_scalars(flat)
                 return outs[0] if out_tree.kind == "leaf" else to_python(outs, out_tree)
             result = self._call(args)
             if fast is not None:
                 arrays, key = self.signature(*args)
                 native, out_tree = self._cache[key]
+                last = next(reversed(self._cache))  # the same key, the object _cache holds
+                key = last if last == key else key
                 if native.static:  # (the values of its static arguments are part of its key)
-                    self._fast_static[self._fast_types(args)] = tuple(_top_level(key[0], native.static))
-                    fast = self._fast_key(args)
-                self._fast[fast] = (native, out_tree, key)
-                self._entry = self._direct(native)
+                    if flat is not args:
+                        return result
+                    self._fast_static[self._fast_types(args)[0]] = tuple(_top_level(key[0], native.static))
+                    fast, _ = self._fast_key(args)
+                records = flat is not args or _has_records(out_tree)
+                # (the fast key has checked each leaf's type: the leaves' entry may take them)
+                by_leaves = native.flat_direct() if records and not native.static else None
+                self._fast[fast] = (native, out_tree, key, by_leaves)
+                if flat is args:
+                    self._entry = self._direct(native, out_tree)
             return result
         except DiffcError as e:
             raise e.with_traceback(None) from None
 
-    def _direct(self, native):
+    def _direct(self, native, out_tree):
         """The entry for the next calls: the direct entry of `native`, unless its code is for
-        the values of static arguments, or for a NumPy float64 where a Python float is weak:
-        the direct entry does not tell those apart."""
-        return (None if native.static or native.general_only else native.direct(self._general)) or self._general
+        the values of static arguments, or for a NumPy float64 where a Python float is weak
+        (the direct entry does not tell those apart), or it returns records (as tuples)."""
+        special = native.static or native.general_only or _has_records(out_tree)
+        return (None if special else native.direct(self._general)) or self._general
 
     def _fast_key(self, args):
-        """A cheap key of flat arguments: their types, and the values of those static for them."""
-        key = self._fast_types(args)
+        """A cheap key of the arguments' types, and the values of those static for them; and
+        their leaves (`args` itself when no argument is a record)."""
+        key, flat = self._fast_types(args)
         static = self._fast_static.get(key) if self._fast_static and key is not None else None
-        return key if static is None else key + tuple(args[k] for k in static)
+        return (key if static is None else key + tuple(args[k] for k in static)), flat
 
     @staticmethod
     def _fast_types(args):
-        key = []
-        for a in args:
-            t = type(a)
-            if t is float or t is bool or (t is int and -(2**63) <= a < 2**63):
-                key.append(t)
-            elif t is np.ndarray and a.flags.c_contiguous and a.dtype in _FAST_DTYPES:
-                key.append((a.dtype, a.shape))
+        """(key, leaves) of numbers, NumPy scalars, contiguous arrays and dicts of them, or
+        (None, args) for anything else, which the general path converts."""
+        key, flat = [], args
+        for k, a in enumerate(args):
+            if type(a) is dict or isinstance(a, tuple):
+                if flat is args:
+                    flat = list(args[:k])
+                leaf = _tree_key(a, flat)
             else:
-                return None
-        return tuple(key)
+                leaf = _leaf_key(a)
+                if flat is not args:
+                    flat.append(a)
+            if leaf is None:
+                return None, args
+            key.append(leaf)
+        return tuple(key), flat
 
     def _call(self, args):
         fndef = self.module.ast.fns[self.name]
@@ -296,6 +319,61 @@ def load_tree(path: str | Path):
     if not isinstance(path, str | Path):
         raise UsageError(f"diffc.load_tree takes the path of a .npz file, got {type(path).__name__}")
     return params.load_tree(path)
+
+
+def _leaf_key(a):
+    """The type of a number, NumPy scalar or contiguous array as the fast key has it, or None."""
+    t = type(a)
+    if t is np.ndarray:
+        return (a.dtype, a.shape) if a.flags.c_contiguous and a.dtype in _FAST_DTYPES else None
+    if t is float or t is bool or t in _NP_SCALARS or (t is int and -(2**63) <= a < 2**63):
+        return t
+    return None
+
+
+def _tree_key(v, flat: list):
+    """The key of a leaf, dict, tuple or named tuple (a record, as a dict is), its leaves
+    appended to `flat` in the order of pytree.flatten, or None if it is none of those."""
+    t = type(v)
+    if t is dict:
+        return _record_key(v, flat)
+    if t is tuple:
+        keys = tuple(_tree_key(x, flat) for x in v)
+        return None if None in keys else (tuple, keys)
+    if isinstance(v, tuple) and hasattr(t, "_fields"):
+        return _record_key(v._asdict(), flat)
+    flat.append(v)
+    return _leaf_key(v)
+
+
+def _record_key(record: dict, flat: list):
+    """The key of a dict of leaves and dicts, its leaves appended to `flat` in the order of
+    pytree.flatten (by field name), or None if it is not one."""
+    try:
+        names = sorted(record)
+    except TypeError:  # (names of several types: the general path says which is wrong)
+        return None
+    leaves = []
+    for name in names:
+        if type(name) is not str:
+            return None
+        leaf = _tree_key(record[name], flat)
+        if leaf is None:
+            return None
+        leaves.append(leaf)
+    return (dict, tuple(names), tuple(leaves))
+
+
+def _has_records(tree) -> bool:
+    return tree.kind == "record" or any(_has_records(c) for c in tree.children)
+
+
+def _with_records(tree, value):
+    """What a direct entry returned, its records (returned as tuples) made dicts."""
+    if tree.kind == "leaf":
+        return value
+    children = tuple(_with_records(c, v) for c, v in zip(tree.children, value))
+    return dict(zip(tree.names, children)) if tree.kind == "record" else children
 
 
 def _leaf_type(dtype: str, shape):

@@ -1,24 +1,28 @@
 """The entry Python calls directly: a CPython built-in function (METH_FASTCALL |
-METH_KEYWORDS) emitted as
-LLVM IR, that takes the Python numbers and NumPy arrays, calls the entry Func and returns the
-result as Python numbers, new NumPy arrays and tuples. Calling it costs what calling a
-built-in costs (0.1-0.5 us), against 2-5 us through ctypes (see runtime/call.py).
+METH_KEYWORDS) emitted as LLVM IR, that takes the Python numbers and NumPy arrays, calls the
+entry Func and returns the result as Python numbers, new NumPy arrays and tuples (a record
+as the tuple of its fields, which the Python API makes a dict). Calling it
+costs what calling a built-in costs (0.1-0.5 us), against 2-5 us through ctypes (see
+runtime/call.py).
 
     PyObject *diffc_pycall(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 
-It takes only what it was compiled for (a float, int or bool; an exact ndarray, C-contiguous
-and aligned, of the dtype and shape, given by position); anything else, and a call whose native code reports a
-failure (a bounds or recursion-depth error in ctx) or cannot allocate its results, it hands
-to `self`, the general path of the Python API, which compiles other signatures, copies other
-arrays and raises located errors. A call interrupted by Ctrl-C raises what Python's signal
-handlers raise, else KeyboardInterrupt (See Note [Interrupts] in lower/emit.py). Its frame
-(ctx and arena) is its own: it holds the GIL and runs no Python code, so its calls never
-overlap. Result arrays are made by calling np.empty (through partial objects that the runtime
-puts in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts used are where a
-PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two objects and
-NumPy's built-in dtypes are unique, and where an ndarray keeps its data pointer, shape and
-flags (`ARRAY`, checked on live arrays when this module is imported: without it, functions of
-arrays keep the general path)."""
+It takes only what it was compiled for, given by position: for a scalar, a Python float, int
+or bool, a NumPy scalar of its dtype (np.float64, np.float32, np.int64, np.bool_) or a 0-d
+array of it; for an array, an exact ndarray, C-contiguous and aligned, of the dtype and
+shape. Anything else, and a call whose native code reports a failure (a bounds or
+recursion-depth error in ctx) or cannot allocate its results, it hands to `self`, the
+general path of the Python API, which compiles other signatures, copies other arrays and
+raises located errors. A call interrupted by Ctrl-C raises what Python's signal handlers
+raise, else KeyboardInterrupt (See Note [Interrupts] in lower/emit.py). Its frame (ctx and
+arena) is its own: it holds the GIL and runs no Python code, so its calls never overlap.
+Result arrays are made by calling np.empty (through partial objects that the runtime puts
+in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts used are
+where a PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two objects
+and NumPy's built-in dtypes and scalar types are unique, where a NumPy scalar keeps its value
+(`SCALAR`) and where an ndarray keeps its data pointer, shape and flags (`ARRAY`), both
+checked on live values when this module is imported: without them, those arguments keep the
+general path."""
 
 from __future__ import annotations
 
@@ -30,7 +34,17 @@ from llvmlite import ir
 from ..ir.core import Func
 from ..pytree import TreeDef
 from ..typesys import DType
-from .emit import CTX_DEPTH, CTX_ERR, CTX_STACK, ERR_INTERRUPT, PTR, free_records_left, mem_type, start_interrupts
+from .emit import (
+    CTX_DEPTH,
+    CTX_ERR,
+    CTX_STACK,
+    ERR_INTERRUPT,
+    PTR,
+    free_records_left,
+    mem_type,
+    reg_type,
+    start_interrupts,
+)
 
 PYCALL_SYMBOL = "diffc_pycall"
 PYCTX_SYMBOL = "diffc_pyctx"  # the ctx the runtime gives this function's calls
@@ -42,6 +56,7 @@ OB_TYPE = object.__basicsize__ - _WORD
 I8, I32, I64, F64 = ir.IntType(8), ir.IntType(32), ir.IntType(64), ir.DoubleType()
 _SCALAR_TYPES = {DType.F64: "PyFloat_Type", DType.I64: "PyLong_Type", DType.BOOL: "PyBool_Type"}
 _DESCRS = {dt: f"diffc_descr_{dt.value}" for dt in (DType.F64, DType.F32, DType.I64, DType.BOOL)}
+_NP_SCALARS = {dt: f"diffc_npscalar_{dt.value}" for dt in _DESCRS}  # the types np.float64, np.float32, ...
 _C_CONTIGUOUS_ALIGNED = 0x0001 | 0x0100  # NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED
 # the C API names the generated code refers to; runtime/call.py gives LLVM their addresses
 C_API_FUNCTIONS = (
@@ -92,20 +107,35 @@ def _array_layout() -> dict[str, int] | None:
 ARRAY = _array_layout()
 
 
-def eligible(f: Func, out_tree: TreeDef | None, has_prints: bool) -> bool:
-    """Numbers and arrays in, numbers and arrays (in tuples) out, and nothing printed (a failed
-    call is run again by the general path)."""
+def _scalar_offset() -> int | None:
+    """Where a NumPy scalar (np.float32(x), np.int64(n), ...) keeps its value (`obval`, after
+    the object header), or None if live scalars disagree."""
+    off = object.__basicsize__
+    checks = ((np.float64(1.5), ctypes.c_double), (np.float32(-2.5), ctypes.c_float), (np.int64(-7), ctypes.c_int64))
+    try:
+        ok = all(ctype.from_address(id(x) + off).value == x for x, ctype in checks)
+        ok = ok and all(ctypes.c_uint8.from_address(id(np.bool_(v)) + off).value == v for v in (False, True))
+    except (ValueError, OSError):  # pragma: no cover - a NumPy with another layout
+        return None
+    return off if ok else None
 
-    def tuples_only(t: TreeDef) -> bool:
-        return t.kind == "leaf" or (t.kind == "tuple" and all(tuples_only(c) for c in t.children))
+
+SCALAR = _scalar_offset()
+
+
+def eligible(f: Func, out_tree: TreeDef | None, has_prints: bool) -> bool:
+    """Numbers and arrays in, numbers and arrays (in tuples and records, a record returned as
+    the tuple of its fields) out, and nothing printed (a failed call is run again by the
+    general path)."""
 
     def takes(t) -> bool:
-        return t.dtype in _SCALAR_TYPES if t.rank == 0 else ARRAY is not None and t.dtype in _DESCRS
+        if t.rank == 0:
+            return t.dtype in _SCALAR_TYPES or (t.dtype is DType.F32 and SCALAR is not None)
+        return ARRAY is not None and t.dtype in _DESCRS
 
     return (
         out_tree is not None
         and not has_prints
-        and tuples_only(out_tree)
         and all(takes(p.type) for p in f.body.params)
         and (ARRAY is not None or all(o.type.rank == 0 for o in f.body.outs))
     )
@@ -141,7 +171,60 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
     def equal(x, y):
         return b.icmp_unsigned("==", x, y)
 
+    def python_number(obj, dtype: DType):
+        if dtype is DType.F64:
+            return api.call("PyFloat_AsDouble", F64, [obj])
+        if dtype is DType.I64:
+            v = api.call("PyLong_AsLongLongAndOverflow", I64, [obj, overflow])
+            check(equal(b.load(overflow, typ=I32), ir.Constant(I32, 0)))
+            return v
+        return equal(obj, api.data("_Py_TrueStruct"))
+
+    def load(ptr, offset: int, dtype: DType):
+        v = field(ptr, offset, mem_type(dtype))
+        return b.icmp_unsigned("!=", v, ir.Constant(I8, 0)) if dtype is DType.BOOL else v
+
+    def zero_d(obj, dtype: DType):
+        check(equal(field(obj, ARRAY["descr"], PTR), api.data(_DESCRS[dtype])))
+        check(equal(field(obj, ARRAY["nd"], I32), ir.Constant(I32, 0)))
+        flags = b.and_(field(obj, ARRAY["flags"], I32), ir.Constant(I32, _C_CONTIGUOUS_ALIGNED))
+        check(equal(flags, ir.Constant(I32, _C_CONTIGUOUS_ALIGNED)))
+        return load(field(obj, ARRAY["data"], PTR), 0, dtype)
+
     params = f.body.params
+    # a NumPy float64 (or 0-d array) is a strong f64, a Python float next to f32 arrays a weak
+    # one: where there are f32 values, only the general path tells them apart
+    strong_f64 = not any(p.type.dtype is DType.F32 for p in params)
+
+    def number(obj, dtype: DType):
+        """A scalar argument's value: a Python number of its type, a NumPy scalar of its
+        dtype, or a 0-d array of it (the three have one signature)."""
+        typ = field(obj, OB_TYPE, PTR)
+        done = fn.append_basic_block("number")
+        got = []
+
+        def case(type_symbol: str, read):
+            this, other = fn.append_basic_block("is"), fn.append_basic_block("is_not")
+            b.cbranch(equal(typ, api.data(type_symbol)), this, other)
+            b.position_at_end(this)
+            got.append((read(), b.block))
+            b.branch(done)
+            b.position_at_end(other)
+
+        if dtype in _SCALAR_TYPES:
+            case(_SCALAR_TYPES[dtype], lambda: python_number(obj, dtype))
+        if dtype is not DType.F64 or strong_f64:
+            if SCALAR is not None:
+                case(_NP_SCALARS[dtype], lambda: load(obj, SCALAR, dtype))
+            if ARRAY is not None:
+                case("diffc_ndarray_type", lambda: zero_d(obj, dtype))
+        b.branch(fallback)
+        b.position_at_end(done)
+        value = b.phi(reg_type(dtype))
+        for v, block in got:
+            value.add_incoming(v, block)
+        return value
+
     check(equal(kwnames, ir.Constant(PTR, None)))  # (arguments by name: the general path says no)
     check(equal(nargs, ir.Constant(I64, len(params))))
     values = []
@@ -159,15 +242,7 @@ def lower_pycall(module: ir.Module, f: Func, target: ir.Function, out_tree: Tree
                 check(equal(field(dims, 8 * axis, I64), ir.Constant(I64, n)))
             values.append(field(obj, ARRAY["data"], PTR))
             continue
-        check(equal(field(obj, OB_TYPE, PTR), api.data(_SCALAR_TYPES[t.dtype])))
-        if t.dtype is DType.F64:
-            values.append(api.call("PyFloat_AsDouble", F64, [obj]))
-        elif t.dtype is DType.I64:
-            v = api.call("PyLong_AsLongLongAndOverflow", I64, [obj, overflow])
-            check(equal(b.load(overflow, typ=I32), ir.Constant(I32, 0)))
-            values.append(v)
-        else:
-            values.append(equal(obj, api.data("_Py_TrueStruct")))
+        values.append(number(obj, t.dtype))
 
     ctx = b.load(ctx_global, typ=PTR)
     if recursive:
@@ -274,6 +349,7 @@ def symbol_addresses() -> dict[str, int]:
     out.update({name: ctypes.addressof(ctypes.c_char.in_dll(api, name)) for name in C_API_DATA})
     out["diffc_ndarray_type"] = id(np.ndarray)
     out.update({name: id(np.dtype(dt.np)) for dt, name in _DESCRS.items()})
+    out.update({name: id(dt.np.type) for dt, name in _NP_SCALARS.items()})
     return out
 
 

@@ -97,6 +97,13 @@ def out_of_memory(nbytes: int, what: str, span) -> DiffcMemoryError:
     return DiffcMemoryError(f"out of memory: cannot allocate {bytes_text(nbytes)} for {what}", span)
 
 
+FELL_BACK = object()  # what a flat direct entry returns for a call it did not take
+
+
+def _fell_back(*args):
+    return FELL_BACK
+
+
 class _MethodDef(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("meth", ctypes.c_void_p), ("flags", ctypes.c_int), ("doc", ctypes.c_char_p)]
 
@@ -112,6 +119,13 @@ _CTYPES = {"f64": ctypes.c_double, "f32": ctypes.c_float, "i64": ctypes.c_int64,
 
 def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]  # (much cheaper than a.ctypes.data)
+
+
+if pyentry.ARRAY is not None:  # read where the ndarray keeps it: 15x cheaper again (0.1 us)
+    _DATA, _word_at = pyentry.ARRAY["data"], ctypes.c_void_p.from_address
+
+    def _address(a: np.ndarray) -> int:  # noqa: F811 (the layout is known)
+        return _word_at(id(a) + _DATA).value
 
 
 class _Frame:
@@ -178,12 +192,27 @@ class NativeFunction:
         arguments are not of its signature or the native code failed. Made once while it lives;
         it keeps this NativeFunction, and so the machine code it calls, alive."""
         with _direct_lock:  # (two threads must not both make one: its ctx would be the other's)
-            return self._make_direct(fallback)
-
-    def _make_direct(self, fallback):
-        made = self._direct() if self._direct is not None else None
-        if made is not None or self._no_direct:
+            made = self._direct() if self._direct is not None else None
+            if made is None and self._prepare_direct():
+                made = _new_builtin(ctypes.byref(self._methoddef), fallback, self)
+                self._direct = weakref.ref(made)
             return made
+
+    def flat_direct(self):
+        """Another built-in of the same code, for the leaves of records: called with them, it
+        returns the result (a record as the tuple of its fields) or, when the arguments are
+        not taken or the native code failed, FELL_BACK. None if this function has none. (Its
+        caller keeps it: it refers back to this NativeFunction, as the direct entry does.)"""
+        with _direct_lock:
+            if not self._prepare_direct():
+                return None
+            return _new_builtin(ctypes.byref(self._methoddef), _fell_back, self)
+
+    def _prepare_direct(self) -> bool:
+        """Give the direct entry's code its frame, stack record and allocators, once; whether
+        this function has a direct entry."""
+        if self._no_direct:
+            return False
         if self._methoddef is None:
             address = self.compiled.address(PYCALL_SYMBOL)
             if not address:
@@ -200,12 +229,10 @@ class NativeFunction:
                 if alloc is not None:
                     ctypes.c_void_p.from_address(table + k * ctypes.sizeof(ctypes.c_void_p)).value = id(alloc)
             self._methoddef = _MethodDef(b"diffc_pycall", address, _METH_FASTCALL_KEYWORDS, None)
-        # the built-in's module slot holds self: the code, frame, allocators and method record
+        # a built-in's module slot holds self: the code, frame, allocators and method record
         # outlive every built-in made from them; a weak reference back, so no cycle delays
         # freeing them
-        made = _new_builtin(ctypes.byref(self._methoddef), fallback, self)
-        self._direct = weakref.ref(made)
-        return made
+        return True
 
     def direct_made_for(self, entry) -> bool:
         """Whether `entry` is this function's direct entry."""

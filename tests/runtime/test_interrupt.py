@@ -36,15 +36,16 @@ fn deep_then_spin(x, n) {
 """
 
 # (a call with {} for its argument, an argument that makes it endless, one that does not, the
-# result of that one); the calls of lists and NumPy scalars take the ctypes path
+# result of that one); the calls of lists and of NumPy scalars of other dtypes (converted)
+# take the ctypes path
 CASES = {
     "while": ("m.spin({})", "-1", "12", "12"),
     "recursion": ("m.fib({})", "200", "11", "89"),
     "iterate": ("m.halve({})", "1.0", "-2.0", "-2.0"),
     "iterate-rows": ("m.halve_rows(np.array([{}, 1.0]))", "1.0", "-2.0", "array([-2.,  1.])"),
-    "while-ctypes": ("m.spin(np.int64({}))", "-1", "12", "12"),
-    "recursion-ctypes": ("m.fib(np.int64({}))", "200", "11", "89"),
-    "iterate-ctypes": ("m.halve(np.float64({}))", "1.0", "-2.0", "-2.0"),
+    "while-ctypes": ("m.spin(np.int32({}))", "-1", "12", "12"),
+    "recursion-ctypes": ("m.fib(np.int32({}))", "200", "11", "89"),
+    "iterate-ctypes": ("m.halve(np.longdouble({}))", "1.0", "-2.0", "-2.0"),
     "iterate-rows-ctypes": ("m.halve_rows([{}, 1.0])", "1.0", "-2.0", "array([-2.,  1.])"),
 }
 
@@ -132,10 +133,10 @@ def test_a_handler_of_ones_own_runs_when_the_call_returns():
 @pytest.mark.parametrize(
     "fn, finite, endless",
     [
-        ("grow", "0.5", "np.float64(1.0)"),  # interrupted in the taped loop
-        ("grow_then_spin", "0.9999, 5", "np.float64(0.9999), np.int64(-1)"),  # ... after it, before its backward
+        ("grow", "0.5", "np.longdouble(1.0)"),  # interrupted in the taped loop
+        ("grow_then_spin", "0.9999, 5", "np.longdouble(0.9999), np.int32(-1)"),  # ... after it, before its backward
         # a recursion's 2,500 tape records (40 MB), made before the endless loop
-        ("deep_then_spin", "0.5, 5", "np.float64(0.5), np.int64(-1)"),
+        ("deep_then_spin", "0.5, 5", "np.longdouble(0.5), np.int32(-1)"),
     ],
 )
 def test_an_interrupted_derivative_of_while_or_recursion_frees_its_tape(fn, finite, endless):
@@ -171,12 +172,12 @@ def test_ctrl_c_interrupts_the_calls_of_every_thread():
     code, out, err = _interrupt(
         _script("""
             import threading
-            m.spin(np.int64(3))
+            m.spin(np.int32(3))
             stopped = []
 
             def work():
                 try:
-                    m.spin(np.int64(-1))
+                    m.spin(np.int32(-1))
                 except KeyboardInterrupt:
                     stopped.append(True)
 
@@ -191,7 +192,7 @@ def test_ctrl_c_interrupts_the_calls_of_every_thread():
                 print("main interrupted", flush=True)
             for w in workers:
                 w.join()
-            print(len(stopped), m.spin(np.int64(7)))
+            print(len(stopped), m.spin(np.int32(7)))
         """)
     )
     assert (code, out) == (0, "main interrupted\n3 7\n"), err
@@ -215,7 +216,7 @@ def test_the_handler_comes_back_after_python_reinstalls_its_own():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             print("ready", flush=True)
             try:
-                m.spin(np.int64(-1))
+                m.spin(np.int32(-1))
             except KeyboardInterrupt:
                 print("interrupted", flush=True)
         """)

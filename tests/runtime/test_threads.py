@@ -34,11 +34,13 @@ def _inputs(k: int) -> tuple[np.ndarray, float]:
     return np.linspace(-1.0, 1.0, 300) * (k + 1), 0.5 + k / 7
 
 
-# every kind of argument the general path converts: lists, strided views, NumPy scalars, dicts
+# every kind of argument the general path converts (lists, strided views, NumPy scalars of
+# other dtypes), dicts (the ctypes path), and NumPy scalars the direct entry takes
 KINDS = {
     "list": lambda m, x, s: m.rows(list(x), s),
     "strided": lambda m, x, s: m.rows(np.repeat(x, 2)[::2], s),
     "numpy-scalar": lambda m, x, s: m.rows(x, np.float64(s)),
+    "converted-scalar": lambda m, x, s: m.rows(x, np.longdouble(s)),
     "record": lambda m, x, s: m.rec({"x": x, "s": np.float64(s)}),
     "direct": lambda m, x, s: m.rows(x, s),
     # the direct entry (holding the GIL) while ctypes calls are in flight
