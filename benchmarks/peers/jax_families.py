@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
+from .jax_peer import jitted
 
 try:
     import jax
@@ -130,15 +130,4 @@ def make(name, params, inputs):
     loss = LOSSES.get(name)
     if loss is None:
         return None
-    argnums = tuple(range(len(params)))
-    fwd_jit, vg_jit = jax.jit(loss), jax.jit(jax.value_and_grad(loss, argnums=argnums))
-    args = [jnp.asarray(a) for a in [*params, *inputs]]
-
-    def fwd():
-        return float(fwd_jit(*args))
-
-    def value_and_grad():
-        value, grads = vg_jit(*args)
-        return float(value), [np.asarray(g) for g in grads]
-
-    return fwd, value_and_grad
+    return jitted(loss, params, inputs)

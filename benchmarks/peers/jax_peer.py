@@ -120,7 +120,11 @@ LOSSES = {
 def make(name, params, inputs):
     if name not in LOSSES:
         return None
-    loss = LOSSES[name]
+    return jitted(LOSSES[name], params, inputs)
+
+
+def jitted(loss, params, inputs):
+    """(fwd, value_and_grad) of a JAX loss, both jitted, its gradient w.r.t. the params."""
     fwd_jit = jax.jit(loss)
     vg_jit = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(len(params)))))
     args = [jnp.asarray(a) for a in [*params, *inputs]]
