@@ -14,6 +14,7 @@ Control flow of a lowered native function:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 from llvmlite import ir
 
@@ -38,6 +39,7 @@ ERR_NEGATIVE = 5  # a count below 0 (iterate's n)
 ERR_INTERRUPT = 6
 ERR_CALLBACK = 7  # the print callback raised an exception, which the runtime keeps
 SIGINTS_SYMBOL = "diffc_sigints"  # an i64 the runtime's SIGINT handler increments
+PARALLEL_SYMBOL = "diffc_parallel_for"  # runs a parallel loop on the runtime's threads (Note [Parallel loops])
 POLL_CHUNK = 1 << 16  # iterations of a cheap loop between two checks for an interrupt
 FEW_ITERATIONS = 16  # loops of fewer iterations than this never check
 ARENA_STACK_LIMIT = 1 << 14  # arenas up to this size live on the stack
@@ -112,6 +114,76 @@ def _crosses(values) -> bool:
         (isinstance(v, Arr) and v.type.rank >= 2 and v.strides[-1] not in (0, 1)) or (isinstance(v, Lazy) and v.crosses)
         for v in values
     )
+
+
+PARALLEL_MIN = 1 << 16  # elements from which a loop nest writing an array is split among threads
+SAFE_CALLS = frozenset({"erf", "erff", "tan", "tanf"})  # libm's functions a parallel loop may call
+
+
+def _free_values(region, outlined, kernels) -> list | None:
+    """The values defined outside the blocks `region` that its instructions use, for the
+    function `outlined` to receive them; None when the blocks cannot run on another thread:
+    they branch out of the region (a failure), call something that is not a pure function, or
+    write to a slot of the frame. A load of a frame slot (an alloca) that the region does not
+    write is a free value itself: the caller loads it and passes its value."""
+    inside = {id(blk) for blk in region}
+    free: dict[int, ir.Value] = {}
+    slot_loads: dict[int, list] = {}  # id(alloca) -> the region's loads of it
+    written = set()
+    for blk in region:
+        for instr in blk.instructions:
+            if isinstance(instr, ir.PhiInstr):
+                ops = [v for v, _ in instr.incomings] + [blk_ for _, blk_ in instr.incomings]
+            elif isinstance(instr, (ir.SwitchInstr, ir.Ret)):
+                return None
+            else:
+                ops = list(instr.operands)
+            if isinstance(instr, ir.CallInstr):
+                callee = instr.callee
+                if not isinstance(callee, ir.Function) or not (
+                    callee.name.startswith("llvm.") or callee.name in SAFE_CALLS or callee.name in kernels
+                ):
+                    return None
+                ops = ops[1:] if ops and ops[0] is callee else ops
+            if isinstance(instr, ir.LoadInstr) and isinstance(instr.operands[0], ir.AllocaInstr):
+                slot_loads.setdefault(id(instr.operands[0]), []).append(instr)
+                continue
+            if isinstance(instr, ir.StoreInstr) and isinstance(instr.operands[1], ir.AllocaInstr):
+                written.add(id(instr.operands[1]))
+            for op in ops:
+                if isinstance(op, ir.Block):
+                    if id(op) not in inside:
+                        return None
+                elif isinstance(op, ir.Argument):
+                    if op.parent is not outlined:
+                        free[id(op)] = op
+                elif isinstance(op, ir.Instruction) and id(op.parent) not in inside:
+                    free[id(op)] = op
+    for slot, loads in slot_loads.items():
+        if slot in written:
+            return None
+        free.update((id(ld), ld) for ld in loads)
+    return list(free.values())
+
+
+def _replace(instr: ir.Instruction, old: ir.Value, new: ir.Value):
+    """Use `new` in place of `old` in instr (llvmlite keeps a GEP's pointer and indices, and an
+    aggregate's operands, apart from its operand list)."""
+    instr.replace_usage(old, new)
+    for attr in ("pointer", "aggregate", "value"):
+        if getattr(instr, attr, None) is old and not isinstance(instr, ir.StoreInstr):
+            setattr(instr, attr, new)
+    if isinstance(instr, ir.GEPInstr):
+        instr.indices = [new if i is old else i for i in instr.indices]
+
+
+def _bytes(t: ir.Type) -> int:
+    """The size of a value of LLVM type t (scalars, pointers, vectors of them)."""
+    if isinstance(t, ir.VectorType):
+        return t.count * _bytes(t.element)
+    if isinstance(t, ir.IntType):
+        return -(-t.width // 8)
+    return 4 if isinstance(t, ir.FloatType) else 8
 
 
 def _smaller(b: ir.IRBuilder, x, y):
@@ -277,6 +349,65 @@ class Emitter:
             self.loop(_smaller(b, b.sub(n, start), self.i64(POLL_CHUNK)), lambda j: body(b.add(start, j)), name)
 
         self.loop(chunks, chunk, f"{name}.chunk")
+
+    def parallel_loop(self, n: int, body, name: str = "i"):
+        """for i in 0..n: body(i), with the iterations split among the runtime's threads when
+        the loop can run on any of them, else an ordinary loop (See Note [Parallel loops]).
+        The iterations must be independent: each writes only its own elements."""
+        b, module = self.b, self.m.module
+        pre, first_new = b.block, len(self.fn.blocks)
+        arena, allocas = self.arena_size, len(self.entry.instructions)
+        outlined = ir.Function(module, ir.FunctionType(VOID, [PTR, I64, I64]), module.get_unique_name(f"{self.fn.name}.par"))
+        outlined.scope = self.fn.scope  # (one namespace: the blocks move over as they are)
+        outlined.linkage = "internal"
+        env, lo, hi = outlined.args
+        for a, a_name in zip(outlined.args, ("env", "lo", "hi")):
+            a.name = a_name
+        start = self.block(f"{name}.par")
+        b.position_at_end(start)
+        self.loop(b.sub(hi, lo), lambda i: body(b.add(lo, i)), name)
+        end = b.block
+        region = self.fn.blocks[first_new:]
+        free = None
+        if self.arena_size == arena and len(self.entry.instructions) == allocas:
+            free = _free_values(region, outlined, self.m.kernels)
+        if free is None:  # an ordinary loop, over 0..n
+            for blk in region:
+                for instr in blk.instructions:
+                    _replace(instr, lo, self.i64(0))
+                    _replace(instr, hi, self.i64(n))
+            del module.globals[outlined.name]
+            b.position_at_end(pre)
+            b.branch(start)
+            b.position_at_end(end)
+            return
+        b.ret_void()
+        for blk in region:
+            self.fn.blocks.remove(blk)
+            blk.parent = outlined
+        head = ir.Block(outlined, f"{name}.env")
+        outlined.blocks = [head] + region
+        offsets = [0]
+        for v in free:
+            offsets.append(offsets[-1] + -(-_bytes(v.type) // 8) * 8)
+        inner = ir.IRBuilder(head)
+        b.position_at_end(pre)
+        frame = self.alloca(ir.ArrayType(I8, max(offsets[-1], 8)), "par.frame")
+        frame.align, frame.type = 8, PTR  # (llvmlite types an alloca's pointer: geps of it would be too)
+        for v, off in zip(free, offsets):
+            if isinstance(v, ir.LoadInstr):  # (of a slot of this frame: loaded here, its value passed)
+                v.parent.instructions.remove(v)
+                outer = b.load(v.operands[0], typ=v.type)
+            else:
+                outer = v
+            b.store(outer, b.gep(frame, [self.i64(off)], source_etype=I8)).align = 8
+            value = inner.load(inner.gep(env, [self.i64(off)], source_etype=I8), typ=v.type)
+            value.align = 8
+            for blk in region:
+                for instr in blk.instructions:
+                    _replace(instr, v, value)
+        inner.branch(start)
+        self.call_extern(PARALLEL_SYMBOL, VOID, [outlined, frame, self.i64(n)], [PTR, PTR, I64])
 
     def loop_nest(self, shape, body, name: str = "i"):
         """Nested loops over every index of `shape`; body(list of i64 indices)."""
@@ -452,7 +583,10 @@ class Emitter:
         that both sides stay in the L1 cache (See Note [Tiles])."""
         crosses = _crosses(reads)
         if not crosses or len(shape) < 2 or min(shape[-2:]) < 2 * TILE:
-            self.loop_nest(shape, body, name)
+            if len(shape) and shape[0] > 1 and prod(shape) >= PARALLEL_MIN:
+                self.parallel_loop(shape[0], lambda i: self.loop_nest(shape[1:], lambda idx: body([i] + idx), name), name)
+            else:
+                self.loop_nest(shape, body, name)
             return
         (n0, n1), b, tile = shape[-2:], self.b, self.i64(TILE)
 
