@@ -94,6 +94,7 @@ class Lazy:
     at: object  # idx (list of i64 values) -> scalar
     crosses: bool = False  # reads an array across its rows (See Note [Tiles])
     uniform: bool = False  # every element is the same (a broadcast scalar): any view of it is free
+    work: int = 1  # scalar operations per element, roughly (whether a loop over it is worth threads)
 
 
 @dataclass
@@ -117,19 +118,23 @@ def _crosses(values) -> bool:
 
 
 PARALLEL_MIN = 1 << 16  # elements from which a loop nest writing an array is split among threads
-SAFE_CALLS = frozenset({"erf", "erff", "tan", "tanf"})  # libm's functions a parallel loop may call
+SCRATCH_MAX = 1 << 16  # bytes of temporaries a parallel loop's body may take (on each thread's stack)
+# what a parallel loop may call besides LLVM's intrinsics, the matrix kernels and OpenBLAS (all
+# pure functions of their arguments; an inner parallel loop runs on its caller's thread)
+SAFE_CALLS = frozenset({"erf", "erff", "tan", "tanf", PARALLEL_SYMBOL})
 
 
-def _free_values(region, outlined, kernels) -> list | None:
-    """The values defined outside the blocks `region` that its instructions use, for the
-    function `outlined` to receive them; None when the blocks cannot run on another thread:
-    they branch out of the region (a failure), call something that is not a pure function, or
-    write to a slot of the frame. A load of a frame slot (an alloca) that the region does not
-    write is a free value itself: the caller loads it and passes its value."""
-    inside = {id(blk) for blk in region}
+def _free_values(region, outlined, kernels, own, arena_slot):
+    """(the values defined outside the blocks `region` that its instructions use, for the
+    function `outlined` to receive them; the region's loads of the arena's pointer), or None
+    when the blocks cannot run on another thread: they branch out of the region (a failure),
+    call something that is not a pure function, or write to a slot of the frame that is not
+    one of their own (`own`). A load of another slot is a free value itself: the caller loads
+    it and passes its value."""
+    inside, own = {id(blk) for blk in region}, {id(i) for i in own}
     free: dict[int, ir.Value] = {}
     slot_loads: dict[int, list] = {}  # id(alloca) -> the region's loads of it
-    written = set()
+    arena_loads, written = [], set()
     for blk in region:
         for instr in blk.instructions:
             if isinstance(instr, ir.PhiInstr):
@@ -140,16 +145,20 @@ def _free_values(region, outlined, kernels) -> list | None:
                 ops = list(instr.operands)
             if isinstance(instr, ir.CallInstr):
                 callee = instr.callee
-                if not isinstance(callee, ir.Function) or not (
-                    callee.name.startswith("llvm.") or callee.name in SAFE_CALLS or callee.name in kernels
-                ):
+                name = callee.name if isinstance(callee, ir.Function) else ""
+                if not (name.startswith(("llvm.", "scipy_cblas_")) or name in SAFE_CALLS or name in kernels):
                     return None
                 ops = ops[1:] if ops and ops[0] is callee else ops
             if isinstance(instr, ir.LoadInstr) and isinstance(instr.operands[0], ir.AllocaInstr):
-                slot_loads.setdefault(id(instr.operands[0]), []).append(instr)
+                slot = instr.operands[0]
+                if slot is arena_slot:
+                    arena_loads.append(instr)
+                elif id(slot) not in own:
+                    slot_loads.setdefault(id(slot), []).append(instr)
                 continue
             if isinstance(instr, ir.StoreInstr) and isinstance(instr.operands[1], ir.AllocaInstr):
-                written.add(id(instr.operands[1]))
+                if id(instr.operands[1]) not in own:
+                    written.add(id(instr.operands[1]))
             for op in ops:
                 if isinstance(op, ir.Block):
                     if id(op) not in inside:
@@ -157,13 +166,13 @@ def _free_values(region, outlined, kernels) -> list | None:
                 elif isinstance(op, ir.Argument):
                     if op.parent is not outlined:
                         free[id(op)] = op
-                elif isinstance(op, ir.Instruction) and id(op.parent) not in inside:
+                elif isinstance(op, ir.Instruction) and id(op.parent) not in inside and id(op) not in own:
                     free[id(op)] = op
     for slot, loads in slot_loads.items():
         if slot in written:
             return None
         free.update((id(ld), ld) for ld in loads)
-    return list(free.values())
+    return list(free.values()), arena_loads
 
 
 def _replace(instr: ir.Instruction, old: ir.Value, new: ir.Value):
@@ -177,6 +186,12 @@ def _replace(instr: ir.Instruction, old: ir.Value, new: ir.Value):
         instr.indices = [new if i is old else i for i in instr.indices]
 
 
+def _replace_all(blocks, old: ir.Value, new: ir.Value):
+    for blk in blocks:
+        for instr in blk.instructions:
+            _replace(instr, old, new)
+
+
 def _bytes(t: ir.Type) -> int:
     """The size of a value of LLVM type t (scalars, pointers, vectors of them)."""
     if isinstance(t, ir.VectorType):
@@ -184,6 +199,11 @@ def _bytes(t: ir.Type) -> int:
     if isinstance(t, ir.IntType):
         return -(-t.width // 8)
     return 4 if isinstance(t, ir.FloatType) else 8
+
+
+def _work(values) -> int:
+    """The scalar operations computing an element of each of `values` takes (Lazy ones)."""
+    return sum(v.work for v in values if isinstance(v, Lazy))
 
 
 def _smaller(b: ir.IRBuilder, x, y):
@@ -350,14 +370,16 @@ class Emitter:
 
         self.loop(chunks, chunk, f"{name}.chunk")
 
-    def parallel_loop(self, n: int, body, name: str = "i"):
+    def parallel_loop(self, n: int, body, name: str = "i", otherwise=None):
         """for i in 0..n: body(i), with the iterations split among the runtime's threads when
-        the loop can run on any of them, else an ordinary loop (See Note [Parallel loops]).
-        The iterations must be independent: each writes only its own elements."""
+        the loop can run on any of them; else otherwise() when given, or an ordinary loop (See
+        Note [Parallel loops]). The iterations must be independent: each writes only its own
+        elements, and its temporaries."""
         b, module = self.b, self.m.module
         pre, first_new = b.block, len(self.fn.blocks)
-        arena, allocas = self.arena_size, len(self.entry.instructions)
-        outlined = ir.Function(module, ir.FunctionType(VOID, [PTR, I64, I64]), module.get_unique_name(f"{self.fn.name}.par"))
+        arena, allocas = self.arena_size, {id(i) for i in self.entry.instructions}
+        fname = module.get_unique_name(f"{self.fn.name}.par")
+        outlined = ir.Function(module, ir.FunctionType(VOID, [PTR, I64, I64]), fname)
         outlined.scope = self.fn.scope  # (one namespace: the blocks move over as they are)
         outlined.linkage = "internal"
         env, lo, hi = outlined.args
@@ -368,32 +390,52 @@ class Emitter:
         self.loop(b.sub(hi, lo), lambda i: body(b.add(lo, i)), name)
         end = b.block
         region = self.fn.blocks[first_new:]
-        free = None
-        if self.arena_size == arena and len(self.entry.instructions) == allocas:
-            free = _free_values(region, outlined, self.m.kernels)
-        if free is None:  # an ordinary loop, over 0..n
-            for blk in region:
+        own = [i for i in self.entry.instructions if id(i) not in allocas]  # the body's allocas
+        scratch = self.arena_size - arena  # the body's temporaries: each piece has its own
+        found = _free_values(region, outlined, self.m.kernels, own, self.arena_slot)
+        if found is None or scratch > SCRATCH_MAX:
+            del module.globals[outlined.name]
+            if otherwise is not None:  # (the loop is emitted again, as otherwise() says)
+                del self.fn.blocks[first_new:]
+                self.entry.instructions = [i for i in self.entry.instructions if id(i) in allocas]
+                self.arena_size = arena
+                b.position_at_end(pre)
+                otherwise()
+                return
+            for blk in region:  # an ordinary loop, over 0..n
                 for instr in blk.instructions:
                     _replace(instr, lo, self.i64(0))
                     _replace(instr, hi, self.i64(n))
-            del module.globals[outlined.name]
             b.position_at_end(pre)
             b.branch(start)
             b.position_at_end(end)
             return
+        free, arena_loads = found
         b.ret_void()
-        for blk in region:
-            self.fn.blocks.remove(blk)
-            blk.parent = outlined
+        del self.fn.blocks[first_new:]
         head = ir.Block(outlined, f"{name}.env")
         outlined.blocks = [head] + region
+        for blk in region:
+            blk.parent = outlined
+        self.entry.instructions = [i for i in self.entry.instructions if id(i) in allocas]
+        for instr in own:
+            instr.parent = head
+        head.instructions = own
+        inner = ir.IRBuilder(head)
+        inner.position_at_end(head)
+        if arena_loads:
+            buf = inner.alloca(ir.ArrayType(I8, scratch), name="par.arena")
+            buf.align, buf.type = 64, PTR  # (llvmlite types an alloca's pointer: geps of it would be too)
+            base = inner.gep(buf, [self.i64(-arena)], source_etype=I8)  # (the body's offsets start at `arena`)
+            for ld in arena_loads:
+                ld.parent.instructions.remove(ld)
+                _replace_all(region, ld, base)
         offsets = [0]
         for v in free:
             offsets.append(offsets[-1] + -(-_bytes(v.type) // 8) * 8)
-        inner = ir.IRBuilder(head)
         b.position_at_end(pre)
         frame = self.alloca(ir.ArrayType(I8, max(offsets[-1], 8)), "par.frame")
-        frame.align, frame.type = 8, PTR  # (llvmlite types an alloca's pointer: geps of it would be too)
+        frame.align, frame.type = 8, PTR
         for v, off in zip(free, offsets):
             if isinstance(v, ir.LoadInstr):  # (of a slot of this frame: loaded here, its value passed)
                 v.parent.instructions.remove(v)
@@ -403,11 +445,17 @@ class Emitter:
             b.store(outer, b.gep(frame, [self.i64(off)], source_etype=I8)).align = 8
             value = inner.load(inner.gep(env, [self.i64(off)], source_etype=I8), typ=v.type)
             value.align = 8
-            for blk in region:
-                for instr in blk.instructions:
-                    _replace(instr, v, value)
+            _replace_all(region, v, value)
         inner.branch(start)
         self.call_extern(PARALLEL_SYMBOL, VOID, [outlined, frame, self.i64(n)], [PTR, PTR, I64])
+
+    def nest(self, shape, body, name: str = "i", work: int = 1):
+        """loop_nest(shape, body) whose iterations are independent, `work` scalar operations
+        each: split among threads along the first axis when there is enough work."""
+        if len(shape) and shape[0] > 1 and prod(shape) * work >= PARALLEL_MIN:
+            self.parallel_loop(shape[0], lambda i: self.loop_nest(shape[1:], lambda idx: body([i] + idx), name), name)
+        else:
+            self.loop_nest(shape, body, name)
 
     def loop_nest(self, shape, body, name: str = "i"):
         """Nested loops over every index of `shape`; body(list of i64 indices)."""
@@ -521,6 +569,7 @@ class Emitter:
                 lambda idx: a.at([zero if d == 1 else idx[r + k] for k, d in enumerate(dims)]),
                 a.crosses,
                 a.uniform,
+                a.work,
             )
         if not isinstance(a, Arr):
             return a
@@ -570,7 +619,11 @@ class Emitter:
             return fn(*ins)
         views = [self.broadcast_view(x, out_t.shape) for x in ins]
         if self.fuse_next:
-            return Lazy(out_t, lambda idx: fn(*(self.read(v, idx) for v in views)), _crosses(views))
+
+            def at(idx):
+                return fn(*(self.read(v, idx) for v in views))
+
+            return Lazy(out_t, at, _crosses(views), work=1 + _work(views))
         out = self.alloc(out_t)
         self.write_loops(
             out_t.shape, views, lambda idx: self.store(out, idx, fn(*(self.read(v, idx) for v in views))), "ew"
@@ -583,12 +636,10 @@ class Emitter:
         that both sides stay in the L1 cache (See Note [Tiles])."""
         crosses = _crosses(reads)
         if not crosses or len(shape) < 2 or min(shape[-2:]) < 2 * TILE:
-            if len(shape) and shape[0] > 1 and prod(shape) >= PARALLEL_MIN:
-                self.parallel_loop(shape[0], lambda i: self.loop_nest(shape[1:], lambda idx: body([i] + idx), name), name)
-            else:
-                self.loop_nest(shape, body, name)
+            self.nest(shape, body, name, max(1, _work(reads)))
             return
         (n0, n1), b, tile = shape[-2:], self.b, self.i64(TILE)
+        work = max(1, _work(reads))
 
         def tiles(outer):
             def block(bi, bj):
@@ -600,11 +651,18 @@ class Emitter:
                     f"{name}i",
                 )
 
-            self.loop(
-                -(-n0 // TILE), lambda bi: self.loop(-(-n1 // TILE), lambda bj: block(bi, bj), f"{name}tj"), f"{name}ti"
-            )
+            def row_of_tiles(bi):
+                self.loop(-(-n1 // TILE), lambda bj: block(bi, bj), f"{name}tj")
 
-        self.loop_nest(shape[:-2], tiles, f"{name}o")
+            if outer or n0 * n1 * work < PARALLEL_MIN:
+                self.loop(-(-n0 // TILE), row_of_tiles, f"{name}ti")
+            else:
+                self.parallel_loop(-(-n0 // TILE), row_of_tiles, f"{name}ti")
+
+        if len(shape) > 2:
+            self.nest(shape[:-2], tiles, f"{name}o", n0 * n1 * work)
+        else:
+            tiles([])
 
     # --- calls and failures ---------------------------------------------------------------
 
@@ -862,3 +920,27 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # once, never recomputed. A map read only by a reduction (a reduced comprehension,
 # `sum(for i in 0..n => a[i] * b[i])`) is lazy the same way: its body is evaluated inside the
 # reduction's loop, and the comprehension is never stored.
+
+
+# Note [Parallel loops]
+# ~~~~~~~~~~~~~~~~~~~~~
+# A loop whose iterations are independent and that does enough work (PARALLEL_MIN scalar
+# operations, counted from the elements written and the Lazy values read) runs on all the
+# runtime's threads: an elementwise loop nest or a copy (split along its first axis, or its
+# rows of tiles when it transposes), the rows of a reduction that keeps its leading axes, and
+# a map's rows. `parallel_loop` emits the loop as usual over lo..hi, then moves its blocks
+# into a function of their own, `fn(env, lo, hi)`, and calls the runtime's
+# `diffc_parallel_for(fn, env, n)` (runtime/threads.py), which runs pieces of 0..n on the
+# threads. The values the blocks use from the enclosing function (pointers, offsets, ctx) are
+# stored in `env`, a frame slot they only read is loaded before the call and passed by value,
+# the allocas made for the body move with it, and the body's arena temporaries come from
+# scratch space on each thread's stack: every piece has its own.
+#
+# A loop that cannot run on another thread stays as it was (or is emitted again, as the
+# caller says): one that may fail (a bounds check, a poll for Ctrl-C, malloc), which branches
+# to the function's exit; one that calls another native function of the program (it shares
+# ctx, the depth count and the arena) or anything but LLVM's intrinsics, a few libm functions,
+# the matrix kernels and OpenBLAS; one that writes a frame slot of the enclosing function; one
+# whose temporaries exceed SCRATCH_MAX. A loop is never split into pieces whose results would
+# be combined: a reduction to one number runs whole, so results do not depend on the count of
+# threads. An inner parallel loop inside a piece runs on the piece's thread (the pool is busy).

@@ -111,10 +111,11 @@ def _reduce_lower(kind, combine):
         t, axes, x, _, views = _merged(eqn.inputs[0].type, eqn.params["axes"], x, kept=[result] if result else [])
         dt = t.dtype
         kept = [k for k in range(t.rank) if k not in axes]
-        acc = em.alloca(reg_type(dt))
-        nan_seen = em.alloca(ir.IntType(1)) if kind in ("max", "min") and dt.is_float else None
 
         def outer(out_idx):
+            # (slots of its own: the loop over out_idx may run on several threads)
+            acc = em.alloca(reg_type(dt))
+            nan_seen = em.alloca(ir.IntType(1)) if kind in ("max", "min") and dt.is_float else None
             em.b.store(em.const(dt, _identity(dt, kind)), acc)
             if nan_seen is not None:
                 em.b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
@@ -143,7 +144,7 @@ def _reduce_lower(kind, combine):
 
             _walk(em, x, t, range(t.rank), one, "rw")
             return [result]
-        em.loop_nest(out.type.shape, lambda idx: em.store(out, idx, outer(idx)), "ro")
+        em.nest(out.type.shape, lambda idx: em.store(out, idx, outer(idx)), "ro", work=t.size // max(out.type.size, 1))
         return [result]
 
     return lower

@@ -29,6 +29,7 @@ _DECLARE_PAUSE = "declare void @llvm.x86.sse2.pause()" if _PAUSE else ""
 # for the workers), private to this process
 _FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
 _WAIT, _WAKE = 128, 129
+_CLOSED = 1 << 62  # in pool.state, above the count of workers inside the job: no one joins now
 
 _POOL_IR = f"""
 @pool.lock = global i64 0
@@ -37,8 +38,7 @@ _POOL_IR = f"""
 @pool.n = global i64 0
 @pool.piece = global i64 1
 @pool.next = global i64 0
-@pool.pending = global i64 0
-@pool.members = global i64 0
+@pool.state = global i64 0
 @pool.gen = global i32 0
 @pool.done = global i32 0
 @diffc_pool_workers = global i64 0
@@ -101,32 +101,39 @@ define private void @wake(ptr %p, i64 %count) {{
   ret void
 }}
 
-; Worker number %id (from 1), started when the pool's job count was %start. It takes part in
-; the jobs given while it is one of the workers in use (the job's members).
+; Worker number %id (from 1), started when the pool's job count was %start. It joins each new
+; job while it is one of the workers in use, unless the job is closed already (its caller ran
+; out of pieces before the worker woke: the caller waits only for the workers that joined).
 define void @diffc_pool_worker(i64 %id, i64 %start) {{
 entry:
   %first = trunc i64 %start to i32
   br label %wait
 wait:
-  %seen = phi i32 [%first, %entry], [%gen, %skip], [%gen, %finished], [%gen, %woke]
+  %seen = phi i32 [%first, %entry], [%gen, %skip], [%gen, %join], [%gen, %work], [%gen, %wake_caller]
   %gen = call i32 @wait_change(ptr @pool.gen, i32 %seen)
-  %members = load i64, ptr @pool.members
-  %mine = icmp sle i64 %id, %members
-  br i1 %mine, label %work, label %skip
+  %used = load atomic i64, ptr @diffc_pool_workers monotonic, align 8
+  %mine = icmp sle i64 %id, %used
+  br i1 %mine, label %join, label %skip
 skip:
   br label %wait
+join:
+  %s = load atomic i64, ptr @pool.state acquire, align 8
+  %bits = and i64 %s, {_CLOSED}
+  %closed = icmp ne i64 %bits, 0
+  br i1 %closed, label %wait, label %enter
+enter:
+  %s1 = add i64 %s, 1
+  %x = cmpxchg ptr @pool.state, i64 %s, i64 %s1 acq_rel acquire
+  %in = extractvalue {{ i64, i1 }} %x, 1
+  br i1 %in, label %work, label %join
 work:
   call void @run_pieces()
-  %left = atomicrmw sub ptr @pool.pending, i64 1 acq_rel
-  %last = icmp eq i64 %left, 1
-  br i1 %last, label %wake_caller, label %finished
-finished:
-  br label %wait
+  %old = atomicrmw sub ptr @pool.state, i64 1 acq_rel
+  %last = icmp eq i64 %old, {_CLOSED + 1}
+  br i1 %last, label %wake_caller, label %wait
 wake_caller:
   store atomic i32 1, ptr @pool.done release, align 4
   call void @wake(ptr @pool.done, i64 1)
-  br label %woke
-woke:
   br label %wait
 }}
 
@@ -155,13 +162,18 @@ share:
   %piece = sdiv i64 %sum1, %count
   store i64 %piece, ptr @pool.piece
   store i64 0, ptr @pool.next
-  store i64 %workers, ptr @pool.pending
-  store i64 %workers, ptr @pool.members
   store atomic i32 0, ptr @pool.done monotonic, align 4
+  store atomic i64 0, ptr @pool.state release, align 8
   %g = atomicrmw add ptr @pool.gen, i32 1 release
   call void @wake(ptr @pool.gen, i64 2147483647)
   call void @run_pieces()
+  %s = atomicrmw or ptr @pool.state, i64 {_CLOSED} acq_rel
+  %inside = icmp ne i64 %s, 0
+  br i1 %inside, label %wait, label %finish
+wait:
   %v = call i32 @wait_change(ptr @pool.done, i32 0)
+  br label %finish
+finish:
   store atomic i64 0, ptr @pool.lock release, align 8
   ret void
 }}
@@ -214,9 +226,7 @@ def set_threads(n: int) -> int:
     with _lock:
         while _pool["started"] < n - 1:
             k = _pool["started"] + 1
-            t = threading.Thread(
-                target=_pool["worker"], args=(k, _pool["gen"].value), name=f"diffc-{k}", daemon=True
-            )
+            t = threading.Thread(target=_pool["worker"], args=(k, _pool["gen"].value), name=f"diffc-{k}", daemon=True)
             try:
                 t.start()
             except RuntimeError:  # (can't start new thread)

@@ -86,7 +86,8 @@ def test_cli_reports_out_of_memory(tmp_path):
     assert run.returncode == 1, run.stderr
     # (the size at which the tape's doubling fails depends on what else the process maps: its
     # threads' stacks, OpenBLAS's buffers)
-    assert re.match(r"tape.dfl:3:13: error: out of memory: cannot allocate [12]\.\d GB for the tape", run.stderr), run.stderr
+    expected = r"tape.dfl:3:13: error: out of memory: cannot allocate [12]\.\d GB for the tape"
+    assert re.match(expected, run.stderr), run.stderr
 
 
 def test_out_of_memory_while_compiling_is_located(monkeypatch):
