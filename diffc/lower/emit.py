@@ -927,20 +927,21 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # A loop whose iterations are independent and that does enough work (PARALLEL_MIN scalar
 # operations, counted from the elements written and the Lazy values read) runs on all the
 # runtime's threads: an elementwise loop nest or a copy (split along its first axis, or its
-# rows of tiles when it transposes), the rows of a reduction that keeps its leading axes, and
-# a map's rows. `parallel_loop` emits the loop as usual over lo..hi, then moves its blocks
-# into a function of their own, `fn(env, lo, hi)`, and calls the runtime's
-# `diffc_parallel_for(fn, env, n)` (runtime/threads.py), which runs pieces of 0..n on the
-# threads. The values the blocks use from the enclosing function (pointers, offsets, ctx) are
-# stored in `env`, a frame slot they only read is loaded before the call and passed by value,
-# the allocas made for the body move with it, and the body's arena temporaries come from
-# scratch space on each thread's stack: every piece has its own.
+# rows of tiles when it transposes), the rows of a reduction that keeps its leading axes, the
+# blocks of a reduction to one number, and a map's rows. `parallel_loop` emits the loop as
+# usual over lo..hi, then moves its blocks into a function of their own, `fn(env, lo, hi)`,
+# and calls the runtime's `diffc_parallel_for(fn, env, n)` (runtime/threads.py), which runs
+# pieces of 0..n on the threads. The values the blocks use from the enclosing function
+# (pointers, offsets, ctx) are stored in `env`, a frame slot they only read is loaded before
+# the call and passed by value, the allocas made for the body move with it, and the body's
+# arena temporaries come from scratch space on each thread's stack: every piece has its own.
 #
 # A loop that cannot run on another thread stays as it was (or is emitted again, as the
 # caller says): one that may fail (a bounds check, a poll for Ctrl-C, malloc), which branches
 # to the function's exit; one that calls another native function of the program (it shares
 # ctx, the depth count and the arena) or anything but LLVM's intrinsics, a few libm functions,
 # the matrix kernels and OpenBLAS; one that writes a frame slot of the enclosing function; one
-# whose temporaries exceed SCRATCH_MAX. A loop is never split into pieces whose results would
-# be combined: a reduction to one number runs whole, so results do not depend on the count of
-# threads. An inner parallel loop inside a piece runs on the piece's thread (the pool is busy).
+# whose temporaries exceed SCRATCH_MAX. Results never depend on the count of threads: a loop's
+# pieces write disjoint elements, and a large reduction to one number is cut into blocks fixed
+# by its shape alone (prims/reduce.py, _in_blocks), whose results are then combined in order.
+# An inner parallel loop inside a piece runs on the piece's thread (the pool is busy).

@@ -1,6 +1,7 @@
 """Parallel loops (See Note [Parallel loops] in lower/emit.py): the same results on 1, 2 and 3
 threads for every kind of loop that is split (elementwise, broadcast, transposed tiles, rows of
-a reduction, a map's rows with temporaries, products and inner maps), loops that may fail kept
+a reduction, blocks of a reduction to one number, a map's rows with temporaries, products and
+inner maps), loops that may fail kept
 whole and still located, calls from many Python threads at once, a forked child, and how the
 count is chosen (DIFFC_THREADS, --threads, diffc.set_threads)."""
 
@@ -34,6 +35,10 @@ fn nested(x) = map(fn(r) => map(fn(v) => v * v + 1.0, r), x)
 fn ints(k) = k * 3 + 1
 fn flags(x) = x > 0.5
 fn loss(x) = sum(exp(tanh(x)) * x)
+fn total(x) = sum(exp(tanh(x)) * x)
+fn largest(x) = max(x)
+fn smallest(x) = min(transpose(x))
+fn itotal(k) = sum(k)
 fn gather(x, ids) = map(fn(i) => x[i] * 2.0, ids)
 """
 
@@ -73,6 +78,10 @@ def _cases():
         "nested": (mat,),
         "ints": (rng.integers(-(2**62), 2**62, N),),
         "flags": (rng.random(N),),
+        "total": (big,),
+        "largest": (big,),
+        "smallest": (mat,),
+        "itotal": (rng.integers(-(2**62), 2**62, N),),
     }
 
 
@@ -86,7 +95,22 @@ EXPECTED = {
     "nested": lambda x: x * x + 1.0,
     "ints": lambda k: k * 3 + 1,
     "flags": lambda x: x > 0.5,
+    "largest": np.max,
+    "smallest": np.min,
+    "itotal": np.sum,
 }
+
+
+def test_a_reduction_to_one_number_sees_every_block():
+    m = diffc.compile("fn total(x) = sum(x)\nfn largest(x) = max(x)")
+    x = np.random.default_rng(3).standard_normal(N + 7)
+    assert m.total(x) == pytest.approx(x.sum(), rel=1e-12)
+    for k in (0, N // 2, N + 6):  # the first block, a middle one, the last (shorter) one
+        y = x.copy()
+        y[k] = 1e300
+        assert m.largest(y) == 1e300
+        y[k] = np.nan
+        assert np.isnan(m.largest(y)) and np.isnan(m.total(y))
 
 
 @pytest.mark.parametrize("name", sorted(_cases()))
