@@ -5,7 +5,20 @@ m.loss(params, xs, target)       # NumPy arrays, numbers, dicts and tuples in an
 diffc.save("params.npz", params) # and diffc.load_tree("params.npz") reads them back
 """
 
-from .api import Function, Module, compile, grad, jvp, load, load_tree, save, value_and_grad, vjp
+from .api import (
+    Function,
+    Module,
+    compile,
+    get_threads,
+    grad,
+    jvp,
+    load,
+    load_tree,
+    save,
+    set_threads,
+    value_and_grad,
+    vjp,
+)
 from .errors import (
     BoundsError,
     DiffcError,
@@ -35,6 +48,8 @@ __all__ = [
     "compile",
     "save",
     "load_tree",
+    "set_threads",
+    "get_threads",
     "grad",
     "value_and_grad",
     "jvp",

@@ -15,7 +15,7 @@ from . import bigstack, resolve
 from .errors import DiffcError, DiffcMemoryError, UsageError
 from .pipeline import compile_native
 from .pytree import unflatten
-from .runtime import params
+from .runtime import params, threads
 from .runtime.call import FELL_BACK
 from .runtime.values import WeakFloat, flatten_args, to_python, type_of
 from .specialise import signature_text, with_static
@@ -439,3 +439,15 @@ def vjp(fn: Function) -> Function:
 # goes: _cache, _fast and _entry (when the direct entry is that signature's) drop theirs at
 # eviction, and a direct entry that someone else still holds keeps its NativeFunction, and so
 # its code, alive (runtime/call.py): nothing can call freed code.
+
+
+def set_threads(n: int) -> int:
+    """Run parallel loops and OpenBLAS's matrix products on n threads, the caller's included
+    (DIFFC_THREADS, else all the cores this process may use, by default). Results do not
+    depend on it. Returns how many will run: fewer when the system would not start more."""
+    return threads.set_threads(operator.index(n))
+
+
+def get_threads() -> int:
+    """How many threads parallel loops run on."""
+    return threads.threads()

@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         help="write the value to FILE.npz (as diffc.save does) instead of printing it, for --arg p=FILE.npz",
     )
     r.add_argument("--time-passes", action="store_true", help="print the time of each compiler stage")
+    r.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="run parallel loops and matrix products on N threads (default: DIFFC_THREADS, else all cores)",
+    )
     c = sub.add_parser(
         "check",
         help="compile only, and report mistakes",
@@ -472,6 +478,10 @@ def main(argv=None) -> int:
     if args.cmd is None:  # `diffc` alone: what it can do, rather than a complaint
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be at least 1, got {args.threads}")
+        os.environ["DIFFC_THREADS"] = str(args.threads)  # (read when the threads start)
     try:
         commands = {
             "run": cmd_run,

@@ -32,6 +32,10 @@ typedef struct {
    it stays 0, and a call runs to its end. */
 int64_t diffc_sigints = 0;
 
+/* A parallel loop of the generated code (diffc_parallel_for in diffc/runtime/threads.py) runs
+   on the calling thread: a library starts no threads of its own. */
+void diffc_parallel_for(void (*fn)(void *, int64_t, int64_t), void *env, int64_t n) { fn(env, 0, n); }
+
 static _Thread_local char diffc_message[2048];
 
 static const char *diffc_last_error(void) { return diffc_message; }

@@ -14,6 +14,7 @@ Control flow of a lowered native function:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 from llvmlite import ir
 
@@ -38,6 +39,7 @@ ERR_NEGATIVE = 5  # a count below 0 (iterate's n)
 ERR_INTERRUPT = 6
 ERR_CALLBACK = 7  # the print callback raised an exception, which the runtime keeps
 SIGINTS_SYMBOL = "diffc_sigints"  # an i64 the runtime's SIGINT handler increments
+PARALLEL_SYMBOL = "diffc_parallel_for"  # runs a parallel loop on the runtime's threads (Note [Parallel loops])
 POLL_CHUNK = 1 << 16  # iterations of a cheap loop between two checks for an interrupt
 FEW_ITERATIONS = 16  # loops of fewer iterations than this never check
 ARENA_STACK_LIMIT = 1 << 14  # arenas up to this size live on the stack
@@ -92,6 +94,7 @@ class Lazy:
     at: object  # idx (list of i64 values) -> scalar
     crosses: bool = False  # reads an array across its rows (See Note [Tiles])
     uniform: bool = False  # every element is the same (a broadcast scalar): any view of it is free
+    work: int = 1  # scalar operations per element, roughly (whether a loop over it is worth threads)
 
 
 @dataclass
@@ -112,6 +115,95 @@ def _crosses(values) -> bool:
         (isinstance(v, Arr) and v.type.rank >= 2 and v.strides[-1] not in (0, 1)) or (isinstance(v, Lazy) and v.crosses)
         for v in values
     )
+
+
+PARALLEL_MIN = 1 << 16  # elements from which a loop nest writing an array is split among threads
+SCRATCH_MAX = 1 << 16  # bytes of temporaries a parallel loop's body may take (on each thread's stack)
+# what a parallel loop may call besides LLVM's intrinsics, the matrix kernels and OpenBLAS (all
+# pure functions of their arguments; an inner parallel loop runs on its caller's thread)
+SAFE_CALLS = frozenset({"erf", "erff", "tan", "tanf", PARALLEL_SYMBOL})
+
+
+def _free_values(region, outlined, kernels, own, arena_slot):
+    """(the values defined outside the blocks `region` that its instructions use, for the
+    function `outlined` to receive them; the region's loads of the arena's pointer), or None
+    when the blocks cannot run on another thread: they branch out of the region (a failure),
+    call something that is not a pure function, or write to a slot of the frame that is not
+    one of their own (`own`). A load of another slot is a free value itself: the caller loads
+    it and passes its value."""
+    inside, own = {id(blk) for blk in region}, {id(i) for i in own}
+    free: dict[int, ir.Value] = {}
+    slot_loads: dict[int, list] = {}  # id(alloca) -> the region's loads of it
+    arena_loads, written = [], set()
+    for blk in region:
+        for instr in blk.instructions:
+            if isinstance(instr, ir.PhiInstr):
+                ops = [v for v, _ in instr.incomings] + [blk_ for _, blk_ in instr.incomings]
+            elif isinstance(instr, (ir.SwitchInstr, ir.Ret)):
+                return None
+            else:
+                ops = list(instr.operands)
+            if isinstance(instr, ir.CallInstr):
+                callee = instr.callee
+                name = callee.name if isinstance(callee, ir.Function) else ""
+                if not (name.startswith(("llvm.", "scipy_cblas_")) or name in SAFE_CALLS or name in kernels):
+                    return None
+                ops = ops[1:] if ops and ops[0] is callee else ops
+            if isinstance(instr, ir.LoadInstr) and isinstance(instr.operands[0], ir.AllocaInstr):
+                slot = instr.operands[0]
+                if slot is arena_slot:
+                    arena_loads.append(instr)
+                elif id(slot) not in own:
+                    slot_loads.setdefault(id(slot), []).append(instr)
+                continue
+            if isinstance(instr, ir.StoreInstr) and isinstance(instr.operands[1], ir.AllocaInstr):
+                if id(instr.operands[1]) not in own:
+                    written.add(id(instr.operands[1]))
+            for op in ops:
+                if isinstance(op, ir.Block):
+                    if id(op) not in inside:
+                        return None
+                elif isinstance(op, ir.Argument):
+                    if op.parent is not outlined:
+                        free[id(op)] = op
+                elif isinstance(op, ir.Instruction) and id(op.parent) not in inside and id(op) not in own:
+                    free[id(op)] = op
+    for slot, loads in slot_loads.items():
+        if slot in written:
+            return None
+        free.update((id(ld), ld) for ld in loads)
+    return list(free.values()), arena_loads
+
+
+def _replace(instr: ir.Instruction, old: ir.Value, new: ir.Value):
+    """Use `new` in place of `old` in instr (llvmlite keeps a GEP's pointer and indices, and an
+    aggregate's operands, apart from its operand list)."""
+    instr.replace_usage(old, new)
+    for attr in ("pointer", "aggregate", "value"):
+        if getattr(instr, attr, None) is old and not isinstance(instr, ir.StoreInstr):
+            setattr(instr, attr, new)
+    if isinstance(instr, ir.GEPInstr):
+        instr.indices = [new if i is old else i for i in instr.indices]
+
+
+def _replace_all(blocks, old: ir.Value, new: ir.Value):
+    for blk in blocks:
+        for instr in blk.instructions:
+            _replace(instr, old, new)
+
+
+def _bytes(t: ir.Type) -> int:
+    """The size of a value of LLVM type t (scalars, pointers, vectors of them)."""
+    if isinstance(t, ir.VectorType):
+        return t.count * _bytes(t.element)
+    if isinstance(t, ir.IntType):
+        return -(-t.width // 8)
+    return 4 if isinstance(t, ir.FloatType) else 8
+
+
+def _work(values) -> int:
+    """The scalar operations computing an element of each of `values` takes (Lazy ones)."""
+    return sum(v.work for v in values if isinstance(v, Lazy))
 
 
 def _smaller(b: ir.IRBuilder, x, y):
@@ -278,6 +370,93 @@ class Emitter:
 
         self.loop(chunks, chunk, f"{name}.chunk")
 
+    def parallel_loop(self, n: int, body, name: str = "i", otherwise=None):
+        """for i in 0..n: body(i), with the iterations split among the runtime's threads when
+        the loop can run on any of them; else otherwise() when given, or an ordinary loop (See
+        Note [Parallel loops]). The iterations must be independent: each writes only its own
+        elements, and its temporaries."""
+        b, module = self.b, self.m.module
+        pre, first_new = b.block, len(self.fn.blocks)
+        arena, allocas = self.arena_size, {id(i) for i in self.entry.instructions}
+        fname = module.get_unique_name(f"{self.fn.name}.par")
+        outlined = ir.Function(module, ir.FunctionType(VOID, [PTR, I64, I64]), fname)
+        outlined.scope = self.fn.scope  # (one namespace: the blocks move over as they are)
+        outlined.linkage = "internal"
+        env, lo, hi = outlined.args
+        for a, a_name in zip(outlined.args, ("env", "lo", "hi")):
+            a.name = a_name
+        start = self.block(f"{name}.par")
+        b.position_at_end(start)
+        self.loop(b.sub(hi, lo), lambda i: body(b.add(lo, i)), name)
+        end = b.block
+        region = self.fn.blocks[first_new:]
+        own = [i for i in self.entry.instructions if id(i) not in allocas]  # the body's allocas
+        scratch = self.arena_size - arena  # the body's temporaries: each piece has its own
+        found = _free_values(region, outlined, self.m.kernels, own, self.arena_slot)
+        if found is None or scratch > SCRATCH_MAX:
+            del module.globals[outlined.name]
+            if otherwise is not None:  # (the loop is emitted again, as otherwise() says)
+                del self.fn.blocks[first_new:]
+                self.entry.instructions = [i for i in self.entry.instructions if id(i) in allocas]
+                self.arena_size = arena
+                b.position_at_end(pre)
+                otherwise()
+                return
+            for blk in region:  # an ordinary loop, over 0..n
+                for instr in blk.instructions:
+                    _replace(instr, lo, self.i64(0))
+                    _replace(instr, hi, self.i64(n))
+            b.position_at_end(pre)
+            b.branch(start)
+            b.position_at_end(end)
+            return
+        free, arena_loads = found
+        b.ret_void()
+        del self.fn.blocks[first_new:]
+        head = ir.Block(outlined, f"{name}.env")
+        outlined.blocks = [head] + region
+        for blk in region:
+            blk.parent = outlined
+        self.entry.instructions = [i for i in self.entry.instructions if id(i) in allocas]
+        for instr in own:
+            instr.parent = head
+        head.instructions = own
+        inner = ir.IRBuilder(head)
+        inner.position_at_end(head)
+        if arena_loads:
+            buf = inner.alloca(ir.ArrayType(I8, scratch), name="par.arena")
+            buf.align, buf.type = 64, PTR  # (llvmlite types an alloca's pointer: geps of it would be too)
+            base = inner.gep(buf, [self.i64(-arena)], source_etype=I8)  # (the body's offsets start at `arena`)
+            for ld in arena_loads:
+                ld.parent.instructions.remove(ld)
+                _replace_all(region, ld, base)
+        offsets = [0]
+        for v in free:
+            offsets.append(offsets[-1] + -(-_bytes(v.type) // 8) * 8)
+        b.position_at_end(pre)
+        frame = self.alloca(ir.ArrayType(I8, max(offsets[-1], 8)), "par.frame")
+        frame.align, frame.type = 8, PTR
+        for v, off in zip(free, offsets):
+            if isinstance(v, ir.LoadInstr):  # (of a slot of this frame: loaded here, its value passed)
+                v.parent.instructions.remove(v)
+                outer = b.load(v.operands[0], typ=v.type)
+            else:
+                outer = v
+            b.store(outer, b.gep(frame, [self.i64(off)], source_etype=I8)).align = 8
+            value = inner.load(inner.gep(env, [self.i64(off)], source_etype=I8), typ=v.type)
+            value.align = 8
+            _replace_all(region, v, value)
+        inner.branch(start)
+        self.call_extern(PARALLEL_SYMBOL, VOID, [outlined, frame, self.i64(n)], [PTR, PTR, I64])
+
+    def nest(self, shape, body, name: str = "i", work: int = 1):
+        """loop_nest(shape, body) whose iterations are independent, `work` scalar operations
+        each: split among threads along the first axis when there is enough work."""
+        if len(shape) and shape[0] > 1 and prod(shape) * work >= PARALLEL_MIN:
+            self.parallel_loop(shape[0], lambda i: self.loop_nest(shape[1:], lambda idx: body([i] + idx), name), name)
+        else:
+            self.loop_nest(shape, body, name)
+
     def loop_nest(self, shape, body, name: str = "i"):
         """Nested loops over every index of `shape`; body(list of i64 indices)."""
 
@@ -390,6 +569,7 @@ class Emitter:
                 lambda idx: a.at([zero if d == 1 else idx[r + k] for k, d in enumerate(dims)]),
                 a.crosses,
                 a.uniform,
+                a.work,
             )
         if not isinstance(a, Arr):
             return a
@@ -439,7 +619,11 @@ class Emitter:
             return fn(*ins)
         views = [self.broadcast_view(x, out_t.shape) for x in ins]
         if self.fuse_next:
-            return Lazy(out_t, lambda idx: fn(*(self.read(v, idx) for v in views)), _crosses(views))
+
+            def at(idx):
+                return fn(*(self.read(v, idx) for v in views))
+
+            return Lazy(out_t, at, _crosses(views), work=1 + _work(views))
         out = self.alloc(out_t)
         self.write_loops(
             out_t.shape, views, lambda idx: self.store(out, idx, fn(*(self.read(v, idx) for v in views))), "ew"
@@ -452,9 +636,10 @@ class Emitter:
         that both sides stay in the L1 cache (See Note [Tiles])."""
         crosses = _crosses(reads)
         if not crosses or len(shape) < 2 or min(shape[-2:]) < 2 * TILE:
-            self.loop_nest(shape, body, name)
+            self.nest(shape, body, name, max(1, _work(reads)))
             return
         (n0, n1), b, tile = shape[-2:], self.b, self.i64(TILE)
+        work = max(1, _work(reads))
 
         def tiles(outer):
             def block(bi, bj):
@@ -466,11 +651,18 @@ class Emitter:
                     f"{name}i",
                 )
 
-            self.loop(
-                -(-n0 // TILE), lambda bi: self.loop(-(-n1 // TILE), lambda bj: block(bi, bj), f"{name}tj"), f"{name}ti"
-            )
+            def row_of_tiles(bi):
+                self.loop(-(-n1 // TILE), lambda bj: block(bi, bj), f"{name}tj")
 
-        self.loop_nest(shape[:-2], tiles, f"{name}o")
+            if outer or n0 * n1 * work < PARALLEL_MIN:
+                self.loop(-(-n0 // TILE), row_of_tiles, f"{name}ti")
+            else:
+                self.parallel_loop(-(-n0 // TILE), row_of_tiles, f"{name}ti")
+
+        if len(shape) > 2:
+            self.nest(shape[:-2], tiles, f"{name}o", n0 * n1 * work)
+        else:
+            tiles([])
 
     # --- calls and failures ---------------------------------------------------------------
 
@@ -728,3 +920,28 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # once, never recomputed. A map read only by a reduction (a reduced comprehension,
 # `sum(for i in 0..n => a[i] * b[i])`) is lazy the same way: its body is evaluated inside the
 # reduction's loop, and the comprehension is never stored.
+
+
+# Note [Parallel loops]
+# ~~~~~~~~~~~~~~~~~~~~~
+# A loop whose iterations are independent and that does enough work (PARALLEL_MIN scalar
+# operations, counted from the elements written and the Lazy values read) runs on all the
+# runtime's threads: an elementwise loop nest or a copy (split along its first axis, or its
+# rows of tiles when it transposes), the rows of a reduction that keeps its leading axes, the
+# blocks of a reduction to one number, and a map's rows. `parallel_loop` emits the loop as
+# usual over lo..hi, then moves its blocks into a function of their own, `fn(env, lo, hi)`,
+# and calls the runtime's `diffc_parallel_for(fn, env, n)` (runtime/threads.py), which runs
+# pieces of 0..n on the threads. The values the blocks use from the enclosing function
+# (pointers, offsets, ctx) are stored in `env`, a frame slot they only read is loaded before
+# the call and passed by value, the allocas made for the body move with it, and the body's
+# arena temporaries come from scratch space on each thread's stack: every piece has its own.
+#
+# A loop that cannot run on another thread stays as it was (or is emitted again, as the
+# caller says): one that may fail (a bounds check, a poll for Ctrl-C, malloc), which branches
+# to the function's exit; one that calls another native function of the program (it shares
+# ctx, the depth count and the arena) or anything but LLVM's intrinsics, a few libm functions,
+# the matrix kernels and OpenBLAS; one that writes a frame slot of the enclosing function; one
+# whose temporaries exceed SCRATCH_MAX. Results never depend on the count of threads: a loop's
+# pieces write disjoint elements, and a large reduction to one number is cut into blocks fixed
+# by its shape alone (prims/reduce.py, _in_blocks), whose results are then combined in order.
+# An inner parallel loop inside a piece runs on the piece's thread (the pool is busy).

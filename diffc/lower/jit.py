@@ -3,6 +3,7 @@ in the LLVM worker process), MCJIT, text dumps."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import threading
@@ -33,7 +34,8 @@ def _init():
 @functools.cache
 def blas_available() -> bool:
     """Load OpenBLAS (scipy-openblas64) into the process so that generated code can call it.
-    Its thread count follows OPENBLAS_NUM_THREADS, else DIFFC_THREADS, else 1.
+    It starts with OPENBLAS_NUM_THREADS threads, else DIFFC_THREADS, else 1 (the runtime then
+    sets its count: set_blas_threads).
 
     OpenBLAS's run-time detection takes CPUs it does not know (AMD's Zen 5) for Haswell and
     runs its AVX2 kernels; where the CPU has AVX-512, the SkylakeX kernels run our matrix
@@ -58,12 +60,19 @@ def blas_available() -> bool:
     if not os.path.exists(path):
         return False
     llvm.load_library_permanently(path)
-    if "OPENBLAS_NUM_THREADS" not in os.environ:
-        import ctypes
-
-        threads = int(os.environ.get("DIFFC_THREADS", "1"))
-        ctypes.CDLL(path).scipy_openblas_set_num_threads64_(ctypes.c_int(threads))
+    _openblas.append(ctypes.CDLL(path))
     return True
+
+
+_openblas: list = []  # the library, once loaded
+
+
+def set_blas_threads(n: int) -> None:
+    """Run OpenBLAS's products on n threads (unless OPENBLAS_NUM_THREADS says otherwise);
+    runtime/threads.py calls it once its own threads have started, so that under a limit
+    that would not let them start, OpenBLAS does not try (See blas_available)."""
+    if "OPENBLAS_NUM_THREADS" not in os.environ and blas_available():
+        _openblas[0].scipy_openblas_set_num_threads64_(ctypes.c_int(n))
 
 
 def _has_avx512() -> bool:

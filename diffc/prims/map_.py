@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..ir.core import is_float
-from ..lower.emit import Lazy
-from ..lower.loops import cheap_steps, row, store_row
+from ..lower.emit import PARALLEL_MIN, Lazy
+from ..lower.loops import cheap_steps, row, step_work, store_row
 from ..typesys import stacked
 from .core import Kind, Loop, primitive
 
@@ -29,7 +29,7 @@ def _map_lower(em, eqn, ins):
             (v,) = em.lower_body(body, [idx[0]] + [row(em, x, idx[0]) for x in xs] + consts, lazy_outs=True)
             return em.read(v, idx[1:])
 
-        return [Lazy(eqn.outs[0].type, at)]
+        return [Lazy(eqn.outs[0].type, at, work=step_work(body))]
     outs = [em.destinations.get(o.id) or em.alloc(o.type) for o in eqn.outs]
     made = {x.id for e in body.eqns for x in e.outs}
 
@@ -50,7 +50,13 @@ def _map_lower(em, eqn, ins):
             if rows.get(o.id, (None, None)) != (k, r):
                 store_row(em, out, i, r)
 
-    em.polled_loop(n, step, "map", eqn.span, cheap_steps(body))
+    def polled():
+        em.polled_loop(n, step, "map", eqn.span, cheap_steps(body))
+
+    if n > 1 and n * step_work(body) >= PARALLEL_MIN:  # (its rows are independent)
+        em.parallel_loop(n, step, "map", otherwise=polled)
+    else:
+        polled()
     return outs
 
 

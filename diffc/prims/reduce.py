@@ -6,7 +6,7 @@ import numpy as np
 from llvmlite import ir
 
 from ..errors import ShapeError
-from ..lower.emit import Arr, Lazy, reg_type
+from ..lower.emit import PARALLEL_MIN, Arr, Lazy, reg_type
 from ..typesys import DType, TensorType
 from . import ops
 from .core import Kind, primitive
@@ -111,10 +111,11 @@ def _reduce_lower(kind, combine):
         t, axes, x, _, views = _merged(eqn.inputs[0].type, eqn.params["axes"], x, kept=[result] if result else [])
         dt = t.dtype
         kept = [k for k in range(t.rank) if k not in axes]
-        acc = em.alloca(reg_type(dt))
-        nan_seen = em.alloca(ir.IntType(1)) if kind in ("max", "min") and dt.is_float else None
 
         def outer(out_idx):
+            # (slots of its own: the loop over out_idx may run on several threads)
+            acc = em.alloca(reg_type(dt))
+            nan_seen = em.alloca(ir.IntType(1)) if kind in ("max", "min") and dt.is_float else None
             em.b.store(em.const(dt, _identity(dt, kind)), acc)
             if nan_seen is not None:
                 em.b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
@@ -131,6 +132,9 @@ def _reduce_lower(kind, combine):
             return em.b.load(acc)
 
         if out_t.rank == 0:
+            work = t.size * (x.work if isinstance(x, Lazy) else 1)
+            if t.rank and work >= PARALLEL_MIN and max(t.shape) >= 2:
+                return [_in_blocks(em, kind, combine, x, t)]
             return [outer([])]
         (out,) = views
         if t.rank - 1 in kept:  # the contiguous axis is kept: walk x in memory order (See below)
@@ -143,10 +147,64 @@ def _reduce_lower(kind, combine):
 
             _walk(em, x, t, range(t.rank), one, "rw")
             return [result]
-        em.loop_nest(out.type.shape, lambda idx: em.store(out, idx, outer(idx)), "ro")
+        em.nest(out.type.shape, lambda idx: em.store(out, idx, outer(idx)), "ro", work=t.size // max(out.type.size, 1))
         return [result]
 
     return lower
+
+
+BLOCKS = 64  # the pieces a large reduction to one number is cut into (See _in_blocks)
+
+
+def _in_blocks(em, kind, combine, x, t):
+    """A reduction of all of x (of type t) to one number, in BLOCKS pieces along the axis that
+    is outermost in memory, which threads may compute at once, then over the pieces' results
+    in order. The pieces are the same on any number of threads, and so is the result."""
+    dt, b = t.dtype, em.b
+    axis = _memory_order(x, range(t.rank))[0]
+    rows = t.shape[axis]
+    per = -(-rows // min(rows, BLOCKS))
+    blocks = -(-rows // per)
+    partial = em.alloc(TensorType(dt, (blocks,)))
+    others = [k for k in range(t.rank) if k != axis]
+
+    def accumulator():
+        """(add(v), result()): combine from the identity; NaN once max/min saw one."""
+        acc = em.alloca(reg_type(dt))
+        nan_seen = em.alloca(ir.IntType(1)) if kind in ("max", "min") and dt.is_float else None
+        em.b.store(em.const(dt, _identity(dt, kind)), acc)
+        if nan_seen is not None:
+            em.b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
+
+        def add(v):
+            if nan_seen is not None:
+                b.store(b.or_(b.load(nan_seen), b.fcmp_unordered("uno", v, v)), nan_seen)
+            b.store(combine(em, dt, b.load(acc), v), acc)
+
+        def result():
+            if nan_seen is None:
+                return b.load(acc)
+            return b.select(b.load(nan_seen), em.const(dt, np.nan), b.load(acc))
+
+        return add, result
+
+    def block(k):
+        start = b.mul(k, em.i64(per))
+        count = b.sub(em.i64(rows), start)
+        count = b.select(b.icmp_signed("<", count, em.i64(per)), count, em.i64(per))
+        add, result = accumulator()
+
+        def row(i):
+            at = {axis: b.add(start, i)}
+            _walk(em, x, t, others, lambda rest: add(_element(em, x, t, [], [], {**at, **rest})), "rw")
+
+        em.loop(count, row, "rr")
+        em.store(partial, [k], result())
+
+    em.parallel_loop(blocks, block, "rb")
+    add, result = accumulator()
+    em.loop(blocks, lambda k: add(em.load(partial, [k])), "rp")
+    return result()
 
 
 # A reduction that keeps the last (contiguous) axis, such as a column sum sum(x, axis=0) or a

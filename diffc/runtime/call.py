@@ -36,7 +36,7 @@ from ..lower.llvm import ENTRY_SYMBOL
 from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
 from ..prims.io import PRINT_BASE, PRINT_SYMBOL
 from ..pytree import unflatten
-from . import interrupt, stack
+from . import interrupt, stack, threads
 from .values import value_text
 
 _print_sites_lock, _direct_lock = threading.Lock(), threading.Lock()
@@ -72,6 +72,7 @@ def register_symbols():
     the code that MCJIT links."""
     llvm.add_symbol(PRINT_SYMBOL, ctypes.cast(_print_callback, ctypes.c_void_p).value)
     interrupt.register_symbols()
+    threads.register_symbols()
     for name, address in pyentry.symbol_addresses().items():
         llvm.add_symbol(name, address)
 

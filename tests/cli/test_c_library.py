@@ -287,6 +287,17 @@ def test_print_writes_what_diffc_run_writes(tmp_path):
     assert got.stdout == want.stdout
 
 
+@needs_cc
+def test_a_split_loop_runs_on_the_calling_thread(tmp_path):
+    """The library's runtime runs a parallel loop (See Note [Parallel loops]) whole."""
+    src = tmp_path / "wide.dfl"
+    src.write_text("fn f(x) = exp(x) * 2.0 + transpose(x)\n")
+    done = diffc_cmd(*build_args(src, tmp_path, ["f"], ["x=f64[512,512]"]))
+    assert done.returncode == 0, done.stderr
+    x = np.random.default_rng(0).standard_normal((512, 512))
+    np.testing.assert_allclose(load_module(tmp_path, "wide").f(x), np.exp(x) * 2.0 + x.T, rtol=1e-13, atol=1e-13)
+
+
 # --- the command line --------------------------------------------------------------------------
 
 

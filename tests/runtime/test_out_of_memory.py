@@ -84,7 +84,10 @@ def test_cli_reports_out_of_memory(tmp_path):
     cmd = f"ulimit -v {LIMIT >> 10}; exec {sys.executable} -m diffc run tape.dfl --arg x=0.5"
     run = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 1, run.stderr
-    assert run.stderr.startswith("tape.dfl:3:13: error: out of memory: cannot allocate 2.1 GB for the tape"), run.stderr
+    # (the size at which the tape's doubling fails depends on what else the process maps: its
+    # threads' stacks, OpenBLAS's buffers)
+    expected = r"tape.dfl:3:13: error: out of memory: cannot allocate [12]\.\d GB for the tape"
+    assert re.match(expected, run.stderr), run.stderr
 
 
 def test_out_of_memory_while_compiling_is_located(monkeypatch):
