@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..ir.core import Body, is_float
-from ..lower.loops import Slots, accumulators, cheap_steps, inplace_carries, row, store_row
+from ..lower.emit import Lazy
+from ..lower.loops import (
+    Slots,
+    accumulators,
+    cheap_steps,
+    deferred_loop,
+    deferred_scatters,
+    inplace_carries,
+    row,
+    store_row,
+)
 from ..typesys import stacked
 from .core import Kind, Loop, primitive
 
@@ -30,24 +40,39 @@ def _scan_shape(in_types, body, length, num_carry, num_xs, reverse):
 def _scan_lower(em, eqn, ins):
     p = eqn.params
     body, n, nc, nx, reverse = p["body"], p["length"], p["num_carry"], p["num_xs"], p["reverse"]
-    # an initial carry may be Lazy (it is computed straight into the carry's home)
-    init, xs, consts = ins[:nc], [em.force(x) for x in ins[nc : nc + nx]], [em.force(x) for x in ins[nc + nx :]]
+    # an initial carry may be Lazy (it is computed straight into the carry's home), and so may
+    # a uniform xs (a broadcast scalar: its rows are read without memory)
+    init, xs, consts = ins[:nc], [_rows_of(em, x) for x in ins[nc : nc + nx]], [em.force(x) for x in ins[nc + nx :]]
     carry_types = [o.type for o in eqn.outs[:nc]]
     ys = [em.alloc(o.type) for o in eqn.outs[nc:]]
     body, plan = accumulators(body, 1, nc)
     homes = [em.destinations.get(o.id) for o in eqn.outs[:nc]]
     slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan), homes)
     n_out = len(eqn.params["body"].outs)
+    cheap = cheap_steps(eqn.params["body"], 1, nc)
+    deferred = deferred_scatters(body, plan, 1 + nc + nx) if cheap else {}
+
+    def order(i):
+        return em.b.sub(em.i64(n - 1), i) if reverse else i
 
     def step(i):
-        t = em.b.sub(em.i64(n - 1), i) if reverse else i
+        t = order(i)
         res = em.lower_body(body, [t] + slots.read() + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
-        slots.write(res[:nc], plan, res[n_out:])
+        held = slots.write(res[:nc], plan, res[n_out:], deferred)
         for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)
+        return held
 
-    em.polled_loop(n, step, "scan", eqn.span, cheap_steps(eqn.params["body"], 1, nc))
+    if deferred:
+        deferred_loop(em, n, step, deferred, slots.accumulator, consts, order, eqn.span)
+    else:
+        em.polled_loop(n, step, "scan", eqn.span, cheap)
     return slots.read() + ys
+
+
+def _rows_of(em, x):
+    """x in memory, unless it is a uniform Lazy (`row` reads those as they are)."""
+    return x if isinstance(x, Lazy) and x.uniform else em.force(x)
 
 
 # scan: the forward also stacks the residuals of every step (T residual records); the backward
