@@ -3,9 +3,12 @@ loop-carried values, in-place accumulation, rows, and how much work a loop's ste
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from llvmlite import ir
 
 from ..ir.core import Body
+from ..ir.prim import const_p
 from ..ir.walk import uses_and_producers
 from .emit import ERR_BOUNDS, PTR, Arr, Lazy, Site, contiguous_strides, reg_type, scalar_add
 
@@ -29,8 +32,9 @@ class Slots:
     result is written to the other), or, for the carries in `inplace`, in one buffer that the
     body updates in place (adopting the initial value's buffer when that is donated to it)."""
 
-    def __init__(self, em, types, init, inplace=frozenset(), destinations=None):
-        """destinations: per carry, an output buffer its final value is wanted in, or None."""
+    def __init__(self, em, types, init, inplace=frozenset(), destinations=None, unwritten=frozenset()):
+        """destinations: per carry, an output buffer its final value is wanted in, or None.
+        unwritten: the carries whose initial value the caller writes itself."""
         self.em, self.types, self.inplace = em, types, inplace
         self.homes = []
         for k, (t, v) in enumerate(zip(types, init)):
@@ -49,7 +53,7 @@ class Slots:
                 em.b.store(em.alloc(t, scope).ptr, cur)
                 em.b.store(em.alloc(t, scope).ptr, nxt)
                 self.homes.append((cur, nxt, scope))
-        self.write(init)
+        self.write([None if k in unwritten else v for k, v in enumerate(init)])
 
     def read(self):
         em, out = self.em, []
@@ -73,15 +77,18 @@ class Slots:
         t, h = self.types[k], self.homes[k]
         return Arr(h if k in self.inplace else self._loaded(h[0], h[2]), self.em.i64(0), _strides(t), t)
 
-    def write(self, values, plan=None, operands=(), deferred=()):
-        """Store new values; array results go to the spare buffer, which then becomes current.
-        Carries in `plan` (see `accumulators`) are added to in place instead, but for the
-        terms (k, j) in `deferred`: returns their values, (k, j) -> the value to add."""
+    def write(self, values, plan=None, operands=(), deferred=(), stored=()):
+        """Store new values (None: leave the carry as it is); array results go to the spare
+        buffer, which then becomes current. Carries in `plan` (see `accumulators`) are added to
+        in place instead, but for the terms (k, j) in `deferred`: returns their values, (k, j)
+        -> the value to add; and those in `stored` are stored, not added."""
         em = self.em
         plan = plan or {}
         ops_ = iter(operands)
         held = {}
         for k, (t, h, v) in enumerate(zip(self.types, self.homes, values)):
+            if v is None:
+                continue
             if k in plan:
                 cur = h if k in self.inplace else self._loaded(h[0], h[2])
                 for j, how in enumerate(plan[k]):
@@ -90,7 +97,7 @@ class Slots:
                     if (k, j) in deferred:
                         held[k, j] = first
                     elif how[0] != "base":
-                        accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, first, extra)
+                        accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, first, extra, (k, j) in stored)
                     elif not (isinstance(first, Arr) and first.ptr is cur):  # (not updated in place)
                         em.copy_into(Arr(cur, em.i64(0), _strides(t), t), first)
             elif t.rank == 0:
@@ -261,8 +268,9 @@ def _sum_chain(p, out, user, uses):
     return (adds, xs, base) if adds else None
 
 
-def accumulate(em, cur: Arr, how, value, operands):
-    """cur += value in place, as `accumulators` planned (operands: the indices)."""
+def accumulate(em, cur: Arr, how, value, operands, store=False):
+    """cur += value in place, as `accumulators` planned (operands: the indices); cur[i...] =
+    value for an index term when `store`."""
     dt = cur.type.dtype
     if how[0] == "add":
         em.loop_nest(
@@ -291,28 +299,40 @@ def accumulate(em, cur: Arr, how, value, operands):
         safe = src.params.get("safe")
         offs = [i if safe else em.checked_index(i, n, site) for i, n in zip(operands, cur.type.shape)]
         rest = cur.type.shape[len(offs) :]
-        em.loop_nest(
-            rest,
-            lambda r: em.store(cur, offs + r, scalar_add(em, dt, em.load(cur, offs + r), em.read(value, r))),
-            "acx",
-        )
+
+        def at(r):
+            v = em.read(value, r)
+            em.store(cur, offs + r, v if store else scalar_add(em, dt, em.load(cur, offs + r), v))
+
+        em.loop_nest(rest, at, "acx")
 
 
 DEFER_BLOCK = 256  # the iterations whose deferred scatter-adds are done together
 
 
-def deferred_scatters(body: Body, plan, first_const: int) -> dict:
+@dataclass
+class Deferral:
+    """How a loop adds its accumulators' terms (See Note [Deferred scatters])."""
+
+    # (k, j) -> a Body (the loop index, the loop's constants) -> the indices of carry k's term j,
+    # which the loop adds after each block of iterations
+    terms: dict
+    # carry k -> (j, c): of a rank-1 carry whose every term adds at index i + c_j in iteration
+    # i, the term of the largest c, which a forward loop from zero may store instead of add
+    first_writes: dict
+
+
+def deferred_scatters(body: Body, plan, first_const: int) -> Deferral:
     """The terms of `plan` (from `accumulators`) that add a scalar at an index affine in the
-    loop index, with unit or constant step: (k, j) -> a Body (the loop index, the loop's
-    constants: body.params[first_const:]) -> the term's indices. A loop may add those terms
-    after a block of iterations (See Note [Deferred scatters]). Only indices proven in range
-    (`safe`): a bounds check must fail in the iteration it belongs to."""
+    loop index (a step of 1 or -1), but for one per carry, added in the loop. Only
+    indices proven in range (`safe`): a bounds check must fail in the iteration it belongs to.
+    The loop's constants are body.params[first_const:]."""
     made_by = {o.id: e for e in body.eqns for o in e.outs}
     i, consts = body.params[0], body.params[first_const:]
-    found = {}
-    for k, terms in plan.items():
-        first = True  # (the first such term of a carry is added in the loop: see the Note)
-        for j, (kind, _, src) in enumerate(terms):
+    terms, first_writes = {}, {}
+    for k, carry_terms in plan.items():
+        found, offsets = {}, {}
+        for j, (kind, _, src) in enumerate(carry_terms):
             if kind != "index" or not src.params.get("safe") or src.inputs[0].type.rank:
                 continue
             idx = src.inputs[1:]
@@ -321,30 +341,67 @@ def deferred_scatters(body: Body, plan, first_const: int) -> dict:
             used: set[int] = set()
             kinds = [_affine(x, i, consts, made_by, used) for x in idx]
             if None not in kinds and "affine" in kinds:
-                if not first:
-                    found[k, j] = Body([i, *consts], [e for e in body.eqns if id(e) in used], list(idx))
-                first = False
-    return found
+                found[j] = Body([i, *consts], [e for e in body.eqns if id(e) in used], list(idx))
+                offsets[j] = _offset(idx[0], i, made_by) if len(idx) == 1 else None
+        if not found:
+            continue
+        kept = next(iter(found))
+        if len(found) == len(carry_terms) and None not in offsets.values():
+            kept = max(offsets, key=offsets.get)
+            first_writes[k] = (kept, offsets[kept])
+        terms.update(((k, j), b) for j, b in found.items() if j != kept)
+    return Deferral(terms, first_writes)
 
 
-_AFFINE_OPS = ("const", "add", "sub", "mul", "neg")
+def _offset(v, i, made_by):
+    """c if integer v is i + c, c a constant, else None."""
+    if v is i:
+        return 0
+    e = made_by.get(v.id)
+    if e is None or e.prim.linear is None or v.type.dtype.is_float:
+        return None
+    c, unknown = 0, []
+    for x, a in zip(e.inputs, e.prim.linear):
+        if x.known is not None and x.type.rank == 0:
+            c += a * int(x.known)
+        else:
+            unknown.append((x, a))
+    if len(unknown) != 1 or unknown[0][1] != 1:
+        return None
+    inner = _offset(unknown[0][0], i, made_by)
+    return None if inner is None else inner + c
 
 
 def _affine(v, i, consts, made_by, used):
-    """ "affine" if integer v is a * i + b (a a constant, b loop-invariant), "invariant" if it
-    does not depend on i, else None; `used` collects the equations that compute v."""
+    """ "affine" if integer v is a linear combination of i and loop-invariant values (i with
+    a coefficient of +1 or -1: `i + 1`, `n - i`), "invariant" if it does not depend on i, else
+    None; `used` collects the equations that compute v."""
     if v is i:
         return "affine"
     if any(v is c for c in consts):
         return "invariant"
     e = made_by.get(v.id)
-    if e is None or e.prim.name not in _AFFINE_OPS or v.type.dtype.is_float or v.type.rank:
+    if e is None or v.type.dtype.is_float or v.type.rank:
+        return None
+    if e.prim is const_p:
+        used.add(id(e))
+        return "invariant"
+    if e.prim.linear is None:
         return None
     kinds = [_affine(x, i, consts, made_by, used) for x in e.inputs]
-    if None in kinds or (e.prim.name == "mul" and kinds.count("affine") > 1):
+    if None in kinds or kinds.count("affine") > 1:  # (i + i: a step of 2, left out)
         return None
     used.add(id(e))
     return "affine" if "affine" in kinds else "invariant"
+
+
+def zero_outside(em, cur: Arr, lo: int, hi: int):
+    """cur[:lo] = 0 and cur[hi:] = 0 (cur of rank 1)."""
+    n = cur.type.shape[0]
+    zero = em.const(cur.type.dtype, 0)
+    for start, stop in ((0, min(lo, n)), (max(hi, 0), n)):
+        if stop > start:
+            em.loop(stop - start, lambda j, start=start: em.store(cur, [em.b.add(j, em.i64(start))], zero), "zero")
 
 
 def deferred_loop(em, n, step, deferred, accumulator, consts, order, span):

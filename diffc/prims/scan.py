@@ -4,10 +4,15 @@ scan the other way."""
 
 from __future__ import annotations
 
+import math
+
+from llvmlite import ir
+
 from ..errors import ShapeError
 from ..ir.core import Body, is_float
 from ..lower.emit import Lazy
 from ..lower.loops import (
+    Deferral,
     Slots,
     accumulators,
     cheap_steps,
@@ -16,6 +21,7 @@ from ..lower.loops import (
     inplace_carries,
     row,
     store_row,
+    zero_outside,
 )
 from ..typesys import stacked
 from .core import Kind, Loop, primitive
@@ -46,11 +52,18 @@ def _scan_lower(em, eqn, ins):
     carry_types = [o.type for o in eqn.outs[:nc]]
     ys = [em.alloc(o.type) for o in eqn.outs[nc:]]
     body, plan = accumulators(body, 1, nc)
-    homes = [em.destinations.get(o.id) for o in eqn.outs[:nc]]
-    slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan), homes)
-    n_out = len(eqn.params["body"].outs)
     cheap = cheap_steps(eqn.params["body"], 1, nc)
-    deferred = deferred_scatters(body, plan, 1 + nc + nx) if cheap else {}
+    deferral = deferred_scatters(body, plan, 1 + nc + nx) if cheap else Deferral({}, {})
+    deferred = deferral.terms
+    # an accumulator from zero whose stored term writes each element first (See Note [Deferred
+    # scatters] in lower/loops.py): zeros only where that term does not write
+    firsts = {k: jc for k, jc in deferral.first_writes.items() if deferred and not reverse and _zero(em, init[k])}
+    homes = [em.destinations.get(o.id) for o in eqn.outs[:nc]]
+    slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan), homes, set(firsts))
+    for k, (_, c) in firsts.items():
+        zero_outside(em, slots.accumulator(k), c, c + n)
+    stored = {(k, j) for k, (j, _) in firsts.items()}
+    n_out = len(eqn.params["body"].outs)
 
     def order(i):
         return em.b.sub(em.i64(n - 1), i) if reverse else i
@@ -58,7 +71,7 @@ def _scan_lower(em, eqn, ins):
     def step(i):
         t = order(i)
         res = em.lower_body(body, [t] + slots.read() + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
-        held = slots.write(res[:nc], plan, res[n_out:], deferred)
+        held = slots.write(res[:nc], plan, res[n_out:], deferred, stored)
         for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)
         return held
@@ -68,6 +81,15 @@ def _scan_lower(em, eqn, ins):
     else:
         em.polled_loop(n, step, "scan", eqn.span, cheap)
     return slots.read() + ys
+
+
+def _zero(em, v) -> bool:
+    """Whether a lowered initial carry is +0 everywhere (a broadcast zero: where derivatives'
+    accumulators start)."""
+    if not (isinstance(v, Lazy) and v.uniform):
+        return False
+    c = v.at([em.i64(0)] * v.type.rank)
+    return isinstance(c, ir.Constant) and c.constant == 0 and math.copysign(1.0, c.constant) > 0
 
 
 def _rows_of(em, x):

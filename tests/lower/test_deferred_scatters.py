@@ -32,6 +32,8 @@ fn stencil(u) {
 }
 fn gathered(a) = sum(map(fn(k) => a[k] * a[(k * 7) % len(a)], arange(len(a))))
 fn diff_squared(x) = sum(grad(diff)(x) ** 2)
+fn middle(x) = sum(for i in 0..len(x) - 4 => x[i + 2] * x[i + 1] + 3.0 * x[i + 2])
+fn plus_squares(x) = diff(x) + sum(x * x)
 """
 
 
@@ -40,16 +42,21 @@ def mod() -> diffc.Module:
     return diffc.compile(textwrap.dedent(SRC), "deferred.dfl")
 
 
-def deferred_terms(name, *args) -> list[int]:
-    """Per backward scan of name's gradient, how many of its scatter-adds are deferred."""
+def deferrals(name, *args) -> list:
+    """Per backward scan of name's gradient, its Deferral."""
     prog, _ = to_ir(mod().ast, name, tuple(type_of(a) for a in args), transform=("grad", (0,), True))
     found = []
     for e in all_eqns(prog.main.body):
         if e.prim is scan_p:
             p = e.params
             body, plan = accumulators(p["body"], 1, p["num_carry"])
-            found.append(len(deferred_scatters(body, plan, 1 + p["num_carry"] + p["num_xs"])))
+            found.append(deferred_scatters(body, plan, 1 + p["num_carry"] + p["num_xs"]))
     return found
+
+
+def deferred_terms(name, *args) -> list[int]:
+    """Per backward scan of name's gradient, how many of its scatter-adds are deferred."""
+    return [len(d.terms) for d in deferrals(name, *args)]
 
 
 def test_affine_reads_are_deferred_but_the_first_and_computed_ones_are_not():
@@ -57,6 +64,16 @@ def test_affine_reads_are_deferred_but_the_first_and_computed_ones_are_not():
     assert deferred_terms("wide", np.ones(10)) == [2]  # (2 * i // 2 + 1: a division, not affine)
     assert sorted(deferred_terms("stencil", np.ones((5, 6)))) == [0, 4]  # the rows' loop; the outer one
     assert deferred_terms("gathered", np.ones(10)) == [0]  # (k * 7) % n: not affine
+
+
+def test_the_term_of_the_largest_offset_writes_each_element_first():
+    # x[i + 1]'s cotangent is stored (ct[i + 1] first written in iteration i), x[i]'s deferred
+    (d,) = deferrals("diff", np.ones(10))
+    ((k, (j, c)),) = d.first_writes.items()
+    assert c == 1 and (k, j) not in d.terms and len(d.terms) == 1
+    assert [list(d.first_writes.values())[0][1] for d in deferrals("middle", np.ones(10))] == [2]
+    assert [d.first_writes for d in deferrals("wide", np.ones(10))] == [{}]  # (a term not affine)
+    assert all(d.first_writes == {} for d in deferrals("stencil", np.ones((5, 6))))  # (rank 2)
 
 
 def test_the_backward_loop_adds_the_deferred_terms_in_a_loop_of_their_own(tmp_path, capsys):
@@ -110,6 +127,21 @@ def test_values_around_the_block_size(n, dtype, tol):
     np.testing.assert_allclose(g, diff_grad(x.astype(np.float64)), rtol=tol, atol=tol)
     if n > 4:
         np.testing.assert_allclose(diffc.grad(mod().wide)(x), wide_grad(x.astype(np.float64)), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("n", [4, 5, 6, DEFER_BLOCK + 3])
+def test_the_elements_the_stored_term_does_not_write_are_zero(n):
+    x = np.random.default_rng(n).standard_normal(n)
+    want = np.zeros(n)
+    for i in range(n - 4):
+        want[i + 2] += x[i + 1] + 3.0
+        want[i + 1] += x[i + 2]
+    np.testing.assert_allclose(diffc.grad(mod().middle)(x), want, rtol=1e-12, atol=1e-12)
+
+
+def test_an_accumulator_that_starts_from_another_term_is_added_to():
+    x = np.random.default_rng(2).standard_normal(DEFER_BLOCK + 9)
+    np.testing.assert_allclose(diffc.grad(mod().plus_squares)(x), diff_grad(x) + 2 * x, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(3, 3), (5, 6), (4, DEFER_BLOCK + 3), (DEFER_BLOCK + 3, 4)])
