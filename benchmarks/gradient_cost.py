@@ -84,11 +84,11 @@ def _batch(fn) -> int:
         batch *= 4
 
 
-def _mean_us(fn, batch: int) -> float:
-    t = time.perf_counter()
+def _mean_us(fn, batch: int, clock=time.perf_counter) -> float:
+    t = clock()
     for _ in range(batch):
         fn()
-    return (time.perf_counter() - t) / batch * 1e6
+    return (clock() - t) / batch * 1e6
 
 
 def median_us(fn, repeats: int = 7) -> float:
@@ -99,9 +99,10 @@ def median_us(fn, repeats: int = 7) -> float:
 
 def paired_us(fwd, grad, repeats: int = 9) -> tuple[float, float, float]:
     """(median forward us, median gradient us, median ratio) with the two timed in turns, so
-    that each ratio compares times taken under the same load of a shared machine."""
+    that each ratio compares times taken under the same load of a shared machine, in CPU time
+    (diffc runs these on one thread: the time spent waiting for the core is left out)."""
     bf, bg = _batch(fwd), _batch(grad)
-    pairs = [(_mean_us(fwd, bf), _mean_us(grad, bg)) for _ in range(repeats)]
+    pairs = [(_mean_us(fwd, bf, time.process_time), _mean_us(grad, bg, time.process_time)) for _ in range(repeats)]
     f, g = np.array(pairs).T
     return float(np.median(f)), float(np.median(g)), float(np.median(g / f))
 
