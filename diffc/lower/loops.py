@@ -320,6 +320,7 @@ class Deferral:
     # carry k -> (j, c): of a rank-1 carry whose every term adds at index i + c_j in iteration
     # i, the term of the largest c, which a forward loop from zero may store instead of add
     first_writes: dict
+    offsets: dict  # carry k of first_writes -> {j: c_j}, for all its terms
 
 
 def deferred_scatters(body: Body, plan, first_const: int) -> Deferral:
@@ -329,7 +330,7 @@ def deferred_scatters(body: Body, plan, first_const: int) -> Deferral:
     The loop's constants are body.params[first_const:]."""
     made_by = {o.id: e for e in body.eqns for o in e.outs}
     i, consts = body.params[0], body.params[first_const:]
-    terms, first_writes = {}, {}
+    terms, first_writes, all_offsets = {}, {}, {}
     for k, carry_terms in plan.items():
         found, offsets = {}, {}
         for j, (kind, _, src) in enumerate(carry_terms):
@@ -349,8 +350,9 @@ def deferred_scatters(body: Body, plan, first_const: int) -> Deferral:
         if len(found) == len(carry_terms) and None not in offsets.values():
             kept = max(offsets, key=offsets.get)
             first_writes[k] = (kept, offsets[kept])
+            all_offsets[k] = offsets
         terms.update(((k, j), b) for j, b in found.items() if j != kept)
-    return Deferral(terms, first_writes)
+    return Deferral(terms, first_writes, all_offsets)
 
 
 def _offset(v, i, made_by):
@@ -393,6 +395,58 @@ def _affine(v, i, consts, made_by, used):
         return None
     used.add(id(e))
     return "affine" if "affine" in kinds else "invariant"
+
+
+def term_values(plan, firsts, extra) -> dict:
+    """(k, j) -> the value that term j of carry k adds, from a body' of `accumulators`: its
+    outputs for the carries (`firsts`) and the values after the original outputs (`extra`)."""
+    found, rest = {}, iter(extra)
+    for k, terms in plan.items():
+        for j, (_, m, _) in enumerate(terms):
+            found[k, j] = firsts[k] if j == 0 else next(rest)
+            for _ in range(m - 1):
+                next(rest)  # (the indices)
+    return found
+
+
+def gathered_loop(em, n: int, values_at, offsets: dict, cur: Arr, init, span):
+    """cur[p] = init[p] + the sum over terms j of value_j(p - c_j), for each element p of cur
+    (rank 1), where value_j(t) exists for t in 0..n only: values_at(t) -> {j: value_j(t)} and
+    offsets: j -> c_j. init None: zero. Each element is written once, by a loop that
+    vectorises (See Note [Deferred scatters])."""
+    b, dt = em.b, cur.type.dtype
+    size = cur.type.shape[0]
+    shifts = sorted(set(offsets.values()))
+
+    def at(p, guarded):
+        total = em.read(init, [p]) if init is not None else None
+        for c in shifts:
+            t = b.sub(p, em.i64(c))
+            if guarded:  # (near the ends: only the terms whose iteration exists)
+                home = em.alloca(reg_type(dt))
+                b.store(total if total is not None else em.const(dt, 0), home)
+                inside = b.and_(b.icmp_signed(">=", t, em.i64(0)), b.icmp_signed("<", t, em.i64(n)))
+                with b.if_then(inside):
+                    values = values_at(t)
+                    b.store(_sum(em, dt, b.load(home), [values[j] for j, cj in offsets.items() if cj == c]), home)
+                total = b.load(home)
+            else:
+                values = values_at(t)
+                total = _sum(em, dt, total, [values[j] for j, cj in offsets.items() if cj == c])
+        em.store(cur, [p], total)
+
+    lo, hi = shifts[-1], n + shifts[0]  # the elements every term reaches
+    if hi > lo:
+        em.polled_loop(hi - lo, lambda q: at(b.add(q, em.i64(lo)), False), "gather", span, cheap=True)
+    for start, stop in ((0, min(lo, size)), (max(hi, lo, 0), size)):
+        if stop > start:
+            em.loop(stop - start, lambda q, start=start: at(b.add(q, em.i64(start)), True), "ends")
+
+
+def _sum(em, dt, total, values):
+    for v in values:
+        total = v if total is None else scalar_add(em, dt, total, v)
+    return total
 
 
 def zero_outside(em, cur: Arr, lo: int, hi: int):

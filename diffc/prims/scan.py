@@ -10,6 +10,8 @@ from llvmlite import ir
 
 from ..errors import ShapeError
 from ..ir.core import Body, is_float
+from ..ir.prim import may_fail
+from ..ir.walk import all_eqns
 from ..lower.emit import Lazy
 from ..lower.loops import (
     Deferral,
@@ -18,9 +20,11 @@ from ..lower.loops import (
     cheap_steps,
     deferred_loop,
     deferred_scatters,
+    gathered_loop,
     inplace_carries,
     row,
     store_row,
+    term_values,
     zero_outside,
 )
 from ..typesys import stacked
@@ -53,8 +57,22 @@ def _scan_lower(em, eqn, ins):
     ys = [em.alloc(o.type) for o in eqn.outs[nc:]]
     body, plan = accumulators(body, 1, nc)
     cheap = cheap_steps(eqn.params["body"], 1, nc)
-    deferral = deferred_scatters(body, plan, 1 + nc + nx) if cheap else Deferral({}, {})
+    deferral = deferred_scatters(body, plan, 1 + nc + nx) if cheap else Deferral({}, {}, {})
     deferred = deferral.terms
+    n_out = len(eqn.params["body"].outs)
+    if deferred and nc == 1 and n_out == 1 and 0 in deferral.first_writes and not reverse and _pure(body):
+        # a loop that only adds its terms into one vector: each element is the sum of the terms
+        # that reach it, computed at once (See Note [Deferred scatters] in lower/loops.py)
+        dest = em.destinations.get(eqn.outs[0].id)
+        out = dest if dest is not None and dest.contiguous else em.alloc(carry_types[0])
+
+        def values_at(t):
+            res = em.lower_body(body, [t, out] + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
+            return {j: v for (_, j), v in term_values(plan, res[:1], res[1:]).items()}
+
+        start = None if _zero(em, init[0]) else init[0]
+        gathered_loop(em, n, values_at, deferral.offsets[0], out, start, eqn.span)
+        return [out]
     # an accumulator from zero whose stored term writes each element first (See Note [Deferred
     # scatters] in lower/loops.py): zeros only where that term does not write
     firsts = {k: jc for k, jc in deferral.first_writes.items() if deferred and not reverse and _zero(em, init[k])}
@@ -63,7 +81,6 @@ def _scan_lower(em, eqn, ins):
     for k, (_, c) in firsts.items():
         zero_outside(em, slots.accumulator(k), c, c + n)
     stored = {(k, j) for k, (j, _) in firsts.items()}
-    n_out = len(eqn.params["body"].outs)
 
     def order(i):
         return em.b.sub(em.i64(n - 1), i) if reverse else i
@@ -81,6 +98,11 @@ def _scan_lower(em, eqn, ins):
     else:
         em.polled_loop(n, step, "scan", eqn.span, cheap)
     return slots.read() + ys
+
+
+def _pure(body) -> bool:
+    """Whether evaluating body more than once, or not at all, changes nothing but the time."""
+    return not any(may_fail(e) or e.prim.effect for e in all_eqns(body))
 
 
 def _zero(em, v) -> bool:

@@ -76,12 +76,21 @@ def test_the_term_of_the_largest_offset_writes_each_element_first():
     assert all(d.first_writes == {} for d in deferrals("stencil", np.ones((5, 6))))  # (rank 2)
 
 
+def generated_llvm(tmp_path, capsys, name, n) -> str:
+    p = tmp_path / "p.dfl"
+    p.write_text(textwrap.dedent(SRC) + f"\nfn main(x) = grad({name})(x)\n")
+    np.save(tmp_path / "x.npy", np.ones(n))
+    return show_llvm(capsys, p, "--arg", f"x={tmp_path / 'x.npy'}")["LLVM IR, as generated"]
+
+
 def test_the_backward_loop_adds_the_deferred_terms_in_a_loop_of_their_own(tmp_path, capsys):
-    p = tmp_path / "diff.dfl"
-    p.write_text(SRC.split("\n")[1] + "\nfn main(x) = grad(diff)(x)\n")
-    np.save(tmp_path / "x.npy", np.ones(1000))
-    raw = show_llvm(capsys, p, "--arg", f"x={tmp_path / 'x.npy'}")["LLVM IR, as generated"]
+    raw = generated_llvm(tmp_path, capsys, "wide", 1000)
     assert '"dfr.body"' in raw and "alloca double, i32 256, align 64" in raw
+
+
+def test_a_loop_adding_only_at_shifted_indices_computes_each_element_once(tmp_path, capsys):
+    raw = generated_llvm(tmp_path, capsys, "diff", 1000)
+    assert '"gather.body"' in raw and '"dfr.body"' not in raw
 
 
 def diff_grad(x):
