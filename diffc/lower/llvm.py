@@ -10,7 +10,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from ..ir.core import Body, Eqn, Func, Program, Var
-from ..ir.walk import all_eqns
+from ..ir.walk import all_eqns, uses_and_producers
 from ..pytree import TreeDef
 from . import pyentry
 from .emit import (
@@ -127,6 +127,21 @@ def _params_and_destinations(em: Emitter, f: Func, fn: ir.Function):
         for o, ptr in zip(f.body.outs, fn.args[1 : 1 + n_out])
         if o.type.rank
     }
+    # a result that is a reshape of a value read nowhere else (a gradient ending in the reshape
+    # that undoes the forward's): that value is computed straight into the output buffer
+    uses, made_by = uses_and_producers(f.body)
+    params = {p.id for p in f.body.params}
+    todo = list(destinations.items())
+    while todo:
+        vid, dest = todo.pop()
+        e = made_by.get(vid)
+        if e is None or not e.prim.keeps_all_zeros or not e.inputs:  # (reshapes and broadcasts)
+            continue
+        y = e.inputs[0]
+        free = y.id not in params and y.id not in destinations and uses[y.id] == 1
+        if free and y.type.rank and y.type.size == dest.type.size:
+            destinations[y.id] = Arr(dest.ptr, em.i64(0), contiguous_strides(y.type.shape), y.type)
+            todo.append((y.id, destinations[y.id]))
     return args, destinations
 
 

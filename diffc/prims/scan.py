@@ -4,9 +4,29 @@ scan the other way."""
 
 from __future__ import annotations
 
+import math
+
+from llvmlite import ir
+
 from ..errors import ShapeError
 from ..ir.core import Body, is_float
-from ..lower.loops import Slots, accumulators, cheap_steps, inplace_carries, row, store_row
+from ..ir.prim import may_fail
+from ..ir.walk import all_eqns
+from ..lower.emit import Lazy
+from ..lower.loops import (
+    Deferral,
+    Slots,
+    accumulators,
+    cheap_steps,
+    deferred_loop,
+    deferred_scatters,
+    gathered_loop,
+    inplace_carries,
+    row,
+    store_row,
+    term_values,
+    zero_outside,
+)
 from ..typesys import stacked
 from .core import Kind, Loop, primitive
 
@@ -30,24 +50,73 @@ def _scan_shape(in_types, body, length, num_carry, num_xs, reverse):
 def _scan_lower(em, eqn, ins):
     p = eqn.params
     body, n, nc, nx, reverse = p["body"], p["length"], p["num_carry"], p["num_xs"], p["reverse"]
-    # an initial carry may be Lazy (it is computed straight into the carry's home)
-    init, xs, consts = ins[:nc], [em.force(x) for x in ins[nc : nc + nx]], [em.force(x) for x in ins[nc + nx :]]
+    # an initial carry may be Lazy (it is computed straight into the carry's home), and so may
+    # a uniform xs (a broadcast scalar: its rows are read without memory)
+    init, xs, consts = ins[:nc], [_rows_of(em, x) for x in ins[nc : nc + nx]], [em.force(x) for x in ins[nc + nx :]]
     carry_types = [o.type for o in eqn.outs[:nc]]
     ys = [em.alloc(o.type) for o in eqn.outs[nc:]]
     body, plan = accumulators(body, 1, nc)
-    homes = [em.destinations.get(o.id) for o in eqn.outs[:nc]]
-    slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan), homes)
+    cheap = cheap_steps(eqn.params["body"], 1, nc)
+    deferral = deferred_scatters(body, plan, 1 + nc + nx) if cheap else Deferral({}, {}, {})
+    deferred = deferral.terms
     n_out = len(eqn.params["body"].outs)
+    if deferred and nc == 1 and n_out == 1 and 0 in deferral.first_writes and not reverse and _pure(body):
+        # a loop that only adds its terms into one vector: each element is the sum of the terms
+        # that reach it, computed at once (See Note [Deferred scatters] in lower/loops.py)
+        dest = em.destinations.get(eqn.outs[0].id)
+        out = dest if dest is not None and dest.contiguous else em.alloc(carry_types[0])
+
+        def values_at(t):
+            res = em.lower_body(body, [t, out] + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
+            return {j: v for (_, j), v in term_values(plan, res[:1], res[1:]).items()}
+
+        start = None if _zero(em, init[0]) else init[0]
+        gathered_loop(em, n, values_at, deferral.offsets[0], out, start, eqn.span)
+        return [out]
+    # an accumulator from zero whose stored term writes each element first (See Note [Deferred
+    # scatters] in lower/loops.py): zeros only where that term does not write
+    firsts = {k: jc for k, jc in deferral.first_writes.items() if deferred and not reverse and _zero(em, init[k])}
+    homes = [em.destinations.get(o.id) for o in eqn.outs[:nc]]
+    slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan), homes, set(firsts))
+    for k, (_, c) in firsts.items():
+        zero_outside(em, slots.accumulator(k), c, c + n)
+    stored = {(k, j) for k, (j, _) in firsts.items()}
+
+    def order(i):
+        return em.b.sub(em.i64(n - 1), i) if reverse else i
 
     def step(i):
-        t = em.b.sub(em.i64(n - 1), i) if reverse else i
+        t = order(i)
         res = em.lower_body(body, [t] + slots.read() + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
-        slots.write(res[:nc], plan, res[n_out:])
+        held = slots.write(res[:nc], plan, res[n_out:], deferred, stored)
         for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)
+        return held
 
-    em.polled_loop(n, step, "scan", eqn.span, cheap_steps(eqn.params["body"], 1, nc))
+    if deferred:
+        deferred_loop(em, n, step, deferred, slots.accumulator, consts, order, eqn.span)
+    else:
+        em.polled_loop(n, step, "scan", eqn.span, cheap)
     return slots.read() + ys
+
+
+def _pure(body) -> bool:
+    """Whether evaluating body more than once, or not at all, changes nothing but the time."""
+    return not any(may_fail(e) or e.prim.effect for e in all_eqns(body))
+
+
+def _zero(em, v) -> bool:
+    """Whether a lowered initial carry is +0 everywhere (a broadcast zero: where derivatives'
+    accumulators start)."""
+    if not (isinstance(v, Lazy) and v.uniform):
+        return False
+    c = v.at([em.i64(0)] * v.type.rank)
+    return isinstance(c, ir.Constant) and c.constant == 0 and math.copysign(1.0, c.constant) > 0
+
+
+def _rows_of(em, x):
+    """x in memory, unless it is a uniform Lazy (`row` reads those as they are)."""
+    return x if isinstance(x, Lazy) and x.uniform else em.force(x)
 
 
 # scan: the forward also stacks the residuals of every step (T residual records); the backward
