@@ -14,7 +14,7 @@ log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log m = 2 atanh(s), s = (m - 1)/(m 
 log1p: log of u = 1 + x rounded, its rounding error folded into m - 1 (one division, as log).
        1 ulp.
 tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's reduction and polynomial (no second exp),
-       in one of two forms by the size of |x| (see tanh), and the sign put back. 3 ulps.
+       numerator and denominator each one fused rounding (see tanh), the sign put back. 2 ulps.
 erf:   x P(x^2) below |x| = 1; beyond, 1 - e^(-x^2) R(|x| - c), R a polynomial for each of
        [1, 2.5) and [2.5, 6) (f32: one, [1, 4)), its coefficients selected. 2 ulps.
 These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
@@ -346,22 +346,19 @@ def _exp_parts(b: ir.IRBuilder, y):
 
 def tanh(b: ir.IRBuilder, x):
     """(1 - q) / (1 + q) with q = e^(-2|x|) = 2^k (1 + p), p = e^r - 1, the sign put back.
-    Below |x| = 0.55 (tanh 0.5) as -t / (t + 2), t = q - 1 = 2^k p + (2^k - 1) and
-    t + 2 = 2^k p + (2^k + 1), each one fused rounding: no cancellation near 0. Above, as
-    1 - 2q / (1 + q), where q keeps its relative accuracy as it gets small (t + 2 would cost
-    2 ulps of the result). One division either way, selected before it, and no branch.
+    1 - q = -2^k p + (1 - 2^k) and 1 + q = 2^k p + (1 + 2^k) are each one fused rounding of
+    exact terms (1 +- 2^k is exact: k <= 0, and where k < -53, q no longer shows): no
+    cancellation near 0, where q - 1 is p itself (k = 0). Three roundings of relative error,
+    then the quotient's: 2 ulps. One division, and no branch.
     |x| >= tanh_sat gives 1 exactly, as tanh rounds to it (f64 from 19.1 on)."""
     f = _fmt(x)
+    one = f.c(1.0)
     ax = _intrinsic(b, "llvm.fabs", x)
     ax = b.select(b.fcmp_ordered(">", ax, f.c(f.tanh_sat)), f.c(f.tanh_sat), ax)
     p2k, p = _exp_parts(b, b.fmul(ax, f.c(-2.0)))
-    large = b.fcmp_ordered(">", ax, f.c(0.55))
-    q = _fma(b, p2k, p, p2k)
-    num = b.select(large, b.fmul(q, f.c(2.0)), b.fneg(_fma(b, p2k, p, b.fsub(p2k, f.c(1.0)))))
-    den = b.select(large, b.fadd(q, f.c(1.0)), _fma(b, p2k, p, b.fadd(p2k, f.c(1.0))))
-    r = b.fdiv(num, den)
-    r = b.select(large, b.fsub(f.c(1.0), r), r)
-    r = _copysign(b, r, x)
+    num = _fma(b, b.fneg(p2k), p, b.fsub(one, p2k))
+    den = _fma(b, p2k, p, b.fadd(one, p2k))
+    r = _copysign(b, b.fdiv(num, den), x)
     return b.select(b.fcmp_unordered("uno", x, x), x, r)
 
 
@@ -375,8 +372,7 @@ def sigmoid(b: ir.IRBuilder, x):
     f = _fmt(x)
     e = exp(b, b.fneg(_intrinsic(b, "llvm.fabs", x)))
     one = f.c(1.0)
-    pos = b.fdiv(one, b.fadd(one, e))
-    return b.select(b.fcmp_ordered(">=", x, f.c(0.0)), pos, b.fdiv(e, b.fadd(one, e)))
+    return b.fdiv(b.select(b.fcmp_ordered(">=", x, f.c(0.0)), one, e), b.fadd(one, e))  # one division
 
 
 def erf(b: ir.IRBuilder, x):
