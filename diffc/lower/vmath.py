@@ -283,24 +283,26 @@ def _log_positive(b: ir.IRBuilder, u, c=None):
     """log(u + c) for a positive finite u, c (if given) the rounding error of u, at most half
     its ulp: u = 2^e m, m in [sqrt(2)/2, sqrt(2)), and log(1 + f) with f = m - 1 + c 2^-e as
     fdlibm's log does (one division, a polynomial of degree 7). Inf, NaN, 0 and u < 0 are the
-    callers' to select."""
+    callers' to select. With c (log1p's u = 1 + x), u is 0 or at least 2^-53: no subnormal."""
     f = _fmt(u)
-    smallest = 2.0**-1022 if f.ty is F64 else 2.0**-126
-    scale = f.mant + 2  # subnormals scaled by 2^scale first
-    tiny = b.fcmp_ordered("<", u, f.c(smallest))
-    us = b.select(tiny, b.fmul(u, f.c(2.0**scale)), u)
-    bits = b.bitcast(us, f.ity)
-    e = b.sub(b.and_(b.lshr(bits, f.i(f.mant)), f.i(2 * f.bias + 1)), f.i(f.bias))
-    e = b.select(tiny, b.sub(e, f.i(scale)), e)
+    if c is None:
+        smallest = 2.0**-1022 if f.ty is F64 else 2.0**-126
+        scale = f.mant + 2  # subnormals scaled by 2^scale first
+        tiny = b.fcmp_ordered("<", u, f.c(smallest))
+        u = b.select(tiny, b.fmul(u, f.c(2.0**scale)), u)
+    bits = b.bitcast(u, f.ity)
+    field = b.and_(b.lshr(bits, f.i(f.mant)), f.i(2 * f.bias + 1))
+    e = b.sub(field, f.i(f.bias))
+    if c is None:
+        e = b.select(tiny, b.sub(e, f.i(scale)), e)
     m = b.bitcast(b.or_(b.and_(bits, f.i((1 << f.mant) - 1)), f.i(f.bias << f.mant)), f.ty)
     big = b.fcmp_ordered(">", m, f.c(math.sqrt(2.0)))
     m = b.select(big, b.fmul(m, f.c(0.5)), m)
     e = b.select(big, b.add(e, f.i(1)), e)
     fr = b.fsub(m, f.c(1.0))  # exact (Sterbenz)
-    if c is not None:  # 2^-e down to the smallest normal; beyond, c 2^-e is far below fr's last bit
-        ne = b.sub(f.i(0), e)
-        ne = b.select(b.icmp_signed("<", ne, f.i(f.pow2_min)), f.i(f.pow2_min), ne)
-        fr = _fma(b, c, _pow2(b, ne, f), fr)
+    if c is not None:  # f + c 2^-e, 2^-e in the bits of 2^(bias - field), 0 for u >= 2^(bias - 1)
+        p2 = b.bitcast(b.shl(b.sub(f.i(2 * f.bias), field), f.i(f.mant)), f.ty)
+        fr = _fma(b, c, b.select(big, b.fmul(p2, f.c(0.5)), p2), fr)
     s = b.fdiv(fr, b.fadd(fr, f.c(2.0)))
     z = b.fmul(s, s)
     r = b.fmul(z, _horner(b, f.log_coeffs, z))
