@@ -215,6 +215,11 @@ def _fmt(x) -> Format:
     return FORMATS[str(x.type)]
 
 
+def _c(v: float) -> ir.Constant:
+    """An f64 constant (the f64-only kernels)."""
+    return ir.Constant(F64, v)
+
+
 def _fma(b: ir.IRBuilder, x, y, z):
     """x * y + z in one rounding (a fused multiply-add where the CPU has one)."""
     fn = b.module.declare_intrinsic("llvm.fma", [x.type], ir.FunctionType(x.type, [x.type] * 3))
@@ -273,10 +278,6 @@ def _scalef() -> bool:
     """Whether this CPU has AVX-512's vscalefpd, to which LLVM lowers llvm.ldexp on vectors
     (elsewhere ldexp is a libm call per element, slower than building 2^k from its bits)."""
     return bool(llvm.get_host_cpu_features().get("avx512f", False))
-
-
-def _c(v: float) -> ir.Constant:
-    return ir.Constant(F64, v)
 
 
 def _log_positive(b: ir.IRBuilder, u, c=None):

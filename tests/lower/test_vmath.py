@@ -10,6 +10,7 @@ import pytest
 
 import diffc
 from diffc import cli
+from diffc.lower import vmath
 
 MAX_ULPS = 3
 
@@ -280,3 +281,20 @@ def test_kernels_are_vectorised_in_their_own_precision(name, dtype, tmp_path, ca
     assert not re.search(r"call [^@]*@(?!llvm\.)", body), "no call but to LLVM's intrinsics"
     if dtype is np.float32:
         assert "double" not in body
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_exp_without_vscalef_builds_its_power_of_two_in_the_bits(dtype, monkeypatch):
+    """Where the CPU has no AVX-512 (no vscalefpd), exp builds 2^k from its bits in two halves:
+    right down to the subnormal results and up to the overflow, in both precisions."""
+    monkeypatch.setattr(vmath, "_scalef", lambda: False)
+    m2 = diffc.compile(f"fn exp_by_bits_{np.dtype(dtype).name}(x) = exp(x)\n")  # a program of its own
+    lo, hi = (-750, 712) if dtype is np.float64 else (-110, 95)
+    x = np.concatenate([rng.uniform(lo, hi, 20000), rng.normal(size=5000), [0.0, -0.0, np.inf, -np.inf, np.nan]])
+    x = x.astype(dtype)
+    with np.errstate(all="ignore"):
+        got = getattr(m2, f"exp_by_bits_{np.dtype(dtype).name}")(x)
+        want = np.exp(x.astype(np.float64)).astype(dtype)
+    err = ulps(got, want, dtype)
+    worst = int(np.argmax(err))
+    assert err[worst] <= (1 if dtype is np.float32 else MAX_ULPS), f"exp({x[worst]!r}) = {got[worst]!r}"
