@@ -1,6 +1,6 @@
 """python -m benchmarks [--quick] [--only NAME,...] [--impl IMPL,...] [--threads N]: see runner.py.
 python -m benchmarks families [--quick] [--threads N] [--plot PNG] ...: see family_runner.py.
-python -m benchmarks elementwise [--quick] [--table MD] ...: see elementwise_sizes.py (one core).
+python -m benchmarks elementwise [--quick] [--sizes N,...] [--table MD]: see elementwise_sizes.py (one core).
 The environment is set here, before NumPy, JAX or PyTorch is imported (environment.py); with
 --threads 1, families also pins the whole process to one core (affinity.py)."""
 

@@ -61,9 +61,12 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="up to 1e6 elements, shorter timing")
     p.add_argument("--only", default=",".join(FUNCTIONS), help=f"functions, of {', '.join(FUNCTIONS)}")
     p.add_argument("--dtype", default="f64,f32", help="f64, f32 or both (default)")
+    p.add_argument("--sizes", help="element counts, comma-separated (default 1e3 to 1e7; --quick: to 1e6)")
     p.add_argument("--table", help="also write the Markdown tables here")
     args = p.parse_args(argv)
     args.only, args.dtype = args.only.split(","), args.dtype.split(",")
+    default = QUICK_SIZES if args.quick else SIZES
+    args.sizes = [int(float(n)) for n in args.sizes.split(",")] if args.sizes else default
     for name in args.only:
         if name not in FUNCTIONS:
             p.error(f"unknown function {name}; choose from {', '.join(FUNCTIONS)}")
@@ -92,7 +95,7 @@ def run(args) -> list[dict]:
         for name in args.only:
             _, np_fn, torch_fn, make = FUNCTIONS[name]
             ours = getattr(module, "of_" + name)
-            for n in QUICK_SIZES if args.quick else SIZES:
+            for n in args.sizes:
                 x = np.ascontiguousarray(make(2 * rng.standard_normal(n)), DTYPES[dtype])
                 row = {"dtype": dtype, "function": name, "n": n}
                 if np_fn is not None:
