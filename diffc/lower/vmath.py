@@ -1,29 +1,38 @@
-"""Math kernels for f64 emitted as plain LLVM IR (no libm calls), accurate to a few ulp over
-the whole range (tests/lower/test_vmath.py measures them against NumPy).
+"""Math kernels for f64 and f32 emitted as plain LLVM IR (no libm calls), accurate to a few ulp
+over the whole range (tests/lower/test_vmath.py measures them against NumPy and mpmath). Each
+is written once for both formats (see Format): f32 is computed in f32, with its own
+polynomials, so that a vector holds twice the elements of f64's (computing f32 in f64 and
+rounding made f32 arrays slower than f64 ones).
 
 exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multiply-adds);
-       e^r = 1 + r + r^2 P(r), P of degree 9; 2^k by llvm.ldexp where AVX-512 makes it one
-       instruction (vscalefpd), else built in the exponent bits in two halves so that results
-       down to the subnormals are right. 1 ulp.
+       e^r = 1 + r + r^2 P(r), P of degree 9 (f32: 5); 2^k by llvm.ldexp where AVX-512 makes
+       it one instruction (vscalefpd), else built in the exponent bits in two halves so that
+       results down to the subnormals are right. 1 ulp.
 log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
-       as fdlibm: a minimax polynomial of degree 7 in s^2, the small terms summed first. 1 ulp.
+       as fdlibm: a minimax polynomial of degree 7 (f32: 4) in s^2, the small terms summed
+       first. 1 ulp.
 log1p: log of u = 1 + x rounded, its rounding error folded into m - 1 (one division, as log).
        1 ulp.
 tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's reduction and polynomial (no second exp),
-       in one of two forms by the size of |x| (see tanh), and the sign put back. 3 ulps.
+       numerator and denominator each one fused rounding (see tanh), the sign put back. 2 ulps.
+erf:   x P(x^2) below |x| = 1; beyond, 1 - e^(-x^2) R(|x| - c), R a polynomial for each of
+       [1, 2.5) and [2.5, 6) (f32: one, [1, 4)), its coefficients selected. 2 ulps.
 These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
-sin, cos: fdlibm's kernels, with branches on the size of the argument (see below).
-tan:   sin r / cos r with their reduction; libm's beyond |x| = 4096, behind a branch. 3 ulps."""
+sin, cos: fdlibm's kernels, with branches on the size of the argument (see below). f64 only.
+tan:   sin r / cos r with their reduction; libm's beyond |x| = 4096, behind a branch. 3 ulps.
+       f64 only."""
 
 from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import llvmlite.binding as llvm
 from llvmlite import ir
 
 F64 = ir.DoubleType()
+F32 = ir.FloatType()
 I64 = ir.IntType(64)
 I32 = ir.IntType(32)
 
@@ -45,60 +54,6 @@ EXP_COEFFS = [
     2.5100375832561234e-08,
 ]
 
-
-def _c(v: float) -> ir.Constant:
-    return ir.Constant(F64, v)
-
-
-def _fma(b: ir.IRBuilder, x, y, z):
-    """x * y + z in one rounding (a fused multiply-add where the CPU has one)."""
-    fn = b.module.declare_intrinsic("llvm.fma", [F64], ir.FunctionType(F64, [F64, F64, F64]))
-    return b.call(fn, [x, y, z])
-
-
-def _horner(b: ir.IRBuilder, coeffs, x):
-    acc = _c(coeffs[-1])
-    for c in reversed(coeffs[:-1]):
-        acc = _fma(b, acc, x, _c(c))
-    return acc
-
-
-def _intrinsic(b, name, x):
-    fn = b.module.declare_intrinsic(name, [x.type])
-    return b.call(fn, [x])
-
-
-def _pow2(b, k):
-    """2.0 ** k for an i64 k in [-1022, 1023], from its exponent bits."""
-    return b.bitcast(b.shl(b.add(k, ir.Constant(I64, 1023)), ir.Constant(I64, 52)), F64)
-
-
-def exp(b: ir.IRBuilder, x):
-    xc = b.select(b.fcmp_ordered(">", x, _c(709.8)), _c(709.8), x)
-    xc = b.select(b.fcmp_ordered("<", xc, _c(-746.0)), _c(-746.0), xc)
-    kf = _intrinsic(b, "llvm.rint", b.fmul(xc, _c(LOG2E)))
-    nk = b.fneg(kf)
-    r = _fma(b, nk, _c(LN2_LO), _fma(b, nk, _c(LN2_HI), xc))
-    p = _fma(b, b.fmul(r, r), _horner(b, EXP_COEFFS, r), b.fadd(r, _c(1.0)))
-    if _scalef():  # p 2^k in one instruction, rounded once, overflowing to inf, underflowing to 0
-        fn = b.module.declare_intrinsic("llvm.ldexp", [F64, I32], ir.FunctionType(F64, [F64, I32]))
-        y = b.call(fn, [p, b.fptosi(kf, I32)])
-    else:
-        k = b.fptosi(kf, I64)
-        k1 = b.ashr(k, ir.Constant(I64, 1))  # 2^k = 2^k1 * 2^(k - k1), each factor a normal number
-        y = b.fmul(b.fmul(p, _pow2(b, k1)), _pow2(b, b.sub(k, k1)))
-        y = b.select(b.fcmp_ordered(">", x, _c(709.782712893384)), _c(math.inf), y)
-        y = b.select(b.fcmp_ordered("<", x, _c(-745.1332191019412)), _c(0.0), y)
-    return b.select(b.fcmp_unordered("uno", x, x), x, y)
-
-
-@functools.cache
-def _scalef() -> bool:
-    """Whether this CPU has AVX-512's vscalefpd, to which LLVM lowers llvm.ldexp on vectors
-    (elsewhere ldexp is a libm call per element, slower than building 2^k from its bits)."""
-    return bool(llvm.get_host_cpu_features().get("avx512f", False))
-
-
 # log(1 + f) = 2 atanh(s) = f - (f^2/2 - s (f^2/2 + R)), s = f / (2 + f), R = z P(z), z = s^2:
 # fdlibm's minimax P (Lg1..Lg7) for |s| < 0.1716, error below 2^-58.9
 LOG_COEFFS = [
@@ -111,98 +66,345 @@ LOG_COEFFS = [
     1.479819860511658591e-01,
 ]
 
+# erf x = x P(x^2) for |x| < 1: P interpolating erf(x)/x at the Chebyshev nodes of x^2 in
+# [0, 1] (relative error 8e-18)
+ERF_SMALL = [
+    1.1283791670955126,
+    -0.37612638903183543,
+    0.11283791670945006,
+    -0.02686617064323777,
+    0.0052239776071164225,
+    -0.0008548325975389692,
+    0.00012055294904839707,
+    -1.492473690741966e-05,
+    1.6447424703317362e-06,
+    -1.6208483801871705e-07,
+    1.3720064546777686e-08,
+    -7.795898827002142e-10,
+]
+# erfc x = e^(-x^2) R(x - c): R interpolating erfc(x) e^(x^2) on [1, 2.5) about c = 1.75
+# (relative error 6e-16: erfc/erf is at most 0.19 there) and on [2.5, 6) about c = 4.25 (2.5e-13,
+# erfc below 4e-4 there); from 5.92 on, erf rounds to 1
+ERFC_NEAR = [
+    0.2849722347374364,
+    -0.1309763455144821,
+    0.0557636300870865,
+    -0.02225999524165483,
+    0.008404319207394291,
+    -0.003020974644803341,
+    0.0010392045208187824,
+    -0.00034353342725064023,
+    0.00010950530658864637,
+    -3.375492008540358e-05,
+    1.0086576456492661e-05,
+    -2.9293898567097817e-06,
+    8.274886764680256e-07,
+    -2.2501983701420874e-07,
+    6.054678916872184e-08,
+    -1.879448760275295e-08,
+    4.801487044012266e-09,
+]
+ERFC_FAR = [
+    0.12934527478598792,
+    -0.02894433141431893,
+    0.006331866273822552,
+    -0.0013559331717413223,
+    0.0002845751576255405,
+    -5.8595479107757066e-05,
+    1.1848090069621631e-05,
+    -2.354643625405094e-06,
+    4.602675186093382e-07,
+    -8.850813972376636e-08,
+    1.6773006171480238e-08,
+    -3.161762228793262e-09,
+    5.817878250196085e-10,
+    -9.53162541885136e-11,
+    1.718049282257188e-11,
+    -4.9783105180910425e-12,
+    8.623297620611078e-13,
+]
+
+
+@dataclass(frozen=True)
+class Format:
+    """What a kernel needs to know of its float format: its LLVM types, its bit layout, where
+    its functions round to their limits, and its polynomials (f32's shorter: its 24 bits need
+    less than f64's 53)."""
+
+    ty: ir.Type
+    ity: ir.IntType  # the integer of the same width
+    mant: int  # fraction bits
+    bias: int
+    ln2_hi: float  # k * ln2_hi exact for the k of exp and log
+    ln2_lo: float
+    exp_clamp: tuple  # exp's argument clamped to (lo, hi): beyond, 0 and inf all the same
+    exp_coeffs: list
+    log_coeffs: list
+    log1p_tiny: float  # below, log1p x is x
+    pow2_min: int  # the smallest exponent of a normal number
+    tanh_sat: float  # from here on, tanh rounds to 1
+    erf_small: list
+    erfc: tuple  # ((from, centre, coefficients), ...): R on [from, next from)
+    erf_sat: float  # erf rounds to 1 from here on
+
+    def c(self, v: float) -> ir.Constant:
+        return ir.Constant(self.ty, v)
+
+    def i(self, v: int) -> ir.Constant:
+        return ir.Constant(self.ity, v)
+
+
+FORMATS = {
+    "double": Format(
+        F64,
+        I64,
+        52,
+        1023,
+        LN2_HI,
+        LN2_LO,
+        (-746.0, 709.8),
+        EXP_COEFFS,
+        LOG_COEFFS,
+        2.0**-54,
+        -1000,
+        20.0,
+        ERF_SMALL,
+        ((1.0, 1.75, ERFC_NEAR), (2.5, 4.25, ERFC_FAR)),
+        6.0,
+    ),
+    "float": Format(
+        F32,
+        I32,
+        23,
+        127,
+        0.693145751953125,  # 15 bits: k * it is exact for |k| < 2^9
+        1.4286068203094173e-06,
+        (-104.0, 89.0),  # e^-104 rounds to 0 in f32, e^89 overflows
+        # as EXP_COEFFS, of degree 5: 3.5e-10 of e^r
+        [
+            0.5,
+            0.1666666716337204,
+            0.04166646674275398,
+            0.00833331048488617,
+            0.0013933641603216529,
+            0.00019890980911441147,
+        ],
+        # FreeBSD's logf: minimax for |s| < 0.1716, error below 2^-34.24
+        [0.66666662693, 0.40000972152, 0.28498786688, 0.24279078841],
+        2.0**-26,
+        -126,
+        10.0,
+        # as ERF_SMALL, of degree 6 (relative error 1.3e-9), and R on [1, 4) about 2.5 (3.4e-8)
+        [1.1283791065216064, -0.3761262595653534, 0.11283594369888306, -0.02685421146452427]
+        + [0.005189087241888046, -0.000801686430349946, 7.875874871388078e-05],
+        (
+            (
+                1.0,
+                2.5,
+                [0.21080635488033295, -0.0743473470211029, 0.024938199669122696, -0.008001617155969143]
+                + [0.002465999685227871, -0.0007333448738791049, 0.0002129504719050601, -5.932730346103199e-05]
+                + [1.4364682101586368e-05, -3.83463202524581e-06, 1.6698367062417674e-06, -4.123142787193501e-07],
+            ),
+        ),
+        4.0,
+    ),
+}
+
+
+def _fmt(x) -> Format:
+    return FORMATS[str(x.type)]
+
+
+def _c(v: float) -> ir.Constant:
+    """An f64 constant (the f64-only kernels)."""
+    return ir.Constant(F64, v)
+
+
+def _fma(b: ir.IRBuilder, x, y, z):
+    """x * y + z in one rounding (a fused multiply-add where the CPU has one)."""
+    fn = b.module.declare_intrinsic("llvm.fma", [x.type], ir.FunctionType(x.type, [x.type] * 3))
+    return b.call(fn, [x, y, z])
+
+
+def _horner(b: ir.IRBuilder, coeffs, x):
+    acc = ir.Constant(x.type, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        acc = _fma(b, acc, x, ir.Constant(x.type, c))
+    return acc
+
+
+def _intrinsic(b, name, x):
+    fn = b.module.declare_intrinsic(name, [x.type])
+    return b.call(fn, [x])
+
+
+def _pow2(b, k, f: Format = FORMATS["double"]):
+    """2.0 ** k for an integer k (of f's width) in f's range of normal exponents, from its bits."""
+    return b.bitcast(b.shl(b.add(k, f.i(f.bias)), f.i(f.mant)), f.ty)
+
+
+def _reduce_exp(b: ir.IRBuilder, f: Format, x):
+    """k (a float) and r with x = k ln2 + r, |r| <= ln2/2."""
+    kf = _intrinsic(b, "llvm.rint", b.fmul(x, f.c(LOG2E)))
+    nk = b.fneg(kf)
+    return kf, _fma(b, nk, f.c(f.ln2_lo), _fma(b, nk, f.c(f.ln2_hi), x))
+
+
+def exp(b: ir.IRBuilder, x):
+    f = _fmt(x)
+    lo, hi = f.exp_clamp
+    xc = b.select(b.fcmp_ordered(">", x, f.c(hi)), f.c(hi), x)
+    xc = b.select(b.fcmp_ordered("<", xc, f.c(lo)), f.c(lo), xc)
+    kf, r = _reduce_exp(b, f, xc)
+    if f.ty is F64:
+        p = _fma(b, b.fmul(r, r), _horner(b, f.exp_coeffs, r), b.fadd(r, _c(1.0)))
+    else:  # 1 + (r + r^2 P): r + 1 rounded first would cost f32 half an ulp
+        p = b.fadd(_fma(b, b.fmul(r, r), _horner(b, f.exp_coeffs, r), r), f.c(1.0))
+    if _scalef():  # p 2^k in one instruction, rounded once, overflowing to inf, underflowing to 0
+        fn = b.module.declare_intrinsic("llvm.ldexp", [f.ty, I32], ir.FunctionType(f.ty, [f.ty, I32]))
+        y = b.call(fn, [p, b.fptosi(kf, I32)])
+    else:
+        k = b.fptosi(kf, f.ity)
+        k1 = b.ashr(k, f.i(1))  # 2^k = 2^k1 * 2^(k - k1), each factor a normal number
+        y = b.fmul(b.fmul(p, _pow2(b, k1, f)), _pow2(b, b.sub(k, k1), f))
+        if f.ty is F64:  # (f32's clamp keeps 2^k1 and 2^(k - k1) in range: inf and 0 come out)
+            y = b.select(b.fcmp_ordered(">", x, _c(709.782712893384)), _c(math.inf), y)
+            y = b.select(b.fcmp_ordered("<", x, _c(-745.1332191019412)), _c(0.0), y)
+    return b.select(b.fcmp_unordered("uno", x, x), x, y)
+
+
+@functools.cache
+def _scalef() -> bool:
+    """Whether this CPU has AVX-512's vscalefpd, to which LLVM lowers llvm.ldexp on vectors
+    (elsewhere ldexp is a libm call per element, slower than building 2^k from its bits)."""
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
 
 def _log_positive(b: ir.IRBuilder, u, c=None):
     """log(u + c) for a positive finite u, c (if given) the rounding error of u, at most half
     its ulp: u = 2^e m, m in [sqrt(2)/2, sqrt(2)), and log(1 + f) with f = m - 1 + c 2^-e as
     fdlibm's log does (one division, a polynomial of degree 7). Inf, NaN, 0 and u < 0 are the
-    callers' to select."""
-    tiny = b.fcmp_ordered("<", u, _c(2.2250738585072014e-308))  # subnormals: scale them first
-    us = b.select(tiny, b.fmul(u, _c(2.0**54)), u)
-    bits = b.bitcast(us, I64)
-    e = b.sub(b.and_(b.lshr(bits, ir.Constant(I64, 52)), ir.Constant(I64, 0x7FF)), ir.Constant(I64, 1023))
-    e = b.select(tiny, b.sub(e, ir.Constant(I64, 54)), e)
-    m = b.bitcast(b.or_(b.and_(bits, ir.Constant(I64, 0x000FFFFFFFFFFFFF)), ir.Constant(I64, 0x3FF0000000000000)), F64)
-    big = b.fcmp_ordered(">", m, _c(math.sqrt(2.0)))
-    m = b.select(big, b.fmul(m, _c(0.5)), m)
-    e = b.select(big, b.add(e, ir.Constant(I64, 1)), e)
-    f = b.fsub(m, _c(1.0))  # exact (Sterbenz)
-    if c is not None:  # 2^-e for e <= 1000; beyond, c 2^-e is far below f's last bit anyway
-        ne = b.sub(ir.Constant(I64, 0), e)
-        ne = b.select(b.icmp_signed("<", ne, ir.Constant(I64, -1000)), ir.Constant(I64, -1000), ne)
-        f = _fma(b, c, _pow2(b, ne), f)
-    s = b.fdiv(f, b.fadd(f, _c(2.0)))
+    callers' to select. With c (log1p's u = 1 + x), u is 0 or at least 2^-53: no subnormal."""
+    f = _fmt(u)
+    if c is None:
+        smallest = 2.0**-1022 if f.ty is F64 else 2.0**-126
+        scale = f.mant + 2  # subnormals scaled by 2^scale first
+        tiny = b.fcmp_ordered("<", u, f.c(smallest))
+        u = b.select(tiny, b.fmul(u, f.c(2.0**scale)), u)
+    bits = b.bitcast(u, f.ity)
+    field = b.and_(b.lshr(bits, f.i(f.mant)), f.i(2 * f.bias + 1))
+    e = b.sub(field, f.i(f.bias))
+    if c is None:
+        e = b.select(tiny, b.sub(e, f.i(scale)), e)
+    m = b.bitcast(b.or_(b.and_(bits, f.i((1 << f.mant) - 1)), f.i(f.bias << f.mant)), f.ty)
+    big = b.fcmp_ordered(">", m, f.c(math.sqrt(2.0)))
+    m = b.select(big, b.fmul(m, f.c(0.5)), m)
+    e = b.select(big, b.add(e, f.i(1)), e)
+    fr = b.fsub(m, f.c(1.0))  # exact (Sterbenz)
+    if c is not None:  # f + c 2^-e, 2^-e in the bits of 2^(bias - field), 0 for u >= 2^(bias - 1)
+        p2 = b.bitcast(b.shl(b.sub(f.i(2 * f.bias), field), f.i(f.mant)), f.ty)
+        fr = _fma(b, c, b.select(big, b.fmul(p2, f.c(0.5)), p2), fr)
+    s = b.fdiv(fr, b.fadd(fr, f.c(2.0)))
     z = b.fmul(s, s)
-    r = b.fmul(z, _horner(b, LOG_COEFFS, z))
-    hfsq = b.fmul(_c(0.5), b.fmul(f, f))
-    ef = b.sitofp(e, F64)
+    r = b.fmul(z, _horner(b, f.log_coeffs, z))
+    hfsq = b.fmul(f.c(0.5), b.fmul(fr, fr))
+    ef = b.sitofp(e, f.ty)
     # e ln2_hi - ((hfsq - (s (hfsq + R) + e ln2_lo)) - f): the small terms summed first
-    small = b.fsub(b.fsub(hfsq, _fma(b, s, b.fadd(hfsq, r), b.fmul(ef, _c(LN2_LO)))), f)
-    return b.fsub(b.fmul(ef, _c(LN2_HI)), small)
+    small = b.fsub(b.fsub(hfsq, _fma(b, s, b.fadd(hfsq, r), b.fmul(ef, f.c(f.ln2_lo)))), fr)
+    return b.fsub(b.fmul(ef, f.c(f.ln2_hi)), small)
 
 
 def log(b: ir.IRBuilder, x):
+    f = _fmt(x)
     y = _log_positive(b, x)
-    y = b.select(b.fcmp_ordered("==", x, _c(0.0)), _c(-math.inf), y)
-    y = b.select(b.fcmp_ordered("==", x, _c(math.inf)), _c(math.inf), y)
-    return b.select(b.fcmp_unordered("ult", x, _c(0.0)), _c(math.nan), y)  # x < 0 or NaN
+    y = b.select(b.fcmp_ordered("==", x, f.c(0.0)), f.c(-math.inf), y)
+    y = b.select(b.fcmp_ordered("==", x, f.c(math.inf)), f.c(math.inf), y)
+    return b.select(b.fcmp_unordered("ult", x, f.c(0.0)), f.c(math.nan), y)  # x < 0 or NaN
 
 
 def log1p(b: ir.IRBuilder, x):
     """log(u + c) with u = 1 + x rounded and c its rounding error, exact: x - (u - 1) while
     u < 2, 1 - (u - x) beyond (each subtraction exact by Sterbenz's lemma). Near 0, u = 2^0 m
     and f = (u - 1) + c is x itself, so no cancellation. -1 gives -inf, below it NaN."""
-    u = b.fadd(x, _c(1.0))
-    c = b.select(b.fcmp_ordered("<", u, _c(2.0)), b.fsub(x, b.fsub(u, _c(1.0))), b.fsub(_c(1.0), b.fsub(u, x)))
+    f = _fmt(x)
+    one = f.c(1.0)
+    u = b.fadd(x, one)
+    c = b.select(b.fcmp_ordered("<", u, f.c(2.0)), b.fsub(x, b.fsub(u, one)), b.fsub(one, b.fsub(u, x)))
     y = _log_positive(b, u, c)
-    y = b.select(b.fcmp_ordered("==", u, _c(0.0)), _c(-math.inf), y)
-    y = b.select(b.fcmp_ordered("==", u, _c(math.inf)), _c(math.inf), y)
-    y = b.select(b.fcmp_unordered("ult", u, _c(0.0)), _c(math.nan), y)  # x < -1 or NaN
-    # below 2^-54, x itself: the sign of -0, and a subnormal's last bit
-    return b.select(b.fcmp_ordered("<", _intrinsic(b, "llvm.fabs", x), _c(2.0**-54)), x, y)
+    y = b.select(b.fcmp_ordered("==", u, f.c(0.0)), f.c(-math.inf), y)
+    y = b.select(b.fcmp_ordered("==", u, f.c(math.inf)), f.c(math.inf), y)
+    y = b.select(b.fcmp_unordered("ult", u, f.c(0.0)), f.c(math.nan), y)  # x < -1 or NaN
+    # tiny x: x itself, the sign of -0, and a subnormal's last bit
+    return b.select(b.fcmp_ordered("<", _intrinsic(b, "llvm.fabs", x), f.c(f.log1p_tiny)), x, y)
 
 
 def _exp_parts(b: ir.IRBuilder, y):
-    """2^k and e^r - 1 with e^y = 2^k e^r, for -45 <= y <= 0: y = k ln2 + r as in exp, and
-    e^r - 1 = r + r^2 P(r) with exp's P. For |y| < ln2/2, k = 0 and r = y, so that
+    """2^k and e^r - 1 with e^y = 2^k e^r, for -2 tanh_sat <= y <= 0: y = k ln2 + r as in exp,
+    and e^r - 1 = r + r^2 P(r) with exp's P. For |y| < ln2/2, k = 0 and r = y, so that
     e^y - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation near 0 (2^k - 1 is exact)."""
-    kf = _intrinsic(b, "llvm.rint", b.fmul(y, _c(LOG2E)))
-    nk = b.fneg(kf)
-    r = _fma(b, nk, _c(LN2_LO), _fma(b, nk, _c(LN2_HI), y))
-    return _pow2(b, b.fptosi(kf, I64)), _fma(b, b.fmul(r, r), _horner(b, EXP_COEFFS, r), r)
+    f = _fmt(y)
+    kf, r = _reduce_exp(b, f, y)
+    return _pow2(b, b.fptosi(kf, f.ity), f), _fma(b, b.fmul(r, r), _horner(b, f.exp_coeffs, r), r)
 
 
 def tanh(b: ir.IRBuilder, x):
     """(1 - q) / (1 + q) with q = e^(-2|x|) = 2^k (1 + p), p = e^r - 1, the sign put back.
-    Below |x| = 0.55 (tanh 0.5) as -t / (t + 2), t = q - 1 = 2^k p + (2^k - 1) and
-    t + 2 = 2^k p + (2^k + 1), each one fused rounding: no cancellation near 0. Above, as
-    1 - 2q / (1 + q), where q keeps its relative accuracy as it gets small (t + 2 would cost
-    2 ulps of the result). One division either way, selected before it, and no branch.
-    |x| >= 20 gives 1 exactly, as tanh rounds to it from 19.1 on."""
+    1 - q = -2^k p + (1 - 2^k) and 1 + q = 2^k p + (1 + 2^k) are each one fused rounding of
+    exact terms (1 +- 2^k is exact: k <= 0, and where k < -53, q no longer shows): no
+    cancellation near 0, where q - 1 is p itself (k = 0). Three roundings of relative error,
+    then the quotient's: 2 ulps. One division, and no branch.
+    |x| >= tanh_sat gives 1 exactly, as tanh rounds to it (f64 from 19.1 on)."""
+    f = _fmt(x)
+    one = f.c(1.0)
     ax = _intrinsic(b, "llvm.fabs", x)
-    ax = b.select(b.fcmp_ordered(">", ax, _c(20.0)), _c(20.0), ax)
-    p2k, p = _exp_parts(b, b.fmul(ax, _c(-2.0)))
-    large = b.fcmp_ordered(">", ax, _c(0.55))
-    q = _fma(b, p2k, p, p2k)
-    num = b.select(large, b.fmul(q, _c(2.0)), b.fneg(_fma(b, p2k, p, b.fsub(p2k, _c(1.0)))))
-    den = b.select(large, b.fadd(q, _c(1.0)), _fma(b, p2k, p, b.fadd(p2k, _c(1.0))))
-    r = b.fdiv(num, den)
-    r = b.select(large, b.fsub(_c(1.0), r), r)
-    r = _intrinsic_copysign(b, r, x)
+    ax = b.select(b.fcmp_ordered(">", ax, f.c(f.tanh_sat)), f.c(f.tanh_sat), ax)
+    p2k, p = _exp_parts(b, b.fmul(ax, f.c(-2.0)))
+    num = _fma(b, b.fneg(p2k), p, b.fsub(one, p2k))
+    den = _fma(b, p2k, p, b.fadd(one, p2k))
+    r = _copysign(b, b.fdiv(num, den), x)
     return b.select(b.fcmp_unordered("uno", x, x), x, r)
 
 
-def _intrinsic_copysign(b, mag, sign):
-    fn = b.module.declare_intrinsic("llvm.copysign", [F64], ir.FunctionType(F64, [F64, F64]))
+def _copysign(b, mag, sign):
+    fn = b.module.declare_intrinsic("llvm.copysign", [mag.type], ir.FunctionType(mag.type, [mag.type] * 2))
     return b.call(fn, [mag, sign])
 
 
 def sigmoid(b: ir.IRBuilder, x):
     """1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) below: never overflows."""
+    f = _fmt(x)
     e = exp(b, b.fneg(_intrinsic(b, "llvm.fabs", x)))
-    one = _c(1.0)
-    pos = b.fdiv(one, b.fadd(one, e))
-    return b.select(b.fcmp_ordered(">=", x, _c(0.0)), pos, b.fdiv(e, b.fadd(one, e)))
+    one = f.c(1.0)
+    return b.fdiv(b.select(b.fcmp_ordered(">=", x, f.c(0.0)), one, e), b.fadd(one, e))  # one division
+
+
+def erf(b: ir.IRBuilder, x):
+    """x P(x^2) for |x| < 1, else 1 - e^(-x^2) R(|x| - c) with the sign put back (1 from
+    erf_sat on). e^(-x^2) is taken of x^2 rounded: its relative error there, up to x^2 ulps
+    of erfc, is a small part of an ulp of erf, erfc being small beside erf where x^2 is large.
+    Both forms are computed and one selected: no branch."""
+    f = _fmt(x)
+    ax = _intrinsic(b, "llvm.fabs", x)
+    ax = b.select(b.fcmp_ordered("<", ax, f.c(f.erf_sat)), ax, f.c(f.erf_sat))  # (NaN: erf_sat)
+    x2 = b.fmul(ax, ax)
+    small = b.fmul(ax, _horner(b, f.erf_small, x2))
+    # R's coefficients for ax's interval, then R at ax - centre
+    (_, centre0, coeffs0), *rest = f.erfc
+    centre = f.c(centre0)
+    coeffs = [f.c(v) for v in coeffs0]
+    for start, c1, more in rest:
+        past = b.fcmp_ordered(">=", ax, f.c(start))
+        centre = b.select(past, f.c(c1), centre)
+        coeffs = [b.select(past, f.c(v), k) for v, k in zip(more, coeffs)]
+    y = b.fsub(ax, centre)
+    acc = coeffs[-1]
+    for k in reversed(coeffs[:-1]):
+        acc = _fma(b, acc, y, k)
+    large = b.fsub(f.c(1.0), b.fmul(exp(b, b.fneg(x2)), acc))
+    r = b.select(b.fcmp_ordered("<", ax, f.c(1.0)), small, large)
+    r = b.select(b.fcmp_ordered(">=", ax, f.c(f.erf_sat)), f.c(1.0), r)
+    r = _copysign(b, r, x)
+    return b.select(b.fcmp_unordered("uno", x, x), x, r)
 
 
 # sin and cos: fdlibm's kernels (__kernel_sin, __kernel_cos) on |r| <= pi/4. Arguments in

@@ -240,7 +240,13 @@ def _intr(name):
 
 
 def _vmath(kernel):
-    """A vectorisable kernel of lower/vmath.py; f32 is computed in f64 and rounded."""
+    """A vectorisable kernel of lower/vmath.py, written for f64 and f32 (f32 computed in f32,
+    twice the elements to a vector)."""
+    return lambda em, dt, a: kernel(em.b, a)
+
+
+def _vmath_f64(kernel):
+    """A kernel of lower/vmath.py written for f64 only: f32 is computed in f64 and rounded."""
 
     def f(em, dt, a):
         if dt is DType.F64:
@@ -508,7 +514,7 @@ def _trig_lower(kernel, libm):
     """sin and cos of a number (latency-bound code, an ODE step) by the inline kernels of
     lower/vmath.py, about half libm's latency; of arrays by libm, whose throughput is as good
     without the inline kernels' branches, which random arguments mispredict."""
-    inline, call = _lower_ew(_vmath(kernel)), _lower_ew(_intr(libm))
+    inline, call = _lower_ew(_vmath_f64(kernel)), _lower_ew(_intr(libm))
 
     def lower(em, eqn, ins):
         return (inline if eqn.outs[0].type.rank == 0 else call)(em, eqn, ins)
@@ -674,12 +680,12 @@ sigmoid_p = _ew(
 erf_p = _ew(
     "erf",
     FLOATS,
-    lambda em, dt, a: em.call_extern("erf" if dt is DType.F64 else "erff", a.type, [a]),  # libm's
+    _vmath(vmath.erf),
     None,
     partials=lambda b, x, z: [
         ops.mul(b, ops.like(b, x, 2 / math.sqrt(math.pi)), b.emit1(exp_p, [ops.neg(b, ops.mul(b, x, x))]))
     ],
-    cost=20,
+    cost=36,  # an exp and two polynomials (lower/vmath.py)
     keeps_zeros=True,
 )
 
@@ -707,7 +713,7 @@ sign_p = _ew("sign", NUMERIC, _signum, np.sign, nondiff=True, remat=True, keeps_
 
 def _tan(em, dt, a):
     """lower/vmath.py's kernel, which calls libm's tan beyond its range."""
-    return _vmath(lambda b, x: vmath.tan(b, x, lambda v: em.call_extern("tan", v.type, [v])))(em, dt, a)
+    return _vmath_f64(lambda b, x: vmath.tan(b, x, lambda v: em.call_extern("tan", v.type, [v])))(em, dt, a)
 
 
 # its derivative 1 + tan^2 from the value
