@@ -2,8 +2,9 @@
 
 Float matrix-matrix products big enough to pay for a call run the kernel that lower/gemm.py
 emits (register tiles of fused multiply-adds, A with its own strides, so a transposed view
-costs no copy); those with a long inner dimension, and big matrix-vector products, go to
-OpenBLAS (the scipy-openblas64 package, loaded by lower/jit.py) with the operands' strides.
+costs no copy) while its operands stay in the caches; larger ones, and big matrix-vector
+products, go to OpenBLAS (the scipy-openblas64 package, loaded by lower/jit.py) with the
+operands' strides and transpose flags (See Note [Kernel or BLAS]).
 Small ones and integer ones are loops that LLVM vectorises, in the order whose innermost loop
 is contiguous in what it reads. A matrix of one row or one column is a vector, so that
 `x @ W`, `W^T @ x` and their derivatives run at the same speed whichever way round they are
@@ -109,15 +110,33 @@ def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
 
 
 GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays in the L2 cache
+# Beyond, the kernel's A (reread whole for each panel of B's columns) no longer stays in the
+# caches and OpenBLAS, which packs and blocks, is faster: measured at one thread on a Zen 4
+# core, the kernel is 0.9x OpenBLAS's time up to 768^2 in f64 and 1536^2 in f32, 1.06x at
+# 1024^2 in f64 and 1.4x at 2048^2 in both (See Note [Kernel or BLAS]).
+GEMM_MAX_A_BYTES = 4 << 20
+
+
+def _kernel_fits(a, b) -> bool:
+    """Whether the generated kernel is at least as fast as OpenBLAS for the matrices a @ b."""
+    (m, k), n = a.type.shape, b.type.shape[1]
+    rows = n if _computed_transposed(a, b) else m  # the rows of the kernel's A
+    return k <= GEMM_MAX_K and rows * k * a.type.dtype.itemsize <= GEMM_MAX_A_BYTES
+
+
+def _computed_transposed(a, b) -> bool:
+    """Whether the kernel computes a @ b as (b^T @ a^T)^T: b transposed (g @ W^T in a
+    derivative) and a with few rows, where b^T is stored by rows and the copies of a^T and
+    out^T are smaller than a copy of b."""
+    (m, k), n = a.type.shape, b.type.shape[1]
+    return _by_columns(b) and m * (k + n) < k * n
 
 
 def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
     """out = a @ b by the generated kernel of lower/gemm.py: a with its own strides, b with
     contiguous rows (copied when it is a transposed view), out = dest() with contiguous rows."""
     (m, k), n = a.type.shape, b.type.shape[1]
-    if _by_columns(b) and m * (k + n) < k * n:
-        # b transposed (g @ W^T in a derivative) and a with few rows: out^T = b^T @ a^T, b^T
-        # stored by rows, costs copies of a^T and out^T, smaller than a copy of b
+    if _computed_transposed(a, b):
         t = em.alloc(a.type.with_shape((n, m)))
         _gemm_lower(em, _transposed(b), em.materialise(_transposed(a)), lambda: t)
         out = dest()
@@ -208,7 +227,7 @@ def _product(em, a: Arr, b: Arr, dest):
     dt = ta.dtype
     work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
     if dest is not None and dt in _BLAS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
-        if ta.rank == 2 and tb.rank == 2 and (ta.shape[1] <= GEMM_MAX_K or not jit.blas_available()):
+        if ta.rank == 2 and tb.rank == 2 and (_kernel_fits(a, b) or not jit.blas_available()):
             return _gemm_lower(em, a, b, dest)
         if jit.blas_available():
             return _blas_lower(em, a, b, dest)
@@ -390,3 +409,17 @@ matmul_p = primitive(
 #   rows in a computes (W @ g^T)^T, copying g and the result instead of W at every call.
 # Every term of the sum is computed (no term is skipped for a zero factor), so 0 * inf gives
 # NaN in every orientation, as NumPy's sum of products does.
+
+
+# Note [Kernel or BLAS]
+# ~~~~~~~~~~~~~~~~~~~~~
+# The generated kernel does not pack: for each panel of B's columns it walks all of A, tile
+# by tile of rows, and reads B's panel from the L2 cache. While A stays in the caches this
+# runs at the core's peak, a little faster than OpenBLAS (which pays for packing both
+# operands): at one thread on a Zen 4 core, 56 GFLOP/s in f64 and 113 in f32 at 256^3, where
+# OpenBLAS's SkylakeX kernels reach 50 and 100. Once A is too big to stay (its bytes above
+# GEMM_MAX_A_BYTES), every panel reads it again from memory, and OpenBLAS's blocking for the
+# caches (packed panels of A in L2, of B in L3) wins: 1.06x at 1024^3 f64, 1.4x at 2048^3. So
+# does it for a long inner dimension (GEMM_MAX_K), whose B panel leaves L2. OpenBLAS takes a
+# transposed operand with a flag and a slice with its leading dimension, and copies nothing;
+# an operand of neither layout (a column step, b[:, ::2]) is copied first, by either route.
