@@ -111,10 +111,8 @@ def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
 
 GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays in the L2 cache
 # Beyond, the kernel's A (reread whole for each panel of B's columns) no longer stays in the
-# caches and OpenBLAS, which packs and blocks, is faster: measured at one thread on a Zen 4
-# core, the kernel is 0.9x OpenBLAS's time up to 768^2 in f64 and 1536^2 in f32, 1.06x at
-# 1024^2 in f64 and 1.4x at 2048^2 in both (See Note [Kernel or BLAS]).
-GEMM_MAX_A_BYTES = 4 << 20
+# L2 cache and OpenBLAS, which packs and blocks, is faster (See Note [Kernel or BLAS]).
+GEMM_MAX_A_BYTES = 1 << 20
 
 
 def _kernel_fits(a, b) -> bool:
@@ -414,12 +412,16 @@ matmul_p = primitive(
 # Note [Kernel or BLAS]
 # ~~~~~~~~~~~~~~~~~~~~~
 # The generated kernel does not pack: for each panel of B's columns it walks all of A, tile
-# by tile of rows, and reads B's panel from the L2 cache. While A stays in the caches this
-# runs at the core's peak, a little faster than OpenBLAS (which pays for packing both
-# operands): at one thread on a Zen 4 core, 56 GFLOP/s in f64 and 113 in f32 at 256^3, where
-# OpenBLAS's SkylakeX kernels reach 50 and 100. Once A is too big to stay (its bytes above
-# GEMM_MAX_A_BYTES), every panel reads it again from memory, and OpenBLAS's blocking for the
-# caches (packed panels of A in L2, of B in L3) wins: 1.06x at 1024^3 f64, 1.4x at 2048^3. So
-# does it for a long inner dimension (GEMM_MAX_K), whose B panel leaves L2. OpenBLAS takes a
-# transposed operand with a flag and a slice with its leading dimension, and copies nothing;
-# an operand of neither layout (a column step, b[:, ::2]) is copied first, by either route.
+# by tile of rows, and reads B's panel from the L2 cache. While A stays in L2 too it runs at
+# the core's peak, a little faster than OpenBLAS, which pays for packing both operands: at
+# one thread on a Zen 4 core (1 MiB of L2), 53-56 GFLOP/s in f64 and 110-113 in f32 at 256^3
+# against OpenBLAS's SkylakeX kernels' 47-50 and 98-100. Once A leaves L2 (its bytes above
+# GEMM_MAX_A_BYTES), every panel reads it again from L3 or memory, and OpenBLAS's blocking
+# for the caches wins, by most when A is a transposed view (whose columns the kernel reads
+# one cache line per step of k), or when b is one, which the kernel copies: OpenBLAS's time
+# over the kernel's at 512^3 f64 is 0.86 for transpose(a) @ b and 0.90 for a @ transpose(b),
+# at 724^3 0.75 and 0.93; for a @ b at 2048^3 0.71 (CPU times, medians, with the other core
+# busy). So does OpenBLAS win for a long inner dimension (GEMM_MAX_K), whose B panel leaves
+# L2. It takes a transposed operand as a flag and a slice with its leading dimension, and
+# copies nothing; an operand of neither layout (a column step, b[:, ::2]) is copied first,
+# by either route.
