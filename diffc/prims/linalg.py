@@ -167,6 +167,13 @@ def _matmul_lower(em, eqn, ins):
     a, b = ins
     out_t = eqn.outs[0].type
     ra, rb = a.type.rank, b.type.rank
+    view = em.view_destinations.get(eqn.outs[0].id)
+    if out_t.rank == 2 and _by_columns(view) and isinstance(a, Arr) and isinstance(b, Arr):
+        # the result is wanted transposed (a derivative's transpose(transpose(x) @ g), an
+        # output): out^T = b^T @ a^T, computed into the output (See Note [Transposed
+        # destinations] in lower/emit.py)
+        _product(em, _transposed(b), _transposed(a), lambda: _transposed(view))
+        return [view]
     if max(ra, rb) <= 2:
         return [_product(em, a, b, None if out_t.rank == 0 else lambda: em.result(eqn.outs[0]))]
     # in memory before the loop: a copy made in the loop body would be made per matrix

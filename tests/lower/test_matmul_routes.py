@@ -27,6 +27,12 @@ fn mm_cols2(a, b) = a @ b[:, ::2]
 fn mm_bt(a, b) = a @ transpose(b, [0, 2, 1])
 fn loss_tb(a, b) = sum((a @ transpose(b)) ** 2)
 fn loss_ta(a, b) = sum((transpose(a) @ b) ** 2)
+fn prod_t(a, g) = transpose(transpose(a) @ g)
+fn prod_t_and_prod(a, g) {
+    let p = transpose(a) @ g;
+    (transpose(p), p)
+}
+fn prod_t_rows(a, g) = map(fn(x) => transpose(transpose(x) @ g), a)
 """
 DTYPES = [np.float64, np.float32]
 K = 64  # the inner dimension of the products sized by A's bytes (a small one keeps them quick)
@@ -216,3 +222,34 @@ def test_gradients_of_transposed_products(m, rows, dtype):
     np.testing.assert_allclose(value, (c * c).sum(), rtol=1e-10 if dtype == np.float64 else 1e-4)
     np.testing.assert_allclose(ga, 2 * b @ c.T, **tol)
     np.testing.assert_allclose(gb, 2 * a @ c, **tol)
+
+
+def main_function(text: str) -> str:
+    return text[text.index('define internal void @"dfl.main"') :].split("\n}\n")[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["loops", "kernel", "blas"])
+def test_a_product_returned_transposed_is_computed_into_the_output(m, where, dtype):
+    """transpose(transpose(a) @ g), the derivative of a @ transpose(b) for b, is computed as
+    transpose(g) @ a straight into the output: no copy loop after the product (See Note
+    [Transposed destinations])."""
+    # computed as transpose(g) @ a: g's columns are the rows of the product's A
+    cols = {"loops": 3, "kernel": 40, "blas": a_rows(dtype) + 1}[where]
+    a, g = operands(dtype, (K, 5 if where == "loops" else 30), (K, cols))
+    text = lowered(m, "prod_t", a, g)
+    assert route(text) == where
+    if where != "loops":
+        assert ".head:" not in main_function(text)
+    np.testing.assert_allclose(m.prod_t(a, g), (a.T @ g).T, **close(dtype, K))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_product_read_also_untransposed_or_in_a_map(m, dtype):
+    a, g = operands(dtype, (K, 40), (K, 30))
+    got_t, got = m.prod_t_and_prod(a, g)
+    np.testing.assert_allclose(got_t, (a.T @ g).T, **close(dtype, K))
+    np.testing.assert_allclose(got, a.T @ g, **close(dtype, K))
+    batch = operands(dtype, (3, K, 40))[0]
+    want = np.transpose(np.swapaxes(batch, 1, 2) @ g, (0, 2, 1))
+    np.testing.assert_allclose(m.prod_t_rows(batch, g), want, **close(dtype, K))
