@@ -25,6 +25,7 @@ fn mm_ta(a, b) = transpose(a) @ b
 fn mm_tb(a, b) = a @ transpose(b)
 fn mm_rows2(a, b) = a[::2] @ b
 fn mm_cols2(a, b) = a @ b[:, ::2]
+fn mm_bt(a, b) = a @ transpose(b, [0, 2, 1])
 fn loss_tb(a, b) = sum((a @ transpose(b)) ** 2)
 fn loss_ta(a, b) = sum((transpose(a) @ b) ** 2)
 """
@@ -59,7 +60,10 @@ def cases(quick: bool):
         for layout, (fn, np_fn, shapes) in LAYOUTS.items():
             yield f"{m}x{k}x{n}", layout, fn, np_fn, np_fn, shapes(m, k, n), False
     plain = LAYOUTS["a@b"][1]
-    yield "8x256x256x256", "batched", "mm", plain, plain, ((8, 256, 256), (8, 256, 256)), False
+    batch = ((8, 256, 256), (8, 256, 256))
+    yield "8x256x256x256", "batched", "mm", plain, plain, batch, False
+    bt = lambda a, b: a @ b.swapaxes(1, 2)  # noqa: E731 (NumPy's and PyTorch's)
+    yield "8x256x256x256", "batched a@b^T", "mm_bt", bt, bt, batch, False
     for m, k, n in sizes[:2] + [MLP[0]]:
         yield f"{m}x{k}x{n}", "vg sum((a@b^T)^2)", "loss_tb", numpy_loss_tb, None, ((m, k), (n, k)), True
         yield f"{m}x{k}x{n}", "vg sum((a^T@b)^2)", "loss_ta", numpy_loss_ta, None, ((k, m), (k, n)), True
