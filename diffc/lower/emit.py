@@ -552,7 +552,7 @@ class Emitter:
         (in memory or registers; Lazy only where lazy_outs allows it)."""
         env = dict(zip(body.params, args))
         fusable = fusable_values(body, lazy_outs)
-        self._transposed_destinations(body)
+        self._mark_view_destinations(body)
         for eqn in body.eqns:
             ins = [env[x] for x in eqn.inputs]
             if not eqn.prim.reads_lazy:
@@ -565,7 +565,7 @@ class Emitter:
             env.update(zip(eqn.outs, outs))
         return [env[o] if lazy_outs else self.force(env[o]) for o in body.outs]
 
-    def _transposed_destinations(self, body):
+    def _mark_view_destinations(self, body):
         """For each view op (a transpose) whose result has a destination and is its operand's
         only reader, the operand's view destination: that buffer seen as the operand."""
         reads: dict[int, int] = {}
