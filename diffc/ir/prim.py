@@ -120,6 +120,10 @@ class Prim:
     # known to be in range needs no bounds check (ir/build.py). Default None
     interval: Callable | None = None
     loop: Loop | None = None  # a loop's operand layout; default None: not a loop
+    # a view op: (the Arr its result is wanted in, params) -> the view of that buffer its
+    # operand is, which the operand's op may compute into (lower/emit.py, See Note [Transposed
+    # destinations]); default None
+    operand_destination: Callable | None = None
 
     def __post_init__(self):
         if self.cheap is None:

@@ -10,8 +10,9 @@ The B panel (K x NV*W) is reused from cache by every row tile. With AVX-512 (an 
 of doubles) this runs at about 120 GFLOP/s on one Zen 5 core for mlp_step's products,
 where OpenBLAS reaches 85 with its AVX-512 kernels and 50 with its AVX2 ones. Columns that do
 not fill a tile take tiles of one vector, then one masked vector; rows that do not fill one,
-tiles of one row. Large products (whose B panel leaves the L2 cache) go to OpenBLAS, which
-packs and blocks.
+tiles of one row. Larger products, whose A or whose B panel leaves the L2 cache (A is read
+again for every panel), go to OpenBLAS, which packs and blocks (See Note [Kernel or BLAS] in
+prims/linalg.py).
 
 The kernel is a module of its own, compiled once per process, or loaded from the disk cache
 (pipeline.load_kernels), and linked by name: a program that multiplies matrices only declares

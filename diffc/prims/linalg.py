@@ -2,8 +2,9 @@
 
 Float matrix-matrix products big enough to pay for a call run the kernel that lower/gemm.py
 emits (register tiles of fused multiply-adds, A with its own strides, so a transposed view
-costs no copy); those with a long inner dimension, and big matrix-vector products, go to
-OpenBLAS (the scipy-openblas64 package, loaded by lower/jit.py) with the operands' strides.
+costs no copy) while its operands stay in the caches; larger ones, and big matrix-vector
+products, go to OpenBLAS (the scipy-openblas64 package, loaded by lower/jit.py) with the
+operands' strides and transpose flags (See Note [Kernel or BLAS]).
 Small ones and integer ones are loops that LLVM vectorises, in the order whose innermost loop
 is contiguous in what it reads. A matrix of one row or one column is a vector, so that
 `x @ W`, `W^T @ x` and their derivatives run at the same speed whichever way round they are
@@ -109,15 +110,31 @@ def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
 
 
 GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays in the L2 cache
+# Beyond, the kernel's A (reread whole for each panel of B's columns) no longer stays in the
+# L2 cache and OpenBLAS, which packs and blocks, is faster (See Note [Kernel or BLAS]).
+GEMM_MAX_A_BYTES = 1 << 20
+
+
+def _kernel_fits(a, b) -> bool:
+    """Whether the generated kernel is at least as fast as OpenBLAS for the matrices a @ b."""
+    (m, k), n = a.type.shape, b.type.shape[1]
+    rows = n if _computed_transposed(a, b) else m  # the rows of the kernel's A
+    return k <= GEMM_MAX_K and rows * k * a.type.dtype.itemsize <= GEMM_MAX_A_BYTES
+
+
+def _computed_transposed(a, b) -> bool:
+    """Whether the kernel computes a @ b as (b^T @ a^T)^T: b transposed (g @ W^T in a
+    derivative) and a with few rows, where b^T is stored by rows and the copies of a^T and
+    out^T are smaller than a copy of b."""
+    (m, k), n = a.type.shape, b.type.shape[1]
+    return _by_columns(b) and m * (k + n) < k * n
 
 
 def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
     """out = a @ b by the generated kernel of lower/gemm.py: a with its own strides, b with
     contiguous rows (copied when it is a transposed view), out = dest() with contiguous rows."""
     (m, k), n = a.type.shape, b.type.shape[1]
-    if _by_columns(b) and m * (k + n) < k * n:
-        # b transposed (g @ W^T in a derivative) and a with few rows: out^T = b^T @ a^T, b^T
-        # stored by rows, costs copies of a^T and out^T, smaller than a copy of b
+    if _computed_transposed(a, b):
         t = em.alloc(a.type.with_shape((n, m)))
         _gemm_lower(em, _transposed(b), em.materialise(_transposed(a)), lambda: t)
         out = dest()
@@ -150,6 +167,13 @@ def _matmul_lower(em, eqn, ins):
     a, b = ins
     out_t = eqn.outs[0].type
     ra, rb = a.type.rank, b.type.rank
+    view = em.view_destinations.get(eqn.outs[0].id)
+    if out_t.rank == 2 and _by_columns(view) and isinstance(a, Arr) and isinstance(b, Arr):
+        # the result is wanted transposed (a derivative's transpose(transpose(x) @ g), an
+        # output): out^T = b^T @ a^T, computed into the output (See Note [Transposed
+        # destinations] in lower/emit.py)
+        _product(em, _transposed(b), _transposed(a), lambda: _transposed(view))
+        return [view]
     if max(ra, rb) <= 2:
         return [_product(em, a, b, None if out_t.rank == 0 else lambda: em.result(eqn.outs[0]))]
     # in memory before the loop: a copy made in the loop body would be made per matrix
@@ -208,7 +232,7 @@ def _product(em, a: Arr, b: Arr, dest):
     dt = ta.dtype
     work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
     if dest is not None and dt in _BLAS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
-        if ta.rank == 2 and tb.rank == 2 and (ta.shape[1] <= GEMM_MAX_K or not jit.blas_available()):
+        if ta.rank == 2 and tb.rank == 2 and (_kernel_fits(a, b) or not jit.blas_available()):
             return _gemm_lower(em, a, b, dest)
         if jit.blas_available():
             return _blas_lower(em, a, b, dest)
@@ -390,3 +414,21 @@ matmul_p = primitive(
 #   rows in a computes (W @ g^T)^T, copying g and the result instead of W at every call.
 # Every term of the sum is computed (no term is skipped for a zero factor), so 0 * inf gives
 # NaN in every orientation, as NumPy's sum of products does.
+
+
+# Note [Kernel or BLAS]
+# ~~~~~~~~~~~~~~~~~~~~~
+# The generated kernel does not pack: for each panel of B's columns it walks all of A, tile
+# by tile of rows, and reads B's panel from the L2 cache. While A stays in L2 too it runs at
+# the core's peak, a little faster than OpenBLAS, which pays for packing both operands: at
+# one thread on a Zen 4 core (1 MiB of L2), 53-56 GFLOP/s in f64 and 110-113 in f32 at 256^3
+# against OpenBLAS's SkylakeX kernels' 47-50 and 98-100. Once A leaves L2 (its bytes above
+# GEMM_MAX_A_BYTES), every panel reads it again from L3 or memory, and OpenBLAS's blocking
+# for the caches wins, by most when A is a transposed view (whose columns the kernel reads
+# one cache line per step of k), or when b is one, which the kernel copies: OpenBLAS's time
+# over the kernel's at 512^3 f64 is 0.86 for transpose(a) @ b and 0.90 for a @ transpose(b),
+# at 724^3 0.75 and 0.93; for a @ b at 2048^3 0.71 (CPU times, medians, with the other core
+# busy). So does OpenBLAS win for a long inner dimension (GEMM_MAX_K), whose B panel leaves
+# L2. It takes a transposed operand as a flag and a slice with its leading dimension, and
+# copies nothing; an operand of neither layout (a column step, b[:, ::2]) is copied first,
+# by either route.

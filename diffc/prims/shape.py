@@ -121,11 +121,21 @@ def _transpose_lower(em, eqn, ins):
     return [Arr(x.ptr, x.offset, tuple(x.strides[p] for p in perm), eqn.outs[0].type)]
 
 
+def _transpose_operand_destination(dest: Arr, x_type, perm) -> Arr:
+    """The buffer dest, where the transpose of x is wanted, as x: dest's strides put back in
+    x's order (the result's axis k is x's axis perm[k])."""
+    strides = [0] * len(perm)
+    for k, p in enumerate(perm):
+        strides[p] = dest.strides[k]
+    return Arr(dest.ptr, dest.offset, tuple(strides), x_type)
+
+
 transpose_p = primitive(
     "transpose",
     shape=lambda ts, perm: [ts[0].with_shape(tuple(ts[0].shape[p] for p in perm))],
     kind=Kind.SHAPE,
     lower=_transpose_lower,
+    operand_destination=_transpose_operand_destination,
     vjp=lambda ctx, p, ins, outs, cts: [ops.transpose(ctx.b, cts[0], _inverse(p["perm"]))],
     jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, transpose_p, p, ins, ts),
     fold=lambda x, perm: [np.transpose(x, perm)],

@@ -1,0 +1,255 @@
+"""Each route a float matrix product can take (prims/linalg.py, See Note [Kernel or BLAS]):
+plain loops below BLAS_MIN_WORK, the generated kernel while its A fits GEMM_MAX_A_BYTES and
+its inner dimension GEMM_MAX_K, OpenBLAS beyond, with transposed and strided operands passed
+as flags and leading dimensions rather than copied, batches, empty axes, one row or column.
+The sizes come from the thresholds, so that the tests follow them: each checks the route in
+the lowered code, then the values against NumPy."""
+
+import re
+
+import numpy as np
+import pytest
+from support.native import ir_of
+
+import diffc
+from diffc.lower import gemm
+from diffc.lower.llvm import lower_program
+from diffc.prims import linalg
+
+SRC = """
+fn mm(a, b) = a @ b
+fn mm_ta(a, b) = transpose(a) @ b
+fn mm_tb(a, b) = a @ transpose(b)
+fn mm_tt(a, b) = transpose(a) @ transpose(b)
+fn mm_rows2(a, b) = a[::2] @ b
+fn mm_cols(a, b) = a[:, 1:] @ b
+fn mm_cols2(a, b) = a @ b[:, ::2]
+fn mm_bt(a, b) = a @ transpose(b, [0, 2, 1])
+fn loss_tb(a, b) = sum((a @ transpose(b)) ** 2)
+fn loss_ta(a, b) = sum((transpose(a) @ b) ** 2)
+fn prod_t(a, g) = transpose(transpose(a) @ g)
+fn prod_t_and_prod(a, g) {
+    let p = transpose(a) @ g;
+    (transpose(p), p)
+}
+fn prod_t_rows(a, g) = map(fn(x) => transpose(transpose(x) @ g), a)
+"""
+DTYPES = [np.float64, np.float32]
+K = 64  # the inner dimension of the products sized by A's bytes (a small one keeps them quick)
+
+
+def a_rows(dtype, k: int = K) -> int:
+    """The most rows of a k-column A that the generated kernel takes."""
+    return linalg.GEMM_MAX_A_BYTES // (k * np.dtype(dtype).itemsize)
+
+
+# function: (NumPy's expression, the operands' shapes for an (m, k, n) product)
+LAYOUTS = {
+    "mm": (lambda a, b: a @ b, lambda m, k, n: ((m, k), (k, n))),
+    "mm_ta": (lambda a, b: a.T @ b, lambda m, k, n: ((k, m), (k, n))),
+    "mm_tb": (lambda a, b: a @ b.T, lambda m, k, n: ((m, k), (n, k))),
+    "mm_tt": (lambda a, b: a.T @ b.T, lambda m, k, n: ((k, m), (n, k))),
+    "mm_rows2": (lambda a, b: a[::2] @ b, lambda m, k, n: ((2 * m, k), (k, n))),
+    "mm_cols": (lambda a, b: a[:, 1:] @ b, lambda m, k, n: ((m, k + 1), (k, n))),
+    "mm_cols2": (lambda a, b: a @ b[:, ::2], lambda m, k, n: ((m, k), (k, 2 * n))),
+}
+# (trans a, trans b) that OpenBLAS is passed for each layout: a transpose is a flag, not a copy
+BLAS_FLAGS = {
+    "mm": (linalg.NO_TRANS, linalg.NO_TRANS),
+    "mm_ta": (linalg.TRANS, linalg.NO_TRANS),
+    "mm_tb": (linalg.NO_TRANS, linalg.TRANS),
+    "mm_tt": (linalg.TRANS, linalg.TRANS),
+    "mm_rows2": (linalg.NO_TRANS, linalg.NO_TRANS),
+    "mm_cols": (linalg.NO_TRANS, linalg.NO_TRANS),
+    "mm_cols2": (linalg.NO_TRANS, linalg.NO_TRANS),  # (b of column step 2 is copied)
+}
+
+
+@pytest.fixture(scope="module")
+def m():
+    return diffc.compile(SRC)
+
+
+def lowered(m, fn: str, *args) -> str:
+    return str(lower_program(ir_of(m, fn, *args)).module)
+
+
+def route(text: str) -> str:
+    if re.search(r"call void @\"scipy_cblas_[ds]gemm64_\"", text):
+        return "blas"
+    if re.search(r"call void @\"diffc_gemm_f(32|64)\"", text):
+        return "kernel"
+    return "loops"
+
+
+def blas_call(text: str) -> tuple[int, ...]:
+    """(trans a, trans b, m, n, k, lda, ldb) of the gemm call in lowered code."""
+    call = re.search(r"call void @\"scipy_cblas_[ds]gemm64_\"\(([^\n]*)\)", text).group(1)
+    ints = [int(x) for x in re.findall(r"i(?:32|64) (\d+)", call)]
+    return tuple(ints[1:6] + ints[6:8])
+
+
+def operands(dtype, *shapes, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+def close(dtype, k: int):
+    return dict(rtol=1e-12, atol=1e-12 * k) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5 * k)
+
+
+def check(m, fn: str, dtype, mkn, want_route: str) -> str:
+    """The route of fn on an (m, k, n) product in dtype, and its value against NumPy's."""
+    expr, shapes = LAYOUTS[fn]
+    a, b = operands(dtype, *shapes(*mkn))
+    text = lowered(m, fn, a, b)
+    assert route(text) == want_route
+    np.testing.assert_allclose(getattr(m, fn)(a, b), expr(a, b), **close(dtype, mkn[1]))
+    return text
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", LAYOUTS)
+def test_small_products_are_loops(m, fn, dtype):
+    check(m, fn, dtype, (7, 9, linalg.BLAS_MIN_WORK // 63 - 1), "loops")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", LAYOUTS)
+def test_products_whose_a_fits_run_the_kernel(m, fn, dtype):
+    _, mr, nv = gemm.tile()
+    check(m, fn, dtype, (2 * mr + 3, 70, 3 * nv * 8 + 5), "kernel")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_kernel_takes_a_up_to_the_limit_and_openblas_beyond(m, dtype):
+    check(m, "mm", dtype, (a_rows(dtype), K, 24), "kernel")
+    check(m, "mm", dtype, (a_rows(dtype) + 1, K, 24), "blas")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_long_inner_dimension_goes_to_openblas(m, dtype):
+    check(m, "mm", dtype, (5, linalg.GEMM_MAX_K, 7), "kernel")
+    check(m, "mm", dtype, (5, linalg.GEMM_MAX_K + 1, 7), "blas")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", LAYOUTS)
+def test_openblas_is_passed_transposes_and_strides(m, fn, dtype):
+    """A transposed operand is a flag and a row step or a column slice a leading dimension:
+    OpenBLAS reads the views in place. Only b[:, ::2], of neither layout, is copied."""
+    rows, n = a_rows(dtype) + 1, 9
+    text = check(m, fn, dtype, (rows, K, n), "blas")
+    trans_a, trans_b, *mnk, lda, ldb = blas_call(text)
+    assert (trans_a, trans_b) == BLAS_FLAGS[fn]
+    assert mnk == [rows, n, K]
+    want_lda = {"mm_ta": rows, "mm_tt": rows, "mm_rows2": 2 * K, "mm_cols": K + 1}.get(fn, K)
+    want_ldb = {"mm_tb": K, "mm_tt": K}.get(fn, n)
+    assert (lda, ldb) == (want_lda, want_ldb)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_rows_times_a_transposed_b_that_fits_the_kernel_or_not(m, dtype):
+    """a @ transpose(b) with few rows in a runs the kernel as (b @ a^T)^T, whose A is b: the
+    kernel while b fits, OpenBLAS beyond."""
+    n = a_rows(dtype)
+    check(m, "mm_tb", dtype, (4, K, n), "kernel")
+    check(m, "mm_tb", dtype, (4, K, n + 1), "blas")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", ["kernel", "blas"])
+def test_batched_products_take_the_route_of_one_matrix(m, rows, dtype):
+    mr = 2 * gemm.tile()[1] + 1 if rows == "kernel" else a_rows(dtype) + 1
+    a, b = operands(dtype, (2, mr, K), (2, K, 10))
+    bt = np.ascontiguousarray(np.swapaxes(b, 1, 2))
+    for fn, y in (("mm", b), ("mm_bt", bt)):
+        assert route(lowered(m, fn, a, y)) == rows
+        np.testing.assert_allclose(getattr(m, fn)(a, y), a @ b, **close(dtype, K))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shapes", [((0, K), (K, 9)), ((9, K), (K, 0)), ((9, 0), (0, 9)), ((2, 0, 5), (2, 5, 3))])
+def test_empty_axes(m, shapes, dtype):
+    a, b = operands(dtype, *shapes)
+    got = m.mm(a, b)
+    assert got.shape == (a @ b).shape
+    np.testing.assert_array_equal(got, a @ b)  # (zeros when the inner dimension is empty)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", ["mm", "mm_ta", "mm_tb"])
+def test_one_row_or_one_column_at_sizes_beyond_the_kernel(m, fn, dtype):
+    """A matrix of one row or one column is a matrix-vector product (OpenBLAS's gemv)."""
+    expr, shapes = LAYOUTS[fn]
+    rows = a_rows(dtype) + 1
+    for mkn in ((1, K, rows), (rows, K, 1)):
+        a, b = operands(dtype, *shapes(*mkn))
+        assert "gemv64_" in lowered(m, fn, a, b)
+        np.testing.assert_allclose(getattr(m, fn)(a, b), expr(a, b), **close(dtype, K))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["kernel", "blas"])
+def test_nan_and_infinity_propagate_on_both_routes(m, where, dtype):
+    rows = 2 * gemm.tile()[1] + 1 if where == "kernel" else a_rows(dtype) + 1
+    a, b = operands(dtype, (rows, K), (K, 10))
+    a[1, 3], a[2, 5], b[5, :] = np.nan, np.inf, 0.0  # row 1 NaN; row 2: inf * 0 is NaN too
+    with np.errstate(invalid="ignore"):
+        want = a @ b
+    got = m.mm(a, b)
+    assert route(lowered(m, "mm", a, b)) == where
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got[3:], want[3:], **close(dtype, K))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", ["kernel", "blas"])
+def test_gradients_of_transposed_products(m, rows, dtype):
+    """value_and_grad of sum((a @ b^T)^2) and sum((a^T @ b)^2), whose derivatives multiply
+    by transposes, against the closed forms in NumPy."""
+    mr = 40 if rows == "kernel" else a_rows(dtype) + 1
+    a, b = operands(dtype, (mr, K), (30, K))
+    c = a @ b.T
+    (value, (ga, gb)) = diffc.value_and_grad(m.loss_tb, argnums=(0, 1))(a, b)
+    tol = close(dtype, K * 30)
+    np.testing.assert_allclose(value, (c * c).sum(), rtol=1e-10 if dtype == np.float64 else 1e-4)
+    np.testing.assert_allclose(ga, 2 * c @ b, **tol)
+    np.testing.assert_allclose(gb, 2 * c.T @ a, **tol)
+    a, b = operands(dtype, (K, mr), (K, 30))
+    c = a.T @ b
+    (value, (ga, gb)) = diffc.value_and_grad(m.loss_ta, argnums=(0, 1))(a, b)
+    np.testing.assert_allclose(value, (c * c).sum(), rtol=1e-10 if dtype == np.float64 else 1e-4)
+    np.testing.assert_allclose(ga, 2 * b @ c.T, **tol)
+    np.testing.assert_allclose(gb, 2 * a @ c, **tol)
+
+
+def main_function(text: str) -> str:
+    return text[text.index('define internal void @"dfl.main"') :].split("\n}\n")[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["loops", "kernel", "blas"])
+def test_a_product_returned_transposed_is_computed_into_the_output(m, where, dtype):
+    """transpose(transpose(a) @ g), the derivative of a @ transpose(b) for b, is computed as
+    transpose(g) @ a straight into the output: no copy loop after the product (See Note
+    [Transposed destinations])."""
+    # computed as transpose(g) @ a: g's columns are the rows of the product's A
+    cols = {"loops": 3, "kernel": 40, "blas": a_rows(dtype) + 1}[where]
+    a, g = operands(dtype, (K, 5 if where == "loops" else 30), (K, cols))
+    text = lowered(m, "prod_t", a, g)
+    assert route(text) == where
+    if where != "loops":
+        assert ".head:" not in main_function(text)
+    np.testing.assert_allclose(m.prod_t(a, g), (a.T @ g).T, **close(dtype, K))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_product_read_also_untransposed_or_in_a_map(m, dtype):
+    a, g = operands(dtype, (K, 40), (K, 30))
+    got_t, got = m.prod_t_and_prod(a, g)
+    np.testing.assert_allclose(got_t, (a.T @ g).T, **close(dtype, K))
+    np.testing.assert_allclose(got, a.T @ g, **close(dtype, K))
+    batch = operands(dtype, (3, K, 40))[0]
+    want = np.transpose(np.swapaxes(batch, 1, 2) @ g, (0, 2, 1))
+    np.testing.assert_allclose(m.prod_t_rows(batch, g), want, **close(dtype, K))
