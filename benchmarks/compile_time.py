@@ -11,10 +11,11 @@ optimiser and code generator (issue 12), for three groups:
   with made-up digits in place of scikit-learn's: only their shapes matter here).
 
 Run: python benchmarks/compile_time.py [mlp [L ...] | workloads | examples] (all three
-groups by default). It prints, per compile, the wall and CPU seconds of the first call and
-the wall seconds of diffc's stages, of LLVM's optimiser and of its code generator
-(pipeline.Timings). A benchmark, not a test: it asserts nothing about time (the machines it
-runs on are shared and noisy; CPU seconds vary less)."""
+groups by default). It prints, per compile, the wall and CPU seconds (of this process) of the
+first call, and the wall seconds of diffc's own stages, of LLVM's optimiser and code generator
+in this process, and of the LLVM worker process's share, which runs at the same time
+(pipeline.Timings; Note [Units] in diffc/lower/llvm.py). A benchmark, not a test: it asserts
+nothing about time (the machines it runs on are shared and noisy; CPU seconds vary less)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from diffc.pipeline import Timings  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = (2, 4, 8, 16, 32, 64)
 WIDTH, BATCH = 16, 8
-LLVM_STAGES = ("llvm-opt", "llvm-codegen")
+LLVM_STAGES = ("llvm-opt", "llvm-codegen", "llvm-opt+codegen (worker)")
 # the training scripts, with arguments that keep them short and quiet until their first step
 SCRIPTS = {
     "digits/train_mlp.py": ["--no-torch", "--epochs", "1"],
@@ -138,8 +139,8 @@ def _made_up_digits(test_fraction: float = 0.25, seed: int = 0):
 
 def print_row(what: str, wall: float, cpu: float, timings: Timings) -> None:
     llvm = [timings.get(stage, 0.0) for stage in LLVM_STAGES]
-    python = sum(timings.values()) - sum(llvm) - timings.get("llvm-opt+codegen (worker)", 0.0)
-    print(f"{what:40s} {wall:7.3f} {cpu:7.3f} {python:7.3f} {llvm[0]:7.3f} {llvm[1]:7.3f}", flush=True)
+    python = sum(secs for stage, secs in timings.items() if stage not in LLVM_STAGES)
+    print(f"{what:40s} {wall:7.3f} {cpu:7.3f} {python:7.3f} {llvm[0]:7.3f} {llvm[1]:7.3f} {llvm[2]:7.3f}", flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -148,7 +149,7 @@ def main(argv: list[str]) -> None:
     if chosen[0] not in groups:
         sys.exit(f"usage: python benchmarks/compile_time.py [mlp [L ...] | workloads | examples], not {argv[0]!r}")
     diffc.compile("fn f(x) = x + 1.0").f(1.0)  # LLVM's initialisation, kept out of the first row
-    print(f"{'compile (cold)':40s} {'wall s':>7} {'cpu s':>7} {'python':>7} {'opt':>7} {'codegen':>7}")
+    print(f"{'compile (cold)':40s} {'wall s':>7} {'cpu s':>7} {'python':>7} {'opt':>7} {'codegen':>7} {'worker':>7}")
     for group in chosen:
         for row in groups[group]():
             print_row(*row)

@@ -7,6 +7,8 @@ runtime and calls the entry Func."""
 
 from __future__ import annotations
 
+import re
+
 from llvmlite import ir
 
 from ..ir.core import Body, Eqn, Func, Program, Var
@@ -210,6 +212,89 @@ def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn
     ms.entry_arena = em.arena_offset + em.arena_size
 
 
+# A module of more lines of LLVM IR than UNITS_ABOVE is given to LLVM as UNITS modules, optimised
+# and code-generated at the same time, in this process and in the LLVM worker process
+# (See Note [Units])
+UNITS_ABOVE = 3000
+UNITS = 2
+
+
+def module_units(module: ir.Module, units: int = UNITS) -> list[str]:
+    """The LLVM IR text of the module, as one text, or as `units` texts of about the same size
+    when it is long and has functions that may be compiled apart (the parts of a long entry
+    function, which are never inlined, and the glue of diffc_pycall): the first unit holds the
+    other functions, each function is defined in one unit and declared in the others that
+    call it, each global variable likewise, and the metadata is in all of them."""
+    texts = {name: str(v) for name, v in module.globals.items()}
+    defined = [n for n, v in module.globals.items() if _is_definition(v)]
+    weight = {n: texts[n].count("\n") + 1 for n in defined}
+    if sum(weight.values()) <= UNITS_ABOVE:
+        return [str(module)]
+    movable = sorted((n for n in defined if _movable(module.globals[n])), key=lambda n: -weight[n])
+    unit_of = {n: 0 for n in defined}
+    loads = [sum(weight[n] for n in defined if n not in movable)] + [0] * (units - 1)
+    for n in movable:  # the heaviest first, each into the lightest unit
+        k = loads.index(min(loads))
+        unit_of[n], loads[k] = k, loads[k] + weight[n]
+    if max(unit_of.values()) == 0:
+        return [str(module)]
+    refs = {n: set(_REFERENCE.findall(texts[n])) for n in defined}  # the globals each one names
+    shared = {
+        n for n in defined if any(_name(module.globals[n]) in refs[m] for m in defined if unit_of[m] != unit_of[n])
+    }
+    head = [f'; ModuleID = "{module.name}"', f'target triple = "{module.triple}"']
+    head += [f'target datalayout = "{module.data_layout}"']
+    head += [t.get_declaration() for t in module.get_identified_types().values()]
+    named = module.namedmetadata.items()
+    metadata = [f"!{k} = !{{ {', '.join(o.get_reference() for o in v.operands)} }}" for k, v in named]
+    metadata += [str(md) for md in module.metadata]
+    out = []
+    for k in range(max(unit_of.values()) + 1):
+        body = []
+        for name, v in module.globals.items():
+            if name not in unit_of:  # a declaration
+                body.append(texts[name])
+            elif unit_of[name] == k:
+                body.append(_external(v, texts[name]) if name in shared else texts[name])
+            elif name in shared:
+                body.append(_declaration(v, texts[name]))
+        out.append("\n".join(head + body + metadata))
+    return out
+
+
+_REFERENCE = re.compile(r'@("(?:[^"\\]|\\.)*"|[-\w.$]+)')
+
+
+def _name(v) -> str:
+    """A global's name as _REFERENCE finds it in the text."""
+    return v.get_reference()[1:]
+
+
+def _is_definition(v) -> bool:
+    if isinstance(v, ir.Function):
+        return bool(v.blocks)
+    return v.initializer is not None
+
+
+def _movable(v) -> bool:
+    """A function that may be compiled in a unit of its own: no caller could inline it."""
+    return isinstance(v, ir.Function) and ("noinline" in v.attributes or v.name == pyentry.PYCALL_SYMBOL)
+
+
+def _external(v, text: str) -> str:
+    """The definition of a function or global variable, visible from the other units."""
+    if v.linkage in ("internal", "private"):
+        return text.replace(f" {v.linkage} ", " ", 1)
+    return text
+
+
+def _declaration(v, text: str) -> str:
+    """What another unit needs to refer to a function or global variable defined apart."""
+    if isinstance(v, ir.Function):
+        return re.sub(r"^define (?:internal |private )?", "declare ", text.split("\n", 1)[0])
+    return f"{v.get_reference()} = external {'constant' if v.global_constant else 'global'} {v.value_type}"
+
+
 def _depth_guard(em: Emitter, f: Func):
     """A recursive function fails at entry when it is nested more than MAX_DEPTH deep, or when
     its frame is below ctx[CTX_STACK], near the end of the thread's native stack (frames grow
@@ -279,3 +364,20 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # callers), so its calls of the entry Func are marked `noinline`: the entry Func is compiled
 # once, with the whole pipeline, and the glue calls it. diffc_entry (the ctypes path) is a
 # tenth of its size and keeps the whole pipeline, the entry Func inlined into it as before.
+
+
+# Note [Units]
+# ~~~~~~~~~~~~
+# llvmlite runs LLVM under one process-wide lock, so LLVM's work on one module cannot be spread
+# over threads; the LLVM worker process (lower/llvm_worker.py) can take a share of it. A long
+# module (UNITS_ABOVE lines of IR: the training step of every example, an MLP written out with
+# 8 layers or more; no benchmark workload, whose modules are unchanged) is given to LLVM as two
+# units: the functions no caller can inline (the parts of Note [Parts], and diffc_pycall) are
+# spread to balance the units' lines, the rest stays in the first unit. Each unit is optimised
+# and code-generated on its own, the first here and the second by the worker at the same time
+# (lower/jit.py, object_code_units), and the runtime loads both objects into one engine, which
+# links their calls. What a function refers to in another unit (a part's definition, dfl.main
+# called by diffc_pycall, the globals of diffc_pycall) is external there and declared here;
+# the optimiser could not inline across those calls anyway. Each part is optimised exactly as
+# in one module; what is lost is what LLVM infers about a callee it sees (that a part reads
+# only its inputs), which dfl.main, a sequence of calls, has no use for.
