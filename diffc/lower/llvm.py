@@ -66,9 +66,11 @@ def native_arg_type(t) -> ir.Type:
 
 
 # An entry function of more top-level equations than SPLIT_ABOVE is lowered as calls of parts
-# of about PART_EQNS equations each (See Note [Parts])
+# of about PART_EQNS equations each, and none of more than MAX_PART_EQNS if a cut can end it
+# (See Note [Parts])
 SPLIT_ABOVE = 64
 PART_EQNS = 32
+MAX_PART_EQNS = 4 * PART_EQNS
 
 
 def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState:
@@ -160,7 +162,9 @@ def _finish_func(em: Emitter, f: Func, fn: ir.Function, outs: list):
 def body_parts(body: Body) -> list[list[Eqn]]:
     """The top-level equations of a long body in runs of at least PART_EQNS (the last one may
     be shorter), cut only where no value that stays lazy (emit.fusable_values: computed where
-    it is read) is read across the cut; [] for a body of SPLIT_ABOVE equations or fewer."""
+    it is read) is read across the cut, unless the run has grown to MAX_PART_EQNS: then the
+    lazy values read across are computed into buffers; [] for a body of SPLIT_ABOVE equations
+    or fewer."""
     eqns = body.eqns
     if len(eqns) <= SPLIT_ABOVE:
         return []
@@ -168,9 +172,9 @@ def body_parts(body: Body) -> list[list[Eqn]]:
     last_read = {x.id: k for k, e in enumerate(eqns) for x in e.inputs}
     parts, start, reach = [], 0, -1  # reach: the last reader of a lazy value of this run
     for k, e in enumerate(eqns):
-        if k - start >= PART_EQNS and reach < k and len(eqns) - k >= PART_EQNS // 2:
+        if k - start >= PART_EQNS and (reach < k or k - start >= MAX_PART_EQNS) and len(eqns) - k >= PART_EQNS // 2:
             parts.append(eqns[start:k])
-            start = k
+            start, reach = k, -1
         reach = max([reach] + [last_read.get(o.id, -1) for o in e.outs if o.id in fusable])
     parts.append(eqns[start:])
     return parts if len(parts) > 1 else []
@@ -345,9 +349,13 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # it through output pointers (the native ABI): into the entry's output buffers when they are
 # the entry's results, else into buffers of the entry's arena. The parts run in turn and leave
 # nothing in their temporaries, so their arenas share the start of the entry's arena and the
-# entry's own buffers come after the largest. A cut never falls between a fused (lazy) value
-# and its reader, so no loop nest is split by a cut; a strided view read across a cut is
-# copied into a contiguous buffer. A failure in a part is left in ctx, and dfl.main leaves
+# entry's own buffers come after the largest. A cut falls between a fused (lazy) value and
+# its reader only when a part has grown to MAX_PART_EQNS without a better place (a value
+# recomputed where it is read, read again far later: the convolution's output in the training
+# step of examples/digits/convnet.dfl, read by the ReLU and by its gradient, held 302
+# equations, half the module's IR, in one part); the value is then computed into a buffer by
+# the part that makes it, as a part's result is. So no loop nest is split by a cut; a strided
+# view read across a cut is copied into a contiguous buffer. A failure in a part is left in ctx, and dfl.main leaves
 # after the call as after any call. Programs of SPLIT_ABOVE equations or fewer (every
 # benchmark workload) are lowered as one function, as before.
 
