@@ -149,7 +149,11 @@ def _load_program(k: str, found):
         cache.remove(k)
         return None
     load_kernels(entry.kernels)
-    compiled = jit.Compiled(object_code=entry.object)
+    try:
+        compiled = jit.Compiled(object_code=entry.object)
+    except ValueError:  # (a blob of several objects of the wrong size, jit.unpack_objects)
+        cache.remove(k)
+        return None
     needed = [compiled.address(ENTRY_SYMBOL)]
     if entry.prints:
         needed.append(compiled.global_address(PRINT_BASE))

@@ -214,11 +214,13 @@ def unpack_objects(blob: bytes) -> list[bytes]:
     cut short or of wrong sizes is a ValueError."""
     if not blob.startswith(_OBJECTS):
         return [blob]
-    at = len(_OBJECTS)
-    (n,) = _COUNT.unpack_from(blob, at)
-    sizes = [_COUNT.unpack_from(blob, at + _COUNT.size * (1 + k))[0] for k in range(n)]
-    at += _COUNT.size * (1 + n)
-    if n < 1 or at + sum(sizes) != len(blob):
+    at = len(_OBJECTS) + _COUNT.size
+    (n,) = _COUNT.unpack_from(blob, at - _COUNT.size) if len(blob) >= at else (0,)
+    if n < 1 or at + _COUNT.size * n > len(blob):
+        raise ValueError("a blob of object files cut short")
+    sizes = [_COUNT.unpack_from(blob, at + _COUNT.size * k)[0] for k in range(n)]
+    at += _COUNT.size * n
+    if at + sum(sizes) != len(blob):
         raise ValueError("a blob of object files of the wrong size")
     out = []
     for size in sizes:

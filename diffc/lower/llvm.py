@@ -358,8 +358,8 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # step of examples/digits/convnet.dfl, read by the ReLU and by its gradient, held 302
 # equations, half the module's IR, in one part); the value is then computed into a buffer by
 # the part that makes it, as a part's result is. So no loop nest is split by a cut; a strided
-# view read across a cut is copied into a contiguous buffer. A failure in a part is left in ctx, and dfl.main leaves
-# after the call as after any call. Programs of SPLIT_ABOVE equations or fewer (every
+# view read across a cut is copied into a contiguous buffer. A failure in a part is left in
+# ctx, and dfl.main leaves after the call as after any call. Programs of SPLIT_ABOVE equations or fewer (every
 # benchmark workload) are lowered as one function, as before.
 
 

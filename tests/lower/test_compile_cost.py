@@ -83,8 +83,9 @@ def test_objects_pack_and_unpack():
     blob = jit.pack_objects([b"\x7fELF one", b"\x7fELF two!"])
     assert jit.unpack_objects(blob) == [b"\x7fELF one", b"\x7fELF two!"]
     assert jit.unpack_objects(b"\x7fELF single") == [b"\x7fELF single"]
-    with pytest.raises(ValueError):
-        jit.unpack_objects(blob[:-1])
+    for cut in (blob[:-1], blob[:20], blob[: len(b"diffc-objects\0") + 3], blob + b"x"):
+        with pytest.raises(ValueError):
+            jit.unpack_objects(cut)
 
 
 @pytest.mark.parametrize("worker", ["", "off", "0"])
