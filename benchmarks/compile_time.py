@@ -27,6 +27,9 @@ import types
 from pathlib import Path
 
 os.environ["DIFFC_CACHE"] = "0"  # every compile is cold
+# every module compiled here as in a new process, not by the LLVM worker alone after the first
+# 32 (Note [The LLVM worker]): a long module's second unit goes to the worker at the same time
+os.environ.setdefault("DIFFC_LLVM_WORKER", "1000000")
 
 import numpy as np  # noqa: E402
 
