@@ -12,7 +12,7 @@ import llvmlite.binding as llvm
 
 from .ir.verify import verify
 from .lower import gemm, jit
-from .lower.llvm import ENTRY_SYMBOL, lower_program
+from .lower.llvm import ENTRY_SYMBOL, SPLIT_ABOVE, lower_program, module_units
 from .lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
 from .optimise import accumulate, dce, guards, licm
 from .prims.io import PRINT_BASE
@@ -87,9 +87,11 @@ def compile_native(
             cache.store(k, label, b"")
             arg_types, k = static_types, cache.key(module, fn_name, static_types, transform)
         t = timings.add("specialise+optimise", t)
+        if len(prog.main.body.eqns) > SPLIT_ABOVE:  # a long module, likely compiled as units
+            jit.start_worker()
         ms = lower_program(prog, out_tree)
         t = timings.add("lower", t)
-        object_code = jit.object_code(str(ms.module), timings)
+        object_code = jit.object_code_units(module_units(ms.module), timings)
         t = time.perf_counter()
         load_kernels(ms.kernels)
         compiled = jit.Compiled(object_code=object_code)
@@ -147,7 +149,11 @@ def _load_program(k: str, found):
         cache.remove(k)
         return None
     load_kernels(entry.kernels)
-    compiled = jit.Compiled(object_code=entry.object)
+    try:
+        compiled = jit.Compiled(object_code=entry.object)
+    except ValueError:  # (a blob of several objects of the wrong size, jit.unpack_objects)
+        cache.remove(k)
+        return None
     needed = [compiled.address(ENTRY_SYMBOL)]
     if entry.prints:
         needed.append(compiled.global_address(PRINT_BASE))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import struct
 import threading
 import time
 
@@ -149,13 +150,92 @@ def object_code(module_text: str, timings=None) -> bytes:
     if not here:
         t = time.perf_counter()
         try:
-            code = llvm_worker.compile(module_text, dict(os.environ, DIFFC_OPT=str(OPT_LEVEL)))
+            code = llvm_worker.compile(module_text, worker_env())
             if timings is not None:
                 timings.add("llvm-opt+codegen (worker)", t)
             return code
         except llvm_worker.CannotStart:
             pass  # compiled here, leak and all
     return object_code_here(module_text, timings)
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of the LLVM worker process: this one's, with this process's O level."""
+    return dict(os.environ, DIFFC_OPT=str(OPT_LEVEL))
+
+
+def start_worker() -> None:
+    """Start the LLVM worker process ahead of a long module (its start-up, about 0.1 s, then
+    overlaps lowering and the first unit), unless it is off (DIFFC_LLVM_WORKER=off)."""
+    if modules_here() is not None:
+        llvm_worker.start(worker_env())
+
+
+def object_code_units(texts: list[str], timings=None) -> bytes:
+    """Object code of a module given as units (lower/llvm.py, module_units; See Note [Units]
+    there): the first made as object_code makes it, the others by the LLVM worker process at
+    the same time (the second core's share; in turn when there are more), all in one blob that
+    Compiled loads; with the worker off (DIFFC_LLVM_WORKER=off), all here in turn. One unit is
+    its object code as it is."""
+    if len(texts) == 1:
+        return object_code(texts[0], timings)
+    if modules_here() is None:
+        return pack_objects([object_code_here(text, timings) for text in texts])
+    done: dict[int, bytes | BaseException] = {}
+
+    def apart():
+        t = time.perf_counter()
+        for k, text in enumerate(texts[1:], 1):
+            try:
+                done[k] = llvm_worker.compile(text, worker_env())
+            except llvm_worker.CannotStart:
+                return  # (compiled here below)
+            except BaseException as e:  # raised in the caller's thread
+                done[k] = e
+                return
+        if timings is not None:
+            timings.add("llvm-opt+codegen (worker)", t)
+
+    thread = threading.Thread(target=apart, name="diffc-llvm-units", daemon=True)
+    thread.start()
+    objects = [object_code(texts[0], timings)]
+    thread.join()
+    for k, text in enumerate(texts[1:], 1):
+        got = done.get(k)
+        if isinstance(got, BaseException):
+            raise got
+        objects.append(got if got is not None else object_code_here(text, timings))
+    return pack_objects(objects)
+
+
+_OBJECTS = b"diffc-objects\0"  # (object files begin with their own magic: ELF's is b"\x7fELF")
+_COUNT = struct.Struct("<Q")
+
+
+def pack_objects(objects: list[bytes]) -> bytes:
+    """Several object files as one blob (what the disk cache keeps of a program)."""
+    sizes = b"".join(_COUNT.pack(len(o)) for o in objects)
+    return _OBJECTS + _COUNT.pack(len(objects)) + sizes + b"".join(objects)
+
+
+def unpack_objects(blob: bytes) -> list[bytes]:
+    """The object files of a blob of pack_objects, or [blob] for a single object file; a blob
+    cut short or of wrong sizes is a ValueError."""
+    if not blob.startswith(_OBJECTS):
+        return [blob]
+    at = len(_OBJECTS) + _COUNT.size
+    (n,) = _COUNT.unpack_from(blob, at - _COUNT.size) if len(blob) >= at else (0,)
+    if n < 1 or at + _COUNT.size * n > len(blob):
+        raise ValueError("a blob of object files cut short")
+    sizes = [_COUNT.unpack_from(blob, at + _COUNT.size * k)[0] for k in range(n)]
+    at += _COUNT.size * n
+    if at + sum(sizes) != len(blob):
+        raise ValueError("a blob of object files of the wrong size")
+    out = []
+    for size in sizes:
+        out.append(blob[at : at + size])
+        at += size
+    return out
 
 
 def library_object(mod: llvm.ModuleRef) -> bytes:
@@ -192,7 +272,8 @@ def serve_worker() -> None:
 
 class Compiled:
     """Machine code in memory, from an optimised module or from its object code made earlier
-    (kept in .object, for the disk cache). It owns its engine, which owns the code: the code is
+    (kept in .object, for the disk cache: an object file, or several in a blob of
+    pack_objects). It owns its engine, which owns the code: the code is
     freed when the Compiled is (See Note [Freeing machine code])."""
 
     def __init__(self, mod: llvm.ModuleRef | None = None, object_code: bytes | None = None):
@@ -200,7 +281,8 @@ class Compiled:
         blas_available()  # (the code may call OpenBLAS)
         self.object = object_code if object_code is not None else tm.emit_object(mod)
         self.engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), new_target_machine())
-        self.engine.add_object_file(llvm.ObjectFileRef.from_data(self.object))
+        for obj in unpack_objects(self.object):  # (the units of one module: their calls are linked here)
+            self.engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.engine.finalize_object()
         self.engine.run_static_constructors()
 

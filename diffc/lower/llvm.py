@@ -7,6 +7,8 @@ runtime and calls the entry Func."""
 
 from __future__ import annotations
 
+import re
+
 from llvmlite import ir
 
 from ..ir.core import Body, Eqn, Func, Program, Var
@@ -64,9 +66,11 @@ def native_arg_type(t) -> ir.Type:
 
 
 # An entry function of more top-level equations than SPLIT_ABOVE is lowered as calls of parts
-# of about PART_EQNS equations each (See Note [Parts])
+# of about PART_EQNS equations each, and none of more than MAX_PART_EQNS if a cut can end it
+# (See Note [Parts])
 SPLIT_ABOVE = 64
 PART_EQNS = 32
+MAX_PART_EQNS = 4 * PART_EQNS
 
 
 def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState:
@@ -89,7 +93,19 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
     _lower_entry(ms, prog.main, ms.funcs[prog.entry], records)
     if pyentry.eligible(prog.main, out_tree, bool(ms.prints)):
         pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive, records)
+        glue(ms.module.globals[pyentry.PYCALL_SYMBOL])
     return ms
+
+
+def glue(fn: ir.Function) -> None:
+    """Mark a function that only checks and passes values (no loops, no arithmetic worth
+    vectorising) so that LLVM's vectorisers skip it, and keep the functions it calls out of it:
+    inlined there, their loops would not be vectorised (See Note [Glue functions])."""
+    fn.attributes.add("noimplicitfloat")
+    for block in fn.blocks:
+        for instr in block.instructions:
+            if isinstance(instr, ir.CallInstr) and isinstance(instr.callee, ir.Function) and instr.callee.blocks:
+                instr.attributes.add("noinline")
 
 
 def _declare(ms: ModuleState, f: Func, symbol: str) -> ir.Function:
@@ -161,7 +177,9 @@ def _finish_func(em: Emitter, f: Func, fn: ir.Function, outs: list):
 def body_parts(body: Body) -> list[list[Eqn]]:
     """The top-level equations of a long body in runs of at least PART_EQNS (the last one may
     be shorter), cut only where no value that stays lazy (emit.fusable_values: computed where
-    it is read) is read across the cut; [] for a body of SPLIT_ABOVE equations or fewer."""
+    it is read) is read across the cut, unless the run has grown to MAX_PART_EQNS: then the
+    lazy values read across are computed into buffers; [] for a body of SPLIT_ABOVE equations
+    or fewer."""
     eqns = body.eqns
     if len(eqns) <= SPLIT_ABOVE:
         return []
@@ -169,9 +187,9 @@ def body_parts(body: Body) -> list[list[Eqn]]:
     last_read = {x.id: k for k, e in enumerate(eqns) for x in e.inputs}
     parts, start, reach = [], 0, -1  # reach: the last reader of a lazy value of this run
     for k, e in enumerate(eqns):
-        if k - start >= PART_EQNS and reach < k and len(eqns) - k >= PART_EQNS // 2:
+        if k - start >= PART_EQNS and (reach < k or k - start >= MAX_PART_EQNS) and len(eqns) - k >= PART_EQNS // 2:
             parts.append(eqns[start:k])
-            start = k
+            start, reach = k, -1
         reach = max([reach] + [last_read.get(o.id, -1) for o in e.outs if o.id in fusable])
     parts.append(eqns[start:])
     return parts if len(parts) > 1 else []
@@ -211,6 +229,92 @@ def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn
     em.arena_offset = (part_arena + 63) // 64 * 64
     _finish_func(em, f, fn, [env[o] for o in f.body.outs])
     ms.entry_arena = em.arena_offset + em.arena_size
+
+
+# A module of more lines of LLVM IR than UNITS_ABOVE is given to LLVM as UNITS modules, optimised
+# and code-generated at the same time, in this process and in the LLVM worker process
+# (See Note [Units])
+UNITS_ABOVE = 3000
+UNITS = 2
+
+
+def module_units(module: ir.Module, units: int = UNITS) -> list[str]:
+    """The LLVM IR text of the module, as one text, or as `units` texts of about the same size
+    when it is long and has functions that may be compiled apart (the parts of a long entry
+    function, which are never inlined, and the glue of diffc_pycall): the first unit holds the
+    other functions, each function is defined in one unit and declared in the others that
+    call it, each global variable likewise, and the metadata is in all of them."""
+    texts = {name: str(v) for name, v in module.globals.items()}
+    defined = [n for n, v in module.globals.items() if _is_definition(v)]
+    weight = {n: texts[n].count("\n") + 1 for n in defined}  # lines, what LLVM's time grows with
+    if sum(weight.values()) <= UNITS_ABOVE:
+        return [str(module)]
+    for n in defined:
+        if "noimplicitfloat" in getattr(module.globals[n], "attributes", ()):
+            weight[n] //= 2  # glue: no vectorisers, about half the time per line
+    movable = sorted((n for n in defined if _movable(module.globals[n])), key=lambda n: -weight[n])
+    unit_of = {n: 0 for n in defined}
+    loads = [sum(weight[n] for n in defined if n not in movable)] + [0] * (units - 1)
+    for n in movable:  # the heaviest first, each into the lightest unit
+        k = loads.index(min(loads))
+        unit_of[n], loads[k] = k, loads[k] + weight[n]
+    if max(unit_of.values()) == 0:
+        return [str(module)]
+    refs = {n: set(_REFERENCE.findall(texts[n])) for n in defined}  # the globals each one names
+    shared = {
+        n for n in defined if any(_name(module.globals[n]) in refs[m] for m in defined if unit_of[m] != unit_of[n])
+    }
+    head = [f'; ModuleID = "{module.name}"', f'target triple = "{module.triple}"']
+    head += [f'target datalayout = "{module.data_layout}"']
+    head += [t.get_declaration() for t in module.get_identified_types().values()]
+    named = module.namedmetadata.items()
+    metadata = [f"!{k} = !{{ {', '.join(o.get_reference() for o in v.operands)} }}" for k, v in named]
+    metadata += [str(md) for md in module.metadata]
+    out = []
+    for k in range(max(unit_of.values()) + 1):
+        body = []
+        for name, v in module.globals.items():
+            if name not in unit_of:  # a declaration
+                body.append(texts[name])
+            elif unit_of[name] == k:
+                body.append(_external(v, texts[name]) if name in shared else texts[name])
+            elif name in shared:
+                body.append(_declaration(v, texts[name]))
+        out.append("\n".join(head + body + metadata))
+    return out
+
+
+_REFERENCE = re.compile(r'@("(?:[^"\\]|\\.)*"|[-\w.$]+)')
+
+
+def _name(v) -> str:
+    """A global's name as _REFERENCE finds it in the text."""
+    return v.get_reference()[1:]
+
+
+def _is_definition(v) -> bool:
+    if isinstance(v, ir.Function):
+        return bool(v.blocks)
+    return v.initializer is not None
+
+
+def _movable(v) -> bool:
+    """A function that may be compiled in a unit of its own: no caller could inline it."""
+    return isinstance(v, ir.Function) and ("noinline" in v.attributes or v.name == pyentry.PYCALL_SYMBOL)
+
+
+def _external(v, text: str) -> str:
+    """The definition of a function or global variable, visible from the other units."""
+    if v.linkage in ("internal", "private"):
+        return text.replace(f" {v.linkage} ", " ", 1)
+    return text
+
+
+def _declaration(v, text: str) -> str:
+    """What another unit needs to refer to a function or global variable defined apart."""
+    if isinstance(v, ir.Function):
+        return re.sub(r"^define (?:internal |private )?", "declare ", text.split("\n", 1)[0])
+    return f"{v.get_reference()} = external {'constant' if v.global_constant else 'global'} {v.value_type}"
 
 
 def _depth_guard(em: Emitter, f: Func):
@@ -263,8 +367,43 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # it through output pointers (the native ABI): into the entry's output buffers when they are
 # the entry's results, else into buffers of the entry's arena. The parts run in turn and leave
 # nothing in their temporaries, so their arenas share the start of the entry's arena and the
-# entry's own buffers come after the largest. A cut never falls between a fused (lazy) value
-# and its reader, so no loop nest is split by a cut; a strided view read across a cut is
-# copied into a contiguous buffer. A failure in a part is left in ctx, and dfl.main leaves
-# after the call as after any call. Programs of SPLIT_ABOVE equations or fewer (every
+# entry's own buffers come after the largest. A cut falls between a fused (lazy) value and
+# its reader only when a part has grown to MAX_PART_EQNS without a better place (a value
+# recomputed where it is read, read again far later: the convolution's output in the training
+# step of examples/digits/convnet.dfl, read by the ReLU and by its gradient, held 302
+# equations, half the module's IR, in one part); the value is then computed into a buffer by
+# the part that makes it, as a part's result is. So no loop nest is split by a cut; a strided
+# view read across a cut is copied into a contiguous buffer. A failure in a part is left in
+# ctx, and dfl.main leaves after the call as after any call. Programs of SPLIT_ABOVE equations or fewer (every
 # benchmark workload) are lowered as one function, as before.
+
+
+# Note [Glue functions]
+# ~~~~~~~~~~~~~~~~~~~~~
+# diffc_pycall only checks and passes values: a branch per argument, dimension and result,
+# 5000 lines of IR for the 65 arrays of an MLP of 32 layers. LLVM's SLP vectoriser found nothing
+# to pack in it and took most of its optimisation time (that diffc_pycall: 0.60 s of optimiser,
+# 0.24 s without it, the same object code). The `noimplicitfloat` attribute makes both
+# vectorisers skip a function and changes nothing else in the optimiser; in the code generator
+# it only keeps vector registers out of copies the program did not ask for. But a function
+# inlined into it would be compiled under it too (a small entry Func is inlined into its
+# callers), so its calls of the entry Func are marked `noinline`: the entry Func is compiled
+# once, with the whole pipeline, and the glue calls it. diffc_entry (the ctypes path) is a
+# tenth of its size and keeps the whole pipeline, the entry Func inlined into it as before.
+
+
+# Note [Units]
+# ~~~~~~~~~~~~
+# llvmlite runs LLVM under one process-wide lock, so LLVM's work on one module cannot be spread
+# over threads; the LLVM worker process (lower/llvm_worker.py) can take a share of it. A long
+# module (UNITS_ABOVE lines of IR: the training step of every example, an MLP written out with
+# 8 layers or more; no benchmark workload, whose modules are unchanged) is given to LLVM as two
+# units: the functions no caller can inline (the parts of Note [Parts], and diffc_pycall) are
+# spread to balance the units' lines, the rest stays in the first unit. Each unit is optimised
+# and code-generated on its own, the first here and the second by the worker at the same time
+# (lower/jit.py, object_code_units), and the runtime loads both objects into one engine, which
+# links their calls. What a function refers to in another unit (a part's definition, dfl.main
+# called by diffc_pycall, the globals of diffc_pycall) is external there and declared here;
+# the optimiser could not inline across those calls anyway. Each part is optimised exactly as
+# in one module; what is lost is what LLVM infers about a callee it sees (that a part reads
+# only its inputs), which dfl.main, a sequence of calls, has no use for.

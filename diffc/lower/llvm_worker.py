@@ -157,6 +157,21 @@ def compile(text: str, env: dict[str, str]) -> bytes:
     raise RuntimeError(payload.decode(errors="replace"))  # as the same error raised here would be
 
 
+def start(env: dict[str, str]) -> None:
+    """Start the child now (with `env`), if there is none and no compile is talking to one, so
+    that it is ready when a module's second unit comes (See Note [Units] in lower/llvm.py)."""
+    global _worker
+    if not _lock.acquire(blocking=False):
+        return
+    try:
+        if _worker is None and not _exiting:
+            _worker = _Worker(env)
+    except OSError:
+        pass  # (compile says CannotStart when it is needed)
+    finally:
+        _lock.release()
+
+
 def _ask(data: bytes, env: dict[str, str]) -> tuple[bytes, bytes]:
     """One exchange with the child, started first if need be (under _lock)."""
     global _worker

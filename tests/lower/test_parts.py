@@ -121,3 +121,27 @@ def test_no_cut_inside_a_fused_chain():
             for x in e.inputs:
                 if x.id in fusable:
                     assert made_in[x.id] == k
+
+
+def test_a_lazy_value_read_far_apart_does_not_keep_a_part_growing():
+    # `a` is big and cheap, read twice: recomputed where it is read (lazy), at the start and at
+    # the end; a part that reaches MAX_PART_EQNS is cut all the same, and `a` crosses the cut
+    # computed into a buffer
+    steps = 3 * lower_llvm.MAX_PART_EQNS
+    lines = ["fn f(x, w) {", "    let a = x * 2.0 + 1.0;", "    let h0 = a[0] @ w;"]
+    lines += [f"    let h{i + 1} = tanh(h{i} @ w);" for i in range(steps)]
+    lines += [f"    sum(h{steps}) + sum(a * a)", "}"]
+    m = diffc.compile("\n".join(lines) + "\n")
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((128, 128)), rng.standard_normal((128, 128)) * 0.1
+    prog, _ = program(m.f, x, w)
+    body = prog.main.body
+    a = body.eqns[1].outs[0]
+    assert a.id in fusable_values(body, lazy_outs=True)
+    parts = lower_llvm.body_parts(body)
+    assert len(parts) >= 3 and max(map(len, parts)) <= lower_llvm.MAX_PART_EQNS
+    a_np = x * 2.0 + 1.0
+    h = a_np[0] @ w
+    for _ in range(steps):
+        h = np.tanh(h @ w)
+    assert float(m.f(x, w)) == pytest.approx(float(np.sum(h) + np.sum(a_np * a_np)), rel=1e-12)

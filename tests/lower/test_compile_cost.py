@@ -1,0 +1,111 @@
+"""How LLVM's work is chosen and shared out (Notes [Glue functions] and [Units] in
+lower/llvm.py): the direct Python entry is compiled without the vectorisers and calls the
+entry Func, which keeps the whole pipeline; a long module is compiled as two units, at the
+same time, into objects that run and are cached as one program; a short one as before. No
+timed assertion: the mechanisms themselves are checked."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from test_parts import gradient_program, mlp_data, mlp_source, numpy_value_and_grad
+
+import diffc
+from diffc.lower import jit
+from diffc.lower.llvm import lower_program, module_units
+from diffc.lower.pyentry import PYCALL_SYMBOL
+from diffc.pipeline import Timings, to_ir
+from diffc.typesys import DType, TensorType
+
+SOURCE = "fn f(x) = sum(x * 2.5)\n"
+
+
+def lowered():
+    prog, tree = to_ir(diffc.compile(SOURCE).ast, "f", (TensorType(DType.F64, (1000,)),))
+    return lower_program(prog, tree).module
+
+
+def functions(text: str) -> dict[str, str]:
+    """{name: text} of each function defined in LLVM IR text."""
+    out = {}
+    for chunk in re.split(r"\n(?=define )", text)[1:]:
+        out[re.match(r'define [^@]*@"?([\w.]+)', chunk).group(1)] = chunk
+    return out
+
+
+def test_python_entry_is_glue_and_calls_the_entry_func_not_inlined():
+    fns = functions(str(lowered()))
+    head = fns[PYCALL_SYMBOL].split("\n", 1)[0]
+    assert "noimplicitfloat" in head
+    calls = re.findall(r'call [^\n]*@"dfl\.main"\([^\n]*', fns[PYCALL_SYMBOL])
+    assert calls and all(c.rstrip().endswith("noinline") for c in calls)
+    assert all("noimplicitfloat" not in fns[name].split("\n", 1)[0] for name in fns if name != PYCALL_SYMBOL)
+
+
+def test_entry_func_loop_is_vectorised_once_the_glue_is_optimised():
+    fns = functions(str(jit.optimise(str(lowered()))))
+    assert re.search(r"<\d+ x double>", fns["dfl.main"])  # its own function, vectorised
+    assert re.search(r"call [^\n]*@dfl\.main", fns[PYCALL_SYMBOL])  # called, not inlined
+
+
+# Note [Units] in lower/llvm.py: a long module is compiled as two units at the same time
+
+
+def long_gradient(layers: int = 12):
+    m = diffc.compile(mlp_source(layers))
+    return diffc.value_and_grad(m.loss), mlp_data(layers)
+
+
+def lowered_long():
+    prog, out_tree = gradient_program(12)
+    return lower_program(prog, out_tree).module
+
+
+def test_short_module_is_one_unit_of_the_same_text():
+    module = lowered()
+    assert module_units(module) == [str(module)]
+
+
+def test_long_module_units_define_each_function_once():
+    module = lowered_long()
+    units = module_units(module)
+    assert len(units) == 2
+    defined = [name for text in units for name in functions(text)]
+    assert sorted(defined) == sorted(functions(str(module)))
+    assert all(name in functions(units[0]) for name in ("dfl.main", "diffc_entry"))
+    for text in units:
+        jit.parse(text)  # each is a whole module: what it calls in the other unit is declared
+
+
+def test_objects_pack_and_unpack():
+    blob = jit.pack_objects([b"\x7fELF one", b"\x7fELF two!"])
+    assert jit.unpack_objects(blob) == [b"\x7fELF one", b"\x7fELF two!"]
+    assert jit.unpack_objects(b"\x7fELF single") == [b"\x7fELF single"]
+    for cut in (blob[:-1], blob[:20], blob[: len(b"diffc-objects\0") + 3], blob + b"x"):
+        with pytest.raises(ValueError):
+            jit.unpack_objects(cut)
+
+
+@pytest.mark.parametrize("worker", ["", "off", "0"])
+def test_units_give_the_same_numbers_here_and_from_the_cache(monkeypatch, tmp_path, worker):
+    monkeypatch.setenv("DIFFC_LLVM_WORKER", worker)
+    monkeypatch.setenv("DIFFC_CACHE", "1")
+    monkeypatch.setenv("DIFFC_CACHE_DIR", str(tmp_path))
+    vg, (p, x) = long_gradient()
+    native, _ = vg.compiled(*vg.signature(p, x))
+    assert len(jit.unpack_objects(native.compiled.object)) == 2
+    value, grad = vg(p, x)
+    again = long_gradient()[0]  # a new Function: its code comes from the disk cache
+    timings = Timings()
+    again.compiled(*again.signature(p, x), timings)
+    assert "load from cache" in timings and not any(s.startswith("llvm") for s in timings)
+    value2, grad2 = again(p, x)
+    assert float(value2) == float(value)
+    for k in grad:
+        np.testing.assert_array_equal(grad2[k], grad[k])
+    want, want_grad = numpy_value_and_grad(p, x, 12)
+    assert float(value) == pytest.approx(want, rel=1e-12)
+    for k, g in want_grad.items():
+        np.testing.assert_allclose(grad[k], g, rtol=1e-10, atol=1e-12)
