@@ -442,7 +442,7 @@ def vjp(fn: Function) -> Function:
 
 
 def set_threads(n: int) -> int:
-    """Run parallel loops and OpenBLAS's matrix products on n threads, the caller's included
+    """Run parallel loops and large matrix products on n threads, the caller's included
     (DIFFC_THREADS, else all the cores this process may use, by default). Results do not
     depend on it. Returns how many will run: fewer when the system would not start more."""
     return threads.set_threads(operator.index(n))

@@ -3,7 +3,6 @@ in the LLVM worker process), MCJIT, text dumps."""
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import struct
@@ -34,9 +33,8 @@ def _init():
 
 @functools.cache
 def blas_available() -> bool:
-    """Load OpenBLAS (scipy-openblas64) into the process so that generated code can call it.
-    It starts with OPENBLAS_NUM_THREADS threads, else DIFFC_THREADS, else 1 (the runtime then
-    sets its count: set_blas_threads).
+    """Load OpenBLAS (scipy-openblas64) into the process so that generated code can call it,
+    on OPENBLAS_NUM_THREADS threads, else one.
 
     OpenBLAS's run-time detection takes CPUs it does not know (AMD's Zen 5) for Haswell and
     runs its AVX2 kernels; where the CPU has AVX-512, the SkylakeX kernels run our matrix
@@ -46,9 +44,10 @@ def blas_available() -> bool:
     if "OPENBLAS_CORETYPE" not in os.environ and _has_avx512():
         forced["OPENBLAS_CORETYPE"] = "SkylakeX"
     if "OPENBLAS_NUM_THREADS" not in os.environ:
-        # Its threads are started when it is loaded, and one that cannot be (under `ulimit -v`,
-        # say) makes OpenBLAS raise SIGINT in our process: start only those we will use.
-        forced["OPENBLAS_NUM_THREADS"] = os.environ.get("DIFFC_THREADS", "1")
+        # One thread: the runtime's threads run large products in pieces (See Note [Products
+        # on threads] in prims/linalg.py). (Its threads are also started when it is loaded, and
+        # one that cannot be, under `ulimit -v` say, makes OpenBLAS raise SIGINT in our process.)
+        forced["OPENBLAS_NUM_THREADS"] = "1"
     os.environ.update(forced)
     try:
         import scipy_openblas64
@@ -61,19 +60,7 @@ def blas_available() -> bool:
     if not os.path.exists(path):
         return False
     llvm.load_library_permanently(path)
-    _openblas.append(ctypes.CDLL(path))
     return True
-
-
-_openblas: list = []  # the library, once loaded
-
-
-def set_blas_threads(n: int) -> None:
-    """Run OpenBLAS's products on n threads (unless OPENBLAS_NUM_THREADS says otherwise);
-    runtime/threads.py calls it once its own threads have started, so that under a limit
-    that would not let them start, OpenBLAS does not try (See blas_available)."""
-    if "OPENBLAS_NUM_THREADS" not in os.environ and blas_available():
-        _openblas[0].scipy_openblas_set_num_threads64_(ctypes.c_int(n))
 
 
 def _has_avx512() -> bool:

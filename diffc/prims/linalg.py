@@ -66,6 +66,28 @@ def _vector_operand(em, v: Arr):
     return em.b.gep(v.ptr, [v.offset], source_etype=mem_type(v.type.dtype)), v.strides[0]
 
 
+def _in_pieces(em, m: int, n: int, k: int, block):
+    """block(rows, cols, r0, c0) for the result's block at row r0, column c0 (i64 values): once
+    for a small product, else for the pieces of a large one on the threads (See Note [Products
+    on threads])."""
+    i64 = em.i64
+    if m * n * k < PARALLEL_PRODUCT or max(m, n) < 2 * PRODUCT_BLOCK:
+        block(i64(m), i64(n), i64(0), i64(0))
+        return
+    by_rows = m >= n
+    length = m if by_rows else n
+    per = max(PRODUCT_BLOCK, -(-length // PRODUCT_BLOCKS))
+
+    def piece(j):
+        b = em.b
+        start = b.mul(j, i64(per))
+        size = b.sub(i64(length), start)
+        size = b.select(b.icmp_signed("<", size, i64(per)), size, i64(per))
+        block(*((size, i64(n), start, i64(0)) if by_rows else (i64(m), size, i64(0), start)))
+
+    em.parallel_loop(-(-length // per), piece, "mm")
+
+
 def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
     """One gemm or gemv call: out = a @ b, out = dest() with contiguous rows."""
     ta, tb = a.type, b.type
@@ -77,23 +99,19 @@ def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
     if ta.rank == 2 and tb.rank == 2:
         (pa, trans_a, lda), (pb, trans_b, ldb) = _matrix_operand(em, a), _matrix_operand(em, b)
         m, k, n = ta.shape[0], ta.shape[1], tb.shape[1]
-        args = [
-            i32(ROW_MAJOR),
-            i32(trans_a),
-            i32(trans_b),
-            i64(m),
-            i64(n),
-            i64(k),
-            one,
-            pa,
-            i64(lda),
-            pb,
-            i64(ldb),
-            zero,
-            pc,
-            i64(max(n, 1)),
-        ]
-        em.call_extern(gemm, VOID, args, [I32, I32, I32, I64, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64])
+        etype = mem_type(ta.dtype)
+        arg_types = [I32, I32, I32, I64, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64]
+
+        def block(rows, cols, r0, c0):
+            """C[r0 : r0 + rows, c0 : c0 + cols] = A[rows...] @ B[:, cols...]."""
+            b_ = em.b
+            a_at = b_.gep(pa, [b_.mul(r0, i64(lda)) if trans_a == NO_TRANS else r0], source_etype=etype)
+            b_at = b_.gep(pb, [c0 if trans_b == NO_TRANS else b_.mul(c0, i64(ldb))], source_etype=etype)
+            c_at = b_.gep(pc, [b_.add(b_.mul(r0, i64(n)), c0)], source_etype=etype)
+            args = [i32(ROW_MAJOR), i32(trans_a), i32(trans_b), rows, cols, i64(k), one, a_at, i64(lda)]
+            em.call_extern(gemm, VOID, args + [b_at, i64(ldb), zero, c_at, i64(max(n, 1))], arg_types)
+
+        _in_pieces(em, m, n, k, block)
         return out
     if ta.rank == 2:  # A @ x
         (pa, trans_a, lda), (px, incx) = _matrix_operand(em, a), _vector_operand(em, b)
@@ -108,6 +126,20 @@ def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
     em.call_extern(gemv, VOID, args, [I32, I32, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64])
     return out
 
+
+PARALLEL_PRODUCT = 1 << 21  # multiply-adds from which an OpenBLAS product is split among threads
+PRODUCT_BLOCK = 32  # the fewest rows (columns) of one piece of it
+PRODUCT_BLOCKS = 8  # the pieces it is cut into, at most
+
+# Note [Products on threads]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~
+# OpenBLAS runs on one thread (lower/jit.py): its own threads would compete with the runtime's
+# (runtime/threads.py), and split some products along the inner dimension, which changes their
+# sums with the count of threads. A large product is instead cut into at most PRODUCT_BLOCKS
+# blocks of the rows of the result (of its columns, when it has fewer rows), each an OpenBLAS
+# call or one of the generated kernel, which a parallel loop runs on the threads (See Note
+# [Parallel loops] in lower/emit.py). The blocks depend on the shapes alone, so the result is
+# the same on any count of threads.
 
 GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays in the L2 cache
 # Beyond, the kernel's A (reread whole for each panel of B's columns) no longer stays in the
@@ -146,9 +178,17 @@ def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
     elem = _BLAS[out.type.dtype][2]
     pa, pb, pc = (em.b.gep(x.ptr, [x.offset], source_etype=elem) for x in (a, b, out))
     i64 = em.i64
-    args = [pa, i64(a.strides[0]), i64(a.strides[1]), pb, i64(b.strides[0]), pc, i64(max(n, 1))]
     em.m.kernels.add(gemm.symbol(elem))
-    em.b.call(gemm.declare(em.m.module, elem), args + [i64(m), i64(n), i64(k)])
+
+    def block(rows, cols, r0, c0):
+        b_ = em.b
+        a_at = b_.gep(pa, [b_.mul(r0, i64(a.strides[0]))], source_etype=elem)
+        b_at = b_.gep(pb, [c0], source_etype=elem)
+        c_at = b_.gep(pc, [b_.add(b_.mul(r0, i64(max(n, 1))), c0)], source_etype=elem)
+        args = [a_at, i64(a.strides[0]), i64(a.strides[1]), b_at, i64(b.strides[0]), c_at, i64(max(n, 1))]
+        em.b.call(gemm.declare(em.m.module, elem), args + [rows, cols, i64(k)])
+
+    _in_pieces(em, m, n, k, block)
     return out
 
 

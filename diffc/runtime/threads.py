@@ -216,7 +216,7 @@ def register_symbols() -> None:
 
 
 def set_threads(n: int) -> int:
-    """Run parallel loops (and OpenBLAS's products) on n threads, the caller's included;
+    """Run parallel loops on n threads, the caller's included;
     returns how many will run (fewer when the system would not start more)."""
     if n < 1:
         raise UsageError(f"the number of threads must be at least 1, got {n}")
@@ -234,7 +234,6 @@ def set_threads(n: int) -> int:
             _pool["started"] = k
         used = min(n - 1, _pool["started"])
         _pool["used"].value = used
-    jit.set_blas_threads(used + 1)
     return used + 1
 
 

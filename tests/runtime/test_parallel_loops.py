@@ -40,6 +40,8 @@ fn largest(x) = max(x)
 fn smallest(x) = min(transpose(x))
 fn itotal(k) = sum(k)
 fn gather(x, ids) = map(fn(i) => x[i] * 2.0, ids)
+fn product(a, b) = a @ b
+fn product_t(a, b) = transpose(a) @ transpose(b)
 """
 
 N = PARALLEL_MIN * 2  # elements: enough for a split
@@ -79,6 +81,8 @@ def _cases():
         "ints": (rng.integers(-(2**62), 2**62, N),),
         "flags": (rng.random(N),),
         "total": (big,),
+        "product": (rng.standard_normal((300, 200)), rng.standard_normal((200, 100))),  # rows
+        "product_t": (rng.standard_normal((200, 40)), rng.standard_normal((700, 200))),  # columns
         "largest": (big,),
         "smallest": (mat,),
         "itotal": (rng.integers(-(2**62), 2**62, N),),
@@ -98,6 +102,8 @@ EXPECTED = {
     "largest": np.max,
     "smallest": np.min,
     "itotal": np.sum,
+    "product": np.matmul,
+    "product_t": lambda a, b: a.T @ b.T,
 }
 
 
