@@ -124,17 +124,18 @@ SCRATCH_MAX = 1 << 16  # bytes of temporaries a parallel loop's body may take (o
 SAFE_CALLS = frozenset({"erf", "erff", "tan", "tanf", PARALLEL_SYMBOL})
 
 
-def _free_values(region, outlined, kernels, own, arena_slot):
+def _free_values(region, outlined, kernels, own, arena_slot, exit_block):
     """(the values defined outside the blocks `region` that its instructions use, for the
-    function `outlined` to receive them; the region's loads of the arena's pointer), or None
-    when the blocks cannot run on another thread: they branch out of the region (a failure),
-    call something that is not a pure function, or write to a slot of the frame that is not
-    one of their own (`own`). A load of another slot is a free value itself: the caller loads
-    it and passes its value."""
+    function `outlined` to receive them; the region's loads of the arena's pointer; whether it
+    checks for Ctrl-C), or None when the blocks cannot run on another thread: they branch out
+    of the region (a failure other than Ctrl-C, which every thread would report alike), call
+    something that is not a pure function, or write to a slot of the frame that is not one of
+    their own (`own`). A load of another slot is a free value itself: the caller loads it and
+    passes its value."""
     inside, own = {id(blk) for blk in region}, {id(i) for i in own}
     free: dict[int, ir.Value] = {}
     slot_loads: dict[int, list] = {}  # id(alloca) -> the region's loads of it
-    arena_loads, written = [], set()
+    arena_loads, written, interrupted = [], set(), False
     for blk in region:
         for instr in blk.instructions:
             if isinstance(instr, ir.PhiInstr):
@@ -161,7 +162,9 @@ def _free_values(region, outlined, kernels, own, arena_slot):
                     written.add(id(instr.operands[1]))
             for op in ops:
                 if isinstance(op, ir.Block):
-                    if id(op) not in inside:
+                    if op is exit_block and _stores_interrupt(blk):
+                        interrupted = True
+                    elif id(op) not in inside:
                         return None
                 elif isinstance(op, ir.Argument):
                     if op.parent is not outlined:
@@ -172,7 +175,13 @@ def _free_values(region, outlined, kernels, own, arena_slot):
         if slot in written:
             return None
         free.update((id(ld), ld) for ld in loads)
-    return list(free.values()), arena_loads
+    return list(free.values()), arena_loads, interrupted
+
+
+def _stores_interrupt(blk) -> bool:
+    """Whether blk is the failure block of a check for Ctrl-C (poll_interrupt's)."""
+    stored = [i.operands[0] for i in blk.instructions if isinstance(i, ir.StoreInstr)]
+    return any(isinstance(v, ir.Constant) and v.constant == ERR_INTERRUPT for v in stored)
 
 
 def _replace(instr: ir.Instruction, old: ir.Value, new: ir.Value):
@@ -373,11 +382,11 @@ class Emitter:
 
         self.loop(chunks, chunk, f"{name}.chunk")
 
-    def parallel_loop(self, n: int, body, name: str = "i", otherwise=None):
+    def parallel_loop(self, n: int, body, name: str = "i"):
         """for i in 0..n: body(i), with the iterations split among the runtime's threads when
-        the loop can run on any of them; else otherwise() when given, or an ordinary loop (See
-        Note [Parallel loops]). The iterations must be independent: each writes only its own
-        elements, and its temporaries."""
+        the loop can run on any of them, else an ordinary loop (See Note [Parallel loops]).
+        The iterations must be independent: each writes only its own elements, and its
+        temporaries."""
         b, module = self.b, self.m.module
         pre, first_new = b.block, len(self.fn.blocks)
         arena, allocas = self.arena_size, {id(i) for i in self.entry.instructions}
@@ -395,16 +404,9 @@ class Emitter:
         region = self.fn.blocks[first_new:]
         own = [i for i in self.entry.instructions if id(i) not in allocas]  # the body's allocas
         scratch = self.arena_size - arena  # the body's temporaries: each piece has its own
-        found = _free_values(region, outlined, self.m.kernels, own, self.arena_slot)
+        found = _free_values(region, outlined, self.m.kernels, own, self.arena_slot, self.exit)
         if found is None or scratch > SCRATCH_MAX:
             del module.globals[outlined.name]
-            if otherwise is not None:  # (the loop is emitted again, as otherwise() says)
-                del self.fn.blocks[first_new:]
-                self.entry.instructions = [i for i in self.entry.instructions if id(i) in allocas]
-                self.arena_size = arena
-                b.position_at_end(pre)
-                otherwise()
-                return
             for blk in region:  # an ordinary loop, over 0..n
                 for instr in blk.instructions:
                     _replace(instr, lo, self.i64(0))
@@ -413,11 +415,16 @@ class Emitter:
             b.branch(start)
             b.position_at_end(end)
             return
-        free, arena_loads = found
+        free, arena_loads, interrupted = found
         b.ret_void()
         del self.fn.blocks[first_new:]
         head = ir.Block(outlined, f"{name}.env")
         outlined.blocks = [head] + region
+        if interrupted:  # a piece that sees Ctrl-C stops; the caller then leaves (check_failed)
+            stop = ir.Block(outlined, f"{name}.stop")
+            ir.IRBuilder(stop).ret_void()
+            outlined.blocks.append(stop)
+            _replace_all(region, self.exit, stop)
         for blk in region:
             blk.parent = outlined
         self.entry.instructions = [i for i in self.entry.instructions if id(i) in allocas]
@@ -439,8 +446,9 @@ class Emitter:
         b.position_at_end(pre)
         frame = self.alloca(ir.ArrayType(I8, max(offsets[-1], 8)), "par.frame")
         frame.align, frame.type = 8, PTR
+        inside = {id(blk) for blk in region}
         for v, off in zip(free, offsets):
-            if isinstance(v, ir.LoadInstr):  # (of a slot of this frame: loaded here, its value passed)
+            if isinstance(v, ir.LoadInstr) and id(v.parent) in inside:  # (a slot's: loaded here, its value passed)
                 v.parent.instructions.remove(v)
                 outer = b.load(v.operands[0], typ=v.type)
             else:
@@ -451,6 +459,8 @@ class Emitter:
             _replace_all(region, v, value)
         inner.branch(start)
         self.call_extern(PARALLEL_SYMBOL, VOID, [outlined, frame, self.i64(n)], [PTR, PTR, I64])
+        if interrupted:
+            self.check_failed()
 
     def nest(self, shape, body, name: str = "i", work: int = 1):
         """loop_nest(shape, body) whose iterations are independent, `work` scalar operations

@@ -50,13 +50,17 @@ def _map_lower(em, eqn, ins):
             if rows.get(o.id, (None, None)) != (k, r):
                 store_row(em, out, i, r)
 
-    def polled():
-        em.polled_loop(n, step, "map", eqn.span, cheap_steps(body))
-
+    cheap = cheap_steps(body)
     if n > 1 and n * step_work(body) >= PARALLEL_MIN:  # (its rows are independent)
-        em.parallel_loop(n, step, "map", otherwise=polled)
+
+        def polled_step(i):
+            if not cheap:
+                em.poll_interrupt(eqn.span)
+            step(i)
+
+        em.parallel_loop(n, polled_step, "map")
     else:
-        polled()
+        em.polled_loop(n, step, "map", eqn.span, cheap)
     return outs
 
 

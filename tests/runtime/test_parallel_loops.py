@@ -152,6 +152,24 @@ def test_gradients_agree(m):
     np.testing.assert_allclose(grads[0], np.exp(t) * (1 - t * t) * x + np.exp(t), rtol=1e-12)
 
 
+def test_a_value_of_the_enclosing_loop_read_inside_and_after_a_split_loop():
+    """A map's row computes a number (an empty sum, here) from a slot of its frame; a split
+    loop inside the row reads it, and so does code after that loop."""
+    m = diffc.compile("import nn\nfn f(s, mask) = map(fn(r) => nn.masked_softmax(r, mask), s)")
+    s = np.random.default_rng(4).standard_normal((32, 128, 128))
+    mask = np.tril(np.ones((128, 128), bool))
+    e = np.where(mask, np.exp(s - np.where(mask, s, -np.inf).max(-1, keepdims=True)), 0.0)
+    np.testing.assert_allclose(m.f(s, mask), e / e.sum(-1, keepdims=True), rtol=1e-12, atol=1e-15)
+
+
+def test_a_map_with_long_rows_is_split_and_still_checks_for_ctrl_c(m):
+    """A map whose rows are long checks for Ctrl-C in each row: on the threads, a piece that
+    sees it stops and the call then fails as one interrupted call."""
+    text = _llvm(m, "scaled", np.ones((512, 3000)))
+    pieces = text.split('define internal void @"dfl.main.par"')[1].split("\ndefine ")[0]
+    assert "diffc_sigints" in pieces
+
+
 def test_a_loop_that_can_fail_stays_whole_and_located(m):
     x = np.arange(10.0)
     ids = np.zeros(N, dtype=np.int64)
