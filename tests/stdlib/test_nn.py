@@ -440,6 +440,16 @@ def test_cross_entropy_batch_gradient_builds_no_one_hot():
     np.testing.assert_allclose(diffc.grad(m.loss)(z, y), want / 6, rtol=1e-12, atol=1e-15)
 
 
+def test_zero_of_has_no_derivative_to_build():
+    """zero_of(x), a constant, sends x no cotangent: no zero array of x's shape is padded from
+    the empty slice it sums (a full pass in every loss that uses it)."""
+    m = nn_program("fn loss(x) = sum(where(x > 0.0, x, nn.zero_of(x)))")
+    prog, _ = to_ir(m.ast, "loss", (TensorType(f64, (6, 5)),), transform=("grad", 0, False))
+    assert "pad" not in {e.prim.name for e in all_eqns(prog.main.body)}
+    x = normal(6, 5)
+    np.testing.assert_array_equal(diffc.grad(m.loss)(x), (x > 0).astype(float))
+
+
 def test_binary_cross_entropy_and_mse():
     m = nn_program("fn f(z, y) = (nn.binary_cross_entropy(z, y), nn.mse(z, y))")
     z = np.array([[-800.0, -1.0, 0.0], [0.5, 3.0, 800.0]])
