@@ -220,7 +220,7 @@ def _np_reduce(fn):
     return lambda x, axes: [fn(x, axis=tuple(axes))]
 
 
-def _reduction(kind, combine, npfn, vjp, jvp):
+def _reduction(kind, combine, npfn, vjp, jvp, threads_cotangents=False):
     return primitive(
         f"reduce_{kind}",
         shape=_reduce_shape,
@@ -231,6 +231,7 @@ def _reduction(kind, combine, npfn, vjp, jvp):
         fold=_np_reduce(npfn),
         reads_lazy=True,
         keeps_zeros=True,
+        threads_cotangents=threads_cotangents,
     )
 
 
@@ -449,8 +450,16 @@ def _first_extreme_mask(b, x, axes, kind):
 
 
 def _extreme_vjp(kind):
-    def vjp(ctx, p, ins, outs, cts):
-        return [ctx.b.emit1(extreme_scatter_p, [ins[0], cts[0]], axes=tuple(p["axes"]), kind=kind)]
+    """g at each group's first extreme, added to the cotangent of x accumulated so far when
+    there is one (threads_cotangents): the sum is written once, the extremes then updated in
+    place, instead of a scatter array of x's shape and a pass adding it (a logsumexp's max,
+    whose cotangent is zero when it is finite, then costs a pass over g)."""
+
+    def vjp(ctx, p, ins, outs, cts, current):
+        x, so_far = ins[0], current[0]
+        if so_far is None or so_far.type != x.type.with_dtype(cts[0].type.dtype):
+            return [ctx.b.emit1(extreme_scatter_p, [x, cts[0]], axes=tuple(p["axes"]), kind=kind)], ()
+        return [ctx.b.emit1(extreme_scatter_p, [x, cts[0], so_far], axes=tuple(p["axes"]), kind=kind)], (0,)
 
     return vjp
 
@@ -493,14 +502,20 @@ SMALL_GROUP = 16  # groups up to this size find their extreme in straight-line c
 def _extreme_scatter_lower(em, eqn, ins):
     """x's shape with g at the first extreme of each group and 0 elsewhere (argmax's pick), the
     cotangent of max and min, in place of argmax + a mask + a select over x (5-9x the forward
-    on 2x2 max-pooling). When the reduced axes include the last one, each group finds its
-    extreme in registers in passes LLVM vectorises (the extreme with a NaN flag, then the first
-    position holding it), then writes its cotangent row; otherwise x is walked in memory order
-    twice, keeping the best value and its position per group in buffers of g's shape."""
-    x, g = ins
+    on 2x2 max-pooling); with a third input (max's rule threads the cotangent so far), that
+    input written once and g added at the extremes. When the reduced axes include the last one,
+    each group finds its extreme in registers in passes LLVM vectorises (the extreme with a NaN
+    flag, then the first position holding it), then writes its cotangent row; otherwise x is
+    walked in memory order twice, keeping the best value and its position per group in buffers
+    of g's shape."""
+    x, g = ins[:2]
     kind, out_t = eqn.params["kind"], eqn.outs[0].type
     result = em.result(eqn.outs[0])
     if out_t.size == 0:
+        return [result]
+    if len(ins) == 3:
+        em.copy_into(result, ins[2])
+        _add_at_extremes(em, kind, x, g, result, eqn.inputs[0].type, eqn.params["axes"])
         return [result]
     t, axes, x, (out,), (g,) = _merged(eqn.inputs[0].type, eqn.params["axes"], x, full=[result], kept=[g])
     dt = t.dtype
@@ -522,30 +537,12 @@ def _extreme_scatter_lower(em, eqn, ins):
     if t.rank - 1 in kept:
         g_t = t.with_shape(tuple(t.shape[k] for k in kept))
         best, where = em.alloc(g_t), em.alloc(g_t.with_dtype(DType.I64))
-        em.loop_nest(
-            g_t.shape,
-            lambda o: (em.store(best, o, em.const(dt, _identity(dt, kind))), em.store(where, o, em.i64(0))),
-            "xi",
-        )
-
-        # a transposed view is walked in memory order: a tie then goes to the earlier position
-        reordered = _memory_order(x, range(t.rank)) != list(range(t.rank))
-
-        def track(at):
-            o = [at[k] for k in kept]
-            v, b, flat, w = _element(em, x, t, kept, o, at), em.load(best, o), _flat(em, t, axes, at), em.load(where, o)
-            better = _better(em, dt, kind, v, b)
-            if reordered:
-                same = em.b.not_(em.b.or_(better, _better(em, dt, kind, b, v)))
-                better = em.b.or_(better, em.b.and_(same, em.b.icmp_signed("<", flat, w)))
-            em.store(best, o, em.b.select(better, v, b))
-            em.store(where, o, em.b.select(better, flat, w))
+        _track_extremes(em, kind, x, t, axes, kept, best, where)
 
         def put(at):
             o = [at[k] for k in kept]
             write(o, em.load(where, o))(at)
 
-        _walk(em, x, t, range(t.rank), track, "xt")
         _walk(em, x, t, range(t.rank), put, "xw")
         return [result]
 
@@ -564,64 +561,156 @@ def _extreme_scatter_lower(em, eqn, ins):
         em.loop_nest([t.shape[k] for k in kept], pick, "xs")
         return [result]
 
-    extreme = em.alloca(reg_type(dt))
-    nan_seen, first = em.alloca(ir.IntType(1)), em.alloca(ir.IntType(64))
-    take = _extreme(">" if kind == "max" else "<", _maximum if kind == "max" else _minimum)
+    first = em.alloca(ir.IntType(64))
 
     def per_group(o):
-        em.b.store(em.const(dt, _identity(dt, kind)), extreme)
-        em.b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
-
-        def find(at):
-            v = _element(em, x, t, kept, o, at)
-            if dt.is_float:
-                em.b.store(em.b.or_(em.b.load(nan_seen), em.b.fcmp_unordered("uno", v, v)), nan_seen)
-            em.b.store(take(em, dt, em.b.load(extreme), v), extreme)
-
-        _walk(em, x, t, axes, find, "xe")
-        m, any_nan = em.b.load(extreme), em.b.load(nan_seen)
-        em.b.store(em.i64(group), first)
-
-        def earliest(at):
-            v = _element(em, x, t, kept, o, at)
-            if dt.is_float:
-                hit = em.b.select(any_nan, em.b.fcmp_unordered("uno", v, v), em.b.fcmp_ordered("==", v, m))
-            else:
-                hit = em.b.icmp_signed("==", v, m)
-            candidate, cur = em.b.select(hit, _flat(em, t, axes, at), em.i64(group)), em.b.load(first)
-            em.b.store(em.b.select(em.b.icmp_signed("<", candidate, cur), candidate, cur), first)
-
-        _walk(em, x, t, axes, earliest, "xf")
+        em.b.store(em.i64(group), first)  # (none: a group whose g is +0.0 is all +0.0)
+        with em.b.if_then(em.b.not_(_zero_bits(em, em.read(g, o)))):
+            _first_extreme(em, kind, x, t, axes, kept, o, group, first)
         _walk(em, x, t, axes, write(o, em.b.load(first)), "xw")
 
     em.loop_nest([t.shape[k] for k in kept], per_group, "xo")
     return [result]
 
 
+def _first_extreme(em, kind, x, t, axes, kept, o, group, first):
+    """Stores in the slot `first` the row-major position of group o's first extreme (NaN
+    first), in two passes LLVM vectorises: the extreme with a NaN flag, then the first
+    position holding it."""
+    dt = t.dtype
+    extreme, nan_seen = em.alloca(reg_type(dt)), em.alloca(ir.IntType(1))
+    take = _extreme(">" if kind == "max" else "<", _maximum if kind == "max" else _minimum)
+    em.b.store(em.const(dt, _identity(dt, kind)), extreme)
+    em.b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
+
+    def find(at):
+        v = _element(em, x, t, kept, o, at)
+        if dt.is_float:
+            em.b.store(em.b.or_(em.b.load(nan_seen), em.b.fcmp_unordered("uno", v, v)), nan_seen)
+        em.b.store(take(em, dt, em.b.load(extreme), v), extreme)
+
+    _walk(em, x, t, axes, find, "xe")
+    m, any_nan = em.b.load(extreme), em.b.load(nan_seen)
+    em.b.store(em.i64(group), first)
+
+    def earliest(at):
+        v = _element(em, x, t, kept, o, at)
+        if dt.is_float:
+            hit = em.b.select(any_nan, em.b.fcmp_unordered("uno", v, v), em.b.fcmp_ordered("==", v, m))
+        else:
+            hit = em.b.icmp_signed("==", v, m)
+        candidate, cur = em.b.select(hit, _flat(em, t, axes, at), em.i64(group)), em.b.load(first)
+        em.b.store(em.b.select(em.b.icmp_signed("<", candidate, cur), candidate, cur), first)
+
+    _walk(em, x, t, axes, earliest, "xf")
+
+
+def _zero_bits(em, v):
+    """Whether the float v is +0.0 exactly: a group given it is +0.0 everywhere wherever its
+    extreme is, so it is not searched (a -0.0 or a NaN is put at the extreme)."""
+    width = 32 if isinstance(v.type, ir.FloatType) else 64
+    return em.b.icmp_unsigned("==", em.b.bitcast(v, ir.IntType(width)), ir.Constant(ir.IntType(width), 0))
+
+
+def _add_at_extremes(em, kind, x, g, out, xt, axes):
+    """out at each group's first extreme += g, for the groups whose g is not +0.0 (adding +0.0
+    changes nothing but the sign of a -0.0). When the reduced axes leave the last one, x is
+    walked once in memory order, keeping the best value and its position per group."""
+    t, axes, x, (out,), (g,) = _merged(xt, axes, x, full=[out], kept=[g])
+    kept = [k for k in range(t.rank) if k not in axes]
+    group = 1
+    for a in axes:
+        group *= t.shape[a]
+
+    def add_at(o, flat):  # out[o, the reduced indices at row-major position flat] += g[o]
+        full = dict(zip(kept, o))
+        for a in reversed(axes):
+            n = em.i64(t.shape[a])
+            full[a], flat = em.b.srem(flat, n), em.b.sdiv(flat, n)
+        idx = [full[k] for k in range(t.rank)]
+        em.store(out, idx, em.b.fadd(em.load(out, idx), em.read(g, o)))
+
+    def nonzero(o):
+        return em.b.not_(_zero_bits(em, em.read(g, o)))
+
+    g_shape = tuple(t.shape[k] for k in kept)
+    if t.rank - 1 in kept:
+        best, where = em.alloc(t.with_shape(g_shape)), em.alloc(t.with_shape(g_shape).with_dtype(DType.I64))
+        _track_extremes(em, kind, x, t, axes, kept, best, where)
+
+        def update(o):
+            with em.b.if_then(nonzero(o)):
+                add_at(o, em.load(where, o))
+
+        em.loop_nest(g_shape, update, "xu")
+        return
+
+    first = em.alloca(ir.IntType(64))
+
+    def per_group(o):
+        with em.b.if_then(nonzero(o)):
+            _first_extreme(em, kind, x, t, axes, kept, o, group, first)
+            add_at(o, em.b.load(first))
+
+    em.loop_nest(g_shape, per_group, "xo")
+
+
+def _track_extremes(em, kind, x, t, axes, kept, best, where):
+    """best[o], where[o] = each group's first extreme and its row-major position, x walked once
+    in memory order (for reduced axes that leave the last one)."""
+    dt = t.dtype
+    em.loop_nest(
+        best.type.shape,
+        lambda o: (em.store(best, o, em.const(dt, _identity(dt, kind))), em.store(where, o, em.i64(0))),
+        "xi",
+    )
+    # a transposed view is walked in memory order: a tie then goes to the earlier position
+    reordered = _memory_order(x, range(t.rank)) != list(range(t.rank))
+
+    def track(at):
+        o = [at[k] for k in kept]
+        v, b, flat, w = _element(em, x, t, kept, o, at), em.load(best, o), _flat(em, t, axes, at), em.load(where, o)
+        better = _better(em, dt, kind, v, b)
+        if reordered:
+            same = em.b.not_(em.b.or_(better, _better(em, dt, kind, b, v)))
+            better = em.b.or_(better, em.b.and_(same, em.b.icmp_signed("<", flat, w)))
+        em.store(best, o, em.b.select(better, v, b))
+        em.store(where, o, em.b.select(better, flat, w))
+
+    _walk(em, x, t, range(t.rank), track, "xt")
+
+
 def _extreme_scatter_shape(in_types, axes, kind):
-    x, g = in_types
+    """(x, g) or (x, g, base): base, when given, is what g is added to, of the result's type."""
+    x, g, *base = in_types
     want = _reduce_shape([x], axes)[0].shape
     if g.shape != want or not g.dtype.is_float:
         raise ShapeError(f"the cotangent of a {kind} over axes {axes} of {x} must be a float {want}, got {g}")
-    return [x.with_dtype(g.dtype)]
+    out = x.with_dtype(g.dtype)
+    if base and base[0] != out:
+        raise ShapeError(f"the cotangent added to a {kind}'s must be a {out}, got {base[0]}")
+    return [out]
 
 
 def _extreme_scatter_vjp(ctx, p, ins, outs, cts):
-    """Linear in g (x only picks where it goes): g's cotangent is ct at each group's pick."""
+    """Linear in g and base (x only picks where g goes): g's cotangent is ct at each group's
+    pick, base's is ct."""
     b = ctx.b
     x, ct = ins[0], cts[0]
     m = _first_extreme_mask(b, x, p["axes"], p["kind"])
-    return [None, ops.reduce_sum(b, ops.select(b, m, ct, ops.like(b, ct, 0.0)), p["axes"])]
+    return [None, ops.reduce_sum(b, ops.select(b, m, ct, ops.like(b, ct, 0.0)), p["axes"])] + [ct] * (len(ins) - 2)
 
 
 def _extreme_scatter_jvp(ctx, p, ins, outs, ts):
+    base = ts[2] if len(ts) > 2 else None
     if ts[1] is None:
-        return [None]
-    return [ctx.b.emit1(extreme_scatter_p, [ins[0], ts[1]], axes=tuple(p["axes"]), kind=p["kind"])]
+        return [base]
+    extra = [base] if base is not None else []
+    return [ctx.b.emit1(extreme_scatter_p, [ins[0], ts[1], *extra], axes=tuple(p["axes"]), kind=p["kind"])]
 
 
-def _extreme_scatter_fold(x, g, axes, kind):
-    """g at the first extreme of each group of known values (NaN first, as argmax)."""
+def _extreme_scatter_fold(x, g, *base, axes, kind):
+    """g at the first extreme of each group of known values (NaN first, as argmax), plus base."""
     kept = [k for k in range(x.ndim) if k not in axes]
     xt = np.transpose(x, kept + list(axes)).reshape(tuple(x.shape[k] for k in kept) + (-1,))
     pick = np.argmax(xt, axis=-1) if kind == "max" else np.argmin(xt, axis=-1)
@@ -629,7 +718,7 @@ def _extreme_scatter_fold(x, g, axes, kind):
     out = np.where(onehot, np.asarray(g)[..., None], 0).astype(np.asarray(g).dtype)
     back = out.reshape(tuple(x.shape[k] for k in kept) + tuple(x.shape[a] for a in axes))
     inv = np.argsort(kept + list(axes))
-    return [np.transpose(back, inv)]
+    return [np.transpose(back, inv) + base[0] if base else np.transpose(back, inv)]
 
 
 extreme_scatter_p = primitive(
@@ -649,5 +738,5 @@ extreme_scatter_p = primitive(
 
 reduce_sum_p = _reduction("sum", _reassociable("fadd"), np.sum, _sum_vjp, _sum_jvp)
 reduce_prod_p = _reduction("prod", _reassociable("fmul"), np.prod, _prod_vjp, _prod_jvp)
-reduce_max_p = _reduction("max", _extreme(">", _maximum), np.max, _extreme_vjp("max"), _extreme_jvp("max"))
-reduce_min_p = _reduction("min", _extreme("<", _minimum), np.min, _extreme_vjp("min"), _extreme_jvp("min"))
+reduce_max_p = _reduction("max", _extreme(">", _maximum), np.max, _extreme_vjp("max"), _extreme_jvp("max"), True)
+reduce_min_p = _reduction("min", _extreme("<", _minimum), np.min, _extreme_vjp("min"), _extreme_jvp("min"), True)

@@ -38,6 +38,9 @@ def _program(axes):
         f"fn gmin(x, w) = grad(fn(y) => sum(min(transpose(y), axis={ax}) * w))(x)\n"
         # the cotangent's own derivative: d/dw of sum(grad_x * c) is c at each group's pick
         f"fn gw(x, w, c) = grad(fn(w) => sum(grad(fn(y) => sum(max(y, axis={ax}) * w))(x) * c))(w)\n"
+        # y's later use gives max's rule a cotangent so far, which the scatter adds to in place
+        f"fn gadd(x, w, v) = grad(fn(y) => sum(max(y, axis={ax}) * w) + sum(y * v))(x)\n"
+        f"fn gaddw(x, w, v, c) = grad(fn(w, v) => sum(gadd(x, w, v) * c), (0, 1))(w, v)\n"
     )
 
 
@@ -59,6 +62,13 @@ def test_reductions_and_max_gradient_over_axes(axes):
         np.testing.assert_array_equal(m.gmin(x, wt), R.extreme_scatter(x.T, wt, axes, "min").T)
         pick = R.extreme_scatter(x, np.ones(kept), axes, "max") != 0
         np.testing.assert_allclose(m.gw(x, w, c), np.sum(np.where(pick, c, 0.0), axis=axes), rtol=1e-12)
+        w.flat[::2] = 0.0  # groups with a zero cotangent are not searched
+        v = rng.standard_normal(SHAPE)
+        np.testing.assert_array_equal(m.gmax(x, w), R.extreme_scatter(x, w, axes, "max"))
+        np.testing.assert_array_equal(m.gadd(x, w, v), v + R.extreme_scatter(x, w, axes, "max"))
+        gw, gv = m.gaddw(x, w, v, c)
+        np.testing.assert_allclose(gw, np.sum(np.where(pick, c, 0.0), axis=axes), rtol=1e-12)
+        np.testing.assert_array_equal(gv, c)
 
 
 def test_forward_mode_of_the_cotangent():
@@ -97,6 +107,31 @@ def test_max_gradient_is_one_op():
     names = prim_names(ir_of(m, "g", _data("ties")))
     assert "extreme_scatter" in names
     assert not names & {"argmax", "transpose", "eq", "select"}
+
+
+def test_max_gradient_adds_into_the_cotangent_so_far():
+    """grad of max(x) beside another use of x: the scatter adds into that use's cotangent (one
+    extreme_scatter with a base, no array of x's shape added after it); forward mode through it."""
+    src = "fn g(x, v) = grad(fn(y) => sum(max(y, axis=-1)) + sum(exp(y) * v))(x)"
+    m = module(src)
+    eqns = ir_of(m, "g", _data("ties"), np.ones(SHAPE)).main.body.eqns
+    (scatter,) = [e for e in eqns if e.prim.name == "extreme_scatter"]
+    assert len(scatter.inputs) == 3
+    assert not [e for e in eqns if e.prim.name == "add" and scatter.outs[0] in e.inputs]
+    x, v = _data("ties"), np.random.default_rng(1).standard_normal(SHAPE)
+    want = np.exp(x) * v + R.extreme_scatter(x, np.ones(SHAPE[:-1]), (3,))
+    np.testing.assert_allclose(m.g(x, v), want, rtol=1e-14)
+    _, tan = diffc.jvp(m.g)(x, v, np.zeros_like(x), np.ones_like(v))
+    np.testing.assert_allclose(tan, np.exp(x), rtol=1e-14)
+
+
+def test_zero_cotangents_keep_their_sign():
+    """A group whose cotangent is -0.0 is searched (its pick holds -0.0); +0.0 is all +0.0."""
+    m = diffc.compile("fn g(x, w) = grad(fn(y) => sum(max(y, axis=1) * w))(x)")
+    x = np.array([[1.0, 3.0, 2.0], [5.0, 4.0, 6.0]])
+    got = m.g(x, np.array([-0.0, 0.0]))
+    assert np.signbit(got[0, 1]) and np.signbit(got).sum() == 1
+    assert not np.any(got)
 
 
 def test_transpose_of_a_broadcast_scalar():

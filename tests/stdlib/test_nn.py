@@ -14,6 +14,9 @@ import pytest
 
 import diffc
 from diffc.gradcheck import gradcheck
+from diffc.ir.walk import all_eqns
+from diffc.pipeline import to_ir
+from diffc.typesys import TensorType, f64, i64
 
 RNG = np.random.default_rng(11)
 
@@ -420,6 +423,31 @@ def test_cross_entropy_batch_edges():
     bad = nn_program("fn f(z, y) = nn.cross_entropy_batch(z, y, 0.0)")
     with pytest.raises(diffc.DiffcError, match="out of bounds"):
         bad.f(z, np.array([2, 3]))
+
+
+def test_cross_entropy_batch_gradient_builds_no_one_hot():
+    """The label's logit is read from the whole array, so its cotangent is scattered into the
+    softmax's gradient (one buffer): no loop stacks one-hot rows of the logits' shape."""
+    m = nn_program("fn loss(z, y) = nn.cross_entropy_batch(z, y, 0.0)")
+    types = (TensorType(f64, (6, 5)), TensorType(i64, (6,)))
+    prog, _ = to_ir(m.ast, "loss", types, transform=("grad", 0, False))
+    scans = [e for e in all_eqns(prog.main.body) if e.prim.name == "scan"]
+    assert scans and all(e.params["num_carry"] == 1 for e in scans)  # accumulating, not stacking
+    z, y = normal(6, 5), RNG.integers(0, 5, 6)
+    want = np.exp(z - z.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    want[np.arange(6), y] -= 1.0
+    np.testing.assert_allclose(diffc.grad(m.loss)(z, y), want / 6, rtol=1e-12, atol=1e-15)
+
+
+def test_zero_of_has_no_derivative_to_build():
+    """zero_of(x), a constant, sends x no cotangent: no zero array of x's shape is padded from
+    the empty slice it sums (a full pass in every loss that uses it)."""
+    m = nn_program("fn loss(x) = sum(where(x > 0.0, x, nn.zero_of(x)))")
+    prog, _ = to_ir(m.ast, "loss", (TensorType(f64, (6, 5)),), transform=("grad", 0, False))
+    assert "pad" not in {e.prim.name for e in all_eqns(prog.main.body)}
+    x = normal(6, 5)
+    np.testing.assert_array_equal(diffc.grad(m.loss)(x), (x > 0).astype(float))
 
 
 def test_binary_cross_entropy_and_mse():
