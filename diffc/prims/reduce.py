@@ -113,23 +113,9 @@ def _reduce_lower(kind, combine):
         kept = [k for k in range(t.rank) if k not in axes]
 
         def outer(out_idx):
-            # (slots of its own: the loop over out_idx may run on several threads)
-            acc = em.alloca(reg_type(dt))
-            nan_seen = em.alloca(ir.IntType(1)) if kind in ("max", "min") and dt.is_float else None
-            em.b.store(em.const(dt, _identity(dt, kind)), acc)
-            if nan_seen is not None:
-                em.b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
-
-            def inner(at):
-                v = _element(em, x, t, kept, out_idx, at)
-                if nan_seen is not None:
-                    em.b.store(em.b.or_(em.b.load(nan_seen), em.b.fcmp_unordered("uno", v, v)), nan_seen)
-                em.b.store(combine(em, dt, em.b.load(acc), v), acc)
-
-            _walk(em, x, t, axes, inner, "red")
-            if nan_seen is not None:
-                return em.b.select(em.b.load(nan_seen), em.const(dt, np.nan), em.b.load(acc))
-            return em.b.load(acc)
+            add, result = _accumulator(em, kind, combine, dt)  # (own slots: the rows may run on several threads)
+            _walk(em, x, t, axes, lambda at: add(_element(em, x, t, kept, out_idx, at)), "red")
+            return result()
 
         if out_t.rank == 0:
             work = t.size * (x.work if isinstance(x, Lazy) else 1)
@@ -153,6 +139,29 @@ def _reduce_lower(kind, combine):
     return lower
 
 
+def _accumulator(em, kind, combine, dt):
+    """(add(v), result()) over slots of their own: combine from the identity, with max/min of
+    floats NaN once they saw one."""
+    b = em.b
+    acc = em.alloca(reg_type(dt))
+    nan_seen = em.alloca(ir.IntType(1)) if kind in ("max", "min") and dt.is_float else None
+    b.store(em.const(dt, _identity(dt, kind)), acc)
+    if nan_seen is not None:
+        b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
+
+    def add(v):
+        if nan_seen is not None:
+            b.store(b.or_(b.load(nan_seen), b.fcmp_unordered("uno", v, v)), nan_seen)
+        b.store(combine(em, dt, b.load(acc), v), acc)
+
+    def result():
+        if nan_seen is None:
+            return b.load(acc)
+        return b.select(b.load(nan_seen), em.const(dt, np.nan), b.load(acc))
+
+    return add, result
+
+
 BLOCKS = 64  # the pieces a large reduction to one number is cut into (See _in_blocks)
 
 
@@ -168,31 +177,11 @@ def _in_blocks(em, kind, combine, x, t):
     partial = em.alloc(TensorType(dt, (blocks,)))
     others = [k for k in range(t.rank) if k != axis]
 
-    def accumulator():
-        """(add(v), result()): combine from the identity; NaN once max/min saw one."""
-        acc = em.alloca(reg_type(dt))
-        nan_seen = em.alloca(ir.IntType(1)) if kind in ("max", "min") and dt.is_float else None
-        em.b.store(em.const(dt, _identity(dt, kind)), acc)
-        if nan_seen is not None:
-            em.b.store(ir.Constant(ir.IntType(1), 0), nan_seen)
-
-        def add(v):
-            if nan_seen is not None:
-                b.store(b.or_(b.load(nan_seen), b.fcmp_unordered("uno", v, v)), nan_seen)
-            b.store(combine(em, dt, b.load(acc), v), acc)
-
-        def result():
-            if nan_seen is None:
-                return b.load(acc)
-            return b.select(b.load(nan_seen), em.const(dt, np.nan), b.load(acc))
-
-        return add, result
-
     def block(k):
         start = b.mul(k, em.i64(per))
         count = b.sub(em.i64(rows), start)
         count = b.select(b.icmp_signed("<", count, em.i64(per)), count, em.i64(per))
-        add, result = accumulator()
+        add, result = _accumulator(em, kind, combine, dt)
 
         def row(i):
             at = {axis: b.add(start, i)}
@@ -202,7 +191,7 @@ def _in_blocks(em, kind, combine, x, t):
         em.store(partial, [k], result())
 
     em.parallel_loop(blocks, block, "rb")
-    add, result = accumulator()
+    add, result = _accumulator(em, kind, combine, dt)
     em.loop(blocks, lambda k: add(em.load(partial, [k])), "rp")
     return result()
 
