@@ -2,8 +2,9 @@
 optimiser and code generator (issue 12), for three groups:
 
 - mlp: value_and_grad of an MLP written out with L layers, L = 2 .. 64, to see how the compile
-  grows with the program. Each layer is `tanh(h @ w + b)` with 16 x 16 weights on a batch of
-  8, the loss sum(h_L ** 2).
+  grows with the program, and JAX's first call of its jit of the same, where JAX is
+  installed. Each layer is `tanh(h @ w + b)` with 16 x 16 weights on a batch of 8, the loss
+  sum(h_L ** 2).
 - workloads: the forward and value_and_grad functions benchmarks/diffc_impl.py compiles for
   each of benchmarks/workloads/*.dfl.
 - examples: `main` of each examples/*.dfl, and the training step of each training script
@@ -82,6 +83,38 @@ def cold_compile(layers: int) -> tuple[float, float, Timings]:
 def mlp_rows(layers):
     for n in layers or LAYERS:
         yield f"mlp L={n}", *cold_compile(n)
+        if jax_first_call is not None:
+            yield f"mlp L={n} JAX's first call", *jax_first_call(n)
+
+
+def _jax_first_call(layers: int) -> tuple[float, float, Timings]:
+    """(wall s, CPU s, no stages) of the first call of JAX's jit of value_and_grad of the same
+    MLP: its tracing and XLA's compile."""
+    import jax.numpy as jnp
+
+    def loss(p, x):
+        h = x
+        for i in range(layers):
+            h = jnp.tanh(h @ p[f"w{i}"] + p[f"b{i}"])
+        return jnp.sum(h * h)
+
+    rng = np.random.default_rng(0)
+    p = {f"w{i}": rng.standard_normal((WIDTH, WIDTH)) * 0.3 for i in range(layers)}
+    p.update({f"b{i}": np.zeros(WIDTH) for i in range(layers)})
+    x = rng.standard_normal((BATCH, WIDTH))
+    vg = jax.jit(jax.value_and_grad(loss))
+    wall, cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(vg(p, x))
+    return time.perf_counter() - wall, time.process_time() - cpu, Timings()
+
+
+try:  # JAX beside diffc where it is installed (an optional peer, as in benchmarks/impls.py)
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax_first_call = _jax_first_call
+except ImportError:
+    jax_first_call = None
 
 
 def workload_rows():
@@ -152,6 +185,8 @@ def main(argv: list[str]) -> None:
     if chosen[0] not in groups:
         sys.exit(f"usage: python benchmarks/compile_time.py [mlp [L ...] | workloads | examples], not {argv[0]!r}")
     diffc.compile("fn f(x) = x + 1.0").f(1.0)  # LLVM's initialisation, kept out of the first row
+    if jax_first_call is not None and "mlp" in chosen:
+        jax.block_until_ready(jax.jit(lambda x: x + 1.0)(1.0))  # and XLA's
     print(f"{'compile (cold)':40s} {'wall s':>7} {'cpu s':>7} {'python':>7} {'opt':>7} {'codegen':>7} {'worker':>7}")
     for group in chosen:
         for row in groups[group]():

@@ -134,6 +134,12 @@ def _is_body(v) -> bool:
     return isinstance(v, Body) or (isinstance(v, tuple) and bool(v) and isinstance(v[0], Body))
 
 
+def body_text(body: Body, header: str = "body") -> str:
+    """A body on its own, its values named %0, %1, ... in order of first appearance (its
+    params first): two bodies of the same text compute the same from their params."""
+    return "\n".join(print_body(body, _Names(), "", header))
+
+
 def print_program(prog: Program, lines_of: bool = False) -> str:
     """The program as text; lines_of adds the source line of each equation."""
     names = _Names()

@@ -3,6 +3,7 @@ in the LLVM worker process), MCJIT, text dumps."""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import struct
@@ -34,20 +35,21 @@ def _init():
 @functools.cache
 def blas_available() -> bool:
     """Load OpenBLAS (scipy-openblas64) into the process so that generated code can call it,
-    on OPENBLAS_NUM_THREADS threads, else one.
+    on one thread whatever OPENBLAS_NUM_THREADS says: the runtime's threads run large products
+    in pieces (See Note [Products on threads] in prims/linalg.py), and OpenBLAS's own threads
+    beside them would be two pools on the same cores (with OPENBLAS_NUM_THREADS=2, which the
+    user may have set for NumPy, the value_and_grad of a transformer block on 2 threads took
+    9x as long). Its threads are also started when it is loaded, and one that cannot be, under
+    `ulimit -v` say, makes OpenBLAS raise SIGINT in our process.
 
     OpenBLAS's run-time detection takes CPUs it does not know (AMD's Zen 5) for Haswell and
     runs its AVX2 kernels; where the CPU has AVX-512, the SkylakeX kernels run our matrix
     products 1.7x faster (mlp_step's). The kernels are chosen when the library is loaded,
     which importing scipy_openblas64 does; OPENBLAS_CORETYPE set by the user wins."""
-    forced = {}
+    forced = {"OPENBLAS_NUM_THREADS": "1"}
     if "OPENBLAS_CORETYPE" not in os.environ and _has_avx512():
         forced["OPENBLAS_CORETYPE"] = "SkylakeX"
-    if "OPENBLAS_NUM_THREADS" not in os.environ:
-        # One thread: the runtime's threads run large products in pieces (See Note [Products
-        # on threads] in prims/linalg.py). (Its threads are also started when it is loaded, and
-        # one that cannot be, under `ulimit -v` say, makes OpenBLAS raise SIGINT in our process.)
-        forced["OPENBLAS_NUM_THREADS"] = "1"
+    kept = {name: os.environ[name] for name in forced if name in os.environ}
     os.environ.update(forced)
     try:
         import scipy_openblas64
@@ -56,9 +58,14 @@ def blas_available() -> bool:
     finally:
         for name in forced:
             del os.environ[name]
+        os.environ.update(kept)
     path = os.path.join(scipy_openblas64.get_lib_dir(), f"lib{scipy_openblas64.get_library()}.so")
     if not os.path.exists(path):
         return False
+    # (loaded before, by another library of the process, it kept the thread count it had)
+    set_threads = getattr(ctypes.CDLL(path), "scipy_openblas_set_num_threads64_", None)
+    if set_threads is not None:
+        set_threads(1)
     llvm.load_library_permanently(path)
     return True
 

@@ -54,12 +54,14 @@ def test_entry_func_loop_is_vectorised_once_the_glue_is_optimised():
 
 
 def long_gradient(layers: int = 12):
+    """An MLP's gradient whose layers are all of different sizes (none is one function for
+    several: Note [Repeated parts]), long enough to be two units."""
     m = diffc.compile(mlp_source(layers))
-    return diffc.value_and_grad(m.loss), mlp_data(layers)
+    return diffc.value_and_grad(m.loss), mlp_data(layers, varied=True)
 
 
 def lowered_long():
-    prog, out_tree = gradient_program(12)
+    prog, out_tree = gradient_program(12, varied=True)
     return lower_program(prog, out_tree).module
 
 

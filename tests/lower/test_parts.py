@@ -32,10 +32,13 @@ def mlp_source(layers: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mlp_data(layers: int):
+def mlp_data(layers: int, varied: bool = False):
+    """Parameters and input of the MLP: every layer 6 wide, or each one wider than the last
+    (`varied`: no two layers alike, nothing repeats)."""
     rng = np.random.default_rng(0)
-    p = {f"w{i}": rng.standard_normal((6, 6)) * 0.4 for i in range(layers)}
-    p.update({f"b{i}": rng.standard_normal(6) * 0.1 for i in range(layers)})
+    width = [6 + i if varied else 6 for i in range(layers + 1)]
+    p = {f"w{i}": rng.standard_normal((width[i], width[i + 1])) * 0.4 for i in range(layers)}
+    p.update({f"b{i}": rng.standard_normal(width[i + 1]) * 0.1 for i in range(layers)})
     return p, rng.standard_normal((3, 6))
 
 
@@ -58,9 +61,9 @@ def program(fn, *args):
     return to_ir(fn.module.ast, fn.name, types, transform=fn.transform)
 
 
-def gradient_program(layers: int):
+def gradient_program(layers: int, varied: bool = False):
     m = diffc.compile(mlp_source(layers))
-    return program(diffc.value_and_grad(m.loss), *mlp_data(layers))
+    return program(diffc.value_and_grad(m.loss), *mlp_data(layers, varied))
 
 
 def test_long_gradient_program_is_lowered_in_parts():
@@ -145,3 +148,71 @@ def test_a_lazy_value_read_far_apart_does_not_keep_a_part_growing():
     for _ in range(steps):
         h = np.tanh(h @ w)
     assert float(m.f(x, w)) == pytest.approx(float(np.sum(h) + np.sum(a_np * a_np)), rel=1e-12)
+
+
+# Note [Repeated parts]: runs of equations that repeat are one function, called once per run
+
+
+def part_functions(text: str) -> tuple[set[str], list[str]]:
+    """(the part functions a module's LLVM IR defines, the part functions dfl.main calls in order)."""
+    defined = set(re.findall(r'^define internal void @"(dfl\.main\.part\d+)"', text, re.MULTILINE))
+    main = text.split('define internal void @"dfl.main"(', 1)[1].split("\n}\n", 1)[0]
+    return defined, re.findall(r'call void @"(dfl\.main\.part\d+)"', main)
+
+
+def test_repeated_layers_are_one_function_each():
+    prog, out_tree = gradient_program(LAYERS)
+    defined, called = part_functions(str(lower_llvm.lower_program(prog, out_tree).module))
+    # the forward layers, the backward layers, and what is between and around them
+    assert len(called) >= 2 * LAYERS and len(defined) <= 6 and set(called) == defined
+
+
+def test_layers_not_alike_are_not_shared():
+    prog, out_tree = gradient_program(LAYERS, varied=True)
+    defined, called = part_functions(str(lower_llvm.lower_program(prog, out_tree).module))
+    assert len(called) >= 2 and len(defined) == len(called)
+    m = diffc.compile(mlp_source(LAYERS))
+    p, x = mlp_data(LAYERS, varied=True)
+    value, grad = diffc.value_and_grad(m.loss)(p, x)
+    want_value, want_grad = numpy_value_and_grad(p, x, LAYERS)
+    assert float(value) == pytest.approx(want_value, rel=1e-12)
+    for k, g in want_grad.items():
+        np.testing.assert_allclose(grad[k], g, rtol=1e-10, atol=1e-12)
+
+
+def test_a_value_read_later_from_one_repetition_only():
+    # z3, fused into its layer's tanh elsewhere, is also read at the end: the one function of
+    # the layers computes it for every layer, and z3 is right
+    layers = 3 * LAYERS
+    lines = ["fn f(p, x) {", "    let h0 = x;"]
+    for i in range(layers):
+        lines += [f"    let z{i} = h{i} @ p.w{i} + p.b{i};", f"    let h{i + 1} = tanh(z{i});"]
+    lines += [f"    sum(h{layers}) + sum(z3 * z3)", "}"]
+    m = diffc.compile("\n".join(lines) + "\n")
+    p, x = mlp_data(layers)
+    prog, out_tree = program(m.f, p, x)
+    defined, called = part_functions(str(lower_llvm.lower_program(prog, out_tree).module))
+    assert len(called) >= layers and len(defined) <= 3
+    h, z3 = x, None
+    for i in range(layers):
+        z = h @ p[f"w{i}"] + p[f"b{i}"]
+        z3 = z if i == 3 else z3
+        h = np.tanh(z)
+    assert float(m.f(p, x)) == pytest.approx(float(np.sum(h) + np.sum(z3 * z3)), rel=1e-12)
+
+
+def test_repetitions_that_can_fail_are_not_shared():
+    # each layer reads h[i, 0]: a failure names its own layer's line, so no part is shared
+    layers = 2 * LAYERS
+    lines = ["fn f(p, x, i) {", "    let h0 = x;"]
+    lines += [f"    let h{k + 1} = tanh(h{k} @ p.w{k} + p.b{k}) + h{k}[i, 0];" for k in range(layers)]
+    lines += [f"    sum(h{layers})", "}"]
+    m = diffc.compile("\n".join(lines) + "\n")
+    p, x = mlp_data(layers)
+    prog, out_tree = program(m.f, p, x, 1)
+    assert any(len(part) < lower_llvm.PART_EQNS for part in lower_llvm.body_parts(prog.main.body))
+    defined, called = part_functions(str(lower_llvm.lower_program(prog, out_tree).module))
+    assert len(defined) == len(called) >= layers
+    with pytest.raises(BoundsError) as e:
+        m.f(p, x, 3)
+    assert ":3:" in str(e.value) and "h0[i, 0]" in str(e.value)

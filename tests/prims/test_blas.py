@@ -82,6 +82,37 @@ def test_openblas_runs_avx512_kernels_where_the_cpu_has_them_unless_pinned(pinne
             assert core == "SkylakeX"
 
 
+THREADS = """
+import ctypes, os
+import numpy as np
+import diffc
+from diffc.lower import jit
+import scipy_openblas64 as s
+lib = ctypes.CDLL(os.path.join(s.get_lib_dir(), f"lib{s.get_library()}.so"))
+if os.environ.get("LOADED_BEFORE"):
+    lib.scipy_openblas_set_num_threads64_(2)
+assert jit.blas_available()
+a = np.ones((600, 600))
+assert float(diffc.compile("fn f(a) = sum(a @ a)").f(a)) == 600.0**3
+print(lib.scipy_openblas_get_num_threads64_(), os.environ["OPENBLAS_NUM_THREADS"])
+"""
+
+
+@pytest.mark.parametrize("loaded_before", [False, True])
+def test_openblas_runs_on_one_thread_whatever_the_environment_says(loaded_before):
+    # two pools on the same cores: diffc's threads run products in pieces (Note [Products on
+    # threads] in prims/linalg.py), each piece an OpenBLAS call on the calling thread
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", DIFFC_CACHE="0")
+    if loaded_before:  # by another library of the process, with two threads
+        env["LOADED_BEFORE"] = "1"
+    out = subprocess.run([sys.executable, "-c", THREADS], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "2"]  # one thread; the variable left for the others
+
+
 BATCHED = [((3, 40, 50), (3, 50, 60)), ((2, 1, 40, 50), (3, 50, 60)), ((40, 50), (2, 50, 60)), ((3, 40, 50), (50, 60))]
 
 
