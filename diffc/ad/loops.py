@@ -114,6 +114,7 @@ def reverse_loop(ctx, res: LoopResiduals, outs, cts, current, *, length, num_car
         num_carry=len(inits),
         num_xs=len(stacks),
         reverse=reverse,
+        derived=True,  # its sums over iterations may be reassociated (Note [Reassociated sums] in lower/loops.py)
     )
     # the backward scan's outputs: (carry cotangents, accumulators, stacked rows' cotangents)
     result = [None] * len(ins)

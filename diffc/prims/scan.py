@@ -22,8 +22,10 @@ from ..lower.loops import (
     deferred_scatters,
     gathered_loop,
     inplace_carries,
+    reassociate,
     row,
     store_row,
+    sum_carries,
     term_values,
     zero_outside,
 )
@@ -33,7 +35,7 @@ from .core import Kind, Loop, primitive
 # --- scan ---------------------------------------------------------------------------------------
 
 
-def _scan_shape(in_types, body, length, num_carry, num_xs, reverse):
+def _scan_shape(in_types, body, length, num_carry, num_xs, reverse, derived=False):
     carry = in_types[:num_carry]
     outs = body.out_types
     if [t for t in outs[:num_carry]] != list(carry):
@@ -76,6 +78,7 @@ def _scan_lower(em, eqn, ins):
     # an accumulator from zero whose stored term writes each element first (See Note [Deferred
     # scatters] in lower/loops.py): zeros only where that term does not write
     firsts = {k: jc for k, jc in deferral.first_writes.items() if deferred and not reverse and _zero(em, init[k])}
+    sums = sum_carries(body, 1, nc) if p.get("derived") else {}  # See Note [Reassociated sums] in lower/loops.py
     homes = [em.destinations.get(o.id) for o in eqn.outs[:nc]]
     slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan), homes, set(firsts))
     for k, (_, c) in firsts.items():
@@ -87,7 +90,9 @@ def _scan_lower(em, eqn, ins):
 
     def step(i):
         t = order(i)
-        res = em.lower_body(body, [t] + slots.read() + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
+        carries = slots.read()
+        res = em.lower_body(body, [t] + carries + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
+        reassociate(carries, res, sums)
         held = slots.write(res[:nc], plan, res[n_out:], deferred, stored)
         for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)
@@ -98,6 +103,12 @@ def _scan_lower(em, eqn, ins):
     else:
         em.polled_loop(n, step, "scan", eqn.span, cheap)
     return slots.read() + ys
+
+
+def _derived(params) -> dict:
+    """The `derived` flag of a scan made by differentiation, for a scan made from it (its
+    forward again, its tangents): what it sums over iterations is as free of order."""
+    return {"derived": True} if params.get("derived") else {}
 
 
 def _pure(body) -> bool:
@@ -139,7 +150,8 @@ def _scan_vjp_fwd(ctx, eqn, ins, act):
     # returns it, so the scan stacks it (params 1..nc are the carry)
     carry_res = sorted({k for kind, k in kinds if kind == "param" and 1 <= k <= nc})
     fwd = Body(fwd.params, fwd.eqns, fwd.outs + [fwd.params[k] for k in carry_res])
-    outs = b.emit(scan_p, ins, eqn.span, body=fwd, length=p["length"], num_carry=nc, num_xs=nx, reverse=p["reverse"])
+    params = dict(length=p["length"], num_carry=nc, num_xs=nx, reverse=p["reverse"], **_derived(p))
+    outs = b.emit(scan_p, ins, eqn.span, body=fwd, **params)
     # the scan's outputs: (*final carry, *ys, *stacked residuals, *stacked carries)
     ny = len(body.outs) - nc
     b.eqns[-1].note = ctx.tape_note(fwd.out_types[len(body.outs) :], p["length"])
@@ -177,6 +189,7 @@ def _scan_jvp_full(ctx, eqn, ins, ts):
         num_carry=nc + n_tc,
         num_xs=nx + n_tx,
         reverse=p["reverse"],
+        **_derived(p),
     )
     return ctx.split_tangents(outs, p["body"], nc, t_in)
 
