@@ -28,6 +28,8 @@ M = module("""
     fn product(x, m) = fold(fn(a, r) => a * r, sort(x), m)
     fn two(x, m) = fold(fn(c, r) => (c.0 + r, c.1 + r * r), (sort(x), cumsum(x, axis=0)), m)
     fn reshaped(x, m) = reshape(fold(fn(a, r) => a + r, reshape(sort(x), [2, 2]), reshape(m, [5, 2, 2])), [4])
+    fn weight_grad(v, y0) =
+        grad(fn(w) => sum(while(fn(s) => s.n < 3, fn(s) => {y: s.y * w, n: s.n + 1}, {y: y0, n: 0}).y))(v)
     fn of_while(x) = grad(fn(v) => sum(while(fn(s) => s.n < 3, fn(s) => {y: s.y * v, n: s.n + 1}, {y: v, n: 0}).y))(x)
 """)
 
@@ -45,6 +47,18 @@ def test_a_carry_that_is_a_result_starts_in_the_output(capsys, tmp_path):
     # read again after the loop: computed apart and copied in (the other loop writes s * 2.0)
     source = "fn main(x, m) { let s = sort(x); (fold(fn(a, r) => a + r, s, m), s * 2.0) }\n"
     assert copy_loops(capsys, tmp_path, source, *args) == 2
+
+
+def test_a_while_loops_gradient_accumulates_in_the_output(capsys, tmp_path):
+    """while_untape's carry (the cotangent of a weight the loop reads) is the result: it is
+    accumulated in the output buffer, so the program copies nothing more than the same one
+    whose result is that carry times 2 (one loop writing the product)."""
+    loop = "grad(fn(w) => sum(while(fn(s) => s.n < 3, fn(s) => {y: s.y * w, n: s.n + 1}, {y: y0, n: 0}).y))(v)"
+    args = ("--arg", "v=[1.0, 2.0, 3.0, 4.0]", "--arg", "y0=[1.0, 1.0, 2.0, 0.5]")
+    plain = copy_loops(capsys, tmp_path, f"fn main(v, y0) = {loop}\n", *args)
+    assert plain == copy_loops(capsys, tmp_path, f"fn main(v, y0) = {loop} * 2.0\n", *args) - 1
+    v, y0 = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 1.0, 2.0, 0.5])
+    np.testing.assert_allclose(M.weight_grad(v, y0), 3 * v**2 * y0, rtol=1e-14)
 
 
 def test_values():
