@@ -124,6 +124,10 @@ class Prim:
     # operand is, which the operand's op may compute into (lower/emit.py, See Note [Transposed
     # destinations]); default None
     operand_destination: Callable | None = None
+    # (em, eqns, ins of each) -> the outs of each, or None where it cannot: lowers equations of
+    # it that read the same value with the same params (its max and its sum over the same
+    # axes) in one walk of that value (lower/emit.py, siblings); default None
+    lower_together: Callable | None = None
 
     def __post_init__(self):
         if self.cheap is None:

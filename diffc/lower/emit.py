@@ -229,6 +229,20 @@ RECOMPUTE_BUDGET = 40  # scalar ops per element a value may cost and still be re
 RECOMPUTE_MIN_BYTES = 1 << 16  # ... when storing it would cost more than recomputing it
 
 
+def siblings(body) -> dict[int, list]:
+    """id(first) -> [first, *later] for each group of equations of `body` that a primitive's
+    lower_together may lower at once, at the first: the same primitive family reading the same
+    value with the same params (a softmax's max over the rows of the logits, and the mean
+    over the same rows that label smoothing takes). Lowered apart, each would read the value
+    from memory again."""
+    groups: dict[tuple, list] = {}
+    for e in body.eqns:
+        if e.prim.lower_together is not None and len(e.inputs) == 1 and not e.prim.effect:
+            key = (e.prim.lower_together, e.inputs[0].id, tuple(sorted(e.params.items())))
+            groups.setdefault(key, []).append(e)
+    return {id(g[0]): g for g in groups.values() if len(g) > 1}
+
+
 def fusable_values(body, lazy_outs: bool = False) -> set[int]:
     """Ids of the array values of `body` that may stay Lazy, evaluated where they are read:
     made by an elementwise op and read once, in this body, by an op that reads Lazy values; or
@@ -770,13 +784,24 @@ class Emitter:
         env = dict(zip(body.params, args))
         fusable = fusable_values(body, lazy_outs)
         self._mark_view_destinations(body)
+        together = siblings(body)
+        early: dict[int, list] = {}  # the outs of equations lowered with an earlier sibling
         for eqn in body.eqns:
+            if id(eqn) in early:
+                env.update(zip(eqn.outs, early.pop(id(eqn))))
+                continue
             ins = [env[x] for x in eqn.inputs]
             if not eqn.prim.reads_lazy:
                 ins = [self.force(v) for v in ins]
             self.fuse_next = eqn.outs and eqn.outs[0].id in fusable
             try:
-                outs = eqn.prim.lower(self, eqn, ins)
+                group = together.get(id(eqn))
+                outs_each = eqn.prim.lower_together(self, group, [ins] * len(group)) if group else None
+                if outs_each is None:
+                    outs = eqn.prim.lower(self, eqn, ins)
+                else:
+                    outs = outs_each[0]
+                    early.update((id(e), o) for e, o in zip(group[1:], outs_each[1:]))
             finally:
                 self.fuse_next = False
             env.update(zip(eqn.outs, outs))

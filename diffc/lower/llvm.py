@@ -146,22 +146,42 @@ def _params_and_destinations(em: Emitter, f: Func, fn: ir.Function):
         for o, ptr in zip(f.body.outs, fn.args[1 : 1 + n_out])
         if o.type.rank
     }
-    # a result that is a reshape of a value read nowhere else (a gradient ending in the reshape
-    # that undoes the forward's): that value is computed straight into the output buffer
-    uses, made_by = uses_and_producers(f.body)
-    params = {p.id for p in f.body.params}
+    return args, chained_destinations(f.body, destinations)
+
+
+def chained_destinations(body: Body, destinations: dict[int, Arr]) -> dict[int, Arr]:
+    """`destinations` (value id -> the buffer it is wanted in) and, following each back to the
+    value it is made from, that value's: the operand of a reshape (a gradient ending in the
+    reshape that undoes the forward's), or the initial value of a loop's carry (a cotangent
+    accumulated in place, seeded by a gradient computed before the loop), when that value is
+    read nowhere else. It is then computed straight into the buffer, and the reshape or the
+    loop that updates it there copies nothing."""
+    destinations = dict(destinations)
+    uses, made_by = uses_and_producers(body)
+    params = {p.id for p in body.params}
     todo = list(destinations.items())
     while todo:
         vid, dest = todo.pop()
         e = made_by.get(vid)
-        if e is None or not e.prim.keeps_all_zeros or not e.inputs:  # (reshapes and broadcasts)
+        y = _source(e, vid) if e is not None else None
+        if y is None or y.id in params or y.id in destinations or uses[y.id] != 1:
             continue
-        y = e.inputs[0]
-        free = y.id not in params and y.id not in destinations and uses[y.id] == 1
-        if free and y.type.rank and y.type.size == dest.type.size:
-            destinations[y.id] = Arr(dest.ptr, em.i64(0), contiguous_strides(y.type.shape), y.type)
+        if y.type.rank and y.type.size == dest.type.size:
+            destinations[y.id] = Arr(dest.ptr, dest.offset, contiguous_strides(y.type.shape), y.type)
             todo.append((y.id, destinations[y.id]))
-    return args, destinations
+    return destinations
+
+
+def _source(e: Eqn, vid: int) -> Var | None:
+    """The input of e whose buffer can hold e's output `vid` (see chained_destinations)."""
+    if e.prim.keeps_all_zeros and e.inputs:  # (reshapes and broadcasts)
+        return e.inputs[0]
+    carries = e.prim.loop.carries if e.prim.loop is not None else None
+    if carries is None:
+        return None
+    base, _, nc = carries(e.params)
+    j = next(k for k, o in enumerate(e.outs) if o.id == vid)
+    return e.inputs[base + j] if j < nc else None
 
 
 def _finish_func(em: Emitter, f: Func, fn: ir.Function, outs: list):
@@ -308,8 +328,12 @@ def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn
             # a part that can fail names its own lines in the message: it is not shared
             if len(ms.prints) == prints and all(s.kind == ERR_INTERRUPT for s in ms.sites[sites:]):
                 shared[key] = pfn
+        # a value wanted in an output buffer but read by a later part (a reshape's operand, a
+        # loop's initial carry) gets its own: a part's inputs and outputs must not overlap
         homes = [
-            em.alloca(mem_type(o.type.dtype)) if o.type.rank == 0 else destinations.get(o.id) or em.alloc(o.type)
+            em.alloca(mem_type(o.type.dtype))
+            if o.type.rank == 0
+            else (destinations.get(o.id) if o in f.body.outs else None) or em.alloc(o.type)
             for o in outs
         ]
         ptrs = [h.ptr if isinstance(h, Arr) else h for h in homes]

@@ -209,8 +209,11 @@ def _np_reduce(fn):
     return lambda x, axes: [fn(x, axis=tuple(axes))]
 
 
+_COMBINES = {}  # each reduction primitive -> (its kind, its combine)
+
+
 def _reduction(kind, combine, npfn, vjp, jvp, threads_cotangents=False):
-    return primitive(
+    p = primitive(
         f"reduce_{kind}",
         shape=_reduce_shape,
         kind=Kind.REDUCTION,
@@ -221,7 +224,42 @@ def _reduction(kind, combine, npfn, vjp, jvp, threads_cotangents=False):
         reads_lazy=True,
         keeps_zeros=True,
         threads_cotangents=threads_cotangents,
+        lower_together=_reduce_together,
     )
+    _COMBINES[p] = (kind, combine)
+    return p
+
+
+def _reduce_together(em, eqns, ins):
+    """Reductions of one value over the same axes that leave the last axis (the max and the sum
+    of each row), in one walk of it: each element is read once, into an accumulator of each
+    (a sum may round differently in the last bits than alone: LLVM reorders it as it
+    vectorises the loop, which now does more than that sum). None for a reduction to one number or one that
+    keeps the last axis: those walk the value in their own ways (_in_blocks, the memory-order
+    walk), one at a time."""
+    (x,) = ins[0]
+    t0, axes = eqns[0].inputs[0].type, eqns[0].params["axes"]
+    if len(axes) == t0.rank or t0.rank - 1 not in axes:
+        return None
+    results = [em.result(e.outs[0]) for e in eqns]
+    t, axes, x, _, views = _merged(t0, axes, x, kept=results)
+    kept = [k for k in range(t.rank) if k not in axes]
+    how = [_COMBINES[e.prim] for e in eqns]
+
+    def rows(out_idx):
+        accs = [_accumulator(em, kind, combine, t.dtype) for kind, combine in how]
+
+        def one(at):
+            v = _element(em, x, t, kept, out_idx, at)
+            for add, _ in accs:
+                add(v)
+
+        _walk(em, x, t, axes, one, "red")
+        for out, (_, result) in zip(views, accs):
+            em.store(out, out_idx, result())
+
+    em.nest(views[0].type.shape, rows, "ro", work=len(eqns) * t.size // max(views[0].type.size, 1))
+    return [[r] for r in results]
 
 
 def _reassociable(op):

@@ -284,7 +284,8 @@ def while_untape_lower(em, eqn, ins):
     n_consts = len(body.params) - nr - nc
     carry, consts = ins[2 : 2 + nc], ins[2 + nc : 2 + nc + n_consts]
     body2, plan = accumulators(body, nr, nc)
-    slots = Slots(em, [o.type for o in eqn.outs], carry, inplace_carries(body, nr, nc, plan))
+    homes = [em.destinations.get(o.id) for o in eqn.outs]
+    slots = Slots(em, [o.type for o in eqn.outs], carry, inplace_carries(body, nr, nc, plan), homes)
 
     data = _data(em, tape)
 

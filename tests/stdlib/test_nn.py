@@ -15,6 +15,7 @@ import pytest
 import diffc
 from diffc.gradcheck import gradcheck
 from diffc.ir.walk import all_eqns
+from diffc.lower.emit import siblings
 from diffc.pipeline import to_ir
 from diffc.typesys import TensorType, f64, i64
 
@@ -438,6 +439,18 @@ def test_cross_entropy_batch_gradient_builds_no_one_hot():
     want /= want.sum(-1, keepdims=True)
     want[np.arange(6), y] -= 1.0
     np.testing.assert_allclose(diffc.grad(m.loss)(z, y), want / 6, rtol=1e-12, atol=1e-15)
+
+
+def test_cross_entropy_batch_reads_the_logits_once_for_max_and_mean():
+    """The max that shifts each row and the mean that label smoothing takes (run whatever the
+    smoothing) reduce the same rows: they are lowered together, in one walk of the logits."""
+    m = nn_program("fn loss(z, y, s) = nn.cross_entropy_batch(z, y, s)")
+    types = (TensorType(f64, (6, 5)), TensorType(i64, (6,)), TensorType(f64, ()))
+    for transform in ((), ("grad", 0, True)):
+        prog, _ = to_ir(m.ast, "loss", types, transform=transform)
+        z = prog.main.body.params[0]
+        groups = [[e.prim.name for e in g] for g in siblings(prog.main.body).values() if g[0].inputs[0] is z]
+        assert groups == [["reduce_max", "reduce_sum"]]
 
 
 def test_zero_of_has_no_derivative_to_build():
