@@ -47,6 +47,9 @@ class Loop:
     consts: Callable[[dict], int] | None = None
     # the body is (i, *inputs) with the first carries fed back (map, scan); False: opaque
     indexed: bool = False
+    # params -> the first output that stacks the body's output at its place, as every one after
+    # it does (map: 0, scan: its carries' count); None: the outputs are not the body's stacked
+    stacked: Callable[[dict], int] | None = None
 
 
 @dataclass(eq=False)

@@ -35,28 +35,28 @@ def dce_body(body: Body, effectful_funcs=frozenset()) -> None:
     kept = []
     for eqn in reversed(body.eqns):
         if has_effect(eqn, effectful_funcs) or any(id(o) in live for o in eqn.outs):
-            is_map = eqn.prim.name == "map"
-            if is_map:
-                _prune_map_outputs(eqn, live, kept, body)
+            stacks = eqn.prim.loop is not None and eqn.prim.loop.stacked is not None
+            if stacks:
+                _prune_stacked(eqn, live, kept, body)
             for sub in eqn.bodies():
                 dce_body(sub, effectful_funcs)
-            if is_map and _prune_map_outputs(eqn, live, kept, body):  # (its body may now return one value twice)
+            if stacks and _prune_stacked(eqn, live, kept, body):  # (its body may now return one value twice)
                 dce_body(eqn.params["body"], effectful_funcs)
             kept.append(eqn)
             live.update(id(x) for x in eqn.inputs)
     body.eqns = kept[::-1]
 
 
-def _prune_map_outputs(eqn, live: set[int], later: list, body: Body) -> bool:
-    """A map's stacked outputs that nothing reads, and those that stack the same value of its
-    body as another (a result that is also its own residual, exp's), are not made: the
-    equations after it (`later`, and `body`'s outputs) read the one kept in their place.
-    Whether it dropped any."""
-    inner = eqn.params["body"]
-    first: dict[int, int] = {}  # id of a body output -> the first position that returns it
+def _prune_stacked(eqn, live: set[int], later: list, body: Body) -> bool:
+    """A loop's stacked outputs (a map's, a scan's ys) that nothing reads, and those that stack
+    the same value of its body as another (a result that is also its own residual, exp's),
+    are not made: the equations after it (`later`, and `body`'s outputs) read the one kept in
+    their place. Whether it dropped any."""
+    inner, start = eqn.params["body"], eqn.prim.loop.stacked(eqn.params)
+    first: dict[int, int] = {}  # id of a body output -> the first stacked output that returns it
     same = {}
-    for j, (v, o) in enumerate(zip(inner.outs, eqn.outs)):
-        k = first.setdefault(id(v), j)
+    for j in range(start, len(eqn.outs)):
+        k, o = first.setdefault(id(inner.outs[j]), j), eqn.outs[j]
         if k != j and id(o) in live:
             same[o.id] = eqn.outs[k]
             live.add(id(eqn.outs[k]))
@@ -64,7 +64,7 @@ def _prune_map_outputs(eqn, live: set[int], later: list, body: Body) -> bool:
         for e in later:
             e.inputs = [same.get(x.id, x) for x in e.inputs]
         body.outs = [same.get(x.id, x) for x in body.outs]
-    keep = [j for j, o in enumerate(eqn.outs) if id(o) in live and o.id not in same] or [0]  # (one, if it prints)
+    keep = [j for j, o in enumerate(eqn.outs) if j < start or (id(o) in live and o.id not in same)] or [0]
     if len(keep) == len(eqn.outs):
         return False
     eqn.params = {**eqn.params, "body": Body(inner.params, inner.eqns, [inner.outs[j] for j in keep])}

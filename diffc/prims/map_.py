@@ -111,5 +111,11 @@ map_p = primitive(
     cheap=True,
     lazy_when_reduced=True,
     # inputs (*xs, *consts), body (i, *x_rows, *consts)
-    loop=Loop(trips=lambda p: p["n"], carries=lambda p: (0, 1, 0), consts=lambda p: 1 + p["num_xs"], indexed=True),
+    loop=Loop(
+        trips=lambda p: p["n"],
+        carries=lambda p: (0, 1, 0),
+        consts=lambda p: 1 + p["num_xs"],
+        indexed=True,
+        stacked=lambda p: 0,
+    ),
 )

@@ -209,5 +209,6 @@ scan_p = primitive(
         carries=lambda p: (0, 1, p["num_carry"]),
         consts=lambda p: 1 + p["num_xs"] + p["num_carry"],
         indexed=True,
+        stacked=lambda p: p["num_carry"],
     ),
 )
