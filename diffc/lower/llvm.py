@@ -92,8 +92,8 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
     records = any(e.prim.taped is not None for f in prog.funcs.values() for e in all_eqns(f.body))
     _lower_entry(ms, prog.main, ms.funcs[prog.entry], records)
     if pyentry.eligible(prog.main, out_tree, bool(ms.prints)):
-        pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive, records)
-        glue(ms.module.globals[pyentry.PYCALL_SYMBOL])
+        for fn in pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive, records):
+            glue(fn)
     return ms
 
 
@@ -380,10 +380,11 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 
 # Note [Glue functions]
 # ~~~~~~~~~~~~~~~~~~~~~
-# diffc_pycall only checks and passes values: a branch per argument, dimension and result,
-# 5000 lines of IR for the 65 arrays of an MLP of 32 layers. LLVM's SLP vectoriser found nothing
+# diffc_pycall only checks and passes values: it was a branch per argument, dimension and result,
+# 5000 lines of IR for the 65 arrays of an MLP of 32 layers (now calls of a helper per kind of
+# argument, See Note [Argument helpers] in lower/pyentry.py). LLVM's SLP vectoriser found nothing
 # to pack in it and took most of its optimisation time (that diffc_pycall: 0.60 s of optimiser,
-# 0.24 s without it, the same object code). The `noimplicitfloat` attribute makes both
+# 0.24 s without it, the same object code); its helpers are glue too. The `noimplicitfloat` attribute makes both
 # vectorisers skip a function and changes nothing else in the optimiser; in the code generator
 # it only keeps vector registers out of copies the program did not ask for. But a function
 # inlined into it would be compiled under it too (a small entry Func is inlined into its
