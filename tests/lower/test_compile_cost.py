@@ -6,13 +6,17 @@ timed assertion: the mechanisms themselves are checked."""
 
 from __future__ import annotations
 
+import gc
 import re
+import threading
 
 import numpy as np
 import pytest
 from test_parts import gradient_program, mlp_data, mlp_source, numpy_value_and_grad
 
 import diffc
+from diffc import pipeline
+from diffc.errors import ShapeError
 from diffc.lower import jit
 from diffc.lower.llvm import lower_program, module_units
 from diffc.lower.pyentry import PYCALL_SYMBOL
@@ -134,3 +138,53 @@ def test_units_give_the_same_numbers_here_and_from_the_cache(monkeypatch, tmp_pa
     assert float(value) == pytest.approx(want, rel=1e-12)
     for k, g in want_grad.items():
         np.testing.assert_allclose(grad[k], g, rtol=1e-10, atol=1e-12)
+
+
+# Note [No cycle collection while compiling] in pipeline.py
+
+
+def lowering_sees_the_collector(monkeypatch, wait=None) -> list[bool]:
+    """Whether the cycle collector was on at each lowering from now on (each waiting at
+    `wait`, a barrier, when given)."""
+    seen, real = [], pipeline.lower_program
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        if wait is not None:
+            wait.wait(timeout=60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "lower_program", spy)
+    return seen
+
+
+def test_the_cycle_collector_is_off_while_compiling_and_as_it_was_after(monkeypatch):
+    seen = lowering_sees_the_collector(monkeypatch)
+    assert gc.isenabled()
+    assert diffc.compile("fn f(x) = sum(x * 3.25)\n").f(np.ones(2)) == 6.5
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ShapeError):  # a compile that fails in specialisation
+        diffc.compile("fn f(x) = x + [1.0, 2.0]\n").f(np.ones(3))
+    assert gc.isenabled()
+    gc.disable()  # the user's choice is kept
+    try:
+        assert diffc.compile("fn f(x) = sum(x * 4.25)\n").f(np.ones(2)) == 8.5
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_compiles_in_threads_at_once_leave_the_collector_on(monkeypatch):
+    seen = lowering_sees_the_collector(monkeypatch, threading.Barrier(2))
+    sources = [f"fn f(x) = sum(x * {k}.75)\n" for k in (5, 6)]
+    results = [None, None]
+
+    def run(k):
+        results[k] = diffc.compile(sources[k]).f(np.ones(2))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [11.5, 13.5] and seen == [False, False] and gc.isenabled()
