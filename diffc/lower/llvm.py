@@ -403,8 +403,13 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # spread to balance the units' lines, the rest stays in the first unit. Each unit is optimised
 # and code-generated on its own, the first here and the second by the worker at the same time
 # (lower/jit.py, object_code_units), and the runtime loads both objects into one engine, which
-# links their calls. What a function refers to in another unit (a part's definition, dfl.main
-# called by diffc_pycall, the globals of diffc_pycall) is external there and declared here;
-# the optimiser could not inline across those calls anyway. Each part is optimised exactly as
+# links their calls. The worker is started when specialisation finds a long entry, so that its
+# start (0.15-0.2 s on a loaded machine: Python, llvmlite's library, diffc's modules) overlaps
+# lowering; the second unit is sent once it has started (its first byte says so), and if this
+# process is done with the first unit before that, it compiles the second too: it is then
+# done sooner than a worker still starting would be (the 8-layer MLP's lowering takes less),
+# and does not wait for it. What a function refers to in another unit (a part's definition,
+# dfl.main called by diffc_pycall, the globals of diffc_pycall) is external there and declared
+# here; the optimiser could not inline across those calls anyway. Each part is optimised exactly as
 # in one module; what is lost is what LLVM infers about a callee it sees (that a part reads
 # only its inputs), which dfl.main, a sequence of calls, has no use for.

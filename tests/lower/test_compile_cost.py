@@ -7,6 +7,7 @@ timed assertion: the mechanisms themselves are checked."""
 from __future__ import annotations
 
 import gc
+import os
 import re
 import threading
 
@@ -17,7 +18,7 @@ from test_parts import gradient_program, mlp_data, mlp_source, numpy_value_and_g
 import diffc
 from diffc import pipeline
 from diffc.errors import ShapeError
-from diffc.lower import jit
+from diffc.lower import jit, llvm_worker
 from diffc.lower.llvm import lower_program, module_units
 from diffc.lower.pyentry import PYCALL_SYMBOL
 from diffc.pipeline import Timings, to_ir
@@ -106,6 +107,74 @@ def test_long_module_units_define_each_function_once():
     assert all(name in functions(units[0]) for name in ("dfl.main", "diffc_entry"))
     for text in units:
         jit.parse(text)  # each is a whole module: what it calls in the other unit is declared
+
+
+def compiled_here(monkeypatch, before=None, after=None) -> list[str]:
+    """The texts jit.object_code compiles in this process from now on, calling before(text)
+    and after(text) around each, when given."""
+    monkeypatch.setenv("DIFFC_LLVM_WORKER", "1000000")  # (here, not by the worker after 32)
+    seen, real = [], jit.object_code
+
+    def here(text, timings=None):
+        if before is not None:
+            before(text)
+        seen.append(text)
+        code = real(text, timings)
+        if after is not None:
+            after(text)
+        return code
+
+    monkeypatch.setattr(jit, "object_code", here)
+    return seen
+
+
+def test_units_are_all_compiled_here_while_the_worker_is_starting(monkeypatch):
+    texts = module_units(lowered_long())
+    returned, waited = threading.Event(), []
+    real_wait = llvm_worker._Worker.wait_ready
+
+    def starting(worker):  # it starts once the compile has returned, not waiting for it
+        waited.append(returned.wait(timeout=60))
+        real_wait(worker)
+
+    monkeypatch.setattr(llvm_worker._Worker, "wait_ready", starting)
+    seen = compiled_here(monkeypatch)
+    timings = Timings()
+    blob = jit.object_code_units(texts, timings)
+    returned.set()
+    for thread in threading.enumerate():  # (it ends once the worker has started: nothing to do)
+        if thread.name == "diffc-llvm-units":
+            thread.join(timeout=60)
+    assert waited == [True]
+    assert seen == [texts[0], texts[1]]
+    assert not any("worker" in stage for stage in timings)
+    assert jit.unpack_objects(blob) == [jit.object_code_here(text) for text in texts]
+
+
+def test_a_worker_that_has_started_takes_the_second_unit(monkeypatch):
+    texts = module_units(lowered_long())
+    sent = threading.Event()
+    real_ask = llvm_worker._Worker.ask
+
+    def ask(worker, data):
+        sent.set()
+        return real_ask(worker, data)
+
+    monkeypatch.setattr(llvm_worker._Worker, "ask", ask)
+    seen = compiled_here(monkeypatch, before=lambda text: sent.wait(timeout=60))
+    timings = Timings()
+    blob = jit.object_code_units(texts, timings)
+    assert seen == [texts[0]] and sent.is_set()
+    assert "llvm-opt+codegen (worker)" in timings
+    assert jit.unpack_objects(blob) == [jit.object_code_here(text) for text in texts]
+
+
+def test_the_worker_says_when_it_has_started():
+    worker = llvm_worker._Worker(dict(os.environ, DIFFC_OPT=str(jit.OPT_LEVEL)))
+    try:
+        assert worker.proc.stdout.read(1) == b"R"  # before any module is sent
+    finally:
+        worker.close()
 
 
 def test_objects_pack_and_unpack():
