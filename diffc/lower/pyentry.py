@@ -498,7 +498,7 @@ def allocators(out_types) -> list:
 # order, each reading only what the one before made safe to read. The helpers are internal,
 # `noinline` (inlined, the optimiser would take the lines back) and `optnone`: optimised, each
 # cost a few milliseconds of LLVM's time, which made the workloads' compiles 5-10% slower; as
-# they are, a call with 1 to 8 arguments costs 3-5 ns more than with the inline checks (73 ns
-# against 69 for one array), one with 65 no more, and LLVM takes as long as before on the
-# workloads' modules (0.98-1.0 of the time), 12% less on the 32-layer MLP's, 26% less on the
-# 64-layer one's.
+# they are, a call with 1 to 8 arguments costs 2-4 ns more than with the inline checks (70 ns
+# against 68 for one number, 87 against 83 for 8 arrays), one with 65 no more, and LLVM takes
+# no longer on the workloads' modules (0.96-0.98 of the time, their entry functions optimised
+# to the same code), 12% less on the 32-layer MLP's, 26% less on the 64-layer one's.
