@@ -167,38 +167,54 @@ def start_worker() -> None:
 
 def object_code_units(texts: list[str], timings=None) -> bytes:
     """Object code of a module given as units (lower/llvm.py, module_units; See Note [Units]
-    there): the first made as object_code makes it, the others by the LLVM worker process at
-    the same time (the second core's share; in turn when there are more), all in one blob that
-    Compiled loads; with the worker off (DIFFC_LLVM_WORKER=off), all here in turn. One unit is
-    its object code as it is."""
+    there): the first made as object_code makes it, the others at the same time by the LLVM
+    worker process (the second core's share) from the second on, each sent once the worker
+    has started, and here from the last on once the first is done: each unit by whichever
+    is free first. All in one blob that Compiled loads; with the worker off
+    (DIFFC_LLVM_WORKER=off), all here in turn. One unit is its object code as it is."""
     if len(texts) == 1:
         return object_code(texts[0], timings)
     if modules_here() is None:
         return pack_objects([object_code_here(text, timings) for text in texts])
     done: dict[int, bytes | BaseException] = {}
+    owner: dict[int, str] = {}  # who compiles each unit: "here" or "worker"
+    taking = threading.Lock()
+
+    def take(k: int, who: str) -> bool:
+        """Whether unit k is who's to compile: it is the first to ask (a worker replaced after
+        a death asks again)."""
+        with taking:
+            return owner.setdefault(k, who) == who
 
     def apart():
         t = time.perf_counter()
-        for k, text in enumerate(texts[1:], 1):
+        for k in range(1, len(texts)):
             try:
-                done[k] = llvm_worker.compile(text, worker_env())
+                code = llvm_worker.compile(texts[k], worker_env(), claim=lambda: take(k, "worker"))
             except llvm_worker.CannotStart:
-                return  # (compiled here below)
+                break  # (this process takes them)
             except BaseException as e:  # raised in the caller's thread
                 done[k] = e
-                return
-        if timings is not None:
+                break
+            if code is None:  # taken here, and those after it
+                break
+            done[k] = code
+        if timings is not None and done:
             timings.add("llvm-opt+codegen (worker)", t)
 
     thread = threading.Thread(target=apart, name="diffc-llvm-units", daemon=True)
     thread.start()
-    objects = [object_code(texts[0], timings)]
-    thread.join()
-    for k, text in enumerate(texts[1:], 1):
-        got = done.get(k)
+    here = {0: object_code(texts[0], timings)}
+    for k in reversed(range(1, len(texts))):
+        if not take(k, "here"):
+            break
+        here[k] = object_code(texts[k], timings)
+    if len(here) < len(texts):  # (else the worker, still starting, takes none: not waited for)
+        thread.join()
+    objects = [here[k] if k in here else done[k] for k in range(len(texts))]
+    for got in objects:
         if isinstance(got, BaseException):
             raise got
-        objects.append(got if got is not None else object_code_here(text, timings))
     return pack_objects(objects)
 
 

@@ -95,8 +95,8 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
     records = any(e.prim.taped is not None for f in prog.funcs.values() for e in all_eqns(f.body))
     _lower_entry(ms, prog.main, ms.funcs[prog.entry], records)
     if pyentry.eligible(prog.main, out_tree, bool(ms.prints)):
-        pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive, records)
-        glue(ms.module.globals[pyentry.PYCALL_SYMBOL])
+        for fn in pyentry.lower_pycall(ms.module, prog.main, ms.funcs[prog.entry], out_tree, recursive, records):
+            glue(fn)
     return ms
 
 
@@ -516,10 +516,11 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 
 # Note [Glue functions]
 # ~~~~~~~~~~~~~~~~~~~~~
-# diffc_pycall only checks and passes values: a branch per argument, dimension and result,
-# 5000 lines of IR for the 65 arrays of an MLP of 32 layers. LLVM's SLP vectoriser found nothing
+# diffc_pycall only checks and passes values: it was a branch per argument, dimension and result,
+# 5000 lines of IR for the 65 arrays of an MLP of 32 layers (now calls of a helper per kind of
+# argument, See Note [Argument helpers] in lower/pyentry.py). LLVM's SLP vectoriser found nothing
 # to pack in it and took most of its optimisation time (that diffc_pycall: 0.60 s of optimiser,
-# 0.24 s without it, the same object code). The `noimplicitfloat` attribute makes both
+# 0.24 s without it, the same object code); its helpers are glue too. The `noimplicitfloat` attribute makes both
 # vectorisers skip a function and changes nothing else in the optimiser; in the code generator
 # it only keeps vector registers out of copies the program did not ask for. But a function
 # inlined into it would be compiled under it too (a small entry Func is inlined into its
@@ -538,8 +539,13 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # spread to balance the units' lines, the rest stays in the first unit. Each unit is optimised
 # and code-generated on its own, the first here and the second by the worker at the same time
 # (lower/jit.py, object_code_units), and the runtime loads both objects into one engine, which
-# links their calls. What a function refers to in another unit (a part's definition, dfl.main
-# called by diffc_pycall, the globals of diffc_pycall) is external there and declared here;
-# the optimiser could not inline across those calls anyway. Each part is optimised exactly as
+# links their calls. The worker is started when specialisation finds a long entry, so that its
+# start (0.15-0.2 s on a loaded machine: Python, llvmlite's library, diffc's modules) overlaps
+# lowering; the second unit is sent once it has started (its first byte says so), and if this
+# process is done with the first unit before that, it compiles the second too: it is then
+# done sooner than a worker still starting would be (the 8-layer MLP's lowering takes less),
+# and does not wait for it. What a function refers to in another unit (a part's definition,
+# dfl.main called by diffc_pycall, the globals of diffc_pycall) is external there and declared
+# here; the optimiser could not inline across those calls anyway. Each part is optimised exactly as
 # in one module; what is lost is what LLVM infers about a callee it sees (that a part reads
 # only its inputs), which dfl.main, a sequence of calls, has no use for.

@@ -23,6 +23,7 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # diffc/
 _REQUEST = struct.Struct("<Q")
 _REPLY = struct.Struct("<cQ")
 _OBJECT, _OUT_OF_MEMORY, _ERROR = b"O", b"M", b"E"
+_READY = b"R"  # the child's first byte: it has started and takes modules
 # what a child killed by an allocation failure left on its stderr: LLVM's bad_alloc handler,
 # an uncaught std::bad_alloc, or Python's MemoryError while it started
 _OOM_SIGNS = (b"out of memory", b"bad_alloc", b"MemoryError", b"Cannot allocate memory")
@@ -61,6 +62,7 @@ class _Worker:
 
     def __init__(self, env: dict[str, str]):
         self.compiled = 0
+        self.ready = False
         self.stderr = tempfile.TemporaryFile()
         # The parent's sys.path, given in full: no site or PYTHON* variable adds to it (-I -S).
         # The package `diffc` is made empty, so that the child imports lower/jit.py and what it
@@ -85,8 +87,16 @@ class _Worker:
             self.stderr.close()
             raise
 
+    def wait_ready(self) -> None:
+        """Wait until the child has started (imported LLVM), or _Died."""
+        if not self.ready:
+            if self.proc.stdout.read(len(_READY)) != _READY:
+                raise self._death()
+            self.ready = True
+
     def ask(self, text: bytes) -> tuple[bytes, bytes]:
         """Send one module, wait for its reply: (kind, payload), or _Died."""
+        self.wait_ready()
         try:
             self.proc.stdin.write(_REQUEST.pack(len(text)) + text)
             self.proc.stdin.flush()
@@ -99,6 +109,10 @@ class _Worker:
             if len(payload) == size:
                 self.compiled += 1
                 return kind, payload
+        raise self._death()
+
+    def _death(self) -> _Died:
+        """What ended the child, whose stdout has ended."""
         try:
             self.proc.wait(timeout=10)  # (its stdout ends a moment before it does)
         except subprocess.TimeoutExpired:
@@ -107,7 +121,7 @@ class _Worker:
         self.stderr.seek(max(0, self.stderr.tell() - 4096))
         tail = self.stderr.read()
         self.close()
-        raise _Died(self.proc.returncode, tail)
+        return _Died(self.proc.returncode, tail)
 
     def close(self) -> None:
         """End the child and reap it (no zombie): it holds no state worth a graceful exit."""
@@ -134,15 +148,20 @@ class CannotStart(Exception):
     """No child process can be started here (say, under `ulimit -u`)."""
 
 
-def compile(text: str, env: dict[str, str]) -> bytes:
+def compile(text: str, env: dict[str, str], claim=None) -> bytes | None:
     """Object code for LLVM IR text, made by the child (started with `env`). A child that dies is
     replaced, and the module tried once more in the new one; out of memory is a MemoryError
-    and a second death an InternalError. Interrupted (Ctrl-C), the child is killed."""
+    and a second death an InternalError. Interrupted (Ctrl-C), the child is killed. With
+    `claim`, the module is sent only if claim() says yes once the child has started: else
+    None (See Note [Units] in lower/llvm.py: the caller may have compiled it meanwhile)."""
     data = text.encode()
     with _lock:
         for _ in range(2):
             try:
-                kind, payload = _ask(data, env)
+                got = _ask(data, env, claim)
+                if got is None:
+                    return None
+                kind, payload = got
                 break
             except _Died as died:
                 if died.out_of_memory:
@@ -172,8 +191,9 @@ def start(env: dict[str, str]) -> None:
         _lock.release()
 
 
-def _ask(data: bytes, env: dict[str, str]) -> tuple[bytes, bytes]:
-    """One exchange with the child, started first if need be (under _lock)."""
+def _ask(data: bytes, env: dict[str, str], claim=None) -> tuple[bytes, bytes] | None:
+    """One exchange with the child, started first if need be (under _lock); None if `claim`
+    says no once the child has started."""
     global _worker
     if _worker is None:
         if _exiting:
@@ -183,6 +203,9 @@ def _ask(data: bytes, env: dict[str, str]) -> tuple[bytes, bytes]:
         except OSError as e:
             raise CannotStart(e) from None
     try:
+        _worker.wait_ready()
+        if claim is not None and not claim():
+            return None
         kind, payload = _worker.ask(data)
     except _Died:
         _worker = None
@@ -228,6 +251,11 @@ def serve(compile_here) -> None:
     requests = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever else writes to stdout goes to stderr, never into a reply
+    try:
+        replies.write(_READY)
+        replies.flush()
+    except BrokenPipeError:
+        return
     while True:
         head = requests.read(_REQUEST.size)
         if len(head) < _REQUEST.size:

@@ -6,14 +6,19 @@ timed assertion: the mechanisms themselves are checked."""
 
 from __future__ import annotations
 
+import gc
+import os
 import re
+import threading
 
 import numpy as np
 import pytest
 from test_parts import gradient_program, mlp_data, mlp_source, numpy_value_and_grad
 
 import diffc
-from diffc.lower import jit
+from diffc import pipeline
+from diffc.errors import ShapeError
+from diffc.lower import jit, llvm_worker
 from diffc.lower.llvm import lower_program, module_units
 from diffc.lower.pyentry import PYCALL_SYMBOL
 from diffc.pipeline import Timings, to_ir
@@ -41,7 +46,32 @@ def test_python_entry_is_glue_and_calls_the_entry_func_not_inlined():
     assert "noimplicitfloat" in head
     calls = re.findall(r'call [^\n]*@"dfl\.main"\([^\n]*', fns[PYCALL_SYMBOL])
     assert calls and all(c.rstrip().endswith("noinline") for c in calls)
-    assert all("noimplicitfloat" not in fns[name].split("\n", 1)[0] for name in fns if name != PYCALL_SYMBOL)
+    glue = {name for name in fns if "noimplicitfloat" in fns[name].split("\n", 1)[0]}
+    assert glue == {PYCALL_SYMBOL, "diffc_pyarray_f64_1"}  # it and the helper that checks x
+
+
+def pycall_lines(n_arrays: int, n_numbers: int = 0) -> int:
+    """Lines of LLVM IR of the glue (diffc_pycall and its helpers) of a function of n_arrays
+    f64 arrays of three shapes and n_numbers numbers of three types, returning each."""
+    shapes, kinds = [(4,), (2, 3), (5,)], [DType.F64, DType.I64, DType.BOOL]
+    params = [f"a{k}" for k in range(n_arrays)] + [f"s{k}" for k in range(n_numbers)]
+    m = diffc.compile(f"fn f({', '.join(params)}) = ({', '.join(params)},)\n")
+    types = [TensorType(DType.F64, shapes[k % 3]) for k in range(n_arrays)]
+    types += [TensorType(kinds[k % 3], ()) for k in range(n_numbers)]
+    prog, tree = to_ir(m.ast, "f", tuple(types))
+    text = str(lower_program(prog, tree).module)
+    glue = [chunk for name, chunk in functions(text).items() if name.startswith("diffc_py")]
+    return sum(chunk.split("\n}\n", 1)[0].count("\n") for chunk in glue)
+
+
+def test_python_entry_grows_by_a_few_lines_per_argument_and_result():
+    """Each argument is checked by a call of the helper of its kind, each result boxed in a
+    few lines: the glue of 65 arrays (an MLP of 32 layers, in and out) was 5500 lines, its optimisation
+    a quarter of a second."""
+    per_array = (pycall_lines(60) - pycall_lines(30)) / 30
+    assert per_array <= 15  # 12; was 91 (a branch per check and dimension, a release per result)
+    per_number = (pycall_lines(3, 30) - pycall_lines(3, 15)) / 15
+    assert per_number <= 15  # 11; was 51
 
 
 def test_entry_func_loop_is_vectorised_once_the_glue_is_optimised():
@@ -81,6 +111,74 @@ def test_long_module_units_define_each_function_once():
         jit.parse(text)  # each is a whole module: what it calls in the other unit is declared
 
 
+def compiled_here(monkeypatch, before=None, after=None) -> list[str]:
+    """The texts jit.object_code compiles in this process from now on, calling before(text)
+    and after(text) around each, when given."""
+    monkeypatch.setenv("DIFFC_LLVM_WORKER", "1000000")  # (here, not by the worker after 32)
+    seen, real = [], jit.object_code
+
+    def here(text, timings=None):
+        if before is not None:
+            before(text)
+        seen.append(text)
+        code = real(text, timings)
+        if after is not None:
+            after(text)
+        return code
+
+    monkeypatch.setattr(jit, "object_code", here)
+    return seen
+
+
+def test_units_are_all_compiled_here_while_the_worker_is_starting(monkeypatch):
+    texts = module_units(lowered_long())
+    returned, waited = threading.Event(), []
+    real_wait = llvm_worker._Worker.wait_ready
+
+    def starting(worker):  # it starts once the compile has returned, not waiting for it
+        waited.append(returned.wait(timeout=60))
+        real_wait(worker)
+
+    monkeypatch.setattr(llvm_worker._Worker, "wait_ready", starting)
+    seen = compiled_here(monkeypatch)
+    timings = Timings()
+    blob = jit.object_code_units(texts, timings)
+    returned.set()
+    for thread in threading.enumerate():  # (it ends once the worker has started: nothing to do)
+        if thread.name == "diffc-llvm-units":
+            thread.join(timeout=60)
+    assert waited == [True]
+    assert seen == [texts[0], texts[1]]
+    assert not any("worker" in stage for stage in timings)
+    assert jit.unpack_objects(blob) == [jit.object_code_here(text) for text in texts]
+
+
+def test_a_worker_that_has_started_takes_the_second_unit(monkeypatch):
+    texts = module_units(lowered_long())
+    sent = threading.Event()
+    real_ask = llvm_worker._Worker.ask
+
+    def ask(worker, data):
+        sent.set()
+        return real_ask(worker, data)
+
+    monkeypatch.setattr(llvm_worker._Worker, "ask", ask)
+    seen = compiled_here(monkeypatch, before=lambda text: sent.wait(timeout=60))
+    timings = Timings()
+    blob = jit.object_code_units(texts, timings)
+    assert seen == [texts[0]] and sent.is_set()
+    assert "llvm-opt+codegen (worker)" in timings
+    assert jit.unpack_objects(blob) == [jit.object_code_here(text) for text in texts]
+
+
+def test_the_worker_says_when_it_has_started():
+    worker = llvm_worker._Worker(dict(os.environ, DIFFC_OPT=str(jit.OPT_LEVEL)))
+    try:
+        assert worker.proc.stdout.read(1) == b"R"  # before any module is sent
+    finally:
+        worker.close()
+
+
 def test_objects_pack_and_unpack():
     blob = jit.pack_objects([b"\x7fELF one", b"\x7fELF two!"])
     assert jit.unpack_objects(blob) == [b"\x7fELF one", b"\x7fELF two!"]
@@ -111,3 +209,53 @@ def test_units_give_the_same_numbers_here_and_from_the_cache(monkeypatch, tmp_pa
     assert float(value) == pytest.approx(want, rel=1e-12)
     for k, g in want_grad.items():
         np.testing.assert_allclose(grad[k], g, rtol=1e-10, atol=1e-12)
+
+
+# Note [No cycle collection while compiling] in pipeline.py
+
+
+def lowering_sees_the_collector(monkeypatch, wait=None) -> list[bool]:
+    """Whether the cycle collector was on at each lowering from now on (each waiting at
+    `wait`, a barrier, when given)."""
+    seen, real = [], pipeline.lower_program
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        if wait is not None:
+            wait.wait(timeout=60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "lower_program", spy)
+    return seen
+
+
+def test_the_cycle_collector_is_off_while_compiling_and_as_it_was_after(monkeypatch):
+    seen = lowering_sees_the_collector(monkeypatch)
+    assert gc.isenabled()
+    assert diffc.compile("fn f(x) = sum(x * 3.25)\n").f(np.ones(2)) == 6.5
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ShapeError):  # a compile that fails in specialisation
+        diffc.compile("fn f(x) = x + [1.0, 2.0]\n").f(np.ones(3))
+    assert gc.isenabled()
+    gc.disable()  # the user's choice is kept
+    try:
+        assert diffc.compile("fn f(x) = sum(x * 4.25)\n").f(np.ones(2)) == 8.5
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_compiles_in_threads_at_once_leave_the_collector_on(monkeypatch):
+    seen = lowering_sees_the_collector(monkeypatch, threading.Barrier(2))
+    sources = [f"fn f(x) = sum(x * {k}.75)\n" for k in (5, 6)]
+    results = [None, None]
+
+    def run(k):
+        results[k] = diffc.compile(sources[k]).f(np.ones(2))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [11.5, 13.5] and seen == [False, False] and gc.isenabled()

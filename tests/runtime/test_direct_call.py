@@ -3,7 +3,10 @@ whatever it was not compiled for, and failures, raised there as located errors."
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from support.native import module
 
 import diffc
 from diffc.errors import BoundsError, RecursionDepthError, UsageError
+from diffc.lower.pyentry import PYALLOCS_SYMBOL
 
 M = module("""
     fn mix(x, n, b) = (x * 2.0, (n + 1, not b), if b { x } else { -x })
@@ -155,6 +159,59 @@ def test_no_references_are_leaked():
     assert sys.getrefcount(x) == before
     with pytest.raises(BoundsError):
         A.pick(x, 7)
+
+
+def allocating(fn, args, make):
+    """fn's direct entry for args, whose k-th result array is made by make(k) (the others, the
+    numbers, have none)."""
+    d = direct(fn, *args)
+    native = fn._fast[fn._fast_key(args)[0]][0]
+    table = native.compiled.global_address(PYALLOCS_SYMBOL)
+    for k, alloc in enumerate(native._allocators):
+        if alloc is not None:
+            native._allocators[k] = functools.partial(make, k)  # (kept alive by native)
+            ctypes.c_void_p.from_address(table + k * ctypes.sizeof(ctypes.c_void_p)).value = id(native._allocators[k])
+    return d
+
+
+R = module("""
+    fn three(x: f64[3], i) = (x * 2.0, x[i], x + 1.0, x - 1.0)
+""")
+
+
+@pytest.mark.parametrize("failing", [0, 2, 3])
+def test_a_result_array_not_made_releases_those_made_before(failing):
+    made = []
+
+    def make(k):
+        if k == failing:
+            raise MemoryError
+        a = np.empty(3)
+        made.append(weakref.ref(a))
+        return a
+
+    x = np.arange(3.0)
+    d = allocating(R.three, (x, 1), make)
+    assert d(x, 1) == GENERAL
+    assert len(made) == [0, 1, 2][[0, 2, 3].index(failing)] and all(r() is None for r in made)
+    assert d(x, 1) == GENERAL  # no Python error left set: the next call runs as usual
+
+
+def test_results_of_a_failed_call_are_released():
+    made = []
+
+    def make(k):
+        a = np.empty(3)
+        made.append(weakref.ref(a))
+        return a
+
+    x = np.arange(3.0)
+    d = allocating(R.three, (x, 1), make)
+    got = d(x, 1)
+    np.testing.assert_array_equal(got[2], x + 1.0)
+    assert d(x, 7) == GENERAL  # a bounds failure, after the three arrays were made
+    del got
+    assert len(made) == 6 and all(r() is None for r in made)
 
 
 def test_gradients_take_the_direct_path():
