@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
@@ -284,34 +285,40 @@ def _log_positive(b: ir.IRBuilder, u, c=None):
     """log(u + c) for a positive finite u, c (if given) the rounding error of u, at most half
     its ulp: u = 2^e m, m in [sqrt(2)/2, sqrt(2)), and log(1 + f) with f = m - 1 + c 2^-e as
     fdlibm's log does (one division, a polynomial of degree 7). Inf, NaN, 0 and u < 0 are the
-    callers' to select. With c (log1p's u = 1 + x), u is 0 or at least 2^-53: no subnormal."""
+    callers' to select. With c (log1p's u = 1 + x), u is 0 or at least 2^-53: no subnormal.
+    The loops of these kernels are bound by the number of vector instructions (the division
+    overlaps them), so e and m come from integer operations on u's bits with no select: m's
+    bits are those of sqrt(2)/2 plus the fraction of u's bits less sqrt(2)/2's, e the rest."""
     f = _fmt(u)
     if c is None:
         smallest = 2.0**-1022 if f.ty is F64 else 2.0**-126
         scale = f.mant + 2  # subnormals scaled by 2^scale first
         tiny = b.fcmp_ordered("<", u, f.c(smallest))
         u = b.select(tiny, b.fmul(u, f.c(2.0**scale)), u)
-    bits = b.bitcast(u, f.ity)
-    field = b.and_(b.lshr(bits, f.i(f.mant)), f.i(2 * f.bias + 1))
-    e = b.sub(field, f.i(f.bias))
+    low = f.i(_bits(f, math.sqrt(0.5)))
+    ix = b.sub(b.bitcast(u, f.ity), low)
+    e = b.ashr(ix, f.i(f.mant))
+    m = b.bitcast(b.add(b.and_(ix, f.i((1 << f.mant) - 1)), low), f.ty)
     if c is None:
         e = b.select(tiny, b.sub(e, f.i(scale)), e)
-    m = b.bitcast(b.or_(b.and_(bits, f.i((1 << f.mant) - 1)), f.i(f.bias << f.mant)), f.ty)
-    big = b.fcmp_ordered(">", m, f.c(math.sqrt(2.0)))
-    m = b.select(big, b.fmul(m, f.c(0.5)), m)
-    e = b.select(big, b.add(e, f.i(1)), e)
     fr = b.fsub(m, f.c(1.0))  # exact (Sterbenz)
-    if c is not None:  # f + c 2^-e, 2^-e in the bits of 2^(bias - field), 0 for u >= 2^(bias - 1)
-        p2 = b.bitcast(b.shl(b.sub(f.i(2 * f.bias), field), f.i(f.mant)), f.ty)
-        fr = _fma(b, c, b.select(big, b.fmul(p2, f.c(0.5)), p2), fr)
+    if c is not None:  # f + c 2^-e, 2^-e from its bits, 0 for u >= 2^bias sqrt(2)/2 (c no longer shows)
+        biased = b.sub(f.i(f.bias), e)
+        biased = b.select(b.icmp_signed("<", biased, f.i(0)), f.i(0), biased)
+        fr = _fma(b, c, b.bitcast(b.shl(biased, f.i(f.mant)), f.ty), fr)
     s = b.fdiv(fr, b.fadd(fr, f.c(2.0)))
     z = b.fmul(s, s)
     r = b.fmul(z, _horner(b, f.log_coeffs, z))
-    hfsq = b.fmul(f.c(0.5), b.fmul(fr, fr))
-    ef = b.sitofp(e, f.ty)
-    # e ln2_hi - ((hfsq - (s (hfsq + R) + e ln2_lo)) - f): the small terms summed first
-    small = b.fsub(b.fsub(hfsq, _fma(b, s, b.fadd(hfsq, r), b.fmul(ef, f.c(f.ln2_lo)))), fr)
-    return b.fsub(b.fmul(ef, f.c(f.ln2_hi)), small)
+    # log(1 + f) = f - s (f - R), as fdlibm's f - (f^2/2 - s (f^2/2 + R)) (f^2/2 (1 - s) = f s);
+    # e ln2_hi + ((e ln2_lo - s (f - R)) + f), the small terms summed first. e ln2_hi is exact,
+    # so that the last sum fused with it rounds the same
+    small = b.fsub(_fma(b, s, b.fsub(fr, r), b.fneg(b.fmul(b.sitofp(e, f.ty), f.c(f.ln2_lo)))), fr)
+    return _fma(b, b.sitofp(e, f.ty), f.c(f.ln2_hi), b.fneg(small))
+
+
+def _bits(f: Format, v: float) -> int:
+    """The bits of v rounded to f."""
+    return int.from_bytes(struct.pack("<d" if f.ty is F64 else "<f", v), "little")
 
 
 def log(b: ir.IRBuilder, x):
@@ -323,19 +330,18 @@ def log(b: ir.IRBuilder, x):
 
 
 def log1p(b: ir.IRBuilder, x):
-    """log(u + c) with u = 1 + x rounded and c its rounding error, exact: x - (u - 1) while
-    u < 2, 1 - (u - x) beyond (each subtraction exact by Sterbenz's lemma). Near 0, u = 2^0 m
-    and f = (u - 1) + c is x itself, so no cancellation. -1 gives -inf, below it NaN."""
+    """log(u + c) with u = 1 + x rounded and c = x - (u - 1) its rounding error, exact while
+    u <= 2^53 (u - 1 is exact there, and so is the error of a sum); beyond, c 2^-e no longer
+    shows. Near 0, u = 2^0 m and f = (u - 1) + c is x itself, so no cancellation, and tiny
+    x comes out as x to its last bit; log1p x has the sign of x, which gives -0 its sign.
+    -1 gives -inf, below it NaN."""
     f = _fmt(x)
-    one = f.c(1.0)
-    u = b.fadd(x, one)
-    c = b.select(b.fcmp_ordered("<", u, f.c(2.0)), b.fsub(x, b.fsub(u, one)), b.fsub(one, b.fsub(u, x)))
-    y = _log_positive(b, u, c)
+    u = b.fadd(x, f.c(1.0))
+    y = _log_positive(b, u, b.fsub(x, b.fsub(u, f.c(1.0))))
     y = b.select(b.fcmp_ordered("==", u, f.c(0.0)), f.c(-math.inf), y)
     y = b.select(b.fcmp_ordered("==", u, f.c(math.inf)), f.c(math.inf), y)
     y = b.select(b.fcmp_unordered("ult", u, f.c(0.0)), f.c(math.nan), y)  # x < -1 or NaN
-    # tiny x: x itself, the sign of -0, and a subnormal's last bit
-    return b.select(b.fcmp_ordered("<", _intrinsic(b, "llvm.fabs", x), f.c(f.log1p_tiny)), x, y)
+    return _copysign(b, y, x)
 
 
 def _exp_parts(b: ir.IRBuilder, y):
