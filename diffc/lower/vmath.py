@@ -344,13 +344,21 @@ def log1p(b: ir.IRBuilder, x):
     return _copysign(b, y, x)
 
 
-def _exp_parts(b: ir.IRBuilder, y):
-    """2^k and e^r - 1 with e^y = 2^k e^r, for -2 tanh_sat <= y <= 0: y = k ln2 + r as in exp,
-    and e^r - 1 = r + r^2 P(r) with exp's P. For |y| < ln2/2, k = 0 and r = y, so that
-    e^y - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation near 0 (2^k - 1 is exact)."""
-    f = _fmt(y)
-    kf, r = _reduce_exp(b, f, y)
-    return _pow2(b, b.fptosi(kf, f.ity), f), _fma(b, b.fmul(r, r), _horner(b, f.exp_coeffs, r), r)
+def _expm2_parts(b: ir.IRBuilder, a):
+    """2^k and e^r - 1 with e^(-2a) = 2^k e^r, for 0 <= a <= tanh_sat, -2a = k ln2 + r as in
+    exp, e^r - 1 = r + r^2 P(r) with exp's P. For a < ln2/4, k = 0 and r = -2a, so that
+    e^(-2a) - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation near 0 (2^k - 1 is exact).
+    k comes rounded in the low bits of t = -2a log2(e) + 1.5 2^mant + bias (one fused
+    rounding to an integer), 2^k is those bits shifted into the exponent: no conversions.
+    The reduction works on -r = 2a + k ln2, and the polynomial of -r its signs alternated."""
+    f = _fmt(a)
+    magic = f.c(1.5 * 2.0**f.mant + f.bias)
+    t = _fma(b, a, f.c(-2.0 * LOG2E), magic)
+    kf = b.fsub(t, magic)
+    nr = _fma(b, kf, f.c(f.ln2_lo), _fma(b, kf, f.c(f.ln2_hi), b.fmul(a, f.c(2.0))))
+    alternated = [-v if n % 2 else v for n, v in enumerate(f.exp_coeffs)]
+    p = _fma(b, b.fmul(nr, nr), _horner(b, alternated, nr), b.fneg(nr))
+    return b.bitcast(b.shl(b.bitcast(t, f.ity), f.i(f.mant)), f.ty), p
 
 
 def tanh(b: ir.IRBuilder, x):
@@ -364,10 +372,10 @@ def tanh(b: ir.IRBuilder, x):
     one = f.c(1.0)
     ax = _intrinsic(b, "llvm.fabs", x)
     ax = b.select(b.fcmp_ordered(">", ax, f.c(f.tanh_sat)), f.c(f.tanh_sat), ax)
-    p2k, p = _exp_parts(b, b.fmul(ax, f.c(-2.0)))
-    num = _fma(b, b.fneg(p2k), p, b.fsub(one, p2k))
+    p2k, p = _expm2_parts(b, ax)
+    qm1 = _fma(b, p2k, p, b.fsub(p2k, one))  # -(1 - q), its sign left to copysign
     den = _fma(b, p2k, p, b.fadd(one, p2k))
-    r = _copysign(b, b.fdiv(num, den), x)
+    r = _copysign(b, b.fdiv(qm1, den), x)
     return b.select(b.fcmp_unordered("uno", x, x), x, r)
 
 
