@@ -344,18 +344,21 @@ def log1p(b: ir.IRBuilder, x):
     return _copysign(b, y, x)
 
 
-def _expm2_parts(b: ir.IRBuilder, a):
-    """2^k and e^r - 1 with e^(-2a) = 2^k e^r, for 0 <= a <= tanh_sat, -2a = k ln2 + r as in
-    exp, e^r - 1 = r + r^2 P(r) with exp's P. For a < ln2/4, k = 0 and r = -2a, so that
-    e^(-2a) - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation near 0 (2^k - 1 is exact).
-    k comes rounded in the low bits of t = -2a log2(e) + 1.5 2^mant + bias (one fused
-    rounding to an integer), 2^k is those bits shifted into the exponent: no conversions.
-    The reduction works on -r = 2a + k ln2, and the polynomial of -r its signs alternated."""
+def _exp_parts(b: ir.IRBuilder, a, scale: float):
+    """2^k and e^r - 1 with e^(scale a) = 2^k e^r, scale -2 (tanh) or -1 (erf), for a >= 0
+    small enough that 2^k is a normal number: scale a = k ln2 + r as in exp, e^r - 1 =
+    r + r^2 P(r) with exp's P. For a |scale| < ln2/2, k = 0 and r = scale a, so that
+    e^(scale a) - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation near 0 (2^k - 1 is exact).
+    k comes rounded in the low bits of t = scale a log2(e) + 1.5 2^mant + bias (one fused
+    rounding to an integer), 2^k is those bits shifted into the exponent: no conversions, no
+    clamps (exp's are for its whole range). The reduction works on -r = -scale a + k ln2
+    (-scale a exact), the polynomial of -r its signs alternated."""
     f = _fmt(a)
     magic = f.c(1.5 * 2.0**f.mant + f.bias)
-    t = _fma(b, a, f.c(-2.0 * LOG2E), magic)
+    t = _fma(b, a, f.c(scale * LOG2E), magic)
     kf = b.fsub(t, magic)
-    nr = _fma(b, kf, f.c(f.ln2_lo), _fma(b, kf, f.c(f.ln2_hi), b.fmul(a, f.c(2.0))))
+    scaled = a if scale == -1.0 else b.fmul(a, f.c(-scale))
+    nr = _fma(b, kf, f.c(f.ln2_lo), _fma(b, kf, f.c(f.ln2_hi), scaled))
     alternated = [-v if n % 2 else v for n, v in enumerate(f.exp_coeffs)]
     p = _fma(b, b.fmul(nr, nr), _horner(b, alternated, nr), b.fneg(nr))
     return b.bitcast(b.shl(b.bitcast(t, f.ity), f.i(f.mant)), f.ty), p
@@ -372,7 +375,7 @@ def tanh(b: ir.IRBuilder, x):
     one = f.c(1.0)
     ax = _intrinsic(b, "llvm.fabs", x)
     ax = b.select(b.fcmp_ordered(">", ax, f.c(f.tanh_sat)), f.c(f.tanh_sat), ax)
-    p2k, p = _expm2_parts(b, ax)
+    p2k, p = _exp_parts(b, ax, -2.0)
     qm1 = _fma(b, p2k, p, b.fsub(p2k, one))  # -(1 - q), its sign left to copysign
     den = _fma(b, p2k, p, b.fadd(one, p2k))
     r = _copysign(b, b.fdiv(qm1, den), x)
@@ -414,7 +417,8 @@ def erf(b: ir.IRBuilder, x):
     acc = coeffs[-1]
     for k in reversed(coeffs[:-1]):
         acc = _fma(b, acc, y, k)
-    large = b.fsub(f.c(1.0), b.fmul(exp(b, b.fneg(x2)), acc))
+    p2k, p = _exp_parts(b, x2, -1.0)  # e^(-x^2) = 2^k (1 + p), erf_sat^2 keeping 2^k normal
+    large = b.fsub(f.c(1.0), b.fmul(_fma(b, p2k, p, p2k), acc))
     r = b.select(b.fcmp_ordered("<", ax, f.c(1.0)), small, large)
     r = b.select(b.fcmp_ordered(">=", ax, f.c(f.erf_sat)), f.c(1.0), r)
     r = _copysign(b, r, x)
