@@ -8,15 +8,19 @@ exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multip
        e^r = 1 + r + r^2 P(r), P of degree 9 (f32: 5); 2^k by llvm.ldexp where AVX-512 makes
        it one instruction (vscalefpd), else built in the exponent bits in two halves so that
        results down to the subnormals are right. 1 ulp.
-log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
-       as fdlibm: a minimax polynomial of degree 7 (f32: 4) in s^2, the small terms summed
-       first. 1 ulp.
-log1p: log of u = 1 + x rounded, its rounding error folded into m - 1 (one division, as log).
-       1 ulp.
-tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's reduction and polynomial (no second exp),
-       numerator and denominator each one fused rounding (see tanh), the sign put back. 2 ulps.
+log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)) from integer operations on x's bits (no select);
+       log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172, as fdlibm: a minimax polynomial of
+       degree 7 (f32: 4) in s^2, the small terms summed first. 1 ulp.
+log1p: log of u = 1 + x rounded, its rounding error folded into m - 1 (one division, as log),
+       the sign of x put back by copysign. 1.4 ulps.
+tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's polynomial (no second exp), numerator and
+       denominator each one fused rounding (see tanh), the sign put back. 2 ulps.
 erf:   x P(x^2) below |x| = 1; beyond, 1 - e^(-x^2) R(|x| - c), R a polynomial for each of
        [1, 2.5) and [2.5, 6) (f32: one, [1, 4)), its coefficients selected. 2 ulps.
+A loop of these is bound by the number of vector instructions more than by their latency
+(AVX-512 on Zen 4: a division overlaps the rest), so each instruction counts: tanh's and erf's
+exponentials round k in the bits of one fused multiply-add, their arguments being bounded
+(_exp_parts), and the edges are selected once at the end.
 These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
 sin, cos: fdlibm's kernels, with branches on the size of the argument (see below). f64 only.
 tan:   sin r / cos r with their reduction; libm's beyond |x| = 4096, behind a branch. 3 ulps.
@@ -308,12 +312,13 @@ def _log_positive(b: ir.IRBuilder, u, c=None):
         fr = _fma(b, c, b.bitcast(b.shl(biased, f.i(f.mant)), f.ty), fr)
     s = b.fdiv(fr, b.fadd(fr, f.c(2.0)))
     z = b.fmul(s, s)
-    r = b.fmul(z, _horner(b, f.log_coeffs, z))
-    # log(1 + f) = f - s (f - R), as fdlibm's f - (f^2/2 - s (f^2/2 + R)) (f^2/2 (1 - s) = f s);
-    # e ln2_hi + ((e ln2_lo - s (f - R)) + f), the small terms summed first. e ln2_hi is exact,
-    # so that the last sum fused with it rounds the same
-    small = b.fsub(_fma(b, s, b.fsub(fr, r), b.fneg(b.fmul(b.sitofp(e, f.ty), f.c(f.ln2_lo)))), fr)
-    return _fma(b, b.sitofp(e, f.ty), f.c(f.ln2_hi), b.fneg(small))
+    # log(1 + f) = f - s (f - R), R = z P(z), as fdlibm's f - (f^2/2 - s (f^2/2 + R))
+    # (f^2/2 (1 - s) = f s); e ln2_hi + ((e ln2_lo - s (f - R)) + f), the small terms summed
+    # first. e ln2_hi is exact, so that the last sum fused with it rounds the same
+    ef = b.sitofp(e, f.ty)
+    w = _fma(b, b.fneg(z), _horner(b, f.log_coeffs, z), fr)
+    small = b.fsub(_fma(b, s, w, b.fneg(b.fmul(ef, f.c(f.ln2_lo)))), fr)
+    return _fma(b, ef, f.c(f.ln2_hi), b.fneg(small))
 
 
 def _bits(f: Format, v: float) -> int:
