@@ -286,31 +286,20 @@ def _scalef() -> bool:
     return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
-def _log_positive(b: ir.IRBuilder, u, c=None):
-    """log(u + c) for a positive finite u, c (if given) the rounding error of u, at most half
-    its ulp: u = 2^e m, m in [sqrt(2)/2, sqrt(2)), and log(1 + f) with f = m - 1 + c 2^-e as
-    fdlibm's log does (one division, a polynomial of degree 7). Inf, NaN, 0 and u < 0 are the
-    callers' to select. With c (log1p's u = 1 + x), u is 0 or at least 2^-53: no subnormal.
-    The loops of these kernels are bound by the number of vector instructions (the division
-    overlaps them), so e and m come from integer operations on u's bits with no select: m's
-    bits are those of sqrt(2)/2 plus the fraction of u's bits less sqrt(2)/2's, e the rest."""
+def _split(b: ir.IRBuilder, u):
+    """e and ix with u = 2^e m, m in [sqrt(2)/2, sqrt(2)), for a positive normal u: ix is u's
+    bits less those of sqrt(2)/2, e its bits above the fraction, and m's bits are those of
+    sqrt(2)/2 plus ix's fraction. Integer operations, no select."""
     f = _fmt(u)
-    if c is None:
-        smallest = 2.0**-1022 if f.ty is F64 else 2.0**-126
-        scale = f.mant + 2  # subnormals scaled by 2^scale first
-        tiny = b.fcmp_ordered("<", u, f.c(smallest))
-        u = b.select(tiny, b.fmul(u, f.c(2.0**scale)), u)
-    low = f.i(_bits(f, math.sqrt(0.5)))
-    ix = b.sub(b.bitcast(u, f.ity), low)
-    e = b.ashr(ix, f.i(f.mant))
-    m = b.bitcast(b.add(b.and_(ix, f.i((1 << f.mant) - 1)), low), f.ty)
-    if c is None:
-        e = b.select(tiny, b.sub(e, f.i(scale)), e)
-    fr = b.fsub(m, f.c(1.0))  # exact (Sterbenz)
-    if c is not None:  # f + c 2^-e, 2^-e from its bits, 0 for u >= 2^bias sqrt(2)/2 (c no longer shows)
-        biased = b.sub(f.i(f.bias), e)
-        biased = b.select(b.icmp_signed("<", biased, f.i(0)), f.i(0), biased)
-        fr = _fma(b, c, b.bitcast(b.shl(biased, f.i(f.mant)), f.ty), fr)
+    ix = b.sub(b.bitcast(u, f.ity), f.i(_bits(f, math.sqrt(0.5))))
+    return ix, b.ashr(ix, f.i(f.mant))
+
+
+def _log_reduced(b: ir.IRBuilder, e, fr):
+    """e ln2 + log(1 + f) for f in [sqrt(2)/2 - 1, sqrt(2) - 1] as fdlibm's log: log(1 + f) =
+    2 atanh(s), s = f / (2 + f) (one division), |s| < 0.172, by a minimax polynomial of degree
+    7 (f32: 4) in s^2, the small terms summed first."""
+    f = _fmt(fr)
     s = b.fdiv(fr, b.fadd(fr, f.c(2.0)))
     z = b.fmul(s, s)
     # log(1 + f) = f - s (f - R), R = z P(z), as fdlibm's f - (f^2/2 - s (f^2/2 + R))
@@ -328,22 +317,31 @@ def _bits(f: Format, v: float) -> int:
 
 
 def log(b: ir.IRBuilder, x):
+    """log(2^e m) = e ln2 + log m (see _split, _log_reduced), subnormals scaled first."""
     f = _fmt(x)
-    y = _log_positive(b, x)
+    smallest = 2.0**-1022 if f.ty is F64 else 2.0**-126
+    scale = f.mant + 2
+    tiny = b.fcmp_ordered("<", x, f.c(smallest))
+    ix, e = _split(b, b.select(tiny, b.fmul(x, f.c(2.0**scale)), x))
+    m = b.bitcast(b.add(b.and_(ix, f.i((1 << f.mant) - 1)), f.i(_bits(f, math.sqrt(0.5)))), f.ty)
+    y = _log_reduced(b, b.select(tiny, b.sub(e, f.i(scale)), e), b.fsub(m, f.c(1.0)))  # m - 1 exact
     y = b.select(b.fcmp_ordered("==", x, f.c(0.0)), f.c(-math.inf), y)
     y = b.select(b.fcmp_ordered("==", x, f.c(math.inf)), f.c(math.inf), y)
     return b.select(b.fcmp_unordered("ult", x, f.c(0.0)), f.c(math.nan), y)  # x < 0 or NaN
 
 
 def log1p(b: ir.IRBuilder, x):
-    """log(u + c) with u = 1 + x rounded and c = x - (u - 1) its rounding error, exact while
-    u <= 2^53 (u - 1 is exact there, and so is the error of a sum); beyond, c 2^-e no longer
-    shows. Near 0, u = 2^0 m and f = (u - 1) + c is x itself, so no cancellation, and tiny
-    x comes out as x to its last bit; log1p x has the sign of x, which gives -0 its sign.
-    -1 gives -inf, below it NaN."""
+    """e ln2 + log(1 + f) with 2^e the scale of u = 1 + x rounded (u is 0 or at least 2^-53:
+    no subnormal) and f = (1 + x) 2^-e - 1 = x 2^-e + (2^-e - 1) in one fused rounding (2^-e - 1
+    is exact while it matters), so that the rounding error of 1 + x does not show. Near 0,
+    f is x itself: tiny x comes out as x to its last bit; log1p x has the sign of x, which
+    gives -0 its sign. -1 gives -inf, below it NaN."""
     f = _fmt(x)
     u = b.fadd(x, f.c(1.0))
-    y = _log_positive(b, u, b.fsub(x, b.fsub(u, f.c(1.0))))
+    _, e = _split(b, u)
+    # 2^-e from its bits, made 2^64 larger so that the largest u's 2^-(bias + 1) is normal there
+    p2 = b.fmul(b.bitcast(b.shl(b.sub(f.i(f.bias + 64), e), f.i(f.mant)), f.ty), f.c(2.0**-64))
+    y = _log_reduced(b, e, _fma(b, x, p2, b.fsub(p2, f.c(1.0))))
     y = b.select(b.fcmp_ordered("==", u, f.c(0.0)), f.c(-math.inf), y)
     y = b.select(b.fcmp_ordered("==", u, f.c(math.inf)), f.c(math.inf), y)
     y = b.select(b.fcmp_unordered("ult", u, f.c(0.0)), f.c(math.nan), y)  # x < -1 or NaN
