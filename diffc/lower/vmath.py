@@ -382,8 +382,7 @@ def tanh(b: ir.IRBuilder, x):
     p2k, p = _exp_parts(b, ax, -2.0)
     qm1 = _fma(b, p2k, p, b.fsub(p2k, one))  # -(1 - q), its sign left to copysign
     den = _fma(b, p2k, p, b.fadd(one, p2k))
-    r = _copysign(b, b.fdiv(qm1, den), x)
-    return b.select(b.fcmp_unordered("uno", x, x), x, r)
+    return _copysign(b, b.fdiv(qm1, den), x)  # NaN flows through: no conversion to an integer
 
 
 def _copysign(b, mag, sign):
@@ -406,7 +405,7 @@ def erf(b: ir.IRBuilder, x):
     Both forms are computed and one selected: no branch."""
     f = _fmt(x)
     ax = _intrinsic(b, "llvm.fabs", x)
-    ax = b.select(b.fcmp_ordered("<", ax, f.c(f.erf_sat)), ax, f.c(f.erf_sat))  # (NaN: erf_sat)
+    ax = b.select(b.fcmp_ordered(">", ax, f.c(f.erf_sat)), f.c(f.erf_sat), ax)
     x2 = b.fmul(ax, ax)
     small = b.fmul(ax, _horner(b, f.erf_small, x2))
     # R's coefficients for ax's interval, then R at ax - centre
@@ -425,8 +424,7 @@ def erf(b: ir.IRBuilder, x):
     large = b.fsub(f.c(1.0), b.fmul(_fma(b, p2k, p, p2k), acc))
     r = b.select(b.fcmp_ordered("<", ax, f.c(1.0)), small, large)
     r = b.select(b.fcmp_ordered(">=", ax, f.c(f.erf_sat)), f.c(1.0), r)
-    r = _copysign(b, r, x)
-    return b.select(b.fcmp_unordered("uno", x, x), x, r)
+    return _copysign(b, r, x)  # NaN flows through: no conversion to an integer
 
 
 # sin and cos: fdlibm's kernels (__kernel_sin, __kernel_cos) on |r| <= pi/4. Arguments in
