@@ -1,5 +1,5 @@
 """Math kernels for f64 and f32 emitted as plain LLVM IR (no libm calls), accurate to a few ulp
-over the whole range (tests/lower/test_vmath.py measures them against NumPy and mpmath). Each
+over the whole range (tests/lower/test_vmath.py measures them against NumPy and long double). Each
 is written once for both formats (see Format): f32 is computed in f32, with its own
 polynomials, so that a vector holds twice the elements of f64's (computing f32 in f64 and
 rounding made f32 arrays slower than f64 ones).
@@ -7,12 +7,12 @@ rounding made f32 arrays slower than f64 ones).
 exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multiply-adds);
        e^r = 1 + r + r^2 P(r), P of degree 9 (f32: 5); 2^k by llvm.ldexp where AVX-512 makes
        it one instruction (vscalefpd), else built in the exponent bits in two halves so that
-       results down to the subnormals are right. 1 ulp.
+       results down to the subnormals are right. 1.2 ulps.
 log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)) from integer operations on x's bits (no select);
        log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172, as fdlibm: a minimax polynomial of
        degree 7 (f32: 4) in s^2, the small terms summed first. 1 ulp.
-log1p: log of u = 1 + x rounded, its rounding error folded into m - 1 (one division, as log),
-       the sign of x put back by copysign. 1.4 ulps.
+log1p: as log, with e that of u = 1 + x rounded and f = (1 + x) 2^-e - 1 in one fused rounding
+       (the rounding error of u never shows), the sign of x put back by copysign. 1.4 ulps.
 tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's polynomial (no second exp), numerator and
        denominator each one fused rounding (see tanh), the sign put back. 2 ulps.
 erf:   x P(x^2) below |x| = 1; beyond, 1 - e^(-x^2) R(|x| - c), R a polynomial for each of

@@ -304,7 +304,10 @@ EXACT_BOUND = {"t": 2.0, "l": 1.0, "l1p": 1.5}  # ulps of the exact value
 EXACT_CASES = {
     "t": (np.tanh, [rng.uniform(-3, 3, 30000), rng.uniform(0.1, 0.7, 30000), rng.uniform(3, 20, 5000)]),
     "l": (np.log, [rng.uniform(0.5, 2, 30000), np.exp(rng.uniform(-740, 709, 20000))]),
-    "l1p": (np.log1p, [rng.uniform(-1, 3, 30000), rng.uniform(0.3, 0.5, 20000), -1 + np.exp(rng.uniform(-37, 0, 5000))]),
+    "l1p": (
+        np.log1p,
+        [rng.uniform(-1, 3, 30000), rng.uniform(0.3, 0.5, 20000), -1 + np.exp(rng.uniform(-37, 0, 5000))],
+    ),
 }
 
 
