@@ -324,3 +324,19 @@ def test_f64_kernel_error_against_the_exact_value(name):
     err = np.abs((fn(x) - exact) / np.spacing(np.abs(exact).astype(np.float64)).astype(np.longdouble))
     worst = int(np.argmax(err))
     assert err[worst] <= EXACT_BOUND[name], f"{name}({x[worst]!r}): {float(err[worst]):.3f} ulps"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", ["tanh", "erf"])
+def test_nan_flows_through_kernels_without_a_conversion_to_an_integer(name, dtype, tmp_path, capsys):
+    """tanh and erf no longer select x back where it is NaN: their NaN must reach the result by
+    arithmetic, which a conversion to an integer (fptosi: poison for NaN) would break. Their k
+    comes from the bits of a fused multiply-add instead (vmath._exp_parts)."""
+    (tmp_path / "k.dfl").write_text(f"fn main(x) = {name}(x)\n")
+    np.save(tmp_path / "x.npy", np.ones(1000, dtype))
+    assert cli.main(["show", "--llvm", str(tmp_path / "k.dfl"), "--arg", f"x={tmp_path / 'x.npy'}"]) == 0
+    out = capsys.readouterr().out
+    generated = out[: out.index("; ---- LLVM IR, optimised")]
+    assert "fptosi" not in generated and "fptoui" not in generated
+    got = getattr(F32, name + "_")(np.array([np.nan, -np.nan, 1.0], dtype))
+    assert np.isnan(got[:2]).all() and not np.isnan(got[2])
