@@ -342,10 +342,14 @@ def log1p(b: ir.IRBuilder, x):
     # 2^-e from its bits, made 2^64 larger so that the largest u's 2^-(bias + 1) is normal there
     p2 = b.fmul(b.bitcast(b.shl(b.sub(f.i(f.bias + 64), e), f.i(f.mant)), f.ty), f.c(2.0**-64))
     y = _log_reduced(b, e, _fma(b, x, p2, b.fsub(p2, f.c(1.0))))
-    y = b.select(b.fcmp_ordered("==", u, f.c(0.0)), f.c(-math.inf), y)
-    y = b.select(b.fcmp_ordered("==", u, f.c(math.inf)), f.c(math.inf), y)
-    y = b.select(b.fcmp_unordered("ult", u, f.c(0.0)), f.c(math.nan), y)  # x < -1 or NaN
-    return _copysign(b, y, x)
+    # the edges in one select, on u's bits: 0 < u < inf where bits - 1 is below inf's bits - 1
+    # (unsigned); else inf's bits or'ed with u's (inf for u = 0, inf; NaN otherwise) and with
+    # all ones for u < 0 (NaN); copysign then gives x = -1 its -inf
+    bits = b.bitcast(u, f.ity)
+    inf = f.i(_bits(f, math.inf))
+    normal = b.icmp_unsigned("<", b.sub(bits, f.i(1)), b.sub(inf, f.i(1)))
+    edge = b.or_(b.or_(inf, bits), b.ashr(bits, f.i(f.ity.width - 1)))
+    return _copysign(b, b.select(normal, y, b.bitcast(edge, f.ty)), x)
 
 
 def _exp_parts(b: ir.IRBuilder, a, scale: float):
