@@ -250,33 +250,36 @@ def _pow2(b, k, f: Format = FORMATS["double"]):
 
 
 def _reduce_exp(b: ir.IRBuilder, f: Format, x):
-    """k (a float) and r with x = k ln2 + r, |r| <= ln2/2."""
-    kf = _intrinsic(b, "llvm.rint", b.fmul(x, f.c(LOG2E)))
+    """k (an integer of f's width), k as a float and r with x = k ln2 + r, |r| <= ln2/2. k is
+    rounded in the low bits of t = x log2(e) + 1.5 2^mant (one fused rounding to an integer)
+    and read from them: no conversion, so that a NaN x gives a NaN result, not poison."""
+    magic = 1.5 * 2.0**f.mant
+    t = _fma(b, x, f.c(LOG2E), f.c(magic))
+    kf = b.fsub(t, f.c(magic))
     nk = b.fneg(kf)
-    return kf, _fma(b, nk, f.c(f.ln2_lo), _fma(b, nk, f.c(f.ln2_hi), x))
+    k = b.sub(b.bitcast(t, f.ity), f.i(_bits(f, magic)))
+    return k, kf, _fma(b, nk, f.c(f.ln2_lo), _fma(b, nk, f.c(f.ln2_hi), x))
 
 
 def exp(b: ir.IRBuilder, x):
     f = _fmt(x)
     lo, hi = f.exp_clamp
     xc = b.select(b.fcmp_ordered(">", x, f.c(hi)), f.c(hi), x)
-    xc = b.select(b.fcmp_ordered("<", xc, f.c(lo)), f.c(lo), xc)
-    kf, r = _reduce_exp(b, f, xc)
+    xc = b.select(b.fcmp_ordered("<", xc, f.c(lo)), f.c(lo), xc)  # (NaN stays NaN)
+    k, kf, r = _reduce_exp(b, f, xc)
     if f.ty is F64:
         p = _fma(b, b.fmul(r, r), _horner(b, f.exp_coeffs, r), b.fadd(r, _c(1.0)))
     else:  # 1 + (r + r^2 P): r + 1 rounded first would cost f32 half an ulp
         p = b.fadd(_fma(b, b.fmul(r, r), _horner(b, f.exp_coeffs, r), r), f.c(1.0))
     if _scalef():  # p 2^k in one instruction, rounded once, overflowing to inf, underflowing to 0
         fn = b.module.declare_intrinsic("llvm.ldexp", [f.ty, I32], ir.FunctionType(f.ty, [f.ty, I32]))
-        y = b.call(fn, [p, b.fptosi(kf, I32)])
-    else:
-        k = b.fptosi(kf, f.ity)
-        k1 = b.ashr(k, f.i(1))  # 2^k = 2^k1 * 2^(k - k1), each factor a normal number
-        y = b.fmul(b.fmul(p, _pow2(b, k1, f)), _pow2(b, b.sub(k, k1), f))
-        if f.ty is F64:  # (f32's clamp keeps 2^k1 and 2^(k - k1) in range: inf and 0 come out)
-            y = b.select(b.fcmp_ordered(">", x, _c(709.782712893384)), _c(math.inf), y)
-            y = b.select(b.fcmp_ordered("<", x, _c(-745.1332191019412)), _c(0.0), y)
-    return b.select(b.fcmp_unordered("uno", x, x), x, y)
+        return b.call(fn, [p, k if f.ty is F32 else b.trunc(k, I32)])
+    k1 = b.ashr(k, f.i(1))  # 2^k = 2^k1 * 2^(k - k1), each factor a normal number
+    y = b.fmul(b.fmul(p, _pow2(b, k1, f)), _pow2(b, b.sub(k, k1), f))
+    if f.ty is F64:  # (f32's clamp keeps 2^k1 and 2^(k - k1) in range: inf and 0 come out)
+        y = b.select(b.fcmp_ordered(">", x, _c(709.782712893384)), _c(math.inf), y)
+        y = b.select(b.fcmp_ordered("<", x, _c(-745.1332191019412)), _c(0.0), y)
+    return y
 
 
 @functools.cache
