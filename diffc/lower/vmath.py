@@ -4,10 +4,11 @@ is written once for both formats (see Format): f32 is computed in f32, with its 
 polynomials, so that a vector holds twice the elements of f64's (computing f32 in f64 and
 rounding made f32 arrays slower than f64 ones).
 
-exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multiply-adds);
-       e^r = 1 + r + r^2 P(r), P of degree 9 (f32: 5); 2^k by llvm.ldexp where AVX-512 makes
-       it one instruction (vscalefpd), else built in the exponent bits in two halves so that
-       results down to the subnormals are right. 1.2 ulps.
+exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multiply-adds), k
+       rounded in the low bits of one fused multiply-add; e^r = 1 + r + r^2 P(r), P of degree 9
+       (f32: 5); 2^k by llvm.ldexp where AVX-512 makes it one instruction (vscalefpd), else
+       built in the exponent bits in two halves so that results down to the subnormals are
+       right. 1.2 ulps.
 log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)) from integer operations on x's bits (no select);
        log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172, as fdlibm: a minimax polynomial of
        degree 7 (f32: 4) in s^2, the small terms summed first. 1 ulp.
@@ -18,9 +19,11 @@ tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's polynomial (no second exp), n
 erf:   x P(x^2) below |x| = 1; beyond, 1 - e^(-x^2) R(|x| - c), R a polynomial for each of
        [1, 2.5) and [2.5, 6) (f32: one, [1, 4)), its coefficients selected. 2 ulps.
 A loop of these is bound by the number of vector instructions more than by their latency
-(AVX-512 on Zen 4: a division overlaps the rest), so each instruction counts: tanh's and erf's
-exponentials round k in the bits of one fused multiply-add, their arguments being bounded
-(_exp_parts), and the edges are selected once at the end.
+(AVX-512 on Zen 4: a division overlaps the rest; a comparison and select cost more than
+their count), so each instruction counts: the exponentials round k in the bits of one fused
+multiply-add and read it from there (no conversion, so NaN flows through without a select),
+tanh's and erf's without exp's range clamps (their arguments are bounded: _exp_parts); log1p's
+edges are one select on its bits.
 These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
 sin, cos: fdlibm's kernels, with branches on the size of the argument (see below). f64 only.
 tan:   sin r / cos r with their reduction; libm's beyond |x| = 4096, behind a branch. 3 ulps.

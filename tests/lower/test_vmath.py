@@ -327,11 +327,12 @@ def test_f64_kernel_error_against_the_exact_value(name):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("name", ["tanh", "erf"])
+@pytest.mark.parametrize("name", ["exp", "tanh", "erf"])
 def test_nan_flows_through_kernels_without_a_conversion_to_an_integer(name, dtype, tmp_path, capsys):
-    """tanh and erf no longer select x back where it is NaN: their NaN must reach the result by
-    arithmetic, which a conversion to an integer (fptosi: poison for NaN) would break. Their k
-    comes from the bits of a fused multiply-add instead (vmath._exp_parts)."""
+    """exp, tanh and erf no longer select x back where it is NaN: their NaN must reach the
+    result by arithmetic, which a conversion to an integer (fptosi: poison for NaN) would
+    break. Their k comes from the bits of a fused multiply-add instead (vmath._reduce_exp,
+    vmath._exp_parts)."""
     (tmp_path / "k.dfl").write_text(f"fn main(x) = {name}(x)\n")
     np.save(tmp_path / "x.npy", np.ones(1000, dtype))
     assert cli.main(["show", "--llvm", str(tmp_path / "k.dfl"), "--arg", f"x={tmp_path / 'x.npy'}"]) == 0
