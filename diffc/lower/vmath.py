@@ -1,22 +1,29 @@
 """Math kernels for f64 and f32 emitted as plain LLVM IR (no libm calls), accurate to a few ulp
-over the whole range (tests/lower/test_vmath.py measures them against NumPy and mpmath). Each
+over the whole range (tests/lower/test_vmath.py measures them against NumPy and long double). Each
 is written once for both formats (see Format): f32 is computed in f32, with its own
 polynomials, so that a vector holds twice the elements of f64's (computing f32 in f64 and
 rounding made f32 arrays slower than f64 ones).
 
-exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multiply-adds);
-       e^r = 1 + r + r^2 P(r), P of degree 9 (f32: 5); 2^k by llvm.ldexp where AVX-512 makes
-       it one instruction (vscalefpd), else built in the exponent bits in two halves so that
-       results down to the subnormals are right. 1 ulp.
-log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)); log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
-       as fdlibm: a minimax polynomial of degree 7 (f32: 4) in s^2, the small terms summed
-       first. 1 ulp.
-log1p: log of u = 1 + x rounded, its rounding error folded into m - 1 (one division, as log).
-       1 ulp.
-tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's reduction and polynomial (no second exp),
-       numerator and denominator each one fused rounding (see tanh), the sign put back. 2 ulps.
+exp:   x = k ln2 + r, |r| <= ln2/2 (Cody-Waite with a two-part ln2, fused multiply-adds), k
+       rounded in the low bits of one fused multiply-add; e^r = 1 + r + r^2 P(r), P of degree 9
+       (f32: 5); 2^k by llvm.ldexp where AVX-512 makes it one instruction (vscalefpd), else
+       built in the exponent bits in two halves so that results down to the subnormals are
+       right. 1.2 ulps.
+log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)) from integer operations on x's bits (no select);
+       log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172, as fdlibm: a minimax polynomial of
+       degree 7 (f32: 4) in s^2, the small terms summed first. 1 ulp.
+log1p: as log, with e that of u = 1 + x rounded and f = (1 + x) 2^-e - 1 in one fused rounding
+       (the rounding error of u never shows), the sign of x put back by copysign. 1.4 ulps.
+tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's polynomial (no second exp), numerator and
+       denominator each one fused rounding (see tanh), the sign put back. 2 ulps.
 erf:   x P(x^2) below |x| = 1; beyond, 1 - e^(-x^2) R(|x| - c), R a polynomial for each of
        [1, 2.5) and [2.5, 6) (f32: one, [1, 4)), its coefficients selected. 2 ulps.
+A loop of these is bound by the number of vector instructions more than by their latency
+(AVX-512 on Zen 4: a division overlaps the rest; a comparison and select cost more than
+their count), so each instruction counts: the exponentials round k in the bits of one fused
+multiply-add and read it from there (no conversion, so NaN flows through without a select),
+tanh's and erf's without exp's range clamps (their arguments are bounded: _exp_parts); log1p's
+edges are one select on its bits.
 These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
 sin, cos: fdlibm's kernels, with branches on the size of the argument (see below). f64 only.
 tan:   sin r / cos r with their reduction; libm's beyond |x| = 4096, behind a branch. 3 ulps.
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
@@ -194,9 +202,10 @@ FORMATS = {
         2.0**-26,
         -126,
         10.0,
-        # as ERF_SMALL, of degree 6 (relative error 1.3e-9), and R on [1, 4) about 2.5 (3.4e-8)
-        [1.1283791065216064, -0.3761262595653534, 0.11283594369888306, -0.02685421146452427]
-        + [0.005189087241888046, -0.000801686430349946, 7.875874871388078e-05],
+        # as ERF_SMALL, of degree 5 (relative error 5.5e-8 with its coefficients rounded to f32,
+        # as degree 6's 6.6e-8), and R on [1, 4) about 2.5 (3.4e-8)
+        [1.1283791065216064, -0.37612342834472656, 0.11280316859483719, -0.026715055108070374]
+        + [0.004921761807054281, -0.0005648059886880219],
         (
             (
                 1.0,
@@ -244,33 +253,36 @@ def _pow2(b, k, f: Format = FORMATS["double"]):
 
 
 def _reduce_exp(b: ir.IRBuilder, f: Format, x):
-    """k (a float) and r with x = k ln2 + r, |r| <= ln2/2."""
-    kf = _intrinsic(b, "llvm.rint", b.fmul(x, f.c(LOG2E)))
+    """k (an integer of f's width), k as a float and r with x = k ln2 + r, |r| <= ln2/2. k is
+    rounded in the low bits of t = x log2(e) + 1.5 2^mant (one fused rounding to an integer)
+    and read from them: no conversion, so that a NaN x gives a NaN result, not poison."""
+    magic = 1.5 * 2.0**f.mant
+    t = _fma(b, x, f.c(LOG2E), f.c(magic))
+    kf = b.fsub(t, f.c(magic))
     nk = b.fneg(kf)
-    return kf, _fma(b, nk, f.c(f.ln2_lo), _fma(b, nk, f.c(f.ln2_hi), x))
+    k = b.sub(b.bitcast(t, f.ity), f.i(_bits(f, magic)))
+    return k, kf, _fma(b, nk, f.c(f.ln2_lo), _fma(b, nk, f.c(f.ln2_hi), x))
 
 
 def exp(b: ir.IRBuilder, x):
     f = _fmt(x)
     lo, hi = f.exp_clamp
     xc = b.select(b.fcmp_ordered(">", x, f.c(hi)), f.c(hi), x)
-    xc = b.select(b.fcmp_ordered("<", xc, f.c(lo)), f.c(lo), xc)
-    kf, r = _reduce_exp(b, f, xc)
+    xc = b.select(b.fcmp_ordered("<", xc, f.c(lo)), f.c(lo), xc)  # (NaN stays NaN)
+    k, kf, r = _reduce_exp(b, f, xc)
     if f.ty is F64:
         p = _fma(b, b.fmul(r, r), _horner(b, f.exp_coeffs, r), b.fadd(r, _c(1.0)))
     else:  # 1 + (r + r^2 P): r + 1 rounded first would cost f32 half an ulp
         p = b.fadd(_fma(b, b.fmul(r, r), _horner(b, f.exp_coeffs, r), r), f.c(1.0))
     if _scalef():  # p 2^k in one instruction, rounded once, overflowing to inf, underflowing to 0
         fn = b.module.declare_intrinsic("llvm.ldexp", [f.ty, I32], ir.FunctionType(f.ty, [f.ty, I32]))
-        y = b.call(fn, [p, b.fptosi(kf, I32)])
-    else:
-        k = b.fptosi(kf, f.ity)
-        k1 = b.ashr(k, f.i(1))  # 2^k = 2^k1 * 2^(k - k1), each factor a normal number
-        y = b.fmul(b.fmul(p, _pow2(b, k1, f)), _pow2(b, b.sub(k, k1), f))
-        if f.ty is F64:  # (f32's clamp keeps 2^k1 and 2^(k - k1) in range: inf and 0 come out)
-            y = b.select(b.fcmp_ordered(">", x, _c(709.782712893384)), _c(math.inf), y)
-            y = b.select(b.fcmp_ordered("<", x, _c(-745.1332191019412)), _c(0.0), y)
-    return b.select(b.fcmp_unordered("uno", x, x), x, y)
+        return b.call(fn, [p, k if f.ty is F32 else b.trunc(k, I32)])
+    k1 = b.ashr(k, f.i(1))  # 2^k = 2^k1 * 2^(k - k1), each factor a normal number
+    y = b.fmul(b.fmul(p, _pow2(b, k1, f)), _pow2(b, b.sub(k, k1), f))
+    if f.ty is F64:  # (f32's clamp keeps 2^k1 and 2^(k - k1) in range: inf and 0 come out)
+        y = b.select(b.fcmp_ordered(">", x, _c(709.782712893384)), _c(math.inf), y)
+        y = b.select(b.fcmp_ordered("<", x, _c(-745.1332191019412)), _c(0.0), y)
+    return y
 
 
 @functools.cache
@@ -280,71 +292,90 @@ def _scalef() -> bool:
     return bool(llvm.get_host_cpu_features().get("avx512f", False))
 
 
-def _log_positive(b: ir.IRBuilder, u, c=None):
-    """log(u + c) for a positive finite u, c (if given) the rounding error of u, at most half
-    its ulp: u = 2^e m, m in [sqrt(2)/2, sqrt(2)), and log(1 + f) with f = m - 1 + c 2^-e as
-    fdlibm's log does (one division, a polynomial of degree 7). Inf, NaN, 0 and u < 0 are the
-    callers' to select. With c (log1p's u = 1 + x), u is 0 or at least 2^-53: no subnormal."""
+def _split(b: ir.IRBuilder, u):
+    """e and ix with u = 2^e m, m in [sqrt(2)/2, sqrt(2)), for a positive normal u: ix is u's
+    bits less those of sqrt(2)/2, e its bits above the fraction, and m's bits are those of
+    sqrt(2)/2 plus ix's fraction. Integer operations, no select."""
     f = _fmt(u)
-    if c is None:
-        smallest = 2.0**-1022 if f.ty is F64 else 2.0**-126
-        scale = f.mant + 2  # subnormals scaled by 2^scale first
-        tiny = b.fcmp_ordered("<", u, f.c(smallest))
-        u = b.select(tiny, b.fmul(u, f.c(2.0**scale)), u)
-    bits = b.bitcast(u, f.ity)
-    field = b.and_(b.lshr(bits, f.i(f.mant)), f.i(2 * f.bias + 1))
-    e = b.sub(field, f.i(f.bias))
-    if c is None:
-        e = b.select(tiny, b.sub(e, f.i(scale)), e)
-    m = b.bitcast(b.or_(b.and_(bits, f.i((1 << f.mant) - 1)), f.i(f.bias << f.mant)), f.ty)
-    big = b.fcmp_ordered(">", m, f.c(math.sqrt(2.0)))
-    m = b.select(big, b.fmul(m, f.c(0.5)), m)
-    e = b.select(big, b.add(e, f.i(1)), e)
-    fr = b.fsub(m, f.c(1.0))  # exact (Sterbenz)
-    if c is not None:  # f + c 2^-e, 2^-e in the bits of 2^(bias - field), 0 for u >= 2^(bias - 1)
-        p2 = b.bitcast(b.shl(b.sub(f.i(2 * f.bias), field), f.i(f.mant)), f.ty)
-        fr = _fma(b, c, b.select(big, b.fmul(p2, f.c(0.5)), p2), fr)
+    ix = b.sub(b.bitcast(u, f.ity), f.i(_bits(f, math.sqrt(0.5))))
+    return ix, b.ashr(ix, f.i(f.mant))
+
+
+def _log_reduced(b: ir.IRBuilder, e, fr):
+    """e ln2 + log(1 + f) for f in [sqrt(2)/2 - 1, sqrt(2) - 1] as fdlibm's log: log(1 + f) =
+    2 atanh(s), s = f / (2 + f) (one division), |s| < 0.172, by a minimax polynomial of degree
+    7 (f32: 4) in s^2, the small terms summed first."""
+    f = _fmt(fr)
     s = b.fdiv(fr, b.fadd(fr, f.c(2.0)))
     z = b.fmul(s, s)
-    r = b.fmul(z, _horner(b, f.log_coeffs, z))
-    hfsq = b.fmul(f.c(0.5), b.fmul(fr, fr))
+    # log(1 + f) = f - s (f - R), R = z P(z), as fdlibm's f - (f^2/2 - s (f^2/2 + R))
+    # (f^2/2 (1 - s) = f s); e ln2_hi + ((e ln2_lo - s (f - R)) + f), the small terms summed
+    # first. e ln2_hi is exact, so that the last sum fused with it rounds the same
     ef = b.sitofp(e, f.ty)
-    # e ln2_hi - ((hfsq - (s (hfsq + R) + e ln2_lo)) - f): the small terms summed first
-    small = b.fsub(b.fsub(hfsq, _fma(b, s, b.fadd(hfsq, r), b.fmul(ef, f.c(f.ln2_lo)))), fr)
-    return b.fsub(b.fmul(ef, f.c(f.ln2_hi)), small)
+    w = _fma(b, b.fneg(z), _horner(b, f.log_coeffs, z), fr)
+    small = b.fsub(_fma(b, s, w, b.fneg(b.fmul(ef, f.c(f.ln2_lo)))), fr)
+    return _fma(b, ef, f.c(f.ln2_hi), b.fneg(small))
+
+
+def _bits(f: Format, v: float) -> int:
+    """The bits of v rounded to f."""
+    return int.from_bytes(struct.pack("<d" if f.ty is F64 else "<f", v), "little")
 
 
 def log(b: ir.IRBuilder, x):
+    """log(2^e m) = e ln2 + log m (see _split, _log_reduced), subnormals scaled first."""
     f = _fmt(x)
-    y = _log_positive(b, x)
+    smallest = 2.0**-1022 if f.ty is F64 else 2.0**-126
+    scale = f.mant + 2
+    tiny = b.fcmp_ordered("<", x, f.c(smallest))
+    ix, e = _split(b, b.select(tiny, b.fmul(x, f.c(2.0**scale)), x))
+    m = b.bitcast(b.add(b.and_(ix, f.i((1 << f.mant) - 1)), f.i(_bits(f, math.sqrt(0.5)))), f.ty)
+    y = _log_reduced(b, b.select(tiny, b.sub(e, f.i(scale)), e), b.fsub(m, f.c(1.0)))  # m - 1 exact
     y = b.select(b.fcmp_ordered("==", x, f.c(0.0)), f.c(-math.inf), y)
     y = b.select(b.fcmp_ordered("==", x, f.c(math.inf)), f.c(math.inf), y)
     return b.select(b.fcmp_unordered("ult", x, f.c(0.0)), f.c(math.nan), y)  # x < 0 or NaN
 
 
 def log1p(b: ir.IRBuilder, x):
-    """log(u + c) with u = 1 + x rounded and c its rounding error, exact: x - (u - 1) while
-    u < 2, 1 - (u - x) beyond (each subtraction exact by Sterbenz's lemma). Near 0, u = 2^0 m
-    and f = (u - 1) + c is x itself, so no cancellation. -1 gives -inf, below it NaN."""
+    """e ln2 + log(1 + f) with 2^e the scale of u = 1 + x rounded (u is 0 or at least 2^-53:
+    no subnormal) and f = (1 + x) 2^-e - 1 = x 2^-e + (2^-e - 1) in one fused rounding (2^-e - 1
+    is exact while it matters), so that the rounding error of 1 + x does not show. Near 0,
+    f is x itself: tiny x comes out as x to its last bit; log1p x has the sign of x, which
+    gives -0 its sign. -1 gives -inf, below it NaN."""
     f = _fmt(x)
-    one = f.c(1.0)
-    u = b.fadd(x, one)
-    c = b.select(b.fcmp_ordered("<", u, f.c(2.0)), b.fsub(x, b.fsub(u, one)), b.fsub(one, b.fsub(u, x)))
-    y = _log_positive(b, u, c)
-    y = b.select(b.fcmp_ordered("==", u, f.c(0.0)), f.c(-math.inf), y)
-    y = b.select(b.fcmp_ordered("==", u, f.c(math.inf)), f.c(math.inf), y)
-    y = b.select(b.fcmp_unordered("ult", u, f.c(0.0)), f.c(math.nan), y)  # x < -1 or NaN
-    # tiny x: x itself, the sign of -0, and a subnormal's last bit
-    return b.select(b.fcmp_ordered("<", _intrinsic(b, "llvm.fabs", x), f.c(f.log1p_tiny)), x, y)
+    u = b.fadd(x, f.c(1.0))
+    _, e = _split(b, u)
+    # 2^-e from its bits, made 2^64 larger so that the largest u's 2^-(bias + 1) is normal there
+    p2 = b.fmul(b.bitcast(b.shl(b.sub(f.i(f.bias + 64), e), f.i(f.mant)), f.ty), f.c(2.0**-64))
+    y = _log_reduced(b, e, _fma(b, x, p2, b.fsub(p2, f.c(1.0))))
+    # the edges in one select, on u's bits: 0 < u < inf where bits - 1 is below inf's bits - 1
+    # (unsigned); else inf's bits or'ed with u's (inf for u = 0, inf; NaN otherwise) and with
+    # all ones for u < 0 (NaN); copysign then gives x = -1 its -inf
+    bits = b.bitcast(u, f.ity)
+    inf = f.i(_bits(f, math.inf))
+    normal = b.icmp_unsigned("<", b.sub(bits, f.i(1)), b.sub(inf, f.i(1)))
+    edge = b.or_(b.or_(inf, bits), b.ashr(bits, f.i(f.ity.width - 1)))
+    return _copysign(b, b.select(normal, y, b.bitcast(edge, f.ty)), x)
 
 
-def _exp_parts(b: ir.IRBuilder, y):
-    """2^k and e^r - 1 with e^y = 2^k e^r, for -2 tanh_sat <= y <= 0: y = k ln2 + r as in exp,
-    and e^r - 1 = r + r^2 P(r) with exp's P. For |y| < ln2/2, k = 0 and r = y, so that
-    e^y - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation near 0 (2^k - 1 is exact)."""
-    f = _fmt(y)
-    kf, r = _reduce_exp(b, f, y)
-    return _pow2(b, b.fptosi(kf, f.ity), f), _fma(b, b.fmul(r, r), _horner(b, f.exp_coeffs, r), r)
+def _exp_parts(b: ir.IRBuilder, a, scale: float):
+    """2^k and e^r - 1 with e^(scale a) = 2^k e^r, scale -2 (tanh) or -1 (erf), for a >= 0
+    small enough that 2^k is a normal number: scale a = k ln2 + r as in exp, e^r - 1 =
+    r + r^2 P(r) with exp's P. For a |scale| < ln2/2, k = 0 and r = scale a, so that
+    e^(scale a) - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation near 0 (2^k - 1 is exact).
+    k comes rounded in the low bits of t = scale a log2(e) + 1.5 2^mant + bias (one fused
+    rounding to an integer), 2^k is those bits shifted into the exponent: no conversions, no
+    clamps (exp's are for its whole range). The reduction works on -r = -scale a + k ln2
+    (-scale a exact), the polynomial of -r its signs alternated."""
+    f = _fmt(a)
+    magic = f.c(1.5 * 2.0**f.mant + f.bias)
+    t = _fma(b, a, f.c(scale * LOG2E), magic)
+    kf = b.fsub(t, magic)
+    scaled = a if scale == -1.0 else b.fmul(a, f.c(-scale))
+    nr = _fma(b, kf, f.c(f.ln2_lo), _fma(b, kf, f.c(f.ln2_hi), scaled))
+    alternated = [-v if n % 2 else v for n, v in enumerate(f.exp_coeffs)]
+    p = _fma(b, b.fmul(nr, nr), _horner(b, alternated, nr), b.fneg(nr))
+    return b.bitcast(b.shl(b.bitcast(t, f.ity), f.i(f.mant)), f.ty), p
 
 
 def tanh(b: ir.IRBuilder, x):
@@ -358,11 +389,10 @@ def tanh(b: ir.IRBuilder, x):
     one = f.c(1.0)
     ax = _intrinsic(b, "llvm.fabs", x)
     ax = b.select(b.fcmp_ordered(">", ax, f.c(f.tanh_sat)), f.c(f.tanh_sat), ax)
-    p2k, p = _exp_parts(b, b.fmul(ax, f.c(-2.0)))
-    num = _fma(b, b.fneg(p2k), p, b.fsub(one, p2k))
+    p2k, p = _exp_parts(b, ax, -2.0)
+    qm1 = _fma(b, p2k, p, b.fsub(p2k, one))  # -(1 - q), its sign left to copysign
     den = _fma(b, p2k, p, b.fadd(one, p2k))
-    r = _copysign(b, b.fdiv(num, den), x)
-    return b.select(b.fcmp_unordered("uno", x, x), x, r)
+    return _copysign(b, b.fdiv(qm1, den), x)  # NaN flows through: no conversion to an integer
 
 
 def _copysign(b, mag, sign):
@@ -385,7 +415,7 @@ def erf(b: ir.IRBuilder, x):
     Both forms are computed and one selected: no branch."""
     f = _fmt(x)
     ax = _intrinsic(b, "llvm.fabs", x)
-    ax = b.select(b.fcmp_ordered("<", ax, f.c(f.erf_sat)), ax, f.c(f.erf_sat))  # (NaN: erf_sat)
+    ax = b.select(b.fcmp_ordered(">", ax, f.c(f.erf_sat)), f.c(f.erf_sat), ax)
     x2 = b.fmul(ax, ax)
     small = b.fmul(ax, _horner(b, f.erf_small, x2))
     # R's coefficients for ax's interval, then R at ax - centre
@@ -400,11 +430,11 @@ def erf(b: ir.IRBuilder, x):
     acc = coeffs[-1]
     for k in reversed(coeffs[:-1]):
         acc = _fma(b, acc, y, k)
-    large = b.fsub(f.c(1.0), b.fmul(exp(b, b.fneg(x2)), acc))
+    p2k, p = _exp_parts(b, x2, -1.0)  # e^(-x^2) = 2^k (1 + p), erf_sat^2 keeping 2^k normal
+    large = b.fsub(f.c(1.0), b.fmul(_fma(b, p2k, p, p2k), acc))
     r = b.select(b.fcmp_ordered("<", ax, f.c(1.0)), small, large)
     r = b.select(b.fcmp_ordered(">=", ax, f.c(f.erf_sat)), f.c(1.0), r)
-    r = _copysign(b, r, x)
-    return b.select(b.fcmp_unordered("uno", x, x), x, r)
+    return _copysign(b, r, x)  # NaN flows through: no conversion to an integer
 
 
 # sin and cos: fdlibm's kernels (__kernel_sin, __kernel_cos) on |r| <= pi/4. Arguments in
