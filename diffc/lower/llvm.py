@@ -102,9 +102,9 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
 
 def glue(fn: ir.Function) -> None:
     """Mark a function that only checks and passes values (no loops, no arithmetic worth
-    vectorising) so that LLVM's vectorisers skip it, and keep the functions it calls out of it:
-    inlined there, their loops would not be vectorised (See Note [Glue functions])."""
-    fn.attributes.add("noimplicitfloat")
+    optimising) so that LLVM's optimiser skips it, and keep the functions it calls out of it:
+    inlined there, they would not be optimised (See Note [Glue functions])."""
+    fn.attributes.update(("optnone", "noinline", "noimplicitfloat"))
     for block in fn.blocks:
         for instr in block.instructions:
             if isinstance(instr, ir.CallInstr) and isinstance(instr.callee, ir.Function) and instr.callee.blocks:
@@ -346,6 +346,8 @@ def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn
     em.arena_offset = (part_arena + 63) // 64 * 64
     _finish_func(em, f, fn, [env[o] for o in f.body.outs])
     ms.entry_arena = em.arena_offset + em.arena_size
+    if not any(isinstance(i, ir.PhiInstr) for blk in fn.blocks for i in blk.instructions):
+        glue(fn)  # calls of the parts and nothing else (no loop: no copy of 256 bytes or less)
 
 
 # A module of more lines of LLVM IR than UNITS_ABOVE is given to LLVM as UNITS modules, optimised
@@ -520,13 +522,16 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # 5000 lines of IR for the 65 arrays of an MLP of 32 layers (now calls of a helper per kind of
 # argument, See Note [Argument helpers] in lower/pyentry.py). LLVM's SLP vectoriser found nothing
 # to pack in it and took most of its optimisation time (that diffc_pycall: 0.60 s of optimiser,
-# 0.24 s without it, the same object code); its helpers are glue too. The `noimplicitfloat` attribute makes both
-# vectorisers skip a function and changes nothing else in the optimiser; in the code generator
-# it only keeps vector registers out of copies the program did not ask for. But a function
-# inlined into it would be compiled under it too (a small entry Func is inlined into its
-# callers), so its calls of the entry Func are marked `noinline`: the entry Func is compiled
-# once, with the whole pipeline, and the glue calls it. diffc_entry (the ctypes path) is a
-# tenth of its size and keeps the whole pipeline, the entry Func inlined into it as before.
+# 0.24 s without it, the same object code). Glue is now not optimised at all (`optnone`, which
+# needs `noinline`; `noimplicitfloat` keeps vector registers out of the copies the code
+# generator makes): diffc_pycall, its helpers, and dfl.main when it is only the calls of its
+# parts (Note [Parts]; no loop in it). The 32-layer MLP's LLVM time: 0.194 -> 0.147 CPU s (pycall
+# 0.024 of it, dfl.main's 857 lines 0.026); a direct call 1-2 ns slower of about 100.
+# A function inlined into glue would not be optimised either (a small entry Func is inlined
+# into its callers), so glue's calls of the functions of the module are marked `noinline`: the
+# entry Func is compiled once, with the whole pipeline, and the glue calls it. diffc_entry (the
+# ctypes path) is a tenth of its size and keeps the whole pipeline, the entry Func inlined into
+# it as before.
 
 
 # Note [Units]

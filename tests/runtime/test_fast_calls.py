@@ -185,3 +185,19 @@ def test_threads_calling_at_once():
     for t in threads:
         t.join()
     assert not failures, failures[0]
+
+
+def test_a_function_is_found_as_an_attribute_without_getattr():
+    # after its first lookup, m.f is in the module's __dict__ (no __getattr__ per call); names
+    # of the Module's own attributes stay theirs
+    import diffc
+    from diffc.api import Module
+
+    m = diffc.compile("fn f(x) = x + 1.0\nfn grad(x) = x * 2.0\nfn ast(x) = x\n")
+    assert "f" not in vars(m)
+    f = m.f
+    assert vars(m)["f"] is f and m.f is f and float(m.f(1.0)) == 2.0
+    assert m.grad.__func__ is Module.grad and float(m.function("grad")(1.5)) == 3.0
+    assert m.ast is not m.function("ast") and float(m.function("ast")(4.0)) == 4.0
+    with pytest.raises(AttributeError, match="no function `g`"):
+        m.g
