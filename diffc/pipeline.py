@@ -15,7 +15,7 @@ import llvmlite.binding as llvm
 
 from .ir.verify import verify
 from .lower import gemm, jit
-from .lower.llvm import ENTRY_SYMBOL, lower_program, module_units
+from .lower.llvm import ENTRY_SYMBOL, SPLIT_ABOVE, lower_program, module_units
 from .lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
 from .optimise import accumulate, dce, guards, licm
 from .prims.io import PRINT_BASE
@@ -115,9 +115,11 @@ def compile_native(
                 cache.store(k, label, b"")
                 arg_types, k = static_types, cache.key(module, fn_name, static_types, transform)
             t = timings.add("specialise+optimise", t)
+            if len(prog.main.body.eqns) > SPLIT_ABOVE:  # a long module, likely compiled as units
+                jit.start_worker()
             ms = lower_program(prog, out_tree)
             t = timings.add("lower", t)
-            units = module_units(ms.module)  # (a second unit starts the LLVM worker, if it is not running)
+            units = module_units(ms.module)
             t = timings.add("module text", t)
         object_code = jit.object_code_units(units, timings)
         t = time.perf_counter()

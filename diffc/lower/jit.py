@@ -158,6 +158,13 @@ def worker_env() -> dict[str, str]:
     return dict(os.environ, DIFFC_OPT=str(OPT_LEVEL))
 
 
+def start_worker() -> None:
+    """Start the LLVM worker process ahead of a long module (its start-up, about 0.1 s, then
+    overlaps lowering and the first unit), unless it is off (DIFFC_LLVM_WORKER=off)."""
+    if modules_here() is not None:
+        llvm_worker.start(worker_env())
+
+
 def object_code_units(texts: list[str], timings=None) -> bytes:
     """Object code of a module given as units (lower/llvm.py, module_units; See Note [Units]
     there): the first made as object_code makes it, the others at the same time by the LLVM
