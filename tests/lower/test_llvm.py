@@ -59,6 +59,15 @@ def show_llvm(capsys, path, *args) -> dict[str, str]:
     return out
 
 
+def loops_named(capsys, tmp_path, name: str, source: str, *args) -> int:
+    """How many loops named `name` (emit's loop names: cp for copies, red for reductions, ...)
+    the LLVM IR generated for `source`'s main has."""
+    p = tmp_path / "p.dfl"
+    p.write_text(source)
+    generated = show_llvm(capsys, p, *args)["LLVM IR, as generated"]
+    return len(re.findall(rf'^"?{name}\d*\.head', generated, flags=re.MULTILINE))
+
+
 def test_fold_lowers_to_a_loop(fold_program, capsys):
     out = show_llvm(capsys, fold_program, "--arg", "xs=[1.0, 2.0, 3.0]")
     raw = out["LLVM IR, as generated"]

@@ -8,10 +8,8 @@ into parts."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
-from lower.test_llvm import show_llvm
+from lower.test_llvm import loops_named
 from support.native import module
 
 from diffc.lower.llvm import body_parts
@@ -35,10 +33,7 @@ M = module("""
 
 
 def copy_loops(capsys, tmp_path, source, *args) -> int:
-    p = tmp_path / "p.dfl"
-    p.write_text(source)
-    generated = show_llvm(capsys, p, *args)["LLVM IR, as generated"]
-    return len(re.findall(r'^"?cp\d*\.head', generated, flags=re.MULTILINE))
+    return loops_named(capsys, tmp_path, "cp", source, *args)
 
 
 def test_a_carry_that_is_a_result_starts_in_the_output(capsys, tmp_path):

@@ -54,6 +54,15 @@ def numpy_value_and_grad(p, x, layers: int):
     return float(np.sum(hs[-1] ** 2)), grad
 
 
+def assert_numpy_value_and_grad(got, p, x, layers: int):
+    """(value, gradient) of the MLP's loss as NumPy computes them."""
+    value, grad = got
+    want_value, want_grad = numpy_value_and_grad(p, x, layers)
+    assert float(value) == pytest.approx(want_value, rel=1e-12)
+    for k, g in want_grad.items():
+        np.testing.assert_allclose(grad[k], g, rtol=1e-10, atol=1e-12)
+
+
 def program(fn, *args):
     """(Program, output TreeDef) of a diffc Function for these arguments, before lowering."""
     arrays, (tree, _) = fn.signature(*args)
@@ -84,11 +93,7 @@ def test_short_program_is_one_function():
 def test_parts_give_numpy_value_and_gradient():
     m = diffc.compile(mlp_source(LAYERS))
     p, x = mlp_data(LAYERS)
-    value, grad = diffc.value_and_grad(m.loss)(p, x)
-    want_value, want_grad = numpy_value_and_grad(p, x, LAYERS)
-    assert float(value) == pytest.approx(want_value, rel=1e-12)
-    for k, g in want_grad.items():
-        np.testing.assert_allclose(grad[k], g, rtol=1e-10, atol=1e-12)
+    assert_numpy_value_and_grad(diffc.value_and_grad(m.loss)(p, x), p, x, LAYERS)
 
 
 def test_scalars_booleans_and_repeated_outputs_cross_parts():
@@ -173,11 +178,7 @@ def test_layers_not_alike_are_not_shared():
     assert len(called) >= 2 and len(defined) == len(called)
     m = diffc.compile(mlp_source(LAYERS))
     p, x = mlp_data(LAYERS, varied=True)
-    value, grad = diffc.value_and_grad(m.loss)(p, x)
-    want_value, want_grad = numpy_value_and_grad(p, x, LAYERS)
-    assert float(value) == pytest.approx(want_value, rel=1e-12)
-    for k, g in want_grad.items():
-        np.testing.assert_allclose(grad[k], g, rtol=1e-10, atol=1e-12)
+    assert_numpy_value_and_grad(diffc.value_and_grad(m.loss)(p, x), p, x, LAYERS)
 
 
 def test_a_value_read_later_from_one_repetition_only():

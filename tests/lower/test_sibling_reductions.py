@@ -8,11 +8,9 @@ reduction to one number) still right."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
-from lower.test_llvm import show_llvm
+from lower.test_llvm import loops_named
 from support.native import module
 
 import diffc
@@ -34,10 +32,7 @@ M = module("""
 
 
 def walks(capsys, tmp_path, source, *args) -> int:
-    p = tmp_path / "p.dfl"
-    p.write_text(source)
-    generated = show_llvm(capsys, p, *args)["LLVM IR, as generated"]
-    return len(re.findall(r'^"?red\d*\.head', generated, flags=re.MULTILINE))
+    return loops_named(capsys, tmp_path, "red", source, *args)
 
 
 def test_one_walk_of_the_rows(capsys, tmp_path):
