@@ -49,7 +49,7 @@ def _layer(rng, shape):
 
 def _norm(rng, d):
     """A layer norm's [gain near 1, bias]."""
-    return [1.0 + 0.1 * normal(rng, d), 0.1 * normal(rng, d)]
+    return [1.0 + 0.1 * normal(rng, d), _bias(rng, d)]
 
 
 def _mlp(rng, batch, d_in, hidden, classes):
