@@ -20,150 +20,150 @@ class Family:
     name: str
     source: str  # DFL, defining fn loss(*params, *inputs)
     sizes: list  # dicts of the size parameters, small to large
-    data: Callable  # (size, rng) -> (params, inputs), float64 NumPy arrays (ints for labels)
-    label: Callable  # size -> a short text for the tables and the plot
+    make: Callable  # (rng, **size) -> (params, inputs), float64 NumPy arrays (ints for labels)
+    label_format: str  # str.format of a size: a short text for the tables and the plot
+
+    def label(self, size: dict) -> str:
+        return self.label_format.format(**size)
+
+
+def family(name, source, keys, rows, make, label_format):
+    """A Family whose sizes are given as rows of values for `keys`, the names of `make`'s size
+    parameters."""
+    return Family(name, source, [dict(zip(keys, row)) for row in rows], make, label_format)
 
 
 def normal(rng, shape, fan_in=1):
     return rng.standard_normal(shape) / np.sqrt(fan_in)
 
 
-def _mlp(s, rng):
-    b, d, h, c = s["batch"], s["d_in"], s["hidden"], s["classes"]
-    params = [normal(rng, (h, d), d), 0.1 * normal(rng, h), normal(rng, (c, h), h), 0.1 * normal(rng, c)]
-    return params, [normal(rng, (b, d)), rng.integers(0, c, b)]
+def _bias(rng, n):
+    return 0.1 * normal(rng, n)
 
 
-def _rnn(s, rng):
-    t, b, d, n = s["steps"], s["batch"], s["d_in"], s["hidden"]
-    params = [normal(rng, (d, n), d), normal(rng, (n, n), 2 * n), 0.1 * normal(rng, n)]
-    return params, [normal(rng, (t, b, d)), np.zeros((b, n))]
+def _layer(rng, shape):
+    """A dense or convolution layer's [weight of `shape`, bias]: the weight scaled by its fan-in
+    (every dimension but the first), then the bias."""
+    return [normal(rng, shape, np.prod(shape[1:])), _bias(rng, shape[0])]
 
 
-def _gated(gates):
-    def make(s, rng):
-        t, b, d, n = s["steps"], s["batch"], s["d_in"], s["hidden"]
-        wi, wh = normal(rng, (gates * n, d), d), normal(rng, (gates * n, n), n)
-        biases = [0.1 * normal(rng, gates * n) for _ in range(1 if gates == 4 else 2)]
-        state = [np.zeros((b, n)) for _ in range(2 if gates == 4 else 1)]
-        return [wi, wh, *biases], [normal(rng, (t, b, d)), *state]
+def _norm(rng, d):
+    """A layer norm's [gain near 1, bias]."""
+    return [1.0 + 0.1 * normal(rng, d), _bias(rng, d)]
+
+
+def _mlp(rng, batch, d_in, hidden, classes):
+    params = [*_layer(rng, (hidden, d_in)), *_layer(rng, (classes, hidden))]
+    return params, [normal(rng, (batch, d_in)), rng.integers(0, classes, batch)]
+
+
+def _rnn(rng, steps, batch, d_in, hidden):
+    params = [normal(rng, (d_in, hidden), d_in), normal(rng, (hidden, hidden), 2 * hidden), _bias(rng, hidden)]
+    return params, [normal(rng, (steps, batch, d_in)), np.zeros((batch, hidden))]
+
+
+def _gated(gates, biases, states):
+    """An LSTM's or GRU's data: `gates` stacked gate weights, `biases` bias vectors, `states`
+    zero initial states."""
+
+    def make(rng, steps, batch, d_in, hidden):
+        n = gates * hidden
+        wi, wh = normal(rng, (n, d_in), d_in), normal(rng, (n, hidden), hidden)
+        bs = [_bias(rng, n) for _ in range(biases)]
+        return [wi, wh, *bs], [normal(rng, (steps, batch, d_in)), *(np.zeros((batch, hidden)) for _ in range(states))]
 
     return make
 
 
 def _attention_params(rng, d):
     ws = [normal(rng, (d, d), d) for _ in range(4)]
-    bs = [0.1 * normal(rng, d) for _ in range(4)]
-    return ws + bs  # wq, wk, wv, wo, bq, bk, bv, bo
+    return ws + [_bias(rng, d) for _ in range(4)]  # wq, wk, wv, wo, bq, bk, bv, bo
 
 
 def _causal(t):
     return np.tril(np.ones((t, t), dtype=bool))
 
 
-def _attention(s, rng):
-    b, t, d = s["batch"], s["t"], s["d"]
-    return _attention_params(rng, d), [normal(rng, (b, t, d)), _causal(t)]
+def _attention(rng, batch, t, d):
+    return _attention_params(rng, d), [normal(rng, (batch, t, d)), _causal(t)]
 
 
-def _transformer(s, rng):
-    b, t, d, f = s["batch"], s["t"], s["d"], s["d_ff"]
-    ln = [1.0 + 0.1 * normal(rng, d), 0.1 * normal(rng, d)]
-    ln2 = [1.0 + 0.1 * normal(rng, d), 0.1 * normal(rng, d)]
-    ff = [normal(rng, (f, d), d), 0.1 * normal(rng, f), normal(rng, (d, f), f), 0.1 * normal(rng, d)]
-    return [*ln, *_attention_params(rng, d), *ln2, *ff], [normal(rng, (b, t, d)), _causal(t)]
+def _transformer(rng, batch, t, d, d_ff):
+    # drawn in this order (the attention's params last), though they are passed as g1, c1, attention, ...
+    ln1, ln2, ff = _norm(rng, d), _norm(rng, d), [*_layer(rng, (d_ff, d)), *_layer(rng, (d, d_ff))]
+    return [*ln1, *_attention_params(rng, d), *ln2, *ff], [normal(rng, (batch, t, d)), _causal(t)]
 
 
-def _conv(s, rng):
-    n, c, hw, k, classes = s["batch"], s["c_in"], s["hw"], s["c_out"], 10
-    flat = k * (hw // 2) ** 2
-    params = [
-        normal(rng, (k, c, 3, 3), 9 * c),
-        0.1 * normal(rng, k),
-        normal(rng, (classes, flat), flat),
-        0.1 * normal(rng, classes),
-    ]
-    return params, [normal(rng, (n, c, hw, hw)), rng.integers(0, classes, n)]
+def _conv(rng, batch, c_in, hw, c_out, classes=10):
+    params = [*_layer(rng, (c_out, c_in, 3, 3)), *_layer(rng, (classes, c_out * (hw // 2) ** 2))]
+    return params, [normal(rng, (batch, c_in, hw, hw)), rng.integers(0, classes, batch)]
 
 
-def _xent(s, rng):
-    b, c = s["batch"], s["classes"]
-    return [2.0 * normal(rng, (b, c))], [rng.integers(0, c, b)]
+def _xent(rng, batch, classes):
+    return [2.0 * normal(rng, (batch, classes))], [rng.integers(0, classes, batch)]
 
 
-def _elementwise(s, rng):
-    return [normal(rng, s["n"])], []
+def _elementwise(rng, n):
+    return [normal(rng, n)], []
 
 
-def _pairwise(s, rng):
-    return [normal(rng, s["n"]), normal(rng, s["n"])], []
+def _pairwise(rng, n):
+    return [normal(rng, n), normal(rng, n)], []
 
+
+SEQUENCE = ("steps", "batch", "d_in", "hidden")
+SEQUENCE_LABEL = "T{steps} b{batch} h{hidden}"
+GATED_ROWS = [(20, 8, 16, 32), (50, 16, 32, 64), (100, 32, 64, 128), (100, 64, 128, 256)]
 
 FAMILIES = [
-    Family(
+    family(
         "mlp",
         """import nn
 fn loss(w1, b1, w2, b2, x, y) {
     let h = tanh(nn.dense({w: w1, b: b1}, x));
     nn.cross_entropy_batch(nn.dense({w: w2, b: b2}, h), y, 0.0)
 }""",
-        [
-            {"batch": 32, "d_in": 64, "hidden": 64, "classes": 10},
-            {"batch": 64, "d_in": 256, "hidden": 256, "classes": 10},
-            {"batch": 128, "d_in": 784, "hidden": 512, "classes": 10},
-            {"batch": 256, "d_in": 1024, "hidden": 1024, "classes": 100},
-        ],
+        ("batch", "d_in", "hidden", "classes"),
+        [(32, 64, 64, 10), (64, 256, 256, 10), (128, 784, 512, 10), (256, 1024, 1024, 100)],
         _mlp,
-        lambda s: f"{s['batch']}x{s['d_in']}-{s['hidden']}",
+        "{batch}x{d_in}-{hidden}",
     ),
-    Family(
+    family(
         "rnn",
         """fn loss(wx, wh, b, xs, h0) {
     let h = fold(fn(h, x) => tanh(x @ wx + h @ wh + b), h0, xs);
     sum(h * h)
 }""",
-        [
-            {"steps": 20, "batch": 8, "d_in": 16, "hidden": 32},
-            {"steps": 50, "batch": 16, "d_in": 32, "hidden": 64},
-            {"steps": 100, "batch": 32, "d_in": 64, "hidden": 128},
-            {"steps": 200, "batch": 64, "d_in": 64, "hidden": 256},
-        ],
+        SEQUENCE,
+        [(20, 8, 16, 32), (50, 16, 32, 64), (100, 32, 64, 128), (200, 64, 64, 256)],
         _rnn,
-        lambda s: f"T{s['steps']} b{s['batch']} h{s['hidden']}",
+        SEQUENCE_LABEL,
     ),
-    Family(
+    family(
         "lstm",
         """import nn
 fn loss(wi, wh, b, xs, h0, c0) {
     let (state, hs) = nn.lstm({wi: wi, wh: wh, b: b}, (h0, c0), xs);
     sum(state.0 * state.0)
 }""",
-        [
-            {"steps": 20, "batch": 8, "d_in": 16, "hidden": 32},
-            {"steps": 50, "batch": 16, "d_in": 32, "hidden": 64},
-            {"steps": 100, "batch": 32, "d_in": 64, "hidden": 128},
-            {"steps": 100, "batch": 64, "d_in": 128, "hidden": 256},
-        ],
-        _gated(4),
-        lambda s: f"T{s['steps']} b{s['batch']} h{s['hidden']}",
+        SEQUENCE,
+        GATED_ROWS,
+        _gated(gates=4, biases=1, states=2),
+        SEQUENCE_LABEL,
     ),
-    Family(
+    family(
         "gru",
         """import nn
 fn loss(wi, wh, bi, bh, xs, h0) {
     let (h, hs) = nn.gru({wi: wi, wh: wh, bi: bi, bh: bh}, h0, xs);
     sum(h * h)
 }""",
-        [
-            {"steps": 20, "batch": 8, "d_in": 16, "hidden": 32},
-            {"steps": 50, "batch": 16, "d_in": 32, "hidden": 64},
-            {"steps": 100, "batch": 32, "d_in": 64, "hidden": 128},
-            {"steps": 100, "batch": 64, "d_in": 128, "hidden": 256},
-        ],
-        _gated(3),
-        lambda s: f"T{s['steps']} b{s['batch']} h{s['hidden']}",
+        SEQUENCE,
+        GATED_ROWS,
+        _gated(gates=3, biases=2, states=1),
+        SEQUENCE_LABEL,
     ),
-    Family(
+    family(
         "attention",
         """import nn
 fn loss(wq, wk, wv, wo, bq, bk, bv, bo, x, mask) {
@@ -171,16 +171,12 @@ fn loss(wq, wk, wv, wo, bq, bk, bv, bo, x, mask) {
     let y = nn.multi_head_attention(p, x, mask, 4);
     sum(y * y)
 }""",
-        [
-            {"batch": 2, "t": 16, "d": 32},
-            {"batch": 4, "t": 64, "d": 64},
-            {"batch": 8, "t": 128, "d": 128},
-            {"batch": 8, "t": 256, "d": 256},
-        ],
+        ("batch", "t", "d"),
+        [(2, 16, 32), (4, 64, 64), (8, 128, 128), (8, 256, 256)],
         _attention,
-        lambda s: f"b{s['batch']} t{s['t']} d{s['d']}",
+        "b{batch} t{t} d{d}",
     ),
-    Family(
+    family(
         "transformer",
         """import nn
 fn loss(g1, c1, wq, wk, wv, wo, bq, bk, bv, bo, g2, c2, w1, b1, w2, b2, x, mask) {
@@ -190,16 +186,12 @@ fn loss(g1, c1, wq, wk, wv, wo, bq, bk, bv, bo, g2, c2, w1, b1, w2, b2, x, mask)
     let y = nn.transformer_encoder(p, x, mask, 4);
     sum(y * y)
 }""",
-        [
-            {"batch": 2, "t": 16, "d": 32, "d_ff": 64},
-            {"batch": 4, "t": 64, "d": 64, "d_ff": 256},
-            {"batch": 8, "t": 128, "d": 128, "d_ff": 512},
-            {"batch": 8, "t": 256, "d": 256, "d_ff": 1024},
-        ],
+        ("batch", "t", "d", "d_ff"),
+        [(2, 16, 32, 64), (4, 64, 64, 256), (8, 128, 128, 512), (8, 256, 256, 1024)],
         _transformer,
-        lambda s: f"b{s['batch']} t{s['t']} d{s['d']}",
+        "b{batch} t{t} d{d}",
     ),
-    Family(
+    family(
         "conv",
         """import nn
 fn loss(k, bk, wd, bd, x, y) {
@@ -208,48 +200,42 @@ fn loss(k, bk, wd, bd, x, y) {
     let flat = reshape(a, [s[0], s[1] * s[2] * s[3]]);
     nn.cross_entropy_batch(nn.dense({w: wd, b: bd}, flat), y, 0.0)
 }""",
-        [
-            {"batch": 8, "c_in": 1, "hw": 8, "c_out": 4},
-            {"batch": 32, "c_in": 3, "hw": 16, "c_out": 8},
-            {"batch": 32, "c_in": 3, "hw": 32, "c_out": 16},
-            {"batch": 64, "c_in": 8, "hw": 32, "c_out": 32},
-        ],
+        ("batch", "c_in", "hw", "c_out"),
+        [(8, 1, 8, 4), (32, 3, 16, 8), (32, 3, 32, 16), (64, 8, 32, 32)],
         _conv,
-        lambda s: f"{s['batch']}x{s['c_in']}x{s['hw']}x{s['hw']} k{s['c_out']}",
+        "{batch}x{c_in}x{hw}x{hw} k{c_out}",
     ),
-    Family(
+    family(
         "xent",
         """import nn
 fn loss(z, y) = nn.cross_entropy_batch(z, y, 0.0)""",
-        [
-            {"batch": 64, "classes": 100},
-            {"batch": 256, "classes": 1000},
-            {"batch": 512, "classes": 10000},
-            {"batch": 256, "classes": 100000},
-        ],
+        ("batch", "classes"),
+        [(64, 100), (256, 1000), (512, 10000), (256, 100000)],
         _xent,
-        lambda s: f"{s['batch']}x{s['classes']}",
+        "{batch}x{classes}",
     ),
-    Family(
+    family(
         "elementwise",
         """fn loss(x) {
     let u = sin(x) * exp(-0.5 * x * x) + x / (1.0 + x * x);
     sum(tanh(u) * sigmoid(x) + log(1.0 + x * x))
 }""",
-        [{"n": 1000}, {"n": 30000}, {"n": 300000}, {"n": 3000000}],
+        ("n",),
+        [(1000,), (30000,), (300000,), (3000000,)],
         _elementwise,
-        lambda s: f"n={s['n']}",
+        "n={n}",
     ),
-    Family(
+    family(
         "comprehension",
         """# The Gaussian-kernel energy of n points in the plane, as a comprehension over all pairs.
 fn loss(px, py) {
     let n = len(px);
     sum(for i in 0..n, j in 0..n => exp(-((px[i] - px[j]) ** 2 + (py[i] - py[j]) ** 2)))
 }""",
-        [{"n": 32}, {"n": 128}, {"n": 512}, {"n": 1024}],
+        ("n",),
+        [(32,), (128,), (512,), (1024,)],
         _pairwise,
-        lambda s: f"n={s['n']}",
+        "n={n}",
     ),
 ]
 BY_NAME = {f.name: f for f in FAMILIES}
@@ -260,7 +246,7 @@ DTYPES = {"f64": np.float64, "f32": np.float32}
 def data(family: Family, size: dict, dtype: str):
     """(params, inputs) of a family at one size, floats in `dtype`; the same draw for both dtypes."""
     rng = np.random.default_rng(sorted(BY_NAME).index(family.name))
-    params, inputs = family.data(size, rng)
+    params, inputs = family.make(rng, **size)
     cast = DTYPES[dtype]
     as_dtype = [np.ascontiguousarray(a, dtype=cast) if np.asarray(a).dtype.kind == "f" else a for a in params + inputs]
     return as_dtype[: len(params)], as_dtype[len(params) :]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
+from .torch_peer import calls
 
 try:
     import torch
@@ -96,15 +96,4 @@ def make(name, params, inputs):
     loss = LOSSES.get(name)
     if loss is None:
         return None
-    ps = [torch.tensor(p, requires_grad=True) for p in params]
-    xs = [torch.from_numpy(np.asarray(x)) for x in inputs]
-
-    def fwd():
-        with torch.no_grad():
-            return loss(*ps, *xs).item()
-
-    def value_and_grad():
-        value = loss(*ps, *xs)
-        return value.item(), [g.numpy() for g in torch.autograd.grad(value, ps)]
-
-    return fwd, value_and_grad
+    return calls(loss, params, inputs)

@@ -130,7 +130,13 @@ def make(name, params, inputs, compiled=False):
     loss = wrap(WHOLE[name]) if name in WHOLE else sequence_losses(wrap).get(name)
     if loss is None:
         return None
-    ps = [torch.tensor(np.asarray(p), dtype=torch.float64, requires_grad=True) for p in params]
+    return calls(loss, params, inputs, torch.float64)
+
+
+def calls(loss, params, inputs, dtype=None):
+    """(fwd, value_and_grad) of a PyTorch loss, its gradient w.r.t. the params (as tensors of
+    `dtype`, or of their own dtype); fwd runs under torch.no_grad()."""
+    ps = [torch.tensor(np.asarray(p), dtype=dtype, requires_grad=True) for p in params]
     xs = [torch.from_numpy(np.asarray(x)) for x in inputs]
 
     def fwd():

@@ -5,7 +5,6 @@ installed.
     python examples/digits/train_convnet.py [--epochs 30] [--png convnet_loss.png]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import diffc
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from data import digits  # noqa: E402
-from support import Clock, save_curve, torch_1thread  # noqa: E402
+from support import compare, diffc_adam, parse_args, torch_adam, train_loop  # noqa: E402
 
 
 def train(name, step, accuracy, data, args):
@@ -24,37 +23,34 @@ def train(name, step, accuracy, data, args):
     (x, y), (x_test, y_test) = data
     rng = np.random.default_rng(1)
     steps_per_epoch = len(x) // args.batch
-    total, clock, curve = args.epochs * steps_per_epoch, Clock(), []
-    for epoch in range(args.epochs):
+    total = args.epochs * steps_per_epoch
+
+    def epoch(e):
         order, losses = rng.permutation(len(x)), []
         for i in range(steps_per_epoch):
-            t = epoch * steps_per_epoch + i
+            t = e * steps_per_epoch + i
             lr = 0.5 * args.lr * (1 + np.cos(np.pi * t / total))
             rows = order[i * args.batch : (i + 1) * args.batch]
             losses.append(step(x[rows], y[rows], lr))
-        curve.append(np.mean(losses))
-        if (epoch + 1) % 5 == 0:
-            print(f"{name:8s} epoch {epoch + 1:3d}  loss {curve[-1]:.4f}")
-    seconds = clock()
+        return np.mean(losses)
+
+    def progress(i, loss):
+        return f"{name:8s} epoch {i:3d}  loss {loss:.4f}"
+
+    curve, seconds = train_loop(epoch, range(args.epochs), 5, progress, window=1)
     print(f"{name:8s} test accuracy {accuracy(x_test, y_test):.4f}, trained in {seconds:.2f} s")
     return curve
 
 
 def diffc_model(m, p):
-    state = {"p": p, "s": m.adam_init(p)}
-
-    def step(x, y, lr):
-        loss, state["p"], state["s"] = m.step(state["p"], state["s"], x, y, lr)
-        return loss
-
+    state, step = diffc_adam(m, p)
     return step, lambda x, y: m.accuracy(state["p"], x, y)
 
 
 def torch_model(torch, p):
     """convnet.dfl in PyTorch: the same layers, initial values and Adam."""
     F = torch.nn.functional
-    w = {f"{k}.{j}": torch.tensor(v, requires_grad=True) for k, layer in p.items() for j, v in layer.items()}
-    opt = torch.optim.Adam(w.values())
+    w, adam = torch_adam(torch, p)
 
     def scores(x):
         h = torch.tensor(x).reshape(-1, 1, 8, 8)
@@ -63,13 +59,7 @@ def torch_model(torch, p):
         return h.reshape(len(x), -1) @ w["out.w"].T + w["out.b"]
 
     def step(x, y, lr):
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss = F.cross_entropy(scores(x), torch.tensor(y))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return adam(F.cross_entropy(scores(x), torch.tensor(y)), lr)
 
     def accuracy(x, y):
         with torch.no_grad():
@@ -79,21 +69,12 @@ def torch_model(torch, p):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=6e-3)
-    ap.add_argument("--png", default="convnet_loss.png")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    args = ap.parse_args()
+    args = parse_args(__doc__, epochs=30, batch=32, lr=6e-3, png="convnet_loss.png")
     data = digits()
     m = diffc.load(HERE / "convnet.dfl")
     p = m.init(np.array([0, 0]))
     curves = {"diffc": train("diffc", *diffc_model(m, p), data, args)}
-    torch = None if args.no_torch else torch_1thread()
-    if torch is not None:
-        curves["PyTorch"] = train("PyTorch", *torch_model(torch, p), data, args)
-    save_curve(args.png, curves, xlabel="epoch")
+    compare(args, curves, lambda torch: train("PyTorch", *torch_model(torch, p), data, args), xlabel="epoch")
 
 
 if __name__ == "__main__":

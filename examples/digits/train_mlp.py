@@ -4,7 +4,6 @@ from the same start on the same minibatches, in PyTorch (1 thread) if it is inst
     python examples/digits/train_mlp.py [--epochs 50] [--png mlp_loss.png]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import diffc
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from data import digits  # noqa: E402
-from support import Clock, save_curve, torch_1thread  # noqa: E402
+from support import Clock, compare, parse_args, torch_params, train_loop  # noqa: E402
 
 
 def batches(n, batch, epochs, seed=0):
@@ -29,12 +28,14 @@ def batches(n, batch, epochs, seed=0):
 def train(name, step, accuracy, data, epochs, batch):
     """Minibatch training with `step(x, y) -> loss`; prints progress and the test accuracy."""
     (x, y), (x_test, y_test) = data
-    clock, curve = Clock(), []
-    for rows_of_epoch in batches(len(x), batch, epochs):
-        curve.append(np.mean([step(x[rows], y[rows]) for rows in rows_of_epoch]))
-        if len(curve) % 10 == 0:
-            print(f"{name:8s} epoch {len(curve):3d}  loss {curve[-1]:.4f}")
-    seconds = clock()
+
+    def epoch(rows_of_epoch):
+        return np.mean([step(x[rows], y[rows]) for rows in rows_of_epoch])
+
+    def progress(i, loss):
+        return f"{name:8s} epoch {i:3d}  loss {loss:.4f}"
+
+    curve, seconds = train_loop(epoch, batches(len(x), batch, epochs), 10, progress, window=1)
     print(f"{name:8s} test accuracy {accuracy(x_test, y_test):.4f}, trained in {seconds:.2f} s")
     return curve
 
@@ -52,7 +53,7 @@ def diffc_model(m, p, lr):
 
 
 def torch_model(torch, p, lr):
-    w = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    w = torch_params(torch, p)
 
     def scores(x):
         return torch.tanh(torch.tensor(x) @ w["w1"] + w["b1"]) @ w["w2"] + w["b2"]
@@ -85,22 +86,18 @@ def train_in_dfl(m, p, data, args):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=50)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=0.5)
-    ap.add_argument("--png", default="mlp_loss.png")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    args = ap.parse_args()
+    args = parse_args(__doc__, epochs=50, batch=32, lr=0.5, png="mlp_loss.png")
     data = digits()
     m = diffc.load(HERE / "mlp.dfl")
     p = m.init(np.array([0, 0]))
     curves = {"diffc": train("diffc", *diffc_model(m, p, args.lr), data, args.epochs, args.batch)}
     curves["diffc, the loop in DFL"] = train_in_dfl(m, p, data, args)
-    torch = None if args.no_torch else torch_1thread()
-    if torch is not None:
-        curves["PyTorch"] = train("PyTorch", *torch_model(torch, p, args.lr), data, args.epochs, args.batch)
-    save_curve(args.png, curves, xlabel="epoch")
+    compare(
+        args,
+        curves,
+        lambda torch: train("PyTorch", *torch_model(torch, p, args.lr), data, args.epochs, args.batch),
+        xlabel="epoch",
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ if it is installed (its noise is PyTorch's own).
     python examples/digits/train_vae.py [--epochs 60]
 """
 
-import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import diffc
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from data import digits  # noqa: E402
-from support import Clock, pyplot, save_curve, torch_1thread  # noqa: E402
+from support import compare, diffc_adam, parse_args, pyplot, torch_adam, train_loop  # noqa: E402
 
 
 def init(rng, hidden=128, latent=8):
@@ -32,24 +32,25 @@ def init(rng, hidden=128, latent=8):
 
 def train(name, step, test_loss, x, x_test, epochs, batch):
     rng = np.random.default_rng(1)
-    clock, curve = Clock(), []
-    for _ in range(epochs):
+
+    def epoch(_):
         order = rng.permutation(len(x))
-        curve.append(np.mean([step(x[order[i : i + batch]]) for i in range(0, len(x) - batch + 1, batch)]))
-        if len(curve) % 10 == 0:
-            print(f"{name:8s} epoch {len(curve):3d}  loss {curve[-1]:.2f}")
-    seconds = clock()
+        return np.mean([step(x[order[i : i + batch]]) for i in range(0, len(x) - batch + 1, batch)])
+
+    def progress(i, loss):
+        return f"{name:8s} epoch {i:3d}  loss {loss:.2f}"
+
+    curve, seconds = train_loop(epoch, range(epochs), 10, progress, window=1)
     print(f"{name:8s} test loss (negative ELBO) {test_loss(x_test):.2f} nats per image, trained in {seconds:.1f} s")
     return curve
 
 
 def diffc_model(m, p, lr):
-    state = {"p": p, "s": m.adam_init(p), "t": 0}
+    state, adam = diffc_adam(m, p, lr)
+    steps = itertools.count(1)
 
     def step(x):
-        state["t"] += 1
-        loss, state["p"], state["s"] = m.step(state["p"], state["s"], x, np.array([1, state["t"]]), lr)
-        return loss
+        return adam(x, np.array([1, next(steps)]))  # the noise's key: a new one each step
 
     def test_loss(x):
         return np.mean([m.loss(state["p"], x, np.array([2, i])) for i in range(10)])
@@ -58,8 +59,7 @@ def diffc_model(m, p, lr):
 
 
 def torch_model(torch, p, lr):
-    w = {f"{k}.{j}": torch.tensor(v, requires_grad=True) for k, layer in p.items() for j, v in layer.items()}
-    opt = torch.optim.Adam(w.values(), lr=lr)
+    w, adam = torch_adam(torch, p, lr)
     softplus = torch.nn.functional.softplus
 
     def dense(name, x):
@@ -74,11 +74,7 @@ def torch_model(torch, p, lr):
         return ((softplus(logits) - logits * x).sum() + kl) / len(x)
 
     def step(x):
-        loss = loss_of(torch.tensor(x))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return adam(loss_of(torch.tensor(x)))
 
     def test_loss(x):
         with torch.no_grad():
@@ -102,13 +98,7 @@ def save_reconstructions(path, x, r):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--png", default="vae_loss.png")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    args = ap.parse_args()
+    args = parse_args(__doc__, epochs=60, batch=64, lr=2e-3, png="vae_loss.png")
     (x, _), (x_test, _) = digits()
     m = diffc.load(HERE / "vae.dfl")
     p = init(np.random.default_rng(0))
@@ -116,11 +106,12 @@ def main():
     curves = {"diffc": train("diffc", step, test_loss, x, x_test, args.epochs, args.batch)}
     pictures = args.png.replace("loss", "reconstructions")
     save_reconstructions(pictures, x_test[:10], m.reconstruct(state["p"], x_test[:10]))
-    torch = None if args.no_torch else torch_1thread()
-    if torch is not None:
+
+    def train_torch(torch):
         torch.manual_seed(0)
-        curves["PyTorch"] = train("PyTorch", *torch_model(torch, p, args.lr), x, x_test, args.epochs, args.batch)
-    save_curve(args.png, curves, "negative ELBO (nats per image)", "epoch")
+        return train("PyTorch", *torch_model(torch, p, args.lr), x, x_test, args.epochs, args.batch)
+
+    compare(args, curves, train_torch, ylabel="negative ELBO (nats per image)", xlabel="epoch")
 
 
 if __name__ == "__main__":

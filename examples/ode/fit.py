@@ -6,7 +6,6 @@ same windows, in PyTorch (1 thread) if it is installed.
     python examples/ode/fit.py [--steps 4000]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import diffc
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from support import Clock, pyplot, save_curve, torch_1thread  # noqa: E402
+from support import compare, diffc_adam, parse_args, pyplot, torch_adam, train_loop  # noqa: E402
 
 A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
 
@@ -49,26 +48,24 @@ def init(rng, hidden=50):
 def train(name, step, whole, ys, h, args):
     """Fit to random windows of the spiral with a cosine-decaying learning rate."""
     rng = np.random.default_rng(1)
-    clock, losses = Clock(), []
-    for t in range(args.steps):
+
+    def fit(t):
         first = rng.integers(0, len(ys) - args.window, size=args.batch)
         windows = np.stack([ys[i + 1 : i + 1 + args.window] for i in first])
         lr = 1e-4 + 0.5 * (1e-2 - 1e-4) * (1 + np.cos(np.pi * t / args.steps))
-        losses.append(step(ys[first], windows, h, lr))
-        if (t + 1) % 1000 == 0:
-            print(f"{name:8s} step {t + 1:5d}  loss {np.mean(losses[-1000:]):.2e}")
-    seconds = clock()
+        return step(ys[first], windows, h, lr)
+
+    def progress(t, loss):
+        return f"{name:8s} step {t:5d}  loss {loss:.2e}"
+
+    losses, seconds = train_loop(fit, range(args.steps), 1000, progress)
     error = whole(ys, h)
     print(f"{name:8s} mean squared error over the whole spiral from its first point {error:.2e}, in {seconds:.1f} s")
     return losses
 
 
 def diffc_model(m, p):
-    state = {"p": p, "s": m.adam_init(p)}
-
-    def step(y0s, targets, h, lr):
-        loss, state["p"], state["s"] = m.step(state["p"], state["s"], y0s, targets, h, lr)
-        return loss
+    state, step = diffc_adam(m, p)  # step(y0s, targets, h, lr)
 
     def whole(ys, h):
         return m.loss(state["p"], ys[:1], ys[None, 1:], h)
@@ -78,8 +75,7 @@ def diffc_model(m, p):
 
 def torch_model(torch, p):
     """neural_ode.dfl's field, RK4 and Adam step in PyTorch, the batch at once."""
-    w = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
-    opt = torch.optim.Adam(w.values())
+    w, adam = torch_adam(torch, p)
 
     def f(y):
         return torch.tanh(y**3 @ w["w1"].T + w["b1"]) @ w["w2"].T + w["b2"]
@@ -96,13 +92,7 @@ def torch_model(torch, p):
         return ((torch.stack(ys, 1) - targets) ** 2).mean()
 
     def step(y0s, targets, h, lr):
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss = loss_of(torch.tensor(y0s), torch.tensor(targets), h)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return adam(loss_of(torch.tensor(y0s), torch.tensor(targets), h), lr)
 
     def whole(ys, h):
         with torch.no_grad():
@@ -112,23 +102,16 @@ def torch_model(torch, p):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--window", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--png", default="ode_loss.png")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    args = ap.parse_args()
+    args = parse_args(__doc__, steps=4000, window=20, batch=16, png="ode_loss.png")
     ys, h = spiral()
     p = init(np.random.default_rng(0))
     m = diffc.load(HERE / "neural_ode.dfl")
     step, whole, state = diffc_model(m, p)
     curves = {"diffc": train("diffc", step, whole, ys, h, args)}
     save_spiral(args.png.replace("loss", "spiral"), ys, m.trajectory(state["p"], ys[0], ys[1:, 0], h))
-    torch = None if args.no_torch else torch_1thread()
-    if torch is not None:
-        curves["PyTorch"] = train("PyTorch", *torch_model(torch, p), ys, h, args)
-    save_curve(args.png, curves, "mean squared error")
+    compare(
+        args, curves, lambda torch: train("PyTorch", *torch_model(torch, p), ys, h, args), ylabel="mean squared error"
+    )
 
 
 def save_spiral(path, observed, fitted):

@@ -5,7 +5,6 @@ on the same batches, in PyTorch (1 thread) if it is installed.
     python examples/stack/train_reverse.py [--steps 1500]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import diffc
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from support import Clock, save_curve, torch_1thread  # noqa: E402
+from support import compare, diffc_adam, parse_args, torch_adam, train_loop  # noqa: E402
 
 SYMBOLS = 8  # a1..an are codes 0..7; 8 is the delimiter, 9 the blank
 
@@ -52,12 +51,11 @@ def accuracy(predict, rng, n, size=200):
 def train(name, step, predict, steps, log):
     """Train from seed 0 with `step(batch) -> loss`; print progress and accuracies."""
     rng = np.random.default_rng(1)
-    clock, losses = Clock(), []
-    for t in range(steps):
-        losses.append(step(*batch(rng, 16, 8)))
-        if log and (t + 1) % 500 == 0:
-            print(f"{name:8s} step {t + 1:5d}  loss {np.mean(losses[-500:]):.4f}")
-    seconds = clock()
+
+    def progress(t, loss):
+        return f"{name:8s} step {t:5d}  loss {loss:.4f}"
+
+    losses, seconds = train_loop(lambda _: step(*batch(rng, 16, 8)), range(steps), 500 if log else 0, progress)
     results = {n: accuracy(predict, rng, n) for n in (8, 16, 32)}
     for n, (per_symbol, whole) in results.items():
         print(f"{name:8s} length {n:2d}: {per_symbol:.3f} of symbols and {whole:.3f} of sequences reversed exactly")
@@ -67,19 +65,13 @@ def train(name, step, predict, steps, log):
 
 def diffc_model(p, lr):
     m = diffc.load(HERE / "reverse.dfl")
-    state = {"p": p, "s": m.adam_init(p)}
-
-    def step(xs, targets, mask):
-        loss, state["p"], state["s"] = m.step(state["p"], state["s"], xs, targets, mask, lr)
-        return loss
-
+    state, step = diffc_adam(m, p, lr)
     return step, lambda xs: m.predict(state["p"], xs)
 
 
 def torch_model(torch, p, lr):
     """reverse.dfl and ds.dfl's stack written with PyTorch, a batch at a time."""
-    w = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
-    opt = torch.optim.Adam(w.values(), lr=lr)
+    w, adam = torch_adam(torch, p, lr)
     relu = torch.relu
 
     def run(xs):
@@ -104,11 +96,7 @@ def torch_model(torch, p, lr):
         ys = run(torch.tensor(xs))
         labels = torch.tensor(targets).reshape(-1)
         per_step = torch.nn.functional.cross_entropy(ys.reshape(-1, SYMBOLS), labels, reduction="none")
-        loss = (per_step * torch.tensor(mask).reshape(-1)).sum() / mask.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return adam((per_step * torch.tensor(mask).reshape(-1)).sum() / mask.sum())
 
     def predict(xs):
         with torch.no_grad():
@@ -118,18 +106,10 @@ def torch_model(torch, p, lr):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--lr", type=float, default=1e-2)
-    ap.add_argument("--png", default="reverse_loss.png")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    args = ap.parse_args()
+    args = parse_args(__doc__, steps=1500, lr=1e-2, png="reverse_loss.png")
     p = init(np.random.default_rng(0))
     curves = {"diffc": train("diffc", *diffc_model(p, args.lr), args.steps, True)}
-    torch = None if args.no_torch else torch_1thread()
-    if torch is not None:
-        curves["PyTorch"] = train("PyTorch", *torch_model(torch, p, args.lr), args.steps, True)
-    save_curve(args.png, curves)
+    compare(args, curves, lambda torch: train("PyTorch", *torch_model(torch, p, args.lr), args.steps, True))
 
 
 if __name__ == "__main__":

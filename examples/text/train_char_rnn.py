@@ -5,7 +5,6 @@ from the same start on the same batches, in PyTorch (1 thread) if it is installe
     python examples/text/train_char_rnn.py [--steps 600] [--png char_rnn_loss.png]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import diffc
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from support import Clock, save_curve, torch_1thread  # noqa: E402
+from support import compare, diffc_adam, parse_args, torch_adam, train_loop  # noqa: E402
 
 
 def init(rng, vocab, embed, hidden):
@@ -30,25 +29,24 @@ def init(rng, vocab, embed, hidden):
 
 def train(name, step, sample, ids, decode, args):
     rng = np.random.default_rng(1)
-    clock, losses = Clock(), []
-    for t in range(args.steps):
+
+    def fit(_):
         starts = rng.integers(0, len(ids) - args.length - 1, size=args.batch)
         windows = np.stack([ids[i : i + args.length + 1] for i in starts])
-        losses.append(step(windows[:, :-1], windows[:, 1:]))
-        if (t + 1) % 100 == 0:
-            text = decode(sample(ids[:12], t)) if sample else ""
-            print(f"{name:8s} step {t + 1:4d}  loss {np.mean(losses[-100:]):.3f}  {decode(ids[:12])}|{text!r}")
+        return step(windows[:, :-1], windows[:, 1:])
+
+    def progress(t, loss):
+        text = decode(sample(ids[:12], t - 1)) if sample else ""  # sampled with the key of step t - 1
+        return f"{name:8s} step {t:4d}  loss {loss:.3f}  {decode(ids[:12])}|{text!r}"
+
+    losses, seconds = train_loop(fit, range(args.steps), 100, progress)
     first, last = np.mean(losses[:20]), np.mean(losses[-20:])
-    print(f"{name:8s} loss {first:.2f} -> {last:.2f} nats per character, trained in {clock():.1f} s")
+    print(f"{name:8s} loss {first:.2f} -> {last:.2f} nats per character, trained in {seconds:.1f} s")
     return losses
 
 
 def diffc_model(m, p, lr):
-    state = {"p": p, "s": m.adam_init(p)}
-
-    def step(xs, ys):
-        loss, state["p"], state["s"] = m.step(state["p"], state["s"], xs, ys, lr)
-        return loss
+    state, step = diffc_adam(m, p, lr)
 
     def sample(prompt, t):
         return m.sample(state["p"], prompt, 60, np.array([0, t]), 0.7)
@@ -58,8 +56,7 @@ def diffc_model(m, p, lr):
 
 def torch_model(torch, p, lr):
     """char_rnn.dfl's model and step (gradient clipped to norm 5, Adam) in PyTorch."""
-    w = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
-    opt = torch.optim.Adam(w.values(), lr=lr)
+    w, adam = torch_adam(torch, p, lr, clip_norm=5.0)
     n = len(p["bh"]) // 3
 
     def loss_of(xs, ys):
@@ -74,26 +71,13 @@ def torch_model(torch, p, lr):
         return torch.nn.functional.cross_entropy(torch.stack(logits).reshape(-1, len(p["bo"])), ys.T.reshape(-1))
 
     def step(xs, ys):
-        loss = loss_of(torch.tensor(xs), torch.tensor(ys))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(w.values(), 5.0)
-        opt.step()
-        return loss.item()
+        return adam(loss_of(torch.tensor(xs), torch.tensor(ys)))
 
     return step, None
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--length", type=int, default=48)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--png", default="char_rnn_loss.png")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    args = ap.parse_args()
+    args = parse_args(__doc__, steps=600, batch=32, length=48, hidden=128, lr=3e-3, png="char_rnn_loss.png")
     text = (HERE / "declaration.txt").read_text()
     chars = sorted(set(text))
     ids = np.array([chars.index(c) for c in text], dtype=np.int64)
@@ -104,10 +88,12 @@ def main():
     m = diffc.load(HERE / "char_rnn.dfl")
     p = init(np.random.default_rng(0), len(chars), 32, args.hidden)
     curves = {"diffc": train("diffc", *diffc_model(m, p, args.lr), ids, decode, args)}
-    torch = None if args.no_torch else torch_1thread()
-    if torch is not None:
-        curves["PyTorch"] = train("PyTorch", *torch_model(torch, p, args.lr), ids, decode, args)
-    save_curve(args.png, curves, "loss per character (nats)")
+    compare(
+        args,
+        curves,
+        lambda torch: train("PyTorch", *torch_model(torch, p, args.lr), ids, decode, args),
+        ylabel="loss per character (nats)",
+    )
 
 
 if __name__ == "__main__":

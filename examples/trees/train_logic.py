@@ -5,7 +5,6 @@ model, from the same start on the same batches, in PyTorch (1 thread) if it is i
     python examples/trees/train_logic.py [--steps 1000]
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import diffc
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from support import Clock, save_curve, torch_1thread  # noqa: E402
+from support import compare, diffc_adam, parse_args, torch_adam, train_loop  # noqa: E402
 
 OPS = [np.logical_and, np.logical_or, np.logical_xor]
 
@@ -62,12 +61,11 @@ def init(rng, width=24):
 
 def train(name, step, accuracy, steps):
     rng = np.random.default_rng(1)
-    clock, losses = Clock(), []
-    for t in range(steps):
-        losses.append(step(*batch(rng, 32, 4)))
-        if (t + 1) % 250 == 0:
-            print(f"{name:8s} step {t + 1:5d}  loss {np.mean(losses[-250:]):.4f}")
-    seconds = clock()
+
+    def progress(t, loss):
+        return f"{name:8s} step {t:5d}  loss {loss:.4f}"
+
+    losses, seconds = train_loop(lambda _: step(*batch(rng, 32, 4)), range(steps), 250, progress)
     for depth in (4, 6, 8):
         print(f"{name:8s} depth {depth}: accuracy {accuracy(*batch(rng, 500, depth)):.3f} on new formulas")
     print(f"{name:8s} trained in {seconds:.1f} s")
@@ -75,19 +73,13 @@ def train(name, step, accuracy, steps):
 
 
 def diffc_model(m, p, lr):
-    state = {"p": p, "s": m.adam_init(p)}
-
-    def step(ts, truth):
-        loss, state["p"], state["s"] = m.step(state["p"], state["s"], ts, truth, lr)
-        return loss
-
+    state, step = diffc_adam(m, p, lr)
     return step, lambda ts, truth: m.accuracy(state["p"], ts, truth)
 
 
 def torch_model(torch, p, lr):
     """logic.dfl's recursive net in PyTorch: the recursion runs in Python, tree by tree."""
-    w = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
-    opt = torch.optim.Adam(w.values(), lr=lr)
+    w, adam = torch_adam(torch, p, lr)
 
     def encode(t, i):
         if t["left"][i] < 0:
@@ -101,11 +93,7 @@ def torch_model(torch, p, lr):
         return torch.stack([w["out"] @ encode(t, 0) + w["bo"] for t in trees])
 
     def step(ts, truth):
-        loss = torch.nn.functional.cross_entropy(scores(ts), torch.tensor(truth))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return adam(torch.nn.functional.cross_entropy(scores(ts), torch.tensor(truth)))
 
     def accuracy(ts, truth):
         with torch.no_grad():
@@ -115,19 +103,11 @@ def torch_model(torch, p, lr):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--png", default="logic_loss.png")
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    args = ap.parse_args()
+    args = parse_args(__doc__, steps=1000, lr=3e-3, png="logic_loss.png")
     m = diffc.load(HERE / "logic.dfl")
     p = init(np.random.default_rng(0))
     curves = {"diffc": train("diffc", *diffc_model(m, p, args.lr), args.steps)}
-    torch = None if args.no_torch else torch_1thread()
-    if torch is not None:
-        curves["PyTorch"] = train("PyTorch", *torch_model(torch, p, args.lr), args.steps)
-    save_curve(args.png, curves)
+    compare(args, curves, lambda torch: train("PyTorch", *torch_model(torch, p, args.lr), args.steps))
 
 
 if __name__ == "__main__":
