@@ -353,7 +353,7 @@ def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn
 # A module of more lines of LLVM IR than UNITS_ABOVE is given to LLVM as UNITS modules, optimised
 # and code-generated at the same time, in this process and in the LLVM worker process
 # (See Note [Units])
-UNITS_ABOVE = 3000
+UNITS_ABOVE = 1500
 UNITS = 2
 
 
@@ -538,10 +538,12 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # ~~~~~~~~~~~~
 # llvmlite runs LLVM under one process-wide lock, so LLVM's work on one module cannot be spread
 # over threads; the LLVM worker process (lower/llvm_worker.py) can take a share of it. A long
-# module (UNITS_ABOVE lines of IR: the training step of every example, an MLP written out with
-# 8 layers or more; no benchmark workload, whose modules are unchanged) is given to LLVM as two
-# units: the functions no caller can inline (the parts of Note [Parts], and diffc_pycall) are
-# spread to balance the units' lines, the rest stays in the first unit. Each unit is optimised
+# module (UNITS_ABOVE lines of IR: the training step of every example, examples/mlp.dfl's main,
+# an MLP written out with 8 layers or more) is given to LLVM as two units: the functions no
+# caller can inline (the parts of Note [Parts], and diffc_pycall) are spread to balance the
+# units' lines, the rest stays in the first unit (a benchmark workload's module, which has no
+# parts, sends only diffc_pycall's glue to the second). At 3000 lines, examples/mlp.dfl's
+# main (2800) was one unit, 0.86-0.93 s wall on a loaded machine, 0.62-0.66 as two. Each unit is optimised
 # and code-generated on its own, the first here and the second by the worker at the same time
 # (lower/jit.py, object_code_units), and the runtime loads both objects into one engine, which
 # links their calls. The worker is started when specialisation finds a long entry, so that its
