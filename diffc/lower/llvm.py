@@ -51,6 +51,7 @@ class ModuleState:
         self.prints: list[tuple] = []  # (label, tree, types) of each print site, numbered from 0
         self.funcs: dict[str, ir.Function] = {}
         self.kernels: set[str] = set()  # kernels compiled apart that this module calls (lower/gemm.py)
+        self.not_unrolled = None  # the metadata of loops LLVM must not unroll (lower/emit.py)
 
     def declare(self, name: str, ret: ir.Type, arg_types) -> ir.Function:
         fn = self.module.globals.get(name)
