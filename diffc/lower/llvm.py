@@ -240,7 +240,8 @@ def _repeats(eqns: list[Eqn], lazy_reach: list[int]) -> list[tuple[int, int, int
     times the same `period` equations (the same part_key), PART_EQNS // 2 equations or more in
     all, cut where no lazy value made by the `period` equations before the cut is read after it
     (lazy_reach: the last reader of each equation's lazy value)."""
-    tokens = [_token(e) for e in eqns]
+    numbers: dict = {}  # each token as a small number: compared many times, at one hash each
+    tokens = [numbers.setdefault(_token(e), len(numbers)) for e in eqns]
     n, found = len(eqns), []
     for period in range(MIN_PERIOD, min(MAX_PART_EQNS, n // 2) + 1):
         k = 0
