@@ -402,6 +402,14 @@ class Emitter:
         the loop can run on any of them, else an ordinary loop (See Note [Parallel loops]).
         The iterations must be independent: each writes only its own elements, and its
         temporaries."""
+        b = self.b
+        self.parallel_range(n, lambda lo, hi: self.loop(b.sub(hi, lo), lambda i: body(b.add(lo, i)), name), name)
+
+    def parallel_range(self, n: int, body, name: str = "i"):
+        """body(lo, hi) for pieces lo..hi (i64 values) of 0..n, on the runtime's threads when
+        it can run on any of them, else once over 0..n: for a body that does better walking
+        its whole piece at once (a scatter-add walks its indices once per piece). The pieces
+        must be independent, as parallel_loop's iterations."""
         b, module = self.b, self.m.module
         pre, first_new = b.block, len(self.fn.blocks)
         arena, allocas = self.arena_size, {id(i) for i in self.entry.instructions}
@@ -414,7 +422,7 @@ class Emitter:
             a.name = a_name
         start = self.block(f"{name}.par")
         b.position_at_end(start)
-        self.loop(b.sub(hi, lo), lambda i: body(b.add(lo, i)), name)
+        body(lo, hi)
         end = b.block
         region = self.fn.blocks[first_new:]
         own = [i for i in self.entry.instructions if id(i) not in allocas]  # the body's allocas

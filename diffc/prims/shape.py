@@ -3,11 +3,13 @@ index, concat, windows. Most lower to views (new strides over the same buffer): 
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 
 from ..errors import BoundsError, ShapeError
 from ..ir.prim import const_p  # noqa: F401 (the IR's own primitive, declared in ir/prim.py)
-from ..lower.emit import ERR_BOUNDS, Arr, Lazy, Site, contiguous_strides
+from ..lower.emit import ERR_BOUNDS, PARALLEL_MIN, Arr, Lazy, Site, contiguous_strides
 from ..lower.loops import row
 from ..typesys import DType, TensorType, broadcast_shapes
 from . import ops
@@ -350,6 +352,8 @@ concat_p = primitive(
 
 # --- gather: x[ids] for an integer array ids, along the leading axis ------------------------------
 
+WIDE_ROW = 64  # elements of a row from which a gather or a scatter-add may run on the threads
+
 
 def _gather_shape(in_types):
     x, ids = in_types
@@ -364,10 +368,15 @@ def _gather_lower(em, eqn, ins):
     x, ids = ins
     site = Site(eqn.span, ERR_BOUNDS, "index")
     out = em.result(eqn.outs[0])
-    r = eqn.inputs[1].type.rank
+    id_shape = eqn.inputs[1].type.shape
+    r = len(id_shape)
+    split = id_shape[:1] > (1,) and _in_parallel(id_shape, x.type.shape[1:])
+    if split:  # every index checked first: the copies can then run on any thread (See Note [Gathers in parallel])
+        _check_ids(em, ids, id_shape, x.type.shape[0], site)
 
     def per_id(idx):
-        j = em.checked_index(em.read(ids, idx), x.type.shape[0], site)
+        i = em.read(ids, idx)
+        j = _wrapped(em, i, x.type.shape[0]) if split else em.checked_index(i, x.type.shape[0], site)
         src = row(em, x, j)
         dst = Arr(
             out.ptr,
@@ -380,8 +389,30 @@ def _gather_lower(em, eqn, ins):
         else:
             em.store(dst, [], src)
 
-    em.loop_nest(eqn.inputs[1].type.shape, per_id, "g")
+    if split:
+        em.nest(id_shape, per_id, "g", prod(x.type.shape[1:]))
+    else:
+        em.loop_nest(id_shape, per_id, "g")
     return [out]
+
+
+def _in_parallel(id_shape, row_shape) -> bool:
+    """Whether a gather or a scatter-add of rows of `row_shape` at indices of `id_shape` runs
+    on the threads: rows wide enough that a second pass over the indices costs little beside
+    them, and enough work in all (See Note [Gathers in parallel])."""
+    width = prod(row_shape)
+    return width >= WIDE_ROW and prod(id_shape) * width >= PARALLEL_MIN
+
+
+def _check_ids(em, ids, id_shape, n, site):
+    """A serial pass that fails, located at `site`, at the first index out of range for n rows."""
+    em.loop_nest(id_shape, lambda idx: em.checked_index(em.read(ids, idx), n, site), "gc")
+
+
+def _wrapped(em, i, n):
+    """An index already checked, made non-negative (negative counts from the end)."""
+    b = em.b
+    return b.select(b.icmp_signed("<", i, em.i64(0)), b.add(i, em.i64(n)), i)
 
 
 def _dot(em, idx, strides):
@@ -402,6 +433,8 @@ gather_p = primitive(
     fallible=True,
 )
 
+
+ROW_GROUPS = 8  # the pieces of out's rows a scatter-add on the threads is cut into (See Note [Gathers in parallel])
 
 # --- the transposes of slicing, indexing, gather and windows (for derivatives) -------------------
 
@@ -493,27 +526,45 @@ index_scatter_p = primitive(
 
 
 def _gather_add_lower(em, eqn, ins):
-    """out = zeros(shape); out[ids[p]] += g[p] for every position p of ids (repeats add up)."""
+    """out = zeros(shape); out[ids[p]] += g[p] for every position p of ids (repeats add up), on
+    the threads for pieces of out's rows when the rows are wide and the work large (See Note
+    [Gathers in parallel])."""
     g, ids = ins
-    t = eqn.outs[0].type
+    b, t = em.b, eqn.outs[0].type
     out = _zero_fill(em, t)
-    r = eqn.inputs[1].type.rank
+    id_shape = eqn.inputs[1].type.shape
+    r, n = len(id_shape), t.shape[0]
     site = Site(eqn.span, ERR_BOUNDS, "index")
 
-    def per_id(idx):
-        j = em.checked_index(em.read(ids, idx), t.shape[0], site)
-        dst = row(em, out, j) if t.rank > 1 else None
-        src_off = em.b.add(g.offset, _dot(em, idx, g.strides[:r]))
-        src = Arr(g.ptr, src_off, g.strides[r:], t.with_shape(t.shape[1:]))
-        if dst is None:
+    def add(idx, j):  # out[j] += g[idx]
+        src = Arr(g.ptr, b.add(g.offset, _dot(em, idx, g.strides[:r])), g.strides[r:], t.with_shape(t.shape[1:]))
+        if t.rank == 1:
             cell = Arr(out.ptr, j, (), t.with_shape(()))
             em.store(cell, [], _add(em, t.dtype, em.load(cell, []), em.load(src, [])))
         else:
+            dst = row(em, out, j)
             em.loop_nest(
                 t.shape[1:], lambda k: em.store(dst, k, _add(em, t.dtype, em.load(dst, k), em.load(src, k))), "ga"
             )
 
-    em.loop_nest(eqn.inputs[1].type.shape, per_id, "gi")
+    if n < 2 or not _in_parallel(id_shape, t.shape[1:]):
+        em.loop_nest(id_shape, lambda idx: add(idx, em.checked_index(em.read(ids, idx), n, site)), "gi")
+        return [out]
+    _check_ids(em, ids, id_shape, n, site)
+    groups = min(n, ROW_GROUPS)
+    per_group = -(-n // groups)
+
+    def rows(lo, hi):  # every position in order, adding those whose row is in groups lo..hi
+        first, last = b.mul(lo, em.i64(per_group)), b.mul(hi, em.i64(per_group))
+
+        def each(idx):
+            j = _wrapped(em, em.read(ids, idx), n)
+            with b.if_then(b.and_(b.icmp_signed(">=", j, first), b.icmp_signed("<", j, last))):
+                add(idx, j)
+
+        em.loop_nest(id_shape, each, "gi")
+
+    em.parallel_range(groups, rows, "gar")
     return [out]
 
 
@@ -527,6 +578,27 @@ gather_add_p = primitive(
     fallible=True,
     accumulate_as="gather",
 )
+
+
+# Note [Gathers in parallel]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~
+# A loop that can fail stays on one thread (Note [Parallel loops] in lower/emit.py), and a
+# gather or its transpose, the scatter-add gather_add, checks each index. When the rows are
+# wide (WIDE_ROW elements) and the work large (PARALLEL_MIN), a serial pass checks every
+# index first, failing at the first bad one with the same located error; the copies or adds
+# then run on the threads with the indices only wrapped (negative from the end):
+# - gather: each position's row of the result is its own, split along the indices' first axis.
+# - gather_add: repeated indices add into one row, so the pieces are groups of the
+#   destination's rows (ROW_GROUPS of them). Each piece walks every position in order and adds
+#   those whose row is its own: every element receives its additions in the order of one
+#   thread, and the result is the same bits on any count of threads. The walk costs one
+#   compare per position and piece, small beside a wide row's adds.
+# Measured and not taken: pieces of each row's columns, each walking every position for its
+# own columns (each piece re-reads every position's indices and addresses, and the pieces
+# write neighbouring lines of the same rows: 2x slower on 2 threads than on 1 for rows of 96
+# and 512 elements), and listing the positions by group in two serial passes (a counting
+# sort) so that no piece walks another's (the group order reads g's rows out of order: 1.4x
+# slower on one thread).
 
 
 def _unwindows_lower(em, eqn, ins):
