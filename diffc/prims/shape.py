@@ -6,10 +6,11 @@ from __future__ import annotations
 from math import prod
 
 import numpy as np
+from llvmlite import ir
 
 from ..errors import BoundsError, ShapeError
 from ..ir.prim import const_p  # noqa: F401 (the IR's own primitive, declared in ir/prim.py)
-from ..lower.emit import ERR_BOUNDS, PARALLEL_MIN, Arr, Lazy, Site, contiguous_strides
+from ..lower.emit import ERR_BOUNDS, I1, PARALLEL_MIN, Arr, Lazy, Site, contiguous_strides
 from ..lower.loops import row
 from ..typesys import DType, TensorType, broadcast_shapes
 from . import ops
@@ -352,7 +353,7 @@ concat_p = primitive(
 
 # --- gather: x[ids] for an integer array ids, along the leading axis ------------------------------
 
-WIDE_ROW = 64  # elements of a row from which a gather or a scatter-add may run on the threads
+WIDE_ROW = 64  # elements of a row from which a scatter-add may run on the threads
 
 
 def _gather_shape(in_types):
@@ -365,22 +366,20 @@ def _gather_shape(in_types):
 
 
 def _gather_lower(em, eqn, ins):
+    """x[ids], on the threads for pieces of ids' first axis when the work is large (See Note
+    [Gathers in parallel])."""
     x, ids = ins
+    b, n = em.b, x.type.shape[0]
     site = Site(eqn.span, ERR_BOUNDS, "index")
     out = em.result(eqn.outs[0])
     id_shape = eqn.inputs[1].type.shape
     r = len(id_shape)
-    split = id_shape[:1] > (1,) and _in_parallel(id_shape, x.type.shape[1:])
-    if split:  # every index checked first: the copies can then run on any thread (See Note [Gathers in parallel])
-        _check_ids(em, ids, id_shape, x.type.shape[0], site)
 
-    def per_id(idx):
-        i = em.read(ids, idx)
-        j = _wrapped(em, i, x.type.shape[0]) if split else em.checked_index(i, x.type.shape[0], site)
+    def copy(idx, j):  # out[idx] = x[j]
         src = row(em, x, j)
         dst = Arr(
             out.ptr,
-            em.b.add(out.offset, _dot(em, idx, out.strides[:r])),
+            b.add(out.offset, _dot(em, idx, out.strides[:r])),
             out.strides[r:],
             x.type.with_shape(x.type.shape[1:]),
         )
@@ -389,19 +388,26 @@ def _gather_lower(em, eqn, ins):
         else:
             em.store(dst, [], src)
 
-    if split:
-        em.nest(id_shape, per_id, "g", prod(x.type.shape[1:]))
-    else:
-        em.loop_nest(id_shape, per_id, "g")
+    if n == 0 or id_shape[:1] <= (1,) or prod(id_shape) * prod(x.type.shape[1:]) < PARALLEL_MIN:
+        em.loop_nest(id_shape, lambda idx: copy(idx, em.checked_index(em.read(ids, idx), n, site)), "g")
+        return [out]
+    bad = em.alloc(TensorType(DType.BOOL, (id_shape[0],)))
+
+    def part(i):  # the positions [i, ...], a bad index noted and row 0 read in its place
+        seen = em.alloca(I1)
+        b.store(ir.Constant(I1, 0), seen)
+
+        def each(idx):
+            j, out_of_range = _wrapped(em, em.read(ids, [i] + idx), n)
+            b.store(b.or_(b.load(seen), out_of_range), seen)
+            copy([i] + idx, b.select(out_of_range, em.i64(0), j))
+
+        em.loop_nest(id_shape[1:], each, "g")
+        em.store(bad, [i], b.load(seen))
+
+    em.parallel_loop(id_shape[0], part, "g")
+    _fail_on_noted(em, bad, id_shape[0], lambda: _check_ids(em, ids, id_shape, n, site))
     return [out]
-
-
-def _in_parallel(id_shape, row_shape) -> bool:
-    """Whether a gather or a scatter-add of rows of `row_shape` at indices of `id_shape` runs
-    on the threads: rows wide enough that a second pass over the indices costs little beside
-    them, and enough work in all (See Note [Gathers in parallel])."""
-    width = prod(row_shape)
-    return width >= WIDE_ROW and prod(id_shape) * width >= PARALLEL_MIN
 
 
 def _check_ids(em, ids, id_shape, n, site):
@@ -409,10 +415,21 @@ def _check_ids(em, ids, id_shape, n, site):
     em.loop_nest(id_shape, lambda idx: em.checked_index(em.read(ids, idx), n, site), "gc")
 
 
-def _wrapped(em, i, n):
-    """An index already checked, made non-negative (negative counts from the end)."""
+def _fail_on_noted(em, noted, count, check):
+    """check() (a pass that fails at the first bad index) when one of noted[0..count] is set."""
     b = em.b
-    return b.select(b.icmp_signed("<", i, em.i64(0)), b.add(i, em.i64(n)), i)
+    seen = em.alloca(I1)
+    b.store(ir.Constant(I1, 0), seen)
+    em.loop(count, lambda k: b.store(b.or_(b.load(seen), em.load(noted, [k])), seen), "gb")
+    with b.if_then(b.load(seen), likely=False):
+        check()
+
+
+def _wrapped(em, i, n):
+    """(an index made non-negative, negative counting from the end; whether it is out of range)."""
+    b = em.b
+    j = b.select(b.icmp_signed("<", i, em.i64(0)), b.add(i, em.i64(n)), i)
+    return j, b.icmp_unsigned(">=", j, em.i64(n))
 
 
 def _dot(em, idx, strides):
@@ -547,24 +564,31 @@ def _gather_add_lower(em, eqn, ins):
                 t.shape[1:], lambda k: em.store(dst, k, _add(em, t.dtype, em.load(dst, k), em.load(src, k))), "ga"
             )
 
-    if n < 2 or not _in_parallel(id_shape, t.shape[1:]):
+    if n < 2 or prod(t.shape[1:]) < WIDE_ROW or prod(id_shape) * prod(t.shape[1:]) < PARALLEL_MIN:
         em.loop_nest(id_shape, lambda idx: add(idx, em.checked_index(em.read(ids, idx), n, site)), "gi")
         return [out]
-    _check_ids(em, ids, id_shape, n, site)
     groups = min(n, ROW_GROUPS)
     per_group = -(-n // groups)
+    bad = em.alloc(TensorType(DType.BOOL, (groups,)))
+    em.copy_into(bad, ir.Constant(I1, 0))
 
     def rows(lo, hi):  # every position in order, adding those whose row is in groups lo..hi
-        first, last = b.mul(lo, em.i64(per_group)), b.mul(hi, em.i64(per_group))
+        first = b.mul(lo, em.i64(per_group))
+        last = b.select(b.icmp_signed("<", hi, em.i64(groups)), b.mul(hi, em.i64(per_group)), em.i64(n))
+        seen = em.alloca(I1)
+        b.store(ir.Constant(I1, 0), seen)
 
         def each(idx):
-            j = _wrapped(em, em.read(ids, idx), n)
+            j, out_of_range = _wrapped(em, em.read(ids, idx), n)
+            b.store(b.or_(b.load(seen), out_of_range), seen)
             with b.if_then(b.and_(b.icmp_signed(">=", j, first), b.icmp_signed("<", j, last))):
                 add(idx, j)
 
         em.loop_nest(id_shape, each, "gi")
+        em.store(bad, [lo], b.load(seen))
 
     em.parallel_range(groups, rows, "gar")
+    _fail_on_noted(em, bad, groups, lambda: _check_ids(em, ids, id_shape, n, site))
     return [out]
 
 
@@ -583,18 +607,22 @@ gather_add_p = primitive(
 # Note [Gathers in parallel]
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~
 # A loop that can fail stays on one thread (Note [Parallel loops] in lower/emit.py), and a
-# gather or its transpose, the scatter-add gather_add, checks each index. When the rows are
-# wide (WIDE_ROW elements) and the work large (PARALLEL_MIN), a serial pass checks every
-# index first, failing at the first bad one with the same located error; the copies or adds
-# then run on the threads with the indices only wrapped (negative from the end):
-# - gather: each position's row of the result is its own, split along the indices' first axis.
-# - gather_add: repeated indices add into one row, so the pieces are groups of the
-#   destination's rows (ROW_GROUPS of them). Each piece walks every position in order and adds
-#   those whose row is its own: every element receives its additions in the order of one
-#   thread, and the result is the same bits on any count of threads. The walk costs one
-#   compare per position and piece, small beside a wide row's adds.
+# gather and its transpose, the scatter-add gather_add, check each index. When the work is
+# large (PARALLEL_MIN elements), they run on the threads without failing: each piece wraps
+# its indices (negative from the end) and notes, in a flag of its own, whether one was out of
+# range, reading row 0 in its place (gather) or adding nothing (gather_add). After the loop,
+# if a flag is set, a serial pass over the indices fails at the first bad one, with the same
+# located error as before; the result is not used. When every index is in range, which is the
+# rule, the indices are read once, as on one thread.
+# - gather: each position's row of the result is its own: the pieces split ids' first axis.
+# - gather_add: repeated indices add into one row, so the pieces are groups of out's rows
+#   (ROW_GROUPS of them). Each piece walks every position in order and adds those whose row
+#   is its own: every element receives its additions in the order of one thread, and the
+#   result is the same bits on any count of threads. The walk costs a compare per position
+#   and piece, which is small beside rows of WIDE_ROW elements or more; narrower rows stay
+#   on one thread.
 # Measured and not taken: pieces of each row's columns, each walking every position for its
-# own columns (each piece re-reads every position's indices and addresses, and the pieces
+# own columns (each piece reads every position's index and address again, and the pieces
 # write neighbouring lines of the same rows: 2x slower on 2 threads than on 1 for rows of 96
 # and 512 elements), and listing the positions by group in two serial passes (a counting
 # sort) so that no piece walks another's (the group order reads g's rows out of order: 1.4x

@@ -1,8 +1,7 @@
 """Gathers and their transposes on the threads (See Note [Gathers in parallel] in
-prims/shape.py): with wide rows and enough work, `x[ids]` copies rows and its gradient
-(gather_add) adds rows on every thread, after a serial pass that checks the indices. The
-results are the same bits on 1, 2 and 3 threads and as NumPy's in-order `np.add.at`, and a
-bad index is still one located error."""
+prims/shape.py): with enough work, `x[ids]` copies rows on every thread, and so does its
+gradient (gather_add) add rows when they are wide. The results are the same bits on 1, 2 and
+3 threads and as NumPy's in-order `np.add.at`, and a bad index is still one located error."""
 
 import numpy as np
 import pytest
@@ -132,11 +131,17 @@ def test_rows_of_one_element_and_empty_shapes(m):
     w = rng.standard_normal(ids.shape)
     assert np.array_equal(_on_each_count(lambda: m.back(x, ids, w)), _scatter(x, ids, w))
     assert np.array_equal(_on_each_count(lambda: m.take(x, ids)), x[ids])
+    assert _split(m, "take", "g", x, ids) and not _split(m, "back", "gar", x, ids, w)
+    ids[-1] = -1001
+    with pytest.raises(diffc.BoundsError, match="index -1001 is out of bounds for an axis of length 1000"):
+        m.take(x, ids)
     x, ids, w = _data(np.float64, ids=np.zeros(0, dtype=np.int64))
     assert m.take(x, ids).shape == (0, WIDTH)
     assert np.array_equal(m.back(x, ids, w), np.zeros_like(x))
     x, ids, w = _data(np.float64, row_shape=(0,))
     assert m.take(x, ids).shape == (COUNT, 0) and m.back(x, ids, w).shape == (ROWS, 0)
+    with pytest.raises(diffc.BoundsError, match="out of bounds for an axis of length 0"):
+        m.take(np.zeros((0, WIDTH)), np.zeros(COUNT, dtype=np.int64))
 
 
 @pytest.mark.parametrize("fn", ["take", "back"])
