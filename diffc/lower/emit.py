@@ -627,12 +627,17 @@ class Emitter:
             and COPY_MIN_BYTES <= dst.type.nbytes
             and dst.type.size < PARALLEL_MIN
         ):
-            nbytes = self.i64(dst.type.nbytes)
-            move = self.m.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
-            self.b.call(move, [self.base_ptr(dst), self.base_ptr(src), nbytes, ir.Constant(I1, 0)])
+            self.memcpy(dst, src)
             return
         src = self.broadcast_view(src, dst.type.shape)
         self.write_loops(dst.type.shape, [src], lambda idx: self.store(dst, idx, self.read(src, idx)), "cp")
+
+    def memcpy(self, dst: Arr, src: Arr):
+        """dst[...] = src, two contiguous views of one type in buffers apart, as llvm.memcpy:
+        LLVM then needs no proof that they do not overlap (in a parallel loop's piece, whose
+        pointers come from its env, it has none)."""
+        move = self.m.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+        self.b.call(move, [self.base_ptr(dst), self.base_ptr(src), self.i64(dst.type.nbytes), ir.Constant(I1, 0)])
 
     def force(self, v):
         """`v` in memory: a Lazy value is computed into a buffer; others are returned as they are."""

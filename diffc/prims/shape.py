@@ -383,7 +383,9 @@ def _gather_lower(em, eqn, ins):
             out.strides[r:],
             x.type.with_shape(x.type.shape[1:]),
         )
-        if isinstance(src, Arr):
+        if isinstance(src, Arr) and src.contiguous and dst.contiguous and src.type.size:
+            em.memcpy(dst, src)  # (a short row too: its elements are not read again here)
+        elif isinstance(src, Arr):
             em.copy_into(dst, src)
         else:
             em.store(dst, [], src)
