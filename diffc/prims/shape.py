@@ -354,6 +354,7 @@ concat_p = primitive(
 # --- gather: x[ids] for an integer array ids, along the leading axis ------------------------------
 
 WIDE_ROW = 64  # elements of a row from which a scatter-add may run on the threads
+ROW_GROUPS = 8  # the pieces of out's rows a scatter-add on the threads is cut into (See Note [Gathers in parallel])
 
 
 def _gather_shape(in_types):
@@ -384,13 +385,13 @@ def _gather_lower(em, eqn, ins):
             x.type.with_shape(x.type.shape[1:]),
         )
         if isinstance(src, Arr) and src.contiguous and dst.contiguous and src.type.size:
-            em.memcpy(dst, src)  # (a short row too: its elements are not read again here)
+            em.memcpy(dst, src)  # (a short row too: in a piece, LLVM cannot tell x and out apart)
         elif isinstance(src, Arr):
             em.copy_into(dst, src)
         else:
             em.store(dst, [], src)
 
-    if n == 0 or id_shape[:1] <= (1,) or prod(id_shape) * prod(x.type.shape[1:]) < PARALLEL_MIN:
+    if n == 0 or not id_shape or id_shape[0] < 2 or prod(id_shape) * prod(x.type.shape[1:]) < PARALLEL_MIN:
         em.loop_nest(id_shape, lambda idx: copy(idx, em.checked_index(em.read(ids, idx), n, site)), "g")
         return [out]
     bad = em.alloc(TensorType(DType.BOOL, (id_shape[0],)))
@@ -452,8 +453,6 @@ gather_p = primitive(
     fallible=True,
 )
 
-
-ROW_GROUPS = 8  # the pieces of out's rows a scatter-add on the threads is cut into (See Note [Gathers in parallel])
 
 # --- the transposes of slicing, indexing, gather and windows (for derivatives) -------------------
 
