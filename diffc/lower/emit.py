@@ -428,6 +428,14 @@ class Emitter:
         the loop can run on any of them, else an ordinary loop (See Note [Parallel loops]).
         The iterations must be independent: each writes only its own elements, and its
         temporaries."""
+        b = self.b
+        self.parallel_range(n, lambda lo, hi: self.loop(b.sub(hi, lo), lambda i: body(b.add(lo, i)), name), name)
+
+    def parallel_range(self, n: int, body, name: str = "i"):
+        """body(lo, hi) for pieces lo..hi (i64 values) of 0..n, on the runtime's threads when
+        it can run on any of them, else once over 0..n: for a body that does better walking
+        its whole piece at once (a scatter-add walks its indices once per piece). The pieces
+        must be independent, as parallel_loop's iterations."""
         b, module = self.b, self.m.module
         pre, first_new = b.block, len(self.fn.blocks)
         arena, allocas = self.arena_size, {id(i) for i in self.entry.instructions}
@@ -440,7 +448,7 @@ class Emitter:
             a.name = a_name
         start = self.block(f"{name}.par")
         b.position_at_end(start)
-        self.loop(b.sub(hi, lo), lambda i: body(b.add(lo, i)), name)
+        body(lo, hi)
         end = b.block
         region = self.fn.blocks[first_new:]
         own = [i for i in self.entry.instructions if id(i) not in allocas]  # the body's allocas
@@ -647,11 +655,16 @@ class Emitter:
             and COPY_MIN_BYTES <= dst.type.nbytes
             and dst.type.size < PARALLEL_MIN
         ):
-            nbytes = self.i64(dst.type.nbytes)
-            move = self.m.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
-            self.b.call(move, [self.base_ptr(dst), self.base_ptr(src), nbytes, ir.Constant(I1, 0)])
+            self.memcpy(dst, src)
             return
         self.fill(dst, [self.broadcast_view(src, dst.type.shape)], lambda x: x, "cp")
+
+    def memcpy(self, dst: Arr, src: Arr):
+        """dst[...] = src, two contiguous views of one type in buffers apart, as llvm.memcpy:
+        LLVM then needs no proof that they do not overlap (in a parallel loop's piece, whose
+        pointers come from its env, it has none)."""
+        move = self.m.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+        self.b.call(move, [self.base_ptr(dst), self.base_ptr(src), self.i64(dst.type.nbytes), ir.Constant(I1, 0)])
 
     def force(self, v):
         """`v` in memory: a Lazy value is computed into a buffer; others are returned as they are."""

@@ -3,11 +3,14 @@ index, concat, windows. Most lower to views (new strides over the same buffer): 
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
+from llvmlite import ir
 
 from ..errors import BoundsError, ShapeError
 from ..ir.prim import const_p  # noqa: F401 (the IR's own primitive, declared in ir/prim.py)
-from ..lower.emit import ERR_BOUNDS, Arr, Lazy, Site, contiguous_strides
+from ..lower.emit import ERR_BOUNDS, I1, PARALLEL_MIN, Arr, Lazy, Site, contiguous_strides
 from ..lower.loops import row
 from ..typesys import DType, TensorType, broadcast_shapes
 from . import ops
@@ -350,6 +353,9 @@ concat_p = primitive(
 
 # --- gather: x[ids] for an integer array ids, along the leading axis ------------------------------
 
+WIDE_ROW = 64  # elements of a row from which a scatter-add may run on the threads
+ROW_GROUPS = 8  # the pieces of out's rows a scatter-add on the threads is cut into (See Note [Gathers in parallel])
+
 
 def _gather_shape(in_types):
     x, ids = in_types
@@ -361,27 +367,72 @@ def _gather_shape(in_types):
 
 
 def _gather_lower(em, eqn, ins):
+    """x[ids], on the threads for pieces of ids' first axis when the work is large (See Note
+    [Gathers in parallel])."""
     x, ids = ins
+    b, n = em.b, x.type.shape[0]
     site = Site(eqn.span, ERR_BOUNDS, "index")
     out = em.result(eqn.outs[0])
-    r = eqn.inputs[1].type.rank
+    id_shape = eqn.inputs[1].type.shape
+    r = len(id_shape)
 
-    def per_id(idx):
-        j = em.checked_index(em.read(ids, idx), x.type.shape[0], site)
+    def copy(idx, j):  # out[idx] = x[j]
         src = row(em, x, j)
         dst = Arr(
             out.ptr,
-            em.b.add(out.offset, _dot(em, idx, out.strides[:r])),
+            b.add(out.offset, _dot(em, idx, out.strides[:r])),
             out.strides[r:],
             x.type.with_shape(x.type.shape[1:]),
         )
-        if isinstance(src, Arr):
+        if isinstance(src, Arr) and src.contiguous and dst.contiguous and src.type.size:
+            em.memcpy(dst, src)  # (a short row too: in a piece, LLVM cannot tell x and out apart)
+        elif isinstance(src, Arr):
             em.copy_into(dst, src)
         else:
             em.store(dst, [], src)
 
-    em.loop_nest(eqn.inputs[1].type.shape, per_id, "g")
+    if n == 0 or not id_shape or id_shape[0] < 2 or prod(id_shape) * prod(x.type.shape[1:]) < PARALLEL_MIN:
+        em.loop_nest(id_shape, lambda idx: copy(idx, em.checked_index(em.read(ids, idx), n, site)), "g")
+        return [out]
+    bad = em.alloc(TensorType(DType.BOOL, (id_shape[0],)))
+
+    def part(i):  # the positions [i, ...], a bad index noted and row 0 read in its place
+        seen = em.alloca(I1)
+        b.store(ir.Constant(I1, 0), seen)
+
+        def each(idx):
+            j, out_of_range = _wrapped(em, em.read(ids, [i] + idx), n)
+            b.store(b.or_(b.load(seen), out_of_range), seen)
+            copy([i] + idx, b.select(out_of_range, em.i64(0), j))
+
+        em.loop_nest(id_shape[1:], each, "g")
+        em.store(bad, [i], b.load(seen))
+
+    em.parallel_loop(id_shape[0], part, "g")
+    _fail_on_noted(em, bad, id_shape[0], lambda: _check_ids(em, ids, id_shape, n, site))
     return [out]
+
+
+def _check_ids(em, ids, id_shape, n, site):
+    """A serial pass that fails, located at `site`, at the first index out of range for n rows."""
+    em.loop_nest(id_shape, lambda idx: em.checked_index(em.read(ids, idx), n, site), "gc")
+
+
+def _fail_on_noted(em, noted, count, check):
+    """check() (a pass that fails at the first bad index) when one of noted[0..count] is set."""
+    b = em.b
+    seen = em.alloca(I1)
+    b.store(ir.Constant(I1, 0), seen)
+    em.loop(count, lambda k: b.store(b.or_(b.load(seen), em.load(noted, [k])), seen), "gb")
+    with b.if_then(b.load(seen), likely=False):
+        check()
+
+
+def _wrapped(em, i, n):
+    """(an index made non-negative, negative counting from the end; whether it is out of range)."""
+    b = em.b
+    j = b.select(b.icmp_signed("<", i, em.i64(0)), b.add(i, em.i64(n)), i)
+    return j, b.icmp_unsigned(">=", j, em.i64(n))
 
 
 def _dot(em, idx, strides):
@@ -493,27 +544,52 @@ index_scatter_p = primitive(
 
 
 def _gather_add_lower(em, eqn, ins):
-    """out = zeros(shape); out[ids[p]] += g[p] for every position p of ids (repeats add up)."""
+    """out = zeros(shape); out[ids[p]] += g[p] for every position p of ids (repeats add up), on
+    the threads for pieces of out's rows when the rows are wide and the work large (See Note
+    [Gathers in parallel])."""
     g, ids = ins
-    t = eqn.outs[0].type
+    b, t = em.b, eqn.outs[0].type
     out = _zero_fill(em, t)
-    r = eqn.inputs[1].type.rank
+    id_shape = eqn.inputs[1].type.shape
+    r, n = len(id_shape), t.shape[0]
     site = Site(eqn.span, ERR_BOUNDS, "index")
 
-    def per_id(idx):
-        j = em.checked_index(em.read(ids, idx), t.shape[0], site)
-        dst = row(em, out, j) if t.rank > 1 else None
-        src_off = em.b.add(g.offset, _dot(em, idx, g.strides[:r]))
-        src = Arr(g.ptr, src_off, g.strides[r:], t.with_shape(t.shape[1:]))
-        if dst is None:
+    def add(idx, j):  # out[j] += g[idx]
+        src = Arr(g.ptr, b.add(g.offset, _dot(em, idx, g.strides[:r])), g.strides[r:], t.with_shape(t.shape[1:]))
+        if t.rank == 1:
             cell = Arr(out.ptr, j, (), t.with_shape(()))
             em.store(cell, [], _add(em, t.dtype, em.load(cell, []), em.load(src, [])))
         else:
+            dst = row(em, out, j)
             em.loop_nest(
                 t.shape[1:], lambda k: em.store(dst, k, _add(em, t.dtype, em.load(dst, k), em.load(src, k))), "ga"
             )
 
-    em.loop_nest(eqn.inputs[1].type.shape, per_id, "gi")
+    if n < 2 or prod(t.shape[1:]) < WIDE_ROW or prod(id_shape) * prod(t.shape[1:]) < PARALLEL_MIN:
+        em.loop_nest(id_shape, lambda idx: add(idx, em.checked_index(em.read(ids, idx), n, site)), "gi")
+        return [out]
+    groups = min(n, ROW_GROUPS)
+    per_group = -(-n // groups)
+    bad = em.alloc(TensorType(DType.BOOL, (groups,)))
+    em.copy_into(bad, ir.Constant(I1, 0))
+
+    def rows(lo, hi):  # every position in order, adding those whose row is in groups lo..hi
+        first = b.mul(lo, em.i64(per_group))
+        last = b.select(b.icmp_signed("<", hi, em.i64(groups)), b.mul(hi, em.i64(per_group)), em.i64(n))
+        seen = em.alloca(I1)
+        b.store(ir.Constant(I1, 0), seen)
+
+        def each(idx):
+            j, out_of_range = _wrapped(em, em.read(ids, idx), n)
+            b.store(b.or_(b.load(seen), out_of_range), seen)
+            with b.if_then(b.and_(b.icmp_signed(">=", j, first), b.icmp_signed("<", j, last))):
+                add(idx, j)
+
+        em.loop_nest(id_shape, each, "gi")
+        em.store(bad, [lo], b.load(seen))
+
+    em.parallel_range(groups, rows, "gar")
+    _fail_on_noted(em, bad, groups, lambda: _check_ids(em, ids, id_shape, n, site))
     return [out]
 
 
@@ -527,6 +603,31 @@ gather_add_p = primitive(
     fallible=True,
     accumulate_as="gather",
 )
+
+
+# Note [Gathers in parallel]
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~
+# A loop that can fail stays on one thread (Note [Parallel loops] in lower/emit.py), and a
+# gather and its transpose, the scatter-add gather_add, check each index. When the work is
+# large (PARALLEL_MIN elements), they run on the threads without failing: each piece wraps
+# its indices (negative from the end) and notes, in a flag of its own, whether one was out of
+# range, reading row 0 in its place (gather) or adding nothing (gather_add). After the loop,
+# if a flag is set, a serial pass over the indices fails at the first bad one, with the same
+# located error as before; the result is not used. When every index is in range, which is the
+# rule, the indices are read once, as on one thread.
+# - gather: each position's row of the result is its own: the pieces split ids' first axis.
+# - gather_add: repeated indices add into one row, so the pieces are groups of out's rows
+#   (ROW_GROUPS of them). Each piece walks every position in order and adds those whose row
+#   is its own: every element receives its additions in the order of one thread, and the
+#   result is the same bits on any count of threads. The walk costs a compare per position
+#   and piece, which is small beside rows of WIDE_ROW elements or more; narrower rows stay
+#   on one thread.
+# Measured and not taken: pieces of each row's columns, each walking every position for its
+# own columns (each piece reads every position's index and address again, and the pieces
+# write neighbouring lines of the same rows: 2x slower on 2 threads than on 1 for rows of 96
+# and 512 elements), and listing the positions by group in two serial passes (a counting
+# sort) so that no piece walks another's (the group order reads g's rows out of order: 1.4x
+# slower on one thread).
 
 
 def _unwindows_lower(em, eqn, ins):

@@ -135,12 +135,13 @@ CONV_CASES = [  # (stride, padding, dilation, kernel h, kernel w)
 ]
 
 
+@pytest.mark.parametrize("c_in", [3, 8])  # (planes gathered, then transposed; a pixel's channels gathered)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("stride,padding,dilation,kh,kw", CONV_CASES)
-def test_conv2d_matches_numpy(stride, padding, dilation, kh, kw, dtype):
+def test_conv2d_matches_numpy(stride, padding, dilation, kh, kw, dtype, c_in):
     m = nn_program(f"fn f(p, x) = nn.conv2d(p, x, {stride}, {padding}, {dilation})")
-    x = normal(2, 3, 7, 6, dtype=dtype)
-    p = {"w": normal(4, 3, kh, kw, dtype=dtype), "b": normal(4, dtype=dtype)}
+    x = normal(2, c_in, 7, 6, dtype=dtype)
+    p = {"w": normal(4, c_in, kh, kw, dtype=dtype), "b": normal(4, dtype=dtype)}
     y = m.f(p, x)
     assert y.dtype == dtype
     want = conv2d_ref(*(a.astype(np.float64) for a in (x, p["w"], p["b"])), stride, padding, dilation)
@@ -157,11 +158,12 @@ def test_conv2d_batch_1_single_pixel_output_and_infinities():
     assert np.all(m.f(p, x) == np.inf)
 
 
+@pytest.mark.parametrize("c_in", [2, 9])
 @pytest.mark.parametrize("stride,padding,dilation,kh,kw", [(1, 1, 1, 3, 3), (2, 0, 2, 2, 3)])
-def test_conv2d_gradient(stride, padding, dilation, kh, kw):
+def test_conv2d_gradient(stride, padding, dilation, kh, kw, c_in):
     body = f"fn loss(p, x, r) = sum(nn.conv2d(p, x, {stride}, {padding}, {dilation}) * r)"
-    x = normal(2, 2, 6, 7)
-    p = {"w": normal(3, 2, kh, kw), "b": normal(3)}
+    x = normal(2, c_in, 6, 7)
+    p = {"w": normal(3, c_in, kh, kw), "b": normal(3)}
     r = normal(*conv2d_ref(x, p["w"], p["b"], stride, padding, dilation).shape)
     check_grads(body, "loss", p, x, r)
 
