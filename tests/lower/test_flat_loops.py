@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lower.test_llvm import loops_named
-from support.native import module
+from support.native import module, on_each_count
 
 import diffc
 
@@ -88,14 +88,7 @@ def test_gradient():
 def test_split_among_threads_as_on_one():
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((64, 16, 16, 9)), rng.standard_normal((64, 16, 16, 9))
-    before = diffc.get_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            diffc.set_threads(n)
-            results.append(M.chain(a, b))
-    finally:
-        diffc.set_threads(before)
+    results = on_each_count(lambda: M.chain(a, b))
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
     np.testing.assert_allclose(results[0], np.exp(a * b + 1) - a, rtol=1e-13, atol=1e-15)

@@ -5,7 +5,7 @@ gradient (gather_add) add rows when they are wide. The results are the same bits
 
 import numpy as np
 import pytest
-from support.native import build_program, ir_of, run_program
+from support.native import build_program, ir_of, on_each_count, restore_threads, run_program  # noqa: F401 (a fixture)
 
 import diffc
 from diffc.lower.emit import PARALLEL_MIN
@@ -27,13 +27,6 @@ COUNT = PARALLEL_MIN // WIDTH + 1000  # indices: enough work in all
 @pytest.fixture(scope="module")
 def m():
     return diffc.compile(SRC)
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    before = diffc.get_threads()
-    yield
-    diffc.set_threads(before)
 
 
 def _data(dtype, rows=ROWS, row_shape=(WIDTH,), ids=None, seed=0):
@@ -62,10 +55,7 @@ def _scatter(x, ids, w):
 
 
 def _on_each_count(fn):
-    results = []
-    for n in (1, 2, 3):
-        diffc.set_threads(n)
-        results.append(fn())
+    results = on_each_count(fn)
     for r in results[1:]:
         assert np.array_equal(r, results[0], equal_nan=True)
     return results[0]

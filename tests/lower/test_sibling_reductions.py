@@ -11,9 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lower.test_llvm import loops_named
-from support.native import module
-
-import diffc
+from support.native import module, on_each_count
 
 M = module("""
     fn rows(x) = (max(x, axis=1), sum(x, axis=1), min(x, axis=1), prod(x, axis=1))
@@ -96,14 +94,7 @@ def test_a_value_computed_on_the_fly():
 def test_same_results_on_any_number_of_threads():
     x = np.random.default_rng(4).standard_normal((512, 600))
     x[3, 7] = np.nan
-    before = diffc.get_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            diffc.set_threads(n)
-            results.append(M.max_sum(x))
-    finally:
-        diffc.set_threads(before)
+    results = on_each_count(lambda: M.max_sum(x))
     for r in results[1:]:
         for a, b in zip(r, results[0]):
             assert np.array_equal(a, b, equal_nan=True)

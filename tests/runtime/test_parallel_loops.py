@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 import pytest
-from support.native import ir_of
+from support.native import ir_of, on_each_count, restore_threads  # noqa: F401 (a fixture)
 
 import diffc
 from diffc.lower.emit import PARALLEL_MIN, PARALLEL_SYMBOL
@@ -50,13 +50,6 @@ N = PARALLEL_MIN * 2  # elements: enough for a split
 @pytest.fixture(scope="module")
 def m():
     return diffc.compile(SRC)
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    before = diffc.get_threads()
-    yield
-    diffc.set_threads(before)
 
 
 def _cases():
@@ -122,10 +115,7 @@ def test_a_reduction_to_one_number_sees_every_block():
 @pytest.mark.parametrize("name", sorted(_cases()))
 def test_same_results_on_any_number_of_threads(m, name):
     args = _cases()[name]
-    results = []
-    for n in (1, 2, 3):
-        diffc.set_threads(n)
-        results.append(getattr(m, name)(*args))
+    results = on_each_count(lambda: getattr(m, name)(*args))
     for r in results[1:]:
         assert np.array_equal(r, results[0], equal_nan=True)
     if name in EXPECTED:
@@ -143,10 +133,7 @@ def test_small_loops_are_not_split(m):
 
 def test_gradients_agree(m):
     x = np.random.default_rng(1).standard_normal(N)
-    grads = []
-    for n in (1, 3):
-        diffc.set_threads(n)
-        grads.append(diffc.grad(m.loss)(x))
+    grads = on_each_count(lambda: diffc.grad(m.loss)(x), (1, 3))
     assert np.array_equal(grads[0], grads[1])
     t = np.tanh(x)
     np.testing.assert_allclose(grads[0], np.exp(t) * (1 - t * t) * x + np.exp(t), rtol=1e-12)

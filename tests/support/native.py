@@ -7,11 +7,34 @@ import functools
 import textwrap
 
 import numpy as np
+import pytest
 
 import diffc
 from diffc.ir.build import Builder
 from diffc.ir.core import Func, Program
 from diffc.ir.verify import verify
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """The runtime's count of threads as it was before the test (a module that imports this
+    fixture gets it for each of its tests)."""
+    before = diffc.get_threads()
+    yield
+    diffc.set_threads(before)
+
+
+def on_each_count(fn, counts=(1, 2, 3)) -> list:
+    """fn() with the runtime on each count of threads in turn; the count before is restored."""
+    before = diffc.get_threads()
+    try:
+        results = []
+        for n in counts:
+            diffc.set_threads(n)
+            results.append(fn())
+        return results
+    finally:
+        diffc.set_threads(before)
 
 
 @functools.cache
