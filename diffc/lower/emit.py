@@ -839,12 +839,16 @@ class Emitter:
 
     def checked_index(self, i: ir.Value, n: int, site: Site) -> ir.Value:
         """A dynamic index made non-negative (negative counts from the end) and bounds-checked."""
-        b = self.b
-        neg = b.icmp_signed("<", i, self.i64(0))
-        j = b.select(neg, b.add(i, self.i64(n)), i)
-        bad = b.or_(b.icmp_signed("<", j, self.i64(0)), b.icmp_signed(">=", j, self.i64(n)))
+        j, bad = self.wrapped_index(i, n)
         self.fail_if(bad, site, i, self.i64(n))
         return j
+
+    def wrapped_index(self, i: ir.Value, n: int):
+        """(a dynamic index made non-negative, negative counting from the end; whether it is out
+        of range for an axis of n)."""
+        b = self.b
+        j = b.select(b.icmp_signed("<", i, self.i64(0)), b.add(i, self.i64(n)), i)
+        return j, b.icmp_unsigned(">=", j, self.i64(n))
 
     # --- bodies ---------------------------------------------------------------------------
 

@@ -401,7 +401,7 @@ def _gather_lower(em, eqn, ins):
         b.store(ir.Constant(I1, 0), seen)
 
         def each(idx):
-            j, out_of_range = _wrapped(em, em.read(ids, [i] + idx), n)
+            j, out_of_range = em.wrapped_index(em.read(ids, [i] + idx), n)
             b.store(b.or_(b.load(seen), out_of_range), seen)
             copy([i] + idx, b.select(out_of_range, em.i64(0), j))
 
@@ -426,13 +426,6 @@ def _fail_on_noted(em, noted, count, check):
     em.loop(count, lambda k: b.store(b.or_(b.load(seen), em.load(noted, [k])), seen), "gb")
     with b.if_then(b.load(seen), likely=False):
         check()
-
-
-def _wrapped(em, i, n):
-    """(an index made non-negative, negative counting from the end; whether it is out of range)."""
-    b = em.b
-    j = b.select(b.icmp_signed("<", i, em.i64(0)), b.add(i, em.i64(n)), i)
-    return j, b.icmp_unsigned(">=", j, em.i64(n))
 
 
 def _dot(em, idx, strides):
@@ -580,7 +573,7 @@ def _gather_add_lower(em, eqn, ins):
         b.store(ir.Constant(I1, 0), seen)
 
         def each(idx):
-            j, out_of_range = _wrapped(em, em.read(ids, idx), n)
+            j, out_of_range = em.wrapped_index(em.read(ids, idx), n)
             b.store(b.or_(b.load(seen), out_of_range), seen)
             with b.if_then(b.and_(b.icmp_signed(">=", j, first), b.icmp_signed("<", j, last))):
                 add(idx, j)
