@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from support.native import ir_of
+from support.native import ir_of, on_each_count, restore_threads  # noqa: F401 (a fixture)
 
 import diffc
 from diffc.lower import gemm
@@ -254,3 +254,36 @@ def test_a_product_read_also_untransposed_or_in_a_map(m, dtype):
     batch = operands(dtype, (3, K, 40))[0]
     want = np.transpose(np.swapaxes(batch, 1, 2) @ g, (0, 2, 1))
     np.testing.assert_allclose(m.prod_t_rows(batch, g), want, **close(dtype, K))
+
+
+def _long_sum(m_rows: int, n: int) -> int:
+    """An inner dimension that cuts an (m_rows, ., n) product along it, in pieces of unequal
+    length (the last shorter)."""
+    least_work = linalg.PARALLEL_PRODUCT // (m_rows * n) + 1
+    return max(linalg.INNER_RATIO * max(m_rows, n), least_work, 3 * linalg.INNER_PIECE) + 3
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", ["mm", "mm_ta", "mm_tb", "mm_tt", "mm_rows2"])
+def test_a_small_result_of_a_long_sum_is_cut_along_the_sum(m, fn, dtype):
+    """A weight's gradient over a large batch (See Note [Products on threads]): pieces of the
+    inner dimension on the threads, added in order; the same bits on 1, 2 and 3 threads."""
+    mkn = (72, _long_sum(72, 32), 32)
+    assert linalg._inner_pieces(72, 32, mkn[1]) > 1
+    expr, shapes = LAYOUTS[fn]
+    a, b = operands(dtype, *shapes(*mkn))
+    text = lowered(m, fn, a, b)
+    assert route(text) == "blas" and "mmk.par:" in text and "mmsum" in text
+    results = on_each_count(lambda: getattr(m, fn)(a, b))
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+    np.testing.assert_allclose(results[0], expr(a, b), **close(dtype, mkn[1]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_long_sum_with_nan_and_infinity_and_a_short_one_not_cut(m, dtype):
+    a, b = operands(dtype, (8, _long_sum(8, 8)), (_long_sum(8, 8), 8))
+    a[2, 5], a[3, -1], b[-1, 4] = np.nan, np.inf, -np.inf  # (in the first piece and the last)
+    np.testing.assert_allclose(m.mm(a, b), a @ b, **close(dtype, a.shape[1]))  # NaN and inf where NumPy has them
+    assert linalg._inner_pieces(8, 8, _long_sum(8, 8)) > 1
+    assert linalg._inner_pieces(64, 64, linalg.INNER_RATIO * 64 - 1) == 1
+    assert linalg._inner_pieces(8, 8, 4 * linalg.INNER_PIECE) == 1  # (too little work to split)
