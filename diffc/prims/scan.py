@@ -12,6 +12,7 @@ from ..errors import ShapeError
 from ..ir.core import Body, is_float
 from ..ir.prim import may_fail
 from ..ir.walk import all_eqns
+from ..lower.bodies import body_function
 from ..lower.emit import Lazy
 from ..lower.loops import (
     Deferral,
@@ -88,11 +89,21 @@ def _scan_lower(em, eqn, ins):
     def order(i):
         return em.b.sub(em.i64(n - 1), i) if reverse else i
 
+    # a long body: a call (See Note [Loop functions] in lower/bodies.py)
+    after = lambda params, res: reassociate(params[1 : 1 + nc], res, sums)  # noqa: E731
+    fn = body_function(em, body, eqn.span, after, key=p["body"])
+    if fn is not None:
+        consts = [em.materialise(c) for c in consts]  # (once, not in each call)
+
     def step(i):
         t = order(i)
         carries = slots.read()
-        res = em.lower_body(body, [t] + carries + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
-        reassociate(carries, res, sums)
+        args = [t] + carries + [row(em, x, t) for x in xs] + consts
+        if fn is not None:
+            res = fn.call(em, args)
+        else:
+            res = em.lower_body(body, args, lazy_outs=True)
+            reassociate(carries, res, sums)
         held = slots.write(res[:nc], plan, res[n_out:], deferred, stored)
         for y, r in zip(ys, res[nc:n_out]):
             store_row(em, y, t, r)

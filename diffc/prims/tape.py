@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ..ir.core import Body
+from ..lower.bodies import loop_body_lowering
 from ..lower.emit import CTX_RECORDS, ERR_MEMORY, I8, I64, PTR, VOID, Arr, Site, contiguous_strides
 from ..lower.loops import Slots, accumulate, accumulators, cheap_steps, inplace_carries
 from ..typesys import MAX_BYTES, DType, TensorType
@@ -237,11 +238,11 @@ def while_tape_lower(em, eqn, ins):
     head, loop_body, done = em.block("wt.head"), em.block("wt.body"), em.block("wt.end")
     b.branch(head)
     b.position_at_end(head)
-    (c,) = em.lower_body(p["cond"], slots.read() + consts)
+    (c,) = loop_body_lowering(em, p["cond"], eqn.span)(slots.read() + consts)
     b.cbranch(c, loop_body, done)
     b.position_at_end(loop_body)
     em.poll_interrupt(eqn.span)
-    res = em.lower_body(body, slots.read() + consts)
+    res = loop_body_lowering(em, body, eqn.span)(slots.read() + consts)
     n = b.load(count)
     grow, write = em.block("wt.grow"), em.block("wt.write")
     b.cbranch(b.icmp_signed("==", n, b.load(cap)), grow, write)
@@ -288,12 +289,13 @@ def while_untape_lower(em, eqn, ins):
     slots = Slots(em, [o.type for o in eqn.outs], carry, inplace_carries(body, nr, nc, plan), homes)
 
     data = _data(em, tape)
+    run = loop_body_lowering(em, body2, eqn.span, lazy_outs=True, key=body)
 
     def step(i):
         k = b.sub(b.sub(count, em.i64(1)), i)
         rec = b.gep(data, [b.mul(k, em.i64(rsize))], source_etype=I8)
         res = _read_record(em, rec, res_types, copy=False)
-        vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
+        vals = run(res + slots.read() + consts)
         slots.write(vals[:nc], plan, vals[nc:])
 
     em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body, nr, nc))
