@@ -3,6 +3,8 @@ optimises each on its own (See Note [Loop functions])."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from llvmlite import ir
 
 from ..ir.core import Body, Func
@@ -19,10 +21,13 @@ LONG_LINES = 800
 FIRST_OUT = 2  # the arguments of a body's function: ctx, its arena, its outputs, its params
 
 
-def body_function(em: Emitter, body: Body, span: Span, after=None, key: Body | None = None) -> BodyFunction | None:
+def body_function(
+    em: Emitter, body: Body, span: Span, after=None, key: Body | None = None, carries: dict | None = None
+) -> BodyFunction | None:
     """The function of a long loop body, or None for a body lowered inline, decided once per
     `key` (the loop's own body, of which `body` may be a form made for lowering): the same body
-    lowered again (in a body lowered inline after all) calls the same function."""
+    lowered again (in a body lowered inline after all) calls the same function. after,
+    carries: as BodyFunction's."""
     ms = em.m
     key = body if key is None else key
     known = ms.loop_functions.get(id(key))
@@ -31,7 +36,7 @@ def body_function(em: Emitter, body: Body, span: Span, after=None, key: Body | N
     fn = None
     if sum(1 for _ in all_eqns(body)) >= MIN_EQNS:
         before = set(ms.module.globals)
-        fn = BodyFunction(em, body, span, after)
+        fn = BodyFunction(em, body, span, after, carries or {})
         if fn.lines <= LONG_LINES:
             _drop(ms, set(ms.module.globals) - before)
             fn = None
@@ -43,7 +48,7 @@ def _drop(ms, names: set[str]):
     """Remove the definitions `names` from the module (a body's function found short, and what
     its lowering made), but for those of the inner bodies' functions that are kept; the
     declarations stay (a kept function may call them)."""
-    kept = {n for _, fn in ms.loop_functions.values() if fn is not None for n in fn.owned}
+    kept = {n for _, fn in ms.loop_functions.values() if fn is not None for n in fn.made}
     for name in names - kept:
         if _defines(ms.module.globals[name]):
             del ms.module.globals[name]
@@ -60,12 +65,12 @@ def _defines(v) -> bool:
     return bool(v.blocks) if isinstance(v, ir.Function) else v.initializer is not None
 
 
-def loop_body_lowering(em: Emitter, body: Body, span: Span, lazy_outs: bool = False, key: Body | None = None):
-    """args -> the results of one run of a loop's body: a call of its function when it is
-    long, else its equations lowered where the run is (`lazy_outs` as Emitter.lower_body's)."""
-    fn = body_function(em, body, span, key=key)
+def loop_body_lowering(em: Emitter, body: Body, span: Span):
+    """args -> the results of one run of a loop's body (in memory or registers): a call of
+    its function when it is long, else its equations lowered where the run is."""
+    fn = body_function(em, body, span)
     if fn is None:
-        return lambda args: em.lower_body(body, args, lazy_outs)
+        return lambda args: em.lower_body(body, args)
     return lambda args: fn.call(em, args)
 
 
@@ -74,9 +79,13 @@ class BodyFunction:
     with the native ABI of lower/llvm.py otherwise. Its temporaries come from `arena`, which
     the caller carves out of its own (the iterations run in turn: every call reuses it)."""
 
-    def __init__(self, em: Emitter, body: Body, span: Span, after=None):
-        """after(params, results): called on the lowered results before they are stored (a
-        scan's reassociated sums mark the additions there)."""
+    def __init__(self, em: Emitter, body: Body, span: Span, after=None, carries: dict | None = None):
+        """after(inner, params, results) -> results: what the function does with its lowered
+        results before they are stored, in its Emitter `inner` (a scan marks its reassociated
+        sums there, and adds its accumulators' terms); a result None is no result. carries: result k -> param j for
+        the array carries the loop updates in place (Slots' `inplace`): the caller's buffer
+        is passed, the body may update it there (an inner loop adopts it), and when it does,
+        result k is that buffer, not written anywhere."""
         ms = em.m
         self.body = body
         before = set(ms.module.globals)
@@ -86,18 +95,25 @@ class BodyFunction:
         sites, prints = len(ms.sites), len(ms.prints)
         inner = Emitter(ms, self.fn, span, arena_arg=self.fn.args[1])
         args, destinations = params_and_destinations(inner, f, self.fn, FIRST_OUT)
+        carries = {k: j for k, j in (carries or {}).items() if body.params[j].type.rank}
+        for k, j in carries.items():
+            args[j] = replace(args[j], owned=True)
+            destinations.pop(body.outs[k].id, None)  # (its inner loop adopts the carry instead)
         inner.destinations = chained_destinations(body, destinations)
         outs = inner.lower_body(body, args, lazy_outs=True)
         if after is not None:
-            after(args, outs)
-        finish_func(inner, f, self.fn, outs, FIRST_OUT)
+            outs = after(inner, args, outs)
+        # results left in their carry's buffer: not written (the output's pointer is not used)
+        self.in_place = {k: j for k, j in carries.items() if isinstance(outs[k], Arr) and outs[k].ptr is args[j].ptr}
+        self.unused = {k for k, v in enumerate(outs) if v is None}
+        finish_func(inner, f, self.fn, outs, FIRST_OUT, skip=set(self.in_place) | self.unused)
         self.arena = inner.arena_size
-        self.owned = set(ms.module.globals) - before  # what its lowering defined (and declared)
+        self.made = set(ms.module.globals) - before  # what its lowering defined (and declared)
         nested = {
-            n for _, fn in ms.loop_functions.values() if fn is not None and fn.fn.name in self.owned for n in fn.owned
+            n for _, fn in ms.loop_functions.values() if fn is not None and fn.fn.name in self.made for n in fn.made
         }
         # its lines of IR and its parallel loops' (See Note [Parallel loops] in lower/emit.py)
-        self.lines = sum(_lines(ms.module.globals[n]) for n in self.owned - nested)
+        self.lines = sum(_lines(ms.module.globals[n]) for n in self.made - nested)
         safe = ms.kernels | ms.thread_safe
         calls_safe = all(
             callable_anywhere(i.callee.name, safe)
@@ -120,20 +136,64 @@ class BodyFunction:
         homes = []
         for k, o in enumerate(self.body.outs):
             dest = (dests or {}).get(k)
-            if o.type.rank == 0:
+            if k in self.unused:
+                homes.append(None)
+            elif k in self.in_place:
+                homes.append(args[self.in_place[k]])
+            elif o.type.rank == 0:
                 homes.append(em.alloca(mem_type(o.type.dtype)))
             else:
                 homes.append(dest if dest is not None and dest.contiguous else em.alloc(o.type))
-        ptrs = [em.start_ptr(h) if isinstance(h, Arr) else h for h in homes]
+        ptrs = [
+            ir.Constant(PTR, None) if k in self.in_place or h is None else em.start_ptr(h) if isinstance(h, Arr) else h
+            for k, h in enumerate(homes)
+        ]
         values = [v if p.type.rank == 0 else em.start_ptr(em.materialise(v)) for p, v in zip(self.body.params, args)]
         # (carved where the call is: in a parallel loop's piece, from the piece's own scratch)
         arena = em.alloc_bytes(self.arena) if self.arena else ir.Constant(PTR, None)
         em.b.call(self.fn, [em.ctx, arena, *ptrs, *values])
         if self.fails:
             em.check_failed(self.interrupt_only)
-        return [h if isinstance(h, Arr) else em.load_scalar_ptr(h, o.type.dtype) for h, o in zip(homes, self.body.outs)]
+        return [
+            h if h is None or isinstance(h, Arr) else em.load_scalar_ptr(h, o.type.dtype)
+            for h, o in zip(homes, self.body.outs)
+        ]
 
 
 # Note [Loop functions]
 # ~~~~~~~~~~~~~~~~~~~~~
-# TODO
+# LLVM's time grows faster than the function it optimises, and the parts of a long entry (Note
+# [Parts] in lower/llvm.py) cannot cut a loop: the training step of examples/ode/fit.py, a map
+# over trajectories of an RK4 scan and its backward, was one part of 3,053 lines of IR, 0.45 s
+# of LLVM's CPU alone. So the body of a map, a scan, a while (its condition too) or a while's
+# tapes is lowered as an internal `noinline` function of its own, called once per iteration,
+# when it is long: LLVM optimises it apart, and module_units spreads such functions over the
+# units like parts. Nested loops give nested functions.
+#
+# Long is measured, not estimated: equations say little of the IR (a scan body of 39
+# equations on matrices gave 879 lines, one of 83 on numbers 91). A body of MIN_EQNS
+# equations or more (inner bodies included) is lowered as a function, which is kept if it has
+# more than LONG_LINES lines (its own and its parallel pieces', not its inner bodies'
+# functions); else its definitions are dropped from the module and the body is lowered inline
+# as before (the inner bodies' functions it made are kept, and called from there: the choice is
+# made once per body, ms.loop_functions). LONG_LINES is above every benchmark workload's
+# bodies (the largest, ode_rk4's backward scan, 704 lines), whose IR is unchanged; the
+# examples' bodies kept are the ODE's two RK4 steps (1,085 and 1,212 lines) and the reverse
+# model's (807-1,028).
+#
+# The function's ABI is the native one with an arena: void f(ctx, arena, outs..., params...).
+# Its temporaries come from `arena`, carved from the caller's arena where the call is: the
+# iterations run in turn and each reuses it, and inside a parallel map's piece the carving is
+# one of the piece's arena loads, which parallel_range moves to the piece's own scratch (Note
+# [Parallel loops] in lower/emit.py): every thread has its own. A body that can fail (a
+# bounds check, an allocation, a call of a recursive function) leaves the failure in ctx, and
+# the caller leaves after the call (check_failed) with the message of the body's line. A body
+# that can fail only by Ctrl-C, prints nothing and calls only what any thread may call is in
+# ms.thread_safe, and a parallel loop may call it: the caller's check says ERR_INTERRUPT again,
+# which a piece may do. The results are written to the caller's buffers (a map's rows
+# directly); the loop's own work (a scan's carries, its accumulators added in place, a map's
+# rows) is as before, and so are the values: the examples' steps give the same bits, and bodies
+# without matrix products do whatever their loops (tests/lower/test_loop_functions.py); a
+# product's dot sums may be reassociated by LLVM (prims/linalg.py, _madd) and can differ in the
+# last bits with what LLVM sees around them. The ODE step's LLVM time: one part of 0.59 CPU s
+# -> the part 0.23, the two step functions 0.13 and 0.14, spread over the two units.

@@ -189,12 +189,12 @@ def _source(e: Eqn, vid: int) -> Var | None:
     return e.inputs[base + j] if j < nc else None
 
 
-def finish_func(em: Emitter, f: Func, fn: ir.Function, outs: list, first: int = 1):
-    """Write the results into the output pointers (from argument `first` on) and close the
-    function."""
+def finish_func(em: Emitter, f: Func, fn: ir.Function, outs: list, first: int = 1, skip=frozenset()):
+    """Write the results into the output pointers (from argument `first` on), but those in
+    `skip`, and close the function."""
     em.destinations = {}
-    for o, v, ptr in zip(f.body.outs, outs, fn.args[first : first + len(f.body.outs)]):
-        if isinstance(v, Arr) and v.ptr is ptr:  # computed in place (a loop's carry)
+    for k, (o, v, ptr) in enumerate(zip(f.body.outs, outs, fn.args[first : first + len(f.body.outs)])):
+        if (isinstance(v, Arr) and v.ptr is ptr) or k in skip:  # computed in place (a loop's carry)
             continue
         if o.type.rank == 0:
             em.store_scalar_ptr(ptr, o.type.dtype, v)

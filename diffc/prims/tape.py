@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ..ir.core import Body
-from ..lower.bodies import loop_body_lowering
+from ..lower.bodies import body_function, loop_body_lowering
 from ..lower.emit import CTX_RECORDS, ERR_MEMORY, I8, I64, PTR, VOID, Arr, Site, contiguous_strides
-from ..lower.loops import Slots, accumulate, accumulators, cheap_steps, inplace_carries
+from ..lower.loops import Slots, accumulate, accumulators, added, cheap_steps, inplace_carries
 from ..typesys import MAX_BYTES, DType, TensorType
 from .core import primitive
 
@@ -289,14 +289,22 @@ def while_untape_lower(em, eqn, ins):
     slots = Slots(em, [o.type for o in eqn.outs], carry, inplace_carries(body, nr, nc, plan), homes)
 
     data = _data(em, tape)
-    run = loop_body_lowering(em, body2, eqn.span, lazy_outs=True, key=body)
+
+    def in_function(inner, params, res):  # (a long body's function adds its own terms)
+        return added(inner, params[nr : nr + nc], slots.types, plan, res, nc)
+
+    # a long body: a call (See Note [Loop functions] in lower/bodies.py)
+    fn = body_function(em, body2, eqn.span, in_function, key=body, carries={k: nr + k for k in slots.inplace})
 
     def step(i):
         k = b.sub(b.sub(count, em.i64(1)), i)
         rec = b.gep(data, [b.mul(k, em.i64(rsize))], source_etype=I8)
         res = _read_record(em, rec, res_types, copy=False)
-        vals = run(res + slots.read() + consts)
-        slots.write(vals[:nc], plan, vals[nc:])
+        if fn is not None:
+            slots.write(fn.call(em, res + slots.read() + consts)[:nc])  # (its terms added)
+        else:
+            vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
+            slots.write(vals[:nc], plan, vals[nc:])
 
     em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body, nr, nc))
     _unlink_and_free(em, tape)  # (after a failure in the loop, the call's entry frees it)
