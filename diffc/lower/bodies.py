@@ -17,7 +17,7 @@ from .llvm import chained_destinations, declare_func, finish_func, params_and_de
 # function, which is kept when it has more than LONG_LINES lines of LLVM IR (its own, without
 # its inner bodies' functions), else dropped, the body lowered inline
 MIN_EQNS = 32
-LONG_LINES = 800
+LONG_LINES = 1050
 FIRST_OUT = 2  # the arguments of a body's function: ctx, its arena, its outputs, its params
 
 
