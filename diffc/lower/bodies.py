@@ -45,12 +45,15 @@ def body_function(
 
 
 def _drop(ms, names: set[str]):
-    """Remove the definitions `names` from the module (a body's function found short, and what
-    its lowering made), but for those of the inner bodies' functions that are kept; the
-    declarations stay (a kept function may call them)."""
+    """Remove the functions defined as `names` from the module (a body's function found short,
+    its parallel pieces), but for the kept functions of its inner bodies and what they made;
+    the declarations and global variables stay (a kept function may use them, and one with a
+    name of its own, such as the print base, is looked up by name; constants nothing reads
+    cost LLVM nothing)."""
     kept = {n for _, fn in ms.loop_functions.values() if fn is not None for n in fn.made}
     for name in names - kept:
-        if _defines(ms.module.globals[name]):
+        v = ms.module.globals[name]
+        if isinstance(v, ir.Function) and v.blocks:
             del ms.module.globals[name]
 
 
@@ -59,10 +62,6 @@ def _lines(v) -> int:
     if not isinstance(v, ir.Function):
         return 0
     return sum(1 + len(blk.instructions) for blk in v.blocks)
-
-
-def _defines(v) -> bool:
-    return bool(v.blocks) if isinstance(v, ir.Function) else v.initializer is not None
 
 
 def loop_body_lowering(em: Emitter, body: Body, span: Span):
@@ -82,10 +81,10 @@ class BodyFunction:
     def __init__(self, em: Emitter, body: Body, span: Span, after=None, carries: dict | None = None):
         """after(inner, params, results) -> results: what the function does with its lowered
         results before they are stored, in its Emitter `inner` (a scan marks its reassociated
-        sums there, and adds its accumulators' terms); a result None is no result. carries: result k -> param j for
-        the array carries the loop updates in place (Slots' `inplace`): the caller's buffer
-        is passed, the body may update it there (an inner loop adopts it), and when it does,
-        result k is that buffer, not written anywhere."""
+        sums there, and adds its accumulators' terms); a result None is no result.
+        carries: result k -> param j for the array carries the loop updates in place (Slots'
+        `inplace`): the caller's buffer is passed, the body may update it there (an inner
+        loop adopts it), and when it does, result k is that buffer, not written anywhere."""
         ms = em.m
         self.body = body
         before = set(ms.module.globals)
@@ -177,9 +176,11 @@ class BodyFunction:
 # functions); else its definitions are dropped from the module and the body is lowered inline
 # as before (the inner bodies' functions it made are kept, and called from there: the choice is
 # made once per body, ms.loop_functions). LONG_LINES is above every benchmark workload's
-# bodies (the largest, ode_rk4's backward scan, 704 lines), whose IR is unchanged; the
-# examples' bodies kept are the ODE's two RK4 steps (1,085 and 1,212 lines) and the reverse
-# model's (807-1,028).
+# bodies (the largest, ode_rk4's backward scan, 704 lines), whose IR is unchanged, and the
+# call has a cost: the reverse model's scan bodies (807-1,014 lines, 17 steps a sequence) as
+# functions made its training step 5% slower, for no compile time (its two parts were already
+# balanced over the units), so its map bodies (1,310 and 1,574 lines, once a sequence) are the
+# functions. Kept in the examples: those and the ODE's two RK4 steps (1,071 and 1,337 lines).
 #
 # The function's ABI is the native one with an arena: void f(ctx, arena, outs..., params...).
 # Its temporaries come from `arena`, carved from the caller's arena where the call is: the
@@ -190,10 +191,15 @@ class BodyFunction:
 # the caller leaves after the call (check_failed) with the message of the body's line. A body
 # that can fail only by Ctrl-C, prints nothing and calls only what any thread may call is in
 # ms.thread_safe, and a parallel loop may call it: the caller's check says ERR_INTERRUPT again,
-# which a piece may do. The results are written to the caller's buffers (a map's rows
-# directly); the loop's own work (a scan's carries, its accumulators added in place, a map's
-# rows) is as before, and so are the values: the examples' steps give the same bits, and bodies
-# without matrix products do whatever their loops (tests/lower/test_loop_functions.py); a
-# product's dot sums may be reassociated by LLVM (prims/linalg.py, _madd) and can differ in the
-# last bits with what LLVM sees around them. The ODE step's LLVM time: one part of 0.59 CPU s
-# -> the part 0.23, the two step functions 0.13 and 0.14, spread over the two units.
+# which a piece may do.
+#
+# What the loop did around its body is done as before, without copies: the results are
+# computed straight into a map's rows, a scan's spare carry buffers and the rows of its
+# outputs; a carry updated in place (an accumulator, a cotangent threaded through inner loops)
+# is passed as the caller's buffer, which the body updates there; and the function adds its
+# accumulators' terms itself (loops.added), so that a term fused into its addition stays fused
+# (as results, the ODE's weight gradients were computed into buffers and added by the caller:
+# the step 12% slower). The values are those of the body inline: the examples' steps give the
+# same bits, and so do bodies without matrix products whatever their loops
+# (tests/lower/test_loop_functions.py); a product's dot sums may be reassociated by LLVM
+# (prims/linalg.py, _madd) and can differ in the last bits with what LLVM sees around them.

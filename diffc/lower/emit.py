@@ -1147,7 +1147,9 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # caller says): one that may fail (a bounds check, a poll for Ctrl-C, malloc), which branches
 # to the function's exit; one that calls another native function of the program (it shares
 # ctx, the depth count and the arena) or anything but LLVM's intrinsics, a few libm functions,
-# the matrix kernels and OpenBLAS; one that writes a frame slot of the enclosing function; one
+# the matrix kernels, OpenBLAS and the functions of long loop bodies that cannot fail but by
+# Ctrl-C and call nothing else (ms.thread_safe: their arena is carved in the piece; See Note
+# [Loop functions] in lower/bodies.py); one that writes a frame slot of the enclosing function; one
 # whose temporaries exceed SCRATCH_MAX. Results never depend on the count of threads: a loop's
 # pieces write disjoint elements, and a large reduction to one number is cut into blocks fixed
 # by its shape alone (prims/reduce.py, _in_blocks), whose results are then combined in order.

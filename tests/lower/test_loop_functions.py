@@ -253,3 +253,23 @@ def test_a_parallel_map_with_a_long_body_runs_on_the_threads():
         assert np.array_equal(r, results[0])
     for k in (0, 50, 95):
         np.testing.assert_allclose(results[0][k], numpy_rk4(p, y0s[k], 0.1), rtol=1e-12, atol=1e-12)
+
+
+PRINTS = """
+fn f(xs) {
+    let (c, ys) = scan(fn(c, x) { print("c", c); let y = sin(c) * x + 1.0; (c + y, y * 2.0) }, 0.5, xs);
+    let z = map(fn(x) { print("x", x); x * 3.0 }, ys);
+    (c, z, xs[2])
+}
+"""
+
+
+@pytest.mark.parametrize("long_lines", [0, 10**9])  # every body a function; every one tried and dropped
+def test_prints_in_bodies_kept_or_dropped_as_functions(monkeypatch, capsys, long_lines):
+    xs = np.arange(4.0)
+    inline = diffc.compile(PRINTS).f(xs)
+    printed = capsys.readouterr().out
+    monkeypatch.setattr(bodies, "MIN_EQNS", 1)
+    monkeypatch.setattr(bodies, "LONG_LINES", long_lines)
+    assert_same_bits(diffc.compile(PRINTS).f(xs), inline)
+    assert capsys.readouterr().out == printed and printed.count("x ") == 4
