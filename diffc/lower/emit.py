@@ -145,14 +145,15 @@ SCRATCH_MAX = 1 << 16  # bytes of temporaries a parallel loop's body may take (o
 SAFE_CALLS = frozenset({"erf", "erff", "tan", "tanf", PARALLEL_SYMBOL})
 
 
-def _free_values(region, outlined, kernels, own, arena_slot, exit_block):
+def _free_values(region, outlined, safe, own, arena_slot, exit_block):
     """(the values defined outside the blocks `region` that its instructions use, for the
     function `outlined` to receive them; the region's loads of the arena's pointer; whether it
     checks for Ctrl-C), or None when the blocks cannot run on another thread: they branch out
     of the region (a failure other than Ctrl-C, which every thread would report alike), call
     something that is not a pure function, or write to a slot of the frame that is not one of
-    their own (`own`). A load of another slot is a free value itself: the caller loads it and
-    passes its value."""
+    their own (`own`); `safe`: the functions of the module they may call besides SAFE_CALLS
+    (the matrix kernels, loop bodies' functions that run on any thread). A load of another
+    slot is a free value itself: the caller loads it and passes its value."""
     inside, own = {id(blk) for blk in region}, {id(i) for i in own}
     free: dict[int, ir.Value] = {}
     slot_loads: dict[int, list] = {}  # id(alloca) -> the region's loads of it
@@ -168,7 +169,7 @@ def _free_values(region, outlined, kernels, own, arena_slot, exit_block):
             if isinstance(instr, ir.CallInstr):
                 callee = instr.callee
                 name = callee.name if isinstance(callee, ir.Function) else ""
-                if not (name.startswith(("llvm.", "scipy_cblas_")) or name in SAFE_CALLS or name in kernels):
+                if not callable_anywhere(name, safe):
                     return None
                 ops = ops[1:] if ops and ops[0] is callee else ops
             if isinstance(instr, ir.LoadInstr) and isinstance(instr.operands[0], ir.AllocaInstr):
@@ -197,6 +198,12 @@ def _free_values(region, outlined, kernels, own, arena_slot, exit_block):
             return None
         free.update((id(ld), ld) for ld in loads)
     return list(free.values()), arena_loads, interrupted
+
+
+def callable_anywhere(name: str, safe) -> bool:
+    """Whether a function of this name may be called from any thread (a parallel loop's
+    piece): LLVM's intrinsics, OpenBLAS, SAFE_CALLS and the module's functions in `safe`."""
+    return name.startswith(("llvm.", "scipy_cblas_")) or name in SAFE_CALLS or name in safe
 
 
 def _stores_interrupt(blk) -> bool:
@@ -323,7 +330,16 @@ def _reads_each_once(reader, v) -> bool:
 class Emitter:
     """Emits one native function; `module` is the lower.llvm.ModuleState it belongs to."""
 
-    def __init__(self, module, fn: ir.Function, span: Span, *, recursive: bool = False, external_arena: bool = False):
+    def __init__(
+        self,
+        module,
+        fn: ir.Function,
+        span: Span,
+        *,
+        recursive: bool = False,
+        external_arena: bool = False,
+        arena_arg: ir.Value | None = None,
+    ):
         self.m = module
         self.fn = fn
         self.span = span  # the function's, for failures of the function as a whole
@@ -338,6 +354,7 @@ class Emitter:
         self.ctx = fn.args[0]
         self.recursive = recursive
         self.external_arena = external_arena  # the caller passes the arena in ctx (See Note [Arenas])
+        self.arena_arg = arena_arg  # ... or as this argument (a loop body's function: lower/bodies.py)
         self.arena_offset = 0  # where this function's part of that arena starts, in bytes
         self.fuse_next = False
         self.depth = 0  # loops around the code being emitted
@@ -453,7 +470,8 @@ class Emitter:
         region = self.fn.blocks[first_new:]
         own = [i for i in self.entry.instructions if id(i) not in allocas]  # the body's allocas
         scratch = self.arena_size - arena  # the body's temporaries: each piece has its own
-        found = _free_values(region, outlined, self.m.kernels, own, self.arena_slot, self.exit)
+        safe = self.m.kernels | self.m.thread_safe
+        found = _free_values(region, outlined, safe, own, self.arena_slot, self.exit)
         if found is None or scratch > SCRATCH_MAX:
             del module.globals[outlined.name]
             for blk in region:  # an ordinary loop, over 0..n
@@ -558,13 +576,15 @@ class Emitter:
     def alloc(self, t: TensorType, scope: int | None = None) -> Arr:
         """A fresh contiguous buffer for a value of type t, from this function's arena, with
         an alias scope of its own or the given one (See Note [Alias scopes])."""
-        nbytes = max(t.nbytes, 1)
-        off = self.arena_size
-        self.arena_size += (nbytes + 63) // 64 * 64
-        base = self.b.load(self.arena_slot)
-        p = self.b.gep(base, [self.i64(off)], source_etype=I8)
+        p = self.alloc_bytes(t.nbytes)
         self.in_scope(p, self.new_scope() if scope is None else scope)
         return Arr(p, self.i64(0), contiguous_strides(t.shape), t)
+
+    def alloc_bytes(self, nbytes: int) -> ir.Value:
+        """A pointer to `nbytes` fresh bytes of this function's arena, 64-byte aligned."""
+        off = self.arena_size
+        self.arena_size += (max(nbytes, 1) + 63) // 64 * 64
+        return self.b.gep(self.b.load(self.arena_slot), [self.i64(off)], source_etype=I8)
 
     def result(self, v) -> Arr:
         """The buffer an op computes its result v into: v's destination (an output buffer, a
@@ -803,12 +823,17 @@ class Emitter:
         self.leave()
         self.b.position_at_end(ok)
 
-    def check_failed(self):
-        """After a call to another native function: leave if it failed."""
+    def check_failed(self, interrupt_only: bool = False):
+        """After a call to another native function: leave if it failed. `interrupt_only`: the
+        callee can fail only when Ctrl-C is pressed, which the failure block says again (the
+        same code), so that the call may be made in a parallel loop's piece, whose failure
+        blocks must say so (See Note [Parallel loops])."""
         err = self.b.load(self.ctx_ptr(CTX_ERR), typ=I64)
         bad, ok = self.block("failed"), self.block("ok")
         self.b.cbranch(self.b.icmp_signed("!=", err, self.i64(0)), bad, ok)
         self.b.position_at_end(bad)
+        if interrupt_only:
+            self.b.store(self.i64(ERR_INTERRUPT), self.ctx_ptr(CTX_ERR))
         self.leave()
         self.b.position_at_end(ok)
 
@@ -908,12 +933,14 @@ class Emitter:
                 self.span,
             )
         on_stack = size <= (RECURSIVE_STACK_LIMIT if self.recursive else ARENA_STACK_LIMIT)
-        if self.external_arena:
+        if self.external_arena or self.arena_arg is not None:
             on_stack = True  # nothing to free
         with b.goto_block(self.entry):
             b.position_before(self.entry_br)
             if size == 0:
                 pass
+            elif self.arena_arg is not None:
+                b.store(self.arena_arg, self.arena_slot)
             elif self.external_arena:
                 base = b.inttoptr(b.load(self.ctx_ptr(CTX_ARENA), typ=I64), PTR)
                 if self.arena_offset:
@@ -1120,7 +1147,9 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # caller says): one that may fail (a bounds check, a poll for Ctrl-C, malloc), which branches
 # to the function's exit; one that calls another native function of the program (it shares
 # ctx, the depth count and the arena) or anything but LLVM's intrinsics, a few libm functions,
-# the matrix kernels and OpenBLAS; one that writes a frame slot of the enclosing function; one
+# the matrix kernels, OpenBLAS and the functions of long loop bodies that cannot fail but by
+# Ctrl-C and call nothing else (ms.thread_safe: their arena is carved in the piece; See Note
+# [Loop functions] in lower/bodies.py); one that writes a frame slot of the enclosing function; one
 # whose temporaries exceed SCRATCH_MAX. Results never depend on the count of threads: a loop's
 # pieces write disjoint elements, and a large reduction to one number is cut into blocks fixed
 # by its shape alone (prims/reduce.py, _in_blocks), whose results are then combined in order.

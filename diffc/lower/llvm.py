@@ -52,6 +52,8 @@ class ModuleState:
         self.funcs: dict[str, ir.Function] = {}
         self.kernels: set[str] = set()  # kernels compiled apart that this module calls (lower/gemm.py)
         self.not_unrolled = None  # the metadata of loops LLVM must not unroll (lower/emit.py)
+        self.thread_safe: set[str] = set()  # loop bodies' functions a parallel loop may call (lower/bodies.py)
+        self.loop_functions: dict = {}  # id(body) -> (body, its function or None), lower/bodies.py
 
     def declare(self, name: str, ret: ir.Type, arg_types) -> ir.Function:
         fn = self.module.globals.get(name)
@@ -82,7 +84,7 @@ def lower_program(prog: Program, out_tree: TreeDef | None = None) -> ModuleState
     when the function takes numbers and arrays and returns them in tuples (lower/pyentry.py)."""
     ms = ModuleState(prog.entry)
     for name, f in prog.funcs.items():
-        ms.funcs[name] = _declare(ms, f, f"dfl.{name}")
+        ms.funcs[name] = declare_func(ms, f, f"dfl.{name}")
     for name, f in prog.funcs.items():
         parts = body_parts(f.body) if name == prog.entry and not f.recursive else []
         if parts:
@@ -112,10 +114,11 @@ def glue(fn: ir.Function) -> None:
                 instr.attributes.add("noinline")
 
 
-def _declare(ms: ModuleState, f: Func, symbol: str) -> ir.Function:
-    """The internal LLVM function of a Func, with the native ABI (see the module docstring)."""
-    ftype = ir.FunctionType(VOID, [PTR] + [PTR] * len(f.body.outs) + [native_arg_type(p.type) for p in f.body.params])
-    fn = ir.Function(ms.module, ftype, symbol)
+def declare_func(ms: ModuleState, f: Func, symbol: str, first: int = 1) -> ir.Function:
+    """The internal LLVM function of a Func, with the native ABI (see the module docstring);
+    its outputs start at argument `first`, after ctx and `first - 1` more pointers."""
+    ins = [native_arg_type(p.type) for p in f.body.params]
+    fn = ir.Function(ms.module, ir.FunctionType(VOID, [PTR] * (first + len(f.body.outs)) + ins), symbol)
     fn.linkage = "internal"
     for a in fn.args[1:]:
         if isinstance(a.type, ir.PointerType):
@@ -130,21 +133,22 @@ def _lower_func(ms: ModuleState, f: Func, fn: ir.Function, external_arena: bool 
     if f.recursive:
         _depth_guard(em, f)
         em.poll_interrupt(f.span)
-    args, em.destinations = _params_and_destinations(em, f, fn)
+    args, em.destinations = params_and_destinations(em, f, fn)
     outs = em.lower_body(f.body, args, lazy_outs=True)  # a fused result is computed straight into its output
-    _finish_func(em, f, fn, outs)
+    finish_func(em, f, fn, outs)
     return em
 
 
-def _params_and_destinations(em: Emitter, f: Func, fn: ir.Function):
-    """The lowered values of f's params, and its output buffers by value id."""
+def params_and_destinations(em: Emitter, f: Func, fn: ir.Function, first: int = 1):
+    """The lowered values of f's params, and its output buffers by value id (the outputs
+    start at argument `first`)."""
     n_out = len(f.body.outs)
     args = []
-    for p, a in zip(f.body.params, fn.args[1 + n_out :]):
+    for p, a in zip(f.body.params, fn.args[first + n_out :]):
         args.append(a if p.type.rank == 0 else Arr(a, em.i64(0), contiguous_strides(p.type.shape), p.type))
     destinations = {
         o.id: Arr(ptr, em.i64(0), contiguous_strides(o.type.shape), o.type)
-        for o, ptr in zip(f.body.outs, fn.args[1 : 1 + n_out])
+        for o, ptr in zip(f.body.outs, fn.args[first : first + n_out])
         if o.type.rank
     }
     return args, chained_destinations(f.body, destinations)
@@ -185,11 +189,12 @@ def _source(e: Eqn, vid: int) -> Var | None:
     return e.inputs[base + j] if j < nc else None
 
 
-def _finish_func(em: Emitter, f: Func, fn: ir.Function, outs: list):
-    """Write the results into the output pointers and close the function."""
+def finish_func(em: Emitter, f: Func, fn: ir.Function, outs: list, first: int = 1, skip=frozenset()):
+    """Write the results into the output pointers (from argument `first` on), but those in
+    `skip`, and close the function."""
     em.destinations = {}
-    for o, v, ptr in zip(f.body.outs, outs, fn.args[1 : 1 + len(f.body.outs)]):
-        if isinstance(v, Arr) and v.ptr is ptr:  # computed in place (a loop's carry)
+    for k, (o, v, ptr) in enumerate(zip(f.body.outs, outs, fn.args[first : first + len(f.body.outs)])):
+        if (isinstance(v, Arr) and v.ptr is ptr) or k in skip:  # computed in place (a loop's carry)
             continue
         if o.type.rank == 0:
             em.store_scalar_ptr(ptr, o.type.dtype, v)
@@ -302,7 +307,7 @@ def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn
     body, each given the values it reads and computing the ones read after it; the parts of
     one part_key are one function (See Note [Repeated parts])."""
     em = Emitter(ms, fn, f.span, external_arena=True)
-    args, destinations = _params_and_destinations(em, f, fn)
+    args, destinations = params_and_destinations(em, f, fn)
     env = dict(zip(f.body.params, args))
     read_after: set[Var] = set(f.body.outs)  # the values read after the part being lowered
     needed = []
@@ -323,7 +328,7 @@ def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn
         pfn = shared.get(key)
         if pfn is None:
             part = Func(f"{f.name}.part{k}", Body(ins, eqns, outs), f.span)
-            pfn = _declare(ms, part, f"dfl.{part.name}")
+            pfn = declare_func(ms, part, f"dfl.{part.name}")
             pfn.attributes.add("noinline")
             sites, prints = len(ms.sites), len(ms.prints)
             part_arena = max(part_arena, _lower_func(ms, part, pfn, external_arena=True).arena_size)
@@ -346,7 +351,7 @@ def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn
     # the parts run one after another: they share the start of the arena, the entry's own
     # buffers (the parts' results) follow
     em.arena_offset = (part_arena + 63) // 64 * 64
-    _finish_func(em, f, fn, [env[o] for o in f.body.outs])
+    finish_func(em, f, fn, [env[o] for o in f.body.outs])
     ms.entry_arena = em.arena_offset + em.arena_size
     if not any(isinstance(i, ir.PhiInstr) for blk in fn.blocks for i in blk.instructions):
         glue(fn)  # calls of the parts and nothing else (no loop: no copy of 256 bytes or less)

@@ -36,6 +36,7 @@ class Slots:
         """destinations: per carry, an output buffer its final value is wanted in, or None.
         unwritten: the carries whose initial value the caller writes itself."""
         self.em, self.types, self.inplace = em, types, inplace
+        self.spares: dict[int, Arr] = {}  # carry k -> its spare buffer, given to be written (`spare`)
         self.homes = []
         for k, (t, v) in enumerate(zip(types, init)):
             dest = destinations[k] if destinations else None
@@ -72,6 +73,13 @@ class Slots:
         self.em.in_scope(p, scope)
         return p
 
+    def spare(self, k) -> Arr:
+        """The buffer the next value of array carry k (not updated in place) goes to: a loop
+        body's function may compute it there, and `write` then copies nothing."""
+        t, (_, nxt, scope) = self.types[k], self.homes[k]
+        self.spares[k] = Arr(self._loaded(nxt, scope), self.em.i64(0), _strides(t), t)
+        return self.spares[k]
+
     def accumulator(self, k) -> Arr:
         """The buffer of carry k, one that `plan` adds to in place."""
         t, h = self.types[k], self.homes[k]
@@ -91,15 +99,7 @@ class Slots:
                 continue
             if k in plan:
                 cur = h if k in self.inplace else self._loaded(h[0], h[2])
-                for j, how in enumerate(plan[k]):
-                    first = v if j == 0 else next(ops_)
-                    extra = [next(ops_) for _ in range(how[1] - 1)]
-                    if (k, j) in deferred:
-                        held[k, j] = first
-                    elif how[0] != "base":
-                        accumulate(em, Arr(cur, em.i64(0), _strides(t), t), how, first, extra, (k, j) in stored)
-                    elif not (isinstance(first, Arr) and first.ptr is cur):  # (not updated in place)
-                        em.copy_into(Arr(cur, em.i64(0), _strides(t), t), first)
+                add_terms(em, k, Arr(cur, em.i64(0), _strides(t), t), plan[k], v, ops_, deferred, stored, held)
             elif t.rank == 0:
                 em.b.store(v, h)
             elif k in self.inplace:
@@ -107,11 +107,50 @@ class Slots:
                     em.copy_into(Arr(h, em.i64(0), _strides(t), t), v)
             else:
                 cur, nxt, scope = h
-                spare = self._loaded(nxt, scope)
-                em.copy_into(Arr(spare, em.i64(0), _strides(t), t), v)
+                given = self.spares.pop(k, None)
+                spare = given.ptr if given is not None else self._loaded(nxt, scope)
+                if v is not given:  # (else computed there)
+                    em.copy_into(Arr(spare, em.i64(0), _strides(t), t), v)
                 em.b.store(em.b.load(cur), nxt)
                 em.b.store(spare, cur)
         return held
+
+
+def add_terms(em, k, cur: Arr, terms, first, ops_, deferred=(), stored=(), held=None):
+    """Add the terms of carry k (its `plan`, from `accumulators`) to its buffer cur in place:
+    the first term is `first`, the others and their indices come from the iterator ops_; the
+    terms (k, j) in `deferred` are put in held instead, those in `stored` stored."""
+    for j, how in enumerate(terms):
+        v = first if j == 0 else next(ops_)
+        extra = [next(ops_) for _ in range(how[1] - 1)]
+        if (k, j) in deferred:
+            held[k, j] = v
+        elif how[0] != "base":
+            accumulate(em, cur, how, v, extra, (k, j) in stored)
+        elif not (isinstance(v, Arr) and v.ptr is cur.ptr):  # (not updated in place)
+            em.copy_into(cur, v)
+
+
+def added(em, carries, types, plan, results, n_out: int) -> list:
+    """The results of a loop body made by `accumulators` (its first n_out results, then the
+    terms' values), with each carry of `plan` (carries[k], the body's param: an owned buffer,
+    or a scalar; types[k] its type) added its terms as Slots.write adds them: in place, the
+    result the carry's buffer; a scalar's sum in registers. The terms' values are then no results (None). For a
+    loop body lowered as a function (See Note [Loop functions] in lower/bodies.py), which adds
+    its terms itself: a term fused into its addition stays so."""
+    out = list(results[:n_out]) + [None] * (len(results) - n_out)
+    ops_ = iter(results[n_out:])
+    for k in sorted(plan):  # (the order Slots.write takes them in)
+        c = carries[k]
+        if isinstance(c, Arr):
+            add_terms(em, k, c, plan[k], results[k], ops_)
+            out[k] = c
+            continue
+        for j, how in enumerate(plan[k]):
+            assert how == ("add", 1, None), "a scalar carry's term that is not a sum"
+            c = scalar_add(em, types[k].dtype, c, results[k] if j == 0 else next(ops_))
+        out[k] = c
+    return out
 
 
 POLL_WORK = 1024  # scalar ops per iteration from which a loop checks for Ctrl-C each time

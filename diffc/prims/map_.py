@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..errors import ShapeError
 from ..ir.core import is_float
+from ..lower.bodies import body_function
 from ..lower.emit import PARALLEL_MIN, Lazy
 from ..lower.loops import cheap_steps, row, step_work, store_row
 from ..typesys import stacked
@@ -32,6 +33,9 @@ def _map_lower(em, eqn, ins):
         return [Lazy(eqn.outs[0].type, at, work=step_work(body))]
     outs = [em.destinations.get(o.id) or em.alloc(o.type) for o in eqn.outs]
     made = {x.id for e in body.eqns for x in e.outs}
+    fn = body_function(em, body, eqn.span)  # a long body: a call (See Note [Loop functions] in lower/bodies.py)
+    if fn is not None:
+        consts = [em.materialise(c) for c in consts]  # (once, not in each call)
 
     def step(i):
         # the body computes its results straight into their rows: an inner map writes its rows
@@ -41,11 +45,15 @@ def _map_lower(em, eqn, ins):
         for k, (o, out) in enumerate(zip(body.outs, outs)):
             if o.type.rank and o.id in made and o.id not in rows:
                 rows[o.id] = (k, row(em, out, i))
-        outer, em.destinations = em.destinations, {**em.destinations, **{v: r for v, (_, r) in rows.items()}}
-        try:
-            res = em.lower_body(body, [i] + [row(em, x, i) for x in xs] + consts, lazy_outs=True)
-        finally:
-            em.destinations = outer
+        args = [i] + [row(em, x, i) for x in xs] + consts
+        if fn is not None:
+            res = fn.call(em, args, {k: r for k, r in rows.values()})
+        else:
+            outer, em.destinations = em.destinations, {**em.destinations, **{v: r for v, (_, r) in rows.items()}}
+            try:
+                res = em.lower_body(body, args, lazy_outs=True)
+            finally:
+                em.destinations = outer
         for k, (o, out, r) in enumerate(zip(body.outs, outs, res)):
             if rows.get(o.id, (None, None)) != (k, r):
                 store_row(em, out, i, r)

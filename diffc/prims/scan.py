@@ -12,11 +12,13 @@ from ..errors import ShapeError
 from ..ir.core import Body, is_float
 from ..ir.prim import may_fail
 from ..ir.walk import all_eqns
+from ..lower.bodies import body_function
 from ..lower.emit import Lazy
 from ..lower.loops import (
     Deferral,
     Slots,
     accumulators,
+    added,
     cheap_steps,
     deferred_loop,
     deferred_scatters,
@@ -88,14 +90,35 @@ def _scan_lower(em, eqn, ins):
     def order(i):
         return em.b.sub(em.i64(n - 1), i) if reverse else i
 
+    def in_function(inner, params, res):  # (a long body's function adds its own terms)
+        reassociate(params[1 : 1 + nc], res, sums)
+        return added(inner, params[1 : 1 + nc], carry_types, plan, res, n_out)
+
+    # a long body: a call (See Note [Loop functions] in lower/bodies.py)
+    inplace = {k: 1 + k for k in slots.inplace}
+    fn = None if deferred else body_function(em, body, eqn.span, in_function, key=p["body"], carries=inplace)
+    if fn is not None:
+        consts = [em.materialise(c) for c in consts]  # (once, not in each call)
+
     def step(i):
         t = order(i)
         carries = slots.read()
-        res = em.lower_body(body, [t] + carries + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
-        reassociate(carries, res, sums)
-        held = slots.write(res[:nc], plan, res[n_out:], deferred, stored)
-        for y, r in zip(ys, res[nc:n_out]):
-            store_row(em, y, t, r)
+        args = [t] + carries + [row(em, x, t) for x in xs] + consts
+        if fn is not None:  # the results computed in the carries' spare buffers and the rows of ys
+            dests = {k: slots.spare(k) for k, c in enumerate(carry_types) if c.rank and k not in slots.inplace}
+            dests.update((nc + j, row(em, y, t)) for j, y in enumerate(ys) if y.type.rank > 1)
+            res = fn.call(em, args, dests)
+        else:
+            dests = {}
+            res = em.lower_body(body, args, lazy_outs=True)
+            reassociate(carries, res, sums)
+        if fn is not None:  # (its terms added)
+            held = slots.write(res[:nc])
+        else:
+            held = slots.write(res[:nc], plan, res[n_out:], deferred, stored)
+        for j, (y, r) in enumerate(zip(ys, res[nc:n_out])):
+            if r is not dests.get(nc + j):
+                store_row(em, y, t, r)
         return held
 
     if deferred:

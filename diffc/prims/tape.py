@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from ..ir.core import Body
+from ..lower.bodies import body_function, loop_body_lowering
 from ..lower.emit import CTX_RECORDS, ERR_MEMORY, I8, I64, PTR, VOID, Arr, Site, contiguous_strides
-from ..lower.loops import Slots, accumulate, accumulators, cheap_steps, inplace_carries
+from ..lower.loops import Slots, accumulate, accumulators, added, cheap_steps, inplace_carries
 from ..typesys import MAX_BYTES, DType, TensorType
 from .core import primitive
 
@@ -237,11 +238,11 @@ def while_tape_lower(em, eqn, ins):
     head, loop_body, done = em.block("wt.head"), em.block("wt.body"), em.block("wt.end")
     b.branch(head)
     b.position_at_end(head)
-    (c,) = em.lower_body(p["cond"], slots.read() + consts)
+    (c,) = loop_body_lowering(em, p["cond"], eqn.span)(slots.read() + consts)
     b.cbranch(c, loop_body, done)
     b.position_at_end(loop_body)
     em.poll_interrupt(eqn.span)
-    res = em.lower_body(body, slots.read() + consts)
+    res = loop_body_lowering(em, body, eqn.span)(slots.read() + consts)
     n = b.load(count)
     grow, write = em.block("wt.grow"), em.block("wt.write")
     b.cbranch(b.icmp_signed("==", n, b.load(cap)), grow, write)
@@ -289,12 +290,21 @@ def while_untape_lower(em, eqn, ins):
 
     data = _data(em, tape)
 
+    def in_function(inner, params, res):  # (a long body's function adds its own terms)
+        return added(inner, params[nr : nr + nc], slots.types, plan, res, nc)
+
+    # a long body: a call (See Note [Loop functions] in lower/bodies.py)
+    fn = body_function(em, body2, eqn.span, in_function, key=body, carries={k: nr + k for k in slots.inplace})
+
     def step(i):
         k = b.sub(b.sub(count, em.i64(1)), i)
         rec = b.gep(data, [b.mul(k, em.i64(rsize))], source_etype=I8)
         res = _read_record(em, rec, res_types, copy=False)
-        vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
-        slots.write(vals[:nc], plan, vals[nc:])
+        if fn is not None:
+            slots.write(fn.call(em, res + slots.read() + consts)[:nc])  # (its terms added)
+        else:
+            vals = em.lower_body(body2, res + slots.read() + consts, lazy_outs=True)
+            slots.write(vals[:nc], plan, vals[nc:])
 
     em.polled_loop(count, step, "untape", eqn.span, cheap_steps(body, nr, nc))
     _unlink_and_free(em, tape)  # (after a failure in the loop, the call's entry frees it)

@@ -9,6 +9,7 @@ from ..errors import ShapeError, TypeError_
 from ..ir.build import Builder
 from ..ir.core import Body
 from ..ir.walk import clone_body, inline
+from ..lower.bodies import loop_body_lowering
 from ..lower.emit import ERR_NEGATIVE, Site
 from ..lower.loops import Slots
 from ..typesys import DType, TensorType, index_type
@@ -37,14 +38,15 @@ def _while_lower(em, eqn, ins):
     ns = p["num_state"]
     init, consts = ins[:ns], ins[ns:]
     slots = Slots(em, [o.type for o in eqn.outs], init)
+    cond, body = (loop_body_lowering(em, p[k], eqn.span) for k in ("cond", "body"))
     head, loop_body, done = em.block("while.head"), em.block("while.body"), em.block("while.end")
     em.b.branch(head)
     em.b.position_at_end(head)
-    (c,) = em.lower_body(p["cond"], slots.read() + consts)
+    (c,) = cond(slots.read() + consts)
     em.b.cbranch(c, loop_body, done)
     em.b.position_at_end(loop_body)
     em.poll_interrupt(eqn.span)
-    slots.write(em.lower_body(p["body"], slots.read() + consts))
+    slots.write(body(slots.read() + consts))
     em.b.branch(head)
     em.b.position_at_end(done)
     return slots.read()
