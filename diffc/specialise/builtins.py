@@ -189,10 +189,15 @@ def index(tr, x: Var, items):
                 raise TypeError_(f"an index must be an integer or an integer array, got {describe(v)}", span)
             if v.known is not None:
                 _static_bounds(v.known, n, span, k)
+                if int(v.known) < 0:  # (counted from the end: the index in 0..n-1, known in range)
+                    v = tr.const(int(v.known) + n, I64)
             starts.append(0)
             limits.append(n)
             scalar_axes.append(k)
             scalar_idx.append(v)
+    if x.known is not None and len(scalar_axes) == len(items) and all(v.known is not None for v in scalar_idx):
+        # (a shape's dimension, s[2]: its value, checked above; no equation left to keep)
+        return tr.const(np.asarray(x.known)[tuple(int(v.known) for v in scalar_idx)], t.dtype)
     if any(lo != 0 or hi != n for lo, hi, n in zip(starts, limits, t.shape)):
         x = tr.emit(sh.slice_p, [x], starts=tuple(starts), limits=tuple(limits))
     if not scalar_axes:
@@ -200,9 +205,11 @@ def index(tr, x: Var, items):
     if scalar_axes != list(range(len(scalar_axes))):
         rest = [k for k in range(x.type.rank) if k not in scalar_axes]
         x = tr.emit(sh.transpose_p, [x], perm=tuple(scalar_axes + rest))
-    # loop indices (and small offsets of them) known to be in range need no run-time check
+    # indices known, or loop indices (and small offsets of them), in range need no run-time
+    # check: none is then left to fail, and an unused one is dropped (optimise/dce.py)
     safe = all(
-        v.range is not None and 0 <= v.range[0] and v.range[1] <= x.type.shape[k] for k, v in enumerate(scalar_idx)
+        v.known is not None or (v.range is not None and 0 <= v.range[0] and v.range[1] <= x.type.shape[k])
+        for k, v in enumerate(scalar_idx)
     )
     return tr.emit(sh.index_p, [x] + scalar_idx, safe=True) if safe else tr.emit(sh.index_p, [x] + scalar_idx)
 

@@ -11,7 +11,7 @@ from llvmlite import ir
 from support.native import module
 
 import diffc
-from diffc.lower.emit import ARENA_STACK_LIMIT, RECURSIVE_STACK_LIMIT
+from diffc.lower.emit import ARENA_STACK_LIMIT, RECURSIVE_STACK_LIMIT, SCRATCH_MAX
 from diffc.lower.llvm import lower_program
 from diffc.pipeline import to_ir
 from diffc.runtime.values import type_of
@@ -53,5 +53,8 @@ def test_allocas_are_in_the_entry_block_and_bounded(n):
         sizes = frames(ms.module)
         recursive = [k for k in sizes if k.startswith("dfl.down")]
         assert recursive and all(sizes[k] <= RECURSIVE_STACK_LIMIT + 256 for k in recursive), sizes
-        assert all(size <= ARENA_STACK_LIMIT + 1024 for size in sizes.values()), sizes
+        # (a parallel loop's piece holds its temporaries on its thread's stack, up to SCRATCH_MAX)
+        assert all(size <= (SCRATCH_MAX if ".par" in k else ARENA_STACK_LIMIT) + 1024 for k, size in sizes.items()), (
+            sizes
+        )
     assert np.isfinite(PROGRAMS.both(x)) and np.isfinite(diffc.grad(PROGRAMS.both)(x)).all()
