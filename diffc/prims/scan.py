@@ -21,10 +21,10 @@ from ..lower.loops import (
     deferred_loop,
     deferred_scatters,
     gathered_loop,
-    step_work,
     inplace_carries,
     reassociate,
     row,
+    step_work,
     store_row,
     sum_carries,
     term_values,
@@ -116,7 +116,7 @@ def _derived(params) -> dict:
 
 
 SUM_BLOCKS = 8  # the blocks of iterations of a loop whose carries are only sums (See Note [Sums in blocks])
-BLOCK_OVERHEAD = 16  # the work of its iterations, over the elements its blocks' sums zero and add up, from which it is cut
+BLOCK_OVERHEAD = 16  # its work over the elements its blocks zero and add up, from which it is cut
 
 
 def _sums_apart(eqn, sums, inplace) -> bool:
