@@ -13,7 +13,7 @@ from ..ir.core import Body, is_float
 from ..ir.prim import may_fail
 from ..ir.walk import all_eqns
 from ..lower.bodies import body_function
-from ..lower.emit import Lazy
+from ..lower.emit import PARALLEL_MIN, Arr, Lazy, reg_type
 from ..lower.loops import (
     Deferral,
     Slots,
@@ -26,6 +26,7 @@ from ..lower.loops import (
     inplace_carries,
     reassociate,
     row,
+    step_work,
     store_row,
     sum_carries,
     term_values,
@@ -81,8 +82,11 @@ def _scan_lower(em, eqn, ins):
     # scatters] in lower/loops.py): zeros only where that term does not write
     firsts = {k: jc for k, jc in deferral.first_writes.items() if deferred and not reverse and _zero(em, init[k])}
     sums = sum_carries(body, 1, nc) if p.get("derived") else {}  # See Note [Reassociated sums] in lower/loops.py
+    inplace = inplace_carries(eqn.params["body"], 1, nc, plan)
+    if not deferred and _sums_apart(eqn, sums, inplace):
+        return _in_blocks(em, eqn, body, plan, sums, inplace, init, xs, consts, ys)
     homes = [em.destinations.get(o.id) for o in eqn.outs[:nc]]
-    slots = Slots(em, carry_types, init, inplace_carries(eqn.params["body"], 1, nc, plan), homes, set(firsts))
+    slots = Slots(em, carry_types, init, inplace, homes, set(firsts))
     for k, (_, c) in firsts.items():
         zero_outside(em, slots.accumulator(k), c, c + n)
     stored = {(k, j) for k, (j, _) in firsts.items()}
@@ -132,6 +136,91 @@ def _derived(params) -> dict:
     """The `derived` flag of a scan made by differentiation, for a scan made from it (its
     forward again, its tangents): what it sums over iterations is as free of order."""
     return {"derived": True} if params.get("derived") else {}
+
+
+SUM_BLOCKS = 8  # the blocks of iterations of a loop whose carries are only sums (See Note [Sums in blocks])
+BLOCK_OVERHEAD = 16  # its work over the elements its blocks zero and add up, from which it is cut
+
+
+def _sums_apart(eqn, sums, inplace) -> bool:
+    """Whether a scan made by differentiation only sums terms into its carries (a map's
+    backward: the cotangents of the map's constants), has no effect and no failure, and enough
+    work for its iterations to run as blocks on the threads (See Note [Sums in blocks])."""
+    p = eqn.params
+    n, nc, body = p["length"], p["num_carry"], p["body"]
+    types = [o.type for o in eqn.outs[:nc]]
+    sums_only = all(t.dtype.is_float and (k in sums if t.rank == 0 else k in inplace) for k, t in enumerate(types))
+    if not (p.get("derived") and nc and sums_only and n >= 2 * SUM_BLOCKS and _pure(body)):
+        return False
+    work = n * step_work(body, 1, nc)
+    return work >= PARALLEL_MIN and work >= BLOCK_OVERHEAD * SUM_BLOCKS * sum(t.size for t in types)
+
+
+def _in_blocks(em, eqn, body, plan, sums, inplace, init, xs, consts, ys):
+    """The loop as SUM_BLOCKS blocks of its iterations, each summing its terms into carries of
+    its own from zero, on the threads; then each carry is its initial value plus the blocks'
+    sums, added in the blocks' order (See Note [Sums in blocks])."""
+    p = eqn.params
+    n, nc = p["length"], p["num_carry"]
+    n_out = len(p["body"].outs)
+    types = [o.type for o in eqn.outs[:nc]]
+    per = -(-n // SUM_BLOCKS)
+    count = -(-n // per)
+    parts = [em.alloc(stacked(t, count)) for t in types]
+    for part, t in zip(parts, types):
+        if t.rank:
+            em.fill(part, [ir.Constant(reg_type(t.dtype), 0.0)], lambda z: z, "zero")
+    cheap = cheap_steps(p["body"], 1, nc)
+
+    def block(j):
+        b = em.b
+        zeros = [ir.Constant(reg_type(t.dtype), 0.0) if t.rank == 0 else None for t in types]
+        homes = [row(em, part, j) if t.rank else None for part, t in zip(parts, types)]
+        slots = Slots(em, types, zeros, inplace, homes, {k for k, t in enumerate(types) if t.rank})
+        start = b.mul(j, em.i64(per))
+
+        def step(i):
+            t = b.add(start, i)
+            carries = slots.read()
+            res = em.lower_body(body, [t] + carries + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
+            reassociate(carries, res, sums)
+            slots.write(res[:nc], plan, res[n_out:])
+            for y, r in zip(ys, res[nc:n_out]):
+                store_row(em, y, t, r)
+
+        size = b.sub(em.i64(n), start)
+        size = b.select(b.icmp_signed("<", size, em.i64(per)), size, em.i64(per))
+        em.polled_loop(size, step, "block", eqn.span, cheap)
+        for k, (t, v) in enumerate(zip(types, slots.read())):
+            if t.rank == 0:
+                em.store(parts[k], [j], v)
+
+    em.parallel_loop(count, block, "blocks")
+    outs = []
+    for k, (o, t, part) in enumerate(zip(eqn.outs, types, parts)):
+        terms = ([] if _zero(em, init[k]) else [init[k]]) + [row(em, part, em.i64(j)) for j in range(count)]
+        if t.rank == 0:
+            outs.append(_sum_in_order(em, [_scalar(em, v) for v in terms]))
+            continue
+        dest = em.destinations.get(o.id)
+        out = dest if dest is not None and dest.contiguous else em.alloc(t)
+        em.fill(out, terms, lambda *v: _sum_in_order(em, v), "blocksum")
+        outs.append(out)
+    return outs + ys
+
+
+def _scalar(em, v):
+    """A scalar carry's value in a register."""
+    if isinstance(v, Arr):
+        return em.load(v, [])
+    return v.at([]) if isinstance(v, Lazy) else v
+
+
+def _sum_in_order(em, values):
+    acc = values[0]
+    for v in values[1:]:
+        acc = em.b.fadd(acc, v)
+    return acc
 
 
 def _pure(body) -> bool:
@@ -235,3 +324,18 @@ scan_p = primitive(
         stacked=lambda p: p["num_carry"],
     ),
 )
+
+
+# Note [Sums in blocks]
+# ~~~~~~~~~~~~~~~~~~~~~
+# A map's rows run on the threads, but its backward is a scan: its carries sum the cotangents
+# of the map's constants (tied weights) over the rows, each row adding to the sums the row
+# before left, so it ran on one thread. Those sums have no order of their own (See Note
+# [Reassociated sums] in lower/loops.py). So a scan made by differentiation whose carries are
+# all such sums (`_sums_apart`: array carries added to in place, scalar ones sum chains), with
+# no effect and no failure and enough work, runs as SUM_BLOCKS blocks of its iterations, a
+# parallel loop: each block sums its rows' terms from zero into carries of its own, and each
+# carry is then its initial value plus the blocks' sums, in the blocks' order. The blocks
+# depend on the count of iterations alone, so the results are the same bits on any count of
+# threads (they differ from the serial scan's by rounding). The extra work, zeroing the
+# blocks' carries and adding them up, is kept below 1/BLOCK_OVERHEAD of the loop's.
