@@ -25,7 +25,15 @@ multiply-add and read it from there (no conversion, so NaN flows through without
 tanh's and erf's without exp's range clamps (their arguments are bounded: _exp_parts); log1p's
 edges are one select on its bits.
 These have no branches, so that LLVM's loop vectoriser turns a loop of them into SIMD code.
-sin, cos: fdlibm's kernels, with branches on the size of the argument (see below). f64 only.
+sin, cos of numbers: fdlibm's kernels, with branches on the size of the argument (see below), for
+       latency-bound scalar code (an ODE step). f64 only.
+sin, cos of arrays (sin_array, cos_array): x = k pi/2 + r, r a double-double exact to 2^-100
+       (one fused multiply-add with pi/2, a two-sum with its second part), fdlibm's kernels
+       with the tail, both computed and one selected by k mod 4: no branch, 1 ulp (0.03 on
+       average), 1.2 ns an element against libm's 9.3. Beyond |x| = 2^30 libm's, behind the one
+       branch, called through a masked vector variant on just the lanes that need it, so that
+       every element is computed by the same operations whatever its lane or thread. f32 is
+       computed in f64 and rounded once.
 tan:   sin r / cos r with their reduction; libm's beyond |x| = 4096, behind a branch. 3 ulps.
        f64 only."""
 
@@ -547,7 +555,7 @@ cos = _trig(1)
 # kernels with the tail then give sin r and cos r, both computed (sin x and cos x of the same x
 # in one loop share them), k mod 4 selecting one and its sign. Beyond TRIG_VECTOR_MAX (finite):
 # libm, behind a branch that LLVM's vectoriser keeps as a call for just those lanes
-# (libm_trig): the same code for every element whether its lane is vectorised or not.
+# (_libm_pure): the same code for every element whether its lane is vectorised or not.
 TRIG_VECTOR_MAX = 2.0**30
 PIO2_C1 = 1.5707963267948966
 PIO2_C2 = 6.123233995736766e-17
@@ -626,7 +634,8 @@ def _libm_pure(b: ir.IRBuilder, name: str, x):
         wrapper.attributes.update(("noinline", "readnone", "nounwind"))
         wb = ir.IRBuilder(wrapper.append_basic_block())
         wb.ret(wb.call(libm, wrapper.args))
-        variants = ",".join(f"_ZGV_LLVM_M{n}v_{symbol}({_masked_variant(module, libm, symbol, n).name})" for n in (2, 4, 8))
+        masked = [_masked_variant(module, libm, symbol, n) for n in (2, 4, 8)]
+        variants = ",".join(f"_ZGV_LLVM_M{len(fn.args[0].type)}v_{symbol}({fn.name})" for fn in masked)
         set.add(wrapper.attributes, f'"vector-function-abi-variant"="{variants}"')  # (llvmlite knows no such attribute)
     return b.call(wrapper, [x])
 
@@ -660,6 +669,7 @@ def _masked_variant(module: ir.Module, libm: ir.Function, symbol: str, lanes: in
 
 def _trig_array(which: int):
     def kernel(b: ir.IRBuilder, x):
+        """The inline value, replaced by libm's where TRIG_VECTOR_MAX <= |x| < inf."""
         inline = _trig_inline(b, x, which)
         ax = _intrinsic(b, "llvm.fabs", x)
         huge = b.and_(b.fcmp_ordered(">=", ax, _c(TRIG_VECTOR_MAX)), b.fcmp_ordered("<", ax, _c(math.inf)))
