@@ -30,7 +30,7 @@ sin, cos of numbers: fdlibm's kernels, with branches on the size of the argument
 sin, cos of arrays (sin_array, cos_array): x = k pi/2 + r, r a double-double exact to 2^-100
        (one fused multiply-add with pi/2, a two-sum with its second part), fdlibm's kernels
        with the tail, both computed and one selected by k mod 4: no branch, 1 ulp (0.03 on
-       average), 1.2 ns an element against libm's 9.3. Beyond |x| = 2^30 libm's, behind the one
+       average), 1.1 ns an element against libm's 9.3. From |x| = 2^30 on libm's, behind the one
        branch, called through a masked vector variant on just the lanes that need it, so that
        every element is computed by the same operations whatever its lane or thread. f32 is
        computed in f64 and rounded once.
@@ -553,10 +553,17 @@ cos = _trig(1)
 # 2^-160). r is then within 2^-100 of its exact value up to |x| = TRIG_VECTOR_MAX, so that even
 # next to a multiple of pi/2 (r down to about 2^-60) sin and cos are within an ulp. fdlibm's
 # kernels with the tail then give sin r and cos r, both computed (sin x and cos x of the same x
-# in one loop share them), k mod 4 selecting one and its sign. Beyond TRIG_VECTOR_MAX (finite):
-# libm, behind a branch that LLVM's vectoriser keeps as a call for just those lanes
-# (_libm_pure): the same code for every element whether its lane is vectorised or not.
+# in one loop share them), k mod 4 selecting one and its sign. From TRIG_VECTOR_MAX on (and
+# inf, made NaN): libm, behind a branch that LLVM's vectoriser turns into a call of a masked
+# vector variant (_libm_pure), inlined into the loop: one test of the lanes per vector, libm
+# called for just the lanes beyond. Every element is computed by the same operations whether
+# its lane is vectorised or not (a vector math library's results would differ from the scalar
+# remainder's libm calls). This branch costs 10-25% (the elementwise family's forward and
+# value-and-grad without it: 431 and 822 us over 1e5 f64, with it 482 and 1040-1160); a
+# branch-free Payne-Hanek reduction for every lane (SLEEF's rempi: about 80 operations and
+# four gathers) would cost more than the kernel itself.
 TRIG_VECTOR_MAX = 2.0**30
+VARIANT_PREFIX = "diffc_libm_"  # the libm wrappers and their vector variants
 PIO2_C1 = 1.5707963267948966
 PIO2_C2 = 6.123233995736766e-17
 PIO2_C3 = -1.4973849048591698e-33
@@ -618,13 +625,13 @@ def _trig_inline(b: ir.IRBuilder, x, which: int):
 
 def _libm_pure(b: ir.IRBuilder, name: str, x):
     """A call of libm's `name` (of f64) for the lanes of a vectorised loop that need it, and
-    those alone: the call is to a wrapper declared readnone (libm sets no errno for finite
+    those alone: the call is to a wrapper declared readnone (libm sets no errno for finite and NaN
     arguments) and never inlined, which names vector variants of itself with a mask
     (_masked_variant); the vectoriser calls these on the lanes whose branch is taken, and the
     loop's scalar remainder calls the wrapper. (A call of an unknown function keeps a loop
     scalar; a call of libm's sin LLVM would turn into llvm.sin, which it runs for every lane.)"""
     module = b.module
-    symbol = f"diffc_libm_{name}"
+    symbol = f"{VARIANT_PREFIX}{name}"
     wrapper = module.globals.get(symbol)
     if wrapper is None:
         fty = ir.FunctionType(F64, [F64])
@@ -633,8 +640,8 @@ def _libm_pure(b: ir.IRBuilder, name: str, x):
         wrapper.linkage = "internal"
         wrapper.attributes.update(("noinline", "readnone", "nounwind"))
         wb = ir.IRBuilder(wrapper.append_basic_block())
-        wb.ret(wb.call(libm, wrapper.args))
-        masked = [_masked_variant(module, libm, symbol, n) for n in (2, 4, 8)]
+        wb.ret(_libm_call(wb, libm, wrapper.args[0]))
+        masked = [_masked_variant(module, libm, symbol, n) for n in (2, 4, 8, 16)]
         variants = ",".join(f"_ZGV_LLVM_M{len(fn.args[0].type)}v_{symbol}({fn.name})" for fn in masked)
         set.add(wrapper.attributes, f'"vector-function-abi-variant"="{variants}"')  # (llvmlite knows no such attribute)
     return b.call(wrapper, [x])
@@ -642,24 +649,40 @@ def _libm_pure(b: ir.IRBuilder, name: str, x):
 
 def _masked_variant(module: ir.Module, libm: ir.Function, symbol: str, lanes: int) -> ir.Function:
     """<lanes x double> f(<lanes x double> x, <lanes x i1> mask): libm on the lanes in mask,
-    the other lanes x; none at all tested first (one comparison)."""
+    the other lanes x. Inlined into the loop: the test that no lane is in the mask (one
+    comparison), then a call of the lanes' loop (_lanes), kept out of the loop's code."""
     vty = ir.VectorType(F64, lanes)
-    fn = ir.Function(module, ir.FunctionType(vty, [vty, ir.VectorType(ir.IntType(1), lanes)]), f"{symbol}_m{lanes}")
-    # external, so that nothing removes it before the vectoriser looks for it
-    fn.attributes.update(("readnone", "nounwind"))
+    fty = ir.FunctionType(vty, [vty, ir.VectorType(ir.IntType(1), lanes)])
+    fn = ir.Function(module, fty, f"{symbol}_m{lanes}")
+    # weak_odr: kept until the vectoriser looks for it (unreferenced till then), and defined in
+    # each unit of a long module (lower/llvm.py's module_units), the same everywhere; inlined
+    # into the loop after the vectoriser (lower/jit.py's optimise_module)
+    fn.linkage = "weak_odr"
+    fn.attributes.update(("readnone", "nounwind", "alwaysinline"))
     x, mask = fn.args
     b = ir.IRBuilder(fn.append_basic_block())
     bits = b.bitcast(mask, ir.IntType(lanes))
     with b.if_then(b.icmp_unsigned("==", bits, ir.Constant(ir.IntType(lanes), 0)), likely=True):
         b.ret(x)
+    b.ret(b.call(_lanes(module, libm, fty, f"{symbol}_l{lanes}"), [x, mask]))
+    return fn
+
+
+def _lanes(module: ir.Module, libm: ir.Function, fty: ir.FunctionType, name: str) -> ir.Function:
+    """libm on each lane of x in mask, one by one (never inlined: cold)."""
+    fn = ir.Function(module, fty, name)
+    fn.linkage = "weak_odr"
+    fn.attributes.update(("readnone", "nounwind", "noinline", "cold"))
+    x, mask = fn.args
+    b = ir.IRBuilder(fn.append_basic_block())
     out = x
-    for lane in range(lanes):
+    for lane in range(fty.return_type.count):
         i = ir.Constant(I32, lane)
         before = b.block
         with b.if_then(b.extract_element(mask, i)):
-            updated = b.insert_element(out, b.call(libm, [b.extract_element(x, i)]), i)
+            updated = b.insert_element(out, _libm_call(b, libm, b.extract_element(x, i)), i)
             inside = b.block
-        phi = b.phi(vty)
+        phi = b.phi(fty.return_type)
         phi.add_incoming(out, before)
         phi.add_incoming(updated, inside)
         out = phi
@@ -667,12 +690,18 @@ def _masked_variant(module: ir.Module, libm: ir.Function, symbol: str, lanes: in
     return fn
 
 
+def _libm_call(b: ir.IRBuilder, libm: ir.Function, v):
+    """libm's value at v, an infinite v made NaN first: libm's sin(inf) would set errno."""
+    inf = b.fcmp_ordered("==", _intrinsic(b, "llvm.fabs", v), _c(math.inf))
+    return b.call(libm, [b.select(inf, _c(math.nan), v)])
+
+
 def _trig_array(which: int):
     def kernel(b: ir.IRBuilder, x):
-        """The inline value, replaced by libm's where TRIG_VECTOR_MAX <= |x| < inf."""
+        """The inline value, replaced by libm's where |x| >= TRIG_VECTOR_MAX."""
         inline = _trig_inline(b, x, which)
         ax = _intrinsic(b, "llvm.fabs", x)
-        huge = b.and_(b.fcmp_ordered(">=", ax, _c(TRIG_VECTOR_MAX)), b.fcmp_ordered("<", ax, _c(math.inf)))
+        huge = b.fcmp_ordered(">=", ax, _c(TRIG_VECTOR_MAX))  # (inf too: one comparison)
         before = b.block
         with b.if_then(huge, likely=False):
             called = _libm_pure(b, ("sin", "cos")[which], x)
