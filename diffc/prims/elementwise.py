@@ -512,9 +512,10 @@ def _mul_interval(a, b):
 
 def _trig_lower(kernel, array_kernel):
     """sin and cos of a number (latency-bound code, an ODE step) by the branched kernels of
-    lower/vmath.py, about half libm's latency; of arrays by its branch-free ones, so that the
-    loop vectorises (the branched kernels' branches, which random arguments mispredict, and
-    libm's calls kept it scalar)."""
+    lower/vmath.py, about half libm's latency (the branch-free ones there: ode_rk4's forward
+    29.8 -> 51 us); of arrays by its branch-free ones, so that the loop vectorises (the
+    branched kernels' branches, which random arguments mispredict, and libm's calls kept it
+    scalar)."""
     inline, vector = _lower_ew(_vmath_f64(kernel)), _lower_ew(_vmath_f64(array_kernel))
 
     def lower(em, eqn, ins):
