@@ -669,24 +669,29 @@ def _masked_variant(module: ir.Module, libm: ir.Function, symbol: str, lanes: in
 
 
 def _lanes(module: ir.Module, libm: ir.Function, fty: ir.FunctionType, name: str) -> ir.Function:
-    """libm on each lane of x in mask, one by one (never inlined: cold)."""
+    """libm on each lane of x in mask, a loop over the mask's set bits (never inlined: cold)."""
     fn = ir.Function(module, fty, name)
     fn.linkage = "weak_odr"
     fn.attributes.update(("readnone", "nounwind", "noinline", "cold"))
     x, mask = fn.args
+    bty = ir.IntType(fty.return_type.count)
     b = ir.IRBuilder(fn.append_basic_block())
-    out = x
-    for lane in range(fty.return_type.count):
-        i = ir.Constant(I32, lane)
-        before = b.block
-        with b.if_then(b.extract_element(mask, i)):
-            updated = b.insert_element(out, _libm_call(b, libm, b.extract_element(x, i)), i)
-            inside = b.block
-        phi = b.phi(fty.return_type)
-        phi.add_incoming(out, before)
-        phi.add_incoming(updated, inside)
-        out = phi
-    b.ret(out)
+    entry, body, done = b.block, fn.append_basic_block(), fn.append_basic_block()
+    first = b.bitcast(mask, bty)
+    b.branch(body)
+    b.position_at_end(body)
+    v, bits = b.phi(fty.return_type), b.phi(bty)  # (the mask has a lane: see _masked_variant)
+    cttz = b.module.declare_intrinsic("llvm.cttz", [bty], ir.FunctionType(bty, [bty, ir.IntType(1)]))
+    lane = b.call(cttz, [bits, ir.Constant(ir.IntType(1), 1)])
+    updated = b.insert_element(v, _libm_call(b, libm, b.extract_element(v, lane)), lane)
+    rest = b.and_(bits, b.sub(bits, ir.Constant(bty, 1)))  # the lowest set bit cleared
+    v.add_incoming(x, entry)
+    v.add_incoming(updated, body)
+    bits.add_incoming(first, entry)
+    bits.add_incoming(rest, body)
+    b.cbranch(b.icmp_unsigned("==", rest, ir.Constant(bty, 0)), done, body)
+    b.position_at_end(done)
+    b.ret(updated)
     return fn
 
 
