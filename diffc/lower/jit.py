@@ -14,6 +14,7 @@ import llvmlite.binding as llvm
 
 from ..errors import UsageError
 from . import llvm_worker
+from .vmath import VARIANT_PREFIX
 
 # LLVM's O2: code as fast as O3's on our loops (measured on benchmarks/workloads) in half the
 # compile time of a gradient program. DIFFC_OPT=3 (or 1) for experiments.
@@ -110,6 +111,12 @@ def optimise_module(mod: llvm.ModuleRef) -> llvm.ModuleRef:
     pto.slp_vectorization = True
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
+    # the vector variants that the vectoriser called (lower/vmath.py's _libm_pure) inlined
+    # into their loops: no inliner runs after the vectoriser in the pipeline
+    if any(f.name.startswith(VARIANT_PREFIX) for f in mod.functions):
+        mpm = llvm.create_new_module_pass_manager()
+        mpm.add_always_inliner_pass()
+        mpm.run(mod, pb)
     return mod
 
 

@@ -400,7 +400,10 @@ def module_units(module: ir.Module, units: int = UNITS) -> list[str]:
     for k in range(max(unit_of.values()) + 1):
         body = []
         for name, v in module.globals.items():
-            if name not in unit_of:  # a declaration
+            # a declaration, or a weak_odr definition that each unit has its own copy of (the
+            # vector variants of lower/vmath.py's _libm_pure, which each unit's vectoriser must
+            # find: they are named in an attribute only)
+            if name not in unit_of or v.linkage == "weak_odr":
                 body.append(texts[name])
             elif unit_of[name] == k:
                 body.append(_external(v, texts[name]) if name in shared else texts[name])

@@ -7,10 +7,14 @@ import re
 
 import numpy as np
 import pytest
+from support.native import on_each_count, restore_threads  # noqa: F401 (a fixture)
 
 import diffc
 from diffc import cli
-from diffc.lower import vmath
+from diffc.lower import jit, vmath
+from diffc.lower.llvm import lower_program, module_units
+from diffc.pipeline import to_ir
+from diffc.typesys import DType, TensorType
 
 MAX_ULPS = 3
 
@@ -341,3 +345,153 @@ def test_nan_flows_through_kernels_without_a_conversion_to_an_integer(name, dtyp
     assert "fptosi" not in generated and "fptoui" not in generated
     got = getattr(F32, name + "_")(np.array([np.nan, -np.nan, 1.0], dtype))
     assert np.isnan(got[:2]).all() and not np.isnan(got[2])
+
+
+# sin and cos of arrays: vmath.sin_array and cos_array, branch-free (f32 computed in f64 and
+# rounded once), libm beyond TRIG_VECTOR_MAX on the lanes that need it
+
+ARRAYS = diffc.compile(
+    """
+fn sin_(x) = sin(x)
+fn cos_(x) = cos(x)
+fn sum_sin(x) = sum(sin(x))
+fn mixed(x) = sum(sin(x) * cos(x) + cos(x))
+"""
+)
+
+
+def _mp_ref(name: str, x):
+    """sin or cos of each double, correctly rounded (mpmath at 200 bits)."""
+    mpmath = pytest.importorskip("mpmath")
+    fn = getattr(mpmath, name)
+    with mpmath.workprec(200):
+        return np.array([float(fn(mpmath.mpf(float(v)))) for v in x])
+
+
+def _near_multiples_of_pi_over_2(ks):
+    """The double nearest each k pi/2 and its two neighbours: r = x - k pi/2 as small as a
+    double gets there (down to about 2^-60)."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workprec(200):
+        x = np.array([float(mpmath.mpf(int(k)) * mpmath.pi / 2) for k in ks])
+    return np.concatenate([x, np.nextafter(x, 0), np.nextafter(x, np.inf), -x])
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_array_kernel_is_within_an_ulp_of_the_exact_value(name):
+    """Against mpmath, not NumPy (libm's own error): below TRIG_VECTOR_MAX inline, next to the
+    multiples of pi/2 (the double-double reduction), beyond it libm's, tiny and subnormal."""
+    x = np.concatenate(
+        [
+            rng.normal(size=3000),
+            rng.uniform(-1e3, 1e3, 2000),
+            rng.uniform(-(2.0**30), 2.0**30, 2000),
+            _near_multiples_of_pi_over_2(np.concatenate([np.arange(1, 500), rng.integers(500, 2**29, 500)])),
+            rng.uniform(1, 10, 300) * 10.0 ** rng.integers(9, 308, 300),  # libm's
+            rng.normal(size=300) * 1e-9,
+            [2.0**30, np.nextafter(2.0**30, 0), 1e300, -1.7976931348623157e308, 5e-324, -1e-310, 2.0**-1022],
+        ]
+    )
+    got = getattr(ARRAYS, name + "_")(x)
+    err = ulps(got, _mp_ref(name, x))
+    worst = int(np.argmax(err))
+    assert err[worst] <= 1, f"{name}({x[worst]!r}) = {got[worst]!r}: {err[worst]:.2f} ulps"
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_f32_array_kernel_rounds_the_f64_result_once(name):
+    """f32 computed in f64 and rounded: within an ulp of f64 rounded to f32 up to 3.4e38."""
+    x = np.concatenate(
+        [rng.normal(size=5000), rng.uniform(-1e5, 1e5, 5000), F32_SWEEP, [3e38, -3.4e38, 1e-45, 1e-40, 1.0]]
+    ).astype(np.float32)
+    got = getattr(ARRAYS, name + "_")(x)
+    assert got.dtype == np.float32
+    err = ulps(got, getattr(np, name)(x.astype(np.float64)).astype(np.float32), np.float32)
+    worst = int(np.argmax(err))
+    assert err[worst] <= 1, f"{name}({x[worst]!r}) = {got[worst]!r}"
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_array_kernels_at_the_edges(dtype):
+    """sin keeps -0 and tiny arguments to the last bit, cos of them is 1; inf and NaN give
+    NaN (inf made NaN before libm, which would set errno), the largest finite numbers libm's
+    values."""
+    big = 1e300 if dtype is np.float64 else 3e38
+    x = np.array([0.0, -0.0, 5e-324 if dtype is np.float64 else 1e-45, -1e-30, np.inf, -np.inf, np.nan, big], dtype)
+    s, c = ARRAYS.sin_(x), ARRAYS.cos_(x)
+    np.testing.assert_array_equal(s[:4], x[:4])
+    assert np.signbit(s[1]) and not np.signbit(s[0]) and np.signbit(s[3])
+    np.testing.assert_array_equal(c[:4], 1.0)
+    assert np.isnan(s[4:7]).all() and np.isnan(c[4:7]).all()
+    big64 = np.float64(x[7])
+    assert s[7] == np.sin(big64).astype(dtype) and c[7] == np.cos(big64).astype(dtype)
+
+
+def test_array_results_do_not_depend_on_lanes_or_threads():
+    """Every element is computed by the same operations: the vectorised loop's lanes, its
+    scalar remainder, libm's lanes and each thread's share give the same bits, so sin of an
+    array equals sin of each element alone, at 1, 2 and 3 threads."""
+    n = 300_007  # a remainder after the vectors, on every count of threads
+    x = rng.normal(size=n) * 10
+    x[rng.integers(0, n, 300)] = rng.uniform(1e10, 1e12, 300)  # libm's, here and there
+    x[-3:] = [1e15, 0.5, -2e11]  # in the remainder
+    results = on_each_count(lambda: ARRAYS.sin_(x))
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])
+    alone = np.array([ARRAYS.sin_(x[k : k + 1])[0] for k in range(0, n, 997)] + [ARRAYS.sin_(x[-3:])[0]])
+    np.testing.assert_array_equal(alone, np.concatenate([results[0][::997], results[0][-3:-2]]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_array_gradients_of_sin_and_cos(dtype):
+    """d sin = cos, d cos = -sin, over arrays (their partials by the array kernels), and a
+    product of both against central differences."""
+    x = (rng.normal(size=1001) * 3).astype(dtype)
+    g = diffc.grad(ARRAYS.sum_sin)(x)
+    assert g.dtype == dtype
+    np.testing.assert_array_equal(g, ARRAYS.cos_(x))
+    x64 = x.astype(np.float64)
+    g2 = diffc.grad(ARRAYS.mixed)(x64)
+    h = 1e-6
+    fd = np.array([(ARRAYS.mixed(x64 + h * e) - ARRAYS.mixed(x64 - h * e)) / (2 * h) for e in np.eye(len(x64))[:20]])
+    np.testing.assert_allclose(g2[:20], fd, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g2, np.cos(2 * x64) - np.sin(x64), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_array_sin_and_cos_are_vectorised(name, dtype, tmp_path, capsys):
+    """The loop becomes SIMD code (the kernel's fused multiply-adds on vectors) with no call of
+    llvm.sin, which LLVM would make once per lane: libm is called only from the masked vector
+    variant inlined into the loop, behind a test of the lanes beyond TRIG_VECTOR_MAX. (f32 is
+    computed in f64.)"""
+    (tmp_path / "k.dfl").write_text(f"fn main(x) = {name}(x)\n")
+    np.save(tmp_path / "x.npy", np.ones(1000, dtype))
+    assert cli.main(["show", "--llvm", str(tmp_path / "k.dfl"), "--arg", f"x={tmp_path / 'x.npy'}"]) == 0
+    out = capsys.readouterr().out
+    opt = out[out.index("; ---- LLVM IR, optimised") : out.index("; ---- assembly")]
+    body = opt[opt.index("define void @diffc_entry") :].split("\n}\n")[0]
+    assert re.search(r"call <\d+ x double> @llvm\.fma", body), "the kernel is vectorised"
+    assert not re.search(r"@llvm\.(sin|cos)", body)
+    assert f"{vmath.VARIANT_PREFIX}{name}_m" in body, "the masked variant, inlined"
+
+
+def test_each_unit_of_a_long_module_vectorises_its_sin(monkeypatch):
+    """A module long enough to be compiled as two units (Note [Units] in lower/llvm.py) has
+    the vector variants in each (weak_odr copies): the loops of both vectorise, and the two
+    objects load together."""
+    rows = "\n".join(f"    let a{k} = sin(a{k - 1} * {k}.5) + cos(x[{k}:{k + 200}] * a{k - 1});" for k in range(1, 120))
+    src = f"fn f(x) {{\n    let a0 = x[0:200];\n{rows}\n    a119\n}}\n"
+    m = diffc.compile(src)
+    prog, tree = to_ir(m.ast, "f", (TensorType(DType.F64, (400,)),))
+    units = module_units(lower_program(prog, tree).module)
+    assert len(units) == 2
+    for text in units:
+        assert re.search(r"call <\d+ x double> @llvm\.fma", str(jit.optimise(text)))
+    x = np.linspace(0, 1, 400)
+    a = x[0:200]
+    for k in range(1, 4):  # (further, the recurrence amplifies an ulp's difference without bound)
+        a = np.sin(a * (k + 0.5)) + np.cos(x[k : k + 200] * a)
+    short = diffc.compile(src.split("\n    let a4")[0] + "\n    a3\n}\n")
+    np.testing.assert_allclose(short.f(x), a, rtol=1e-14)
+    assert np.isfinite(m.f(x)).all()
