@@ -179,7 +179,7 @@ PARALLEL_PRODUCT = 1 << 21  # multiply-adds from which an OpenBLAS product is sp
 PRODUCT_BLOCK = 32  # the fewest rows (columns) of one piece of it
 PRODUCT_BLOCKS = 8  # the pieces it is cut into, at most
 INNER_RATIO = 16  # a product is cut along its inner dimension when that is this many times its longest side
-INNER_PIECE = 1024  # the fewest terms of each of those pieces
+INNER_PIECE = 4096  # the fewest terms of each of those pieces
 
 # Note [Products on threads]
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~
