@@ -9,6 +9,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.native import ir_of, on_each_count, restore_threads  # noqa: F401 (a fixture)
 
 import diffc
@@ -287,3 +289,23 @@ def test_a_long_sum_with_nan_and_infinity_and_a_short_one_not_cut(m, dtype):
     assert linalg._inner_pieces(8, 8, _long_sum(8, 8)) > 1
     assert linalg._inner_pieces(64, 64, linalg.INNER_RATIO * 64 - 1) == 1
     assert linalg._inner_pieces(8, 8, 4 * linalg.INNER_PIECE) == 1  # (too little work to split)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    rows=st.integers(1, 80),
+    cols=st.integers(1, 80),
+    extra=st.integers(0, 3 * linalg.INNER_PIECE),
+    fn=st.sampled_from(["mm", "mm_ta", "mm_tb", "mm_tt"]),
+    f32=st.booleans(),
+)
+def test_generated_long_sums_agree_with_numpy_on_every_count_of_threads(m, rows, cols, extra, fn, f32):
+    """Products of any small shape and a long sum: cut along the sum whenever _inner_pieces says
+    so, the same bits on 1, 2 and 3 threads, NumPy's values."""
+    dtype = np.float32 if f32 else np.float64
+    k = _long_sum(rows, cols) + extra
+    expr, shapes = LAYOUTS[fn]
+    a, b = operands(dtype, *shapes(rows, k, cols), seed=rows * 100 + cols)
+    results = on_each_count(lambda: getattr(m, fn)(a, b))
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+    np.testing.assert_allclose(results[0], expr(a, b), **close(dtype, k))
