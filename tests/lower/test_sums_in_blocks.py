@@ -5,6 +5,8 @@ zero, then added up in order. The gradients agree with NumPy's, are the same bit
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.native import ir_of, module, on_each_count, restore_threads  # noqa: F401 (a fixture)
 
 from diffc.lower.llvm import lower_program
@@ -20,6 +22,8 @@ fn tied(w1, w2, xs) = grad(fn(a, b, c) => loss(a, b, c) + sum(a * a), (0, 1))(w1
 fn scaled(a, xs) = grad(fn(a, xs) => sum(map(fn(x) => sum(tanh(a * x)) * a, xs)))(a, xs)
 # indexed at a computed place: a bounds check, so the backward may fail and stays serial
 fn picked(w, xs, k) = grad(fn(w, xs) => sum(map(fn(x) => sum(tanh(w @ x)) * x[k], xs)))(w, xs)
+# a matrix and a scalar constant, for generated shapes
+fn both(w, c, xs) = grad(fn(w, c) => sum(map(fn(x) => sum(tanh(w @ x)) * c, xs)), (0, 1))(w, c)
 # a fold the program wrote keeps its order
 fn folded(w, xs) = fold(fn(acc, x) => acc + w @ x, zeros([16]), xs)
 """
@@ -85,3 +89,17 @@ def test_nan_and_infinities_reach_the_sums_as_in_the_serial_loop():
     np.testing.assert_array_equal(np.isnan(g1), np.isnan(want1))
     np.testing.assert_array_equal(np.isnan(g2), np.isnan(want2))
     np.testing.assert_allclose(np.nan_to_num(g1), np.nan_to_num(want1), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=10, deadline=None)
+@given(rows=st.integers(1, 700), hidden=st.integers(1, 40), width=st.integers(1, 40), seed=st.integers(0, 99))
+def test_generated_shapes_agree_with_numpy_on_every_count_of_threads(rows, hidden, width, seed):
+    """In blocks or not (as the work decides), the gradients of a map's matrix and scalar
+    constants are NumPy's, and the same bits on 1, 2 and 3 threads."""
+    rng = np.random.default_rng(seed)
+    w, c, xs = rng.standard_normal((hidden, width)) / 4, 0.7, rng.standard_normal((rows, width))
+    results = on_each_count(lambda: module(SRC).both(w, c, xs))
+    assert all(np.array_equal(a, b) for r in results[1:] for a, b in zip(r, results[0]))
+    h = np.tanh(xs @ w.T)
+    np.testing.assert_allclose(results[0][0], (c * (1 - h**2)).T @ xs, rtol=1e-11, atol=1e-11)
+    assert results[0][1] == pytest.approx(h.sum(), rel=1e-11, abs=1e-11)
