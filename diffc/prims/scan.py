@@ -172,6 +172,16 @@ def _in_blocks(em, eqn, body, plan, sums, inplace, init, xs, consts, ys):
             em.fill(part, [ir.Constant(reg_type(t.dtype), 0.0)], lambda z: z, "zero")
     cheap = cheap_steps(p["body"], 1, nc)
 
+    def in_function(inner, params, res):  # (a long body's function adds its own terms)
+        reassociate(params[1 : 1 + nc], res, sums)
+        return added(inner, params[1 : 1 + nc], types, plan, res, n_out)
+
+    # a long body: a call (See Note [Loop functions] in lower/bodies.py), from each block
+    arrays = {k: 1 + k for k, t in enumerate(types) if t.rank}
+    fn = body_function(em, body, eqn.span, in_function, key=p["body"], carries=arrays)
+    if fn is not None:
+        consts = [em.materialise(c) for c in consts]  # (once, not in each call)
+
     def block(j):
         b = em.b
         zeros = [ir.Constant(reg_type(t.dtype), 0.0) if t.rank == 0 else None for t in types]
@@ -182,11 +192,19 @@ def _in_blocks(em, eqn, body, plan, sums, inplace, init, xs, consts, ys):
         def step(i):
             t = b.add(start, i)
             carries = slots.read()
-            res = em.lower_body(body, [t] + carries + [row(em, x, t) for x in xs] + consts, lazy_outs=True)
-            reassociate(carries, res, sums)
-            slots.write(res[:nc], plan, res[n_out:])
-            for y, r in zip(ys, res[nc:n_out]):
-                store_row(em, y, t, r)
+            args = [t] + carries + [row(em, x, t) for x in xs] + consts
+            if fn is not None:  # (its terms added; the rows of ys computed in place)
+                dests = {nc + k: row(em, y, t) for k, y in enumerate(ys) if y.type.rank > 1}
+                res = fn.call(em, args, dests)
+                slots.write(res[:nc])
+            else:
+                dests = {}
+                res = em.lower_body(body, args, lazy_outs=True)
+                reassociate(carries, res, sums)
+                slots.write(res[:nc], plan, res[n_out:])
+            for k, (y, r) in enumerate(zip(ys, res[nc:n_out])):
+                if r is not dests.get(nc + k):
+                    store_row(em, y, t, r)
 
         size = b.sub(em.i64(n), start)
         size = b.select(b.icmp_signed("<", size, em.i64(per)), size, em.i64(per))

@@ -44,6 +44,7 @@ fn picked(p, y0, v, ids, h) {
     let (_, ys) = scan(fn(y, i) { let y2 = rk4(p, y, h) + v[i]; (y2, y2) }, y0, ids);
     ys
 }
+fn rows_back(p, y0s, h) = grad(fn(p) => sum(rows(p, y0s, h) ** 2))(p)
 fn deep(n) = if n <= 0 { 0.0 } else { 1.0 + deep(n - 1) }
 fn calls(p, y0, ns, h) {
     let (_, ys) = scan(fn(y, n) { let y2 = rk4(p, y, h) * deep(n); (y2, y2) }, y0, ns);
@@ -255,6 +256,23 @@ def test_a_parallel_map_with_a_long_body_runs_on_the_threads():
         assert np.array_equal(r, results[0])
     for k in (0, 50, 95):
         np.testing.assert_allclose(results[0][k], numpy_rk4(p, y0s[k], 0.1), rtol=1e-12, atol=1e-12)
+
+
+def test_a_map_backward_in_blocks_calls_its_long_body_from_the_threads(monkeypatch):
+    """The backward of a map over many rows runs in blocks on the threads (Note [Sums in
+    blocks] in prims/scan.py); its long body is a function called from each block's piece."""
+    p = params(7, width=16)
+    y0s = np.random.default_rng(8).standard_normal((96, 16))
+    fns = functions("rows_back", p, y0s, 0.1)
+    pieces = [n for n in fns if ".par" in n and "blocks.par" in fns[n]]
+    assert pieces and any(f'call void @"{name}"' in fns[n] for n in pieces for name in loop_functions(fns))
+    m = diffc.compile(SRC)
+    results = on_each_count(lambda: m.rows_back(p, y0s, 0.1))
+    for r in results[1:]:
+        assert_same_bits(r, results[0])
+    inline, functions_ = inline_and_functions(monkeypatch, "rows_back", p, y0s, 0.1)
+    assert_close(functions_, inline)
+    assert_close(results[0], inline)
 
 
 PRINTS = """
