@@ -356,4 +356,5 @@ scan_p = primitive(
 # carry is then its initial value plus the blocks' sums, in the blocks' order. The blocks
 # depend on the count of iterations alone, so the results are the same bits on any count of
 # threads (they differ from the serial scan's by rounding). The extra work, zeroing the
-# blocks' carries and adding them up, is kept below 1/BLOCK_OVERHEAD of the loop's.
+# blocks' carries and adding them up, is kept below 1/BLOCK_OVERHEAD of the loop's. A long
+# body is a function (Note [Loop functions] in lower/bodies.py) that each block calls.
