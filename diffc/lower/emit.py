@@ -548,6 +548,14 @@ class Emitter:
 
         level(0, [])
 
+    def sum_in_order(self, *values) -> ir.Value:
+        """values[0] + values[1] + ..., floats added first to last (partial sums combined in
+        an order fixed by the shapes: results independent of the count of threads)."""
+        acc = values[0]
+        for v in values[1:]:
+            acc = self.b.fadd(acc, v)
+        return acc
+
     # --- constants ------------------------------------------------------------------------
 
     def i64(self, v: int) -> ir.Constant:

@@ -166,13 +166,7 @@ def _by_inner_pieces(em, pieces: int, k: int, a, b, out: Arr, gemm: str, arg_typ
     em.parallel_loop(pieces, piece, "mmk")
     views = [Arr(parts.ptr, i64(j * m * n), (n, 1), out.type) for j in range(pieces)]
 
-    def total(*vs):
-        acc = vs[0]
-        for v in vs[1:]:
-            acc = em.b.fadd(acc, v)
-        return acc
-
-    em.fill(out, views, total, "mmsum")
+    em.fill(out, views, em.sum_in_order, "mmsum")
 
 
 PARALLEL_PRODUCT = 1 << 21  # multiply-adds from which an OpenBLAS product is split among threads

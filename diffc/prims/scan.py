@@ -218,11 +218,11 @@ def _in_blocks(em, eqn, body, plan, sums, inplace, init, xs, consts, ys):
     for k, (o, t, part) in enumerate(zip(eqn.outs, types, parts)):
         terms = ([] if _zero(em, init[k]) else [init[k]]) + [row(em, part, em.i64(j)) for j in range(count)]
         if t.rank == 0:
-            outs.append(_sum_in_order(em, [_scalar(em, v) for v in terms]))
+            outs.append(em.sum_in_order(*[_scalar(em, v) for v in terms]))
             continue
         dest = em.destinations.get(o.id)
         out = dest if dest is not None and dest.contiguous else em.alloc(t)
-        em.fill(out, terms, lambda *v: _sum_in_order(em, v), "blocksum")
+        em.fill(out, terms, em.sum_in_order, "blocksum")
         outs.append(out)
     return outs + ys
 
@@ -232,13 +232,6 @@ def _scalar(em, v):
     if isinstance(v, Arr):
         return em.load(v, [])
     return v.at([]) if isinstance(v, Lazy) else v
-
-
-def _sum_in_order(em, values):
-    acc = values[0]
-    for v in values[1:]:
-        acc = em.b.fadd(acc, v)
-    return acc
 
 
 def _pure(body) -> bool:
