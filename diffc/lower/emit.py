@@ -548,6 +548,14 @@ class Emitter:
 
         level(0, [])
 
+    def block_of(self, j, per: int, n) -> tuple[ir.Value, ir.Value]:
+        """(start, length) of block j of 0..n (an int or an i64 value) cut into blocks of per:
+        the last one shorter."""
+        b = self.b
+        start = b.mul(j, self.i64(per))
+        n = self.i64(n) if isinstance(n, int) else n
+        return start, _smaller(b, b.sub(n, start), self.i64(per))
+
     def sum_in_order(self, *values) -> ir.Value:
         """values[0] + values[1] + ..., floats added first to last (partial sums combined in
         an order fixed by the shapes: results independent of the count of threads)."""

@@ -547,9 +547,7 @@ def deferred_loop(em, n, step, deferred, accumulator, consts, order, span):
     held = {}  # term -> its block buffer on the stack (terms adding the same value share one)
 
     def block(c):
-        start = b.mul(c, em.i64(DEFER_BLOCK))
-        rest = b.sub(n, start)
-        m = b.select(b.icmp_signed("<", rest, em.i64(DEFER_BLOCK)), rest, em.i64(DEFER_BLOCK))
+        start, m = em.block_of(c, DEFER_BLOCK, n)
 
         def one(j):
             stored = []  # (value, buffer): one store per distinct value

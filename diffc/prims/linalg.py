@@ -79,10 +79,7 @@ def _in_pieces(em, m: int, n: int, k: int, block):
     per = max(PRODUCT_BLOCK, -(-length // PRODUCT_BLOCKS))
 
     def piece(j):
-        b = em.b
-        start = b.mul(j, i64(per))
-        size = b.sub(i64(length), start)
-        size = b.select(b.icmp_signed("<", size, i64(per)), size, i64(per))
+        start, size = em.block_of(j, per, length)
         block(*((size, i64(n), start, i64(0)) if by_rows else (i64(m), size, i64(0), start)))
 
     em.parallel_loop(-(-length // per), piece, "mm")
@@ -153,9 +150,7 @@ def _by_inner_pieces(em, pieces: int, k: int, a, b, out: Arr, gemm: str, arg_typ
 
     def piece(j):
         b_ = em.b
-        k0 = b_.mul(j, i64(per))
-        depth = b_.sub(i64(k), k0)
-        depth = b_.select(b_.icmp_signed("<", depth, i64(per)), depth, i64(per))
+        k0, depth = em.block_of(j, per, k)
         a_at = b_.gep(pa, [k0 if trans_a == NO_TRANS else b_.mul(k0, i64(lda))], source_etype=etype)
         b_at = b_.gep(pb, [b_.mul(k0, i64(ldb)) if trans_b == NO_TRANS else k0], source_etype=etype)
         c_at = b_.gep(base, [b_.mul(j, i64(m * n))], source_etype=etype)

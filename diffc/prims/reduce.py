@@ -178,9 +178,7 @@ def _in_blocks(em, kind, combine, x, t):
     others = [k for k in range(t.rank) if k != axis]
 
     def block(k):
-        start = b.mul(k, em.i64(per))
-        count = b.sub(em.i64(rows), start)
-        count = b.select(b.icmp_signed("<", count, em.i64(per)), count, em.i64(per))
+        start, count = em.block_of(k, per, rows)
         add, result = _accumulator(em, kind, combine, dt)
 
         def row(i):

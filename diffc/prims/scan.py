@@ -94,42 +94,57 @@ def _scan_lower(em, eqn, ins):
     def order(i):
         return em.b.sub(em.i64(n - 1), i) if reverse else i
 
-    def in_function(inner, params, res):  # (a long body's function adds its own terms)
-        reassociate(params[1 : 1 + nc], res, sums)
-        return added(inner, params[1 : 1 + nc], carry_types, plan, res, n_out)
-
-    # a long body: a call (See Note [Loop functions] in lower/bodies.py)
-    inplace = {k: 1 + k for k in slots.inplace}
-    fn = None if deferred else body_function(em, body, eqn.span, in_function, key=p["body"], carries=inplace)
-    if fn is not None:
-        consts = [em.materialise(c) for c in consts]  # (once, not in each call)
+    fn, consts = (None, consts) if deferred else _long_body(em, eqn, body, plan, sums, slots.inplace, consts)
 
     def step(i):
         t = order(i)
-        carries = slots.read()
-        args = [t] + carries + [row(em, x, t) for x in xs] + consts
-        if fn is not None:  # the results computed in the carries' spare buffers and the rows of ys
-            dests = {k: slots.spare(k) for k, c in enumerate(carry_types) if c.rank and k not in slots.inplace}
-            dests.update((nc + j, row(em, y, t)) for j, y in enumerate(ys) if y.type.rank > 1)
-            res = fn.call(em, args, dests)
-        else:
-            dests = {}
-            res = em.lower_body(body, args, lazy_outs=True)
-            reassociate(carries, res, sums)
-        if fn is not None:  # (its terms added)
-            held = slots.write(res[:nc])
-        else:
-            held = slots.write(res[:nc], plan, res[n_out:], deferred, stored)
-        for j, (y, r) in enumerate(zip(ys, res[nc:n_out])):
-            if r is not dests.get(nc + j):
-                store_row(em, y, t, r)
-        return held
+        args = [t] + slots.read() + [row(em, x, t) for x in xs] + consts
+        return _iteration(em, fn, body, slots, sums, plan, ys, t, args, deferred, stored)
 
     if deferred:
         deferred_loop(em, n, step, deferred, slots.accumulator, consts, order, eqn.span)
     else:
         em.polled_loop(n, step, "scan", eqn.span, cheap)
     return slots.read() + ys
+
+
+def _long_body(em, eqn, body, plan, sums, in_place, consts):
+    """(the function of a long body, which adds its own terms to the carries `plan` sums and
+    updates those in_place where they are; the constants in memory, passed to each call), or
+    (None, consts) for a body lowered where it runs (See Note [Loop functions] in
+    lower/bodies.py)."""
+    p = eqn.params
+    nc, n_out = p["num_carry"], len(p["body"].outs)
+    types = [o.type for o in eqn.outs[:nc]]
+
+    def in_function(inner, params, res):
+        reassociate(params[1 : 1 + nc], res, sums)
+        return added(inner, params[1 : 1 + nc], types, plan, res, n_out)
+
+    fn = body_function(em, body, eqn.span, in_function, key=p["body"], carries={k: 1 + k for k in in_place})
+    return (None, consts) if fn is None else (fn, [em.materialise(c) for c in consts])
+
+
+def _iteration(em, fn, body, slots, sums, plan, ys, t, args, deferred=(), stored=()):
+    """One run of the body at iteration t on args: a call of its function fn, which adds its own
+    terms, or its equations lowered here; the carries written to slots (their terms added, as
+    `plan` says, but for those `deferred`: returned), the rows of ys stored."""
+    nc = len(slots.types)
+    n_out = nc + len(ys)
+    if fn is not None:  # the results computed in the carries' spare buffers and the rows of ys
+        dests = {k: slots.spare(k) for k, c in enumerate(slots.types) if c.rank and k not in slots.inplace}
+        dests.update((nc + j, row(em, y, t)) for j, y in enumerate(ys) if y.type.rank > 1)
+        res = fn.call(em, args, dests)
+        held = slots.write(res[:nc])
+    else:
+        dests = {}
+        res = em.lower_body(body, args, lazy_outs=True)
+        reassociate(args[1 : 1 + nc], res, sums)
+        held = slots.write(res[:nc], plan, res[n_out:], deferred, stored)
+    for j, (y, r) in enumerate(zip(ys, res[nc:n_out])):
+        if r is not dests.get(nc + j):
+            store_row(em, y, t, r)
+    return held
 
 
 def _derived(params) -> dict:
@@ -162,7 +177,6 @@ def _in_blocks(em, eqn, body, plan, sums, inplace, init, xs, consts, ys):
     sums, added in the blocks' order (See Note [Sums in blocks])."""
     p = eqn.params
     n, nc = p["length"], p["num_carry"]
-    n_out = len(p["body"].outs)
     types = [o.type for o in eqn.outs[:nc]]
     per = -(-n // SUM_BLOCKS)
     count = -(-n // per)
@@ -172,42 +186,20 @@ def _in_blocks(em, eqn, body, plan, sums, inplace, init, xs, consts, ys):
             em.fill(part, [ir.Constant(reg_type(t.dtype), 0.0)], lambda z: z, "zero")
     cheap = cheap_steps(p["body"], 1, nc)
 
-    def in_function(inner, params, res):  # (a long body's function adds its own terms)
-        reassociate(params[1 : 1 + nc], res, sums)
-        return added(inner, params[1 : 1 + nc], types, plan, res, n_out)
-
-    # a long body: a call (See Note [Loop functions] in lower/bodies.py), from each block
-    arrays = {k: 1 + k for k, t in enumerate(types) if t.rank}
-    fn = body_function(em, body, eqn.span, in_function, key=p["body"], carries=arrays)
-    if fn is not None:
-        consts = [em.materialise(c) for c in consts]  # (once, not in each call)
+    fn, consts = _long_body(em, eqn, body, plan, sums, inplace, consts)  # (called from each block)
 
     def block(j):
         b = em.b
         zeros = [ir.Constant(reg_type(t.dtype), 0.0) if t.rank == 0 else None for t in types]
         homes = [row(em, part, j) if t.rank else None for part, t in zip(parts, types)]
         slots = Slots(em, types, zeros, inplace, homes, {k for k, t in enumerate(types) if t.rank})
-        start = b.mul(j, em.i64(per))
+        start, size = em.block_of(j, per, n)
 
         def step(i):
             t = b.add(start, i)
-            carries = slots.read()
-            args = [t] + carries + [row(em, x, t) for x in xs] + consts
-            if fn is not None:  # (its terms added; the rows of ys computed in place)
-                dests = {nc + k: row(em, y, t) for k, y in enumerate(ys) if y.type.rank > 1}
-                res = fn.call(em, args, dests)
-                slots.write(res[:nc])
-            else:
-                dests = {}
-                res = em.lower_body(body, args, lazy_outs=True)
-                reassociate(carries, res, sums)
-                slots.write(res[:nc], plan, res[n_out:])
-            for k, (y, r) in enumerate(zip(ys, res[nc:n_out])):
-                if r is not dests.get(nc + k):
-                    store_row(em, y, t, r)
+            args = [t] + slots.read() + [row(em, x, t) for x in xs] + consts
+            _iteration(em, fn, body, slots, sums, plan, ys, t, args)
 
-        size = b.sub(em.i64(n), start)
-        size = b.select(b.icmp_signed("<", size, em.i64(per)), size, em.i64(per))
         em.polled_loop(size, step, "block", eqn.span, cheap)
         for k, (t, v) in enumerate(zip(types, slots.read())):
             if t.rank == 0:
