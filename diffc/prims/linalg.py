@@ -99,18 +99,22 @@ def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
         etype = mem_type(ta.dtype)
         arg_types = [I32, I32, I32, I64, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64]
 
-        def block(rows, cols, r0, c0):
-            """C[r0 : r0 + rows, c0 : c0 + cols] = A[rows...] @ B[:, cols...]."""
+        def gemm_at(rows, cols, depth, r0, c0, k0, c_at):
+            """C[r0 : r0 + rows, c0 : c0 + cols] = A[r0..., k0 : k0 + depth] @ B[k0..., c0...],
+            C's element (r0, c0) at c_at, its rows n apart (i64 values)."""
             b_ = em.b
-            a_at = b_.gep(pa, [b_.mul(r0, i64(lda)) if trans_a == NO_TRANS else r0], source_etype=etype)
-            b_at = b_.gep(pb, [c0 if trans_b == NO_TRANS else b_.mul(c0, i64(ldb))], source_etype=etype)
-            c_at = b_.gep(pc, [b_.add(b_.mul(r0, i64(n)), c0)], source_etype=etype)
-            args = [i32(ROW_MAJOR), i32(trans_a), i32(trans_b), rows, cols, i64(k), one, a_at, i64(lda)]
+            a_at = b_.gep(pa, [_element(b_, trans_a, r0, k0, lda)], source_etype=etype)
+            b_at = b_.gep(pb, [_element(b_, trans_b, k0, c0, ldb)], source_etype=etype)
+            args = [i32(ROW_MAJOR), i32(trans_a), i32(trans_b), rows, cols, depth, one, a_at, i64(lda)]
             em.call_extern(gemm, VOID, args + [b_at, i64(ldb), zero, c_at, i64(max(n, 1))], arg_types)
+
+        def block(rows, cols, r0, c0):
+            c_at = em.b.gep(pc, [em.b.add(em.b.mul(r0, i64(n)), c0)], source_etype=etype)
+            gemm_at(rows, cols, i64(k), r0, c0, i64(0), c_at)
 
         pieces = _inner_pieces(m, n, k)
         if pieces > 1:
-            _by_inner_pieces(em, pieces, k, (pa, trans_a, lda), (pb, trans_b, ldb), out, gemm, arg_types)
+            _by_inner_pieces(em, pieces, k, out, gemm_at)
         else:
             _in_pieces(em, m, n, k, block)
         return out
@@ -137,30 +141,27 @@ def _inner_pieces(m: int, n: int, k: int) -> int:
     return min(PRODUCT_BLOCKS, k // INNER_PIECE)
 
 
-def _by_inner_pieces(em, pieces: int, k: int, a, b, out: Arr, gemm: str, arg_types):
+def _element(b, trans: int, i, j, ld: int):
+    """The offset of element (i, j) of a BLAS operand stored by rows (NO_TRANS) or by columns."""
+    return b.add(b.mul(i, ir.Constant(I64, ld)), j) if trans == NO_TRANS else b.add(b.mul(j, ir.Constant(I64, ld)), i)
+
+
+def _by_inner_pieces(em, pieces: int, k: int, out: Arr, gemm_at):
     """out = a @ b as `pieces` OpenBLAS products over consecutive ranges of the inner dimension
     (the last shorter), each into a buffer of its own, on the threads; then their sum, added in
-    order. a, b: (pointer, transposed?, leading dimension) as _matrix_operand gives them."""
-    (pa, trans_a, lda), (pb, trans_b, ldb) = a, b
+    order. gemm_at: as _blas_lower's."""
     m, n = out.type.shape
-    fty, etype = arg_types[6], mem_type(out.type.dtype)
     per = -(-k // pieces)
     parts = em.alloc(out.type.with_shape((pieces, m, n)))
-    base, i32, i64 = em.base_ptr(parts), (lambda v: ir.Constant(I32, v)), em.i64
+    base, i64, zero = em.base_ptr(parts), em.i64, em.i64(0)
 
     def piece(j):
-        b_ = em.b
         k0, depth = em.block_of(j, per, k)
-        a_at = b_.gep(pa, [k0 if trans_a == NO_TRANS else b_.mul(k0, i64(lda))], source_etype=etype)
-        b_at = b_.gep(pb, [b_.mul(k0, i64(ldb)) if trans_b == NO_TRANS else k0], source_etype=etype)
-        c_at = b_.gep(base, [b_.mul(j, i64(m * n))], source_etype=etype)
-        args = [i32(ROW_MAJOR), i32(trans_a), i32(trans_b), i64(m), i64(n), depth, ir.Constant(fty, 1.0), a_at]
-        args += [i64(lda), b_at, i64(ldb), ir.Constant(fty, 0.0), c_at, i64(max(n, 1))]
-        em.call_extern(gemm, VOID, args, arg_types)
+        c_at = em.b.gep(base, [em.b.mul(j, i64(m * n))], source_etype=mem_type(out.type.dtype))
+        gemm_at(i64(m), i64(n), depth, zero, zero, k0, c_at)
 
     em.parallel_loop(pieces, piece, "mmk")
     views = [Arr(parts.ptr, i64(j * m * n), (n, 1), out.type) for j in range(pieces)]
-
     em.fill(out, views, em.sum_in_order, "mmsum")
 
 
