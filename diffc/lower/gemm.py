@@ -40,6 +40,12 @@ def tile() -> tuple[int, int, int]:
     return 16, 4, 2
 
 
+def panel(itemsize: int) -> int:
+    """The columns of B one pass of the kernel over A covers: a tile's vectors of elements."""
+    vbytes, _, nv = tile()
+    return nv * vbytes // itemsize
+
+
 SIGNATURE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64, PTR, I64, PTR, I64, I64, I64, I64])
 
 

@@ -1,6 +1,7 @@
 """Each route a float matrix product can take (prims/linalg.py, See Note [Kernel or BLAS]):
-plain loops below BLAS_MIN_WORK, the generated kernel while its A fits GEMM_MAX_A_BYTES and
-its inner dimension GEMM_MAX_K, OpenBLAS beyond, with transposed and strided operands passed
+plain loops below BLAS_MIN_WORK, the generated kernel while its A fits GEMM_MAX_A_BYTES (or B
+has at most GEMM_STREAM_PANELS panels of columns) and its inner dimension GEMM_MAX_K, OpenBLAS
+beyond, with transposed and strided operands passed
 as flags and leading dimensions rather than copied, batches, empty axes, one row or column.
 The sizes come from the thresholds, so that the tests follow them: each checks the route in
 the lowered code, then the values against NumPy."""
@@ -43,6 +44,11 @@ K = 64  # the inner dimension of the products sized by A's bytes (a small one ke
 def a_rows(dtype, k: int = K) -> int:
     """The most rows of a k-column A that the generated kernel takes."""
     return linalg.GEMM_MAX_A_BYTES // (k * np.dtype(dtype).itemsize)
+
+
+def wide(dtype) -> int:
+    """The fewest columns of B for which an A beyond a_rows goes to OpenBLAS."""
+    return linalg.GEMM_STREAM_PANELS * gemm.panel(np.dtype(dtype).itemsize) + 1
 
 
 # function: (NumPy's expression, the operands' shapes for an (m, k, n) product)
@@ -126,8 +132,27 @@ def test_products_whose_a_fits_run_the_kernel(m, fn, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_the_kernel_takes_a_up_to_the_limit_and_openblas_beyond(m, dtype):
-    check(m, "mm", dtype, (a_rows(dtype), K, 24), "kernel")
-    check(m, "mm", dtype, (a_rows(dtype) + 1, K, 24), "blas")
+    check(m, "mm", dtype, (a_rows(dtype), K, wide(dtype)), "kernel")
+    check(m, "mm", dtype, (a_rows(dtype) + 1, K, wide(dtype)), "blas")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", LAYOUTS)
+def test_a_tall_a_times_a_narrow_b_streams_a_through_the_kernel(m, fn, dtype):
+    """An A beyond the cache times a B of at most GEMM_STREAM_PANELS panels (im2col's columns
+    times a convolution's weights) runs the kernel, unless A is a transposed view; the same
+    bits on 1, 2 and 3 threads (blocks of rows), NumPy's values, NaN and inf where it has them."""
+    want = "blas" if fn in ("mm_ta", "mm_tt") else "kernel"
+    rows = 4 * a_rows(dtype) + 5  # several blocks of rows, the last shorter
+    expr, shapes = LAYOUTS[fn]
+    for n in (3, wide(dtype) - 1):
+        a, b = operands(dtype, *shapes(rows, K, n))
+        a[(0, -1), (3, -1)] = np.nan, np.inf
+        assert route(lowered(m, fn, a, b)) == want
+        results = on_each_count(lambda: getattr(m, fn)(a, b))
+        assert all(np.array_equal(r, results[0], equal_nan=True) for r in results[1:])
+        np.testing.assert_allclose(results[0], expr(a, b), **close(dtype, K))
+    assert route(lowered(m, fn, *operands(dtype, *shapes(rows, K, wide(dtype))))) == "blas"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -141,7 +166,7 @@ def test_a_long_inner_dimension_goes_to_openblas(m, dtype):
 def test_openblas_is_passed_transposes_and_strides(m, fn, dtype):
     """A transposed operand is a flag and a row step or a column slice a leading dimension:
     OpenBLAS reads the views in place. Only b[:, ::2], of neither layout, is copied."""
-    rows, n = a_rows(dtype) + 1, 9
+    rows, n = a_rows(dtype) + 1, wide(dtype)
     text = check(m, fn, dtype, (rows, K, n), "blas")
     trans_a, trans_b, *mnk, lda, ldb = blas_call(text)
     assert (trans_a, trans_b) == BLAS_FLAGS[fn]
@@ -154,17 +179,19 @@ def test_openblas_is_passed_transposes_and_strides(m, fn, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_few_rows_times_a_transposed_b_that_fits_the_kernel_or_not(m, dtype):
     """a @ transpose(b) with few rows in a runs the kernel as (b @ a^T)^T, whose A is b: the
-    kernel while b fits, OpenBLAS beyond."""
-    n = a_rows(dtype)
-    check(m, "mm_tb", dtype, (4, K, n), "kernel")
-    check(m, "mm_tb", dtype, (4, K, n + 1), "blas")
+    kernel while b fits or a's rows are at most GEMM_STREAM_PANELS panels, OpenBLAS beyond."""
+    k = 256
+    n = a_rows(dtype, k)
+    check(m, "mm_tb", dtype, (4, k, n), "kernel")
+    check(m, "mm_tb", dtype, (4, k, n + 1), "kernel")
+    check(m, "mm_tb", dtype, (wide(dtype), k, n + 1), "blas")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", ["kernel", "blas"])
 def test_batched_products_take_the_route_of_one_matrix(m, rows, dtype):
     mr = 2 * gemm.tile()[1] + 1 if rows == "kernel" else a_rows(dtype) + 1
-    a, b = operands(dtype, (2, mr, K), (2, K, 10))
+    a, b = operands(dtype, (2, mr, K), (2, K, wide(dtype)))
     bt = np.ascontiguousarray(np.swapaxes(b, 1, 2))
     for fn, y in (("mm", b), ("mm_bt", bt)):
         assert route(lowered(m, fn, a, y)) == rows
@@ -196,7 +223,7 @@ def test_one_row_or_one_column_at_sizes_beyond_the_kernel(m, fn, dtype):
 @pytest.mark.parametrize("where", ["kernel", "blas"])
 def test_nan_and_infinity_propagate_on_both_routes(m, where, dtype):
     rows = 2 * gemm.tile()[1] + 1 if where == "kernel" else a_rows(dtype) + 1
-    a, b = operands(dtype, (rows, K), (K, 10))
+    a, b = operands(dtype, (rows, K), (K, wide(dtype)))
     a[1, 3], a[2, 5], b[5, :] = np.nan, np.inf, 0.0  # row 1 NaN; row 2: inf * 0 is NaN too
     with np.errstate(invalid="ignore"):
         want = a @ b
@@ -211,15 +238,15 @@ def test_nan_and_infinity_propagate_on_both_routes(m, where, dtype):
 def test_gradients_of_transposed_products(m, rows, dtype):
     """value_and_grad of sum((a @ b^T)^2) and sum((a^T @ b)^2), whose derivatives multiply
     by transposes, against the closed forms in NumPy."""
-    mr = 40 if rows == "kernel" else a_rows(dtype) + 1
-    a, b = operands(dtype, (mr, K), (30, K))
+    mr, n = (40, 30) if rows == "kernel" else (a_rows(dtype) + 1, wide(dtype))
+    a, b = operands(dtype, (mr, K), (n, K))
     c = a @ b.T
     (value, (ga, gb)) = diffc.value_and_grad(m.loss_tb, argnums=(0, 1))(a, b)
-    tol = close(dtype, K * 30)
+    tol = close(dtype, K * n)
     np.testing.assert_allclose(value, (c * c).sum(), rtol=1e-10 if dtype == np.float64 else 1e-4)
     np.testing.assert_allclose(ga, 2 * c @ b, **tol)
     np.testing.assert_allclose(gb, 2 * c.T @ a, **tol)
-    a, b = operands(dtype, (K, mr), (K, 30))
+    a, b = operands(dtype, (K, mr), (K, n))
     c = a.T @ b
     (value, (ga, gb)) = diffc.value_and_grad(m.loss_ta, argnums=(0, 1))(a, b)
     np.testing.assert_allclose(value, (c * c).sum(), rtol=1e-10 if dtype == np.float64 else 1e-4)
