@@ -8,7 +8,7 @@ import pytest
 from support.native import build_program, ir_of, on_each_count, restore_threads, run_program  # noqa: F401 (a fixture)
 
 import diffc
-from diffc.lower.emit import PARALLEL_MIN
+from diffc.lower.emit import PARALLEL_MIN, fusable_values
 from diffc.lower.llvm import lower_program
 from diffc.prims.shape import WIDE_ROW, gather_add_p
 from diffc.typesys import TensorType, f64, i64
@@ -160,3 +160,35 @@ def test_the_scatter_add_checks_its_own_indices():
     ids[COUNT - 1] = ROWS
     with pytest.raises(diffc.BoundsError, match=f"index {ROWS} is out of bounds for an axis of length {ROWS}"):
         run_program(prog, [w, ids])
+
+
+COMPUTED = """
+fn take_at(x, step, shift) = x[reshape(arange(64), [8, 8]) * step + shift]
+fn loss_at(x, step, shift) = sum(x[reshape(arange(64), [8, 8]) * step + shift] ** 2)
+fn grad_at(x, step, shift) = grad(loss_at)(x, step, shift)
+"""
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_computed_indices_are_read_where_they_are_computed(dtype):
+    """x[i * step + shift] (im2col's positions in nn.conv2d): the index is computed as it is
+    read, never stored as an array of its own; the values, NumPy's on any count of threads;
+    an index computed out of range is one located error; the gradient (whose scatter-add reads
+    the indices again) is NumPy's too."""
+    m = diffc.compile(COMPUTED)
+    rows = 64 * 3 + 5
+    x = np.random.default_rng(1).standard_normal((rows, 2 * WIDTH)).astype(dtype)
+    x[7, :3] = [np.nan, np.inf, -0.0]
+    ids = np.arange(64).reshape(8, 8) * 3 + 5
+    body = ir_of(m, "take_at", x, 3, 5).funcs["main"].body
+    (gather,) = [e for e in body.eqns if e.prim.name == "gather"]
+    assert gather.inputs[1].id in fusable_values(body)
+    for got in on_each_count(lambda: m.take_at(x, 3, 5)):
+        assert np.array_equal(got, x[ids], equal_nan=True)
+    first = next(v for v in np.arange(64) * 4 + 5 if v >= rows)  # (the first in order)
+    message = f":2:30: error: index {first} is out of bounds for an axis of length {rows}"
+    with pytest.raises(diffc.BoundsError, match=message):
+        m.take_at(x, 4, 5)
+    want = np.zeros_like(x)
+    want[ids] = 2 * x[ids]
+    np.testing.assert_array_equal(m.grad_at(x, 3, 5), want)
