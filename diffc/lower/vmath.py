@@ -15,7 +15,8 @@ log:   x = 2^e m, m in [sqrt(2)/2, sqrt(2)) from integer operations on x's bits 
 log1p: as log, with e that of u = 1 + x rounded and f = (1 + x) 2^-e - 1 in one fused rounding
        (the rounding error of u never shows), the sign of x put back by copysign. 1.4 ulps.
 tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's polynomial (no second exp), numerator and
-       denominator each one fused rounding (see tanh), the sign put back. 2 ulps.
+       denominator each one fused rounding (see tanh), the sign put back. 2 ulps. f32: e^r in
+       fdlibm's rational form, whose division is tanh's own (_tanh_rational): 15% faster.
 erf:   x P(x^2) below |x| = 1; beyond, 1 - e^(-x^2) R(|x| - c), R a polynomial for each of
        [1, 2.5) and [2.5, 6) (f32: one, [1, 4)), its coefficients selected. 2 ulps.
 A loop of these is bound by the number of vector instructions more than by their latency
@@ -162,6 +163,7 @@ class Format:
     erf_small: list
     erfc: tuple  # ((from, centre, coefficients), ...): R on [from, next from)
     erf_sat: float  # erf rounds to 1 from here on
+    tanh_rational: list | None = None  # P of tanh's rational form (see _tanh_rational), or None
 
     def c(self, v: float) -> ir.Constant:
         return ir.Constant(self.ty, v)
@@ -224,6 +226,8 @@ FORMATS = {
             ),
         ),
         4.0,
+        # FreeBSD's expf: e^r = 1 + 2r / (2 - c), c = r - r^2 P(r^2), error below 2^-27.7
+        [1.6666625440e-1, -2.7667332906e-3],
     ),
 }
 
@@ -366,24 +370,30 @@ def log1p(b: ir.IRBuilder, x):
     return _copysign(b, b.select(normal, y, b.bitcast(edge, f.ty)), x)
 
 
-def _exp_parts(b: ir.IRBuilder, a, scale: float):
-    """2^k and e^r - 1 with e^(scale a) = 2^k e^r, scale -2 (tanh) or -1 (erf), for a >= 0
-    small enough that 2^k is a normal number: scale a = k ln2 + r as in exp, e^r - 1 =
-    r + r^2 P(r) with exp's P. For a |scale| < ln2/2, k = 0 and r = scale a, so that
-    e^(scale a) - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation near 0 (2^k - 1 is exact).
-    k comes rounded in the low bits of t = scale a log2(e) + 1.5 2^mant + bias (one fused
-    rounding to an integer), 2^k is those bits shifted into the exponent: no conversions, no
-    clamps (exp's are for its whole range). The reduction works on -r = -scale a + k ln2
-    (-scale a exact), the polynomial of -r its signs alternated."""
+def _exp_reduced(b: ir.IRBuilder, a, scale: float):
+    """2^k and -r with e^(scale a) = 2^k e^r, scale -2 (tanh) or -1 (erf), for a >= 0 small
+    enough that 2^k is a normal number: scale a = k ln2 + r as in exp. k comes rounded in the
+    low bits of t = scale a log2(e) + 1.5 2^mant + bias (one fused rounding to an integer),
+    2^k is those bits shifted into the exponent: no conversions, no clamps (exp's are for its
+    whole range). The reduction works on -r = -scale a + k ln2 (-scale a exact)."""
     f = _fmt(a)
     magic = f.c(1.5 * 2.0**f.mant + f.bias)
     t = _fma(b, a, f.c(scale * LOG2E), magic)
     kf = b.fsub(t, magic)
     scaled = a if scale == -1.0 else b.fmul(a, f.c(-scale))
     nr = _fma(b, kf, f.c(f.ln2_lo), _fma(b, kf, f.c(f.ln2_hi), scaled))
+    return b.bitcast(b.shl(b.bitcast(t, f.ity), f.i(f.mant)), f.ty), nr
+
+
+def _exp_parts(b: ir.IRBuilder, a, scale: float):
+    """2^k and e^r - 1 with e^(scale a) = 2^k e^r (see _exp_reduced): e^r - 1 = r + r^2 P(r)
+    with exp's P, a polynomial of -r with its signs alternated. For a |scale| < ln2/2, k = 0
+    and r = scale a, so that e^(scale a) - 1 = 2^k (e^r - 1) + (2^k - 1) has no cancellation
+    near 0 (2^k - 1 is exact)."""
+    f = _fmt(a)
+    p2k, nr = _exp_reduced(b, a, scale)
     alternated = [-v if n % 2 else v for n, v in enumerate(f.exp_coeffs)]
-    p = _fma(b, b.fmul(nr, nr), _horner(b, alternated, nr), b.fneg(nr))
-    return b.bitcast(b.shl(b.bitcast(t, f.ity), f.i(f.mant)), f.ty), p
+    return p2k, _fma(b, b.fmul(nr, nr), _horner(b, alternated, nr), b.fneg(nr))
 
 
 def tanh(b: ir.IRBuilder, x):
@@ -392,15 +402,41 @@ def tanh(b: ir.IRBuilder, x):
     exact terms (1 +- 2^k is exact: k <= 0, and where k < -53, q no longer shows): no
     cancellation near 0, where q - 1 is p itself (k = 0). Three roundings of relative error,
     then the quotient's: 2 ulps. One division, and no branch.
-    |x| >= tanh_sat gives 1 exactly, as tanh rounds to it (f64 from 19.1 on)."""
+    |x| >= tanh_sat gives 1 exactly, as tanh rounds to it (f64 from 19.1 on).
+    f32 takes e^r in a rational form instead (_tanh_rational)."""
     f = _fmt(x)
     one = f.c(1.0)
     ax = _intrinsic(b, "llvm.fabs", x)
     ax = b.select(b.fcmp_ordered(">", ax, f.c(f.tanh_sat)), f.c(f.tanh_sat), ax)
+    if f.tanh_rational:
+        return _copysign(b, _tanh_rational(b, f, ax), x)
     p2k, p = _exp_parts(b, ax, -2.0)
     qm1 = _fma(b, p2k, p, b.fsub(p2k, one))  # -(1 - q), its sign left to copysign
     den = _fma(b, p2k, p, b.fadd(one, p2k))
     return _copysign(b, b.fdiv(qm1, den), x)  # NaN flows through: no conversion to an integer
+
+
+def _tanh_rational(b: ir.IRBuilder, f: Format, a):
+    """tanh a for 0 <= a <= tanh_sat (f32): q = e^(-2a) = 2^k e^r (_exp_reduced), but e^r
+    in fdlibm's rational form, e^r = (D + 2r) / D, D = 2 - c, c = r - r^2 P(r^2) (P of degree
+    1 for f32, against exp's degree 5), whose division becomes tanh's own: with A = 1 - 2^k,
+    B = 1 + 2^k (exact), nr = -r and W = r^2 P, tanh a = (1 - q) / (1 + q) =
+    ((2 + W) A + nr B) / ((2 + W) B + nr A). The numerator is one fused rounding of
+    (2 + W) A + nr B, exactly 2 nr where k = 0 (A = 0, so no cancellation near 0). The
+    denominator is the numerator plus 2^(k+1) (2 + W - nr): where k is far below 0, both are
+    about 2 + W + nr and the numerator's rounding error, carried into the denominator, cancels
+    in the quotient. Against f64 rounded to f32, over every 8th float32 below 20: at most 2
+    ulps as the exponential form, 0.24 on average against its 0.28, and 15% faster (1.19
+    times exp's time at 1e5 against 1.40). f64 keeps the exponential form: there, with
+    numerator and denominator about 2 rather than 1, each rounding weighs twice as much, and
+    this form is 2.3-2.8 ulps off the exact value where k = -1, against a bound of 2."""
+    p2k, nr = _exp_reduced(b, a, -2.0)
+    z = b.fmul(nr, nr)
+    d = _fma(b, z, _horner(b, f.tanh_rational, z), f.c(2.0))  # 2 + W
+    one = f.c(1.0)
+    num = _fma(b, d, b.fsub(one, p2k), b.fmul(nr, b.fadd(one, p2k)))
+    den = _fma(b, b.fadd(p2k, p2k), b.fsub(d, nr), num)
+    return b.fdiv(num, den)
 
 
 def _copysign(b, mag, sign):
