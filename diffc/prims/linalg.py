@@ -12,6 +12,8 @@ written (See Note [Orientations])."""
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 from llvmlite import ir
 
@@ -280,8 +282,19 @@ def _matmul_lower(em, eqn, ins):
         x, y, z = (_at(em, v, idx, len(batch), m) for v, m in zip((a, b, out), mats))
         _product(em, x, y, lambda: z)
 
-    em.loop_nest(batch, per_matrix, "mb")
+    count, work = prod(batch), a.type.shape[-1] * prod(out_t.shape[len(batch) :])
+    if count > 1 and work < PARALLEL_PRODUCT <= count * work:  # small products, many of them: on the threads
+        sizes = [prod(batch[k + 1 :]) for k in range(len(batch))]
+        em.parallel_loop(count, lambda j: per_matrix([_axis_index(em, j, n, s) for n, s in zip(batch, sizes)]), "mb")
+    else:
+        em.loop_nest(batch, per_matrix, "mb")
     return [out]
+
+
+def _axis_index(em, flat, length: int, size: int):
+    """The index along an axis of `length` of the flat position `flat` (an i64 value) in a
+    row-major array whose axes after it hold `size` elements."""
+    return em.b.urem(em.b.udiv(flat, em.i64(size)), em.i64(length))
 
 
 def _at(em, x: Arr, idx, rank: int, mat: int) -> Arr:
@@ -490,7 +503,10 @@ matmul_p = primitive(
 # they are not (a transposed view), since a copy made in the loop's body would be made for
 # every matrix. The derivative makes vectors into matrices of one row or column, and then is
 # two batched products with the other operand's last two axes swapped, summed over the batch
-# axes along which the operand was broadcast (ops.unbroadcast).
+# axes along which the operand was broadcast (ops.unbroadcast). Products too small to be cut
+# into blocks (PARALLEL_PRODUCT multiply-adds) but many (attention's scores and values, a
+# [8, 4, 128, 32] batch) run a matrix per iteration of a parallel loop over the batch, each
+# computed as on one thread: the same bits on any count of threads.
 
 
 # Note [Orientations]

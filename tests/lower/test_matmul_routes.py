@@ -336,3 +336,21 @@ def test_generated_long_sums_agree_with_numpy_on_every_count_of_threads(m, rows,
     results = on_each_count(lambda: getattr(m, fn)(a, b))
     assert all(np.array_equal(r, results[0]) for r in results[1:])
     np.testing.assert_allclose(results[0], expr(a, b), **close(dtype, k))
+
+
+BATCHES = [((8, 4, 64, 32), (8, 4, 32, 64)), ((6, 5, 64, 24), (24, 64)), ((4100, 8, 8), (4100, 8, 8))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shapes", BATCHES)
+def test_a_batch_of_small_products_runs_on_the_threads(m, shapes, dtype):
+    """Products each too small to split, but many (attention's scores per batch and head): the
+    batch's matrices on the threads (See Note [Batched products]), the same bits on 1, 2 and 3
+    threads, NumPy's values; a batch of one product does not take that route."""
+    a, b = operands(dtype, *shapes)
+    a[0, 0, 1] = np.nan
+    assert "mb.par:" in lowered(m, "mm", a, b)
+    results = on_each_count(lambda: m.mm(a, b))
+    assert all(np.array_equal(r, results[0], equal_nan=True) for r in results[1:])
+    np.testing.assert_allclose(results[0], a @ b, **close(dtype, shapes[1][-2]))
+    assert "mb.par:" not in lowered(m, "mm", a[:1], b[:1] if b.ndim == a.ndim else b)
