@@ -354,3 +354,20 @@ def test_a_batch_of_small_products_runs_on_the_threads(m, shapes, dtype):
     assert all(np.array_equal(r, results[0], equal_nan=True) for r in results[1:])
     np.testing.assert_allclose(results[0], a @ b, **close(dtype, shapes[1][-2]))
     assert "mb.par:" not in lowered(m, "mm", a[:1], b[:1] if b.ndim == a.ndim else b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", ["kernel", "blas"])
+def test_a_batch_of_transposed_matrices_is_read_in_place(m, rows, dtype):
+    """a @ transpose(b, [0, 2, 1]) (attention's scores, a convolution's weight gradient): each
+    matrix of b is read by columns where it is, not the whole of b copied before the loop
+    (OpenBLAS is passed the transpose flag); NumPy's values on 1, 2 and 3 threads."""
+    mr = 2 * gemm.tile()[1] + 1 if rows == "kernel" else a_rows(dtype) + 1
+    a, b = operands(dtype, (3, mr, K), (3, wide(dtype), K))
+    text = lowered(m, "mm_bt", a, b)
+    assert route(text) == rows
+    if rows == "blas":
+        assert blas_call(text)[:2] == (linalg.NO_TRANS, linalg.TRANS)
+    results = on_each_count(lambda: m.mm_bt(a, b))
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+    np.testing.assert_allclose(results[0], a @ np.swapaxes(b, 1, 2), **close(dtype, K))
