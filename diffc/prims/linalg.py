@@ -514,13 +514,13 @@ matmul_p = primitive(
 # OpenBLAS with its transpose flag or taken by the kernel as a product's transposed operand;
 # one of other strides is made contiguous once before the loop, since a copy made in the
 # loop's body would be made for every matrix. (That convolution at 32 x 3 x 32 x 32, f64: its
-# value_and_grad 5.5 -> 3.6 ms, without the 19 MB copy up front.) The derivative makes
-# vectors into matrices of one row or column, and then is two batched products with the other
-# operand's last two axes swapped, summed over the batch axes along which the operand was
-# broadcast (ops.unbroadcast). Products too small to be cut
-# into blocks (PARALLEL_PRODUCT multiply-adds) but many (attention's scores and values, a
-# [8, 4, 128, 32] batch) run a matrix per iteration of a parallel loop over the batch, each
-# computed as on one thread: the same bits on any count of threads.
+# value_and_grad 5.5 -> 3.6 ms, without the 7 MB copy of its columns up front.) The
+# derivative makes vectors into matrices of one row or column, and then is two batched
+# products with the other operand's last two axes swapped, summed over the batch axes along
+# which the operand was broadcast (ops.unbroadcast). Products too small to be cut into blocks
+# (PARALLEL_PRODUCT multiply-adds) but many (attention's scores and values, a [8, 4, 128, 32]
+# batch) run a matrix per iteration of a parallel loop over the batch, each computed as on one
+# thread: the same bits on any count of threads.
 
 
 # Note [Orientations]
