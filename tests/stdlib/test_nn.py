@@ -135,12 +135,18 @@ CONV_CASES = [  # (stride, padding, dilation, kernel h, kernel w)
 ]
 
 
+# (h, w) of the images: fewer than 256 pixels of output (one product for the batch) and more
+# (a product per image), whatever the stride, padding and dilation of CONV_CASES
+CONV_SIZES = [(7, 6), (52, 50)]
+
+
+@pytest.mark.parametrize("hw", CONV_SIZES)
 @pytest.mark.parametrize("c_in", [3, 8])  # (planes gathered, then transposed; a pixel's channels gathered)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("stride,padding,dilation,kh,kw", CONV_CASES)
-def test_conv2d_matches_numpy(stride, padding, dilation, kh, kw, dtype, c_in):
+def test_conv2d_matches_numpy(stride, padding, dilation, kh, kw, dtype, c_in, hw):
     m = nn_program(f"fn f(p, x) = nn.conv2d(p, x, {stride}, {padding}, {dilation})")
-    x = normal(2, c_in, 7, 6, dtype=dtype)
+    x = normal(2, c_in, *hw, dtype=dtype)
     p = {"w": normal(4, c_in, kh, kw, dtype=dtype), "b": normal(4, dtype=dtype)}
     y = m.f(p, x)
     assert y.dtype == dtype
@@ -158,11 +164,12 @@ def test_conv2d_batch_1_single_pixel_output_and_infinities():
     assert np.all(m.f(p, x) == np.inf)
 
 
+@pytest.mark.parametrize("hw", [(6, 7), (34, 36)])  # (256 pixels of output and more in both cases)
 @pytest.mark.parametrize("c_in", [2, 9])
 @pytest.mark.parametrize("stride,padding,dilation,kh,kw", [(1, 1, 1, 3, 3), (2, 0, 2, 2, 3)])
-def test_conv2d_gradient(stride, padding, dilation, kh, kw, c_in):
+def test_conv2d_gradient(stride, padding, dilation, kh, kw, c_in, hw):
     body = f"fn loss(p, x, r) = sum(nn.conv2d(p, x, {stride}, {padding}, {dilation}) * r)"
-    x = normal(2, c_in, 6, 7)
+    x = normal(2, c_in, *hw)
     p = {"w": normal(3, c_in, kh, kw), "b": normal(3)}
     r = normal(*conv2d_ref(x, p["w"], p["b"], stride, padding, dilation).shape)
     check_grads(body, "loss", p, x, r)
