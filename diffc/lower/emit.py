@@ -130,17 +130,25 @@ def _not_unrolled(ms, vectorised: bool = False):
     return _LoopID(ms.module, ops, name=str(len(ms.module.metadata)))
 
 
+# what a loop that only moves data (a copy, a transpose, a fill, a pad) computes: addresses
+_MOVES = {"load", "store", "getelementptr", "phi", "br", "icmp", "select", "add", "sub", "mul", "sdiv", "srem"}
+
+
+def _loop_instructions(head: ir.Block):
+    """The instructions of the loop of this head: its blocks follow it in its function."""
+    blocks = head.parent.blocks
+    return (instr for block in blocks[blocks.index(head) :] for instr in block.instructions)
+
+
+def _moves_only(head: ir.Block) -> bool:
+    return all(instr.opname in _MOVES for instr in _loop_instructions(head))
+
+
 def _reorders(head: ir.Block) -> bool:
     """Whether the loop of this head (its blocks follow it in its function) has float arithmetic
     whose order LLVM may choose (reassoc, nsz: sums, products, max and min that it vectorises
     as reductions): unrolled in full or vectorised, its result would differ in the last bits."""
-    blocks = head.parent.blocks
-    for block in blocks[blocks.index(head) :]:
-        for instr in block.instructions:
-            flags = getattr(instr, "flags", ())
-            if "reassoc" in flags or "nsz" in flags:
-                return True
-    return False
+    return any({"reassoc", "nsz"} & set(getattr(instr, "flags", ())) for instr in _loop_instructions(head))
 
 
 def _as_line(a: Arr) -> Arr:
@@ -403,9 +411,12 @@ class Emitter:
     def block(self, name: str) -> ir.Block:
         return self.fn.append_basic_block(name)
 
-    def loop(self, n, body, name: str = "i"):
+    def loop(self, n, body, name: str = "i", in_nest: bool = False):
         """for i in 0..n: body(i); n is an int or an i64 value. A loop that runs once per call of
-        the program (in the entry, in no other loop) is not unrolled (See Note [Loops run once]).
+        the program (in the entry, in no other loop) is not unrolled (See Note [Loops run once]),
+        nor before vectorisation one of more than FULL_UNROLL_MAX iterations, or an inner loop of
+        a nest (`in_nest`) that only moves data, whose arithmetic has a fixed order (See Note
+        [Full unrolling]).
 
         pre -> head: i = phi(0, i+1); i < n ? body : after
                body: ...; br head
@@ -428,7 +439,11 @@ class Emitter:
         back = b.branch(head)
         if self.depth == 0 and self.external_arena:  # (the entry and its parts run once per call)
             back.set_metadata("llvm.loop", _not_unrolled(self.m))
-        elif count is not None and count > FULL_UNROLL_MAX and not _reorders(head):
+        elif (
+            count is not None
+            and count > (1 if in_nest and _moves_only(head) else FULL_UNROLL_MAX)
+            and not _reorders(head)
+        ):
             back.set_metadata("llvm.loop", _not_unrolled(self.m, vectorised=True))
         b.position_at_end(after)
 
@@ -566,7 +581,7 @@ class Emitter:
             if k == len(shape):
                 body(idx)
             else:
-                self.loop(shape[k], lambda i: level(k + 1, idx + [i]), f"{name}{k}")
+                self.loop(shape[k], lambda i: level(k + 1, idx + [i]), f"{name}{k}", in_nest=k > 0)
 
         level(0, [])
 
@@ -1144,23 +1159,27 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # ~~~~~~~~~~~~~~~~~~~~~
 # Before it vectorises, LLVM unrolls in full every loop of a known count whose copies stay
 # under its threshold: the loops of 16 and 17 iterations in the reverse model's scan bodies
-# (a sequence's steps, a row of 16), each then vectorised again by SLP as straight code, and
-# partly or at run time the loops it cannot (char_rnn's). Most of the optimiser's and code
-# generator's work on the examples' training steps was on those copies. So a loop of more than
-# FULL_UNROLL_MAX iterations (and not one of the entry that runs once, Note [Loops run once])
-# carries `llvm.loop.unroll.disable`, with an empty `llvm.loop.vectorize.followup_vectorized`:
-# the vector loop the vectoriser makes of it gets none of its attributes, and is unrolled as
-# before (two vector iterations for 16 doubles: straight code again, as the scan bodies of
-# rnn_scan want), while the scalar remainder keeps the loop's. Loops of up to FULL_UNROLL_MAX
-# (a 3 x 3 kernel, a pooling window: conv_small's gradient is 2.8x slower without unrolling
-# those) are left to LLVM. So are the loops with arithmetic whose order LLVM chooses (reassoc or
-# nsz: sums, products, max and min that it vectorises as reductions): vectorised rather than
-# unrolled, their partial sums would be in other lanes and the results other bits; these keep
-# the bits they had. The same bits for every workload and example. LLVM CPU (optimiser and code
-# generator, the two units): reverse 0.36 + 0.50 -> 0.27 + 0.30 s, char_rnn 0.32 + 0.34 ->
-# 0.27 + 0.28, convnet 0.43 + 0.43 -> 0.35 + 0.42. Run time, CPU pinned, in turns: the reverse
-# step 770 -> 520 us, rnn_scan's value_and_grad 287 -> 237, lstm_scan's 170 -> 152,
-# softmax_xent's 3.6 -> 3.1 ms; the others as before.
+# (a sequence's steps, a row of 16), the short rows of the convnet's copies and transposes
+# ([32, 16, 1, 4]), each then vectorised again by SLP as straight code; and partly or at run
+# time the loops it cannot (char_rnn's). Most of the optimiser's and code generator's work on
+# the examples' training steps was on those copies. So these loops carry
+# `llvm.loop.unroll.disable`, with an empty `llvm.loop.vectorize.followup_vectorized`: a loop of
+# more than FULL_UNROLL_MAX iterations, and an inner loop of a nest (loop_nest) of more than one
+# that only moves data (_moves_only: loads, stores, addresses); not one of the entry that runs
+# once, which is not unrolled at all (Note [Loops run once]). The vector loop the vectoriser
+# makes of one gets none of its attributes and is unrolled as before (two vector iterations
+# for 16 doubles: straight code again, as rnn_scan's scan bodies want), the scalar remainder
+# keeps them. Loops of up to FULL_UNROLL_MAX iterations that compute are left to LLVM (a 3 x 3
+# kernel: conv_small's gradient is 2.4x slower with those not unrolled, and 1.2x with its
+# copies of 8 in a loop not unrolled). So are the loops with arithmetic whose order LLVM
+# chooses (reassoc, nsz: sums, products, max and min, which it vectorises as reductions):
+# vectorised rather than unrolled, their partial sums would be in other lanes, and the results
+# other bits. So every workload and example gives the same bits, and the workloads' IR is
+# changed only by the first rule. LLVM CPU for the examples' steps (optimiser and code
+# generator, each unit alone, one process, in turns): convnet 0.41 + 0.42 -> 0.31 + 0.33 s,
+# reverse 0.37 + 0.54 -> 0.28 + 0.31, char_rnn 0.37 + 0.35 -> 0.26 + 0.27. Run time, CPU, pinned,
+# in turns: the reverse step 770 -> 520 us, rnn_scan's value_and_grad 287 -> 237, lstm_scan's
+# 170 -> 152, softmax_xent's 3.6 -> 3.1 ms; the others as before.
 
 
 # Note [Tiles]

@@ -63,6 +63,27 @@ def test_a_short_loop_is_left_to_llvm():
     assert not loops_of(text, "ew") and not loops_of(text, "red")
 
 
+def test_the_short_rows_of_a_copy_nest_are_not_unrolled_before_vectorisation():
+    """A transpose inside a scan: a nest of copies whose inner loop of 3 only moves data; the
+    inner loop of the elementwise nest beside it (5), which computes, is left to LLVM."""
+    m = diffc.compile("""
+fn f(c0, ts) {
+    let (c, ys) = scan(fn(c, t) { let c2 = transpose(c) * t; (transpose(c2), sum(c2)) }, c0, ts);
+    (c, ys)
+}
+""")
+    text = str(lower_program(ir_of(m, "f", np.ones((5, 3)), np.ones(4))).module)
+    loops = loop_attributes(text)
+    followup = ["llvm.loop.unroll.disable", "llvm.loop.vectorize.followup_vectorized"]
+    rows = [attrs for head, attrs in loops.items() if re.fullmatch(r"cp1\.head(\.\d+)?", head)]
+    assert rows and all(attrs == followup for attrs in rows)
+    assert re.search(r'icmp slt i64 %"cp1(\.\d+)?", 3', text)  # (the rows are 3 long)
+    assert [attrs for head, attrs in loops.items() if head.startswith("ew1")] == []
+    np.testing.assert_array_equal(
+        m.f(np.arange(15.0).reshape(5, 3), np.full(4, 2.0))[0], np.arange(15.0).reshape(5, 3) * 16
+    )
+
+
 def optimised_loops(n: int) -> int:
     """How many loops are left in the optimised module of f for c0 of n elements."""
     return len(re.findall(r"!llvm\.loop !\d+", str(jit.optimise(lowered(n)))))
