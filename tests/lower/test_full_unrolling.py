@@ -1,5 +1,6 @@
-"""Loops of more than FULL_UNROLL_MAX iterations are not unrolled before vectorisation when the
-order of their arithmetic is fixed (See Note [Full unrolling] in lower/emit.py): their loop ID
+"""Loops of more than FULL_UNROLL_MAX iterations, and the inner loops of more than
+FULL_UNROLL_MAX_MOVES of a nest that only moves data, are not unrolled before vectorisation
+when the order of their arithmetic is fixed (See Note [Full unrolling] in lower/emit.py): their loop ID
 says so, and lets the vector loop made of them be unrolled; loops whose sums LLVM may reorder
 (reassoc, nsz) and short loops are left to LLVM as before. The values are those NumPy gives,
 the same bits with the loop IDs or without them."""
@@ -64,24 +65,27 @@ def test_a_short_loop_is_left_to_llvm():
 
 
 def test_the_short_rows_of_a_copy_nest_are_not_unrolled_before_vectorisation():
-    """A transpose inside a scan: a nest of copies whose inner loop of 3 only moves data; the
-    inner loop of the elementwise nest beside it (5), which computes, is left to LLVM."""
+    """A transpose inside a scan: a nest of copies whose inner loop of 4 only moves data; the
+    inner loop of the elementwise nest beside it (5), which computes, is left to LLVM, and so
+    are rows of FULL_UNROLL_MAX_MOVES (3)."""
     m = diffc.compile("""
 fn f(c0, ts) {
     let (c, ys) = scan(fn(c, t) { let c2 = transpose(c) * t; (transpose(c2), sum(c2)) }, c0, ts);
     (c, ys)
 }
 """)
-    text = str(lower_program(ir_of(m, "f", np.ones((5, 3)), np.ones(4))).module)
+    text = str(lower_program(ir_of(m, "f", np.ones((5, 4)), np.ones(4))).module)
     loops = loop_attributes(text)
     followup = ["llvm.loop.unroll.disable", "llvm.loop.vectorize.followup_vectorized"]
     rows = [attrs for head, attrs in loops.items() if re.fullmatch(r"cp1\.head(\.\d+)?", head)]
     assert rows and all(attrs == followup for attrs in rows)
-    assert re.search(r'icmp slt i64 %"cp1(\.\d+)?", 3', text)  # (the rows are 3 long)
+    assert re.search(r'icmp slt i64 %"cp1(\.\d+)?", 4', text)  # (the rows are 4 long)
     assert [attrs for head, attrs in loops.items() if head.startswith("ew1")] == []
     np.testing.assert_array_equal(
-        m.f(np.arange(15.0).reshape(5, 3), np.full(4, 2.0))[0], np.arange(15.0).reshape(5, 3) * 16
+        m.f(np.arange(20.0).reshape(5, 4), np.full(4, 2.0))[0], np.arange(20.0).reshape(5, 4) * 16
     )
+    short = str(lower_program(ir_of(m, "f", np.ones((5, emit.FULL_UNROLL_MAX_MOVES)), np.ones(4))).module)
+    assert not [head for head in loop_attributes(short) if head.startswith("cp1")]
 
 
 def optimised_loops(n: int) -> int:
