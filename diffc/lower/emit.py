@@ -1150,7 +1150,8 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # copies of the body (a short loop fully unrolled, the remainder of a vectorised loop) are most
 # of the code LLVM then optimises and generates. Such a loop carries a loop ID with
 # `llvm.loop.unroll.disable`; the loops inside it, and all those of functions that may be called
-# many times (recursive ones), are unrolled as before, and the vectoriser still interleaves. On
+# many times (recursive ones), are left to LLVM (but see Note [Full unrolling]), and the
+# vectoriser still interleaves. On
 # the examples' training steps and examples/mlp.dfl: 35% fewer lines of optimised IR, LLVM's
 # optimiser 8% and its code generator 15% faster; the workloads and the families ran as fast
 # as before (in turns in one process, within 2%).
@@ -1166,22 +1167,23 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # the examples' training steps was on those copies. So these loops carry
 # `llvm.loop.unroll.disable`, with an empty `llvm.loop.vectorize.followup_vectorized`: a loop of
 # more than FULL_UNROLL_MAX iterations, and an inner loop of a nest (loop_nest) of more than
-# FULL_UNROLL_MAX_MOVES that only moves data (_moves_only: loads, stores, addresses; the rows of
-# 3 channels in the conv family's copies are faster unrolled, by 15%); not one of the entry that runs
-# once, which is not unrolled at all (Note [Loops run once]). The vector loop the vectoriser
-# makes of one gets none of its attributes and is unrolled as before (two vector iterations
-# for 16 doubles: straight code again, as rnn_scan's scan bodies want), the scalar remainder
-# keeps them. Loops of up to FULL_UNROLL_MAX iterations that compute are left to LLVM (a 3 x 3
+# FULL_UNROLL_MAX_MOVES that only moves data (_moves_only: loads, stores, addresses; rows of 3,
+# the conv family's 3 channels, are 15% faster unrolled); not one of the entry that runs once,
+# which is not unrolled at all (Note [Loops run once]). The vector loop the vectoriser makes of
+# one gets none of its attributes and is unrolled as before (two vector iterations for 16
+# doubles: straight code again, as rnn_scan's scan bodies want), the scalar remainder keeps
+# them. Loops of up to FULL_UNROLL_MAX iterations that compute are left to LLVM (a 3 x 3
 # kernel: conv_small's gradient is 2.4x slower with those not unrolled, and 1.2x with its
-# copies of 8 in a loop, not a nest, not unrolled). So are the loops with arithmetic whose order LLVM
-# chooses (reassoc, nsz: sums, products, max and min, which it vectorises as reductions):
-# vectorised rather than unrolled, their partial sums would be in other lanes, and the results
-# other bits. So every workload and example gives the same bits, and the workloads' IR is
-# changed only by the first rule. LLVM CPU for the examples' steps (optimiser and code
-# generator, each unit alone, one process, in turns): convnet 0.41 + 0.42 -> 0.29 + 0.34 s,
-# reverse 0.37 + 0.54 -> 0.28 + 0.31, char_rnn 0.37 + 0.35 -> 0.26 + 0.27. Run time, CPU, pinned,
-# in turns: the reverse step 770 -> 520 us, rnn_scan's value_and_grad 287 -> 237, lstm_scan's
-# 170 -> 152, softmax_xent's 3.6 -> 3.1 ms; the others as before.
+# copies of 8 in a loop, not a nest, not unrolled). So are the loops with arithmetic whose
+# order LLVM chooses (reassoc, nsz: sums, products, max and min, which it vectorises as
+# reductions): vectorised rather than unrolled, their partial sums would be in other lanes, and
+# the results other bits. So every workload and example step gives the same bits as before,
+# and the workloads' IR is changed by the first rule only. LLVM CPU for the examples' steps
+# (optimiser and code generator, each unit alone, in turns in one process): convnet 0.41 + 0.42
+# -> 0.29 + 0.34 s, reverse 0.37 + 0.54 -> 0.28 + 0.31, char_rnn 0.37 + 0.35 -> 0.26 + 0.27.
+# Run time, CPU, pinned, in turns: the reverse step 680 -> 510 us, rnn_scan's value_and_grad
+# 247-284 -> 238-257 us, lstm_scan's 173-176 -> 165-172, softmax_xent's 3.34 -> 3.03 ms; the
+# other workloads and steps as before.
 
 
 # Note [Tiles]
