@@ -168,6 +168,7 @@ def _crosses(values) -> bool:
 PARALLEL_MIN = 1 << 16  # elements from which a loop nest writing an array is split among threads
 COPY_MIN_BYTES = 256  # a copy of this many bytes or more is a memcpy (See Note [Copies])
 SCRATCH_MAX = 1 << 16  # bytes of temporaries a parallel loop's body may take (on each thread's stack)
+ARENA_SCRATCH_MAX = 1 << 25  # ... beyond, in the arena: a place for each iteration, in all
 # what a parallel loop may call besides LLVM's intrinsics, the matrix kernels and OpenBLAS (all
 # pure functions of their arguments; an inner parallel loop runs on its caller's thread)
 SAFE_CALLS = frozenset({"erf", "erff", "tan", "tanf", PARALLEL_SYMBOL})
@@ -510,7 +511,9 @@ class Emitter:
         scratch = self.arena_size - arena  # the body's temporaries: each piece has its own
         safe = self.m.kernels | self.m.thread_safe
         found = _free_values(region, outlined, safe, own, self.arena_slot, self.exit)
-        if found is None or scratch > SCRATCH_MAX:
+        if found is not None and SCRATCH_MAX < scratch and n * scratch <= ARENA_SCRATCH_MAX:
+            self.arena_size = arena + n * scratch  # a place in the arena for each piece (below)
+        elif found is None or scratch > SCRATCH_MAX:
             del module.globals[outlined.name]
             for blk in region:  # an ordinary loop, over 0..n
                 for instr in blk.instructions:
@@ -538,7 +541,11 @@ class Emitter:
         head.instructions = own
         inner = ir.IRBuilder(head)
         inner.position_at_end(head)
-        if arena_loads:
+        placed = arena_loads and self.arena_size > arena + scratch  # a place in the arena per piece
+        if placed:
+            b.position_at_end(pre)
+            free.append(b.load(self.arena_slot))  # (the arena's pointer, passed last)
+        elif arena_loads:
             buf = inner.alloca(ir.ArrayType(I8, scratch), name="par.arena")
             buf.align, buf.type = 64, PTR  # (llvmlite types an alloca's pointer: geps of it would be too)
             base = inner.gep(buf, [self.i64(-arena)], source_etype=I8)  # (the body's offsets start at `arena`)
@@ -562,6 +569,11 @@ class Emitter:
             value = inner.load(inner.gep(env, [self.i64(off)], source_etype=I8), typ=v.type)
             value.align = 8
             _replace_all(region, v, value)
+        if placed:  # the temporaries of piece lo..hi at the place of iteration lo
+            place = inner.gep(value, [inner.mul(lo, self.i64(scratch))], source_etype=I8)
+            for ld in arena_loads:
+                ld.parent.instructions.remove(ld)
+                _replace_all(region, ld, place)
         inner.branch(start)
         self.call_extern(PARALLEL_SYMBOL, VOID, [outlined, frame, self.i64(n)], [PTR, PTR, I64])
         if interrupted:
@@ -1226,6 +1238,13 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # (pointers, offsets, ctx) are stored in `env`, a frame slot they only read is loaded before
 # the call and passed by value, the allocas made for the body move with it, and the body's
 # arena temporaries come from scratch space on each thread's stack: every piece has its own.
+# Temporaries beyond SCRATCH_MAX (a map whose rows each hold attention's [t, t] scores) do not
+# fit a thread's stack safely: while the loop's count times them fits ARENA_SCRATCH_MAX, they
+# are in the enclosing function's arena instead, which grows by that much. A piece lo..hi
+# takes the place of iteration lo (pieces start at different iterations), and its iterations
+# reuse it in turn, as a piece's stack scratch. The attention family at b8 t128 d128 f32 on 2
+# threads: forward 1.75 -> 1.24 ms, value_and_grad 4.67 -> 4.06 ms (its map over batch and
+# heads had run its rows in turn).
 #
 # A loop that cannot run on another thread stays as it was (or is emitted again, as the
 # caller says): one that may fail (a bounds check, a poll for Ctrl-C, malloc), which branches
@@ -1234,9 +1253,10 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # the matrix kernels, OpenBLAS and the functions of long loop bodies that cannot fail but by
 # Ctrl-C and call nothing else (ms.thread_safe: their arena is carved in the piece; See Note
 # [Loop functions] in lower/bodies.py); one that writes a frame slot of the enclosing function; one
-# whose temporaries exceed SCRATCH_MAX. Results never depend on the count of threads: a loop's
-# pieces write disjoint elements, and a large reduction to one number is cut into blocks fixed
-# by its shape alone (prims/reduce.py, _in_blocks), whose results are then combined in order.
+# whose temporaries exceed SCRATCH_MAX and cannot take a place per iteration (above). Results
+# never depend on the count of threads: a loop's pieces write disjoint elements, and a large
+# reduction to one number is cut into blocks fixed by its shape alone (prims/reduce.py,
+# _in_blocks), whose results are then combined in order.
 # An inner parallel loop inside a piece runs on the piece's thread (the pool is busy).
 
 

@@ -6,6 +6,7 @@ whole and still located, calls from many Python threads at once, a forked child,
 count is chosen (DIFFC_THREADS, --threads, diffc.set_threads)."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import pytest
 from support.native import ir_of, on_each_count, restore_threads  # noqa: F401 (a fixture)
 
 import diffc
-from diffc.lower.emit import PARALLEL_MIN, PARALLEL_SYMBOL
+from diffc.lower.emit import ARENA_SCRATCH_MAX, PARALLEL_MIN, PARALLEL_SYMBOL, SCRATCH_MAX
 from diffc.lower.llvm import lower_program
 
 SRC = """
@@ -147,6 +148,37 @@ def test_a_value_of_the_enclosing_loop_read_inside_and_after_a_split_loop():
     mask = np.tril(np.ones((128, 128), bool))
     e = np.where(mask, np.exp(s - np.where(mask, s, -np.inf).max(-1, keepdims=True)), 0.0)
     np.testing.assert_allclose(m.f(s, mask), e / e.sum(-1, keepdims=True), rtol=1e-12, atol=1e-15)
+
+
+def test_rows_with_temporaries_beyond_a_threads_stack_take_a_place_per_row_in_the_arena():
+    """A map whose rows need more temporaries than SCRATCH_MAX (attention's scores, a row of
+    [t, t] each) runs on the threads, each row's temporaries at a place of its own in the
+    arena, while all of them fit ARENA_SCRATCH_MAX; beyond, it runs on one thread. The
+    same bits on 1, 2 and 3 threads, and NumPy's values, NaN and inf included."""
+    m = diffc.compile(
+        "fn f(q, k) = map(fn(a, b) => row(a @ transpose(b)), q, k)\nfn row(s) = sum(exp(s) * 0.5, axis=1) + sum(s)"
+    )
+    rng = np.random.default_rng(5)
+    q, k = (rng.standard_normal((3, 16, 160, 8)) * 0.1 for _ in range(2))
+    q[1, 3, 0], q[2, 7, 1] = np.nan, np.inf
+    with np.errstate(invalid="ignore"):
+        s = q @ np.swapaxes(k, -1, -2)
+        want = (np.exp(s) * 0.5).sum(-1) + s.sum((-2, -1))[..., None]
+    row_bytes = 160 * 160 * 8  # (one row's scores alone)
+    assert row_bytes > SCRATCH_MAX and 16 * row_bytes * 3 <= ARENA_SCRATCH_MAX
+    assert _rows_on_threads(_llvm(m, "f", q[0], k[0]), 16)
+    results = on_each_count(lambda: [m.f(q[j], k[j]) for j in range(3)])
+    for r in results[1:]:
+        assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(r, results[0]))
+    np.testing.assert_allclose(np.array(results[0]), want, rtol=1e-12, equal_nan=True)
+    big = rng.standard_normal((4, 1500, 8))  # 4 rows of 18 MB of scores: beyond the arena's budget
+    assert 4 * 1500 * 1500 * 8 > ARENA_SCRATCH_MAX
+    assert not _rows_on_threads(_llvm(m, "f", big, big), 4)
+
+
+def _rows_on_threads(text: str, rows: int) -> bool:
+    """Whether lowered code runs a parallel loop over `rows` iterations (a map's rows)."""
+    return re.search(rf'call void @"{PARALLEL_SYMBOL}"\([^\n]*, i64 {rows}\)', text) is not None
 
 
 def test_a_map_with_long_rows_is_split_and_still_checks_for_ctrl_c(m):
