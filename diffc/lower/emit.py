@@ -511,7 +511,8 @@ class Emitter:
         scratch = self.arena_size - arena  # the body's temporaries: each piece has its own
         safe = self.m.kernels | self.m.thread_safe
         found = _free_values(region, outlined, safe, own, self.arena_slot, self.exit)
-        if found is not None and SCRATCH_MAX < scratch and n * scratch <= ARENA_SCRATCH_MAX:
+        in_arena = found is not None and SCRATCH_MAX < scratch and n * scratch <= ARENA_SCRATCH_MAX
+        if in_arena:
             self.arena_size = arena + n * scratch  # a place in the arena for each piece (below)
         elif found is None or scratch > SCRATCH_MAX:
             del module.globals[outlined.name]
@@ -541,8 +542,7 @@ class Emitter:
         head.instructions = own
         inner = ir.IRBuilder(head)
         inner.position_at_end(head)
-        placed = arena_loads and self.arena_size > arena + scratch  # a place in the arena per piece
-        if placed:
+        if in_arena:
             b.position_at_end(pre)
             free.append(b.load(self.arena_slot))  # (the arena's pointer, passed last)
         elif arena_loads:
@@ -569,7 +569,7 @@ class Emitter:
             value = inner.load(inner.gep(env, [self.i64(off)], source_etype=I8), typ=v.type)
             value.align = 8
             _replace_all(region, v, value)
-        if placed:  # the temporaries of piece lo..hi at the place of iteration lo
+        if in_arena:  # the temporaries of piece lo..hi at the place of iteration lo
             whole = value  # (the arena's pointer, the last value passed)
             place = inner.gep(whole, [inner.mul(lo, self.i64(scratch))], source_etype=I8)
             for ld in arena_loads:
