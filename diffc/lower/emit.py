@@ -167,11 +167,13 @@ def _crosses(values) -> bool:
 
 PARALLEL_MIN = 1 << 16  # elements from which a loop nest writing an array is split among threads
 COPY_MIN_BYTES = 256  # a copy of this many bytes or more is a memcpy (See Note [Copies])
+COPY_LOOP_MIN_BYTES = 2048  # ... and from this many, a call of the module's copy loop
+COPY_SYMBOL = "diffc.copy"  # that loop (See Note [Copies])
 SCRATCH_MAX = 1 << 16  # bytes of temporaries a parallel loop's body may take (on each thread's stack)
 ARENA_SCRATCH_MAX = 1 << 25  # ... beyond, in the arena: room for a place per iteration, in all
 # what a parallel loop may call besides LLVM's intrinsics, the matrix kernels and OpenBLAS (all
 # pure functions of their arguments; an inner parallel loop runs on its caller's thread)
-SAFE_CALLS = frozenset({"erf", "erff", "tan", "tanf", PARALLEL_SYMBOL})
+SAFE_CALLS = frozenset({"erf", "erff", "tan", "tanf", PARALLEL_SYMBOL, COPY_SYMBOL})
 
 
 def _free_values(region, outlined, safe, own, arena_slot, exit_block):
@@ -227,6 +229,65 @@ def _free_values(region, outlined, safe, own, arena_slot, exit_block):
             return None
         free.update((id(ld), ld) for ld in loads)
     return list(free.values()), arena_loads, interrupted
+
+
+_CASTS = frozenset({"sitofp", "uitofp", "fptosi", "fptoui", "fptrunc", "fpext", "trunc", "zext", "sext"})
+_ARITHMETIC = frozenset(
+    {"add", "sub", "mul", "sdiv", "udiv", "srem", "urem", "shl", "ashr", "lshr", "and", "or", "xor"}
+    | {"fadd", "fsub", "fmul", "fdiv", "frem", "fneg"}
+)
+
+
+def _of_constants(v: ir.Value) -> bool:
+    """Whether v is computed by casts and arithmetic from constants alone (a literal exponent
+    converted to a float, `y - 1.0` of a power's derivative): See Note [Parallel loops]."""
+    if isinstance(v, ir.Constant):
+        return True
+    if type(v) is ir.CastInstr:
+        return v.opname in _CASTS and _of_constants(v.operands[0])
+    return type(v) is ir.Instruction and v.opname in _ARITHMETIC and all(_of_constants(o) for o in v.operands)
+
+
+def _make_again(b: ir.IRBuilder, v: ir.Value, made: dict) -> ir.Value:
+    """The instructions computing v (_of_constants) emitted again at b, once each."""
+    if isinstance(v, ir.Constant):
+        return v
+    if id(v) not in made:
+        ops = [_make_again(b, o, made) for o in v.operands]
+        if type(v) is ir.CastInstr:
+            made[id(v)] = getattr(b, v.opname)(ops[0], v.type)
+        else:
+            method = getattr(b, {"and": "and_", "or": "or_"}.get(v.opname, v.opname))
+            made[id(v)] = method(*ops, flags=v.flags)
+    return made[id(v)]
+
+
+def _copy_function(module: ir.Module) -> ir.Function:
+    """The module's `diffc.copy(dst, src, bytes)`: a loop over the bytes that LLVM vectorises
+    and may not make a call of memcpy (See Note [Copies])."""
+    fn = module.globals.get(COPY_SYMBOL)
+    if fn is not None:
+        return fn
+    fn = ir.Function(module, ir.FunctionType(VOID, [PTR, PTR, I64]), COPY_SYMBOL)
+    fn.linkage = "internal"
+    set.add(fn.attributes, '"no-builtin-memcpy"')  # (a string attribute, which llvmlite does not list)
+    dst, src, n = fn.args
+    for a in (dst, src):
+        a.add_attribute("noalias")
+    entry, head, body, done = (fn.append_basic_block(name) for name in ("entry", "head", "body", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64)
+    i.add_incoming(ir.Constant(I64, 0), entry)
+    b.cbranch(b.icmp_signed("<", i, n), body, done)
+    b.position_at_end(body)
+    b.store(b.load(b.gep(src, [i], source_etype=I8), typ=I8), b.gep(dst, [i], source_etype=I8))
+    i.add_incoming(b.add(i, ir.Constant(I64, 1)), body)
+    b.branch(head)
+    b.position_at_end(done)
+    b.ret_void()
+    return fn
 
 
 def callable_anywhere(name: str, safe) -> bool:
@@ -525,6 +586,8 @@ class Emitter:
             b.position_at_end(end)
             return
         free, arena_loads, interrupted = found
+        made = [v for v in free if _of_constants(v)]  # made again in the piece (Note [Parallel loops])
+        free = [v for v in free if not _of_constants(v)]
         b.ret_void()
         del self.fn.blocks[first_new:]
         head = ir.Block(outlined, f"{name}.env")
@@ -542,6 +605,9 @@ class Emitter:
         head.instructions = own
         inner = ir.IRBuilder(head)
         inner.position_at_end(head)
+        remade: dict[int, ir.Value] = {}
+        for v in made:
+            _replace_all(region, v, _make_again(inner, v, remade))
         if in_arena:
             b.position_at_end(pre)
             free.append(b.load(self.arena_slot))  # (the arena's pointer, passed last)
@@ -747,11 +813,15 @@ class Emitter:
         self.fill(dst, [self.broadcast_view(src, dst.type.shape)], lambda x: x, "cp")
 
     def memcpy(self, dst: Arr, src: Arr):
-        """dst[...] = src, two contiguous views of one type in buffers apart, as llvm.memcpy:
-        LLVM then needs no proof that they do not overlap (in a parallel loop's piece, whose
-        pointers come from its env, it has none)."""
-        move = self.m.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
-        self.b.call(move, [self.base_ptr(dst), self.base_ptr(src), self.i64(dst.type.nbytes), ir.Constant(I1, 0)])
+        """dst[...] = src, two contiguous views of one type in buffers apart, as llvm.memcpy or,
+        from COPY_LOOP_MIN_BYTES, the module's copy loop (See Note [Copies]): LLVM then needs
+        no proof that they do not overlap (in a parallel loop's piece, whose pointers come from
+        its env, it has none)."""
+        args = [self.base_ptr(dst), self.base_ptr(src), self.i64(dst.type.nbytes)]
+        if dst.type.nbytes < COPY_LOOP_MIN_BYTES:
+            self.b.call(self.m.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64]), args + [ir.Constant(I1, 0)])
+        else:
+            self.b.call(_copy_function(self.m.module), args)
 
     def force(self, v):
         """`v` in memory: a Lazy value is computed into a buffer; others are returned as they are."""
@@ -1141,6 +1211,12 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # comprehension, 4608 times) LLVM forwards their elements from store to load, which it does
 # not through a memcpy (18% slower as memcpy). Copies of PARALLEL_MIN elements or more are
 # split among threads, as loops.
+# From COPY_LOOP_MIN_BYTES on, a copy is a call of the module's own copy loop, `diffc.copy`,
+# which LLVM vectorises and, told "no-builtin-memcpy", does not make a memcpy again. glibc's
+# memcpy copies such sizes with `rep movsb`, which on this AMD core runs 7-11 times slower
+# when the destination is 1-63 bytes past the source modulo 4096: a pad by one f64 element of
+# a buffer 4 KiB-aligned in the arena (a slice's cotangent) is one, and took 38 us instead of
+# 3.4 for 128 KiB, most of the gradient of `sum((x[1:] - x[:-1]) ** 2)`.
 
 
 # Note [Flat loops]
@@ -1237,7 +1313,10 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # and calls the runtime's `diffc_parallel_for(fn, env, n)` (runtime/threads.py), which runs
 # pieces of 0..n on the threads. The values the blocks use from the enclosing function
 # (pointers, offsets, ctx) are stored in `env`, a frame slot they only read is loaded before
-# the call and passed by value, the allocas made for the body move with it, and the body's
+# the call and passed by value, a value computed from constants alone is computed again in the
+# piece, where LLVM sees a constant (an exponent of 2 converted to 2.0 passed in `env` made
+# `x ** 2` a call of pow per element: 150 times slower than x * x from 65536 elements on),
+# the allocas made for the body move with it, and the body's
 # arena temporaries come from scratch space on each thread's stack: every piece has its own.
 # Temporaries beyond SCRATCH_MAX (a map whose rows each hold attention's [t, t] scores) do not
 # fit a thread's stack safely: while the loop's count times them fits ARENA_SCRATCH_MAX, they
