@@ -1,10 +1,11 @@
 """The cost of a gradient against its forward pass, from small to large sizes, for programs
 that read arrays at computed indices (issue 12): a comprehension's difference loss, a 2x2 max
 pool written as `maximum` of four reads, a `map` reading two arrays at gathered positions, a
-2-D stencil as a nested comprehension, and `nn.max_pool2d`. With the reads' cotangents added in place into one
-buffer the ratio gradient / forward stays flat as the size grows; a dense cotangent per read
-made it grow with the size (quadratic gradients). The difference loss written with slices and
-its gradient by hand in NumPy are references.
+2-D stencil as a nested comprehension, `nn.max_pool2d`, and maps over `windows` (a max, and a
+dot product with a slice of the same array). With the reads' cotangents added in place into
+one buffer the ratio gradient / forward stays flat as the size grows; a dense cotangent per
+read made it grow with the size (quadratic gradients). The difference loss written with slices
+and its gradient by hand in NumPy are references.
 
 Run: python benchmarks/gradient_cost.py [--quick] [--only FAMILY...]
 This is a benchmark, not a test: it prints medians (us) and the median of ratios timed in
@@ -41,6 +42,8 @@ fn max_pool(x) {
     let p = nn.max_pool2d(x, 2, 2);
     sum(p * p)
 }
+fn window_max(x) = sum(map(fn(w) => max(w), windows(x, 4)))
+fn window_dot(x) = sum(map(fn(w) => sum(w * x[:4]), windows(x, 4)) ** 2)
 """
 
 
@@ -69,6 +72,9 @@ def families(quick: bool):
         yield "gathered map", f"n={n}", "gathered", (rng.standard_normal(n), rng.standard_normal(n)), None
     for n in [32, 64, 128] if quick else [32, 64, 128, 256, 512]:
         yield "2-D stencil", f"{n}x{n}", "stencil", (rng.standard_normal((n, n)),), None
+    for n in ns:
+        yield "windows: max", f"n={n}", "window_max", (rng.standard_normal(n),), None
+        yield "windows: dot", f"n={n}", "window_dot", (rng.standard_normal(n),), None
 
 
 def _batch(fn) -> int:

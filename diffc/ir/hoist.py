@@ -38,9 +38,12 @@ def hoist(builder, body: Body, first_const: int, const_values: list, may_not_run
         return body, list(const_values)
     # bodies are closed, so a nested body reads a hoisted value only through its op's inputs
     used = {x.id for e in kept for x in e.inputs} | {o.id for o in body.outs}
-    new_params, new_values = [], []
+    # a constant only the hoisted equations read is no longer the loop's: its derivative would
+    # be a carry of its size through every step (`x[:4]` in a map over windows of x)
+    consts = [(p, v) for p, v in zip(body.params[first_const:], const_values) if p.id in used]
+    new_params, new_values = body.params[:first_const] + [p for p, _ in consts], [v for _, v in consts]
     for o in hoisted:
         if o.id in used:
             new_params.append(o)  # the hoisted value becomes a parameter of the same identity
             new_values.append(invariant[o.id])
-    return Body(body.params + new_params, kept, body.outs), list(const_values) + new_values
+    return Body(new_params, kept, body.outs), new_values
