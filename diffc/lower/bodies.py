@@ -47,13 +47,14 @@ def body_function(
 def _drop(ms, names: set[str]):
     """Remove the functions defined as `names` from the module (a body's function found short,
     its parallel pieces), but for the kept functions of its inner bodies and what they made;
-    the declarations and global variables stay (a kept function may use them, and one with a
-    name of its own, such as the print base, is looked up by name; constants nothing reads
-    cost LLVM nothing)."""
+    the declarations, global variables and the module's own functions (named `diffc...`: the
+    copy loop, libm's wrappers) stay: a kept function may use them, and one with a name of its
+    own, such as the print base or the copy loop, is looked up by name; what nothing reads
+    costs LLVM nothing."""
     kept = {n for _, fn in ms.loop_functions.values() if fn is not None for n in fn.made}
     for name in names - kept:
         v = ms.module.globals[name]
-        if isinstance(v, ir.Function) and v.blocks:
+        if isinstance(v, ir.Function) and v.blocks and not name.startswith("diffc"):
             del ms.module.globals[name]
 
 

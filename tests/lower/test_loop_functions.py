@@ -11,12 +11,14 @@ import re
 
 import numpy as np
 import pytest
+from llvmlite import ir
 from support.native import ir_of, on_each_count, restore_threads  # noqa: F401 (a fixture)
 
 import diffc
 from diffc.errors import BoundsError, DiffcError
 from diffc.lower import bodies
-from diffc.lower.llvm import lower_program
+from diffc.lower.emit import COPY_SYMBOL, _copy_function
+from diffc.lower.llvm import ModuleState, lower_program
 
 # rk4 of a 5-layer MLP: a body of about 80 equations and 1,500 lines of LLVM IR or more
 SRC = """
@@ -293,3 +295,18 @@ def test_prints_in_bodies_kept_or_dropped_as_functions(monkeypatch, capsys, long
     monkeypatch.setattr(bodies, "LONG_LINES", long_lines)
     assert_same_bits(diffc.compile(PRINTS).f(xs), inline)
     assert capsys.readouterr().out == printed and printed.count("x ") == 4
+
+
+def test_a_short_bodys_trial_keeps_the_modules_own_functions():
+    """A body's function found short is removed with what it defined, but for the module's own
+    functions it made first (the copy loop, libm's wrappers), which are looked up by name: a
+    later copy of the enclosing function found no copy loop and defined it again under a name
+    taken (the neural ODE's training step failed to compile)."""
+    ms = ModuleState("t")
+    before = set(ms.module.globals)
+    trial = ir.Function(ms.module, ir.FunctionType(ir.VoidType(), []), "dfl.main.loop")
+    ir.IRBuilder(trial.append_basic_block()).ret_void()
+    copy = _copy_function(ms.module)
+    bodies._drop(ms, set(ms.module.globals) - before)
+    assert "dfl.main.loop" not in ms.module.globals
+    assert _copy_function(ms.module) is copy and ms.module.globals[COPY_SYMBOL] is copy
