@@ -761,26 +761,30 @@ class Emitter:
 
     def copy_into(self, dst: Arr, src):
         """dst[...] = src (a scalar is broadcast). A copy between contiguous buffers of
-        COPY_MIN_BYTES or more, too small for threads, is one llvm.memcpy: no loop for LLVM to
-        vectorise and unroll (See Note [Copies])."""
-        if (
-            isinstance(src, Arr)
-            and src.type == dst.type
-            and src.contiguous
-            and dst.contiguous
-            and COPY_MIN_BYTES <= dst.type.nbytes
-            and dst.type.size < PARALLEL_MIN
-        ):
-            self.memcpy(dst, src)
-            return
+        COPY_MIN_BYTES or more is one llvm.memcpy, or one per piece when it is split among
+        threads: no loop for LLVM to vectorise and unroll (See Note [Copies])."""
+        if isinstance(src, Arr) and src.type == dst.type and src.contiguous and dst.contiguous:
+            if COPY_MIN_BYTES <= dst.type.nbytes and dst.type.size < PARALLEL_MIN:
+                self.memcpy(dst, src)
+                return
+            if dst.type.size >= PARALLEL_MIN:  # a memcpy of each piece, on the threads
+                src_line, dst_line = _as_line(src), _as_line(dst)
+                self.parallel_range(dst.type.size, lambda lo, hi: self.memcpy(dst_line, src_line, lo, hi), "cp")
+                return
         self.fill(dst, [self.broadcast_view(src, dst.type.shape)], lambda x: x, "cp")
 
-    def memcpy(self, dst: Arr, src: Arr):
+    def memcpy(self, dst: Arr, src: Arr, lo=None, hi=None):
         """dst[...] = src, two contiguous views of one type in buffers apart, as llvm.memcpy:
         LLVM then needs no proof that they do not overlap (in a parallel loop's piece, whose
-        pointers come from its env, it has none)."""
+        pointers come from its env, it has none). With lo and hi (i64 values), elements lo..hi
+        of two views of one axis only."""
         move = self.m.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
-        self.b.call(move, [self.base_ptr(dst), self.base_ptr(src), self.i64(dst.type.nbytes), ir.Constant(I1, 0)])
+        if lo is None:
+            ptrs, nbytes = [self.base_ptr(dst), self.base_ptr(src)], self.i64(dst.type.nbytes)
+        else:
+            ptrs = [self.elem_ptr(dst, [lo]), self.elem_ptr(src, [lo])]
+            nbytes = self.b.mul(self.b.sub(hi, lo), self.i64(dst.type.dtype.itemsize))
+        self.b.call(move, ptrs + [nbytes, ir.Constant(I1, 0)])
 
     def force(self, v):
         """`v` in memory: a Lazy value is computed into a buffer; others are returned as they are."""
@@ -1169,8 +1173,10 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # or a call of memcpy, and which runs as fast (the step: 275 vs 271 us). Smaller copies stay
 # loops: inside a loop that runs many times (conv_small's [8] carry, in the gradient of its
 # comprehension, 4608 times) LLVM forwards their elements from store to load, which it does
-# not through a memcpy (18% slower as memcpy). Copies of PARALLEL_MIN elements or more are
-# split among threads, as loops.
+# not through a memcpy (18% slower as memcpy). A copy of PARALLEL_MIN elements or more is
+# split among threads, each piece one memcpy: as loops, each piece was a function that LLVM
+# vectorised and unrolled (six of them in the char_rnn example's training step, 5% of its
+# LLVM time), for no gain at that size.
 
 
 # Note [Flat loops]

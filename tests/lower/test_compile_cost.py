@@ -171,6 +171,36 @@ def test_a_worker_that_has_started_takes_the_second_unit(monkeypatch):
     assert jit.unpack_objects(blob) == [jit.object_code_here(text) for text in texts]
 
 
+def worker_waits_for(monkeypatch, event: threading.Event) -> None:
+    """The worker's reply (to a unit sent from now on) waits until `event` is set (60 s at most)."""
+    real_ask = llvm_worker._Worker.ask
+
+    def ask(worker, data):
+        event.wait(timeout=60)
+        return real_ask(worker, data)
+
+    monkeypatch.setattr(llvm_worker._Worker, "ask", ask)
+
+
+def test_idle_is_called_while_the_worker_still_compiles(monkeypatch):
+    texts = module_units(lowered_long())
+    called = threading.Event()
+    worker_waits_for(monkeypatch, called)
+    seen = compiled_here(monkeypatch)
+    blob = jit.object_code_units(texts, Timings(), idle=called.set)
+    assert called.is_set() and seen == [texts[0]]
+    assert jit.unpack_objects(blob) == [jit.object_code_here(text) for text in texts]
+
+
+def test_idle_is_not_called_when_nothing_is_waited_for(monkeypatch):
+    texts = module_units(lowered_long())
+    calls = []
+    monkeypatch.setenv("DIFFC_LLVM_WORKER", "off")  # all here, in turn
+    jit.object_code_units(texts, Timings(), idle=lambda: calls.append(1))
+    assert jit.object_code_units(texts[:1], Timings(), idle=lambda: calls.append(1))
+    assert calls == []
+
+
 def test_the_worker_says_when_it_has_started():
     worker = llvm_worker._Worker(dict(os.environ, DIFFC_OPT=str(jit.OPT_LEVEL)))
     try:
@@ -240,6 +270,29 @@ def test_the_cycle_collector_is_off_while_compiling_and_as_it_was_after(monkeypa
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_long_compile_collects_its_garbage_while_the_worker_works(monkeypatch):
+    # the worker replies only once this process has collected: the collection came while it
+    # worked, not on the way to LLVM; the collector is on again after, the numbers right
+    collected = threading.Event()
+    worker_waits_for(monkeypatch, collected)
+    real_collect = gc.collect
+
+    def collect(*generation):
+        collected.set()
+        return real_collect(*generation)
+
+    monkeypatch.setattr(gc, "collect", collect)
+    monkeypatch.setenv("DIFFC_LLVM_WORKER", "1000000")
+    monkeypatch.setenv("DIFFC_CACHE", "0")
+    vg, (p, x) = long_gradient()
+    timings = Timings()
+    native, _ = vg.compiled(*vg.signature(p, x), timings)
+    assert len(jit.unpack_objects(native.compiled.object)) == 2
+    assert pipeline.COLLECT_STAGE in timings and "llvm-opt+codegen (worker)" in timings
+    assert gc.isenabled()
+    assert_numpy_value_and_grad(vg(p, x), p, x, 12)
 
 
 def test_compiles_in_threads_at_once_leave_the_collector_on(monkeypatch):

@@ -1,11 +1,15 @@
 """A copy between contiguous buffers of COPY_MIN_BYTES or more, too small for threads, is one
-llvm.memcpy (Note [Copies] in lower/emit.py); smaller ones and strided ones stay loops. The
-values are the same either way, bit for bit (NaN payloads, -0.0, bools, INT64_MIN)."""
+llvm.memcpy, and one of PARALLEL_MIN elements or more a memcpy of each piece on the threads
+(Note [Copies] in lower/emit.py); smaller ones and strided ones stay loops. The values are the
+same either way, bit for bit (NaN payloads, -0.0, bools, INT64_MIN), on any count of threads."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+from support.native import on_each_count
 
 import diffc
 from diffc.lower.emit import COPY_MIN_BYTES, PARALLEL_MIN
@@ -33,12 +37,22 @@ def lowered(name: str, *types) -> str:
         (DType.F64, COPY_MIN_BYTES // 8 - 1, False),
         (DType.F32, COPY_MIN_BYTES // 4, True),
         (DType.BOOL, COPY_MIN_BYTES, True),
-        (DType.F64, PARALLEL_MIN, False),
+        (DType.F64, PARALLEL_MIN, True),
+        (DType.BOOL, PARALLEL_MIN + 1, True),
     ],
 )
 def test_which_copies_are_memcpy(dtype, size, memcpy):
     text = lowered("twice", TensorType(dtype, (size,)))
     assert ("llvm.memcpy" in text) == memcpy
+
+
+def test_a_copy_for_the_threads_is_a_memcpy_of_each_piece():
+    text = lowered("twice", TensorType(DType.F64, (PARALLEL_MIN,)))
+    pieces = re.findall(r'^define internal void @"[^"]*\.par[^"]*"\(.*?^\}', text, re.M | re.S)
+    assert len(pieces) == 2  # each result a copy of x
+    for piece in pieces:
+        assert "llvm.memcpy" in piece
+        assert "phi" not in piece  # no loop: the piece is one memcpy
 
 
 def test_strided_copy_is_a_loop():
@@ -48,7 +62,7 @@ def test_strided_copy_is_a_loop():
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.bool_])
-@pytest.mark.parametrize("size", [COPY_MIN_BYTES // 8 - 1, COPY_MIN_BYTES // 8, 1000])
+@pytest.mark.parametrize("size", [COPY_MIN_BYTES // 8 - 1, COPY_MIN_BYTES // 8, 1000, PARALLEL_MIN + 5])
 def test_copies_keep_every_bit(dtype, size):
     rng = np.random.default_rng(size)
     if dtype is np.bool_:
@@ -61,9 +75,9 @@ def test_copies_keep_every_bit(dtype, size):
         x[:3] = [np.nan, -0.0, np.inf]
         bits, nan = (np.uint64, 0x7FF0000000000005) if dtype is np.float64 else (np.uint32, 0x7F800005)
         x.view(bits)[3] = nan  # a NaN with a payload
-    a, b = diffc.compile(SOURCE).twice(x)
-    for y in (a, b):
-        assert y.dtype == x.dtype and y.tobytes() == x.tobytes()
+    for a, b in on_each_count(lambda: diffc.compile(SOURCE).twice(x)):
+        for y in (a, b):
+            assert y.dtype == x.dtype and y.tobytes() == x.tobytes()
 
 
 @pytest.mark.parametrize("size", [3, COPY_MIN_BYTES // 8, 300])
