@@ -19,7 +19,7 @@ import diffc
 from diffc import pipeline
 from diffc.errors import ShapeError
 from diffc.lower import jit, llvm_worker
-from diffc.lower.llvm import lower_program, module_units
+from diffc.lower.llvm import LOOP_LINES, _weight, lower_program, module_units
 from diffc.lower.pyentry import PYCALL_SYMBOL
 from diffc.pipeline import Timings, to_ir
 from diffc.typesys import DType, TensorType
@@ -109,6 +109,23 @@ def test_long_module_units_define_each_function_once():
     assert "diffc_entry" in functions(units[0])  # (dfl.main, only calls of its parts, is glue: it may move)
     for text in units:
         jit.parse(text)  # each is a whole module: what it calls in the other unit is declared
+
+
+def test_units_are_balanced_by_weight_not_lines():
+    # glue (diffc_pycall, not optimised) counts a quarter of its lines, a loop LOOP_LINES more:
+    # each unit's weight, and the units about as heavy as each other
+    module = lowered_long()
+    glue = module.globals[PYCALL_SYMBOL]
+    assert _weight(glue, str(glue)) == (str(glue).count("\n") + 1) // 4
+    looped = [f for f in module.functions if f.blocks and str(f).count(" = phi ") and "optnone" not in f.attributes]
+    assert looped
+    for f in looped:
+        text = str(f)
+        assert _weight(f, text) == text.count("\n") + 1 + LOOP_LINES * text.count(" = phi ")
+    units = module_units(module)
+    loads = [sum(_weight(module.globals[n], str(module.globals[n])) for n in functions(text)) for text in units]
+    movable = [_weight(f, str(f)) for f in module.functions if f.blocks and "noinline" in f.attributes]
+    assert abs(loads[0] - loads[1]) <= max(movable)
 
 
 def compiled_here(monkeypatch, before=None, after=None) -> list[str]:
