@@ -82,7 +82,7 @@ def no_cycle_collection():
 
 # the stage of the collection of a compile's garbage in the time this process would wait for the
 # LLVM worker (See Note [No cycle collection while compiling])
-COLLECT_STAGE = "collect garbage (waiting for the worker)"
+COLLECT_STAGE = "collect garbage (idle)"
 
 
 class Timings(dict):
