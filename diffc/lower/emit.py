@@ -157,6 +157,35 @@ def _as_line(a: Arr) -> Arr:
     return Arr(a.ptr, a.offset, (1,), a.type.with_shape((a.type.size,)), a.owned)
 
 
+def _merge_axes(dst: Arr, views) -> tuple[Arr, list]:
+    """dst and the views of its shape (arrays and scalars) with their axes of 1 dropped and each
+    run of adjacent axes that every array steps over as one axis merged into it: the same
+    elements in the same order, in a shallower nest (See Note [Merged axes])."""
+    arrs = [dst] + [v for v in views if isinstance(v, Arr)]
+    if any(isinstance(v, Lazy) for v in views) or dst.type.size == 0 or dst.type.rank < 2:
+        return dst, views  # (a Lazy view is read by its own axes)
+    shape: list[int] = []
+    strides: list[list[int]] = [[] for _ in arrs]
+    for k, n in enumerate(dst.type.shape):
+        if n == 1:
+            continue
+        if shape and all(s[-1] == a.strides[k] * n for s, a in zip(strides, arrs)):
+            shape[-1] *= n
+            for s, a in zip(strides, arrs):
+                s[-1] = a.strides[k]
+        else:
+            shape.append(n)
+            for s, a in zip(strides, arrs):
+                s.append(a.strides[k])
+    if len(shape) == dst.type.rank:
+        return dst, views
+    if not shape:  # one element
+        shape, strides = [1], [[0] for _ in arrs]
+    merged = iter([Arr(a.ptr, a.offset, tuple(s), a.type.with_shape(shape), a.owned) for a, s in zip(arrs, strides)])
+    dst = next(merged)
+    return dst, [next(merged) if isinstance(v, Arr) else v for v in views]
+
+
 def _crosses(values) -> bool:
     """Whether a loop writing rows reads one of `values` across its rows (a transposed view)."""
     return any(
@@ -798,30 +827,34 @@ class Emitter:
 
     def copy_into(self, dst: Arr, src):
         """dst[...] = src (a scalar is broadcast). A copy between contiguous buffers of
-        COPY_MIN_BYTES or more, too small for threads, is one llvm.memcpy: no loop for LLVM to
-        vectorise and unroll (See Note [Copies])."""
-        if (
-            isinstance(src, Arr)
-            and src.type == dst.type
-            and src.contiguous
-            and dst.contiguous
-            and COPY_MIN_BYTES <= dst.type.nbytes
-            and dst.type.size < PARALLEL_MIN
-        ):
-            self.memcpy(dst, src)
-            return
+        COPY_MIN_BYTES or more is one llvm.memcpy, or one per piece when it is split among
+        threads: no loop for LLVM to vectorise and unroll (See Note [Copies])."""
+        if isinstance(src, Arr) and src.type == dst.type and src.contiguous and dst.contiguous:
+            if COPY_MIN_BYTES <= dst.type.nbytes and dst.type.size < PARALLEL_MIN:
+                self.memcpy(dst, src)
+                return
+            if dst.type.size >= PARALLEL_MIN:  # a memcpy of each piece, on the threads
+                src_line, dst_line = _as_line(src), _as_line(dst)
+                self.parallel_range(dst.type.size, lambda lo, hi: self.memcpy(dst_line, src_line, lo, hi), "cp")
+                return
         self.fill(dst, [self.broadcast_view(src, dst.type.shape)], lambda x: x, "cp")
 
-    def memcpy(self, dst: Arr, src: Arr):
+    def memcpy(self, dst: Arr, src: Arr, lo=None, hi=None):
         """dst[...] = src, two contiguous views of one type in buffers apart, as llvm.memcpy or,
         from COPY_LOOP_MIN_BYTES, the module's copy loop (See Note [Copies]): LLVM then needs
         no proof that they do not overlap (in a parallel loop's piece, whose pointers come from
-        its env, it has none)."""
-        args = [self.base_ptr(dst), self.base_ptr(src), self.i64(dst.type.nbytes)]
-        if dst.type.nbytes < COPY_LOOP_MIN_BYTES:
-            self.b.call(self.m.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64]), args + [ir.Constant(I1, 0)])
+        its env, it has none). With lo and hi (i64 values), elements lo..hi of two views of one
+        axis only (a piece of a copy on the threads: the copy loop)."""
+        if lo is None:
+            ptrs, nbytes = [self.base_ptr(dst), self.base_ptr(src)], self.i64(dst.type.nbytes)
+            if dst.type.nbytes < COPY_LOOP_MIN_BYTES:
+                move = self.m.module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+                self.b.call(move, ptrs + [nbytes, ir.Constant(I1, 0)])
+                return
         else:
-            self.b.call(_copy_function(self.m.module), args)
+            ptrs = [self.elem_ptr(dst, [lo]), self.elem_ptr(src, [lo])]
+            nbytes = self.b.mul(self.b.sub(hi, lo), self.i64(dst.type.dtype.itemsize))
+        self.b.call(_copy_function(self.m.module), ptrs + [nbytes])
 
     def force(self, v):
         """`v` in memory: a Lazy value is computed into a buffer; others are returned as they are."""
@@ -872,6 +905,7 @@ class Emitter:
     def fill(self, dst: Arr, views, fn, name: str):
         """dst[idx] = fn(*(v[idx] for v in views)), the views of dst's shape: one loop over the
         elements when they can all be read by position (See Note [Flat loops]), else a nest."""
+        dst, views = _merge_axes(dst, views)
         shape = dst.type.shape
         readers = [self.flat_reader(v) for v in views] if len(shape) > 1 and dst.contiguous else [None]
         if any(r is None for r in readers):
@@ -1209,8 +1243,10 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # or a call of memcpy, and which runs as fast (the step: 275 vs 271 us). Smaller copies stay
 # loops: inside a loop that runs many times (conv_small's [8] carry, in the gradient of its
 # comprehension, 4608 times) LLVM forwards their elements from store to load, which it does
-# not through a memcpy (18% slower as memcpy). Copies of PARALLEL_MIN elements or more are
-# split among threads, as loops.
+# not through a memcpy (18% slower as memcpy). A copy of PARALLEL_MIN elements or more is
+# split among threads, each piece one copy: as loops, each piece was a function that LLVM
+# vectorised and unrolled (six of them in the char_rnn example's training step, 5% of its
+# LLVM time), for no gain at that size.
 # From COPY_LOOP_MIN_BYTES on, a copy is a call of the module's own copy loop, `diffc.copy`,
 # which LLVM vectorises and, told "no-builtin-memcpy", does not make a memcpy again. glibc's
 # memcpy copies such sizes with `rep movsb`, which on this AMD core runs 7-11 times slower
@@ -1230,6 +1266,18 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # conv_small's forward went from 27 to 18 us and its value_and_grad from 92 to 71 (its Adam
 # step and its 3 x 3 kernels' gradients), with fewer lines of IR for LLVM. Broadcasting over
 # some axes, transposes and views with gaps keep the nest.
+#
+# Note [Merged axes]
+# ~~~~~~~~~~~~~~~~~~
+# Where the nest stays (fill: a copy into a slab of a concat, a transpose, an elementwise op on
+# broadcast arrays in memory), it has no loop for an axis of 1, and one loop for each run of
+# adjacent axes that the result and every operand step over as one (stride[k] = stride[k + 1] *
+# shape[k + 1] in each, a broadcast operand's strides 0 over both): the same elements in the same
+# order. nn.pad2d's concats in the convnet example wrote [32, 16, 1, 4] and [32, 16, 4, 4] pieces
+# of a [32, 16, 6, 4] image as nests of 4 loops, one of them of a single iteration; each piece
+# is now 2 loops over 32 * 16 slabs of 4 to 16 contiguous elements. Its training step's IR
+# 6,407 -> 5,893 lines, LLVM's time for it (both units) 0.60 -> 0.54 CPU s, the same bits and
+# run time. A lazy (fused) operand is read by its own axes, so its nest keeps them all.
 
 
 # Note [Loops run once]

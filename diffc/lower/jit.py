@@ -172,13 +172,14 @@ def start_worker() -> None:
         llvm_worker.start(worker_env())
 
 
-def object_code_units(texts: list[str], timings=None) -> bytes:
+def object_code_units(texts: list[str], timings=None, idle=None) -> bytes:
     """Object code of a module given as units (lower/llvm.py, module_units; See Note [Units]
     there): the first made as object_code makes it, the others at the same time by the LLVM
     worker process (the second core's share) from the second on, each sent once the worker
     has started, and here from the last on once the first is done: each unit by whichever
     is free first. All in one blob that Compiled loads; with the worker off
-    (DIFFC_LLVM_WORKER=off), all here in turn. One unit is its object code as it is."""
+    (DIFFC_LLVM_WORKER=off), all here in turn. One unit is its object code as it is. `idle()`
+    is called if this process is done with its units while the worker still compiles one."""
     if len(texts) == 1:
         return object_code(texts[0], timings)
     if modules_here() is None:
@@ -217,6 +218,8 @@ def object_code_units(texts: list[str], timings=None) -> bytes:
             break
         here[k] = object_code(texts[k], timings)
     if len(here) < len(texts):  # (else the worker, still starting, takes none: not waited for)
+        if idle is not None and thread.is_alive():
+            idle()
         thread.join()
     objects = [here[k] if k in here else done[k] for k in range(len(texts))]
     for got in objects:

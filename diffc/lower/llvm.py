@@ -303,6 +303,17 @@ def part_key(eqns: list[Eqn]) -> str:
     return body_text(Body(ins, eqns, []), "part")
 
 
+def _part_keys(parts: list[list[Eqn]]) -> list[str]:
+    """Each part's part_key, or for a part whose equations' tokens no other part has, a key of
+    its own: no other part could have its text (printing a part with a loop's long body took
+    a twentieth of diffc's own time for the reverse model's training step)."""
+    tokens = [tuple(_token(e) for e in eqns) for eqns in parts]
+    count: dict[tuple, int] = {}
+    for t in tokens:
+        count[t] = count.get(t, 0) + 1
+    return [part_key(eqns) if count[t] > 1 else f"part {k}" for k, (eqns, t) in enumerate(zip(parts, tokens))]
+
+
 def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn]]):
     """The entry function f as a call of one internal, never inlined function per part of its
     body, each given the values it reads and computing the ones read after it; the parts of
@@ -315,7 +326,7 @@ def _lower_parts(ms: ModuleState, f: Func, fn: ir.Function, parts: list[list[Eqn
     for eqns in reversed(parts):
         needed.append(set(read_after))
         read_after.update(x for e in eqns for x in e.inputs)
-    keys = [part_key(eqns) for eqns in parts]
+    keys = _part_keys(parts)
     results: dict[str, set[int]] = {}  # key -> the values of its parts read after any of them
     for eqns, later, key in zip(parts, reversed(needed), keys):
         made = [o for e in eqns for o in e.outs]
@@ -373,12 +384,9 @@ def module_units(module: ir.Module, units: int = UNITS) -> list[str]:
     call it, each global variable likewise, and the metadata is in all of them."""
     texts = {name: str(v) for name, v in module.globals.items()}
     defined = [n for n, v in module.globals.items() if _is_definition(v)]
-    weight = {n: texts[n].count("\n") + 1 for n in defined}  # lines, what LLVM's time grows with
-    if sum(weight.values()) <= UNITS_ABOVE:
+    if sum(texts[n].count("\n") + 1 for n in defined) <= UNITS_ABOVE:
         return [str(module)]
-    for n in defined:
-        if "noimplicitfloat" in getattr(module.globals[n], "attributes", ()):
-            weight[n] //= 2  # glue: no vectorisers, about half the time per line
+    weight = {n: _weight(module.globals[n], texts[n]) for n in defined}
     movable = sorted((n for n in defined if _movable(module.globals[n])), key=lambda n: -weight[n])
     unit_of = {n: 0 for n in defined}
     loads = [sum(weight[n] for n in defined if n not in movable)] + [0] * (units - 1)
@@ -412,6 +420,21 @@ def module_units(module: ir.Module, units: int = UNITS) -> list[str]:
                 body.append(_declaration(v, texts[name]))
         out.append("\n".join(head + body + metadata))
     return out
+
+
+# lines of IR that LLVM takes as long for as for a loop (See Note [Units])
+LOOP_LINES = 40
+
+
+def _weight(v, text: str) -> int:
+    """About how long LLVM takes for a function or global variable, in lines of plain IR: glue
+    (no optimiser, no vectorisers) a quarter of its lines, a function its lines and LOOP_LINES
+    per loop (its phis, the counters of its loops and their carried values), which the loop
+    passes and the vectoriser work on (See Note [Units])."""
+    lines = text.count("\n") + 1
+    if "noimplicitfloat" in getattr(v, "attributes", ()):
+        return lines // 4
+    return lines + LOOP_LINES * text.count(" = phi ")
 
 
 _REFERENCE = re.compile(r'@("(?:[^"\\]|\\.)*"|[-\w.$]+)')
@@ -552,8 +575,16 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # module (UNITS_ABOVE lines of IR: the training step of every example, examples/mlp.dfl's main,
 # an MLP written out with 8 layers or more) is given to LLVM as two units: the functions no
 # caller can inline (the parts of Note [Parts], and diffc_pycall) are spread to balance the
-# units' lines, the rest stays in the first unit (a benchmark workload's module, which has no
-# parts, sends only diffc_pycall's glue to the second). At 3000 lines, examples/mlp.dfl's
+# units' weights, the rest stays in the first unit (a benchmark workload's module, which has
+# no parts, sends only diffc_pycall's glue to the second). A function's weight (_weight) is its
+# lines of IR and LOOP_LINES more per phi (a loop's counter or carried value): a loop costs LLVM
+# more than straight code (the loop passes, the vectoriser and the code it makes); glue counts
+# a quarter of its lines (it is not optimised: diffc_pycall takes 0.045 ms a line, the parts
+# 0.1-0.25). Weighed by lines alone, with glue at half, the worker's unit was the heavier by
+# 10-60% on every example's training step, and it starts later (LLVM CPU of each unit alone,
+# on a loaded machine: convnet 0.36 + 0.45 s, vae 0.16 + 0.28, reverse 0.38 + 0.50); with the
+# loops counted, 0.38 + 0.38, 0.23 + 0.21 and 0.36 + 0.44 (the reverse model's two long loop
+# bodies, one function each, cannot be split further). At 3000 lines, examples/mlp.dfl's
 # main (2800) was one unit, 0.86-0.93 s wall on a loaded machine, 0.62-0.66 as two. Each unit is optimised
 # and code-generated on its own, the first here and the second by the worker at the same time
 # (lower/jit.py, object_code_units), and the runtime loads both objects into one engine, which

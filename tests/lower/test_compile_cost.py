@@ -19,7 +19,7 @@ import diffc
 from diffc import pipeline
 from diffc.errors import ShapeError
 from diffc.lower import jit, llvm_worker
-from diffc.lower.llvm import lower_program, module_units
+from diffc.lower.llvm import LOOP_LINES, _weight, lower_program, module_units
 from diffc.lower.pyentry import PYCALL_SYMBOL
 from diffc.pipeline import Timings, to_ir
 from diffc.typesys import DType, TensorType
@@ -111,6 +111,23 @@ def test_long_module_units_define_each_function_once():
         jit.parse(text)  # each is a whole module: what it calls in the other unit is declared
 
 
+def test_units_are_balanced_by_weight_not_lines():
+    # glue (diffc_pycall, not optimised) counts a quarter of its lines, a loop LOOP_LINES more:
+    # each unit's weight, and the units about as heavy as each other
+    module = lowered_long()
+    glue = module.globals[PYCALL_SYMBOL]
+    assert _weight(glue, str(glue)) == (str(glue).count("\n") + 1) // 4
+    looped = [f for f in module.functions if f.blocks and str(f).count(" = phi ") and "optnone" not in f.attributes]
+    assert looped
+    for f in looped:
+        text = str(f)
+        assert _weight(f, text) == text.count("\n") + 1 + LOOP_LINES * text.count(" = phi ")
+    units = module_units(module)
+    loads = [sum(_weight(module.globals[n], str(module.globals[n])) for n in functions(text)) for text in units]
+    movable = [_weight(f, str(f)) for f in module.functions if f.blocks and "noinline" in f.attributes]
+    assert abs(loads[0] - loads[1]) <= max(movable)
+
+
 def compiled_here(monkeypatch, before=None, after=None) -> list[str]:
     """The texts jit.object_code compiles in this process from now on, calling before(text)
     and after(text) around each, when given."""
@@ -169,6 +186,36 @@ def test_a_worker_that_has_started_takes_the_second_unit(monkeypatch):
     assert seen == [texts[0]] and sent.is_set()
     assert "llvm-opt+codegen (worker)" in timings
     assert jit.unpack_objects(blob) == [jit.object_code_here(text) for text in texts]
+
+
+def worker_waits_for(monkeypatch, event: threading.Event) -> None:
+    """The worker's reply (to a unit sent from now on) waits until `event` is set (60 s at most)."""
+    real_ask = llvm_worker._Worker.ask
+
+    def ask(worker, data):
+        event.wait(timeout=60)
+        return real_ask(worker, data)
+
+    monkeypatch.setattr(llvm_worker._Worker, "ask", ask)
+
+
+def test_idle_is_called_while_the_worker_still_compiles(monkeypatch):
+    texts = module_units(lowered_long())
+    called = threading.Event()
+    worker_waits_for(monkeypatch, called)
+    seen = compiled_here(monkeypatch)
+    blob = jit.object_code_units(texts, Timings(), idle=called.set)
+    assert called.is_set() and seen == [texts[0]]
+    assert jit.unpack_objects(blob) == [jit.object_code_here(text) for text in texts]
+
+
+def test_idle_is_not_called_when_nothing_is_waited_for(monkeypatch):
+    texts = module_units(lowered_long())
+    calls = []
+    monkeypatch.setenv("DIFFC_LLVM_WORKER", "off")  # all here, in turn
+    jit.object_code_units(texts, Timings(), idle=lambda: calls.append(1))
+    assert jit.object_code_units(texts[:1], Timings(), idle=lambda: calls.append(1))
+    assert calls == []
 
 
 def test_the_worker_says_when_it_has_started():
@@ -240,6 +287,29 @@ def test_the_cycle_collector_is_off_while_compiling_and_as_it_was_after(monkeypa
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_long_compile_collects_its_garbage_while_the_worker_works(monkeypatch):
+    # the worker replies only once this process has collected: the collection came while it
+    # worked, not on the way to LLVM; the collector is on again after, the numbers right
+    collected = threading.Event()
+    worker_waits_for(monkeypatch, collected)
+    real_collect = gc.collect
+
+    def collect(*generation):
+        collected.set()
+        return real_collect(*generation)
+
+    monkeypatch.setattr(gc, "collect", collect)
+    monkeypatch.setenv("DIFFC_LLVM_WORKER", "1000000")
+    monkeypatch.setenv("DIFFC_CACHE", "0")
+    vg, (p, x) = long_gradient()
+    timings = Timings()
+    native, _ = vg.compiled(*vg.signature(p, x), timings)
+    assert len(jit.unpack_objects(native.compiled.object)) == 2
+    assert pipeline.COLLECT_STAGE in timings and "llvm-opt+codegen (worker)" in timings
+    assert gc.isenabled()
+    assert_numpy_value_and_grad(vg(p, x), p, x, 12)
 
 
 def test_compiles_in_threads_at_once_leave_the_collector_on(monkeypatch):

@@ -1,12 +1,16 @@
 """A copy between contiguous buffers of COPY_MIN_BYTES or more, too small for threads, is one
-llvm.memcpy, and from COPY_LOOP_MIN_BYTES a call of the module's copy loop, never glibc's memcpy
-(Note [Copies] in lower/emit.py); smaller ones and strided ones stay loops. The values are the
-same either way, bit for bit (NaN payloads, -0.0, bools, INT64_MIN)."""
+llvm.memcpy, from COPY_LOOP_MIN_BYTES a call of the module's copy loop, never glibc's memcpy,
+and one of PARALLEL_MIN elements or more a copy of each piece on the threads (Note [Copies] in
+lower/emit.py); smaller ones and strided ones stay loops. The values are the same either way,
+bit for bit (NaN payloads, -0.0, bools, INT64_MIN), on any count of threads."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
+from support.native import on_each_count
 
 import diffc
 from diffc.lower.emit import COPY_LOOP_MIN_BYTES, COPY_MIN_BYTES, COPY_SYMBOL, PARALLEL_MIN
@@ -43,18 +47,28 @@ def test_large_copies_call_the_modules_copy_loop_not_memcpy(size, loop):
 
 
 @pytest.mark.parametrize(
-    ("dtype", "size", "memcpy"),
+    ("dtype", "size", "one_call"),
     [
         (DType.F64, COPY_MIN_BYTES // 8, True),
         (DType.F64, COPY_MIN_BYTES // 8 - 1, False),
         (DType.F32, COPY_MIN_BYTES // 4, True),
         (DType.BOOL, COPY_MIN_BYTES, True),
-        (DType.F64, PARALLEL_MIN, False),
+        (DType.F64, PARALLEL_MIN, True),
+        (DType.BOOL, PARALLEL_MIN + 1, True),
     ],
 )
-def test_which_copies_are_memcpy(dtype, size, memcpy):
+def test_which_copies_are_one_call(dtype, size, one_call):
     text = lowered("twice", TensorType(dtype, (size,)))
-    assert ("llvm.memcpy" in text) == memcpy
+    assert ("llvm.memcpy" in text or f'@"{COPY_SYMBOL}"' in text) == one_call
+
+
+def test_a_copy_for_the_threads_is_one_copy_of_each_piece():
+    text = lowered("twice", TensorType(DType.F64, (PARALLEL_MIN,)))
+    pieces = re.findall(r'^define internal void @"[^"]*\.par[^"]*"\(.*?^\}', text, re.M | re.S)
+    assert len(pieces) == 2  # each result a copy of x
+    for piece in pieces:
+        assert f'@"{COPY_SYMBOL}"' in piece
+        assert "phi" not in piece  # no loop: the piece is one call of the copy loop
 
 
 def test_strided_copy_is_a_loop():
@@ -65,7 +79,7 @@ def test_strided_copy_is_a_loop():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.bool_])
 @pytest.mark.parametrize(
-    "size", [COPY_MIN_BYTES // 8 - 1, COPY_MIN_BYTES // 8, 1000, COPY_LOOP_MIN_BYTES // 4 + 3, 9000]
+    "size", [COPY_MIN_BYTES // 8 - 1, COPY_MIN_BYTES // 8, 1000, COPY_LOOP_MIN_BYTES // 4 + 3, 9000, PARALLEL_MIN + 5]
 )
 def test_copies_keep_every_bit(dtype, size):
     rng = np.random.default_rng(size)
@@ -79,9 +93,9 @@ def test_copies_keep_every_bit(dtype, size):
         x[:3] = [np.nan, -0.0, np.inf]
         bits, nan = (np.uint64, 0x7FF0000000000005) if dtype is np.float64 else (np.uint32, 0x7F800005)
         x.view(bits)[3] = nan  # a NaN with a payload
-    a, b = diffc.compile(SOURCE).twice(x)
-    for y in (a, b):
-        assert y.dtype == x.dtype and y.tobytes() == x.tobytes()
+    for a, b in on_each_count(lambda: diffc.compile(SOURCE).twice(x)):
+        for y in (a, b):
+            assert y.dtype == x.dtype and y.tobytes() == x.tobytes()
 
 
 @pytest.mark.parametrize("size", [3, COPY_MIN_BYTES // 8, 300])

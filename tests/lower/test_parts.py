@@ -181,6 +181,26 @@ def test_layers_not_alike_are_not_shared():
     assert_numpy_value_and_grad(diffc.value_and_grad(m.loss)(p, x), p, x, LAYERS)
 
 
+def test_only_parts_that_may_be_alike_are_printed(monkeypatch):
+    # a part whose equations (primitive, parameters, types) no other part has gets a key of its
+    # own without its text being printed; the repeated layers are still one function each
+    printed, real = [], lower_llvm.part_key
+    monkeypatch.setattr(lower_llvm, "part_key", lambda eqns: printed.append(eqns) or real(eqns))
+    prog, out_tree = gradient_program(LAYERS, varied=True)
+    parts = lower_llvm.body_parts(prog.main.body)
+    printed.clear()
+    keys = lower_llvm._part_keys(parts)
+    assert printed == [] and len(set(keys)) == len(parts)
+    prog, out_tree = gradient_program(LAYERS)
+    parts = lower_llvm.body_parts(prog.main.body)
+    printed.clear()
+    keys = lower_llvm._part_keys(parts)
+    assert LAYERS <= len(printed) < len(parts) and len(set(keys)) < len(parts)
+    assert [k for k, eqns in zip(keys, parts) if any(eqns is e for e in printed)] == [real(e) for e in printed]
+    defined, called = part_functions(str(lower_llvm.lower_program(prog, out_tree).module))
+    assert len(called) >= 2 * LAYERS and len(defined) <= 6 and set(called) == defined
+
+
 def test_a_value_read_later_from_one_repetition_only():
     # z3, fused into its layer's tanh elsewhere, is also read at the end: the one function of
     # the layers computes it for every layer, and z3 is right
