@@ -121,16 +121,23 @@ class _LoopID(ir.values.MDValue):
         buf += (f"distinct !{{ {', '.join(op.get_reference() for op in [self, *self.operands])} }}", "\n")
 
 
-def _not_unrolled(ms, vectorised: bool = False):
-    """A new loop ID (each loop has its own) that keeps LLVM from unrolling the loop; if
-    `vectorised`, but for its vector loop, once the vectoriser has made one."""
+def _not_unrolled(ms, vectorised: bool = False) -> list:
+    """The attributes of a loop ID that keep LLVM from unrolling the loop; if `vectorised`,
+    but for its vector loop, once the vectoriser has made one."""
     if ms.not_unrolled is None:
         ms.not_unrolled = ms.module.add_metadata([ir.MetaDataString(ms.module, "llvm.loop.unroll.disable")])
         # (the attributes the vector loop gets instead of the loop's: none)
         followup = ir.MetaDataString(ms.module, "llvm.loop.vectorize.followup_vectorized")
         ms.vector_loop_free = ms.module.add_metadata([followup])
-    ops = [ms.not_unrolled, ms.vector_loop_free] if vectorised else [ms.not_unrolled]
-    return _LoopID(ms.module, ops, name=str(len(ms.module.metadata)))
+    return [ms.not_unrolled, ms.vector_loop_free] if vectorised else [ms.not_unrolled]
+
+
+def _not_vectorised(ms):
+    """The attribute of a loop ID that keeps LLVM from vectorising the loop."""
+    if ms.not_vectorised is None:
+        width = [ir.MetaDataString(ms.module, "llvm.loop.vectorize.width"), ir.Constant(ir.IntType(32), 1)]
+        ms.not_vectorised = ms.module.add_metadata(width)
+    return ms.not_vectorised
 
 
 # what a loop that only moves data (a copy, a transpose, a fill, a pad) computes: addresses
@@ -433,12 +440,13 @@ class Emitter:
     def block(self, name: str) -> ir.Block:
         return self.fn.append_basic_block(name)
 
-    def loop(self, n, body, name: str = "i", in_nest: bool = False):
+    def loop(self, n, body, name: str = "i", in_nest: bool = False, vectorised: bool = True):
         """for i in 0..n: body(i); n is an int or an i64 value. A loop that runs once per call of
         the program (in the entry, in no other loop) is not unrolled (See Note [Loops run once]),
         nor before vectorisation one of more than FULL_UNROLL_MAX iterations, or an inner loop of
         a nest (`in_nest`) of more than FULL_UNROLL_MAX_MOVES that only moves data, whose
-        arithmetic has a fixed order (See Note [Full unrolling]).
+        arithmetic has a fixed order (See Note [Full unrolling]). Not `vectorised`: LLVM must
+        not vectorise it (its body is vectorised already, as a micro-tile's: Note [Tiles]).
 
         pre -> head: i = phi(0, i+1); i < n ? body : after
                body: ...; br head
@@ -459,14 +467,19 @@ class Emitter:
         self.depth -= 1
         i.add_incoming(b.add(i, self.i64(1)), b.block)
         back = b.branch(head)
+        ops = []
         if self.depth == 0 and self.external_arena:  # (the entry and its parts run once per call)
-            back.set_metadata("llvm.loop", _not_unrolled(self.m))
+            ops = _not_unrolled(self.m)
         elif (
             count is not None
             and count > (FULL_UNROLL_MAX_MOVES if in_nest and _moves_only(head) else FULL_UNROLL_MAX)
             and not _reorders(head)
         ):
-            back.set_metadata("llvm.loop", _not_unrolled(self.m, vectorised=True))
+            ops = _not_unrolled(self.m, vectorised=True)
+        if not vectorised:
+            ops = [*ops, _not_vectorised(self.m)]
+        if ops:  # (a new loop ID: each loop has its own)
+            back.set_metadata("llvm.loop", _LoopID(self.m.module, ops, name=str(len(self.m.module.metadata))))
         b.position_at_end(after)
 
     def polled_loop(self, n, body, name: str, span, cheap: bool):
@@ -881,7 +894,9 @@ class Emitter:
                 self.store(dst, idx, at(idx))
                 self.staged = None
 
-            self.loop(m, lambda k: self.loop(m, lambda c: element(k, c), f"{name}mj", in_nest=True), f"{name}mi")
+            # (by rows: LLVM vectorises each row, never the loop over rows, which would gather)
+            row = lambda k: self.loop(m, lambda c: element(k, c), f"{name}mj", in_nest=True)  # noqa: E731
+            self.loop(m, row, f"{name}mi", vectorised=False)
 
         def part_of(lead, r0, c0, rows, cols):
             def element(k, c):
@@ -915,8 +930,11 @@ class Emitter:
             nj = _smaller(b, b.sub(self.i64(mcols), j0), self.i64(per))
             self.loop(
                 ni,
-                lambda i: self.loop(nj, lambda j: micro_tile(lead, b.add(i0, i), b.add(j0, j)), f"{name}tj"),
+                lambda i: self.loop(
+                    nj, lambda j: micro_tile(lead, b.add(i0, i), b.add(j0, j)), f"{name}tj", vectorised=False
+                ),
                 f"{name}ti",
+                vectorised=False,
             )
 
         trows, tcols = -(-mrows // per), -(-mcols // per)
