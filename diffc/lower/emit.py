@@ -903,7 +903,9 @@ class Emitter:
                 idx = place(lead, r0, c0, k, c)
                 self.store(dst, idx, at(idx))
 
-            self.loop(rows, lambda k: self.loop(cols, lambda c: element(k, c), f"{name}pj"), f"{name}pi")
+            # (element by element: vectorised, either loop would gather or scatter)
+            row = lambda k: self.loop(cols, lambda c: element(k, c), f"{name}pj", vectorised=False)  # noqa: E731
+            self.loop(rows, row, f"{name}pi", vectorised=False)
 
         def place(lead, r0, c0, k, c):
             idx = [None] * len(shape)
@@ -912,26 +914,42 @@ class Emitter:
             idx[p], idx[q] = b.add(r0, k), b.add(c0, c)
             return idx
 
-        def micro_tile(lead, mi, mj):
-            r0, c0 = b.mul(mi, self.i64(m)), b.mul(mj, self.i64(m))
-            rows, cols = (_smaller(b, b.sub(self.i64(n), s), self.i64(m)) for n, s in ((n0, r0), (n1, c0)))
+        def micro_tile(lead, back, mi, mj):
+            """The micro-tile of rows r0..r0 + m (r0 = mi * m - back, cut by the edges) and
+            columns c0..c0 + m."""
+            r0, c0 = b.sub(b.mul(mi, self.i64(m)), back), b.mul(mj, self.i64(m))
+            first = b.select(b.icmp_signed("<", r0, self.i64(0)), self.i64(0), r0)
+            rows = b.sub(_smaller(b, b.add(r0, self.i64(m)), self.i64(n0)), first)
+            cols = _smaller(b, b.sub(self.i64(n1), c0), self.i64(m))
             whole = b.and_(b.icmp_signed("==", rows, self.i64(m)), b.icmp_signed("==", cols, self.i64(m)))
             with b.if_else(whole) as (then, otherwise):
                 with then:
                     full_of(lead, r0, c0)
                 with otherwise:
-                    part_of(lead, r0, c0, rows, cols)
+                    part_of(lead, first, c0, rows, cols)
 
-        mrows, mcols = -(-n0 // m), -(-n1 // m)
+        def line_start(lead):
+            """How far back the micro-tiles start (0..m-1 rows) for the first staged view's
+            vectors to be whole cache lines where its rows are (a NumPy array is often 16 bytes
+            off a line): a vector across two lines costs both."""
+            if not staged:
+                return self.i64(0)
+            a = staged[0]
+            at_zero = b.ptrtoint(self.elem_ptr(a, place(lead, self.i64(0), self.i64(0), self.i64(0), self.i64(0))), I64)
+            elements = b.udiv(at_zero, self.i64(a.type.dtype.itemsize))
+            return b.urem(elements, self.i64(m))
 
-        def tile(lead, ti, tj):
+        # (with staged views, rows of micro-tiles for n0 + m - 1 rows: the first and the last may be partial)
+        mrows, mcols = -(-(n0 + m - 1) // m) if staged else -(-n0 // m), -(-n1 // m)
+
+        def tile(lead, back, ti, tj):
             i0, j0 = b.mul(ti, self.i64(per)), b.mul(tj, self.i64(per))
             ni = _smaller(b, b.sub(self.i64(mrows), i0), self.i64(per))
             nj = _smaller(b, b.sub(self.i64(mcols), j0), self.i64(per))
             self.loop(
                 ni,
                 lambda i: self.loop(
-                    nj, lambda j: micro_tile(lead, b.add(i0, i), b.add(j0, j)), f"{name}tj", vectorised=False
+                    nj, lambda j: micro_tile(lead, back, b.add(i0, i), b.add(j0, j)), f"{name}tj", vectorised=False
                 ),
                 f"{name}ti",
                 vectorised=False,
@@ -941,7 +959,8 @@ class Emitter:
 
         def tiles(lead):
             def row_of_tiles(ti):
-                self.loop(tcols, lambda tj: tile(lead, ti, tj), f"{name}Tj")
+                back = line_start(lead)
+                self.loop(tcols, lambda tj: tile(lead, back, ti, tj), f"{name}Tj")
 
             if lead or n0 * n1 * work < PARALLEL_MIN:
                 self.loop(trows, row_of_tiles, f"{name}Ti")

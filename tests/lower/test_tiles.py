@@ -66,6 +66,22 @@ def test_transposes_in_elementwise_chains(shape, dtype):
         same(got[1], want[1])
 
 
+@pytest.mark.parametrize("offset", range(0, 64, 8))
+@pytest.mark.parametrize("shape", [(17, 17), (64, 64), (70, 33)])
+def test_arrays_off_a_cache_line(offset, shape):
+    """The micro-tiles start where the transposed array's lines do: at each offset from a
+    line, the first and last rows of micro-tiles are partial."""
+    size = shape[0] * shape[1] * 8
+    buf = np.zeros(size + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    x = buf[start : start + size].view(np.float64).reshape(shape)
+    x[...] = data(shape, np.float64)
+    for got in on_each_count(lambda: (M.turned(x), M.doubled(x), M.turned(x[1:, 2:]))):
+        same(got[0], x.T.copy())
+        same(got[1], x.T * 2.0)
+        same(got[2], x[1:, 2:].T.copy())
+
+
 @pytest.mark.parametrize("shape", [(3, 65, 17), (2, 64, 64), (4, 100, 33), (1, 1, 1), (2, 0, 5), (2, 130, 130)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batches_and_other_axes(shape, dtype):
@@ -107,3 +123,17 @@ def test_micro_tiles_are_transposed_by_shuffles(capsys, tmp_path):
     assert shuffled_lines(capsys, tmp_path, "fn main(x) = transpose(x, [2, 1, 0]) * 2.0\n", cube) == {"8 x double"}
     rows = np.ones((4, 20, 20, 8))
     assert shuffled_lines(capsys, tmp_path, "fn main(x) = transpose(x, [0, 2, 1, 3]) * 2.0\n", rows) == set()
+
+
+@pytest.mark.parametrize("n", [64, 512])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_micro_tiles_are_vectorised_by_rows(capsys, tmp_path, n, dtype):
+    """LLVM vectorises a micro-tile by its rows: it scatters nothing (with constant trip
+    counts it would vectorise the loop over the rows instead, gathering from the transposed
+    block and scattering into the result)."""
+    p, arg = tmp_path / "p.dfl", tmp_path / "x.npy"
+    p.write_text("fn main(x) = transpose(x) * 2.0\n")
+    np.save(arg, np.ones((n, n), dtype))
+    optimised = show_llvm(capsys, p, "--arg", f"x={arg}")["LLVM IR, optimised"]
+    assert "shufflevector" in optimised
+    assert "llvm.masked.scatter" not in optimised
