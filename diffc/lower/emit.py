@@ -874,7 +874,9 @@ class Emitter:
         q = len(shape) - 1
         across = list({id(a): a for v in views for a in _read_across(v)}.values())
         p = _partner(across, q)
-        m = min(MICRO_BYTES // dst.type.dtype.itemsize, 16)  # a micro-tile's side
+        m = min(MICRO_BYTES // dst.type.dtype.itemsize, 16)  # a micro-tile's side: a line, or half
+        while len(shape) >= 2 and m > 8 and min(shape[p], shape[q]) < m:
+            m //= 2
         if not _crosses(views) or len(shape) < 2 or min(shape[p], shape[q]) < m:
             self.nest(shape, lambda idx: self.store(dst, idx, at(idx)), name, work)
             return

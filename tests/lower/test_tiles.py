@@ -114,11 +114,13 @@ def shuffled_lines(capsys, tmp_path, source: str, x: np.ndarray) -> set[str]:
 
 
 def test_micro_tiles_are_transposed_by_shuffles(capsys, tmp_path):
-    """A cache line each way: 8 x 8 f64, 16 x 16 f32, on the axis the view is contiguous
+    """A cache line each way: 8 x 8 f64, 16 x 16 f32 (8 x 8 where a side is shorter), on the axis the view is contiguous
     along ([2, 1, 0]: the first); none where the rows stay contiguous."""
     x = np.ones((70, 70))
     assert shuffled_lines(capsys, tmp_path, "fn main(x) = transpose(x) * 2.0\n", x) == {"8 x double"}
     assert shuffled_lines(capsys, tmp_path, "fn main(x) = transpose(x)\n", x.astype(np.float32)) == {"16 x float"}
+    thin = np.ones((10, 70), np.float32)  # (a side shorter than a line: half a line)
+    assert shuffled_lines(capsys, tmp_path, "fn main(x) = transpose(x)\n", thin) == {"8 x float"}
     cube = np.ones((20, 3, 20))
     assert shuffled_lines(capsys, tmp_path, "fn main(x) = transpose(x, [2, 1, 0]) * 2.0\n", cube) == {"8 x double"}
     rows = np.ones((4, 20, 20, 8))
