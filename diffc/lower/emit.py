@@ -1348,19 +1348,34 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # such a nest in two levels over the last axis q and its partner p, the axis along which the
 # first array read across its rows is contiguous (the one before q for a plain transpose, the
 # first for [2, 1, 0]); the other axes are loops around them:
-#   - micro-tiles of a cache line each way (MICRO_BYTES: 8 x 8 f64, 16 x 16 f32). Each line of
-#     an array read across its rows (a view, or one read by a fused chain, Lazy.across) is
-#     loaded whole as a vector, the m vectors are transposed by shuffles (transposed_block:
-#     log2(m) rounds of m shuffles that swap off-diagonal blocks), and the body reads the
-#     element it wants from them (Emitter.staged, while the element is computed). The body
-#     stays scalar: LLVM keeps the transposed rows in registers and vectorises it by rows,
-#     8 x 8 f64 = 8 loads, 24 shuffles, 8 stores, instead of a gather or 64 loads at a stride;
-#   - tiles of TILE x TILE elements of micro-tiles, the threads' rows of work;
-#   - micro-tiles cut by an edge of the array (and nests smaller than one micro-tile) go
-#     element by element.
-# Every line read or written is used whole by one micro-tile, so the tile's order matters less
-# than it did: 64, row by row, measured as well as any other (TLB, prefetch) on 512..4096.
+#   - micro-tiles of a cache line each way (MICRO_BYTES: 8 x 8 f64, 16 x 16 f32; 8 x 8 f32
+#     where a side is shorter than 16). Each array read across its rows (a view, or one read by
+#     a fused chain: Lazy.across) whose lines run along p is loaded line by line as vectors,
+#     the m vectors are transposed by shuffles (transposed_block: log2(m) rounds of m
+#     shuffles that swap off-diagonal blocks), and the body reads its element from them
+#     (Emitter.staged, while the element is computed). The body stays scalar: LLVM keeps the
+#     transposed rows in registers and vectorises the body by rows, 8 x 8 f64 = 8 loads, 24
+#     shuffles, 8 stores, where it gathered before. Neither the loop over a micro-tile's rows
+#     nor the loops over micro-tiles may be vectorised (loop(vectorised=False)): with
+#     constant trip counts LLVM chose them, gathering and scattering;
+#   - the micro-tiles start where the first such array's lines do (line_start): a NumPy array
+#     is often 16 bytes off a line, and a vector across two lines costs both (512 x 512 f64:
+#     0.29 -> 0.12-0.16 ms); the micro-tiles cut by the edges go element by element;
+#   - tiles of TILE x TILE elements of micro-tiles, whose rows are the threads' work. Each line
+#     read or written is used whole by one micro-tile, so the tiles' size and order matter
+#     little: 8 to 256, by rows or by columns, measured alike within the noise on 512..4096.
 # Only such nests are tiled: where everything is read along rows, tiles cost vectorisation.
+# `transpose(x) * 2.0`, n x n, one thread, ms, min of runs in turns on the loaded 2-core
+# machine (before: tiles of 32 x 32 read element by element; copy: `x * 2.0`):
+#     n      f64 before  after  copy | f32 before  after  copy
+#     64       0.002     0.001 0.001 |    0.002    0.001 0.001
+#     256      0.064     0.016 0.013 |    0.026    0.010 0.006
+#     512      0.47      0.094 0.048 |    0.26     0.045 0.023
+#     1000     0.79      0.33  0.20  |    0.47     0.20  0.08
+#     1024     1.96      0.59  0.29  |    1.82     0.26  0.10
+#     2048    14.8       9.1   5.3   |   16.3      3-7   0.9-1.3
+#     4096    54         39    19    |   97       39    22
+# (a 2048 x 2048 f32 copy fits the L3 cache, which the other core's work shares)
 #
 # Note [Arenas]
 # ~~~~~~~~~~~~~~~
