@@ -23,6 +23,9 @@ M = module("""
     fn reversed(x) = transpose(x, [2, 1, 0]) * 3.0
     fn inner(x) = transpose(x, [0, 2, 1, 3]) - 1.0
     fn loss(x, w) = sum(transpose(x) * w)
+    fn narrowed(x) = f32(transpose(x))
+    fn widened(x) = f64(transpose(x)) + 1.0
+    fn signs(x) = transpose(x) > 0.0
 """)
 
 SIDES = [1, 7, 8, 9, 15, 16, 17, 63, 64, 65]
@@ -64,6 +67,19 @@ def test_transposes_in_elementwise_chains(shape, dtype):
     for got in on_each_count(lambda: (M.doubled(x), M.mixed(x, y))):
         same(got[0], want[0])
         same(got[1], want[1])
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (17, 33), (64, 64), (100, 70), (16, 300)])
+def test_results_of_another_dtype(shape):
+    """The micro-tile's side is the result's line (16 for f32 and bool), the transposed
+    array's vectors of another type."""
+    x = data(shape, np.float64)
+    narrow = x.astype(np.float32)
+    for got in on_each_count(lambda: (M.narrowed(x), M.widened(narrow), M.signs(x), M.signs(narrow))):
+        same(got[0], x.T.astype(np.float32))
+        same(got[1], narrow.T.astype(np.float64) + 1.0)
+        same(got[2], x.T > 0)
+        same(got[3], narrow.T > 0)
 
 
 @pytest.mark.parametrize("offset", range(0, 64, 8))
