@@ -111,7 +111,7 @@ class Site:
 
 
 TILE = 64  # elements along each side of a tile of a transposing loop nest (See Note [Tiles])
-MICRO_BYTES = 64  # ... and bytes of a micro-tile's side, a cache line
+MICRO = 8  # ... and of a micro-tile's: a cache line of f64, half a line of f32
 
 
 class _LoopID(ir.values.MDValue):
@@ -440,13 +440,14 @@ class Emitter:
     def block(self, name: str) -> ir.Block:
         return self.fn.append_basic_block(name)
 
-    def loop(self, n, body, name: str = "i", in_nest: bool = False, vectorised: bool = True):
+    def loop(self, n, body, name: str = "i", in_nest: bool = False, plain: bool = False):
         """for i in 0..n: body(i); n is an int or an i64 value. A loop that runs once per call of
         the program (in the entry, in no other loop) is not unrolled (See Note [Loops run once]),
         nor before vectorisation one of more than FULL_UNROLL_MAX iterations, or an inner loop of
         a nest (`in_nest`) of more than FULL_UNROLL_MAX_MOVES that only moves data, whose
-        arithmetic has a fixed order (See Note [Full unrolling]). Not `vectorised`: LLVM must
-        not vectorise it (its body is vectorised already, as a micro-tile's: Note [Tiles]).
+        arithmetic has a fixed order (See Note [Full unrolling]). A `plain` loop LLVM must
+        neither vectorise nor unroll (a walk over micro-tiles or a micro-tile's rows, each
+        vectorised by rows: Note [Tiles]).
 
         pre -> head: i = phi(0, i+1); i < n ? body : after
                body: ...; br head
@@ -476,8 +477,8 @@ class Emitter:
             and not _reorders(head)
         ):
             ops = _not_unrolled(self.m, vectorised=True)
-        if not vectorised:
-            ops = [*ops, _not_vectorised(self.m)]
+        if plain:
+            ops = [*_not_unrolled(self.m), _not_vectorised(self.m)]
         if ops:  # (a new loop ID: each loop has its own)
             back.set_metadata("llvm.loop", _LoopID(self.m.module, ops, name=str(len(self.m.module.metadata))))
         b.position_at_end(after)
@@ -874,9 +875,7 @@ class Emitter:
         q = len(shape) - 1
         across = list({id(a): a for v in views for a in _read_across(v)}.values())
         p = _partner(across, q)
-        m = min(MICRO_BYTES // dst.type.dtype.itemsize, 16)  # a micro-tile's side: a line, or half
-        while len(shape) >= 2 and m > 8 and min(shape[p], shape[q]) < m:
-            m //= 2
+        m = MICRO
         if not _crosses(views) or len(shape) < 2 or min(shape[p], shape[q]) < m:
             self.nest(shape, lambda idx: self.store(dst, idx, at(idx)), name, work)
             return
@@ -898,7 +897,7 @@ class Emitter:
 
             # (by rows: LLVM vectorises each row, never the loop over rows, which would gather)
             row = lambda k: self.loop(m, lambda c: element(k, c), f"{name}mj", in_nest=True)  # noqa: E731
-            self.loop(m, row, f"{name}mi", vectorised=False)
+            self.loop(m, row, f"{name}mi", plain=True)
 
         def part_of(lead, r0, c0, rows, cols):
             def element(k, c):
@@ -906,8 +905,8 @@ class Emitter:
                 self.store(dst, idx, at(idx))
 
             # (element by element: vectorised, either loop would gather or scatter)
-            row = lambda k: self.loop(cols, lambda c: element(k, c), f"{name}pj", vectorised=False)  # noqa: E731
-            self.loop(rows, row, f"{name}pi", vectorised=False)
+            row = lambda k: self.loop(cols, lambda c: element(k, c), f"{name}pj", plain=True)  # noqa: E731
+            self.loop(rows, row, f"{name}pi", plain=True)
 
         def place(lead, r0, c0, k, c):
             idx = [None] * len(shape)
@@ -951,10 +950,10 @@ class Emitter:
             self.loop(
                 ni,
                 lambda i: self.loop(
-                    nj, lambda j: micro_tile(lead, back, b.add(i0, i), b.add(j0, j)), f"{name}tj", vectorised=False
+                    nj, lambda j: micro_tile(lead, back, b.add(i0, i), b.add(j0, j)), f"{name}tj", plain=True
                 ),
                 f"{name}ti",
-                vectorised=False,
+                plain=True,
             )
 
         trows, tcols = -(-mrows // per), -(-mcols // per)
@@ -1348,22 +1347,24 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # such a nest in two levels over the last axis q and its partner p, the axis along which the
 # first array read across its rows is contiguous (the one before q for a plain transpose, the
 # first for [2, 1, 0]); the other axes are loops around them:
-#   - micro-tiles of a cache line each way (MICRO_BYTES: 8 x 8 f64, 16 x 16 f32; 8 x 8 f32
-#     where a side is shorter than 16). Each array read across its rows (a view, or one read by
-#     a fused chain: Lazy.across) whose lines run along p is loaded line by line as vectors,
-#     the m vectors are transposed by shuffles (transposed_block: log2(m) rounds of m
-#     shuffles that swap off-diagonal blocks), and the body reads its element from them
-#     (Emitter.staged, while the element is computed). The body stays scalar: LLVM keeps the
-#     transposed rows in registers and vectorises the body by rows, 8 x 8 f64 = 8 loads, 24
-#     shuffles, 8 stores, where it gathered before. Neither the loop over a micro-tile's rows
-#     nor the loops over micro-tiles may be vectorised (loop(vectorised=False)): with
-#     constant trip counts LLVM chose them, gathering and scattering;
+#   - micro-tiles of MICRO x MICRO = 8 x 8 elements, a cache line of f64 each way. Each array
+#     read across its rows (a view, or one read by a fused chain: Lazy.across) whose lines run
+#     along p is loaded as 8 vectors along p, transposed by shuffles (transposed_block: 3
+#     rounds of 8 shuffles that swap off-diagonal blocks) into a block of 8 rows, and the
+#     body reads its element from the block (Emitter.staged, while the element is computed).
+#     The body stays scalar, and LLVM vectorises it by rows: 8 loads, 24 shuffles, 8 rows
+#     computed and stored as vectors where it gathered before. LLVM must neither vectorise
+#     nor unroll the loop over a micro-tile's rows and the loops over micro-tiles
+#     (loop(plain=True)): with constant trip counts it vectorised them, gathering and
+#     scattering, and 8 rows unrolled cost compile time (a fused body 64 times). 16 x 16
+#     f32 (a line each way) measured the same, in twice the code: 64 shuffles;
 #   - the micro-tiles start where the first such array's lines do (line_start): a NumPy array
 #     is often 16 bytes off a line, and a vector across two lines costs both (512 x 512 f64:
 #     0.29 -> 0.12-0.16 ms); the micro-tiles cut by the edges go element by element;
-#   - tiles of TILE x TILE elements of micro-tiles, whose rows are the threads' work. Each line
-#     read or written is used whole by one micro-tile, so the tiles' size and order matter
-#     little: 8 to 256, by rows or by columns, measured alike within the noise on 512..4096.
+#   - tiles of TILE x TILE elements of micro-tiles, whose rows are the threads' work. Each
+#     line read or written is used whole by one micro-tile (an f32 line by two neighbours), so
+#     the tiles' size and order matter little: 8 to 256, by rows or by columns, measured
+#     alike within the noise on 512..4096.
 # Only such nests are tiled: where everything is read along rows, tiles cost vectorisation.
 # `transpose(x) * 2.0`, n x n, one thread, ms, min of runs in turns on the loaded 2-core
 # machine (before: tiles of 32 x 32 read element by element; copy: `x * 2.0`):
