@@ -413,7 +413,7 @@ class Emitter:
         self.arena_offset = 0  # where this function's part of that arena starts, in bytes
         self.fuse_next = False
         self.depth = 0  # loops around the code being emitted
-        self.staged = None  # (idx, {id(array): its block}) in a micro-tile (See Note [Tiles])
+        self.staged = None  # (idx, {id(array): its transposed block}, [k, c] in it) in a micro-tile (Note [Tiles])
         # the output buffers of the function, by value id: an op may compute its result there
         self.destinations: dict[int, Arr] = {}
         # views of them stored otherwise (by columns), for the ops that can compute into such a
