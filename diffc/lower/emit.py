@@ -98,6 +98,7 @@ class Lazy:
     uniform: bool = False  # every element is the same (a broadcast scalar): any view of it is free
     work: int = 1  # scalar operations per element, roughly (whether a loop over it is worth threads)
     flat: object = None  # i (the row-major position, i64) -> scalar, where it can be read so (Note [Flat loops])
+    across: tuple = ()  # the arrays it reads across their rows at its own index (Note [Tiles])
 
 
 @dataclass
@@ -109,7 +110,8 @@ class Site:
     what: str  # a description used in the message, e.g. "index" or "gather index"
 
 
-TILE = 32  # See Note [Tiles]
+TILE = 64  # elements along each side of a tile of a transposing loop nest (See Note [Tiles])
+MICRO = 8  # ... and of a micro-tile's: a cache line of f64, half a line of f32
 
 
 class _LoopID(ir.values.MDValue):
@@ -119,16 +121,23 @@ class _LoopID(ir.values.MDValue):
         buf += (f"distinct !{{ {', '.join(op.get_reference() for op in [self, *self.operands])} }}", "\n")
 
 
-def _not_unrolled(ms, vectorised: bool = False):
-    """A new loop ID (each loop has its own) that keeps LLVM from unrolling the loop; if
-    `vectorised`, but for its vector loop, once the vectoriser has made one."""
+def _not_unrolled(ms, vectorised: bool = False) -> list:
+    """The attributes of a loop ID that keep LLVM from unrolling the loop; if `vectorised`,
+    but for its vector loop, once the vectoriser has made one."""
     if ms.not_unrolled is None:
         ms.not_unrolled = ms.module.add_metadata([ir.MetaDataString(ms.module, "llvm.loop.unroll.disable")])
         # (the attributes the vector loop gets instead of the loop's: none)
         followup = ir.MetaDataString(ms.module, "llvm.loop.vectorize.followup_vectorized")
         ms.vector_loop_free = ms.module.add_metadata([followup])
-    ops = [ms.not_unrolled, ms.vector_loop_free] if vectorised else [ms.not_unrolled]
-    return _LoopID(ms.module, ops, name=str(len(ms.module.metadata)))
+    return [ms.not_unrolled, ms.vector_loop_free] if vectorised else [ms.not_unrolled]
+
+
+def _not_vectorised(ms):
+    """The attribute of a loop ID that keeps LLVM from vectorising the loop."""
+    if ms.not_vectorised is None:
+        width = [ir.MetaDataString(ms.module, "llvm.loop.vectorize.width"), ir.Constant(ir.IntType(32), 1)]
+        ms.not_vectorised = ms.module.add_metadata(width)
+    return ms.not_vectorised
 
 
 # what a loop that only moves data (a copy, a transpose, a fill, a pad) computes: addresses
@@ -192,6 +201,23 @@ def _crosses(values) -> bool:
         (isinstance(v, Arr) and v.type.rank >= 2 and v.strides[-1] not in (0, 1)) or (isinstance(v, Lazy) and v.crosses)
         for v in values
     )
+
+
+def _partner(across, q: int) -> int:
+    """The axis a transposing loop nest tiles with the last one, q: the axis along which the
+    first array it reads across its rows is contiguous, else the one before q (See Note [Tiles])."""
+    for a in across:
+        for k in range(q):
+            if a.strides[k] == 1 and a.type.shape[k] > 1:
+                return k
+    return q - 1
+
+
+def _read_across(v) -> tuple:
+    """The arrays a view of the shape being written reads across their rows at its index."""
+    if isinstance(v, Arr):
+        return (v,) if v.type.rank >= 2 and v.strides[-1] not in (0, 1) else ()
+    return v.across if isinstance(v, Lazy) else ()
 
 
 PARALLEL_MIN = 1 << 16  # elements from which a loop nest writing an array is split among threads
@@ -477,6 +503,7 @@ class Emitter:
         self.arena_offset = 0  # where this function's part of that arena starts, in bytes
         self.fuse_next = False
         self.depth = 0  # loops around the code being emitted
+        self.staged = None  # (idx, {id(array): its transposed block}, [k, c] in it) in a micro-tile (Note [Tiles])
         # the output buffers of the function, by value id: an op may compute its result there
         self.destinations: dict[int, Arr] = {}
         # views of them stored otherwise (by columns), for the ops that can compute into such a
@@ -503,12 +530,14 @@ class Emitter:
     def block(self, name: str) -> ir.Block:
         return self.fn.append_basic_block(name)
 
-    def loop(self, n, body, name: str = "i", in_nest: bool = False):
+    def loop(self, n, body, name: str = "i", in_nest: bool = False, plain: bool = False):
         """for i in 0..n: body(i); n is an int or an i64 value. A loop that runs once per call of
         the program (in the entry, in no other loop) is not unrolled (See Note [Loops run once]),
         nor before vectorisation one of more than FULL_UNROLL_MAX iterations, or an inner loop of
         a nest (`in_nest`) of more than FULL_UNROLL_MAX_MOVES that only moves data, whose
-        arithmetic has a fixed order (See Note [Full unrolling]).
+        arithmetic has a fixed order (See Note [Full unrolling]). A `plain` loop LLVM must
+        neither vectorise nor unroll (a walk over micro-tiles or a micro-tile's rows, each
+        vectorised by rows: Note [Tiles]).
 
         pre -> head: i = phi(0, i+1); i < n ? body : after
                body: ...; br head
@@ -529,14 +558,19 @@ class Emitter:
         self.depth -= 1
         i.add_incoming(b.add(i, self.i64(1)), b.block)
         back = b.branch(head)
+        ops = []
         if self.depth == 0 and self.external_arena:  # (the entry and its parts run once per call)
-            back.set_metadata("llvm.loop", _not_unrolled(self.m))
+            ops = _not_unrolled(self.m)
         elif (
             count is not None
             and count > (FULL_UNROLL_MAX_MOVES if in_nest and _moves_only(head) else FULL_UNROLL_MAX)
             and not _reorders(head)
         ):
-            back.set_metadata("llvm.loop", _not_unrolled(self.m, vectorised=True))
+            ops = _not_unrolled(self.m, vectorised=True)
+        if plain:
+            ops = [*_not_unrolled(self.m), _not_vectorised(self.m)]
+        if ops:  # (a new loop ID: each loop has its own)
+            back.set_metadata("llvm.loop", _LoopID(self.m.module, ops, name=str(len(self.m.module.metadata))))
         b.position_at_end(after)
 
     def polled_loop(self, n, body, name: str, span, cheap: bool):
@@ -797,6 +831,8 @@ class Emitter:
     def read(self, v, idx):
         """Element `idx` of a lowered value (a scalar is its own every element)."""
         if isinstance(v, Arr):
+            if self.staged is not None and idx is self.staged[0] and id(v) in self.staged[1]:
+                return self.load(self.staged[1][id(v)], self.staged[2])
             return self.load(v, idx)
         if isinstance(v, Lazy):
             return v.at(idx)
@@ -897,7 +933,8 @@ class Emitter:
 
             readers = [self.flat_reader(v) for v in views]
             flat = None if None in readers else lambda i: fn(*(r(i) for r in readers))
-            return Lazy(out_t, at, _crosses(views), work=1 + _work(views), flat=flat)
+            across = tuple(a for v in views for a in _read_across(v))
+            return Lazy(out_t, at, _crosses(views), work=1 + _work(views), flat=flat, across=across)
         out = self.alloc(out_t)
         self.fill(out, views, fn, "ew")
         return out
@@ -909,11 +946,7 @@ class Emitter:
         shape = dst.type.shape
         readers = [self.flat_reader(v) for v in views] if len(shape) > 1 and dst.contiguous else [None]
         if any(r is None for r in readers):
-
-            def at(idx):
-                return fn(*(self.read(v, idx) for v in views))
-
-            self.write_loops(shape, views, lambda idx: self.store(dst, idx, at(idx)), name)
+            self.write_loops(dst, views, fn, name)
             return
         line = _as_line(dst)
         body = lambda i: self.store(line, i, fn(*(r(i[0]) for r in readers)))  # noqa: E731
@@ -933,39 +966,146 @@ class Emitter:
             return lambda i: self.load(v, [self.i64(0)] * v.type.rank)
         return None
 
-    def write_loops(self, shape, reads, body, name: str):
-        """The loop nest that writes a contiguous array of `shape` from the views `reads`: in
-        tiles of the last two axes when one of them is read across its rows (a transpose), so
-        that both sides stay in the L1 cache (See Note [Tiles])."""
-        crosses = _crosses(reads)
-        if not crosses or len(shape) < 2 or min(shape[-2:]) < 2 * TILE:
-            self.nest(shape, body, name, max(1, _work(reads)))
+    def write_loops(self, dst: Arr, views, fn, name: str):
+        """dst[idx] = fn(*(v[idx] for v in views)) by a loop nest over dst (contiguous): in
+        tiles when one of the views is read across its rows (a transpose), so that both sides
+        stay in the caches, and the lines of a transposed view are read whole and transposed
+        in registers (See Note [Tiles])."""
+        shape, work = dst.type.shape, max(1, _work(views))
+
+        def at(idx):
+            return fn(*(self.read(v, idx) for v in views))
+
+        q = len(shape) - 1
+        across = list({id(a): a for v in views for a in _read_across(v)}.values())
+        p = _partner(across, q)
+        m = MICRO
+        if not _crosses(views) or len(shape) < 2 or min(shape[p], shape[q]) < m:
+            self.nest(shape, lambda idx: self.store(dst, idx, at(idx)), name, work)
             return
-        (n0, n1), b, tile = shape[-2:], self.b, self.i64(TILE)
-        work = max(1, _work(reads))
+        outer = [k for k in range(len(shape)) if k not in (p, q)]
+        staged = [a for a in across if a.strides[p] == 1]
+        (n0, n1), b = (shape[p], shape[q]), self.b
+        per = TILE // m  # micro-tiles along each side of a tile
 
-        def tiles(outer):
-            def block(bi, bj):
-                r0, c0 = b.mul(bi, tile), b.mul(bj, tile)
-                rows, cols = (_smaller(b, b.sub(self.i64(n), start), tile) for n, start in ((n0, r0), (n1, c0)))
-                self.loop(
-                    rows,
-                    lambda i: self.loop(cols, lambda j: body(outer + [b.add(r0, i), b.add(c0, j)]), f"{name}j"),
-                    f"{name}i",
-                )
+        def full_of(lead, r0, c0):
+            """The micro-tile at (r0, c0), m x m elements: the staged views' lines read as
+            vectors and transposed in registers into buffers the body reads by rows."""
+            blocks = {id(a): self.transposed_block(a, lambda k, c: place(lead, r0, c0, k, c), m) for a in staged}
 
-            def row_of_tiles(bi):
-                self.loop(-(-n1 // TILE), lambda bj: block(bi, bj), f"{name}tj")
+            def element(k, c):
+                idx = place(lead, r0, c0, k, c)
+                self.staged = (idx, blocks, [k, c])
+                self.store(dst, idx, at(idx))
+                self.staged = None
 
-            if outer or n0 * n1 * work < PARALLEL_MIN:
-                self.loop(-(-n0 // TILE), row_of_tiles, f"{name}ti")
+            # (by rows: LLVM vectorises each row, never the loop over rows, which would gather)
+            row = lambda k: self.loop(m, lambda c: element(k, c), f"{name}mj", in_nest=True)  # noqa: E731
+            self.loop(m, row, f"{name}mi", plain=True)
+
+        def part_of(lead, r0, c0, rows, cols):
+            def element(k, c):
+                idx = place(lead, r0, c0, k, c)
+                self.store(dst, idx, at(idx))
+
+            # (element by element: vectorised, either loop would gather or scatter)
+            row = lambda k: self.loop(cols, lambda c: element(k, c), f"{name}pj", plain=True)  # noqa: E731
+            self.loop(rows, row, f"{name}pi", plain=True)
+
+        def place(lead, r0, c0, k, c):
+            idx = [None] * len(shape)
+            for axis, i in zip(outer, lead):
+                idx[axis] = i
+            idx[p], idx[q] = b.add(r0, k), b.add(c0, c)
+            return idx
+
+        def micro_tile(lead, back, mi, mj):
+            """The micro-tile of rows r0..r0 + m (r0 = mi * m - back, cut by the edges) and
+            columns c0..c0 + m."""
+            r0, c0 = b.sub(b.mul(mi, self.i64(m)), back), b.mul(mj, self.i64(m))
+            first = b.select(b.icmp_signed("<", r0, self.i64(0)), self.i64(0), r0)
+            rows = b.sub(_smaller(b, b.add(r0, self.i64(m)), self.i64(n0)), first)
+            cols = _smaller(b, b.sub(self.i64(n1), c0), self.i64(m))
+            whole = b.and_(b.icmp_signed("==", rows, self.i64(m)), b.icmp_signed("==", cols, self.i64(m)))
+            with b.if_else(whole) as (then, otherwise):
+                with then:
+                    full_of(lead, r0, c0)
+                with otherwise:
+                    part_of(lead, first, c0, rows, cols)
+
+        def line_start(lead):
+            """How far back the micro-tiles start (0..m-1 rows) for the first staged view's
+            vectors to be whole cache lines where its rows are (a NumPy array is often 16 bytes
+            off a line): a vector across two lines costs both."""
+            if not staged:
+                return self.i64(0)
+            a = staged[0]
+            at_zero = b.ptrtoint(self.elem_ptr(a, place(lead, self.i64(0), self.i64(0), self.i64(0), self.i64(0))), I64)
+            elements = b.udiv(at_zero, self.i64(a.type.dtype.itemsize))
+            return b.urem(elements, self.i64(m))
+
+        # (with staged views, rows of micro-tiles for n0 + m - 1 rows: the first and the last may be partial)
+        mrows, mcols = -(-(n0 + m - 1) // m) if staged else -(-n0 // m), -(-n1 // m)
+
+        def tile(lead, back, ti, tj):
+            i0, j0 = b.mul(ti, self.i64(per)), b.mul(tj, self.i64(per))
+            ni = _smaller(b, b.sub(self.i64(mrows), i0), self.i64(per))
+            nj = _smaller(b, b.sub(self.i64(mcols), j0), self.i64(per))
+            self.loop(
+                ni,
+                lambda i: self.loop(
+                    nj, lambda j: micro_tile(lead, back, b.add(i0, i), b.add(j0, j)), f"{name}tj", plain=True
+                ),
+                f"{name}ti",
+                plain=True,
+            )
+
+        trows, tcols = -(-mrows // per), -(-mcols // per)
+
+        def tiles(lead):
+            def row_of_tiles(ti):
+                back = line_start(lead)
+                self.loop(tcols, lambda tj: tile(lead, back, ti, tj), f"{name}Tj")
+
+            if lead or n0 * n1 * work < PARALLEL_MIN:
+                self.loop(trows, row_of_tiles, f"{name}Ti")
             else:
-                self.parallel_loop(-(-n0 // TILE), row_of_tiles, f"{name}ti")
+                self.parallel_loop(trows, row_of_tiles, f"{name}Ti")
 
-        if len(shape) > 2:
-            self.nest(shape[:-2], tiles, f"{name}o", n0 * n1 * work)
+        if outer:
+            self.nest(tuple(shape[k] for k in outer), tiles, f"{name}o", n0 * n1 * work)
         else:
             tiles([])
+
+    def transposed_block(self, v: Arr, place, m: int) -> Arr:
+        """An m x m buffer (in the frame) holding v[place(k, c)] at [k, c], for a view v read
+        along k: its m lines, one per c, are loaded as vectors and transposed by shuffles, in
+        log2(m) rounds that each swap the off-diagonal blocks of a size (See Note [Tiles])."""
+        b, et = self.b, mem_type(v.type.dtype)
+        vt = ir.VectorType(et, m)
+        lines = []
+        for c in range(m):
+            ld = b.load(self.elem_ptr(v, place(self.i64(0), self.i64(c))), typ=vt)
+            ld.align = v.type.dtype.itemsize
+            self._scope(ld, v)
+            lines.append(ld)
+        d = m // 2
+        while d:
+            for r in range(m):
+                if r & d:
+                    continue
+                lo, hi = lines[r], lines[r + d]
+                mask_lo = [k if not k & d else m + k - d for k in range(m)]
+                mask_hi = [k + d if not k & d else m + k for k in range(m)]
+                lines[r] = b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(ir.IntType(32), m), mask_lo))
+                lines[r + d] = b.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(ir.IntType(32), m), mask_hi))
+            d //= 2
+        buf = self.alloca(ir.ArrayType(et, m * m), "tr")
+        buf.align = 64
+        buf.type = PTR
+        for k in range(m):
+            b.store(lines[k], b.gep(buf, [self.i64(k * m)], source_etype=et)).align = 64
+        return Arr(buf, self.i64(0), (m, 1), v.type.with_shape((m, m)))
 
     # --- calls and failures ---------------------------------------------------------------
 
@@ -1326,10 +1466,33 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # Note [Tiles]
 # ~~~~~~~~~~~~~
 # A loop nest that writes a contiguous array row by row while it reads another array down its
-# columns (a transpose, `transpose(x) * 2.0`) touches a new cache line for every element it
-# reads. In tiles of TILE x TILE of the last two axes, the lines read are reused for the next
-# rows of the tile while they are in L1: transposing 2048 x 1024 doubles 13 -> 2.6 ms. Only such
-# nests are tiled: where everything is read along rows, tiles cost vectorisation.
+# columns (a transpose, `transpose(x) * 2.0`, a permutation that moves the last axis, the
+# cotangent of one) touches a new cache line for every element it reads. `write_loops` walks
+# such a nest in two levels over the last axis q and its partner p, the axis along which the
+# first array read across its rows is contiguous (the one before q for a plain transpose, the
+# first for [2, 1, 0]); the other axes are loops around them:
+#   - micro-tiles of MICRO x MICRO = 8 x 8 elements, a cache line of f64 each way. Each array
+#     read across its rows (a view, or one read by a fused chain: Lazy.across) whose lines run
+#     along p is loaded as 8 vectors along p, transposed by shuffles (transposed_block: 3
+#     rounds of 8 shuffles that swap off-diagonal blocks) into a block of 8 rows, and the
+#     body reads its element from the block (Emitter.staged, while the element is computed).
+#     The body stays scalar, and LLVM vectorises it by rows: 8 loads, 24 shuffles, 8 rows
+#     computed and stored as vectors where it gathered before. LLVM must neither vectorise
+#     nor unroll the loop over a micro-tile's rows and the loops over micro-tiles
+#     (loop(plain=True)): with constant trip counts it vectorised them, gathering and
+#     scattering, and 8 rows unrolled cost compile time (a fused body 64 times). 16 x 16
+#     f32 (a line each way) measured the same, in twice the code: 64 shuffles;
+#   - the micro-tiles start where the first such array's lines do (line_start): a NumPy array
+#     is often 16 bytes off a line, and a vector across two lines costs both (512 x 512 f64:
+#     0.29 -> 0.12-0.16 ms); the micro-tiles cut by the edges go element by element;
+#   - tiles of TILE x TILE elements of micro-tiles, whose rows are the threads' work. Each
+#     line read or written is used whole by one micro-tile (an f32 line by two neighbours), so
+#     the tiles' size and order matter little: 8 to 256, by rows or by columns, measured
+#     alike within the noise on 512..4096.
+# Only such nests are tiled: where everything is read along rows, tiles cost vectorisation.
+# `transpose(x) * 2.0` f64, one thread, before -> after (copy: `x * 2.0`): 512 x 512 0.47 ->
+# 0.11 ms (0.046), 2048 x 2048 17.5 -> 7.4 ms (4.4); the table at 1 and 2 threads, f64 and
+# f32, is in docs/performance.md ("Transposing loops").
 #
 # Note [Arenas]
 # ~~~~~~~~~~~~~~~

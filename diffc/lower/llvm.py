@@ -53,6 +53,7 @@ class ModuleState:
         self.kernels: set[str] = set()  # kernels compiled apart that this module calls (lower/gemm.py)
         self.not_unrolled = None  # the metadata of loops LLVM must not unroll (lower/emit.py)
         self.vector_loop_free = None  # and of the vector loop made of one, which it may (lower/emit.py)
+        self.not_vectorised = None  # the metadata of loops LLVM must not vectorise (lower/emit.py)
         self.thread_safe: set[str] = set()  # loop bodies' functions a parallel loop may call (lower/bodies.py)
         self.loop_functions: dict = {}  # id(body) -> (body, its function or None), lower/bodies.py
 
