@@ -195,7 +195,7 @@ def _merge_axes(dst: Arr, views) -> tuple[Arr, list]:
     return dst, [next(merged) if isinstance(v, Arr) else v for v in views]
 
 
-def _crosses(values) -> bool:
+def reads_across(values) -> bool:
     """Whether a loop writing rows reads one of `values` across its rows (a transposed view)."""
     return any(
         (isinstance(v, Arr) and v.type.rank >= 2 and v.strides[-1] not in (0, 1)) or (isinstance(v, Lazy) and v.crosses)
@@ -934,7 +934,7 @@ class Emitter:
             readers = [self.flat_reader(v) for v in views]
             flat = None if None in readers else lambda i: fn(*(r(i) for r in readers))
             across = tuple(a for v in views for a in _read_across(v))
-            return Lazy(out_t, at, _crosses(views), work=1 + _work(views), flat=flat, across=across)
+            return Lazy(out_t, at, reads_across(views), work=1 + _work(views), flat=flat, across=across)
         out = self.alloc(out_t)
         self.fill(out, views, fn, "ew")
         return out
@@ -980,7 +980,7 @@ class Emitter:
         across = list({id(a): a for v in views for a in _read_across(v)}.values())
         p = _partner(across, q)
         m = MICRO
-        if not _crosses(views) or len(shape) < 2 or min(shape[p], shape[q]) < m:
+        if not reads_across(views) or len(shape) < 2 or min(shape[p], shape[q]) < m:
             self.nest(shape, lambda idx: self.store(dst, idx, at(idx)), name, work)
             return
         outer = [k for k in range(len(shape)) if k not in (p, q)]

@@ -10,7 +10,7 @@ from llvmlite import ir
 
 from ..errors import BoundsError, ShapeError
 from ..ir.prim import const_p  # noqa: F401 (the IR's own primitive, declared in ir/prim.py)
-from ..lower.emit import ERR_BOUNDS, I1, PARALLEL_MIN, Arr, Lazy, Site, contiguous_strides
+from ..lower.emit import ERR_BOUNDS, I1, PARALLEL_MIN, Arr, Lazy, Site, contiguous_strides, reads_across
 from ..lower.loops import row
 from ..typesys import DType, TensorType, broadcast_shapes
 from . import ops
@@ -470,11 +470,6 @@ def _pad_lower(em, eqn, ins):
     return [out]
 
 
-def _reads_across(g) -> bool:
-    """Whether reading g by rows reads it across its rows (See Note [Tiles] in lower/emit.py)."""
-    return g.crosses if isinstance(g, Lazy) else isinstance(g, Arr) and g.type.rank >= 2 and g.strides[-1] not in (0, 1)
-
-
 def _padded(em, g, g_shape, t, starts) -> Lazy:
     """pad(g) as a Lazy value: element idx is g's at idx - starts where that is inside g, else
     0. g is read in a branch, which LLVM's vectoriser makes a masked load of consecutive
@@ -507,7 +502,7 @@ def _padded(em, g, g_shape, t, starts) -> Lazy:
         return out
 
     flat = (lambda i: at([i])) if t.rank == 1 else None
-    return Lazy(t, at, _reads_across(g), work=1 + 2 * len(cut) + (g.work if isinstance(g, Lazy) else 0), flat=flat)
+    return Lazy(t, at, reads_across([g]), work=1 + 2 * len(cut) + (g.work if isinstance(g, Lazy) else 0), flat=flat)
 
 
 pad_p = primitive(
