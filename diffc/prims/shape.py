@@ -682,6 +682,9 @@ gather_add_p = primitive(
 # stored 4.7 MB of i64 and read them back: its f32 forward 8.4 -> 7.4 ms at one thread.
 
 
+UNWINDOWS_BLOCK_BYTES = 1 << 14  # the windows' cotangents unwindows adds up a block at a time
+
+
 def _unwindows_lower(em, eqn, ins):
     """out[i + j] += g[i, j]: the sum of every window's cotangent at its place. In blocks of
     windows that fit the L1 cache (UNWINDOWS_BLOCK_BYTES), a pass over the block's windows for
@@ -712,9 +715,6 @@ def _unwindows_lower(em, eqn, ins):
 
     em.loop(-(-rows // per), block, "uwb")
     return [out]
-
-
-UNWINDOWS_BLOCK_BYTES = 1 << 14  # the windows' cotangents unwindows adds up a block at a time
 
 
 unwindows_p = primitive(
