@@ -318,6 +318,24 @@ def _make_again(b: ir.IRBuilder, v: ir.Value, made: dict) -> ir.Value:
     return made[id(v)]
 
 
+def counted_loop(b: ir.IRBuilder, n, body) -> ir.Value:
+    """for k in 0 .. n: body(k), n an i64 value; a loop, not unrolled code. Returns k, for
+    the blocks body branches to."""
+    before = b.block
+    head, step, done = (b.function.append_basic_block(x) for x in ("head", "step", "done"))
+    b.branch(head)
+    b.position_at_end(head)
+    k = b.phi(I64)
+    k.add_incoming(ir.Constant(I64, 0), before)
+    b.cbranch(b.icmp_unsigned("<", k, n), step, done)
+    b.position_at_end(step)
+    body(k)
+    k.add_incoming(b.add(k, ir.Constant(I64, 1)), b.block)
+    b.branch(head)
+    b.position_at_end(done)
+    return k
+
+
 def _copy_function(module: ir.Module) -> ir.Function:
     """The module's `diffc.copy(dst, src, bytes)`: a loop over the bytes that LLVM vectorises
     and may not make a call of memcpy (See Note [Copies])."""
@@ -330,18 +348,12 @@ def _copy_function(module: ir.Module) -> ir.Function:
     dst, src, n = fn.args
     for a in (dst, src):
         a.add_attribute("noalias")
-    entry, head, body, done = (fn.append_basic_block(name) for name in ("entry", "head", "body", "done"))
-    b = ir.IRBuilder(entry)
-    b.branch(head)
-    b.position_at_end(head)
-    i = b.phi(I64)
-    i.add_incoming(ir.Constant(I64, 0), entry)
-    b.cbranch(b.icmp_signed("<", i, n), body, done)
-    b.position_at_end(body)
-    b.store(b.load(b.gep(src, [i], source_etype=I8), typ=I8), b.gep(dst, [i], source_etype=I8))
-    i.add_incoming(b.add(i, ir.Constant(I64, 1)), body)
-    b.branch(head)
-    b.position_at_end(done)
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+
+    def byte(i):
+        b.store(b.load(b.gep(src, [i], source_etype=I8), typ=I8), b.gep(dst, [i], source_etype=I8))
+
+    counted_loop(b, n, byte)
     b.ret_void()
     return fn
 

@@ -42,6 +42,7 @@ from .emit import (
     CTX_STACK,
     ERR_INTERRUPT,
     PTR,
+    counted_loop,
     free_records_left,
     mem_type,
     reg_type,
@@ -384,31 +385,13 @@ def _number_helper(module: ir.Module, dtype: DType, numpy_too: bool) -> ir.Funct
     return _helper(module, name, I1, [PTR, PTR], emit)
 
 
-def _loop(b: ir.IRBuilder, n, body) -> ir.Value:
-    """for k in 0 .. n: body(k), n an i64 value; a loop, not unrolled code. Returns k, for
-    the blocks body branches to."""
-    before = b.block
-    head, step, done = (b.function.append_basic_block(x) for x in ("head", "step", "done"))
-    b.branch(head)
-    b.position_at_end(head)
-    k = b.phi(I64)
-    k.add_incoming(ir.Constant(I64, 0), before)
-    b.cbranch(b.icmp_unsigned("<", k, n), step, done)
-    b.position_at_end(step)
-    body(k)
-    k.add_incoming(b.add(k, ir.Constant(I64, 1)), b.block)
-    b.branch(head)
-    b.position_at_end(done)
-    return k
-
-
 def _release_helper(module: ir.Module) -> ir.Function:
     """void (ptr objects, i64 n): Py_DecRef of each of n objects (null ones are skipped)."""
 
     def emit(fn, b):
         api = _Api(module)
         objects, n = fn.args
-        _loop(
+        counted_loop(
             b,
             n,
             lambda k: api.call(b, "Py_DecRef", ir.VoidType(), [b.load(b.gep(objects, [k], source_etype=PTR), typ=PTR)]),
@@ -438,7 +421,7 @@ def _results_helper(module: ir.Module) -> ir.Function:
                 _continue_if(b, b.icmp_unsigned("!=", obj, ir.Constant(PTR, None)), failed)
                 b.store(obj, slot)
 
-        k = _loop(b, n, make)
+        k = counted_loop(b, n, make)
         b.ret(ir.Constant(I1, 1))
         b.position_at_end(failed)  # no memory: the general path raises the located error
         b.call(release, [objects, k])  # (those before the k-th)
