@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 
 from ..ir.core import Body
-from . import loops, via
+from . import batch, loops, via
 from .jvp import jvp_body
 from .vjp import residual_values, unsupported, vjp_split
 
@@ -79,6 +79,8 @@ class Ctx:
 
     def via_vjp(self, params, aux, outs, cts):
         return via.vjp(self, params, aux, outs, cts)
+
+    batched = staticmethod(batch.batched)
 
     residual_values = staticmethod(residual_values)
     unsupported = staticmethod(unsupported)

@@ -97,6 +97,8 @@ class Prim:
     reads_lazy: bool = False  # its lowering reads inputs only through em.read/broadcast_view
     # map: read by a reduction, its lowering yields a Lazy (the body evaluated per element read)
     lazy_when_reduced: bool = False
+    # read once, by an op that reads Lazy values, its lowering may yield a Lazy (em.fuse_next)
+    lazy_result: bool = False
     # worth recomputing per element where a body is evaluated lazily; default: fusable
     cheap: bool | None = None
     cost: int = 1  # scalar operations per element, when fusion weighs recomputing it

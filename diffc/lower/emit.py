@@ -452,7 +452,7 @@ def fusable_values(body, lazy_outs: bool = False) -> set[int]:
         lazy_reader = all(r == "out" or r.prim.reads_lazy for r in rs)
         if eqn.prim.fusable:
             cost[o.id] = eqn.prim.cost + sum(cost.get(x.id, 0) for x in eqn.inputs if x.id in found)
-        if eqn.prim.fusable and lazy_reader and uses.get(o.id) == 1:
+        if (eqn.prim.fusable or eqn.prim.lazy_result) and lazy_reader and uses.get(o.id) == 1:
             found.add(o.id)
         elif (
             eqn.prim.fusable

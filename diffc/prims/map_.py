@@ -3,8 +3,11 @@ a map that also stacks residuals, and a scan that sums the cotangents of its con
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import ShapeError
-from ..ir.core import is_float
+from ..ir.core import Body, is_float
+from ..ir.walk import inline
 from ..lower.bodies import body_function
 from ..lower.emit import PARALLEL_MIN, Lazy
 from ..lower.loops import cheap_steps, row, step_work, store_row
@@ -77,10 +80,23 @@ def _map_lower(em, eqn, ins):
 # loop-invariant inputs (tied weights) and whose outputs are the rows' ones.
 
 
+@dataclass
+class _Batched:
+    """What the backward of a map whose body batches (ad/batch.py) reads: the batched body, the
+    map's inputs, and which are active. See Note [Batched maps] in ad/batch.py."""
+
+    body: Body
+    ins: list
+    act: list[bool]
+
+
 def _map_vjp_fwd(ctx, eqn, ins, act):
     b = ctx.b
     p = eqn.params
     body, nx = p["body"], p["num_xs"]
+    whole = ctx.batched(body, p["n"], nx)
+    if whole is not None:
+        return b.emit(map_p, ins, eqn.span, **p), _Batched(whole, ins, list(act))
     needs = [False] + list(act)  # body param 0 is the index: it has no cotangent
     # input k is body param k + 1; the constants' cotangents are threaded through the backward
     acc = [1 + k for k in range(nx, len(ins)) if act[k] and is_float(ins[k])]
@@ -92,6 +108,12 @@ def _map_vjp_fwd(ctx, eqn, ins, act):
 
 
 def _map_vjp(ctx, params, aux, outs, cts, current):
+    if isinstance(aux, _Batched):
+        fwd, bwd, kinds = ctx.vjp_split(aux.body, aux.act)
+        extra = inline(ctx.b, fwd, aux.ins)[len(outs) :]
+        seeds = [ctx.seed_or_zeros(c, o.type) for c, o in zip(cts, outs) if is_float(o)]
+        ct_in = iter(inline(ctx.b, bwd, seeds + ctx.residual_values(kinds, aux.ins, extra)))
+        return [next(ct_in) if a and is_float(x) else None for x, a in zip(aux.ins, aux.act)], ()
     # the rows are independent (no carry): the backward walks them first to last, as the map
     return ctx.reverse_loop(
         aux, outs, cts, current, length=params["n"], num_carry=0, num_xs=params["num_xs"], reverse=False

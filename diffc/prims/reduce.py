@@ -535,6 +535,8 @@ def _extreme_scatter_lower(em, eqn, ins):
     of g's shape."""
     x, g = ins[:2]
     kind, out_t = eqn.params["kind"], eqn.outs[0].type
+    if em.fuse_next and len(ins) == 2 and out_t.size and out_t.rank - 1 in eqn.params["axes"]:
+        return [_lazy_picks(em, kind, x, g, out_t, eqn.params["axes"])]
     result = em.result(eqn.outs[0])
     if out_t.size == 0:
         return [result]
@@ -705,6 +707,46 @@ def _track_extremes(em, kind, x, t, axes, kept, best, where):
     _walk(em, x, t, range(t.rank), track, "xt")
 
 
+def _lazy_picks(em, kind, x, g, t, axes):
+    """extreme_scatter(x, g) read where it is used: each group's first extreme found once (in
+    straight-line code for a small group, as a pool's), its position kept in a buffer of g's
+    shape; element idx is g's where idx is that position, else 0. For one reader that reads
+    each element once (lazy_result): unwindows then adds g at each window's pick with no
+    [n, k] array between (Note [Batched maps] in ad/batch.py). Groups along the last axis."""
+    kept = [k for k in range(t.rank) if k not in axes]
+    where = em.alloc(TensorType(DType.I64, tuple(t.shape[k] for k in kept)))
+    group = 1
+    for a in axes:
+        group *= t.shape[a]
+    if group <= SMALL_GROUP:
+        positions = [dict(zip(axes, map(em.i64, red))) for red in np.ndindex(*[t.shape[a] for a in axes])]
+
+        def pick(o):
+            best, first = _element(em, x, t, kept, o, positions[0]), em.i64(0)
+            for i, at in enumerate(positions[1:], 1):
+                v = _element(em, x, t, kept, o, at)
+                better = _better(em, t.dtype, kind, v, best)
+                best, first = em.b.select(better, v, best), em.b.select(better, em.i64(i), first)
+            em.store(where, o, first)
+
+    else:
+
+        def pick(o):
+            slot = em.alloca(ir.IntType(64))  # (made in the loop: each thread's piece has its own)
+            _first_extreme(em, kind, x, t, axes, kept, o, group, slot)
+            em.store(where, o, em.b.load(slot))
+
+    em.nest(list(where.type.shape), pick, "xp", work=group)
+    zero = em.const(t.dtype, 0)
+
+    def at(idx):
+        o = [idx[k] for k in kept]
+        hit = em.b.icmp_signed("==", _flat(em, t, axes, dict(enumerate(idx))), em.load(where, o))
+        return em.b.select(hit, em.read(g, o), zero)
+
+    return Lazy(t, at, work=2)
+
+
 def _extreme_scatter_shape(in_types, axes, kind):
     """(x, g) or (x, g, base): base, when given, is what g is added to, of the result's type."""
     x, g, *base = in_types
@@ -754,6 +796,7 @@ extreme_scatter_p = primitive(
     jvp=_extreme_scatter_jvp,
     fold=_extreme_scatter_fold,
     reads_lazy=True,
+    lazy_result=True,
     reads_all=True,
     hoistable=True,
 )

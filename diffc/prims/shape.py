@@ -682,38 +682,63 @@ gather_add_p = primitive(
 # stored 4.7 MB of i64 and read them back: its f32 forward 8.4 -> 7.4 ms at one thread.
 
 
-UNWINDOWS_BLOCK_BYTES = 1 << 14  # the windows' cotangents unwindows adds up a block at a time
+UNWINDOWS_BLOCK_BYTES = 1 << 14  # the elements of out unwindows sums a block at a time (in L1)
 
 
 def _unwindows_lower(em, eqn, ins):
-    """out[i + j] += g[i, j]: the sum of every window's cotangent at its place. In blocks of
-    windows that fit the L1 cache (UNWINDOWS_BLOCK_BYTES), a pass over the block's windows for
-    each place j in them, the last first, so that each element adds its terms in the windows'
-    order. The windows of one pass write apart; walking the windows in turn, each window's
-    adds waited for the last one's stores (a max over windows of 4: its gradient 23 times
-    the forward at 16384 elements, 14 now)."""
+    """out[p] = the sum of g[p - j, j] over the windows p - j that hold p, added in the
+    windows' order (j from k - 1 down) as np.add.at adds them: the same bits. A block of out
+    that fits the L1 cache (UNWINDOWS_BLOCK_BYTES) at a time, a pass over it for each place j:
+    the first stores, the others add, to the elements the first wrote. No element of out is
+    written by two blocks, so out needs no zero-fill and the blocks run on the threads, with
+    the same bits on any number. g is read where it is used (reads_lazy): the cotangent of a
+    sum or max over each window (Note [Batched maps] in ad/batch.py) is never stored whole.
+    (Adding each window's cotangent into out in turn, each window's adds waited for the last
+    one's stores: a max over windows of 4 had a gradient 23 times its forward.)"""
     (g,) = ins
-    t = eqn.outs[0].type
-    out = _zero_fill(em, t)
+    b, t = em.b, eqn.outs[0].type
+    out = em.result(eqn.outs[0])
     rows, k, *rest = eqn.inputs[0].type.shape
-    per = max(1, UNWINDOWS_BLOCK_BYTES // (k * prod(rest) * t.dtype.itemsize))
+    n = t.shape[0]
+    if t.size == 0:
+        return [out]
+    per = max(1, UNWINDOWS_BLOCK_BYTES // (prod(rest) * t.dtype.itemsize))
+    zero = em.const(t.dtype, 0)
+
+    def larger(x, y):
+        return b.select(b.icmp_signed(">", x, y), x, y)
+
+    def smaller(x, y):
+        return b.select(b.icmp_signed("<", x, y), x, y)
 
     def block(bi):
-        start, length = em.block_of(bi, per, rows)
+        start, length = em.block_of(bi, per, n)
+        end = b.add(start, length)
 
-        def place(jj):
-            j = em.b.sub(em.i64(k - 1), jj)
+        def place(j, first):  # the positions of the block that window p - j holds: j <= p < j + rows
+            lo, hi = larger(start, j), smaller(end, b.add(j, em.i64(rows)))
 
-            def each(idx):
-                i = em.b.add(start, idx[0])
-                dst = [em.b.add(i, j)] + idx[1:]
-                em.store(out, dst, _add(em, t.dtype, em.load(out, dst), em.load(g, [i, j] + idx[1:])))
+            def each(r, more):
+                p = b.add(lo, r)
+                v = em.read(g, [b.sub(p, j), j] + more)
+                em.store(out, [p] + more, _add(em, t.dtype, zero if first else em.load(out, [p] + more), v))
 
-            em.loop(length, lambda r: em.loop_nest(rest, lambda more: each([r] + more), "uwr"), "uw")
+            count = larger(b.sub(hi, lo), em.i64(0))
+            em.loop(count, lambda r: em.loop_nest(rest, lambda more: each(r, more), "uwr"), "uw")
 
-        em.loop(k, place, "uwj")
+        def clear(r):
+            em.loop_nest(rest, lambda more: em.store(out, [b.add(start, r)] + more, zero), "uwz")
 
-    em.loop(-(-rows // per), block, "uwb")
+        # the first k - 1 elements are held by fewer windows: zero where the first pass does not write
+        em.loop(larger(b.sub(smaller(end, em.i64(k - 1)), start), em.i64(0)), clear, "uwz")
+        place(em.i64(k - 1), True)
+        em.loop(k - 1, lambda jj: place(b.sub(em.i64(k - 2), jj), False), "uwj")
+
+    blocks = -(-n // per)
+    if blocks > 1 and n * prod(rest) * k >= PARALLEL_MIN:
+        em.parallel_loop(blocks, block, "uwb")
+    else:
+        em.loop(blocks, block, "uwb")
     return [out]
 
 
@@ -722,6 +747,7 @@ unwindows_p = primitive(
     shape=lambda ts, n: [ts[0].with_shape((n,) + ts[0].shape[2:])],
     kind=Kind.SHAPE,
     lower=_unwindows_lower,
+    reads_lazy=True,
     vjp=lambda ctx, p, ins, outs, cts: [ctx.b.emit1(windows_p, [cts[0]], k=ins[0].type.shape[1])],
     jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, unwindows_p, p, ins, ts),
 )

@@ -18,8 +18,9 @@ fn loss(w1, w2, xs) = sum(map(fn(x) => net(w1, w2, x), xs))
 fn back(w1, w2, xs) = grad(loss, (0, 1))(w1, w2, xs)
 # w1 also read outside the map: its sum starts from that cotangent
 fn tied(w1, w2, xs) = grad(fn(a, b, c) => loss(a, b, c) + sum(a * a), (0, 1))(w1, w2, xs)
-# a scalar constant: its cotangent is a scalar sum
-fn scaled(a, xs) = grad(fn(a, xs) => sum(map(fn(x) => sum(tanh(a * x)) * a, xs)))(a, xs)
+# a scalar constant: its cotangent is a scalar sum (`x[0]` keeps the backward a loop: ad/batch.py
+# does not batch an index)
+fn scaled(a, xs) = grad(fn(a, xs) => sum(map(fn(x) => sum(tanh(a * x)) * a + x[0], xs)))(a, xs)
 # indexed at a computed place: a bounds check, so the backward may fail and stays serial
 fn picked(w, xs, k) = grad(fn(w, xs) => sum(map(fn(x) => sum(tanh(w @ x)) * x[k], xs)))(w, xs)
 # a matrix and a scalar constant, for generated shapes
