@@ -196,9 +196,43 @@ def _ipow(em, a, n):
 
 
 def _pow(em, dt, a, b):
-    if _is_f(dt):
-        return em.intrinsic("llvm.pow", a.type, [a, b])
-    return _ipow(em, a, b)
+    """Floats: lower/vmath.py's kernel, or a cheaper exact form of it where the exponent is a
+    constant (vmath.pow_constant): `x ** 3` is (x * x) * x, and its derivative's x ** 2 x * x."""
+    if not _is_f(dt):
+        return _ipow(em, a, b)
+    y = _known_float(b)
+    v = None if y is None else vmath.pow_constant(em.b, a, y)
+    return vmath.pow(em.b, a, b) if v is None else v
+
+
+_KNOWN_DEPTH = 8
+
+
+def _known_float(v, depth=_KNOWN_DEPTH):
+    """The value of a float register computed from constants alone, or None: the IR folds no
+    float arithmetic (ir/build.py's fold_known), so that `x ** 3`'s exponent reaches the lowering
+    as `sitofp 3` and its derivative's as `(sitofp 3) - 1.0`, which this evaluates as LLVM will,
+    rounded to the register's type."""
+    np_t = {"double": np.float64, "float": np.float32}.get(str(v.type))
+    if np_t is None or depth == 0:
+        return None
+    if isinstance(v, ir.Constant):
+        return np_t(v.constant) if isinstance(v.constant, (int, float)) else None
+    if not isinstance(v, ir.Instruction):
+        return None
+    op, args = v.opname, list(v.operands)
+    if op == "sitofp" and isinstance(args[0], ir.Constant) and isinstance(args[0].constant, int):
+        return np_t(args[0].constant)
+    known = [_known_float(a, depth - 1) for a in args]
+    if any(k is None for k in known):
+        return None
+    with np.errstate(all="ignore"):
+        if op in ("fpext", "fptrunc"):
+            return np_t(known[0])
+        if op == "fneg":
+            return np_t(-known[0])
+        fn = {"fadd": np.add, "fsub": np.subtract, "fmul": np.multiply, "fdiv": np.divide}.get(op)
+        return None if fn is None else np_t(fn(*known))
 
 
 def _guarded_mul_scalar(em, dt, t, p):
