@@ -609,22 +609,28 @@ def _pow64(b: ir.IRBuilder, x, y, precise: bool):
     bits = b.bitcast(ax, I64)
     normal = b.icmp_unsigned("<", b.sub(bits, f.i(1)), f.i(_bits(f, math.inf) - 1))
     lh = b.select(normal, lh, b.fmul(b.fsub(ax, _c(1.0)), inf))
-    th = b.fmul(y, lh)
-    tl = None if ll is None else _fma(b, y, ll, _fma(b, y, lh, b.fneg(th)))
+    # y clamped to +-2^64 (NaN kept: a minimum and a maximum): |x| = 1 then gives y log|x| = 0
+    # for y = +-inf, where inf 0 would be NaN, and any other |x|, |log|x|| >= 2^-53, still
+    # overflows or underflows (an even integer, as inf counts)
+    yc = b.select(b.fcmp_ordered(">", y, _c(2.0**64)), _c(2.0**64), y)
+    yc = b.select(b.fcmp_ordered("<", yc, _c(-(2.0**64))), _c(-(2.0**64)), yc)
+    th = b.fmul(yc, lh)
+    tl = None if ll is None else _fma(b, yc, ll, _fma(b, yc, lh, b.fneg(th)))
     r = _exp_dd(b, th, tl)
     r = b.select(b.fcmp_ordered(">", th, _c(POW_OVER)), inf, r)
     r = b.select(b.fcmp_ordered("<", th, _c(POW_UNDER)), _c(0.0), r)  # (NaN stays NaN)
-    # the sign: x's where y is an odd integer (integral, half of it not: inf is even)
+    # x's sign where y is an odd integer (integral, half of it not: inf is even); NaN for a
+    # finite x < 0 (its bits less those of -0 less 1 below those of -inf less -0's, unsigned)
+    # and y not integral
     yint = b.fcmp_ordered("==", _intrinsic(b, "llvm.trunc", y), y)
     half = b.fmul(y, _c(0.5))
     odd = b.and_(yint, b.fcmp_unordered("!=", _intrinsic(b, "llvm.trunc", half), half))
-    negative = b.icmp_signed("<", b.bitcast(x, I64), f.i(0))
-    r = b.select(b.and_(odd, negative), b.fneg(r), r)
-    finite_negative = b.and_(b.fcmp_ordered("<", x, _c(0.0)), b.fcmp_ordered(">", x, b.fneg(inf)))
-    r = b.select(b.and_(finite_negative, b.not_(yint)), _c(math.nan), r)
-    one = b.or_(b.fcmp_ordered("==", y, _c(0.0)), b.fcmp_ordered("==", x, _c(1.0)))
-    unit_inf = b.and_(b.fcmp_ordered("==", ax, _c(1.0)), b.fcmp_ordered("==", _intrinsic(b, "llvm.fabs", y), inf))
-    return b.select(b.or_(one, unit_inf), _c(1.0), r)
+    xbits = b.bitcast(x, I64)
+    sign = b.and_(xbits, f.i(-(2**63)))
+    r = b.select(odd, b.bitcast(b.xor(b.bitcast(r, I64), sign), F64), r)
+    negative = b.icmp_unsigned("<", b.sub(xbits, f.i(2**63 + 1)), f.i(_bits(f, -math.inf) - 2**63 - 1))
+    r = b.select(b.and_(negative, b.not_(yint)), _c(math.nan), r)
+    return b.select(b.or_(b.fcmp_ordered("==", y, _c(0.0)), b.fcmp_ordered("==", x, _c(1.0))), _c(1.0), r)
 
 
 def pow_constant(b: ir.IRBuilder, x, y: float):
