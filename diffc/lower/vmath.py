@@ -19,6 +19,9 @@ tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's polynomial (no second exp), n
        fdlibm's rational form, whose division is tanh's own (_tanh_rational): 15% faster.
 erf:   x P(x^2) below |x| = 1; beyond, 1 - e^(-x^2) R(|x| - c), R a polynomial for each of
        [1, 2.5) and [2.5, 6) (f32: one, [1, 4)), its coefficients selected. 2 ulps.
+pow:   e^(y log|x|), log|x| and y log|x| double-doubles (see pow), C99's edges by selects; f32
+       computed in f64 and rounded once. 0.82 ulp. Constant exponents: exact forms
+       (pow_constant), within 2 ulps.
 A loop of these is bound by the number of vector instructions more than by their latency
 (AVX-512 on Zen 4: a division overlaps the rest; a comparison and select cost more than
 their count), so each instruction counts: the exponentials round k in the bits of one fused
