@@ -19,6 +19,9 @@ tanh:  (1 - q) / (1 + q), q = e^(-2|x|) from exp's polynomial (no second exp), n
        fdlibm's rational form, whose division is tanh's own (_tanh_rational): 15% faster.
 erf:   x P(x^2) below |x| = 1; beyond, 1 - e^(-x^2) R(|x| - c), R a polynomial for each of
        [1, 2.5) and [2.5, 6) (f32: one, [1, 4)), its coefficients selected. 2 ulps.
+pow:   e^(y log|x|), log|x| and y log|x| double-doubles (see pow), C99's edges by selects; f32
+       computed in f64 and rounded once. 0.82 ulp. Constant exponents: exact forms
+       (pow_constant), within 2 ulps.
 A loop of these is bound by the number of vector instructions more than by their latency
 (AVX-512 on Zen 4: a division overlaps the rest; a comparison and select cost more than
 their count), so each instruction counts: the exponentials round k in the bits of one fused
@@ -479,6 +482,193 @@ def erf(b: ir.IRBuilder, x):
     r = b.select(b.fcmp_ordered("<", ax, f.c(1.0)), small, large)
     r = b.select(b.fcmp_ordered(">=", ax, f.c(f.erf_sat)), f.c(1.0), r)
     return _copysign(b, r, x)  # NaN flows through: no conversion to an integer
+
+
+# pow: x ** y = e^(y log|x|), the sign and the edges of C99's pow (NumPy's power) put back by
+# selects. f64 needs log|x| to about 2^-68 (|y log|x|| reaches 745, and the result's relative
+# error is the absolute error of y log|x|): log|x| = Lh + Ll, a double-double, from fdlibm's
+# reduction (x = 2^e m, m in [sqrt(2)/2, sqrt(2))) with s = (m - 1)/(m + 1) a double-double
+# from one division (the remainder of a division is exact in one fused multiply-add), and
+# log m = 2s + 2/3 s^3 + s^5 Q(s^2), its first two terms in double-doubles as SLEEF's logk
+# does; t = y L = th + tl, again a double-double; e^t as exp, the tail tl added to the
+# reduced argument, 1 + r kept as hi + lo so that the result is rounded once before 2^k.
+# No table (their reads become gathers, slow here: see log in docs/performance.md), no branch.
+# f32 is computed in f64 with single doubles (log and exp's own polynomials): the error,
+# |t| 2^-52 with |t| < 104, is far below f32's ulp, and the result is rounded once.
+POW_LOG_COEFFS = [  # Q(z) = (2 atanh(s) - 2s - 2/3 s^3) / s^5, z = s^2 < 0.0295: s^5 Q to 2^-68
+    0.4,
+    0.28571428571429364,
+    0.22222222221655885,
+    0.18181818335392802,
+    0.1538459496251843,
+    0.1333480469384731,
+    0.11706236339491206,
+    0.11723178623876518,
+]
+TWO_THIRDS_HI = 0.6666666666666666
+TWO_THIRDS_LO = 3.700743415417188e-17  # 2/3 - TWO_THIRDS_HI
+# e^r = 1 + r + r^2 P(r) for |r| <= ln2/2 as exp's, of degree 10: 2^-61 of e^r (exp's degree
+# 9: 2^-55.8, a tenth of an ulp, which pow's one rounding need not add)
+POW_EXP_COEFFS = [
+    0.5,
+    0.1666666666666667,
+    0.04166666666666667,
+    0.008333333333326129,
+    0.0013888888888883744,
+    0.00019841269874840768,
+    2.4801587325562125e-05,
+    2.7557255374658744e-06,
+    2.755727362486648e-07,
+    2.510522763655176e-08,
+    2.0914694560351592e-09,
+]
+POW_OVER = 709.79  # e^t overflows from here on (ln of the largest double: 709.7827)
+POW_UNDER = -745.2  # and rounds to 0 below (ln 2^-1075 = -745.1332)
+
+
+def _log_dd(b: ir.IRBuilder, a, precise: bool):
+    """log a as a double-double (Lh, Ll) for a positive finite f64 a, subnormals scaled first;
+    with precise False a single double (Ll None): log's own polynomial, 2^-52 of log a."""
+    f = FORMATS["double"]
+    tiny = b.fcmp_ordered("<", a, _c(2.0**-1022))
+    ix, e = _split(b, b.select(tiny, b.fmul(a, _c(2.0**54)), a))
+    e = b.sub(e, b.select(tiny, f.i(54), f.i(0)))
+    m = b.bitcast(b.add(b.and_(ix, f.i((1 << f.mant) - 1)), f.i(_bits(f, math.sqrt(0.5)))), F64)
+    fr = b.fsub(m, _c(1.0))  # exact
+    if not precise:
+        return _log_reduced(b, e, fr), None
+    # s = fr / (m + 1): m + 1 = dh + dl exactly (dh - 1 and m - (dh - 1) are exact), sh = fr / dh
+    # from a reciprocal (within an ulp), and sl = (fr - sh (dh + dl)) / dh, fr - sh dh exact
+    dh = b.fadd(m, _c(1.0))
+    dl = b.fsub(m, b.fsub(dh, _c(1.0)))
+    inv = b.fdiv(_c(1.0), dh)
+    sh = b.fmul(fr, inv)
+    nsh = b.fneg(sh)
+    sl = b.fmul(_fma(b, nsh, dl, _fma(b, nsh, dh, fr)), inv)
+    # z = s^2 and s^3 = s z as double-doubles (their low parts to first order), then 2/3 s^3
+    zh = b.fmul(sh, sh)
+    zl = _fma(b, b.fadd(sh, sh), sl, _fma(b, sh, sh, b.fneg(zh)))
+    ch = b.fmul(sh, zh)
+    cl = _fma(b, sh, zl, _fma(b, sl, zh, _fma(b, sh, zh, b.fneg(ch))))
+    th = b.fmul(ch, _c(TWO_THIRDS_HI))
+    tl = _fma(b, ch, _c(TWO_THIRDS_LO), _fma(b, cl, _c(TWO_THIRDS_HI), _fma(b, ch, _c(TWO_THIRDS_HI), b.fneg(th))))
+    s5 = _fma(b, ch, zh, _fma(b, ch, zl, b.fmul(cl, zh)))  # (s^5 of sh alone: 5 sl/sh off)
+    t5 = b.fmul(s5, _horner(b, POW_LOG_COEFFS, zh))
+    # e ln2_hi (exact) + 2 sh + th, each sum's error kept (the larger term first: |e ln2| >= 0.69
+    # > |2s| unless e = 0, and |2s| > |2/3 s^3|), then the small terms, s^5 Q last
+    ef = b.sitofp(e, F64)
+    big = b.fmul(ef, _c(LN2_HI))
+    s2 = b.fadd(sh, sh)
+    ah = b.fadd(big, s2)
+    al = b.fadd(b.fsub(big, ah), s2)
+    bh = b.fadd(ah, th)
+    bl = b.fadd(b.fsub(ah, bh), th)
+    tail = b.fadd(b.fadd(b.fadd(al, bl), b.fadd(b.fadd(sl, sl), tl)), _fma(b, ef, _c(LN2_LO), t5))
+    lh = b.fadd(bh, tail)
+    return lh, b.fadd(b.fsub(bh, lh), tail)
+
+
+def _exp_dd(b: ir.IRBuilder, th, tl):
+    """e^(th + tl) for th in [POW_UNDER, POW_OVER] (tl None: 0), rounded once: th = k ln2 + r1
+    with r1 exact (k ln2_hi is, and so th - k ln2_hi), c = tl - k ln2_lo, and
+    e^r = hi + (lo + c + r^2 P(r)), r = r1 + c, with hi + lo = 1 + r1 exactly; then 2^k."""
+    f = FORMATS["double"]
+    magic = 1.5 * 2.0**f.mant
+    t = _fma(b, th, _c(LOG2E), _c(magic))
+    kf = b.fsub(t, _c(magic))
+    k = b.sub(b.bitcast(t, I64), f.i(_bits(f, magic)))
+    nk = b.fneg(kf)
+    r1 = _fma(b, nk, _c(LN2_HI), th)
+    c = _fma(b, nk, _c(LN2_LO), _c(0.0) if tl is None else tl)
+    r = b.fadd(r1, c)
+    hi = b.fadd(r1, _c(1.0))
+    lo = b.fadd(b.fsub(_c(1.0), hi), r1)
+    p = b.fadd(hi, _fma(b, b.fmul(r, r), _horner(b, POW_EXP_COEFFS, r), b.fadd(lo, c)))
+    if _scalef():
+        fn = b.module.declare_intrinsic("llvm.ldexp", [F64, I32], ir.FunctionType(F64, [F64, I32]))
+        return b.call(fn, [p, b.trunc(k, I32)])
+    k1 = b.ashr(k, f.i(1))  # as exp: two normal factors, one rounding
+    return b.fmul(b.fmul(p, _pow2(b, k1, f)), _pow2(b, b.sub(k, k1), f))
+
+
+def pow(b: ir.IRBuilder, x, y):
+    """x ** y with C99's edges: 1 where y = +-0 (even for NaN x), where x = 1 (even for NaN y)
+    and for x = -1 with y = +-inf; x < 0 takes |x| ** y with the sign of x for odd integral y
+    and is NaN for finite x and non-integral y; log 0 = -inf and log inf = inf give zeros and
+    infinities (signed by the same rule) through y log|x| = +-inf. f64 within 1 ulp, f32
+    computed in f64 and rounded once."""
+    if x.type is F32:
+        return b.fptrunc(_pow64(b, b.fpext(x, F64), b.fpext(y, F64), False), F32)
+    return _pow64(b, x, y, True)
+
+
+def _pow64(b: ir.IRBuilder, x, y, precise: bool):
+    f = FORMATS["double"]
+    inf = _c(math.inf)
+    ax = _intrinsic(b, "llvm.fabs", x)
+    lh, ll = _log_dd(b, ax, precise)
+    # 0 < |x| < inf where its bits - 1 are below inf's bits - 1 (unsigned); else log|x| is
+    # (|x| - 1) inf: -inf for 0, inf for inf, NaN for NaN
+    bits = b.bitcast(ax, I64)
+    normal = b.icmp_unsigned("<", b.sub(bits, f.i(1)), f.i(_bits(f, math.inf) - 1))
+    lh = b.select(normal, lh, b.fmul(b.fsub(ax, _c(1.0)), inf))
+    # y clamped to +-2^64 (NaN kept: a minimum and a maximum): |x| = 1 then gives y log|x| = 0
+    # for y = +-inf, where inf 0 would be NaN, and any other |x|, |log|x|| >= 2^-53, still
+    # overflows or underflows (an even integer, as inf counts)
+    yc = b.select(b.fcmp_ordered(">", y, _c(2.0**64)), _c(2.0**64), y)
+    yc = b.select(b.fcmp_ordered("<", yc, _c(-(2.0**64))), _c(-(2.0**64)), yc)
+    th = b.fmul(yc, lh)
+    tl = None if ll is None else _fma(b, yc, ll, _fma(b, yc, lh, b.fneg(th)))
+    r = _exp_dd(b, th, tl)
+    r = b.select(b.fcmp_ordered(">", th, _c(POW_OVER)), inf, r)
+    r = b.select(b.fcmp_ordered("<", th, _c(POW_UNDER)), _c(0.0), r)  # (NaN stays NaN)
+    # x's sign where y is an odd integer (integral, half of it not: inf is even); NaN for a
+    # finite x < 0 (its bits less those of -0 less 1 below those of -inf less -0's, unsigned)
+    # and y not integral
+    yint = b.fcmp_ordered("==", _intrinsic(b, "llvm.trunc", y), y)
+    half = b.fmul(y, _c(0.5))
+    odd = b.and_(yint, b.fcmp_unordered("!=", _intrinsic(b, "llvm.trunc", half), half))
+    xbits = b.bitcast(x, I64)
+    sign = b.and_(xbits, f.i(-(2**63)))
+    r = b.select(odd, b.bitcast(b.xor(b.bitcast(r, I64), sign), F64), r)
+    negative = b.icmp_unsigned("<", b.sub(xbits, f.i(2**63 + 1)), f.i(_bits(f, -math.inf) - 2**63 - 1))
+    r = b.select(b.and_(negative, b.not_(yint)), _c(math.nan), r)
+    return b.select(b.or_(b.fcmp_ordered("==", y, _c(0.0)), b.fcmp_ordered("==", x, _c(1.0))), _c(1.0), r)
+
+
+def pow_constant(b: ir.IRBuilder, x, y: float):
+    """x ** y for a y known at compile time, by a cheaper form where one keeps pow's edges
+    and 2 ulps (each within 1.5-1.91: a rounded square squared, (1/x)^2, is the worst),
+    else None (the kernel). x ** 2 would be LLVM's own fold of llvm.pow; 1/(x x) would lose
+    bits where x x is subnormal, so -2 is (1/x)^2; sqrt(-0) = -0 and sqrt(-inf) = NaN, but
+    pow gives +0 and +inf (and -inf ** -0.5 = +0)."""
+    f = _fmt(x)
+    one, inf = f.c(1.0), f.c(math.inf)
+    if y == 0:
+        return one
+    if y == 1:
+        return x
+    if y == 2:
+        return b.fmul(x, x)
+    if y == 3:
+        return b.fmul(b.fmul(x, x), x)
+    if y == 4:
+        sq = b.fmul(x, x)
+        return b.fmul(sq, sq)
+    if y == -1:
+        return b.fdiv(one, x)
+    if y == -2:
+        inv = b.fdiv(one, x)
+        return b.fmul(inv, inv)
+    if y in (0.5, -0.5, 1.5):
+        root = _intrinsic(b, "llvm.fabs", _intrinsic(b, "llvm.sqrt", x))
+        minus_inf = b.fcmp_ordered("==", x, b.fneg(inf))
+        if y == 0.5:
+            return b.select(minus_inf, inf, root)
+        if y == -0.5:
+            return b.select(minus_inf, f.c(0.0), b.fdiv(one, root))
+        return b.select(minus_inf, inf, b.fmul(_intrinsic(b, "llvm.fabs", x), root))
+    return None
 
 
 # sin and cos: fdlibm's kernels (__kernel_sin, __kernel_cos) on |r| <= pi/4. Arguments in

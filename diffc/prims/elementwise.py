@@ -195,10 +195,61 @@ def _ipow(em, a, n):
     return B.select(B.icmp_signed("<", n, ir.Constant(a.type, 0)), neg_result, out)
 
 
-def _pow(em, dt, a, b):
-    if _is_f(dt):
-        return em.intrinsic("llvm.pow", a.type, [a, b])
-    return _ipow(em, a, b)
+def _pow_with(kernel):
+    def scalar(em, dt, a, b):
+        """Floats: a cheaper exact form where the exponent is a constant (vmath.pow_constant:
+        `x ** 3` is (x * x) * x, its derivative's x ** 2 x * x), else `kernel`."""
+        if not _is_f(dt):
+            return _ipow(em, a, b)
+        y = _known_float(b)
+        v = None if y is None else vmath.pow_constant(em.b, a, y)
+        return kernel(em, a, b) if v is None else v
+
+    return scalar
+
+
+def _pow_lower():
+    """Arrays by lower/vmath.py's branch-free kernel, which the loop vectoriser turns into SIMD
+    code (4.5 ns an element in f64; libm's pow, about 11, kept the loop scalar); numbers by libm's
+    pow, whose latency is half the kernel's (a scalar iterate of x ** p, 55 against 103 ns a
+    step; f32 37 against 107), the kernel's double-doubles being one long chain."""
+    inline = _lower_ew(_pow_with(lambda em, a, b: em.intrinsic("llvm.pow", a.type, [a, b])))
+    vector = _lower_ew(_pow_with(lambda em, a, b: vmath.pow(em.b, a, b)))
+
+    def lower(em, eqn, ins):
+        return (inline if eqn.outs[0].type.rank == 0 else vector)(em, eqn, ins)
+
+    return lower
+
+
+_KNOWN_DEPTH = 8
+
+
+def _known_float(v, depth=_KNOWN_DEPTH):
+    """The value of a float register computed from constants alone, or None: the IR folds no
+    float arithmetic (ir/build.py's fold_known), so that `x ** 3`'s exponent reaches the lowering
+    as `sitofp 3` and its derivative's as `(sitofp 3) - 1.0`, which this evaluates as LLVM will,
+    rounded to the register's type."""
+    np_t = {"double": np.float64, "float": np.float32}.get(str(v.type))
+    if np_t is None or depth == 0:
+        return None
+    if isinstance(v, ir.Constant):
+        return np_t(v.constant) if isinstance(v.constant, (int, float)) else None
+    if not isinstance(v, ir.Instruction):
+        return None
+    op, args = v.opname, list(v.operands)
+    if op == "sitofp" and isinstance(args[0], ir.Constant) and isinstance(args[0].constant, int):
+        return np_t(args[0].constant)
+    known = [_known_float(a, depth - 1) for a in args]
+    if any(k is None for k in known):
+        return None
+    with np.errstate(all="ignore"):
+        if op in ("fpext", "fptrunc"):
+            return np_t(known[0])
+        if op == "fneg":
+            return np_t(-known[0])
+        fn = {"fadd": np.add, "fsub": np.subtract, "fmul": np.multiply, "fdiv": np.divide}.get(op)
+        return None if fn is None else np_t(fn(*known))
 
 
 def _guarded_mul_scalar(em, dt, t, p):
@@ -577,7 +628,7 @@ def _np_pow(a, b):
     return np.where(b >= 0, pos, neg)
 
 
-pow_p = _ew("pow", NUMERIC, _pow, _np_pow, partials=_pow_partials, cost=20, keeps_zeros=True)
+pow_p = _ew("pow", NUMERIC, None, _np_pow, lower=_pow_lower(), partials=_pow_partials, cost=20, keeps_zeros=True)
 # a derivative's product t * p of a tangent or cotangent t and a partial p that may be infinite,
 # 0 where t is 0: see Note [Structural zeros] in ad/vjp.py
 guarded_mul_p = _ew(

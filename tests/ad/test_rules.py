@@ -166,6 +166,14 @@ ELEMENTWISE = [
     C("pow-int-literal", "fn f(x) = x ** 3", with_zeros(normal(4), 0), prims=("pow",)),
     C("pow-square-zero", "fn f(x) = x ** 2.0", with_zeros(normal(4), 3), prims=("pow",)),
     C("pow-int-array", "fn f(x, n) = x ** n", away(4), const(np.array([0, 1, 2, 3])), prims=("pow",)),
+    # constant exponents lower to exact forms (lower/vmath.py's pow_constant), their derivatives' too
+    C(
+        "pow-constant-forms",
+        "fn f(x) = x ** 0.5 + x ** -0.5 + x ** 1.5 + x ** 4 - x ** -2 + x ** -1 + x ** 3",
+        positive(4),
+        prims=("pow",),
+    ),
+    C("pow-negative-base-odd", "fn f(x) = x ** 3 + x ** 5 - x ** -3", away(4), prims=("pow",)),
     C("maximum", "fn f(x, y) = maximum(x, y)", offset_pair(5), prims=("max",)),
     C("minimum", "fn f(x, y) = minimum(x, y)", offset_pair(5), prims=("min",)),
     C("maximum-broadcast", "fn f(x, y) = maximum(x, y)", away(4), const(0.0), prims=("max",)),

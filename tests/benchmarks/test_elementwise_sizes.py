@@ -28,3 +28,16 @@ def test_every_function_is_checked_and_tabled_in_both_dtypes():
 def test_unknown_function_is_a_usage_error():
     with pytest.raises(SystemExit):
         ew.parse_args(["--only", "cosh"])
+
+
+def test_pow_rows_are_checked_and_tabled():
+    """--pow: each form's forward (against NumPy) and gradient (against JAX's, when importable)
+    checked, then a row per form and size, forward and value-and-grad."""
+    args = ew.parse_args(["--pow", "--quick", "--sizes", "100", "--dtype", "f32"])
+    rows = ew.run_pow(args)
+    assert [r["function"] for r in rows] == list(ew.POWERS)
+    assert all(r["diffc"] > 0 and r["diffc_vg"] > 0 for r in rows)
+    text = ew.pow_tables(rows)
+    assert "### pow, f32" in text and sum(line.startswith("| x**y |") for line in text.splitlines()) == 1
+    with pytest.raises(SystemExit):
+        ew.parse_args(["--pow", "--only", "exp"])
