@@ -1,11 +1,11 @@
 """The cost of a gradient against its forward pass, from small to large sizes, for programs
 that read arrays at computed indices (issue 12): a comprehension's difference loss, a 2x2 max
 pool written as `maximum` of four reads, a `map` reading two arrays at gathered positions, a
-2-D stencil as a nested comprehension, `nn.max_pool2d`, and maps over `windows` (a max, and a
-dot product with a slice of the same array). With the reads' cotangents added in place into
-one buffer the ratio gradient / forward stays flat as the size grows; a dense cotangent per
-read made it grow with the size (quadratic gradients). The difference loss written with slices
-and its gradient by hand in NumPy are references.
+2-D stencil as a nested comprehension, `nn.max_pool2d`, and maps over `windows` (a max over 4,
+a dot product with a slice of the same array, a sum over 8, a min over 32). With the reads'
+cotangents added in place into one buffer the ratio gradient / forward stays flat as the size
+grows; a dense cotangent per read made it grow with the size (quadratic gradients). The
+difference loss written with slices and its gradient by hand in NumPy are references.
 
 Run: python benchmarks/gradient_cost.py [--quick] [--only FAMILY...]
 This is a benchmark, not a test: it prints medians (us) and the median of ratios timed in
@@ -44,6 +44,8 @@ fn max_pool(x) {
 }
 fn window_max(x) = sum(map(fn(w) => max(w), windows(x, 4)))
 fn window_dot(x) = sum(map(fn(w) => sum(w * x[:4]), windows(x, 4)) ** 2)
+fn window_sum(x) = sum(map(fn(w) => sum(w), windows(x, 8)))
+fn window_min(x) = sum(map(fn(w) => min(w), windows(x, 32)) * x[31:])
 """
 
 
@@ -75,6 +77,8 @@ def families(quick: bool):
     for n in ns:
         yield "windows: max", f"n={n}", "window_max", (rng.standard_normal(n),), None
         yield "windows: dot", f"n={n}", "window_dot", (rng.standard_normal(n),), None
+        yield "windows: sum of 8", f"n={n}", "window_sum", (rng.standard_normal(n),), None
+        yield "windows: min of 32", f"n={n}", "window_min", (rng.standard_normal(n),), None
 
 
 def _batch(fn) -> int:

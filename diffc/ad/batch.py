@@ -9,21 +9,22 @@ from ..ir.build import Builder
 from ..ir.core import Body
 from ..ir.prim import Kind
 from ..prims import ops
-from ..prims.shape import broadcast_p, iota_p, reshape_p
+from ..prims.shape import broadcast_p, reshape_p
 
 
 def batched(body: Body, n: int, num_xs: int) -> Body | None:
     """A body of (*xs, *consts) -> the map's stacked outs, computing what map[n, num_xs] over
     `body` (i, *x_rows, *consts) -> ys computes; None when an equation of the body has no rule
-    here (only elementwise ops, reductions over `axes`, broadcasts, reshapes and constants do)."""
+    here (only elementwise ops, reductions over `axes`, broadcasts, reshapes and constants do,
+    on the rows and the constants; not on the row's index)."""
     b = Builder()
     params = [b.param(p.type.with_shape((n,) + p.type.shape), hint=p.hint) for p in body.params[1 : 1 + num_xs]]
     params += [b.param(p.type, p.known, p.hint) for p in body.params[1 + num_xs :]]
     env = dict(zip(body.params[1:], params))
     rows = {p.id for p in params[:num_xs]}  # the values with a leading axis of n (the rest are the same for every row)
-    env[body.params[0]] = b.emit1(iota_p, [], n=n)
-    rows.add(env[body.params[0]].id)
     for eqn in body.eqns:
+        if body.params[0] in eqn.inputs:  # (the row's index)
+            return None
         ins = [env[x] for x in eqn.inputs]
         if not any(x.id in rows for x in ins):
             outs = b.emit(eqn.prim, ins, eqn.span, **eqn.params)
@@ -80,3 +81,7 @@ def _lifted(b: Builder, x, n: int, rank: int):
 # The forward stays the map (its loop is faster than a reduction over the second axis of a
 # windows view); the backward recomputes what it needs of the batched body, which for these
 # bodies is nothing or a cheap elementwise value read in place.
+# Only maps over windows (prims/map_.py): over the rows of an array, the loop's stacked row
+# cotangents are that array's cotangent already, and the batched body stores whole [n, k]
+# temporaries the loop keeps in cache a row at a time (a log-sum-exp of each row of 4096 x 64:
+# 1.3 against 0.9 ms), for gains of 10-40% on the cheapest bodies only.

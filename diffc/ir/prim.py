@@ -95,6 +95,8 @@ class Prim:
     fallible: bool = False
     fusable: bool = False  # lowered by em.elementwise: may stay Lazy (lower/emit.py)
     reads_lazy: bool = False  # its lowering reads inputs only through em.read/broadcast_view
+    # its lowering takes a uniform Lazy input (a broadcast scalar) as it is, not stored first
+    reads_uniform: bool = False
     # map: read by a reduction, its lowering yields a Lazy (the body evaluated per element read)
     lazy_when_reduced: bool = False
     # read once, by an op that reads Lazy values, its lowering may yield a Lazy (em.fuse_next)

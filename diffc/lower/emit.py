@@ -1215,7 +1215,8 @@ class Emitter:
                 continue
             ins = [env[x] for x in eqn.inputs]
             if not eqn.prim.reads_lazy:
-                ins = [self.force(v) for v in ins]
+                kept = eqn.prim.reads_uniform
+                ins = [v if kept and isinstance(v, Lazy) and v.uniform else self.force(v) for v in ins]
             self.fuse_next = eqn.outs and eqn.outs[0].id in fusable
             try:
                 group = together.get(id(eqn))

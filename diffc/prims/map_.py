@@ -13,6 +13,7 @@ from ..lower.emit import PARALLEL_MIN, Lazy
 from ..lower.loops import cheap_steps, row, step_work, store_row
 from ..typesys import stacked
 from .core import Kind, Loop, primitive
+from .shape import windows_p
 
 # --- map ----------------------------------------------------------------------------------------
 
@@ -90,11 +91,18 @@ class _Batched:
     act: list[bool]
 
 
+def _over_windows(b, xs) -> bool:
+    """Whether one of xs is a windows view made in b's body: its rows' cotangents, stacked by
+    the loop's backward, are k times its size (See Note [Batched maps] in ad/batch.py)."""
+    ids = {x.id for x in xs}
+    return any(e.prim is windows_p and e.outs[0].id in ids for e in b.eqns)
+
+
 def _map_vjp_fwd(ctx, eqn, ins, act):
     b = ctx.b
     p = eqn.params
     body, nx = p["body"], p["num_xs"]
-    whole = ctx.batched(body, p["n"], nx)
+    whole = ctx.batched(body, p["n"], nx) if _over_windows(b, ins[:nx]) else None
     if whole is not None:
         return b.emit(map_p, ins, eqn.span, **p), _Batched(whole, ins, list(act))
     needs = [False] + list(act)  # body param 0 is the index: it has no cotangent

@@ -90,6 +90,8 @@ def _reshape_lower(em, eqn, ins):
     x = ins[0]
     if t.rank == 0:
         return [em.read(x, [em.i64(0)] * eqn.inputs[0].type.rank)]
+    if isinstance(x, Lazy):  # (uniform: a broadcast scalar, a gradient's seed: any shape of it is free)
+        return [Lazy(t, x.at, uniform=True)]
     if not isinstance(x, Arr):
         return [_splat(t, x)]
     x = em.materialise(x)
@@ -104,6 +106,7 @@ reshape_p = primitive(
     vjp=lambda ctx, p, ins, outs, cts: [ops.reshape(ctx.b, cts[0], ins[0].type.shape)],
     jvp=lambda ctx, p, ins, outs, ts: _apply_to_tangent(ctx.b, reshape_p, p, ins, ts),
     fold=lambda x, shape: [np.reshape(x, shape)],
+    reads_uniform=True,
     keeps_zeros=True,
     keeps_all_zeros=True,
 )
