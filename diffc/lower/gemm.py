@@ -21,6 +21,7 @@ it (compiling the kernel into every program would cost 100 ms of LLVM each time)
 from __future__ import annotations
 
 import functools
+import os
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -38,6 +39,51 @@ def tile() -> tuple[int, int, int]:
     if features.get("avx", False):
         return 32, 4, 3
     return 16, 4, 2
+
+
+ZEN4_CACHES = (32 << 10, 1 << 20)  # L1 data and L2 bytes of a core when they cannot be read
+
+
+@functools.cache
+def caches() -> tuple[int, int]:
+    """(L1 data, L2) bytes of one core of this CPU: from the C library (sysconf), else from
+    Linux's /sys, else Zen 4's."""
+    found = []
+    for level, name in ((1, "SC_LEVEL1_DCACHE_SIZE"), (2, "SC_LEVEL2_CACHE_SIZE")):
+        try:
+            size = os.sysconf(name)
+        except (ValueError, OSError):
+            size = 0
+        found.append(size if size > 0 else _sys_cache(level))
+    return tuple(f if f > 0 else z for f, z in zip(found, ZEN4_CACHES))
+
+
+def _sys_cache(level: int) -> int:
+    """The size of cpu0's data or unified cache of `level` that Linux lists, or 0."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            with open(f"{base}/{entry}/level") as f_level, open(f"{base}/{entry}/type") as f_type:
+                if int(f_level.read()) != level or f_type.read().strip() == "Instruction":
+                    continue
+            with open(f"{base}/{entry}/size") as f:
+                text = f.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def blocking(itemsize: int) -> tuple[int, int]:
+    """(KC, NC): the terms and columns of a packed block of B (See Note [Packing]). A tile's
+    rows of A over KC terms take half of L1, the block of KC x NC half of L2; on Zen 4
+    (32 KiB, 1 MiB) 256 x 240 doubles, 512 x 240 floats."""
+    vbytes, mr, nv = tile()
+    l1, l2 = caches()
+    kc = max(16, l1 // 2 // (mr * itemsize))
+    nr = nv * vbytes // itemsize
+    return kc, max(nr, l2 // 2 // (kc * itemsize) // nr * nr)
 
 
 def panel(itemsize: int) -> int:
@@ -73,11 +119,16 @@ def kernel_module(name: str) -> ir.Module:
 
 
 class _Gemm:
+    """Emits the kernel `fn`: the packed product (See Note [Packing]), and the unpacked one
+    (`<name>.direct`) that it calls for an empty inner dimension or when malloc fails."""
+
     def __init__(self, module: ir.Module, fn: ir.Function, elem: ir.Type):
-        self.fn, self.elem = fn, elem
+        self.module, self.elem = module, elem
         vbytes, self.mr, self.nv = tile()
-        self.align = 8 if isinstance(elem, ir.DoubleType) else 4  # one element's
-        self.w = vbytes // self.align
+        self.size = 8 if isinstance(elem, ir.DoubleType) else 4  # one element's bytes
+        self.align = self.size
+        self.w = vbytes // self.size
+        self.kc, self.nc = blocking(self.size)
         self.vec = ir.VectorType(elem, self.w)
         self.mask_t = ir.VectorType(I1, self.w)
         suffix = f"v{self.w}{'f64' if isinstance(elem, ir.DoubleType) else 'f32'}"
@@ -88,13 +139,30 @@ class _Gemm:
         self.mstore = ir.Function(
             module, ir.FunctionType(ir.VoidType(), [self.vec, PTR, I32, self.mask_t]), f"llvm.masked.store.{suffix}.p0"
         )
+        self.malloc = ir.Function(module, ir.FunctionType(PTR, [I64]), "malloc")
+        self.free = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "free")
+        self.top = fn
+        self.direct = ir.Function(module, SIGNATURE, f"{fn.name}.direct")
+        self.direct.linkage = "internal"
+        for k in (0, 3, 5):
+            self.direct.args[k].add_attribute("noalias")
+
+    def emit(self):
+        self.start(self.direct)
+        self.emit_direct()
+        self.start(self.top)
+        self.emit_packed()
+
+    def start(self, fn: ir.Function):
+        self.fn = fn
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
 
     def i64(self, v: int):
         return ir.Constant(I64, v)
 
-    def loop(self, start, stop, step: int, body, name: str):
-        """for i = start; i + step <= stop; i += step: body(i). Returns the first i not run."""
+    def loop(self, start, stop, step: int, body, name: str, partial: bool = False):
+        """for i = start; i + step <= stop (i < stop when partial); i += step: body(i).
+        Returns the first i not run (the phi at the loop's head)."""
         b = self.b
         pre = b.block
         head, loop_body, end = (self.fn.append_basic_block(f"{name}.{s}") for s in ("head", "body", "end"))
@@ -102,7 +170,8 @@ class _Gemm:
         b.position_at_end(head)
         i = b.phi(I64)
         i.add_incoming(start, pre)
-        b.cbranch(b.icmp_signed("<=", b.add(i, self.i64(step)), stop), loop_body, end)
+        cond = b.icmp_signed("<", i, stop) if partial else b.icmp_signed("<=", b.add(i, self.i64(step)), stop)
+        b.cbranch(cond, loop_body, end)
         b.position_at_end(loop_body)
         body(i)
         i.add_incoming(b.add(i, self.i64(step)), b.block)
@@ -110,53 +179,188 @@ class _Gemm:
         b.position_at_end(end)
         return i
 
-    def emit(self):
+    def lanes_below(self, rest):
+        """The mask of the lanes whose index is below rest (an i64 value)."""
         b = self.b
-        N = self.fn.args[8]
+        vi64 = ir.VectorType(I64, self.w)
+        lanes = ir.Constant(vi64, list(range(self.w)))
+        splat = b.shuffle_vector(
+            b.insert_element(ir.Constant(vi64, None), rest, ir.Constant(I32, 0)),
+            ir.Constant(vi64, None),
+            ir.Constant(ir.VectorType(I32, self.w), [0] * self.w),
+        )
+        return b.icmp_signed("<", lanes, splat)
+
+    def at(self, p, offset):
+        return self.b.gep(p, [offset], source_etype=self.elem)
+
+    def columns(self, N, tiles):
+        """tiles(j0, nv, mask) over N columns: tiles of NV vectors, then of one vector, then one
+        masked vector for the rest."""
+        b = self.b
         full = self.nv * self.w
-        j = self.loop(self.i64(0), N, full, lambda j0: self.rows(j0, self.nv, None), "jt")
-        j = self.loop(j, N, self.w, lambda j0: self.rows(j0, 1, None), "jv")
+        j = self.loop(self.i64(0), N, full, lambda j0: tiles(j0, self.nv, None), "jt")
+        j = self.loop(j, N, self.w, lambda j0: tiles(j0, 1, None), "jv")
         rest = b.sub(N, j)
         with b.if_then(b.icmp_signed(">", rest, self.i64(0))):
-            lanes = ir.Constant(ir.VectorType(I64, self.w), list(range(self.w)))
-            splat = b.shuffle_vector(
-                b.insert_element(ir.Constant(ir.VectorType(I64, self.w), None), rest, ir.Constant(I32, 0)),
-                ir.Constant(ir.VectorType(I64, self.w), None),
-                ir.Constant(ir.VectorType(I32, self.w), [0] * self.w),
-            )
-            self.rows(j, 1, b.icmp_signed("<", lanes, splat))
+            tiles(j, 1, self.lanes_below(rest))
+
+    def emit_direct(self):
+        """The unpacked kernel: for each panel of B's columns, all of A's rows, tile by tile,
+        A and B read in place."""
+        A, a_rs, a_cs, B, b_rs, C, c_rs, M, N, K = self.fn.args
+
+        def tiles(j0, nv, mask):
+            def kernel(i0, mr):
+                self.tile(
+                    self.at(A, self.b.mul(i0, a_rs)),
+                    a_rs,
+                    a_cs,
+                    self.at(B, j0),
+                    b_rs,
+                    self.at(C, self.b.add(self.b.mul(i0, c_rs), j0)),
+                    c_rs,
+                    K,
+                    mr,
+                    nv,
+                    mask,
+                    None,
+                )
+
+            i = self.loop(self.i64(0), M, self.mr, lambda i0: kernel(i0, self.mr), "it")
+            self.loop(i, M, 1, lambda i0: kernel(i0, 1), "ir")
+
+        self.columns(N, tiles)
+        self.b.ret_void()
+
+    def emit_packed(self):
+        """C = A @ B in blocks of KC terms and NC columns, each block of B packed (See Note
+        [Packing])."""
+        b = self.b
+        A, a_rs, a_cs, B, b_rs, C, c_rs, M, N, K = self.fn.args
+        i64, w, kc_max, nc_max = self.i64, self.w, self.kc, self.nc
+        # room for the packed block: min(K, KC) rows of min(N rounded up to vectors, NC) columns
+        k_cap = self.smin(K, i64(kc_max))
+        n_cap = self.smin(b.mul(b.sdiv(b.add(N, i64(w - 1)), i64(w)), i64(w)), i64(nc_max))
+        nbytes = b.add(b.mul(b.mul(k_cap, n_cap), i64(self.size)), i64(64))
+        raw = b.call(self.malloc, [nbytes])
+        failed = b.or_(b.icmp_unsigned("==", raw, ir.Constant(PTR, None)), b.icmp_signed("<=", K, i64(0)))
+        with b.if_else(failed) as (then, otherwise):
+            with then:
+                with b.if_then(b.icmp_unsigned("!=", raw, ir.Constant(PTR, None))):
+                    b.call(self.free, [raw])
+                b.call(self.direct, list(self.fn.args))
+            with otherwise:
+                addr = b.ptrtoint(raw, I64)
+                aligned = b.and_(b.add(addr, i64(63)), i64(-64))
+                bp = b.gep(raw, [b.sub(aligned, addr)], source_etype=ir.IntType(8))
+
+                def per_block_of_columns(jc):
+                    nc = self.smin(b.sub(N, jc), i64(nc_max))
+
+                    def per_block_of_terms(pc):
+                        kc = self.smin(b.sub(K, pc), i64(kc_max))
+                        first = b.icmp_signed("==", pc, i64(0))
+                        self.pack(self.at(B, b.add(b.mul(pc, b_rs), jc)), b_rs, kc, nc, bp)
+                        a_pc = self.at(A, b.mul(pc, a_cs))
+                        c_jc = self.at(C, jc)
+
+                        def tiles_of_rows(i0, mr):
+                            a_i = self.at(a_pc, b.mul(i0, a_rs))
+                            c_i = self.at(c_jc, b.mul(i0, c_rs))
+
+                            def tiles(j0, nv, mask):
+                                width = i64(self.nv * w if nv == self.nv else w)
+                                self.tile(
+                                    a_i,
+                                    a_rs,
+                                    a_cs,
+                                    self.at(bp, b.mul(j0, kc)),
+                                    width,
+                                    self.at(c_i, j0),
+                                    c_rs,
+                                    kc,
+                                    mr,
+                                    nv,
+                                    mask,
+                                    first,
+                                )
+
+                            self.columns(nc, tiles)
+
+                        i = self.loop(i64(0), M, self.mr, lambda i0: tiles_of_rows(i0, self.mr), "it")
+                        self.loop(i, M, 1, lambda i0: tiles_of_rows(i0, 1), "ir")
+
+                    self.loop(i64(0), K, kc_max, per_block_of_terms, "pc", partial=True)
+
+                self.loop(i64(0), N, nc_max, per_block_of_columns, "jc", partial=True)
+                b.call(self.free, [raw])
         b.ret_void()
 
-    def rows(self, j0, nv: int, mask):
-        M = self.fn.args[7]
-        i = self.loop(self.i64(0), M, self.mr, lambda i0: self.kernel(i0, j0, self.mr, nv, mask), "it")
-        self.loop(i, M, 1, lambda i0: self.kernel(i0, j0, 1, nv, mask), "ir")
+    def smin(self, x, y):
+        return self.b.select(self.b.icmp_signed("<", x, y), x, y)
 
-    def kernel(self, i0, j0, mr: int, nv: int, mask):
-        """C[i0:i0+mr, j0:j0+nv*W] = A[i0:i0+mr, :] @ B[:, j0:j0+nv*W] (the lanes of mask only)."""
+    def pack(self, src, rs, kc, nc, dst):
+        """The kc x nc block of B at src (rows rs apart) into dst, as the panels that the tiles
+        read: the panel of the columns from j (a tile's, NV vectors or one) at dst + j * kc, its
+        kc rows one after the other; the lanes past nc of the last vector zero."""
+        b = self.b
+
+        def panels(j0, nv, mask):
+            width = nv * self.w
+
+            def row(k):
+                s = self.at(src, b.add(b.mul(k, rs), j0))
+                d = self.at(dst, b.add(b.mul(j0, kc), b.mul(k, self.i64(width))))
+                for c in range(nv):
+                    v = self.load(self.at(s, self.i64(c * self.w)), mask)
+                    b.store(v, self.at(d, self.i64(c * self.w)), align=self.align)
+
+            self.loop(self.i64(0), kc, 1, row, "pk")
+
+        self.columns(nc, panels)
+
+    def tile(self, A, a_rs, a_cs, B, b_rs, C, c_rs, K, mr: int, nv: int, mask, first):
+        """C[:mr, :nv*W] = A[:mr, :K] @ B[:K, :nv*W] (the lanes of mask only), accumulated from
+        0 (first None or true) or from C's values (first false), one term after the other."""
         b, fn = self.b, self.fn
-        A, a_rs, a_cs, B, b_rs, C, c_rs, _, _, K = fn.args
         elem, vec = self.elem, self.vec
-        pre = b.block
+        c_rows = [self.at(C, b.mul(self.i64(r), c_rs)) for r in range(mr)]
+        zero = ir.Constant(vec, None)
+        if first is None:
+            init = [[zero] * nv for _ in range(mr)]
+            pre = b.block
+        else:
+            entry = b.block
+            with b.if_then(b.not_(first)):
+                loaded = [[self.load(self.at(c_rows[r], self.i64(c * self.w)), mask) for c in range(nv)] for r in range(mr)]
+                from_c = b.block
+            pre = b.block
+            init = []
+            for r in range(mr):
+                row = []
+                for c in range(nv):
+                    phi = b.phi(vec)
+                    phi.add_incoming(zero, entry)
+                    phi.add_incoming(loaded[r][c], from_c)
+                    row.append(phi)
+                init.append(row)
         head, body, end = (fn.append_basic_block(f"k.{s}") for s in ("head", "body", "end"))
         b.branch(head)
         b.position_at_end(head)
         k = b.phi(I64)
         k.add_incoming(self.i64(0), pre)
         accs = [[b.phi(vec) for _ in range(nv)] for _ in range(mr)]
-        for row in accs:
-            for acc in row:
-                acc.add_incoming(ir.Constant(vec, None), pre)
+        for r in range(mr):
+            for c in range(nv):
+                accs[r][c].add_incoming(init[r][c], pre)
         b.cbranch(b.icmp_signed("<", k, K), body, end)
         b.position_at_end(body)
         b_row = b.mul(k, b_rs)
-        bv = [
-            self.load(b.gep(B, [b.add(b_row, b.add(j0, self.i64(c * self.w)))], source_etype=elem), mask)
-            for c in range(nv)
-        ]
+        bv = [self.load(self.at(B, b.add(b_row, self.i64(c * self.w))), mask) for c in range(nv)]
         a_col = b.mul(k, a_cs)
         for r in range(mr):
-            a = b.load(b.gep(A, [b.add(b.mul(b.add(i0, self.i64(r)), a_rs), a_col)], source_etype=elem), typ=elem)
+            a = b.load(self.at(A, b.add(b.mul(self.i64(r), a_rs), a_col)), typ=elem)
             splat = b.shuffle_vector(
                 b.insert_element(ir.Constant(vec, None), a, ir.Constant(I32, 0)),
                 ir.Constant(vec, None),
@@ -168,9 +372,8 @@ class _Gemm:
         b.branch(head)
         b.position_at_end(end)
         for r in range(mr):
-            c_row = b.mul(b.add(i0, self.i64(r)), c_rs)
             for c in range(nv):
-                p = b.gep(C, [b.add(c_row, b.add(j0, self.i64(c * self.w)))], source_etype=elem)
+                p = self.at(c_rows[r], self.i64(c * self.w))
                 if mask is None:
                     b.store(accs[r][c], p, align=self.align)
                 else:

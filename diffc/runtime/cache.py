@@ -40,6 +40,8 @@ def compiler_fingerprint() -> str:
     by another one."""
     import llvmlite.binding as llvm
 
+    from ..lower import gemm
+
     h = hashlib.sha256()
     pkg = Path(__file__).resolve().parents[1]
     for p in sorted(pkg.rglob("*.py")) + sorted((pkg.parent / "grammar").glob("*.lark")):
@@ -47,6 +49,7 @@ def compiler_fingerprint() -> str:
         h.update(p.read_bytes())
     h.update(llvm.get_host_cpu_name().encode())
     h.update(llvm.get_host_cpu_features().flatten().encode())
+    h.update(repr(gemm.caches()).encode())  # the kernels' blocks and the products' routes
     h.update(llvm.__name__.encode())
     h.update(f"{sys.implementation.cache_tag} {sys.abiflags} {object.__basicsize__}".encode())
     return h.hexdigest()
