@@ -75,15 +75,18 @@ def _sys_cache(level: int) -> int:
     return 0
 
 
-def blocking(itemsize: int) -> tuple[int, int]:
-    """(KC, NC): the terms and columns of a packed block of B (See Note [Packing]). A tile's
-    rows of A over KC terms take half of L1, the block of KC x NC half of L2; on Zen 4
-    (32 KiB, 1 MiB) 256 x 240 doubles, 512 x 240 floats."""
+def blocking(itemsize: int) -> tuple[int, int, int]:
+    """(KC, NC, MC): the terms, B's columns and A's rows of the packed blocks (See Note
+    [Packing]). A tile's rows of A over KC terms take half of L1, the block of B (KC x NC)
+    half of L2, the block of A (MC x KC) a quarter; on Zen 4 (32 KiB, 1 MiB) 256 x 240 and
+    128 x 256 for doubles, 512 x 240 and 128 x 512 for floats."""
     vbytes, mr, nv = tile()
     l1, l2 = caches()
     kc = max(16, l1 // 2 // (mr * itemsize))
     nr = nv * vbytes // itemsize
-    return kc, max(nr, l2 // 2 // (kc * itemsize) // nr * nr)
+    nc = max(nr, l2 // 2 // (kc * itemsize) // nr * nr)
+    mc = max(mr, l2 // 4 // (kc * itemsize) // mr * mr)
+    return kc, nc, mc
 
 
 def panel(itemsize: int) -> int:
@@ -128,7 +131,7 @@ class _Gemm:
         self.size = 8 if isinstance(elem, ir.DoubleType) else 4  # one element's bytes
         self.align = self.size
         self.w = vbytes // self.size
-        self.kc, self.nc = blocking(self.size)
+        self.kc, self.nc, self.mc = blocking(self.size)
         self.vec = ir.VectorType(elem, self.w)
         self.mask_t = ir.VectorType(I1, self.w)
         suffix = f"v{self.w}{'f64' if isinstance(elem, ir.DoubleType) else 'f32'}"
@@ -234,26 +237,30 @@ class _Gemm:
         self.b.ret_void()
 
     def emit_packed(self):
-        """C = A @ B in blocks of KC terms and NC columns, each block of B packed (See Note
-        [Packing])."""
+        """C = A @ B in blocks of KC terms and NC columns of B, MC rows of A, each block packed
+        (See Note [Packing])."""
         b = self.b
         A, a_rs, a_cs, B, b_rs, C, c_rs, M, N, K = self.fn.args
-        i64, w, kc_max, nc_max = self.i64, self.w, self.kc, self.nc
-        # room for the packed block: min(K, KC) rows of min(N rounded up to vectors, NC) columns
+        i64, w, mr, kc_max, nc_max, mc_max = self.i64, self.w, self.mr, self.kc, self.nc, self.mc
+        # room for the packed blocks: min(K, KC) rows of min(N rounded up to vectors, NC)
+        # columns of B, and of min(M, MC) rows of A
         k_cap = self.smin(K, i64(kc_max))
         n_cap = self.smin(b.mul(b.sdiv(b.add(N, i64(w - 1)), i64(w)), i64(w)), i64(nc_max))
-        nbytes = b.add(b.mul(b.mul(k_cap, n_cap), i64(self.size)), i64(64))
+        m_cap = self.smin(M, i64(mc_max))
+        b_elems = b.mul(b.sdiv(b.add(b.mul(k_cap, n_cap), i64(63)), i64(64)), i64(64))
+        nbytes = b.add(b.mul(b.add(b_elems, b.mul(k_cap, m_cap)), i64(self.size)), i64(64))
         raw = b.call(self.malloc, [nbytes])
-        failed = b.or_(b.icmp_unsigned("==", raw, ir.Constant(PTR, None)), b.icmp_signed("<=", K, i64(0)))
-        with b.if_else(failed) as (then, otherwise):
+        null = ir.Constant(PTR, None)
+        with b.if_else(b.or_(b.icmp_unsigned("==", raw, null), b.icmp_signed("<=", K, i64(0)))) as (then, otherwise):
             with then:
-                with b.if_then(b.icmp_unsigned("!=", raw, ir.Constant(PTR, None))):
+                with b.if_then(b.icmp_unsigned("!=", raw, null)):
                     b.call(self.free, [raw])
                 b.call(self.direct, list(self.fn.args))
             with otherwise:
                 addr = b.ptrtoint(raw, I64)
                 aligned = b.and_(b.add(addr, i64(63)), i64(-64))
                 bp = b.gep(raw, [b.sub(aligned, addr)], source_etype=ir.IntType(8))
+                ap = self.at(bp, b_elems)
 
                 def per_block_of_columns(jc):
                     nc = self.smin(b.sub(N, jc), i64(nc_max))
@@ -261,35 +268,35 @@ class _Gemm:
                     def per_block_of_terms(pc):
                         kc = self.smin(b.sub(K, pc), i64(kc_max))
                         first = b.icmp_signed("==", pc, i64(0))
-                        self.pack(self.at(B, b.add(b.mul(pc, b_rs), jc)), b_rs, kc, nc, bp)
+                        self.pack_b(self.at(B, b.add(b.mul(pc, b_rs), jc)), b_rs, kc, nc, bp)
                         a_pc = self.at(A, b.mul(pc, a_cs))
-                        c_jc = self.at(C, jc)
 
-                        def tiles_of_rows(i0, mr):
-                            a_i = self.at(a_pc, b.mul(i0, a_rs))
-                            c_i = self.at(c_jc, b.mul(i0, c_rs))
-
+                        def tiles_of_rows(a_at, ars, acs, c_at, rows: int):
                             def tiles(j0, nv, mask):
                                 width = i64(self.nv * w if nv == self.nv else w)
-                                self.tile(
-                                    a_i,
-                                    a_rs,
-                                    a_cs,
-                                    self.at(bp, b.mul(j0, kc)),
-                                    width,
-                                    self.at(c_i, j0),
-                                    c_rs,
-                                    kc,
-                                    mr,
-                                    nv,
-                                    mask,
-                                    first,
-                                )
+                                b_at = self.at(bp, b.mul(j0, kc))
+                                self.tile(a_at, ars, acs, b_at, width, self.at(c_at, j0), c_rs, kc, rows, nv, mask, first)
 
                             self.columns(nc, tiles)
 
-                        i = self.loop(i64(0), M, self.mr, lambda i0: tiles_of_rows(i0, self.mr), "it")
-                        self.loop(i, M, 1, lambda i0: tiles_of_rows(i0, 1), "ir")
+                        def per_block_of_rows(ic):
+                            mc = self.smin(b.sub(M, ic), i64(mc_max))
+                            full = b.mul(b.sdiv(mc, i64(mr)), i64(mr))
+                            a_ic = self.at(a_pc, b.mul(ic, a_rs))
+                            self.pack_a(a_ic, a_rs, a_cs, kc, full, ap)
+                            c_ic = self.at(C, b.add(b.mul(ic, c_rs), jc))
+
+                            def tile_of_rows(i0):
+                                c_at = self.at(c_ic, b.mul(i0, c_rs))
+                                tiles_of_rows(self.at(ap, b.mul(i0, kc)), i64(1), i64(mr), c_at, mr)
+
+                            def row(i0):
+                                tiles_of_rows(self.at(a_ic, b.mul(i0, a_rs)), a_rs, a_cs, self.at(c_ic, b.mul(i0, c_rs)), 1)
+
+                            self.loop(i64(0), full, mr, tile_of_rows, "it")
+                            self.loop(full, mc, 1, row, "ir")
+
+                        self.loop(i64(0), M, mc_max, per_block_of_rows, "ic", partial=True)
 
                     self.loop(i64(0), K, kc_max, per_block_of_terms, "pc", partial=True)
 
@@ -297,10 +304,43 @@ class _Gemm:
                 b.call(self.free, [raw])
         b.ret_void()
 
+    def pack_a(self, src, rs, cs, kc, rows, dst):
+        """The rows x kc block of A at src (a multiple of MR rows) into dst, as the panels that
+        the tiles read: the panel of the rows from i at dst + i * kc, its kc columns of MR
+        elements one after the other. A transposed A (rows 1 apart) is copied a column of a
+        panel at a time, along its contiguous axis; any other, a panel's rows at a time."""
+        b, i64, mr = self.b, self.i64, self.mr
+        col_t = ir.VectorType(self.elem, mr)
+
+        def by_columns(k):
+            def panel(i0):
+                v = b.load(self.at(src, b.add(i0, b.mul(k, cs))), typ=col_t, align=self.align)
+                b.store(v, self.at(dst, b.add(b.mul(i0, kc), b.mul(k, i64(mr)))), align=self.align)
+
+            self.loop(i64(0), rows, mr, panel, "pai")
+
+        def by_rows(i0):
+            starts = [self.at(src, b.mul(b.add(i0, i64(r)), rs)) for r in range(mr)]
+            out = self.at(dst, b.mul(i0, kc))
+
+            def column(k):
+                v = ir.Constant(col_t, None)
+                for r in range(mr):
+                    v = b.insert_element(v, b.load(self.at(starts[r], b.mul(k, cs)), typ=self.elem), i64(r))
+                b.store(v, self.at(out, b.mul(k, i64(mr))), align=self.align)
+
+            self.loop(i64(0), kc, 1, column, "pak")
+
+        with b.if_else(b.icmp_signed("==", rs, i64(1))) as (then, otherwise):
+            with then:
+                self.loop(i64(0), kc, 1, by_columns, "pak")
+            with otherwise:
+                self.loop(i64(0), rows, mr, by_rows, "pai")
+
     def smin(self, x, y):
         return self.b.select(self.b.icmp_signed("<", x, y), x, y)
 
-    def pack(self, src, rs, kc, nc, dst):
+    def pack_b(self, src, rs, kc, nc, dst):
         """The kc x nc block of B at src (rows rs apart) into dst, as the panels that the tiles
         read: the panel of the columns from j (a tile's, NV vectors or one) at dst + j * kc, its
         kc rows one after the other; the lanes past nc of the last vector zero."""

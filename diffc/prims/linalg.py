@@ -187,10 +187,10 @@ INNER_PIECE = 4096  # the fewest terms of each of those pieces
 # product over its range into a buffer of its own, the pieces then added in order, with no
 # packing twice (that product in f32: 13.3 -> 9.0 ms on one thread, as NumPy's 9.1-9.4).
 
-GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays in the L2 cache
-# Beyond, the kernel's A (reread whole for each panel of B's columns) no longer stays in the
-# L2 cache and OpenBLAS, which packs and blocks, is faster (See Note [Kernel or BLAS]).
-GEMM_MAX_A_BYTES = 1 << 20
+# Beyond, the kernel's A no longer stays in the L2 cache and OpenBLAS is faster (See Note
+# [Kernel or BLAS]): 1 MiB on Zen 4, 2 MiB on the Xeon of docs/performance.md.
+GEMM_MAX_A_BYTES = gemm.caches()[1]
+GEMM_MAX_K = GEMM_MAX_A_BYTES // 512  # and beyond this inner dimension (2048 on Zen 4)
 GEMM_STREAM_PANELS = 2  # the passes over an A beyond that which still beat OpenBLAS's packing
 
 
