@@ -1,18 +1,18 @@
-"""A matrix-product kernel emitted as LLVM IR, for products of moderate size (no packing).
+"""A matrix-product kernel emitted as LLVM IR, for products of moderate size.
 
     void diffc_gemm_<t>(A, a_row_stride, a_col_stride, B, b_row_stride, C, c_row_stride, M, N, K)
 
 computes C = A @ B for an M x K matrix A of any strides, a K x N matrix B and an M x N matrix
 C whose rows are contiguous. C is cut into tiles of MR rows by NV vectors of W lanes, each
-tile's MR x NV accumulators living in registers across the whole K loop: per step of k,
+tile's MR x NV accumulators living in registers across a block of terms: per step of k,
 NV vector loads of a row of B, MR broadcasts of a column of A, MR x NV fused multiply-adds.
-The B panel (K x NV*W) is reused from cache by every row tile. With AVX-512 (an 8 x 24 tile
-of doubles) this runs at about 120 GFLOP/s on one Zen 5 core for mlp_step's products,
-where OpenBLAS reaches 85 with its AVX-512 kernels and 50 with its AVX2 ones. Columns that do
-not fill a tile take tiles of one vector, then one masked vector; rows that do not fill one,
-tiles of one row. Larger products, whose A or whose B panel leaves the L2 cache (A is read
-again for every panel), go to OpenBLAS, which packs and blocks (See Note [Kernel or BLAS] in
-prims/linalg.py).
+Columns that do not fill a tile take tiles of one vector, then one masked vector; rows that
+do not fill one, tiles of one row. The tiles read blocks of A and B packed for the caches
+(See Note [Packing]). With AVX-512 (an 8 x 24 tile of doubles) the unpacked tiles ran at
+about 120 GFLOP/s on one Zen 5 core for mlp_step's products, where OpenBLAS reaches 85 with
+its AVX-512 kernels and 50 with its AVX2 ones; on an Intel Xeon (Sapphire Rapids class) they
+ran at 30 where OpenBLAS reaches 65, the packed ones at 60-72. Larger products, whose A
+leaves the L2 cache, go to OpenBLAS (See Note [Kernel or BLAS] in prims/linalg.py).
 
 The kernel is a module of its own, compiled once per process, or loaded from the disk cache
 (pipeline.load_kernels), and linked by name: a program that multiplies matrices only declares
@@ -275,7 +275,9 @@ class _Gemm:
                             def tiles(j0, nv, mask):
                                 width = i64(self.nv * w if nv == self.nv else w)
                                 b_at = self.at(bp, b.mul(j0, kc))
-                                self.tile(a_at, ars, acs, b_at, width, self.at(c_at, j0), c_rs, kc, rows, nv, mask, first)
+                                self.tile(
+                                    a_at, ars, acs, b_at, width, self.at(c_at, j0), c_rs, kc, rows, nv, mask, first
+                                )
 
                             self.columns(nc, tiles)
 
@@ -291,7 +293,9 @@ class _Gemm:
                                 tiles_of_rows(self.at(ap, b.mul(i0, kc)), i64(1), i64(mr), c_at, mr)
 
                             def row(i0):
-                                tiles_of_rows(self.at(a_ic, b.mul(i0, a_rs)), a_rs, a_cs, self.at(c_ic, b.mul(i0, c_rs)), 1)
+                                tiles_of_rows(
+                                    self.at(a_ic, b.mul(i0, a_rs)), a_rs, a_cs, self.at(c_ic, b.mul(i0, c_rs)), 1
+                                )
 
                             self.loop(i64(0), full, mr, tile_of_rows, "it")
                             self.loop(full, mc, 1, row, "ir")
@@ -373,7 +377,9 @@ class _Gemm:
         else:
             entry = b.block
             with b.if_then(b.not_(first)):
-                loaded = [[self.load(self.at(c_rows[r], self.i64(c * self.w)), mask) for c in range(nv)] for r in range(mr)]
+                loaded = [
+                    [self.load(self.at(c_rows[r], self.i64(c * self.w)), mask) for c in range(nv)] for r in range(mr)
+                ]
                 from_c = b.block
             pre = b.block
             init = []
@@ -423,3 +429,26 @@ class _Gemm:
         if mask is None:
             return self.b.load(p, typ=self.vec, align=self.align)
         return self.b.call(self.mload, [p, ir.Constant(I32, self.align), mask, ir.Constant(self.vec, None)])
+
+
+# Note [Packing]
+# ~~~~~~~~~~~~~~
+# Unpacked, a tile read its B panel (K x NV*W) in place, one row of B per step of k, each a
+# page apart for B's of 512 doubles a row: on a Zen core that panel stayed in L2 and was read
+# at the core's peak, but on an Intel Xeon (48 KiB L1, 2 MiB L2) the kernel ran at 30 GFLOP/s
+# at 128x784x512 f64 against OpenBLAS's 65 (the same panel made contiguous, N = 24: 70-77).
+# So the kernel packs, in the loop order of GotoBLAS and BLIS, with its blocks from the caches
+# of the CPU it runs on (blocking()): for each block of NC columns of B and KC terms, the block
+# of B (KC x NC, half of L2) is copied into panels of a tile's columns, each KC rows one after
+# the other (the last vector's lanes past N zero); then for each block of MC rows of A (a
+# quarter of L2) A's rows are copied into panels of MR rows, each KC columns of MR elements,
+# read along A's contiguous axis (a transposed A by columns: it read a page per step of k,
+# 2x slower at 1024^3); then each panel of A (MR x KC, half of L1) meets every panel of B,
+# which streams from L2. Rows that do not fill a tile are read in place. The buffer is one
+# malloc per call, sized to the product; when malloc fails, or K is 0, the unpacked kernel
+# (`.direct`) runs instead.
+#
+# The bits are the same as unpacked: each element of C is still one chain of fused
+# multiply-adds over k in order from 0, a block of terms starting from the value the block
+# before stored in C (a tile loads C unless its block is the first), so neither the blocks
+# nor the pieces of a product on the threads change a result.
