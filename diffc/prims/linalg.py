@@ -242,32 +242,30 @@ def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
         args = [a_at, i64(a.strides[0]), i64(a.strides[1]), b_at, i64(b.strides[0]), c_at, i64(max(n, 1))]
         em.b.call(gemm.declare(em.m.module, elem), args + [rows, cols, i64(k)])
 
-    _in_ranges(em, m, n, k, out.type.dtype.itemsize, block)
+    _in_ranges(em, m, n, k, block)
     return out
 
 
-def _in_ranges(em, m: int, n: int, k: int, itemsize: int, block):
-    """block(rows, cols, r0, c0) as _in_pieces, for the kernel: once per thread's range of
-    blocks of MC rows (NC columns, when it has fewer rows), since the kernel's result does not
-    depend on where a product is cut (See Note [Packing] in lower/gemm.py), and each piece packs
-    its blocks again: at one thread, one call (in 8 pieces, 512^3 f64 ran at 0.7x the speed)."""
-    _, nc, mc = gemm.blocking(itemsize)
+def _in_ranges(em, m: int, n: int, k: int, block):
+    """block(rows, cols, r0, c0) as _in_pieces, for the kernel, in the same pieces, but a
+    thread's consecutive pieces in one call: the kernel's result does not depend on where a
+    product is cut (See Note [Packing] in lower/gemm.py), and each call packs its blocks
+    again (in 8 pieces at one thread, 512^3 f64 ran at 0.7x the speed of one call)."""
     i64 = em.i64
-    by_rows = m >= n
-    length, unit = (m, mc) if by_rows else (n, nc)
-    if m * n * k < PARALLEL_PRODUCT or length < 2 * unit:
+    if m * n * k < PARALLEL_PRODUCT or max(m, n) < 2 * PRODUCT_BLOCK:
         block(i64(m), i64(n), i64(0), i64(0))
         return
+    by_rows = m >= n
+    length = m if by_rows else n
+    per = max(PRODUCT_BLOCK, -(-length // PRODUCT_BLOCKS))
 
     def piece(lo, hi):
         b = em.b
-        start = b.mul(lo, i64(unit))
-        stop = b.mul(hi, i64(unit))
-        stop = b.select(b.icmp_signed("<", stop, i64(length)), stop, i64(length))
-        size = b.sub(stop, start)
+        start, stop = b.mul(lo, i64(per)), b.mul(hi, i64(per))
+        size = b.sub(b.select(b.icmp_signed("<", stop, i64(length)), stop, i64(length)), start)
         block(*((size, i64(n), start, i64(0)) if by_rows else (i64(m), size, i64(0), start)))
 
-    em.parallel_range(-(-length // unit), piece, "mm")
+    em.parallel_range(-(-length // per), piece, "mm")
 
 
 def _madd(em, dt, acc, a, b):

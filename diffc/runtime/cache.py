@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from ..cachedir import cache_dir, remove_file
+from ..lower import gemm
 
 MAGIC = b"DIFFC-CACHE-2\n"
 HEADER = struct.Struct("<14s32sQQ32s")  # magic, key, metadata bytes, object bytes, SHA-256
@@ -39,8 +40,6 @@ def compiler_fingerprint() -> str:
     lower/pyentry.py is built for its C API): a changed compiler never reuses machine code made
     by another one."""
     import llvmlite.binding as llvm
-
-    from ..lower import gemm
 
     h = hashlib.sha256()
     pkg = Path(__file__).resolve().parents[1]
