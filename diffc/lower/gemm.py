@@ -1,18 +1,18 @@
-"""A matrix-product kernel emitted as LLVM IR, for products of moderate size (no packing).
+"""A matrix-product kernel emitted as LLVM IR, for products of moderate size.
 
     void diffc_gemm_<t>(A, a_row_stride, a_col_stride, B, b_row_stride, C, c_row_stride, M, N, K)
 
 computes C = A @ B for an M x K matrix A of any strides, a K x N matrix B and an M x N matrix
 C whose rows are contiguous. C is cut into tiles of MR rows by NV vectors of W lanes, each
-tile's MR x NV accumulators living in registers across the whole K loop: per step of k,
+tile's MR x NV accumulators living in registers across a block of terms: per step of k,
 NV vector loads of a row of B, MR broadcasts of a column of A, MR x NV fused multiply-adds.
-The B panel (K x NV*W) is reused from cache by every row tile. With AVX-512 (an 8 x 24 tile
-of doubles) this runs at about 120 GFLOP/s on one Zen 5 core for mlp_step's products,
-where OpenBLAS reaches 85 with its AVX-512 kernels and 50 with its AVX2 ones. Columns that do
-not fill a tile take tiles of one vector, then one masked vector; rows that do not fill one,
-tiles of one row. Larger products, whose A or whose B panel leaves the L2 cache (A is read
-again for every panel), go to OpenBLAS, which packs and blocks (See Note [Kernel or BLAS] in
-prims/linalg.py).
+Columns that do not fill a tile take tiles of one vector, then one masked vector; rows that
+do not fill one, tiles of one row. The tiles read blocks of A and B packed for the caches
+(See Note [Packing]). With AVX-512 (an 8 x 24 tile of doubles) the unpacked tiles ran at
+about 120 GFLOP/s on one Zen 5 core for mlp_step's products, where OpenBLAS reaches 85 with
+its AVX-512 kernels and 50 with its AVX2 ones; on an Intel Xeon (Sapphire Rapids class) they
+ran at 30 where OpenBLAS reaches 65, the packed ones at 60-72. Larger products, whose A
+leaves the L2 cache, go to OpenBLAS (See Note [Kernel or BLAS] in prims/linalg.py).
 
 The kernel is a module of its own, compiled once per process, or loaded from the disk cache
 (pipeline.load_kernels), and linked by name: a program that multiplies matrices only declares
@@ -21,6 +21,7 @@ it (compiling the kernel into every program would cost 100 ms of LLVM each time)
 from __future__ import annotations
 
 import functools
+import os
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -38,6 +39,54 @@ def tile() -> tuple[int, int, int]:
     if features.get("avx", False):
         return 32, 4, 3
     return 16, 4, 2
+
+
+ZEN4_CACHES = (32 << 10, 1 << 20)  # L1 data and L2 bytes of a core when they cannot be read
+
+
+@functools.cache
+def caches() -> tuple[int, int]:
+    """(L1 data, L2) bytes of one core of this CPU: from the C library (sysconf), else from
+    Linux's /sys, else Zen 4's."""
+    found = []
+    for level, name in ((1, "SC_LEVEL1_DCACHE_SIZE"), (2, "SC_LEVEL2_CACHE_SIZE")):
+        try:
+            size = os.sysconf(name)
+        except (ValueError, OSError):
+            size = 0
+        found.append(size if size > 0 else _sys_cache(level))
+    return tuple(f if f > 0 else z for f, z in zip(found, ZEN4_CACHES))
+
+
+def _sys_cache(level: int) -> int:
+    """The size of cpu0's data or unified cache of `level` that Linux lists, or 0."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            with open(f"{base}/{entry}/level") as f_level, open(f"{base}/{entry}/type") as f_type:
+                if int(f_level.read()) != level or f_type.read().strip() == "Instruction":
+                    continue
+            with open(f"{base}/{entry}/size") as f:
+                text = f.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def blocking(itemsize: int) -> tuple[int, int, int]:
+    """(KC, NC, MC): the terms, B's columns and A's rows of the packed blocks (See Note
+    [Packing]). A tile's rows of A over KC terms take half of L1, the block of B (KC x NC)
+    half of L2, the block of A (MC x KC) a quarter; on Zen 4 (32 KiB, 1 MiB) 256 x 240 and
+    128 x 256 for doubles, 512 x 240 and 128 x 512 for floats."""
+    vbytes, mr, nv = tile()
+    l1, l2 = caches()
+    kc = max(16, l1 // 2 // (mr * itemsize))
+    nr = nv * vbytes // itemsize
+    nc = max(nr, l2 // 2 // (kc * itemsize) // nr * nr)
+    mc = max(mr, l2 // 4 // (kc * itemsize) // mr * mr)
+    return kc, nc, mc
 
 
 def panel(itemsize: int) -> int:
@@ -73,11 +122,16 @@ def kernel_module(name: str) -> ir.Module:
 
 
 class _Gemm:
+    """Emits the kernel `fn`: the packed product (See Note [Packing]), and the unpacked one
+    (`<name>.direct`) that it calls for an empty inner dimension or when malloc fails."""
+
     def __init__(self, module: ir.Module, fn: ir.Function, elem: ir.Type):
-        self.fn, self.elem = fn, elem
+        self.module, self.elem = module, elem
         vbytes, self.mr, self.nv = tile()
-        self.align = 8 if isinstance(elem, ir.DoubleType) else 4  # one element's
-        self.w = vbytes // self.align
+        self.size = 8 if isinstance(elem, ir.DoubleType) else 4  # one element's bytes
+        self.align = self.size
+        self.w = vbytes // self.size
+        self.kc, self.nc, self.mc = blocking(self.size)
         self.vec = ir.VectorType(elem, self.w)
         self.mask_t = ir.VectorType(I1, self.w)
         suffix = f"v{self.w}{'f64' if isinstance(elem, ir.DoubleType) else 'f32'}"
@@ -88,13 +142,30 @@ class _Gemm:
         self.mstore = ir.Function(
             module, ir.FunctionType(ir.VoidType(), [self.vec, PTR, I32, self.mask_t]), f"llvm.masked.store.{suffix}.p0"
         )
+        self.malloc = ir.Function(module, ir.FunctionType(PTR, [I64]), "malloc")
+        self.free = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "free")
+        self.top = fn
+        self.direct = ir.Function(module, SIGNATURE, f"{fn.name}.direct")
+        self.direct.linkage = "internal"
+        for k in (0, 3, 5):
+            self.direct.args[k].add_attribute("noalias")
+
+    def emit(self):
+        self.start(self.direct)
+        self.emit_direct()
+        self.start(self.top)
+        self.emit_packed()
+
+    def start(self, fn: ir.Function):
+        self.fn = fn
         self.b = ir.IRBuilder(fn.append_basic_block("entry"))
 
     def i64(self, v: int):
         return ir.Constant(I64, v)
 
-    def loop(self, start, stop, step: int, body, name: str):
-        """for i = start; i + step <= stop; i += step: body(i). Returns the first i not run."""
+    def loop(self, start, stop, step: int, body, name: str, partial: bool = False):
+        """for i = start; i + step <= stop (i < stop when partial); i += step: body(i).
+        Returns the first i not run (the phi at the loop's head)."""
         b = self.b
         pre = b.block
         head, loop_body, end = (self.fn.append_basic_block(f"{name}.{s}") for s in ("head", "body", "end"))
@@ -102,7 +173,8 @@ class _Gemm:
         b.position_at_end(head)
         i = b.phi(I64)
         i.add_incoming(start, pre)
-        b.cbranch(b.icmp_signed("<=", b.add(i, self.i64(step)), stop), loop_body, end)
+        cond = b.icmp_signed("<", i, stop) if partial else b.icmp_signed("<=", b.add(i, self.i64(step)), stop)
+        b.cbranch(cond, loop_body, end)
         b.position_at_end(loop_body)
         body(i)
         i.add_incoming(b.add(i, self.i64(step)), b.block)
@@ -110,53 +182,231 @@ class _Gemm:
         b.position_at_end(end)
         return i
 
-    def emit(self):
+    def lanes_below(self, rest):
+        """The mask of the lanes whose index is below rest (an i64 value)."""
         b = self.b
-        N = self.fn.args[8]
+        vi64 = ir.VectorType(I64, self.w)
+        lanes = ir.Constant(vi64, list(range(self.w)))
+        splat = b.shuffle_vector(
+            b.insert_element(ir.Constant(vi64, None), rest, ir.Constant(I32, 0)),
+            ir.Constant(vi64, None),
+            ir.Constant(ir.VectorType(I32, self.w), [0] * self.w),
+        )
+        return b.icmp_signed("<", lanes, splat)
+
+    def at(self, p, offset):
+        return self.b.gep(p, [offset], source_etype=self.elem)
+
+    def columns(self, N, tiles):
+        """tiles(j0, nv, mask) over N columns: tiles of NV vectors, then of one vector, then one
+        masked vector for the rest."""
+        b = self.b
         full = self.nv * self.w
-        j = self.loop(self.i64(0), N, full, lambda j0: self.rows(j0, self.nv, None), "jt")
-        j = self.loop(j, N, self.w, lambda j0: self.rows(j0, 1, None), "jv")
+        j = self.loop(self.i64(0), N, full, lambda j0: tiles(j0, self.nv, None), "jt")
+        j = self.loop(j, N, self.w, lambda j0: tiles(j0, 1, None), "jv")
         rest = b.sub(N, j)
         with b.if_then(b.icmp_signed(">", rest, self.i64(0))):
-            lanes = ir.Constant(ir.VectorType(I64, self.w), list(range(self.w)))
-            splat = b.shuffle_vector(
-                b.insert_element(ir.Constant(ir.VectorType(I64, self.w), None), rest, ir.Constant(I32, 0)),
-                ir.Constant(ir.VectorType(I64, self.w), None),
-                ir.Constant(ir.VectorType(I32, self.w), [0] * self.w),
-            )
-            self.rows(j, 1, b.icmp_signed("<", lanes, splat))
+            tiles(j, 1, self.lanes_below(rest))
+
+    def emit_direct(self):
+        """The unpacked kernel: for each panel of B's columns, all of A's rows, tile by tile,
+        A and B read in place."""
+        A, a_rs, a_cs, B, b_rs, C, c_rs, M, N, K = self.fn.args
+
+        def tiles(j0, nv, mask):
+            def kernel(i0, mr):
+                self.tile(
+                    self.at(A, self.b.mul(i0, a_rs)),
+                    a_rs,
+                    a_cs,
+                    self.at(B, j0),
+                    b_rs,
+                    self.at(C, self.b.add(self.b.mul(i0, c_rs), j0)),
+                    c_rs,
+                    K,
+                    mr,
+                    nv,
+                    mask,
+                    None,
+                )
+
+            i = self.loop(self.i64(0), M, self.mr, lambda i0: kernel(i0, self.mr), "it")
+            self.loop(i, M, 1, lambda i0: kernel(i0, 1), "ir")
+
+        self.columns(N, tiles)
+        self.b.ret_void()
+
+    def emit_packed(self):
+        """C = A @ B in blocks of KC terms and NC columns of B, MC rows of A, each block packed
+        (See Note [Packing])."""
+        b = self.b
+        A, a_rs, a_cs, B, b_rs, C, c_rs, M, N, K = self.fn.args
+        i64, w, mr, kc_max, nc_max, mc_max = self.i64, self.w, self.mr, self.kc, self.nc, self.mc
+        # room for the packed blocks: min(K, KC) rows of min(N rounded up to vectors, NC)
+        # columns of B, and of min(M, MC) rows of A
+        k_cap = self.smin(K, i64(kc_max))
+        n_cap = self.smin(b.mul(b.sdiv(b.add(N, i64(w - 1)), i64(w)), i64(w)), i64(nc_max))
+        m_cap = self.smin(M, i64(mc_max))
+        b_elems = b.mul(b.sdiv(b.add(b.mul(k_cap, n_cap), i64(63)), i64(64)), i64(64))
+        nbytes = b.add(b.mul(b.add(b_elems, b.mul(k_cap, m_cap)), i64(self.size)), i64(64))
+        raw = b.call(self.malloc, [nbytes])
+        null = ir.Constant(PTR, None)
+        with b.if_else(b.or_(b.icmp_unsigned("==", raw, null), b.icmp_signed("<=", K, i64(0)))) as (then, otherwise):
+            with then:
+                with b.if_then(b.icmp_unsigned("!=", raw, null)):
+                    b.call(self.free, [raw])
+                b.call(self.direct, list(self.fn.args))
+            with otherwise:
+                addr = b.ptrtoint(raw, I64)
+                aligned = b.and_(b.add(addr, i64(63)), i64(-64))
+                bp = b.gep(raw, [b.sub(aligned, addr)], source_etype=ir.IntType(8))
+                ap = self.at(bp, b_elems)
+
+                def per_block_of_columns(jc):
+                    nc = self.smin(b.sub(N, jc), i64(nc_max))
+
+                    def per_block_of_terms(pc):
+                        kc = self.smin(b.sub(K, pc), i64(kc_max))
+                        first = b.icmp_signed("==", pc, i64(0))
+                        self.pack_b(self.at(B, b.add(b.mul(pc, b_rs), jc)), b_rs, kc, nc, bp)
+                        a_pc = self.at(A, b.mul(pc, a_cs))
+
+                        def tiles_of_rows(a_at, ars, acs, c_at, rows: int):
+                            def tiles(j0, nv, mask):
+                                width = i64(self.nv * w if nv == self.nv else w)
+                                b_at = self.at(bp, b.mul(j0, kc))
+                                self.tile(
+                                    a_at, ars, acs, b_at, width, self.at(c_at, j0), c_rs, kc, rows, nv, mask, first
+                                )
+
+                            self.columns(nc, tiles)
+
+                        def per_block_of_rows(ic):
+                            mc = self.smin(b.sub(M, ic), i64(mc_max))
+                            full = b.mul(b.sdiv(mc, i64(mr)), i64(mr))
+                            a_ic = self.at(a_pc, b.mul(ic, a_rs))
+                            self.pack_a(a_ic, a_rs, a_cs, kc, full, ap)
+                            c_ic = self.at(C, b.add(b.mul(ic, c_rs), jc))
+
+                            def tile_of_rows(i0):
+                                c_at = self.at(c_ic, b.mul(i0, c_rs))
+                                tiles_of_rows(self.at(ap, b.mul(i0, kc)), i64(1), i64(mr), c_at, mr)
+
+                            def row(i0):
+                                tiles_of_rows(
+                                    self.at(a_ic, b.mul(i0, a_rs)), a_rs, a_cs, self.at(c_ic, b.mul(i0, c_rs)), 1
+                                )
+
+                            self.loop(i64(0), full, mr, tile_of_rows, "it")
+                            self.loop(full, mc, 1, row, "ir")
+
+                        self.loop(i64(0), M, mc_max, per_block_of_rows, "ic", partial=True)
+
+                    self.loop(i64(0), K, kc_max, per_block_of_terms, "pc", partial=True)
+
+                self.loop(i64(0), N, nc_max, per_block_of_columns, "jc", partial=True)
+                b.call(self.free, [raw])
         b.ret_void()
 
-    def rows(self, j0, nv: int, mask):
-        M = self.fn.args[7]
-        i = self.loop(self.i64(0), M, self.mr, lambda i0: self.kernel(i0, j0, self.mr, nv, mask), "it")
-        self.loop(i, M, 1, lambda i0: self.kernel(i0, j0, 1, nv, mask), "ir")
+    def pack_a(self, src, rs, cs, kc, rows, dst):
+        """The rows x kc block of A at src (a multiple of MR rows) into dst, as the panels that
+        the tiles read: the panel of the rows from i at dst + i * kc, its kc columns of MR
+        elements one after the other. A transposed A (rows 1 apart) is copied a column of a
+        panel at a time, along its contiguous axis; any other, a panel's rows at a time."""
+        b, i64, mr = self.b, self.i64, self.mr
+        col_t = ir.VectorType(self.elem, mr)
 
-    def kernel(self, i0, j0, mr: int, nv: int, mask):
-        """C[i0:i0+mr, j0:j0+nv*W] = A[i0:i0+mr, :] @ B[:, j0:j0+nv*W] (the lanes of mask only)."""
+        def by_columns(k):
+            def panel(i0):
+                v = b.load(self.at(src, b.add(i0, b.mul(k, cs))), typ=col_t, align=self.align)
+                b.store(v, self.at(dst, b.add(b.mul(i0, kc), b.mul(k, i64(mr)))), align=self.align)
+
+            self.loop(i64(0), rows, mr, panel, "pai")
+
+        def by_rows(i0):
+            starts = [self.at(src, b.mul(b.add(i0, i64(r)), rs)) for r in range(mr)]
+            out = self.at(dst, b.mul(i0, kc))
+
+            def column(k):
+                v = ir.Constant(col_t, None)
+                for r in range(mr):
+                    v = b.insert_element(v, b.load(self.at(starts[r], b.mul(k, cs)), typ=self.elem), i64(r))
+                b.store(v, self.at(out, b.mul(k, i64(mr))), align=self.align)
+
+            self.loop(i64(0), kc, 1, column, "pak")
+
+        with b.if_else(b.icmp_signed("==", rs, i64(1))) as (then, otherwise):
+            with then:
+                self.loop(i64(0), kc, 1, by_columns, "pak")
+            with otherwise:
+                self.loop(i64(0), rows, mr, by_rows, "pai")
+
+    def smin(self, x, y):
+        return self.b.select(self.b.icmp_signed("<", x, y), x, y)
+
+    def pack_b(self, src, rs, kc, nc, dst):
+        """The kc x nc block of B at src (rows rs apart) into dst, as the panels that the tiles
+        read: the panel of the columns from j (a tile's, NV vectors or one) at dst + j * kc, its
+        kc rows one after the other; the lanes past nc of the last vector zero."""
+        b = self.b
+
+        def panels(j0, nv, mask):
+            width = nv * self.w
+
+            def row(k):
+                s = self.at(src, b.add(b.mul(k, rs), j0))
+                d = self.at(dst, b.add(b.mul(j0, kc), b.mul(k, self.i64(width))))
+                for c in range(nv):
+                    v = self.load(self.at(s, self.i64(c * self.w)), mask)
+                    b.store(v, self.at(d, self.i64(c * self.w)), align=self.align)
+
+            self.loop(self.i64(0), kc, 1, row, "pk")
+
+        self.columns(nc, panels)
+
+    def tile(self, A, a_rs, a_cs, B, b_rs, C, c_rs, K, mr: int, nv: int, mask, first):
+        """C[:mr, :nv*W] = A[:mr, :K] @ B[:K, :nv*W] (the lanes of mask only), accumulated from
+        0 (first None or true) or from C's values (first false), one term after the other."""
         b, fn = self.b, self.fn
-        A, a_rs, a_cs, B, b_rs, C, c_rs, _, _, K = fn.args
         elem, vec = self.elem, self.vec
-        pre = b.block
+        c_rows = [self.at(C, b.mul(self.i64(r), c_rs)) for r in range(mr)]
+        zero = ir.Constant(vec, None)
+        if first is None:
+            init = [[zero] * nv for _ in range(mr)]
+            pre = b.block
+        else:
+            entry = b.block
+            with b.if_then(b.not_(first)):
+                loaded = [
+                    [self.load(self.at(c_rows[r], self.i64(c * self.w)), mask) for c in range(nv)] for r in range(mr)
+                ]
+                from_c = b.block
+            pre = b.block
+            init = []
+            for r in range(mr):
+                row = []
+                for c in range(nv):
+                    phi = b.phi(vec)
+                    phi.add_incoming(zero, entry)
+                    phi.add_incoming(loaded[r][c], from_c)
+                    row.append(phi)
+                init.append(row)
         head, body, end = (fn.append_basic_block(f"k.{s}") for s in ("head", "body", "end"))
         b.branch(head)
         b.position_at_end(head)
         k = b.phi(I64)
         k.add_incoming(self.i64(0), pre)
         accs = [[b.phi(vec) for _ in range(nv)] for _ in range(mr)]
-        for row in accs:
-            for acc in row:
-                acc.add_incoming(ir.Constant(vec, None), pre)
+        for r in range(mr):
+            for c in range(nv):
+                accs[r][c].add_incoming(init[r][c], pre)
         b.cbranch(b.icmp_signed("<", k, K), body, end)
         b.position_at_end(body)
         b_row = b.mul(k, b_rs)
-        bv = [
-            self.load(b.gep(B, [b.add(b_row, b.add(j0, self.i64(c * self.w)))], source_etype=elem), mask)
-            for c in range(nv)
-        ]
+        bv = [self.load(self.at(B, b.add(b_row, self.i64(c * self.w))), mask) for c in range(nv)]
         a_col = b.mul(k, a_cs)
         for r in range(mr):
-            a = b.load(b.gep(A, [b.add(b.mul(b.add(i0, self.i64(r)), a_rs), a_col)], source_etype=elem), typ=elem)
+            a = b.load(self.at(A, b.add(b.mul(self.i64(r), a_rs), a_col)), typ=elem)
             splat = b.shuffle_vector(
                 b.insert_element(ir.Constant(vec, None), a, ir.Constant(I32, 0)),
                 ir.Constant(vec, None),
@@ -168,9 +418,8 @@ class _Gemm:
         b.branch(head)
         b.position_at_end(end)
         for r in range(mr):
-            c_row = b.mul(b.add(i0, self.i64(r)), c_rs)
             for c in range(nv):
-                p = b.gep(C, [b.add(c_row, b.add(j0, self.i64(c * self.w)))], source_etype=elem)
+                p = self.at(c_rows[r], self.i64(c * self.w))
                 if mask is None:
                     b.store(accs[r][c], p, align=self.align)
                 else:
@@ -180,3 +429,26 @@ class _Gemm:
         if mask is None:
             return self.b.load(p, typ=self.vec, align=self.align)
         return self.b.call(self.mload, [p, ir.Constant(I32, self.align), mask, ir.Constant(self.vec, None)])
+
+
+# Note [Packing]
+# ~~~~~~~~~~~~~~
+# Unpacked, a tile read its B panel (K x NV*W) in place, one row of B per step of k, each a
+# page apart for B's of 512 doubles a row: on a Zen core that panel stayed in L2 and was read
+# at the core's peak, but on an Intel Xeon (48 KiB L1, 2 MiB L2) the kernel ran at 30 GFLOP/s
+# at 128x784x512 f64 against OpenBLAS's 65 (the same panel made contiguous, N = 24: 70-77).
+# So the kernel packs, in the loop order of GotoBLAS and BLIS, with its blocks from the caches
+# of the CPU it runs on (blocking()): for each block of NC columns of B and KC terms, the block
+# of B (KC x NC, half of L2) is copied into panels of a tile's columns, each KC rows one after
+# the other (the last vector's lanes past N zero); then for each block of MC rows of A (a
+# quarter of L2) A's rows are copied into panels of MR rows, each KC columns of MR elements,
+# read along A's contiguous axis (a transposed A by columns: it read a page per step of k,
+# 2x slower at 1024^3); then each panel of A (MR x KC, half of L1) meets every panel of B,
+# which streams from L2. Rows that do not fill a tile are read in place. The buffer is one
+# malloc per call, sized to the product; when malloc fails, or K is 0, the unpacked kernel
+# (`.direct`) runs instead.
+#
+# The bits are the same as unpacked: each element of C is still one chain of fused
+# multiply-adds over k in order from 0, a block of terms starting from the value the block
+# before stored in C (a tile loads C unless its block is the first), so neither the blocks
+# nor the pieces of a product on the threads change a result.

@@ -187,10 +187,10 @@ INNER_PIECE = 4096  # the fewest terms of each of those pieces
 # product over its range into a buffer of its own, the pieces then added in order, with no
 # packing twice (that product in f32: 13.3 -> 9.0 ms on one thread, as NumPy's 9.1-9.4).
 
-GEMM_MAX_K = 2048  # beyond, the B panel of the generated kernel no longer stays in the L2 cache
-# Beyond, the kernel's A (reread whole for each panel of B's columns) no longer stays in the
-# L2 cache and OpenBLAS, which packs and blocks, is faster (See Note [Kernel or BLAS]).
-GEMM_MAX_A_BYTES = 1 << 20
+# Beyond, the kernel's A no longer stays in the L2 cache and OpenBLAS is faster (See Note
+# [Kernel or BLAS]): 1 MiB on Zen 4, 2 MiB on the Xeon of docs/performance.md.
+GEMM_MAX_A_BYTES = gemm.caches()[1]
+GEMM_MAX_K = GEMM_MAX_A_BYTES // 512  # and beyond this inner dimension (2048 on Zen 4)
 GEMM_STREAM_PANELS = 2  # the passes over an A beyond that which still beat OpenBLAS's packing
 
 
@@ -242,8 +242,30 @@ def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
         args = [a_at, i64(a.strides[0]), i64(a.strides[1]), b_at, i64(b.strides[0]), c_at, i64(max(n, 1))]
         em.b.call(gemm.declare(em.m.module, elem), args + [rows, cols, i64(k)])
 
-    _in_pieces(em, m, n, k, block)
+    _in_ranges(em, m, n, k, block)
     return out
+
+
+def _in_ranges(em, m: int, n: int, k: int, block):
+    """block(rows, cols, r0, c0) as _in_pieces, for the kernel, in the same pieces, but a
+    thread's consecutive pieces in one call: the kernel's result does not depend on where a
+    product is cut (See Note [Packing] in lower/gemm.py), and each call packs its blocks
+    again (in 8 pieces at one thread, 512^3 f64 ran at 0.7x the speed of one call)."""
+    i64 = em.i64
+    if m * n * k < PARALLEL_PRODUCT or max(m, n) < 2 * PRODUCT_BLOCK:
+        block(i64(m), i64(n), i64(0), i64(0))
+        return
+    by_rows = m >= n
+    length = m if by_rows else n
+    per = max(PRODUCT_BLOCK, -(-length // PRODUCT_BLOCKS))
+
+    def piece(lo, hi):
+        b = em.b
+        start, stop = b.mul(lo, i64(per)), b.mul(hi, i64(per))
+        size = b.sub(b.select(b.icmp_signed("<", stop, i64(length)), stop, i64(length)), start)
+        block(*((size, i64(n), start, i64(0)) if by_rows else (i64(m), size, i64(0), start)))
+
+    em.parallel_range(-(-length // per), piece, "mm")
 
 
 def _madd(em, dt, acc, a, b):
@@ -542,20 +564,24 @@ matmul_p = primitive(
 
 # Note [Kernel or BLAS]
 # ~~~~~~~~~~~~~~~~~~~~~
-# The generated kernel does not pack: for each panel of B's columns it walks all of A, tile
-# by tile of rows, and reads B's panel from the L2 cache. While A stays in L2 too it runs at
-# the core's peak, a little faster than OpenBLAS, which pays for packing both operands: at
-# one thread on a Zen 4 core (1 MiB of L2), 53-56 GFLOP/s in f64 and 110-113 in f32 at 256^3
-# against OpenBLAS's SkylakeX kernels' 47-50 and 98-100. Once A leaves L2 (its bytes above
-# GEMM_MAX_A_BYTES), every panel reads it again from L3 or memory, and OpenBLAS's blocking
-# for the caches wins, by most when A is a transposed view (whose columns the kernel reads
-# one cache line per step of k), or when b is one, which the kernel copies: OpenBLAS's time
-# over the kernel's at 512^3 f64 is 0.86 for transpose(a) @ b and 0.90 for a @ transpose(b),
-# at 724^3 0.75 and 0.93; for a @ b at 2048^3 0.71 (CPU times, medians, with the other core
-# busy). So does OpenBLAS win for a long inner dimension (GEMM_MAX_K), whose B panel leaves
-# L2. It takes a transposed operand as a flag and a slice with its leading dimension, and
-# copies nothing; an operand of neither layout (a column step, b[:, ::2]) is copied first,
-# by either route.
+# The generated kernel was first written without packing: for each panel of B's columns it
+# walked all of A, tile by tile of rows, and read B's panel from the L2 cache. While A stayed
+# in L2 too it ran at the core's peak, a little faster than OpenBLAS, which pays for packing
+# both operands: at one thread on a Zen 4 core (1 MiB of L2), 53-56 GFLOP/s in f64 and
+# 110-113 in f32 at 256^3 against OpenBLAS's SkylakeX kernels' 47-50 and 98-100. Once A left
+# L2 (its bytes above GEMM_MAX_A_BYTES), every panel read it again from L3 or memory, and
+# OpenBLAS's blocking for the caches won, by most when A is a transposed view (whose columns
+# the kernel read one cache line per step of k), or when b is one, which the kernel copies:
+# OpenBLAS's time over the kernel's at 512^3 f64 was 0.86 for transpose(a) @ b and 0.90 for
+# a @ transpose(b), at 724^3 0.75 and 0.93; for a @ b at 2048^3 0.71 (CPU times, medians,
+# with the other core busy). So did OpenBLAS win for a long inner dimension (GEMM_MAX_K),
+# whose B panel left L2. On an Intel Xeon (48 KiB L1, 2 MiB L2) the unpacked kernel ran at
+# half OpenBLAS's speed even with A in L2, and it now packs blocks sized from the caches (See
+# Note [Packing] in lower/gemm.py): there it is as fast as OpenBLAS and MKL up to A of L2's
+# size, and 0.9x OpenBLAS's speed beyond (1024^3, 2048^3), so the bounds stay L2's size and
+# (for K) half a KiB of it per term, the constants measured on Zen 4. OpenBLAS takes a
+# transposed operand as a flag and a slice with its leading dimension, and copies nothing;
+# an operand of neither layout (a column step, b[:, ::2]) is copied first, by either route.
 #
 # A tall, narrow product (im2col's [65536, 72] @ [72, 32] in a convolution) is the exception:
 # with at most GEMM_STREAM_PANELS panels of B, the kernel streams A from memory that many times,

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from ..cachedir import cache_dir, remove_file
+from ..lower import gemm
 
 MAGIC = b"DIFFC-CACHE-2\n"
 HEADER = struct.Struct("<14s32sQQ32s")  # magic, key, metadata bytes, object bytes, SHA-256
@@ -47,6 +48,7 @@ def compiler_fingerprint() -> str:
         h.update(p.read_bytes())
     h.update(llvm.get_host_cpu_name().encode())
     h.update(llvm.get_host_cpu_features().flatten().encode())
+    h.update(repr(gemm.caches()).encode())  # the kernels' blocks and the products' routes
     h.update(llvm.__name__.encode())
     h.update(f"{sys.implementation.cache_tag} {sys.abiflags} {object.__basicsize__}".encode())
     return h.hexdigest()

@@ -18,6 +18,7 @@ fn mm_tb(a, b) = a @ transpose(b)
 fn mm_slice(a, b) = a[1:, 1:] @ b[:, 1:]
 fn batched(a, b) = map(fn(x) => x @ b, a)
 fn mm_tt(a, b) = transpose(a) @ transpose(b)
+fn mm_rows2(a, b) = a[::2] @ b
 """
 W = gemm.tile()[0] // 8  # doubles per vector
 MR, NV = gemm.tile()[1:]
@@ -25,7 +26,7 @@ SHAPES = [
     (MR, 64, NV * W),  # one full tile
     (2 * MR + 3, 37, 2 * NV * W + W + 3),  # full tiles, a vector tile, a masked vector, single rows
     (5, 200, 3),  # fewer columns than a vector, fewer rows than a tile
-    (1, 4096 // 1, 9),  # K beyond GEMM_MAX_K: OpenBLAS
+    (1, 2 * linalg.GEMM_MAX_K, 9),  # K beyond GEMM_MAX_K: OpenBLAS
     (33, 1, 17),  # K = 1
 ]
 
@@ -82,3 +83,80 @@ def test_any_shape_and_layout_matches_numpy(m, rows, k, cols, a_transposed, b_tr
         fn, y = m.mm_tb, np.ascontiguousarray(b.T)
     tol = dict(rtol=1e-12, atol=1e-12 * k) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5 * k)
     np.testing.assert_allclose(fn(x, y), a @ b, **tol)
+
+
+# Packing (See Note [Packing] in lower/gemm.py): sizes one below, at and past the edges of the
+# tiles (MR rows, NV vectors, one vector) and of the packed blocks (KC terms, NC columns, MC
+# rows), for this machine's blocks. Small integers make every sum exact, so the product must
+# equal NumPy's to the bit: an element packed in the wrong place, or a block's terms added
+# twice or not at all, shows.
+KC, NC, MC = gemm.blocking(8)
+PACKED = [
+    (MR, KC, NV * W),
+    (MR + 1, KC + 1, NV * W + 1),
+    (MC - 1, 2 * KC + 3, NC + W + 3),
+    (MC + MR + 3, KC - 1, NC - 1),
+    (2 * MC + 1, 5, 2 * NC + NV * W + W - 1),
+    (3, KC + 7, 2 * NC + 5),
+]
+
+
+def _small_integers(rng, shape, dtype):
+    return rng.integers(-3, 4, size=shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", PACKED, ids=lambda s: "x".join(map(str, s)))
+def test_packed_blocks_are_exact(m, shape, dtype):
+    rows, k, cols = shape
+    rng = np.random.default_rng(rows + k + cols)
+    a, b = _small_integers(rng, (rows, k), dtype), _small_integers(rng, (k, cols), dtype)
+    assert rows * k * a.itemsize <= linalg.GEMM_MAX_A_BYTES and k <= linalg.GEMM_MAX_K  # the kernel's
+    want = a @ b
+    np.testing.assert_array_equal(m.mm(a, b), want)
+    np.testing.assert_array_equal(m.mm_ta(np.ascontiguousarray(a.T), b), want)  # A packed by columns
+    np.testing.assert_array_equal(m.mm_tb(a, np.ascontiguousarray(b.T)), want)
+    a2 = _small_integers(rng, (2 * rows, k), dtype)
+    np.testing.assert_array_equal(m.mm_rows2(a2, b), a2[::2] @ b)  # A's rows 2k apart
+    a3, b3 = _small_integers(rng, (rows + 1, k + 1), dtype), _small_integers(rng, (k, cols + 1), dtype)
+    np.testing.assert_array_equal(m.mm_slice(a3, b3), a3[1:, 1:] @ b3[:, 1:])  # leading dimensions
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_packed_blocks_keep_nan_and_inf_in_place(m, dtype):
+    """An inf of A in one row and term, a NaN of B in one term and column, a zero times inf:
+    each reaches exactly the elements of C it is a term of, across the blocks' edges."""
+    rows, k, cols = MC + 3, 2 * KC + 1, NC + W + 1
+    rng = np.random.default_rng(5)
+    a, b = _small_integers(rng, (rows, k), dtype), _small_integers(rng, (k, cols), dtype)
+    a[MR + 1, KC] = np.inf
+    a[rows - 1, k - 1] = -np.inf
+    b[KC + 1, NC] = np.nan
+    b[k - 1, :] = 0.0  # -inf * 0: NaN along that row of C
+    with np.errstate(invalid="ignore"):
+        want = a @ b
+    assert np.isnan(want).any() and np.isinf(want).any()
+    np.testing.assert_array_equal(m.mm(a, b), want)
+    np.testing.assert_array_equal(m.mm_ta(np.ascontiguousarray(a.T), b), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_packed_products_same_bits_on_any_count_of_threads(m, dtype):
+    """Large enough to be cut into pieces on the threads, each packing its own blocks: the
+    same bits on 1, 2 and 3 threads (random values, whose sums round)."""
+    rows, k, cols = 2 * MC + 5, KC + 9, NC + 17
+    rng = np.random.default_rng(11)
+    a, b = rng.standard_normal((rows, k)).astype(dtype), rng.standard_normal((k, cols)).astype(dtype)
+    before = diffc.set_threads(1)
+    try:
+        results = []
+        for n in (1, 2, 3):
+            diffc.set_threads(n)
+            results.append((m.mm(a, b), m.mm_ta(np.ascontiguousarray(a.T), b)))
+    finally:
+        diffc.set_threads(before)
+    for got in results[1:]:
+        for x, y in zip(got, results[0]):
+            np.testing.assert_array_equal(x, y)
+    tol = dict(rtol=1e-12, atol=1e-12 * k) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5 * k)
+    np.testing.assert_allclose(results[0][0], a @ b, **tol)
