@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..errors import ShapeError
 from ..ir.core import Body, is_float
-from ..ir.walk import inline
+from ..ir.walk import clone_body, inline
 from ..lower.bodies import body_function
 from ..lower.emit import PARALLEL_MIN, Lazy
 from ..lower.loops import cheap_steps, row, step_work, store_row
@@ -104,7 +104,7 @@ def _map_vjp_fwd(ctx, eqn, ins, act):
     body, nx = p["body"], p["num_xs"]
     whole = ctx.batched(body, p["n"], nx) if _over_windows(b, ins[:nx]) else None
     if whole is not None:
-        return b.emit(map_p, ins, eqn.span, **p), _Batched(whole, ins, list(act))
+        return b.emit(map_p, ins, eqn.span, **{**p, "body": clone_body(body)}), _Batched(whole, ins, list(act))
     needs = [False] + list(act)  # body param 0 is the index: it has no cotangent
     # input k is body param k + 1; the constants' cotangents are threaded through the backward
     acc = [1 + k for k in range(nx, len(ins)) if act[k] and is_float(ins[k])]

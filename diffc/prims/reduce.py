@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import prod
+
 import numpy as np
 from llvmlite import ir
 
@@ -545,7 +547,6 @@ def _extreme_scatter_lower(em, eqn, ins):
         _add_at_extremes(em, kind, x, g, result, eqn.inputs[0].type, eqn.params["axes"])
         return [result]
     t, axes, x, (out,), (g,) = _merged(eqn.inputs[0].type, eqn.params["axes"], x, full=[result], kept=[g])
-    dt = t.dtype
     kept = [k for k in range(t.rank) if k not in axes]
     group = 1
     for a in axes:
@@ -574,14 +575,10 @@ def _extreme_scatter_lower(em, eqn, ins):
         return [result]
 
     if group <= SMALL_GROUP:  # (a pool's window): straight-line code per group, no inner loops
-        positions = [dict(zip(axes, map(em.i64, red))) for red in np.ndindex(*[t.shape[a] for a in axes])]
+        positions = _positions(em, t, axes)
 
         def pick(o):
-            best, first = _element(em, x, t, kept, o, positions[0]), em.i64(0)
-            for i, at in enumerate(positions[1:], 1):
-                v = _element(em, x, t, kept, o, at)
-                better = _better(em, dt, kind, v, best)
-                best, first = em.b.select(better, v, best), em.b.select(better, em.i64(i), first)
+            first = _small_group_first(em, kind, x, t, kept, o, positions)
             for at in positions:
                 write(o, first)(at)
 
@@ -707,6 +704,21 @@ def _track_extremes(em, kind, x, t, axes, kept, best, where):
     _walk(em, x, t, range(t.rank), track, "xt")
 
 
+def _positions(em, t, axes) -> list[dict]:
+    """The indices of the reduced axes of one group, in row-major order (axis -> i64 constant)."""
+    return [dict(zip(axes, map(em.i64, red))) for red in np.ndindex(*[t.shape[a] for a in axes])]
+
+
+def _small_group_first(em, kind, x, t, kept, o, positions):
+    """The row-major position of group o's first extreme, in straight-line code."""
+    best, first = _element(em, x, t, kept, o, positions[0]), em.i64(0)
+    for i, at in enumerate(positions[1:], 1):
+        v = _element(em, x, t, kept, o, at)
+        better = _better(em, t.dtype, kind, v, best)
+        best, first = em.b.select(better, v, best), em.b.select(better, em.i64(i), first)
+    return first
+
+
 def _lazy_picks(em, kind, x, g, t, axes):
     """extreme_scatter(x, g) read where it is used: each group's first extreme found once (in
     straight-line code for a small group, as a pool's), its position kept in a buffer of g's
@@ -715,19 +727,12 @@ def _lazy_picks(em, kind, x, g, t, axes):
     [n, k] array between (Note [Batched maps] in ad/batch.py). Groups along the last axis."""
     kept = [k for k in range(t.rank) if k not in axes]
     where = em.alloc(TensorType(DType.I64, tuple(t.shape[k] for k in kept)))
-    group = 1
-    for a in axes:
-        group *= t.shape[a]
+    group = prod(t.shape[a] for a in axes)
     if group <= SMALL_GROUP:
-        positions = [dict(zip(axes, map(em.i64, red))) for red in np.ndindex(*[t.shape[a] for a in axes])]
+        positions = _positions(em, t, axes)
 
         def pick(o):
-            best, first = _element(em, x, t, kept, o, positions[0]), em.i64(0)
-            for i, at in enumerate(positions[1:], 1):
-                v = _element(em, x, t, kept, o, at)
-                better = _better(em, t.dtype, kind, v, best)
-                best, first = em.b.select(better, v, best), em.b.select(better, em.i64(i), first)
-            em.store(where, o, first)
+            em.store(where, o, _small_group_first(em, kind, x, t, kept, o, positions))
 
     else:
 
