@@ -507,7 +507,10 @@ class _Gemm:
 # quarter of L2) A's rows are copied into panels of MR rows, each KC columns of MR elements,
 # read along A's contiguous axis (a transposed A by columns: it read a page per step of k,
 # 2x slower at 1024^3); then each panel of A (MR x KC, half of L1) meets every panel of B,
-# which streams from L2. Rows that do not fill a tile are read in place. The buffer is one
+# which streams from L2. A B of any strides is packed into the same panels: a transposed one
+# (g @ W^T) from its columns, element by element, instead of being copied whole first (a@b^T
+# at 512^3 f64: 1.22 -> 1.09 of the fastest peer's time). Rows that do not fill a tile are
+# read in place. The buffer is one
 # malloc per call, sized to the product; when malloc fails, or K is 0, the unpacked kernel
 # (`.direct`) runs instead.
 #
