@@ -217,8 +217,8 @@ def _computed_transposed(a, b) -> bool:
 
 
 def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
-    """out = a @ b by the generated kernel of lower/gemm.py: a with its own strides, b with
-    contiguous rows (copied when it is a transposed view), out = dest() with contiguous rows."""
+    """out = a @ b by the generated kernel of lower/gemm.py: a and b with their own strides (a
+    transposed b is packed from its columns), out = dest() with contiguous rows."""
     (m, k), n = a.type.shape, b.type.shape[1]
     if _computed_transposed(a, b):
         t = em.alloc(a.type.with_shape((n, m)))
@@ -226,8 +226,6 @@ def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
         out = dest()
         em.copy_into(out, _transposed(t))
         return out
-    if b.strides[1] != 1:
-        b = em.materialise(b)
     out = dest()
     elem = _BLAS[out.type.dtype][2]
     pa, pb, pc = (em.b.gep(x.ptr, [x.offset], source_etype=elem) for x in (a, b, out))
@@ -237,9 +235,10 @@ def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
     def block(rows, cols, r0, c0):
         b_ = em.b
         a_at = b_.gep(pa, [b_.mul(r0, i64(a.strides[0]))], source_etype=elem)
-        b_at = b_.gep(pb, [c0], source_etype=elem)
+        b_at = b_.gep(pb, [b_.mul(c0, i64(b.strides[1]))], source_etype=elem)
         c_at = b_.gep(pc, [b_.add(b_.mul(r0, i64(max(n, 1))), c0)], source_etype=elem)
-        args = [a_at, i64(a.strides[0]), i64(a.strides[1]), b_at, i64(b.strides[0]), c_at, i64(max(n, 1))]
+        a_s, b_s = (i64(s) for s in a.strides), (i64(s) for s in b.strides)
+        args = [a_at, *a_s, b_at, *b_s, c_at, i64(max(n, 1))]
         em.b.call(gemm.declare(em.m.module, elem), args + [rows, cols, i64(k)])
 
     _in_ranges(em, m, n, k, block)

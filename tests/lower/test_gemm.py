@@ -1,14 +1,19 @@
 """The generated matrix-product kernel (lower/gemm.py) against NumPy, on shapes that take
 every kind of tile (full tiles, one-vector tiles, a masked vector, single rows), with A of any
-strides and B transposed (copied to contiguous rows first)."""
+strides and B of any strides (a transposed B packed from its columns)."""
+
+import re
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from llvmlite import ir
+from support.native import ir_of
 
 import diffc
 from diffc.lower import gemm
+from diffc.lower.llvm import lower_program
 from diffc.prims import linalg
 
 SRC = """
@@ -19,6 +24,7 @@ fn mm_slice(a, b) = a[1:, 1:] @ b[:, 1:]
 fn batched(a, b) = map(fn(x) => x @ b, a)
 fn mm_tt(a, b) = transpose(a) @ transpose(b)
 fn mm_rows2(a, b) = a[::2] @ b
+fn mm_cols2(a, b) = a @ b[:, ::2]
 """
 W = gemm.tile()[0] // 8  # doubles per vector
 MR, NV = gemm.tile()[1:]
@@ -160,3 +166,97 @@ def test_packed_products_same_bits_on_any_count_of_threads(m, dtype):
             np.testing.assert_array_equal(x, y)
     tol = dict(rtol=1e-12, atol=1e-12 * k) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5 * k)
     np.testing.assert_allclose(results[0][0], a @ b, **tol)
+
+
+# A transposed B (g @ W^T in a derivative) is packed from its columns (See Note [Packing]),
+# unless the product is computed transposed (linalg._computed_transposed: few rows in A): these
+# shapes have rows enough to be packed so, at the edges of the tiles and of this dtype's blocks.
+def _packed_bt(dtype):
+    kc, nc, mc = gemm.blocking(np.dtype(dtype).itemsize)
+    return [
+        (mc, kc, NV * W),
+        (8 * MR + 1, 19, W - 1),  # one masked vector
+        (2 * mc + 1, kc + 1, nc - 1),
+        (2 * mc + 1, 2 * kc + 3, nc + W + 3),
+        (mc + MR + 3, 5, 2 * nc + NV * W + W - 1),
+        (3 * mc + 5, kc - 1, 2 * nc + 5),
+    ]
+
+
+def _assert_kernel_packs_bt(rows, k, cols, itemsize):
+    assert rows * (k + cols) >= k * cols  # not computed transposed
+    assert rows * k * itemsize <= linalg.GEMM_MAX_A_BYTES and k <= linalg.GEMM_MAX_K
+    assert rows * k * cols >= linalg.BLAS_MIN_WORK
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("idx", range(6), ids=lambda i: f"shape{i}")
+def test_transposed_b_packed_from_its_columns_is_exact(m, idx, dtype):
+    """Small integers: exact sums, so an element packed in the wrong place shows; random
+    values: the same bits as the product of b copied to rows (the same chains of terms)."""
+    rows, k, cols = _packed_bt(dtype)[idx]
+    _assert_kernel_packs_bt(rows, k, cols, np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(rows + k + cols)
+    a, b = _small_integers(rng, (rows, k), dtype), _small_integers(rng, (k, cols), dtype)
+    np.testing.assert_array_equal(m.mm_tb(a, np.ascontiguousarray(b.T)), a @ b)
+    a, b = rng.standard_normal((rows, k)).astype(dtype), rng.standard_normal((k, cols)).astype(dtype)
+    np.testing.assert_array_equal(m.mm_tb(a, np.ascontiguousarray(b.T)), m.mm(a, b))
+    b2 = rng.standard_normal((k, 2 * cols)).astype(dtype)  # columns 2 apart, also packed in place
+    np.testing.assert_array_equal(m.mm_cols2(a, b2), m.mm(a, np.ascontiguousarray(b2[:, ::2])))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_transposed_b_keeps_nan_and_inf_in_place(m, dtype):
+    kc, nc, mc = gemm.blocking(np.dtype(dtype).itemsize)
+    rows, k, cols = 2 * mc + 1, 2 * kc + 1, nc + W + 1
+    _assert_kernel_packs_bt(rows, k, cols, np.dtype(dtype).itemsize)
+    rng = np.random.default_rng(6)
+    a, b = _small_integers(rng, (rows, k), dtype), _small_integers(rng, (k, cols), dtype)
+    a[MR + 1, kc] = np.inf
+    b[kc + 1, nc] = np.nan
+    b[k - 1, cols - 1] = -np.inf  # in the masked vector's lanes
+    b[k - 1, 0] = -0.0
+    a[:, k - 1] = 0.0  # 0 * -inf: NaN down that column of C
+    with np.errstate(invalid="ignore"):
+        want = a @ b
+    assert np.isnan(want).any() and np.isinf(want).any()
+    np.testing.assert_array_equal(m.mm_tb(a, np.ascontiguousarray(b.T)), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(2 * 168 + 5, 393, 345), (300, 200, 400)], ids=["by_rows", "by_columns"])
+def test_transposed_b_same_bits_on_any_count_of_threads(m, shape, dtype):
+    """Cut into pieces of rows, or of columns (more columns than rows: each piece starts at a
+    column of b^T's rows), each packing its own blocks: the same bits on 1, 2 and 3 threads,
+    and as b copied to rows."""
+    rows, k, cols = shape
+    _assert_kernel_packs_bt(rows, k, cols, np.dtype(dtype).itemsize)
+    assert rows * k * cols >= linalg.PARALLEL_PRODUCT
+    rng = np.random.default_rng(12)
+    a, b = rng.standard_normal((rows, k)).astype(dtype), rng.standard_normal((k, cols)).astype(dtype)
+    bt = np.ascontiguousarray(b.T)
+    before = diffc.set_threads(1)
+    try:
+        results = []
+        for n in (1, 2, 3):
+            diffc.set_threads(n)
+            results.append(m.mm_tb(a, bt))
+        want = m.mm(a, b)
+    finally:
+        diffc.set_threads(before)
+    for got in results:
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_transposed_b_is_passed_in_place(m, dtype):
+    """The kernel gets b^T's memory with its strides (rows 1 apart, columns k apart): no copy
+    of b before the call."""
+    rows, k, cols = 2 * MC + 1, KC + 1, NC - 1
+    a, bt = np.ones((rows, k), dtype), np.ones((cols, k), dtype)
+    text = str(lower_program(ir_of(m, "mm_tb", a, bt)).module)
+    symbol = gemm.symbol(ir.DoubleType() if dtype == np.float64 else ir.FloatType())
+    call = re.search(rf'call void @"{symbol}"\(([^\n]*)\)', text)
+    assert call is not None, text
+    strides = [int(x) for x in re.findall(r"i64 (-?\d+)", call.group(1))[:4]]
+    assert strides == [k, 1, 1, k]

@@ -85,7 +85,7 @@ def lowered(m, fn: str, *args) -> str:
 def route(text: str) -> str:
     if re.search(r"call void @\"scipy_cblas_[ds]gemm64_\"", text):
         return "blas"
-    if re.search(r"call void @\"diffc_gemm_f(32|64)\"", text):
+    if re.search(r"call void @\"diffc_gemm2_f(32|64)\"", text):
         return "kernel"
     return "loops"
 

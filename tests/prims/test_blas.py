@@ -138,4 +138,4 @@ def test_a_batched_product_calls_the_matrix_kernel_per_batch():
 
     prog = ir_of(diffc.compile("fn f(a, b) = a @ b"), "f", np.ones((4, 32, 32)), np.ones((4, 32, 32)))
     text = str(lower_program(prog).module)
-    assert 'call void @"diffc_gemm_f64"' in text and "mb0.body:" in text
+    assert 'call void @"diffc_gemm2_f64"' in text and "mb0.body:" in text
