@@ -168,9 +168,8 @@ def test_packed_products_same_bits_on_any_count_of_threads(m, dtype):
     np.testing.assert_allclose(results[0][0], a @ b, **tol)
 
 
-# A transposed B (g @ W^T in a derivative) is packed from its columns (See Note [Packing]),
-# unless the product is computed transposed (linalg._computed_transposed: few rows in A): these
-# shapes have rows enough to be packed so, at the edges of the tiles and of this dtype's blocks.
+# A transposed B (g @ W^T in a derivative) is packed from its columns (See Note [Packing]):
+# these shapes are at the edges of the tiles and of this dtype's blocks.
 def _packed_bt(dtype):
     kc, nc, mc = gemm.blocking(np.dtype(dtype).itemsize)
     return [
@@ -184,7 +183,6 @@ def _packed_bt(dtype):
 
 
 def _assert_kernel_packs_bt(rows, k, cols, itemsize):
-    assert rows * (k + cols) >= k * cols  # not computed transposed
     assert rows * k * itemsize <= linalg.GEMM_MAX_A_BYTES and k <= linalg.GEMM_MAX_K
     assert rows * k * cols >= linalg.BLAS_MIN_WORK
 

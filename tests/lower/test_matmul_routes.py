@@ -177,14 +177,13 @@ def test_openblas_is_passed_transposes_and_strides(m, fn, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_few_rows_times_a_transposed_b_that_fits_the_kernel_or_not(m, dtype):
-    """a @ transpose(b) with few rows in a runs the kernel as (b @ a^T)^T, whose A is b: the
-    kernel while b fits or a's rows are at most GEMM_STREAM_PANELS panels, OpenBLAS beyond."""
+def test_a_transposed_b_takes_the_route_of_its_a(m, dtype):
+    """a @ transpose(b): the kernel packs b from its columns (Note [Packing] in lower/gemm.py),
+    so the route is that of a @ b: the kernel while a fits, whatever b's size, OpenBLAS beyond."""
     k = 256
-    n = a_rows(dtype, k)
-    check(m, "mm_tb", dtype, (4, k, n), "kernel")
-    check(m, "mm_tb", dtype, (4, k, n + 1), "kernel")
-    check(m, "mm_tb", dtype, (wide(dtype), k, n + 1), "blas")
+    check(m, "mm_tb", dtype, (4, k, a_rows(dtype, k) + 1), "kernel")
+    check(m, "mm_tb", dtype, (a_rows(dtype, k), k, wide(dtype)), "kernel")
+    check(m, "mm_tb", dtype, (a_rows(dtype, k) + 1, k, wide(dtype)), "blas")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
