@@ -217,7 +217,7 @@ def _pow_lower():
     vector = _lower_ew(_pow_with(lambda em, a, b: vmath.pow(em.b, a, b)))
 
     def lower(em, eqn, ins):
-        return (inline if eqn.outs[0].type.rank == 0 else vector)(em, eqn, ins)
+        return (inline if eqn.outs[0].type.rank == 0 and not em.rows_apart else vector)(em, eqn, ins)
 
     return lower
 
@@ -570,7 +570,7 @@ def _trig_lower(kernel, array_kernel):
     inline, vector = _lower_ew(_vmath_f64(kernel)), _lower_ew(_vmath_f64(array_kernel))
 
     def lower(em, eqn, ins):
-        return (inline if eqn.outs[0].type.rank == 0 else vector)(em, eqn, ins)
+        return (inline if eqn.outs[0].type.rank == 0 and not em.rows_apart else vector)(em, eqn, ins)
 
     return lower
 

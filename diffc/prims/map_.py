@@ -31,7 +31,8 @@ def _map_lower(em, eqn, ins):
     if em.fuse_next:  # read by a reduction: evaluate the body where each element is read
 
         def at(idx):
-            (v,) = em.lower_body(body, [idx[0]] + [row(em, x, idx[0]) for x in xs] + consts, lazy_outs=True)
+            args = [idx[0]] + [row(em, x, idx[0]) for x in xs] + consts
+            (v,) = em.lower_body(body, args, lazy_outs=True, rows_apart=True)
             return em.read(v, idx[1:])
 
         return [Lazy(eqn.outs[0].type, at, work=step_work(body))]
@@ -55,7 +56,7 @@ def _map_lower(em, eqn, ins):
         else:
             outer, em.destinations = em.destinations, {**em.destinations, **{v: r for v, (_, r) in rows.items()}}
             try:
-                res = em.lower_body(body, args, lazy_outs=True)
+                res = em.lower_body(body, args, lazy_outs=True, rows_apart=True)
             finally:
                 em.destinations = outer
         for k, (o, out, r) in enumerate(zip(body.outs, outs, res)):

@@ -13,7 +13,7 @@ import diffc
 from diffc import cli
 from diffc.lower import jit, vmath
 from diffc.lower.llvm import lower_program, module_units
-from diffc.pipeline import to_ir
+from diffc.pipeline import llvm_text, to_ir
 from diffc.typesys import DType, TensorType
 
 MAX_ULPS = 3
@@ -460,12 +460,14 @@ def test_array_gradients_of_sin_and_cos(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", ["sin", "cos"])
-def test_array_sin_and_cos_are_vectorised(name, dtype, tmp_path, capsys):
+@pytest.mark.parametrize("form", ["{}(x)", "map(fn(a) => {}(a), x)"])
+def test_array_sin_and_cos_are_vectorised(form, name, dtype, tmp_path, capsys):
     """The loop becomes SIMD code (the kernel's fused multiply-adds on vectors) with no call of
     llvm.sin, which LLVM would make once per lane: libm is called only from the masked vector
     variant inlined into the loop, behind a test of the lanes beyond TRIG_VECTOR_MAX. (f32 is
-    computed in f64.)"""
-    (tmp_path / "k.dfl").write_text(f"fn main(x) = {name}(x)\n")
+    computed in f64.) So does a map's step, whose numbers take the arrays' kernel (Note
+    [Numbers in a map] in lower/emit.py)."""
+    (tmp_path / "k.dfl").write_text(f"fn main(x) = {form.format(name)}\n")
     np.save(tmp_path / "x.npy", np.ones(1000, dtype))
     assert cli.main(["show", "--llvm", str(tmp_path / "k.dfl"), "--arg", f"x={tmp_path / 'x.npy'}"]) == 0
     out = capsys.readouterr().out
@@ -474,6 +476,27 @@ def test_array_sin_and_cos_are_vectorised(name, dtype, tmp_path, capsys):
     assert re.search(r"call <\d+ x double> @llvm\.fma", body), "the kernel is vectorised"
     assert not re.search(r"@llvm\.(sin|cos)", body)
     assert f"{vmath.VARIANT_PREFIX}{name}_m" in body, "the masked variant, inlined"
+
+
+def test_numbers_in_a_map_take_the_kernels_of_arrays_and_in_a_fold_of_numbers():
+    """A map's numbers: the arrays' kernels, the same bits as over the array; a fold's carry
+    keeps the kernels of numbers (latency), and pow of numbers libm's."""
+    m = diffc.compile(
+        "fn s(x) = map(fn(a) => sin(a), x)\nfn p(x, y) = map(fn(a, b) => a ** b, x, y)\n"
+        "fn chain(x) = fold(fn(acc, a) => sin(acc + a) + acc ** a, 0.5, x)\n"
+    )
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(-40, 40, 4096), rng.uniform(-3, 3, 4096)
+    np.testing.assert_array_equal(m.s(x), ARRAYS.sin_(x))
+    np.testing.assert_array_equal(m.p(np.abs(x), y), diffc.compile("fn f(x, y) = x ** y").f(np.abs(x), y))
+    t = TensorType(DType.F64, (64,))
+    assert "@llvm.pow" not in llvm_text(m.ast, "p", (t, t))[1]
+    assert "@llvm.pow" in llvm_text(m.ast, "chain", (t,))[1]
+    xs = rng.uniform(0, 1, 64)
+    want = 0.5
+    for a in xs:
+        want = np.sin(want + a) + want**a
+    np.testing.assert_allclose(m.chain(xs), want, rtol=1e-12)
 
 
 def test_each_unit_of_a_long_module_vectorises_its_sin(monkeypatch):
