@@ -4,7 +4,9 @@ and checked against finite differences.
 A program is built from typed terms over x, y: f64[3], m: f64[3, 3] and s: f64, using
 elementwise functions, arithmetic, reductions (with and without axis), `@` in every rank
 combination, `fold` over the rows of a matrix (whose step function captures the program's
-variables), `if` on a data-dependent condition, `where` and `maximum`. Every function is kept
+variables), `map` over the rows of a matrix and over the windows of two vectors joined (whose
+backward is batched when its body is array arithmetic: ad/batch.py), `if` on a data-dependent
+condition, `where` and `maximum`. Every function is kept
 smooth and bounded away from its singularities (log(1 + e*e), a / (1.5 + sin(b)), ...), so the
 only kinks are those of if/where/maximum/max, which random inputs miss almost surely.
 
@@ -105,6 +107,21 @@ def _fold(draw, sub, depth, env):
     return f"fold(fn(h, r) => tanh(h * {body} + r), {sub('vec')}, {sub('mat')})"
 
 
+def _map_rows(draw, sub, depth, env):
+    """map over the rows of a matrix term; the body sees r and captures the rest."""
+    inner_env = {"vec": env["vec"] + ["r"], "mat": env["mat"], "scal": env["scal"]}
+    body = draw(term("scal", max(depth - 1, 1), inner_env))
+    return f"map(fn(r) => {body}, {sub('mat')})"
+
+
+def _map_windows(draw, sub, depth, env):
+    """sum of a map over the windows of N of two vector terms joined (N + 1 windows: the
+    backward of a body of array arithmetic is batched, ad/batch.py)."""
+    inner_env = {"vec": env["vec"] + ["w"], "mat": env["mat"], "scal": env["scal"]}
+    body = draw(term("scal", max(depth - 1, 1), inner_env))
+    return f"sum(map(fn(w) => {body}, windows(concat({sub('vec')}, {sub('vec')}), {N})))"
+
+
 RULES = {
     "vec": [
         _unary("vec"),
@@ -118,6 +135,7 @@ RULES = {
         _fold,
         lambda draw, sub, depth, env: f"({sub('mat')} @ {sub('vec')})",
         lambda draw, sub, depth, env: f"({sub('vec')} @ {sub('mat')})",
+        _map_rows,
         lambda draw, sub, depth, env: (
             f"{draw(st.sampled_from(['sum', 'mean', 'max']))}({sub('mat')}, axis={draw(st.integers(0, 1))})"
         ),
@@ -140,6 +158,7 @@ RULES = {
         _if("scal"),
         lambda draw, sub, depth, env: f"{draw(st.sampled_from(['sum', 'mean', 'max', 'min']))}({sub('vec')})",
         lambda draw, sub, depth, env: f"sum({sub('mat')})",
+        _map_windows,
         lambda draw, sub, depth, env: f"({sub('vec')} @ {sub('vec')})",
     ],
 }
