@@ -196,24 +196,32 @@ def _pow_source(name: str, body: str) -> str:
 
 def pow_tables(rows) -> str:
     """One Markdown table per dtype: forward and value-and-grad medians in µs, diffc's ns per
-    element, and the best peer's time over diffc's (above 1: diffc is faster)."""
+    element, and the peers' times."""
+
+    def line(r):
+        pair = lambda a, b: f"{_cell(r.get(a))} / {_cell(r.get(b))}"  # noqa: E731
+        ns = f"{1000 * r['diffc'] / r['n']:.2f} / {1000 * r['diffc_vg'] / r['n']:.2f}"
+        return (
+            f"| {r['function']} | {r['n']:.0e} | {pair('diffc', 'diffc_vg')} | {ns} | {_cell(r.get('numpy'))} | "
+            f"{pair('jax', 'jax_vg')} | {pair('torch', 'torch_vg')} |"
+        )
+
+    return _per_dtype(
+        rows,
+        "pow, {dtype}, CPU µs (medians, 1 thread): forward / value and gradient",
+        ["function", "n", "diffc", "ns/element", "NumPy", "JAX (jit)", "PyTorch"],
+        line,
+    )
+
+
+def _per_dtype(rows, title: str, columns: list, line) -> str:
+    """A Markdown table of `line(row)` per dtype that has rows, under its `title`."""
     out = []
     for dtype in DTYPES:
         mine = [r for r in rows if r["dtype"] == dtype]
-        if not mine:
-            continue
-        out += [
-            f"\n### pow, {dtype}, CPU µs (medians, 1 thread): forward / value and gradient\n",
-            "| function | n | diffc | ns/element | NumPy | JAX (jit) | PyTorch |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in mine:
-            pair = lambda a, b: f"{_cell(r.get(a))} / {_cell(r.get(b))}"  # noqa: E731
-            ns = f"{1000 * r['diffc'] / r['n']:.2f} / {1000 * r['diffc_vg'] / r['n']:.2f}"
-            out.append(
-                f"| {r['function']} | {r['n']:.0e} | {pair('diffc', 'diffc_vg')} | {ns} | {_cell(r.get('numpy'))} | "
-                f"{pair('jax', 'jax_vg')} | {pair('torch', 'torch_vg')} |"
-            )
+        if mine:
+            out += [f"\n### {title.format(dtype=dtype)}\n", "| " + " | ".join(columns) + " |"]
+            out += ["| " + " | ".join("---" for _ in columns) + " |"] + [line(r) for r in mine]
     return "\n".join(out) + "\n"
 
 
@@ -224,28 +232,16 @@ def _cell(v):
 def tables(rows) -> str:
     """One Markdown table per dtype: medians in µs, diffc's ns per element, the peers' times
     over diffc's (above 1: diffc is faster)."""
-    out = []
-    for dtype in DTYPES:
-        mine = [r for r in rows if r["dtype"] == dtype]
-        if not mine:
-            continue
-        out += [
-            f"\n### {dtype}, CPU µs (medians, 1 thread)\n",
-            "| function | n | diffc | ns/element | NumPy | PyTorch | NumPy / diffc | PyTorch / diffc |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in mine:
-            peers = [r.get("numpy"), r.get("torch")]
-            ratios = ["—" if p is None else f"{p / r['diffc']:.2f}" for p in peers]
-            ns = 1000 * r["diffc"] / r["n"]
-            out.append(
-                f"| {r['function']} | {r['n']:.0e} | {_cell(r['diffc'])} | {ns:.2f} | "
-                + " | ".join(_cell(p) for p in peers)
-                + " | "
-                + " | ".join(ratios)
-                + " |"
-            )
-    return "\n".join(out) + "\n"
+
+    def line(r):
+        peers = [r.get("numpy"), r.get("torch")]
+        ratios = ["—" if p is None else f"{p / r['diffc']:.2f}" for p in peers]
+        ns = 1000 * r["diffc"] / r["n"]
+        cells = [r["function"], f"{r['n']:.0e}", _cell(r["diffc"]), f"{ns:.2f}", *map(_cell, peers), *ratios]
+        return "| " + " | ".join(cells) + " |"
+
+    columns = ["function", "n", "diffc", "ns/element", "NumPy", "PyTorch", "NumPy / diffc", "PyTorch / diffc"]
+    return _per_dtype(rows, "{dtype}, CPU µs (medians, 1 thread)", columns, line)
 
 
 def main(argv=None) -> int:

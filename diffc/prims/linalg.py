@@ -66,10 +66,13 @@ def _vector_operand(em, v: Arr):
     return em.b.gep(v.ptr, [v.offset], source_etype=mem_type(v.type.dtype)), v.strides[0]
 
 
-def _in_pieces(em, m: int, n: int, k: int, block):
+def _in_pieces(em, m: int, n: int, k: int, block, joined: bool = False):
     """block(rows, cols, r0, c0) for the result's block at row r0, column c0 (i64 values): once
     for a small product, else for the pieces of a large one on the threads (See Note [Products
-    on threads])."""
+    on threads]). `joined`: a thread's consecutive pieces in one call, for the kernel, whose
+    result does not depend on where a product is cut (See Note [Packing] in lower/gemm.py) and
+    each call of which packs its blocks again (in 8 pieces at one thread, 512^3 f64 ran at 0.7x
+    the speed of one call)."""
     i64 = em.i64
     if m * n * k < PARALLEL_PRODUCT or max(m, n) < 2 * PRODUCT_BLOCK:
         block(i64(m), i64(n), i64(0), i64(0))
@@ -78,11 +81,19 @@ def _in_pieces(em, m: int, n: int, k: int, block):
     length = m if by_rows else n
     per = max(PRODUCT_BLOCK, -(-length // PRODUCT_BLOCKS))
 
-    def piece(j):
-        start, size = em.block_of(j, per, length)
+    def cut(start, size):
         block(*((size, i64(n), start, i64(0)) if by_rows else (i64(m), size, i64(0), start)))
 
-    em.parallel_loop(-(-length // per), piece, "mm")
+    if not joined:
+        em.parallel_loop(-(-length // per), lambda j: cut(*em.block_of(j, per, length)), "mm")
+        return
+
+    def pieces(lo, hi):
+        b = em.b
+        start, stop = b.mul(lo, i64(per)), b.mul(hi, i64(per))
+        cut(start, b.sub(b.select(b.icmp_signed("<", stop, i64(length)), stop, i64(length)), start))
+
+    em.parallel_range(-(-length // per), pieces, "mm")
 
 
 def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
@@ -222,30 +233,8 @@ def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
         args = [a_at, *a_s, b_at, *b_s, c_at, i64(max(n, 1))]
         em.b.call(gemm.declare(em.m.module, elem), args + [rows, cols, i64(k)])
 
-    _in_ranges(em, m, n, k, block)
+    _in_pieces(em, m, n, k, block, joined=True)
     return out
-
-
-def _in_ranges(em, m: int, n: int, k: int, block):
-    """block(rows, cols, r0, c0) as _in_pieces, for the kernel, in the same pieces, but a
-    thread's consecutive pieces in one call: the kernel's result does not depend on where a
-    product is cut (See Note [Packing] in lower/gemm.py), and each call packs its blocks
-    again (in 8 pieces at one thread, 512^3 f64 ran at 0.7x the speed of one call)."""
-    i64 = em.i64
-    if m * n * k < PARALLEL_PRODUCT or max(m, n) < 2 * PRODUCT_BLOCK:
-        block(i64(m), i64(n), i64(0), i64(0))
-        return
-    by_rows = m >= n
-    length = m if by_rows else n
-    per = max(PRODUCT_BLOCK, -(-length // PRODUCT_BLOCKS))
-
-    def piece(lo, hi):
-        b = em.b
-        start, stop = b.mul(lo, i64(per)), b.mul(hi, i64(per))
-        size = b.sub(b.select(b.icmp_signed("<", stop, i64(length)), stop, i64(length)), start)
-        block(*((size, i64(n), start, i64(0)) if by_rows else (i64(m), size, i64(0), start)))
-
-    em.parallel_range(-(-length // per), piece, "mm")
 
 
 def _madd(em, dt, acc, a, b):
