@@ -97,6 +97,8 @@ def panel(itemsize: int) -> int:
     return nv * vbytes // itemsize
 
 
+PACK_A_STEP_BYTES = 1024  # A is packed when its steps along k are farther apart (See Note [Packing])
+
 SIGNATURE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64, PTR, I64, I64, PTR, I64, I64, I64, I64])
 NOALIAS = (0, 3, 6)  # A, B and C
 
@@ -205,14 +207,16 @@ class _Gemm:
         return self.b.gep(p, [offset], source_etype=self.elem)
 
     def columns(self, N, tiles):
-        """tiles(j0, nv, mask) over N columns: tiles of NV vectors, then of one vector, then one
-        masked vector for the rest."""
-        b = self.b
-        full = self.nv * self.w
-        j = self.loop(self.i64(0), N, full, lambda j0: tiles(j0, self.nv, None), "jt")
-        j = self.loop(j, N, self.w, lambda j0: tiles(j0, 1, None), "jv")
+        """tiles(j0, nv, mask) over N columns: tiles of NV vectors, then (NV being 3) one of
+        two, then of one vector, then one masked vector for the rest. (3 + 1 vectors as 2 + 2
+        ran 5-10% slower in f64: the tiles of two are the less efficient.)"""
+        b, i64, w = self.b, self.i64, self.w
+        j = self.loop(i64(0), N, self.nv * w, lambda j0: tiles(j0, self.nv, None), "jt")
+        if self.nv == 3:
+            j = self.loop(j, N, 2 * w, lambda j0: tiles(j0, 2, None), "j2")
+        j = self.loop(j, N, w, lambda j0: tiles(j0, 1, None), "jv")
         rest = b.sub(N, j)
-        with b.if_then(b.icmp_signed(">", rest, self.i64(0))):
+        with b.if_then(b.icmp_signed(">", rest, i64(0))):
             tiles(j, 1, self.lanes_below(rest))
 
     def emit_direct(self):
@@ -307,7 +311,7 @@ class _Gemm:
 
                         def tiles_of_rows(a_at, ars, acs, c_at, rows: int):
                             def tiles(j0, nv, mask):
-                                width = i64(self.nv * w if nv == self.nv else w)
+                                width = i64(nv * w)
                                 b_at = self.at(bp, b.mul(j0, kc))
                                 self.tile(
                                     a_at, ars, acs, b_at, width, self.at(c_at, j0), c_rs, kc, rows, nv, mask, first
@@ -319,19 +323,28 @@ class _Gemm:
                             mc = self.smin(b.sub(M, ic), i64(mc_max))
                             full = b.mul(b.sdiv(mc, i64(mr)), i64(mr))
                             a_ic = self.at(a_pc, b.mul(ic, a_rs))
-                            self.pack_a(a_ic, a_rs, a_cs, kc, full, ap)
                             c_ic = self.at(C, b.add(b.mul(ic, c_rs), jc))
 
-                            def tile_of_rows(i0):
-                                c_at = self.at(c_ic, b.mul(i0, c_rs))
-                                tiles_of_rows(self.at(ap, b.mul(i0, kc)), i64(1), i64(mr), c_at, mr)
+                            def tiles_of_panels(a_at, panel_step, ars, acs):
+                                def tile_of_rows(i0):
+                                    c_at = self.at(c_ic, b.mul(i0, c_rs))
+                                    tiles_of_rows(self.at(a_at, b.mul(i0, panel_step)), ars, acs, c_at, mr)
+
+                                self.loop(i64(0), full, mr, tile_of_rows, "it")
+
+                            far = b.icmp_signed(">", a_cs, i64(PACK_A_STEP_BYTES // self.size))
+                            with b.if_else(far) as (packed, in_place):
+                                with packed:
+                                    self.pack_a(a_ic, a_rs, a_cs, kc, full, ap)
+                                    tiles_of_panels(ap, kc, i64(1), i64(mr))
+                                with in_place:
+                                    tiles_of_panels(a_ic, a_rs, a_rs, a_cs)
 
                             def row(i0):
                                 tiles_of_rows(
                                     self.at(a_ic, b.mul(i0, a_rs)), a_rs, a_cs, self.at(c_ic, b.mul(i0, c_rs)), 1
                                 )
 
-                            self.loop(i64(0), full, mr, tile_of_rows, "it")
                             self.loop(full, mc, 1, row, "ir")
 
                         self.loop(i64(0), M, mc_max, per_block_of_rows, "ic", partial=True)
@@ -346,16 +359,19 @@ class _Gemm:
         """The rows x kc block of A at src (a multiple of MR rows) into dst, as the panels that
         the tiles read: the panel of the rows from i at dst + i * kc, its kc columns of MR
         elements one after the other. A transposed A (rows 1 apart) is copied a column of a
-        panel at a time, along its contiguous axis; any other, a panel's rows at a time."""
+        panel at a time, along its contiguous axis, panel after panel; any other, a panel's
+        rows at a time."""
         b, i64, mr = self.b, self.i64, self.mr
         col_t = ir.VectorType(self.elem, mr)
 
-        def by_columns(k):
-            def panel(i0):
-                v = b.load(self.at(src, b.add(i0, b.mul(k, cs))), typ=col_t, align=self.align)
-                b.store(v, self.at(dst, b.add(b.mul(i0, kc), b.mul(k, i64(mr)))), align=self.align)
+        def by_columns(i0):
+            out = self.at(dst, b.mul(i0, kc))
 
-            self.loop(i64(0), rows, mr, panel, "pai")
+            def column(k):
+                v = b.load(self.at(src, b.add(i0, b.mul(k, cs))), typ=col_t, align=self.align)
+                b.store(v, self.at(out, b.mul(k, i64(mr))), align=self.align)
+
+            self.loop(i64(0), kc, 1, column, "pak")
 
         def by_rows(i0):
             starts = [self.at(src, b.mul(b.add(i0, i64(r)), rs)) for r in range(mr)]
@@ -371,7 +387,7 @@ class _Gemm:
 
         with b.if_else(b.icmp_signed("==", rs, i64(1))) as (then, otherwise):
             with then:
-                self.loop(i64(0), kc, 1, by_columns, "pak")
+                self.loop(i64(0), rows, mr, by_columns, "pai")
             with otherwise:
                 self.loop(i64(0), rows, mr, by_rows, "pai")
 
@@ -504,15 +520,22 @@ class _Gemm:
 # of the CPU it runs on (blocking()): for each block of NC columns of B and KC terms, the block
 # of B (KC x NC, half of L2) is copied into panels of a tile's columns, each KC rows one after
 # the other (the last vector's lanes past N zero); then for each block of MC rows of A (a
-# quarter of L2) A's rows are copied into panels of MR rows, each KC columns of MR elements,
-# read along A's contiguous axis (a transposed A by columns: it read a page per step of k,
-# 2x slower at 1024^3); then each panel of A (MR x KC, half of L1) meets every panel of B,
+# quarter of L2), each panel of MR rows of A (MR x KC, half of L1) meets every panel of B,
 # which streams from L2. A B of any strides is packed into the same panels: a transposed one
 # (g @ W^T) from its columns, element by element, instead of being copied whole first (a@b^T
-# at 512^3 f64: 1.22 -> 1.09 of the fastest peer's time). Rows that do not fill a tile are
-# read in place. The buffer is one
-# malloc per call, sized to the product; when malloc fails, or K is 0, the unpacked kernel
-# (`.direct`) runs instead.
+# at 512^3 f64: 1.22 -> 1.09 of the fastest peer's time).
+#
+# A's panels are read in place while A's steps along k are at most PACK_A_STEP_BYTES apart
+# (A by rows, or a transposed A of few rows): a tile's MR rows are MR streams that stay in L1,
+# and a copy, one element at a time, paid for itself only when many panels of B reuse it. Packing
+# A always cost [1024, 128] @ [128, 128] f64 10% and attention's 32 products [128, 128] @ [128,
+# 32] 20-25% (f64 and f32; one thread, CPU time). A transposed A of more rows is copied into
+# panels of MR rows, each KC columns of MR elements, a panel at a time down its columns (the
+# stores in order; across the panels, each a page from the next, it was 1.3x slower in f32):
+# read in place, a panel's columns are a page apart, all in the same few sets of L1, and
+# [512, 1024]^T @ [1024, 128] ran 1.3x slower. Rows that do not fill a tile are read in place.
+# The buffer is one malloc per call, sized to the product; when malloc fails, or K is 0, the
+# unpacked kernel (`.direct`) runs instead.
 #
 # The bits are the same as unpacked: each element of C is still one chain of fused
 # multiply-adds over k in order from 0, a block of terms starting from the value the block

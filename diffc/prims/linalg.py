@@ -198,20 +198,17 @@ INNER_PIECE = 4096  # the fewest terms of each of those pieces
 # product over its range into a buffer of its own, the pieces then added in order, with no
 # packing twice (that product in f32: 13.3 -> 9.0 ms on one thread, as NumPy's 9.1-9.4).
 
-# Beyond, the kernel's A no longer stays in the L2 cache and OpenBLAS is faster (See Note
-# [Kernel or BLAS]): 1 MiB on Zen 4, 2 MiB on the Xeon of docs/performance.md.
-GEMM_MAX_A_BYTES = gemm.caches()[1]
-GEMM_MAX_K = GEMM_MAX_A_BYTES // 512  # and beyond this inner dimension (2048 on Zen 4)
-GEMM_STREAM_PANELS = 2  # the passes over an A beyond that which still beat OpenBLAS's packing
+# Beyond, when neither operand stays in the L2 cache, OpenBLAS is as fast at one thread and
+# faster at two (See Note [Kernel or BLAS]): 1 MiB on Zen 4, 2 MiB on the Xeon of
+# docs/performance.md.
+GEMM_MAX_OPERAND_BYTES = gemm.caches()[1]
+GEMM_MAX_K = GEMM_MAX_OPERAND_BYTES // 512  # and beyond this inner dimension (2048 on Zen 4)
 
 
 def _kernel_fits(a, b) -> bool:
     """Whether the generated kernel is at least as fast as OpenBLAS for the matrices a @ b."""
     (m, k), n = a.type.shape, b.type.shape[1]
-    if k > GEMM_MAX_K:
-        return False
-    size = a.type.dtype.itemsize
-    return m * k * size <= GEMM_MAX_A_BYTES or (n <= GEMM_STREAM_PANELS * gemm.panel(size) and not _by_columns(a))
+    return k <= GEMM_MAX_K and min(m, n) * k * a.type.dtype.itemsize <= GEMM_MAX_OPERAND_BYTES
 
 
 def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
@@ -540,7 +537,7 @@ matmul_p = primitive(
 # in L2 too it ran at the core's peak, a little faster than OpenBLAS, which pays for packing
 # both operands: at one thread on a Zen 4 core (1 MiB of L2), 53-56 GFLOP/s in f64 and
 # 110-113 in f32 at 256^3 against OpenBLAS's SkylakeX kernels' 47-50 and 98-100. Once A left
-# L2 (its bytes above GEMM_MAX_A_BYTES), every panel read it again from L3 or memory, and
+# L2 (its bytes above GEMM_MAX_OPERAND_BYTES), every panel read it again from L3 or memory, and
 # OpenBLAS's blocking for the caches won, by most when A is a transposed view (whose columns
 # the kernel read one cache line per step of k), or when b is one, which the kernel copies:
 # OpenBLAS's time over the kernel's at 512^3 f64 was 0.86 for transpose(a) @ b and 0.90 for
@@ -548,15 +545,15 @@ matmul_p = primitive(
 # with the other core busy). So did OpenBLAS win for a long inner dimension (GEMM_MAX_K),
 # whose B panel left L2. On an Intel Xeon (48 KiB L1, 2 MiB L2) the unpacked kernel ran at
 # half OpenBLAS's speed even with A in L2, and it now packs blocks sized from the caches (See
-# Note [Packing] in lower/gemm.py): there it is as fast as OpenBLAS and MKL up to A of L2's
-# size, and 0.9x OpenBLAS's speed beyond (1024^3, 2048^3), so the bounds stay L2's size and
-# (for K) half a KiB of it per term, the constants measured on Zen 4. OpenBLAS takes a
-# transposed operand as a flag and a slice with its leading dimension, and copies nothing;
-# an operand of neither layout (a column step, b[:, ::2]) is copied first, by either route.
-#
-# A tall, narrow product (im2col's [65536, 72] @ [72, 32] in a convolution) is the exception:
-# with at most GEMM_STREAM_PANELS panels of B, the kernel streams A from memory that many times,
-# which costs less than OpenBLAS's packing of all of it: for [16384, k] @ [k, n] and [65536, k]
-# @ [k, n], k from 27 to 1024 and n up to two panels, up to 2.1x faster in f64 and 1.35x in
-# f32, and at worst 0.94x (at one thread, CPU time). Not when A is a transposed view, whose
-# columns cost a cache line per step of k (up to 1.2x slower in f32).
+# Note [Packing] in lower/gemm.py). Packed, the kernel's speed no longer depends on A's size,
+# and OpenBLAS wins only where both operands leave L2: there the kernel (one call per thread)
+# was 0.83-1.01x the time of diffc's OpenBLAS route (8 blocks of rows, each packing B again)
+# at one thread on 1024^3 and 2048^3, but 1.03-1.15x at two threads. Where one operand fits
+# (min(m, n) * k elements within GEMM_MAX_OPERAND_BYTES) the kernel is faster at both counts:
+# the transformer's [1024, 512] @ [512, 128] f64 0.74-0.78x at one thread and 0.82-0.88x at
+# two, im2col's tall [65536, 72] @ [72, 32] 0.73-1.0x, [16384, 256] @ [256, 64] 0.71-0.76x in
+# f64 and 0.99-1.08x in f32. A long inner dimension (beyond GEMM_MAX_K, a term per half KiB of
+# L2: 4096 on the Xeon) stays OpenBLAS's: [512, 8192] @ [8192, 512] was 1.2-1.8x slower
+# by the kernel at two threads. OpenBLAS takes a transposed operand as a flag and a slice with
+# its leading dimension, and copies nothing; an operand of neither layout (a column step,
+# b[:, ::2]) is copied first, by either route.

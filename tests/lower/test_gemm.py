@@ -31,6 +31,7 @@ MR, NV = gemm.tile()[1:]
 SHAPES = [
     (MR, 64, NV * W),  # one full tile
     (2 * MR + 3, 37, 2 * NV * W + W + 3),  # full tiles, a vector tile, a masked vector, single rows
+    (MR + 1, 50, NV * W + 2 * W + 3),  # a full tile, a tile of two vectors, a masked vector
     (5, 200, 3),  # fewer columns than a vector, fewer rows than a tile
     (1, 2 * linalg.GEMM_MAX_K, 9),  # K beyond GEMM_MAX_K: OpenBLAS
     (33, 1, 17),  # K = 1
@@ -117,7 +118,7 @@ def test_packed_blocks_are_exact(m, shape, dtype):
     rows, k, cols = shape
     rng = np.random.default_rng(rows + k + cols)
     a, b = _small_integers(rng, (rows, k), dtype), _small_integers(rng, (k, cols), dtype)
-    assert rows * k * a.itemsize <= linalg.GEMM_MAX_A_BYTES and k <= linalg.GEMM_MAX_K  # the kernel's
+    assert min(rows, cols) * k * a.itemsize <= linalg.GEMM_MAX_OPERAND_BYTES and k <= linalg.GEMM_MAX_K  # the kernel's
     want = a @ b
     np.testing.assert_array_equal(m.mm(a, b), want)
     np.testing.assert_array_equal(m.mm_ta(np.ascontiguousarray(a.T), b), want)  # A packed by columns
@@ -126,6 +127,21 @@ def test_packed_blocks_are_exact(m, shape, dtype):
     np.testing.assert_array_equal(m.mm_rows2(a2, b), a2[::2] @ b)  # A's rows 2k apart
     a3, b3 = _small_integers(rng, (rows + 1, k + 1), dtype), _small_integers(rng, (k, cols + 1), dtype)
     np.testing.assert_array_equal(m.mm_slice(a3, b3), a3[1:, 1:] @ b3[:, 1:])  # leading dimensions
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_transposed_a_is_read_in_place_or_packed_by_its_step(m, dtype):
+    """A transposed A whose columns are at most PACK_A_STEP_BYTES apart is read in place, one of
+    more rows is packed (See Note [Packing]): both exact, over several blocks of terms and every
+    kind of tile, single rows included."""
+    itemsize = np.dtype(dtype).itemsize
+    kc = gemm.blocking(itemsize)[0]
+    rng = np.random.default_rng(11)
+    for rows in (gemm.PACK_A_STEP_BYTES // itemsize, gemm.PACK_A_STEP_BYTES // itemsize + MR + 1):
+        k, cols = 2 * kc + 5, 2 * NV * W + 2 * W + 3
+        at, b = _small_integers(rng, (k, rows), dtype), _small_integers(rng, (k, cols), dtype)
+        assert min(rows, cols) * k * itemsize <= linalg.GEMM_MAX_OPERAND_BYTES and k <= linalg.GEMM_MAX_K
+        np.testing.assert_array_equal(m.mm_ta(at, b), at.T @ b)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -183,7 +199,7 @@ def _packed_bt(dtype):
 
 
 def _assert_kernel_packs_bt(rows, k, cols, itemsize):
-    assert rows * k * itemsize <= linalg.GEMM_MAX_A_BYTES and k <= linalg.GEMM_MAX_K
+    assert min(rows, cols) * k * itemsize <= linalg.GEMM_MAX_OPERAND_BYTES and k <= linalg.GEMM_MAX_K
     assert rows * k * cols >= linalg.BLAS_MIN_WORK
 
 

@@ -1,7 +1,6 @@
 """Each route a float matrix product can take (prims/linalg.py, See Note [Kernel or BLAS]):
-plain loops below BLAS_MIN_WORK, the generated kernel while its A fits GEMM_MAX_A_BYTES (or B
-has at most GEMM_STREAM_PANELS panels of columns) and its inner dimension GEMM_MAX_K, OpenBLAS
-beyond, with transposed and strided operands passed
+plain loops below BLAS_MIN_WORK, the generated kernel while one operand fits
+GEMM_MAX_OPERAND_BYTES and its inner dimension GEMM_MAX_K, OpenBLAS beyond, with transposed and strided operands passed
 as flags and leading dimensions rather than copied, batches, empty axes, one row or column.
 The sizes come from the thresholds, so that the tests follow them: each checks the route in
 the lowered code, then the values against NumPy."""
@@ -38,17 +37,20 @@ fn prod_t_and_prod(a, g) {
 fn prod_t_rows(a, g) = map(fn(x) => transpose(transpose(x) @ g), a)
 """
 DTYPES = [np.float64, np.float32]
-K = 64  # the inner dimension of the products sized by A's bytes (a small one keeps them quick)
+# the inner dimension of the products sized by the operands' bytes: with half of GEMM_MAX_K
+# terms, an operand of the cache's bytes has 1024 bytes' worth of rows (128 doubles) whatever
+# the cache, which keeps the products beyond it quick
+K = linalg.GEMM_MAX_K // 2
 
 
-def a_rows(dtype, k: int = K) -> int:
-    """The most rows of a k-column A that the generated kernel takes."""
-    return linalg.GEMM_MAX_A_BYTES // (k * np.dtype(dtype).itemsize)
+def a_rows(dtype) -> int:
+    """The most rows of a K-column A (or columns of a K-row B) that fit the cache's bound."""
+    return linalg.GEMM_MAX_OPERAND_BYTES // (K * np.dtype(dtype).itemsize)
 
 
 def wide(dtype) -> int:
-    """The fewest columns of B for which an A beyond a_rows goes to OpenBLAS."""
-    return linalg.GEMM_STREAM_PANELS * gemm.panel(np.dtype(dtype).itemsize) + 1
+    """The fewest columns of B that leave the bound: with A of a_rows + 1 rows, OpenBLAS's."""
+    return a_rows(dtype) + 1
 
 
 # function: (NumPy's expression, the operands' shapes for an (m, k, n) product)
@@ -131,24 +133,24 @@ def test_products_whose_a_fits_run_the_kernel(m, fn, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_the_kernel_takes_a_up_to_the_limit_and_openblas_beyond(m, dtype):
+def test_the_kernel_takes_either_operand_up_to_the_limit_and_openblas_beyond(m, dtype):
     check(m, "mm", dtype, (a_rows(dtype), K, wide(dtype)), "kernel")
+    check(m, "mm", dtype, (wide(dtype), K, a_rows(dtype)), "kernel")
     check(m, "mm", dtype, (a_rows(dtype) + 1, K, wide(dtype)), "blas")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fn", LAYOUTS)
-def test_a_tall_a_times_a_narrow_b_streams_a_through_the_kernel(m, fn, dtype):
-    """An A beyond the cache times a B of at most GEMM_STREAM_PANELS panels (im2col's columns
-    times a convolution's weights) runs the kernel, unless A is a transposed view; the same
-    bits on 1, 2 and 3 threads (blocks of rows), NumPy's values, NaN and inf where it has them."""
-    want = "blas" if fn in ("mm_ta", "mm_tt") else "kernel"
+def test_a_tall_a_times_a_b_that_fits_runs_the_kernel(m, fn, dtype):
+    """An A beyond the cache times a B within it (im2col's columns times a convolution's
+    weights) runs the kernel, transposed views included; the same bits on 1, 2 and 3 threads
+    (blocks of rows), NumPy's values, NaN and inf where it has them."""
     rows = 4 * a_rows(dtype) + 5  # several blocks of rows, the last shorter
     expr, shapes = LAYOUTS[fn]
-    for n in (3, wide(dtype) - 1):
+    for n in (3, a_rows(dtype)):
         a, b = operands(dtype, *shapes(rows, K, n))
         a[(0, -1), (3, -1)] = np.nan, np.inf
-        assert route(lowered(m, fn, a, b)) == want
+        assert route(lowered(m, fn, a, b)) == "kernel"
         results = on_each_count(lambda: getattr(m, fn)(a, b))
         assert all(np.array_equal(r, results[0], equal_nan=True) for r in results[1:])
         np.testing.assert_allclose(results[0], expr(a, b), **close(dtype, K))
@@ -179,11 +181,11 @@ def test_openblas_is_passed_transposes_and_strides(m, fn, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_transposed_b_takes_the_route_of_its_a(m, dtype):
     """a @ transpose(b): the kernel packs b from its columns (Note [Packing] in lower/gemm.py),
-    so the route is that of a @ b: the kernel while a fits, whatever b's size, OpenBLAS beyond."""
-    k = 256
-    check(m, "mm_tb", dtype, (4, k, a_rows(dtype, k) + 1), "kernel")
-    check(m, "mm_tb", dtype, (a_rows(dtype, k), k, wide(dtype)), "kernel")
-    check(m, "mm_tb", dtype, (a_rows(dtype, k) + 1, k, wide(dtype)), "blas")
+    so the route is that of a @ b: the kernel while a or b fits, OpenBLAS beyond."""
+    check(m, "mm_tb", dtype, (4, K, wide(dtype)), "kernel")
+    check(m, "mm_tb", dtype, (a_rows(dtype), K, wide(dtype)), "kernel")
+    check(m, "mm_tb", dtype, (wide(dtype), K, a_rows(dtype)), "kernel")
+    check(m, "mm_tb", dtype, (wide(dtype), K, wide(dtype)), "blas")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -264,13 +266,13 @@ def test_a_product_returned_transposed_is_computed_into_the_output(m, where, dty
     transpose(g) @ a straight into the output: no copy loop after the product (See Note
     [Transposed destinations])."""
     # computed as transpose(g) @ a: g's columns are the rows of the product's A
-    cols = {"loops": 3, "kernel": 40, "blas": a_rows(dtype) + 1}[where]
-    a, g = operands(dtype, (K, 5 if where == "loops" else 30), (K, cols))
+    k, cols, n = {"loops": (64, 3, 5), "kernel": (64, 40, 30), "blas": (K, wide(dtype), wide(dtype))}[where]
+    a, g = operands(dtype, (k, n), (k, cols))
     text = lowered(m, "prod_t", a, g)
     assert route(text) == where
     if where != "loops":
         assert ".head:" not in main_function(text)
-    np.testing.assert_allclose(m.prod_t(a, g), (a.T @ g).T, **close(dtype, K))
+    np.testing.assert_allclose(m.prod_t(a, g), (a.T @ g).T, **close(dtype, k))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

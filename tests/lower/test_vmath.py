@@ -5,6 +5,7 @@ The f32 kernels, computed in f32, against the f64 reference rounded to f32."""
 import math
 import re
 
+import llvmlite.binding as llvm
 import numpy as np
 import pytest
 from support.native import on_each_count, restore_threads  # noqa: F401 (a fixture)
@@ -497,6 +498,17 @@ def test_numbers_in_a_map_take_the_kernels_of_arrays_and_in_a_fold_of_numbers():
     for a in xs:
         want = np.sin(want + a) + want**a
     np.testing.assert_allclose(m.chain(xs), want, rtol=1e-12)
+
+
+@pytest.mark.skipif(not llvm.get_host_cpu_features().get("avx512f", False), reason="no AVX-512 here")
+@pytest.mark.parametrize("dtype", [DType.F64, DType.F32])
+def test_with_avx512_the_loops_take_512_bit_vectors(dtype):
+    """LLVM's tuning for Intel's AVX-512 cores would vectorise by 256 bits (See Note [Vector
+    width] in lower/jit.py): an elementwise kernel's loop runs on 512-bit registers."""
+    m = diffc.compile("fn e(x) = exp(x) * 2.0\n")
+    assembly = llvm_text(m.ast, "e", (TensorType(dtype, (4096,)),))[2]
+    assert re.search(r"vfmadd\w+\s+%zmm", assembly)
+    assert not re.search(r"vfmadd\w+\s+%ymm", assembly)
 
 
 def test_each_unit_of_a_long_module_vectorises_its_sin(monkeypatch):
