@@ -32,6 +32,10 @@ typedef struct {
    it stays 0, and a call runs to its end. */
 int64_t diffc_sigints = 0;
 
+/* Nonzero: calls flush subnormal floats to zero (diffc.set_flush_denormal in Python). A library
+   keeps IEEE arithmetic unless its caller sets this. */
+int64_t diffc_flush_denormal = 0;
+
 /* A parallel loop of the generated code (diffc_parallel_for in diffc/runtime/threads.py) runs
    on the calling thread: a library starts no threads of its own. */
 void diffc_parallel_for(void (*fn)(void *, int64_t, int64_t), void *env, int64_t n) { fn(env, 0, n); }

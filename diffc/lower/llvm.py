@@ -30,8 +30,10 @@ from .emit import (
     Emitter,
     Site,
     contiguous_strides,
+    enter_float_mode,
     free_records_left,
     fusable_values,
+    leave_float_mode,
     mem_type,
     reg_type,
     start_interrupts,
@@ -502,7 +504,9 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
         else:
             args.append(ptr)
     start_interrupts(b, ms.module, ctx)
+    entered = enter_float_mode(b, ms.module)
     b.call(target, [ctx] + [slot(outs, k) for k in range(len(f.body.outs))] + args)
+    leave_float_mode(b, ms.module, entered)
     if records:
         free_records_left(b, ms.module, ctx)
     b.ret_void()

@@ -43,7 +43,9 @@ from .emit import (
     ERR_INTERRUPT,
     PTR,
     counted_loop,
+    enter_float_mode,
     free_records_left,
+    leave_float_mode,
     mem_type,
     reg_type,
     start_interrupts,
@@ -231,7 +233,9 @@ def lower_pycall(
     for word in (CTX_ERR, CTX_DEPTH):
         b.store(ir.Constant(I64, 0), b.gep(ctx, [ir.Constant(I64, word)], source_etype=I64))
     start_interrupts(b, module, ctx)
+    entered = enter_float_mode(b, module)
     b.call(target, [ctx, *slots, *values])
+    leave_float_mode(b, module, entered)
     if records:
         free_records_left(b, module, ctx)
     err = b.load(b.gep(ctx, [ir.Constant(I64, CTX_ERR)], source_etype=I64), typ=I64)

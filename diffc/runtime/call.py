@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import sys
 import threading
 import weakref
@@ -31,6 +32,8 @@ from ..lower.emit import (
     ERR_MEMORY,
     ERR_NEGATIVE,
     ERR_STACK,
+    FLUSH_SYMBOL,
+    X86,
 )
 from ..lower.llvm import ENTRY_SYMBOL
 from ..lower.pyentry import PYALLOCS_SYMBOL, PYCALL_SYMBOL, PYCTX_SYMBOL, PYSTACK_SYMBOL
@@ -66,6 +69,16 @@ def _print_callback(site: int, ptrs: int, ctx: int):
         ctypes.c_int64.from_address(ctx + 8 * CTX_ERR).value = ERR_CALLBACK
 
 
+# nonzero: calls flush subnormal floats to zero (See Note [Subnormal floats] in lower/emit.py)
+FLUSH_DENORMAL = ctypes.c_int64(X86 and os.environ.get("DIFFC_FLUSH_DENORMAL", "0") not in ("", "0"))
+
+
+def set_flush_denormal(on: bool) -> bool:
+    """Whether calls flush subnormal floats to zero; False where the CPU cannot (not x86-64)."""
+    FLUSH_DENORMAL.value = bool(on) and X86
+    return bool(FLUSH_DENORMAL.value) == bool(on)
+
+
 @functools.cache
 def register_symbols():
     """Make the runtime's functions, and the C API the direct Python entry calls, visible to
@@ -73,6 +86,7 @@ def register_symbols():
     llvm.add_symbol(PRINT_SYMBOL, ctypes.cast(_print_callback, ctypes.c_void_p).value)
     interrupt.register_symbols()
     threads.register_symbols()
+    llvm.add_symbol(FLUSH_SYMBOL, ctypes.addressof(FLUSH_DENORMAL))
     for name, address in pyentry.symbol_addresses().items():
         llvm.add_symbol(name, address)
 

@@ -19,12 +19,20 @@ import llvmlite.binding as llvm
 
 from ..errors import UsageError
 from ..lower import jit
-from ..lower.emit import PARALLEL_SYMBOL
+from ..lower.emit import PARALLEL_SYMBOL, X86
 
 SPIN = 2000  # polls of a worker for a new job (about 50-100 us) before it sleeps in the kernel
 PIECES_PER_THREAD = 4  # pieces a loop is cut into per thread: a late or slow thread holds no one up
-_PAUSE = "call void @llvm.x86.sse2.pause()" if platform.machine() in ("x86_64", "AMD64") else ""
-_DECLARE_PAUSE = "declare void @llvm.x86.sse2.pause()" if _PAUSE else ""
+_PAUSE = "call void @llvm.x86.sse2.pause()" if X86 else ""
+_DECLAREX86 = "\n".join(
+    f"declare void @llvm.x86.{name}" for name in ("sse2.pause()", "sse.stmxcsr(ptr)", "sse.ldmxcsr(ptr)") if X86
+)
+# a job runs in its caller's float mode (MXCSR: See Note [Subnormal floats] in lower/emit.py)
+_KEEP_MODE = "call void @llvm.x86.sse.stmxcsr(ptr @pool.mxcsr)" if X86 else ""
+_TAKE_MODE = (
+    "call void @llvm.x86.sse.stmxcsr(ptr %own)\n  call void @llvm.x86.sse.ldmxcsr(ptr @pool.mxcsr)" if X86 else ""
+)
+_OWN_MODE = "call void @llvm.x86.sse.ldmxcsr(ptr %own)" if X86 else ""
 # futex(2) on the 32-bit words `gen` (workers wait for a new job) and `done` (the caller waits
 # for the workers), private to this process
 _FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
@@ -41,10 +49,11 @@ _POOL_IR = f"""
 @pool.state = global i64 0
 @pool.gen = global i32 0
 @pool.done = global i32 0
+@pool.mxcsr = global i32 0
 @diffc_pool_workers = global i64 0
 
 declare i64 @syscall(i64, ...)
-{_DECLARE_PAUSE}
+{_DECLAREX86}
 
 ; fn(env, lo, hi) for the pieces of the current job that no other thread took
 define private void @run_pieces() {{
@@ -106,6 +115,7 @@ define private void @wake(ptr %p, i64 %count) {{
 ; out of pieces before the worker woke: the caller waits only for the workers that joined).
 define void @diffc_pool_worker(i64 %id, i64 %start) {{
 entry:
+  %own = alloca i32
   %first = trunc i64 %start to i32
   br label %wait
 wait:
@@ -127,7 +137,9 @@ enter:
   %in = extractvalue {{ i64, i1 }} %x, 1
   br i1 %in, label %work, label %join
 work:
+  {_TAKE_MODE}
   call void @run_pieces()
+  {_OWN_MODE}
   %old = atomicrmw sub ptr @pool.state, i64 1 acq_rel
   %last = icmp eq i64 %old, {_CLOSED + 1}
   br i1 %last, label %wake_caller, label %wait
@@ -162,6 +174,7 @@ share:
   %piece = sdiv i64 %sum1, %count
   store i64 %piece, ptr @pool.piece
   store i64 0, ptr @pool.next
+  {_KEEP_MODE}
   store atomic i32 0, ptr @pool.done monotonic, align 4
   store atomic i64 0, ptr @pool.state release, align 8
   %g = atomicrmw add ptr @pool.gen, i32 1 release
