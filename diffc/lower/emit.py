@@ -1351,26 +1351,23 @@ def enter_float_mode(b: ir.IRBuilder, module: ir.Module):
     if not X86:
         return None
     flag = module.globals.get(FLUSH_SYMBOL) or ir.GlobalVariable(module, I64, FLUSH_SYMBOL)
+    # (no branch: with one, LLVM made two calls of the program, and inlined neither)
     slot = b.alloca(I32)
     b.call(_mxcsr(module, "stmxcsr"), [slot])
     old = b.load(slot, typ=I32)
     on = b.icmp_unsigned("!=", b.load_atomic(flag, "monotonic", 8, typ=I64), ir.Constant(I64, 0))
-    bits = ir.Constant(I32, MXCSR_FLUSH)
-    change = b.and_(on, b.icmp_unsigned("!=", b.and_(old, bits), bits))
-    with b.if_then(change):
-        b.store(b.or_(old, bits), slot)
-        b.call(_mxcsr(module, "ldmxcsr"), [slot])
-    return slot, old, change
+    b.store(b.select(on, b.or_(old, ir.Constant(I32, MXCSR_FLUSH)), old), slot)
+    b.call(_mxcsr(module, "ldmxcsr"), [slot])
+    return slot, old
 
 
 def leave_float_mode(b: ir.IRBuilder, module: ir.Module, entered) -> None:
     """After the program: the thread's float mode as enter_float_mode found it."""
     if entered is None:
         return
-    slot, old, change = entered
-    with b.if_then(change):
-        b.store(old, slot)
-        b.call(_mxcsr(module, "ldmxcsr"), [slot])
+    slot, old = entered
+    b.store(old, slot)
+    b.call(_mxcsr(module, "ldmxcsr"), [slot])
 
 
 def _mxcsr(module: ir.Module, op: str) -> ir.Function:

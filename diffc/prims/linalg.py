@@ -198,17 +198,17 @@ INNER_PIECE = 4096  # the fewest terms of each of those pieces
 # product over its range into a buffer of its own, the pieces then added in order, with no
 # packing twice (that product in f32: 13.3 -> 9.0 ms on one thread, as NumPy's 9.1-9.4).
 
-# Beyond, when neither operand stays in the L2 cache, OpenBLAS is as fast at one thread and
-# faster at two (See Note [Kernel or BLAS]): 1 MiB on Zen 4, 2 MiB on the Xeon of
-# docs/performance.md.
-GEMM_MAX_OPERAND_BYTES = gemm.caches()[1]
-GEMM_MAX_K = GEMM_MAX_OPERAND_BYTES // 512  # and beyond this inner dimension (2048 on Zen 4)
+# Beyond, when neither operand stays in the L2 cache (1 MiB on Zen 4, 2 MiB on the Xeon of
+# docs/performance.md), OpenBLAS is as fast at one thread and faster at two (See Note [Kernel
+# or BLAS]).
+GEMM_MAX_OPERAND = gemm.caches()[1] // 4  # elements: L2's bytes of floats, twice them of doubles
+GEMM_MAX_K = gemm.caches()[1] // 512  # and beyond this inner dimension (2048 on Zen 4)
 
 
 def _kernel_fits(a, b) -> bool:
     """Whether the generated kernel is at least as fast as OpenBLAS for the matrices a @ b."""
     (m, k), n = a.type.shape, b.type.shape[1]
-    return k <= GEMM_MAX_K and min(m, n) * k * a.type.dtype.itemsize <= GEMM_MAX_OPERAND_BYTES
+    return k <= GEMM_MAX_K and min(m, n) * k <= GEMM_MAX_OPERAND
 
 
 def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
@@ -537,7 +537,7 @@ matmul_p = primitive(
 # in L2 too it ran at the core's peak, a little faster than OpenBLAS, which pays for packing
 # both operands: at one thread on a Zen 4 core (1 MiB of L2), 53-56 GFLOP/s in f64 and
 # 110-113 in f32 at 256^3 against OpenBLAS's SkylakeX kernels' 47-50 and 98-100. Once A left
-# L2 (its bytes above GEMM_MAX_OPERAND_BYTES), every panel read it again from L3 or memory, and
+# L2 (its bytes above L2's size), every panel read it again from L3 or memory, and
 # OpenBLAS's blocking for the caches won, by most when A is a transposed view (whose columns
 # the kernel read one cache line per step of k), or when b is one, which the kernel copies:
 # OpenBLAS's time over the kernel's at 512^3 f64 was 0.86 for transpose(a) @ b and 0.90 for
@@ -549,10 +549,14 @@ matmul_p = primitive(
 # and OpenBLAS wins only where both operands leave L2: there the kernel (one call per thread)
 # was 0.83-1.01x the time of diffc's OpenBLAS route (8 blocks of rows, each packing B again)
 # at one thread on 1024^3 and 2048^3, but 1.03-1.15x at two threads. Where one operand fits
-# (min(m, n) * k elements within GEMM_MAX_OPERAND_BYTES) the kernel is faster at both counts:
+# L2 (min(m, n) * k elements within GEMM_MAX_OPERAND) the kernel is faster at both counts:
 # the transformer's [1024, 512] @ [512, 128] f64 0.74-0.78x at one thread and 0.82-0.88x at
 # two, im2col's tall [65536, 72] @ [72, 32] 0.73-1.0x, [16384, 256] @ [256, 64] 0.71-0.76x in
-# f64 and 0.99-1.08x in f32. A long inner dimension (beyond GEMM_MAX_K, a term per half KiB of
+# f64 and 0.99-1.08x in f32. In f64 it stays faster up to twice L2's bytes, a weight's gradient
+# over a batch of 2048 rows ([2048, 1024]^T @ [2048, 256], [2048, 256]^T @ [2048, 1024]) 0.79-0.85x
+# at one and two threads, where in f32 it was 0.99-1.13x beyond L2: so GEMM_MAX_OPERAND counts
+# elements, L2's bytes in f32 and twice them in f64 (transformer b8 t256 d256's value-and-grad
+# f64, in turns: 268-281 -> 239-248 ms). A long inner dimension (beyond GEMM_MAX_K, a term per half KiB of
 # L2: 4096 on the Xeon) stays OpenBLAS's: [512, 8192] @ [8192, 512] was 1.2-1.8x slower
 # by the kernel at two threads. OpenBLAS takes a transposed operand as a flag and a slice with
 # its leading dimension, and copies nothing; an operand of neither layout (a column step,

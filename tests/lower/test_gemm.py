@@ -118,7 +118,7 @@ def test_packed_blocks_are_exact(m, shape, dtype):
     rows, k, cols = shape
     rng = np.random.default_rng(rows + k + cols)
     a, b = _small_integers(rng, (rows, k), dtype), _small_integers(rng, (k, cols), dtype)
-    assert min(rows, cols) * k * a.itemsize <= linalg.GEMM_MAX_OPERAND_BYTES and k <= linalg.GEMM_MAX_K  # the kernel's
+    assert min(rows, cols) * k <= linalg.GEMM_MAX_OPERAND and k <= linalg.GEMM_MAX_K  # the kernel's
     want = a @ b
     np.testing.assert_array_equal(m.mm(a, b), want)
     np.testing.assert_array_equal(m.mm_ta(np.ascontiguousarray(a.T), b), want)  # A packed by columns
@@ -140,7 +140,7 @@ def test_a_transposed_a_is_read_in_place_or_packed_by_its_step(m, dtype):
     for rows in (gemm.PACK_A_STEP_BYTES // itemsize, gemm.PACK_A_STEP_BYTES // itemsize + MR + 1):
         k, cols = 2 * kc + 5, 2 * NV * W + 2 * W + 3
         at, b = _small_integers(rng, (k, rows), dtype), _small_integers(rng, (k, cols), dtype)
-        assert min(rows, cols) * k * itemsize <= linalg.GEMM_MAX_OPERAND_BYTES and k <= linalg.GEMM_MAX_K
+        assert min(rows, cols) * k <= linalg.GEMM_MAX_OPERAND and k <= linalg.GEMM_MAX_K
         np.testing.assert_array_equal(m.mm_ta(at, b), at.T @ b)
 
 
@@ -199,7 +199,7 @@ def _packed_bt(dtype):
 
 
 def _assert_kernel_packs_bt(rows, k, cols, itemsize):
-    assert min(rows, cols) * k * itemsize <= linalg.GEMM_MAX_OPERAND_BYTES and k <= linalg.GEMM_MAX_K
+    assert min(rows, cols) * k <= linalg.GEMM_MAX_OPERAND and k <= linalg.GEMM_MAX_K
     assert rows * k * cols >= linalg.BLAS_MIN_WORK
 
 

@@ -1,7 +1,8 @@
 """Each route a float matrix product can take (prims/linalg.py, See Note [Kernel or BLAS]):
-plain loops below BLAS_MIN_WORK, the generated kernel while one operand fits
-GEMM_MAX_OPERAND_BYTES and its inner dimension GEMM_MAX_K, OpenBLAS beyond, with transposed and strided operands passed
-as flags and leading dimensions rather than copied, batches, empty axes, one row or column.
+plain loops below BLAS_MIN_WORK, the generated kernel while one operand is within
+GEMM_MAX_OPERAND elements and the inner dimension within GEMM_MAX_K, OpenBLAS beyond, with
+transposed and strided operands passed as flags and leading dimensions rather than copied,
+batches, empty axes, one row or column.
 The sizes come from the thresholds, so that the tests follow them: each checks the route in
 the lowered code, then the values against NumPy."""
 
@@ -37,15 +38,15 @@ fn prod_t_and_prod(a, g) {
 fn prod_t_rows(a, g) = map(fn(x) => transpose(transpose(x) @ g), a)
 """
 DTYPES = [np.float64, np.float32]
-# the inner dimension of the products sized by the operands' bytes: with half of GEMM_MAX_K
-# terms, an operand of the cache's bytes has 1024 bytes' worth of rows (128 doubles) whatever
-# the cache, which keeps the products beyond it quick
+# the inner dimension of the products sized by the operands' elements: with half of GEMM_MAX_K
+# terms, an operand at the bound has 256 rows whatever the cache, which keeps the products
+# beyond it quick
 K = linalg.GEMM_MAX_K // 2
 
 
 def a_rows(dtype) -> int:
-    """The most rows of a K-column A (or columns of a K-row B) that fit the cache's bound."""
-    return linalg.GEMM_MAX_OPERAND_BYTES // (K * np.dtype(dtype).itemsize)
+    """The most rows of a K-column A (or columns of a K-row B) within the bound."""
+    return linalg.GEMM_MAX_OPERAND // K
 
 
 def wide(dtype) -> int:
