@@ -206,13 +206,13 @@ class _Gemm:
     def at(self, p, offset):
         return self.b.gep(p, [offset], source_etype=self.elem)
 
-    def columns(self, N, tiles):
-        """tiles(j0, nv, mask) over N columns: tiles of NV vectors, then (NV being 3) one of
-        two, then of one vector, then one masked vector for the rest. (3 + 1 vectors as 2 + 2
-        ran 5-10% slower in f64: the tiles of two are the less efficient.)"""
+    def columns(self, N, tiles, pairs: bool = True):
+        """tiles(j0, nv, mask) over N columns: tiles of NV vectors, then (NV being 3, and
+        `pairs`) one of two, then of one vector, then one masked vector for the rest. (3 + 1
+        vectors as 2 + 2 ran 5-10% slower in f64: the tiles of two are the less efficient.)"""
         b, i64, w = self.b, self.i64, self.w
         j = self.loop(i64(0), N, self.nv * w, lambda j0: tiles(j0, self.nv, None), "jt")
-        if self.nv == 3:
+        if self.nv == 3 and pairs:
             j = self.loop(j, N, 2 * w, lambda j0: tiles(j0, 2, None), "j2")
         j = self.loop(j, N, w, lambda j0: tiles(j0, 1, None), "jv")
         rest = b.sub(N, j)
@@ -249,7 +249,7 @@ class _Gemm:
             i = self.loop(self.i64(0), M, self.mr, lambda i0: kernel(i0, self.mr), "it")
             self.loop(i, M, 1, lambda i0: kernel(i0, 1), "ir")
 
-        self.columns(N, tiles)
+        self.columns(N, tiles, pairs=False)  # (a rare path: no more code than it needs)
         self.b.ret_void()
 
     def elements(self, acc):
@@ -325,20 +325,21 @@ class _Gemm:
                             a_ic = self.at(a_pc, b.mul(ic, a_rs))
                             c_ic = self.at(C, b.add(b.mul(ic, c_rs), jc))
 
-                            def tiles_of_panels(a_at, panel_step, ars, acs):
-                                def tile_of_rows(i0):
-                                    c_at = self.at(c_ic, b.mul(i0, c_rs))
-                                    tiles_of_rows(self.at(a_at, b.mul(i0, panel_step)), ars, acs, c_at, mr)
-
-                                self.loop(i64(0), full, mr, tile_of_rows, "it")
-
+                            # A's panels packed, or in place: one copy of the tiles' code,
+                            # which reads A by strides either way (twice the kernel's
+                            # compile time as two)
                             far = b.icmp_signed(">", a_cs, i64(PACK_A_STEP_BYTES // self.size))
-                            with b.if_else(far) as (packed, in_place):
-                                with packed:
-                                    self.pack_a(a_ic, a_rs, a_cs, kc, full, ap)
-                                    tiles_of_panels(ap, kc, i64(1), i64(mr))
-                                with in_place:
-                                    tiles_of_panels(a_ic, a_rs, a_rs, a_cs)
+                            with b.if_then(far):
+                                self.pack_a(a_ic, a_rs, a_cs, kc, full, ap)
+                            a_at = b.select(far, ap, a_ic)
+                            panel_step = b.select(far, kc, a_rs)
+                            ars, acs = b.select(far, i64(1), a_rs), b.select(far, i64(mr), a_cs)
+
+                            def tile_of_rows(i0):
+                                c_at = self.at(c_ic, b.mul(i0, c_rs))
+                                tiles_of_rows(self.at(a_at, b.mul(i0, panel_step)), ars, acs, c_at, mr)
+
+                            self.loop(i64(0), full, mr, tile_of_rows, "it")
 
                             def row(i0):
                                 tiles_of_rows(
