@@ -91,12 +91,6 @@ def blocking(itemsize: int) -> tuple[int, int, int]:
     return kc, nc, mc
 
 
-def panel(itemsize: int) -> int:
-    """The columns of B one pass of the kernel over A covers: a tile's vectors of elements."""
-    vbytes, _, nv = tile()
-    return nv * vbytes // itemsize
-
-
 PACK_A_STEP_BYTES = 1024  # A is packed when its steps along k are farther apart (See Note [Packing])
 
 SIGNATURE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64, PTR, I64, I64, PTR, I64, I64, I64, I64])

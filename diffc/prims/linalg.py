@@ -198,9 +198,9 @@ INNER_PIECE = 4096  # the fewest terms of each of those pieces
 # product over its range into a buffer of its own, the pieces then added in order, with no
 # packing twice (that product in f32: 13.3 -> 9.0 ms on one thread, as NumPy's 9.1-9.4).
 
-# Beyond, when neither operand stays in the L2 cache (1 MiB on Zen 4, 2 MiB on the Xeon of
-# docs/performance.md), OpenBLAS is as fast at one thread and faster at two (See Note [Kernel
-# or BLAS]).
+# Beyond, when the narrower operand leaves the L2 cache (1 MiB on Zen 4, 2 MiB on the Xeon of
+# docs/performance.md; twice that in f64), OpenBLAS is as fast at one thread and faster at two
+# (See Note [Kernel or BLAS]).
 GEMM_MAX_OPERAND = gemm.caches()[1] // 4  # elements: L2's bytes of floats, twice them of doubles
 GEMM_MAX_K = gemm.caches()[1] // 512  # and beyond this inner dimension (2048 on Zen 4)
 

@@ -24,7 +24,7 @@ from ..lower.emit import PARALLEL_SYMBOL, X86
 SPIN = 2000  # polls of a worker for a new job (about 50-100 us) before it sleeps in the kernel
 PIECES_PER_THREAD = 4  # pieces a loop is cut into per thread: a late or slow thread holds no one up
 _PAUSE = "call void @llvm.x86.sse2.pause()" if X86 else ""
-_DECLAREX86 = "\n".join(
+_DECLARE_X86 = "\n".join(
     f"declare void @llvm.x86.{name}" for name in ("sse2.pause()", "sse.stmxcsr(ptr)", "sse.ldmxcsr(ptr)") if X86
 )
 # a job runs in its caller's float mode (MXCSR: See Note [Subnormal floats] in lower/emit.py)
@@ -53,7 +53,7 @@ _POOL_IR = f"""
 @diffc_pool_workers = global i64 0
 
 declare i64 @syscall(i64, ...)
-{_DECLAREX86}
+{_DECLARE_X86}
 
 ; fn(env, lo, hi) for the pieces of the current job that no other thread took
 define private void @run_pieces() {{
