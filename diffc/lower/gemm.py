@@ -8,13 +8,14 @@ g @ W^T in a derivative, is packed from its columns: no copy) and an M x N matri
 are contiguous. C is cut into tiles of MR rows by NV vectors of W lanes, each
 tile's MR x NV accumulators living in registers across a block of terms: per step of k,
 NV vector loads of a row of B, MR broadcasts of a column of A, MR x NV fused multiply-adds.
-Columns that do not fill a tile take tiles of one vector, then one masked vector; rows that
-do not fill one, tiles of one row. The tiles read blocks of A and B packed for the caches
-(See Note [Packing]). With AVX-512 (an 8 x 24 tile of doubles) the unpacked tiles ran at
-about 120 GFLOP/s on one Zen 5 core for mlp_step's products, where OpenBLAS reaches 85 with
-its AVX-512 kernels and 50 with its AVX2 ones; on an Intel Xeon (Sapphire Rapids class) they
-ran at 30 where OpenBLAS reaches 65, the packed ones at 60-72. Larger products, whose A
-leaves the L2 cache, go to OpenBLAS (See Note [Kernel or BLAS] in prims/linalg.py).
+Columns that do not fill a tile take a tile of two vectors, then of one, then one masked
+vector; rows that do not fill one, tiles of one row. The tiles read blocks of B packed for
+the caches, and of A in place or packed (See Note [Packing]). With AVX-512 (an 8 x 24 tile
+of doubles) unpacked tiles ran at about 120 GFLOP/s on one Zen 5 core for mlp_step's
+products, where OpenBLAS reaches 85 with its AVX-512 kernels and 50 with its AVX2 ones; on an
+Intel Xeon (Sapphire Rapids class) they ran at 30 where OpenBLAS reaches 65, the packed ones
+at 60-90. Products where both operands leave the L2 cache go to OpenBLAS (See Note [Kernel or
+BLAS] in prims/linalg.py).
 
 The kernel is a module of its own, compiled once per process, or loaded from the disk cache
 (pipeline.load_kernels), and linked by name: a program that multiplies matrices only declares
@@ -123,8 +124,9 @@ def kernel_module(name: str) -> ir.Module:
 
 
 class _Gemm:
-    """Emits the kernel `fn`: the packed product (See Note [Packing]), and the unpacked one
-    (`<name>.direct`) that it calls for an empty inner dimension or when malloc fails."""
+    """Emits the kernel `fn`: the packed product (See Note [Packing]), and the product element
+    by element (`<name>.elements`) that it calls for an empty inner dimension or when malloc
+    fails."""
 
     def __init__(self, module: ir.Module, fn: ir.Function, elem: ir.Type):
         self.module, self.elem = module, elem
@@ -148,14 +150,14 @@ class _Gemm:
         self.malloc = ir.Function(module, ir.FunctionType(PTR, [I64]), "malloc")
         self.free = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR]), "free")
         self.top = fn
-        self.direct = ir.Function(module, SIGNATURE, f"{fn.name}.direct")
-        self.direct.linkage = "internal"
+        self.by_elements = ir.Function(module, SIGNATURE, f"{fn.name}.elements")
+        self.by_elements.linkage = "internal"
         for k in NOALIAS:
-            self.direct.args[k].add_attribute("noalias")
+            self.by_elements.args[k].add_attribute("noalias")
 
     def emit(self):
-        self.start(self.direct)
-        self.emit_direct()
+        self.start(self.by_elements)
+        self.emit_elements()
         self.start(self.top)
         self.emit_packed()
 
@@ -200,57 +202,27 @@ class _Gemm:
     def at(self, p, offset):
         return self.b.gep(p, [offset], source_etype=self.elem)
 
-    def columns(self, N, tiles, pairs: bool = True):
-        """tiles(j0, nv, mask) over N columns: tiles of NV vectors, then (NV being 3, and
-        `pairs`) one of two, then of one vector, then one masked vector for the rest. (3 + 1
-        vectors as 2 + 2 ran 5-10% slower in f64: the tiles of two are the less efficient.)"""
+    def columns(self, N, tiles):
+        """tiles(j0, nv, mask) over N columns: tiles of NV vectors, then (NV being 3) one of
+        two, then of one vector, then one masked vector for the rest. (3 + 1 vectors as 2 + 2
+        ran 5-10% slower in f64: the tiles of two are the less efficient.)"""
         b, i64, w = self.b, self.i64, self.w
         j = self.loop(i64(0), N, self.nv * w, lambda j0: tiles(j0, self.nv, None), "jt")
-        if self.nv == 3 and pairs:
+        if self.nv == 3:
             j = self.loop(j, N, 2 * w, lambda j0: tiles(j0, 2, None), "j2")
         j = self.loop(j, N, w, lambda j0: tiles(j0, 1, None), "jv")
         rest = b.sub(N, j)
         with b.if_then(b.icmp_signed(">", rest, i64(0))):
             tiles(j, 1, self.lanes_below(rest))
 
-    def emit_direct(self):
-        """The unpacked kernel: for each panel of B's columns, all of A's rows, tile by tile,
-        A and B read in place; for a B whose rows are not contiguous (only when malloc failed),
-        one element of C at a time."""
-        A, a_rs, a_cs, B, b_rs, b_cs, C, c_rs, M, N, K = self.fn.args
-        acc = self.b.alloca(self.elem)  # in the entry block: one slot, not one per element
-        with self.b.if_then(self.b.icmp_signed("!=", b_cs, self.i64(1))):
-            self.elements(acc)
-            self.b.ret_void()
-
-        def tiles(j0, nv, mask):
-            def kernel(i0, mr):
-                self.tile(
-                    self.at(A, self.b.mul(i0, a_rs)),
-                    a_rs,
-                    a_cs,
-                    self.at(B, j0),
-                    b_rs,
-                    self.at(C, self.b.add(self.b.mul(i0, c_rs), j0)),
-                    c_rs,
-                    K,
-                    mr,
-                    nv,
-                    mask,
-                    None,
-                )
-
-            i = self.loop(self.i64(0), M, self.mr, lambda i0: kernel(i0, self.mr), "it")
-            self.loop(i, M, 1, lambda i0: kernel(i0, 1), "ir")
-
-        self.columns(N, tiles, pairs=False)  # (a rare path: no more code than it needs)
-        self.b.ret_void()
-
-    def elements(self, acc):
+    def emit_elements(self):
         """C = A @ B element by element, each one chain of fused multiply-adds over k in order,
-        as the tiles' lanes (the same bits)."""
+        as the tiles' lanes (the same bits): the fallback when malloc fails. (It had tiles of
+        its own, which were a sixth of the kernel's build for a path that malloc's failure
+        alone takes.)"""
         b, i64 = self.b, self.i64
         A, a_rs, a_cs, B, b_rs, b_cs, C, c_rs, M, N, K = self.fn.args
+        acc = b.alloca(self.elem)  # in the entry block: one slot, not one per element
 
         def row(i):
             def element(j):
@@ -267,6 +239,7 @@ class _Gemm:
             self.loop(i64(0), N, 1, element, "ej", partial=True)
 
         self.loop(i64(0), M, 1, row, "ei", partial=True)
+        b.ret_void()
 
     def emit_packed(self):
         """C = A @ B in blocks of KC terms and NC columns of B, MC rows of A, each block packed
@@ -287,7 +260,7 @@ class _Gemm:
             with then:
                 with b.if_then(b.icmp_unsigned("!=", raw, null)):
                     b.call(self.free, [raw])
-                b.call(self.direct, list(self.fn.args))
+                b.call(self.by_elements, list(self.fn.args))
             with otherwise:
                 addr = b.ptrtoint(raw, I64)
                 aligned = b.and_(b.add(addr, i64(63)), i64(-64))
@@ -391,80 +364,78 @@ class _Gemm:
 
     def pack_b(self, src, rs, cs, kc, nc, dst):
         """The kc x nc block of B at src (B[k, j] at src + k * rs + j * cs) into dst, as the
-        panels that the tiles read: the panel of the columns from j (a tile's, NV vectors or
-        one) at dst + j * kc, its kc rows one after the other; the lanes past nc of the last
-        vector zero. Contiguous rows are copied a vector at a time; any other B (a transposed
-        one, whose columns are contiguous) a row of a panel at a time, element by element,
-        each column of the panel read along its own stream."""
+        panels that the tiles read: the panel of the columns from j (a tile's, of the widths of
+        columns()) at dst + j * kc, its kc rows one after the other; the lanes past nc of the
+        last vector zero. One vector of columns at a time, into its panel: contiguous rows a
+        vector per row; any other B (a transposed one, whose columns are contiguous) element
+        by element, each of the vector's columns read along its own stream. (One copy of the
+        code for every panel's width: a copy per width was a third of the kernel's build.)"""
         b, i64, w = self.b, self.i64, self.w
+        wide = self.nv * w
+        in_wide = b.mul(b.sdiv(nc, i64(wide)), i64(wide))  # the columns of panels of NV vectors
+        pair = ir.Constant(I1, 0)
+        if self.nv == 3:  # then one panel of two vectors, if they fit (columns())
+            pair = b.icmp_signed(">=", b.sub(nc, in_wide), i64(2 * w))
 
-        def by_vectors(j0, nv, mask):
-            width = nv * w
+        def vector(j0, mask):
+            is_wide = b.icmp_signed("<", j0, in_wide)
+            is_pair = b.and_(pair, b.icmp_signed("<", j0, b.add(in_wide, i64(2 * w))))
+            start = b.select(is_wide, b.sub(j0, b.srem(j0, i64(wide))), b.select(is_pair, in_wide, j0))
+            width = b.select(is_wide, i64(wide), b.select(is_pair, i64(2 * w), i64(w)))
+            out = self.at(dst, b.add(b.mul(start, kc), b.sub(j0, start)))
+            with b.if_else(b.icmp_signed("==", cs, i64(1))) as (then, otherwise):
+                with then:
 
-            def row(k):
-                s = self.at(src, b.add(b.mul(k, rs), j0))
-                d = self.at(dst, b.add(b.mul(j0, kc), b.mul(k, i64(width))))
-                for c in range(nv):
-                    v = self.load(self.at(s, i64(c * w)), mask)
-                    b.store(v, self.at(d, i64(c * w)), align=self.align)
+                    def by_vector(k):
+                        v = self.load(self.at(src, b.add(b.mul(k, rs), j0)), mask)
+                        b.store(v, self.at(out, b.mul(k, width)), align=self.align)
 
-            self.loop(i64(0), kc, 1, row, "pk")
+                    self.loop(i64(0), kc, 1, by_vector, "pk")
+                with otherwise:
+                    last = b.sub(nc, i64(1))
+                    # the masked vector's lanes past nc read the last column, then are zeroed
+                    cols = [b.add(j0, i64(c)) for c in range(w)]
+                    starts = [self.at(src, b.mul(j if mask is None else self.smin(j, last), cs)) for j in cols]
+                    zero = ir.Constant(self.vec, None)
 
-        def by_elements(j0, nv, mask):
-            width = nv * w
-            last = b.sub(nc, i64(1))
-            # the masked vector's lanes past nc read the last column, then are zeroed
-            cols = [b.add(j0, i64(c)) if mask is None else self.smin(b.add(j0, i64(c)), last) for c in range(width)]
-            starts = [self.at(src, b.mul(j, cs)) for j in cols]
-            zero = ir.Constant(self.vec, None)
+                    def by_elements(k):
+                        at, v = b.mul(k, rs), zero
+                        for lane in range(w):
+                            x = b.load(self.at(starts[lane], at), typ=self.elem)
+                            v = b.insert_element(v, x, ir.Constant(I32, lane))
+                        if mask is not None:
+                            v = b.select(mask, v, zero)
+                        b.store(v, self.at(out, b.mul(k, width)), align=self.align)
 
-            def row(k):
-                at = b.mul(k, rs)
-                d = self.at(dst, b.add(b.mul(j0, kc), b.mul(k, i64(width))))
-                for c in range(nv):
-                    v = zero
-                    for lane in range(w):
-                        x = b.load(self.at(starts[c * w + lane], at), typ=self.elem)
-                        v = b.insert_element(v, x, ir.Constant(I32, lane))
-                    if mask is not None:
-                        v = b.select(mask, v, zero)
-                    b.store(v, self.at(d, i64(c * w)), align=self.align)
+                    self.loop(i64(0), kc, 1, by_elements, "pk")
 
-            self.loop(i64(0), kc, 1, row, "pk")
-
-        with b.if_else(b.icmp_signed("==", cs, i64(1))) as (then, otherwise):
-            with then:
-                self.columns(nc, by_vectors)
-            with otherwise:
-                self.columns(nc, by_elements)
+        j = self.loop(i64(0), nc, w, lambda j0: vector(j0, None), "pv")
+        rest = b.sub(nc, j)
+        with b.if_then(b.icmp_signed(">", rest, i64(0))):
+            vector(j, self.lanes_below(rest))
 
     def tile(self, A, a_rs, a_cs, B, b_rs, C, c_rs, K, mr: int, nv: int, mask, first):
         """C[:mr, :nv*W] = A[:mr, :K] @ B[:K, :nv*W] (the lanes of mask only), accumulated from
-        0 (first None or true) or from C's values (first false), one term after the other."""
+        0 (first true) or from C's values (first false), one term after the other. B is a
+        packed panel, whose lanes past the mask are zero: its loads need no mask."""
         b, fn = self.b, self.fn
         elem, vec = self.elem, self.vec
         c_rows = [self.at(C, b.mul(self.i64(r), c_rs)) for r in range(mr)]
         zero = ir.Constant(vec, None)
-        if first is None:
-            init = [[zero] * nv for _ in range(mr)]
-            pre = b.block
-        else:
-            entry = b.block
-            with b.if_then(b.not_(first)):
-                loaded = [
-                    [self.load(self.at(c_rows[r], self.i64(c * self.w)), mask) for c in range(nv)] for r in range(mr)
-                ]
-                from_c = b.block
-            pre = b.block
-            init = []
-            for r in range(mr):
-                row = []
-                for c in range(nv):
-                    phi = b.phi(vec)
-                    phi.add_incoming(zero, entry)
-                    phi.add_incoming(loaded[r][c], from_c)
-                    row.append(phi)
-                init.append(row)
+        entry = b.block
+        with b.if_then(b.not_(first)):
+            loaded = [[self.load(self.at(c_rows[r], self.i64(c * self.w)), mask) for c in range(nv)] for r in range(mr)]
+            from_c = b.block
+        pre = b.block
+        init = []
+        for r in range(mr):
+            row = []
+            for c in range(nv):
+                phi = b.phi(vec)
+                phi.add_incoming(zero, entry)
+                phi.add_incoming(loaded[r][c], from_c)
+                row.append(phi)
+            init.append(row)
         head, body, end = (fn.append_basic_block(f"k.{s}") for s in ("head", "body", "end"))
         b.branch(head)
         b.position_at_end(head)
@@ -477,7 +448,7 @@ class _Gemm:
         b.cbranch(b.icmp_signed("<", k, K), body, end)
         b.position_at_end(body)
         b_row = b.mul(k, b_rs)
-        bv = [self.load(self.at(B, b.add(b_row, self.i64(c * self.w))), mask) for c in range(nv)]
+        bv = [self.load(self.at(B, b.add(b_row, self.i64(c * self.w))), None) for c in range(nv)]
         a_col = b.mul(k, a_cs)
         for r in range(mr):
             a = b.load(self.at(A, b.add(b.mul(self.i64(r), a_rs), a_col)), typ=elem)
@@ -530,7 +501,7 @@ class _Gemm:
 # read in place, a panel's columns are a page apart, all in the same few sets of L1, and
 # [512, 1024]^T @ [1024, 128] ran 1.3x slower. Rows that do not fill a tile are read in place.
 # The buffer is one malloc per call, sized to the product; when malloc fails, or K is 0, the
-# unpacked kernel (`.direct`) runs instead.
+# product element by element (`.elements`) runs instead.
 #
 # The bits are the same as unpacked: each element of C is still one chain of fused
 # multiply-adds over k in order from 0, a block of terms starting from the value the block

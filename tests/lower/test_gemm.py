@@ -3,6 +3,8 @@ every kind of tile (full tiles, one-vector tiles, a masked vector, single rows),
 strides and B of any strides (a transposed B packed from its columns)."""
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -274,3 +276,45 @@ def test_transposed_b_is_passed_in_place(m, dtype):
     assert call is not None, text
     strides = [int(x) for x in re.findall(r"i64 (-?\d+)", call.group(1))[:4]]
     assert strides == [k, 1, 1, k]
+
+
+FAILING_MALLOC = """
+import ctypes, sys
+import numpy as np
+import llvmlite.binding as llvm
+from diffc.lower import gemm, jit
+
+calls = []
+@ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_int64)
+def failing_malloc(n):
+    calls.append(n)
+    return None
+
+jit._init()
+llvm.add_symbol("malloc", ctypes.cast(failing_malloc, ctypes.c_void_p).value)
+rng = np.random.default_rng(0)
+for dtype, name in ((np.float64, "diffc_gemm2_f64"), (np.float32, "diffc_gemm2_f32")):
+    kernel = jit.Compiled(jit.optimise(str(gemm.kernel_module(name))))
+    c_fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] * 2,
+                            ctypes.c_void_p, *[ctypes.c_int64] * 4)(kernel.address(name))
+    for m, k, n in ((17, 40, 29), (3, 0, 5)):
+        a = rng.integers(-3, 4, size=(m, k)).astype(dtype)
+        bt = rng.integers(-3, 4, size=(n, k)).astype(dtype)  # B transposed: its columns contiguous
+        for b in (np.ascontiguousarray(bt.T), bt.T):
+            c = np.full((m, n), np.nan, dtype)
+            s = a.itemsize
+            c_fn(a.ctypes.data, a.strides[0] // s, a.strides[1] // s, b.ctypes.data, b.strides[0] // s,
+                 b.strides[1] // s, c.ctypes.data, n, m, n, k)
+            np.testing.assert_array_equal(c, a @ b)
+assert len(calls) >= 4, calls  # every product but the empty ones asked malloc, and got nothing
+print("ok")
+"""
+
+
+def test_products_when_malloc_fails_are_computed_element_by_element(tmp_path):
+    """Without a buffer to pack into, the kernel computes C element by element: the same
+    values, for a B of any strides, and zeros for an empty inner dimension."""
+    script = tmp_path / "failing_malloc.py"
+    script.write_text(FAILING_MALLOC)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
