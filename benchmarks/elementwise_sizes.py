@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import diffc
-from benchmarks import timing
+from benchmarks import environment, timing
 
 SIZES = [1_000, 10_000, 100_000, 1_000_000, 10_000_000]
 QUICK_SIZES = SIZES[:4]
@@ -97,7 +97,7 @@ def torch_module():
         torch = importlib.import_module("torch")
     except ImportError:
         return None
-    torch.set_num_threads(1)
+    environment.pin_libraries(1)
     return torch
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import affinity, check, family_report, runner, timing
+from benchmarks import affinity, check, environment, family_report, runner, timing
 from benchmarks.families import BY_NAME, DTYPES, NAMES, QUICK_SIZES, data
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -174,9 +174,7 @@ def main(argv=None) -> int:
     if args.report:
         return publish(json.loads(args.report.read_text()), args)
     found, missing = peers()
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(args.threads)
+    environment.pin_libraries(args.threads)
     budget = timing.QUICK if args.quick else timing.FULL
     started = datetime.datetime.now().isoformat(timespec="seconds")
     rows = []
