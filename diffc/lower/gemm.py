@@ -93,6 +93,8 @@ def blocking(itemsize: int) -> tuple[int, int, int]:
 
 
 PACK_A_STEP_BYTES = 1024  # A is packed when its steps along k are farther apart (See Note [Packing])
+PACK_A_GROUP_BYTES = 256  # a transposed A is packed this many bytes of a row at a time
+KEEP_A_BYTES = 8 << 20  # A packed is kept for every block of B's columns up to this size
 
 SIGNATURE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64, PTR, I64, I64, PTR, I64, I64, I64, I64])
 NOALIAS = (0, 3, 6)  # A, B and C
@@ -247,13 +249,22 @@ class _Gemm:
         b = self.b
         A, a_rs, a_cs, B, b_rs, b_cs, C, c_rs, M, N, K = self.fn.args
         i64, w, mr, kc_max, nc_max, mc_max = self.i64, self.w, self.mr, self.kc, self.nc, self.mc
+        # A's panels packed (its steps along k far apart), and kept for every block of B's
+        # columns after the first when there are several and A is not too large
+        far = b.icmp_signed(">", a_cs, i64(PACK_A_STEP_BYTES // self.size))
+        m_by_k = b.mul(M, K)
+        keep = b.and_(
+            b.and_(far, b.icmp_signed(">", N, i64(nc_max))),
+            b.icmp_signed("<=", m_by_k, i64(KEEP_A_BYTES // self.size)),
+        )
         # room for the packed blocks: min(K, KC) rows of min(N rounded up to vectors, NC)
-        # columns of B, and of min(M, MC) rows of A
+        # columns of B, and min(M, MC) rows of A's block (all of A's rows and terms, kept)
         k_cap = self.smin(K, i64(kc_max))
         n_cap = self.smin(b.mul(b.sdiv(b.add(N, i64(w - 1)), i64(w)), i64(w)), i64(nc_max))
         m_cap = self.smin(M, i64(mc_max))
         b_elems = b.mul(b.sdiv(b.add(b.mul(k_cap, n_cap), i64(63)), i64(64)), i64(64))
-        nbytes = b.add(b.mul(b.add(b_elems, b.mul(k_cap, m_cap)), i64(self.size)), i64(64))
+        a_elems = b.select(keep, m_by_k, b.mul(k_cap, m_cap))
+        nbytes = b.add(b.mul(b.add(b_elems, a_elems), i64(self.size)), i64(64))
         raw = b.call(self.malloc, [nbytes])
         null = ir.Constant(PTR, None)
         with b.if_else(b.or_(b.icmp_unsigned("==", raw, null), b.icmp_signed("<=", K, i64(0)))) as (then, otherwise):
@@ -294,11 +305,12 @@ class _Gemm:
 
                             # A's panels packed, or in place: one copy of the tiles' code,
                             # which reads A by strides either way (twice the kernel's
-                            # compile time as two)
-                            far = b.icmp_signed(">", a_cs, i64(PACK_A_STEP_BYTES // self.size))
-                            with b.if_then(far):
-                                self.pack_a(a_ic, a_rs, a_cs, kc, full, ap)
-                            a_at = b.select(far, ap, a_ic)
+                            # compile time as two). Kept, block (pc, ic) is at pc * M + ic * kc.
+                            a_block = b.select(keep, self.at(ap, b.add(b.mul(pc, M), b.mul(ic, kc))), ap)
+                            fresh = b.or_(b.not_(keep), b.icmp_signed("==", jc, i64(0)))
+                            with b.if_then(b.and_(far, fresh)):
+                                self.pack_a(a_ic, a_rs, a_cs, kc, full, a_block)
+                            a_at = b.select(far, a_block, a_ic)
                             panel_step = b.select(far, kc, a_rs)
                             ars, acs = b.select(far, i64(1), a_rs), b.select(far, i64(mr), a_cs)
 
@@ -326,18 +338,20 @@ class _Gemm:
     def pack_a(self, src, rs, cs, kc, rows, dst):
         """The rows x kc block of A at src (a multiple of MR rows) into dst, as the panels that
         the tiles read: the panel of the rows from i at dst + i * kc, its kc columns of MR
-        elements one after the other. A transposed A (rows 1 apart) is copied a column of a
-        panel at a time, along its contiguous axis, panel after panel; any other, a panel's
-        rows at a time."""
+        elements one after the other. A transposed A (rows 1 apart) is copied along its
+        contiguous axis, PACK_A_GROUP_BYTES of a row of A (the columns of several panels) at a
+        time; any other, a panel's rows at a time."""
         b, i64, mr = self.b, self.i64, self.mr
         col_t = ir.VectorType(self.elem, mr)
 
-        def by_columns(i0):
-            out = self.at(dst, b.mul(i0, kc))
+        def by_columns(i0, group=1):
+            outs = [self.at(dst, b.mul(b.add(i0, i64(g * mr)), kc)) for g in range(group)]
 
             def column(k):
-                v = b.load(self.at(src, b.add(i0, b.mul(k, cs))), typ=col_t, align=self.align)
-                b.store(v, self.at(out, b.mul(k, i64(mr))), align=self.align)
+                at = b.add(i0, b.mul(k, cs))
+                for g in range(group):
+                    v = b.load(self.at(src, b.add(at, i64(g * mr))), typ=col_t, align=self.align)
+                    b.store(v, self.at(outs[g], b.mul(k, i64(mr))), align=self.align)
 
             self.loop(i64(0), kc, 1, column, "pak")
 
@@ -355,7 +369,9 @@ class _Gemm:
 
         with b.if_else(b.icmp_signed("==", rs, i64(1))) as (then, otherwise):
             with then:
-                self.loop(i64(0), rows, mr, by_columns, "pai")
+                group = max(1, PACK_A_GROUP_BYTES // (mr * self.size))
+                i = self.loop(i64(0), rows, mr * group, lambda i0: by_columns(i0, group), "pag")
+                self.loop(i, rows, mr, by_columns, "pai")
             with otherwise:
                 self.loop(i64(0), rows, mr, by_rows, "pai")
 
@@ -496,10 +512,15 @@ class _Gemm:
 # and a copy, one element at a time, paid for itself only when many panels of B reuse it. Packing
 # A always cost [1024, 128] @ [128, 128] f64 10% and attention's 32 products [128, 128] @ [128,
 # 32] 20-25% (f64 and f32; one thread, CPU time). A transposed A of more rows is copied into
-# panels of MR rows, each KC columns of MR elements, a panel at a time down its columns (the
-# stores in order; across the panels, each a page from the next, it was 1.3x slower in f32):
-# read in place, a panel's columns are a page apart, all in the same few sets of L1, and
-# [512, 1024]^T @ [1024, 128] ran 1.3x slower. Rows that do not fill a tile are read in place.
+# panels of MR rows, each KC columns of MR elements, PACK_A_GROUP_BYTES of a row of A at a
+# time (8 panels of floats, 4 of doubles) down its columns: the stores in order, each load a
+# whole line (across all the panels, each a page from the next, it was 1.3x slower in f32;
+# one panel at a time read half lines of floats, each line twice, and packing took a fifth
+# of [1024, 2048]^T @ [2048, 256] f32: 122 -> 132-137 GFLOP/s). Read in place, a panel's
+# columns are a page apart, all in the same few sets of L1, and [512, 1024]^T @ [1024, 128]
+# ran 1.3x slower. A packed A is kept for every block of B's columns after the first, while
+# it is at most KEEP_A_BYTES: it was packed again for each (f64 512^3 a^T@b, two blocks of
+# columns: 3-8% faster kept). Rows that do not fill a tile are read in place.
 # The buffer is one malloc per call, sized to the product; when malloc fails, or K is 0, the
 # product element by element (`.elements`) runs instead.
 #
