@@ -92,7 +92,11 @@ def blocking(itemsize: int) -> tuple[int, int, int]:
     return kc, nc, mc
 
 
-PACK_A_STEP_BYTES = 1024  # A is packed when its steps along k are farther apart (See Note [Packing])
+# A is packed when its steps along k are more than PACK_A_STEP_BYTES apart, or, when a
+# panel's column is less than a line, more than PACK_A_NEAR_BYTES with at least PACK_A_COLUMNS
+# columns of B (See Note [Packing])
+PACK_A_STEP_BYTES, PACK_A_NEAR_BYTES, PACK_A_COLUMNS = 1024, 256, 128
+LINE_BYTES = 64
 PACK_A_GROUP_BYTES = 256  # a transposed A is packed this many bytes of a row at a time
 KEEP_A_BYTES = 8 << 20  # A packed is kept for every block of B's columns up to this size
 
@@ -249,9 +253,14 @@ class _Gemm:
         b = self.b
         A, a_rs, a_cs, B, b_rs, b_cs, C, c_rs, M, N, K = self.fn.args
         i64, w, mr, kc_max, nc_max, mc_max = self.i64, self.w, self.mr, self.kc, self.nc, self.mc
-        # A's panels packed (its steps along k far apart), and kept for every block of B's
-        # columns after the first when there are several and A is not too large
+        # A's panels packed (its steps along k far apart, or, when a panel's column is less
+        # than a line, a few lines apart with many of B's columns to reuse them), and kept for
+        # every block of B's columns after the first when there are several and A is not too
+        # large
         far = b.icmp_signed(">", a_cs, i64(PACK_A_STEP_BYTES // self.size))
+        if mr * self.size < LINE_BYTES:
+            near = b.icmp_signed(">", a_cs, i64(PACK_A_NEAR_BYTES // self.size))
+            far = b.or_(far, b.and_(near, b.icmp_signed(">=", N, i64(PACK_A_COLUMNS))))
         m_by_k = b.mul(M, K)
         keep = b.and_(
             b.and_(far, b.icmp_signed(">", N, i64(nc_max))),
@@ -511,7 +520,13 @@ class _Gemm:
 # (A by rows, or a transposed A of few rows): a tile's MR rows are MR streams that stay in L1,
 # and a copy, one element at a time, paid for itself only when many panels of B reuse it. Packing
 # A always cost [1024, 128] @ [128, 128] f64 10% and attention's 32 products [128, 128] @ [128,
-# 32] 20-25% (f64 and f32; one thread, CPU time). A transposed A of more rows is copied into
+# 32] 20-25% (f64 and f32; one thread, CPU time). Where a panel's column (MR elements) is less
+# than a line (floats with AVX-512), steps of more than PACK_A_NEAR_BYTES put the panel's lines
+# in few sets of L1, which they outgrow over KC terms, and each line is read from L2 by each
+# panel it holds a column of: with at least PACK_A_COLUMNS columns of B to reuse it, a packed
+# panel was faster ([256, 2048]^T @ [2048, 128 to 1024] f32 5-18%), with fewer slower (64
+# columns: 3-6%). With doubles (a line per column) the same rule was as often slower as faster
+# (-9% to +9%). A transposed A of more rows is copied into
 # panels of MR rows, each KC columns of MR elements, PACK_A_GROUP_BYTES of a row of A at a
 # time (8 panels of floats, 4 of doubles) down its columns: the stores in order, each load a
 # whole line (across all the panels, each a page from the next, it was 1.3x slower in f32;

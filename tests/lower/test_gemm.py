@@ -134,16 +134,19 @@ def test_packed_blocks_are_exact(m, shape, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_transposed_a_is_read_in_place_or_packed_by_its_step(m, dtype):
     """A transposed A whose columns are at most PACK_A_STEP_BYTES apart is read in place, one of
-    more rows is packed (See Note [Packing]): both exact, over several blocks of terms and every
-    kind of tile, single rows included."""
+    more rows is packed; between PACK_A_NEAR_BYTES and it, packed when B has PACK_A_COLUMNS
+    columns or more and a panel's column is less than a line (See Note [Packing]): all exact,
+    over several blocks of terms and every kind of tile, single rows included."""
     itemsize = np.dtype(dtype).itemsize
     kc = gemm.blocking(itemsize)[0]
     rng = np.random.default_rng(11)
-    for rows in (gemm.PACK_A_STEP_BYTES // itemsize, gemm.PACK_A_STEP_BYTES // itemsize + MR + 1):
-        k, cols = 2 * kc + 5, 2 * NV * W + 2 * W + 3
-        at, b = _small_integers(rng, (k, rows), dtype), _small_integers(rng, (k, cols), dtype)
-        assert min(rows, cols) * k <= linalg.GEMM_MAX_OPERAND and k <= linalg.GEMM_MAX_K
-        np.testing.assert_array_equal(m.mm_ta(at, b), at.T @ b)
+    near, step = gemm.PACK_A_NEAR_BYTES // itemsize, gemm.PACK_A_STEP_BYTES // itemsize
+    for rows in (near, near + MR + 1, step, step + MR + 1):
+        for cols in (gemm.PACK_A_COLUMNS - 1, gemm.PACK_A_COLUMNS + 2 * W + 3):
+            k = 2 * kc + 5
+            at, b = _small_integers(rng, (k, rows), dtype), _small_integers(rng, (k, cols), dtype)
+            assert min(rows, cols) * k <= linalg.GEMM_MAX_OPERAND and k <= linalg.GEMM_MAX_K
+            np.testing.assert_array_equal(m.mm_ta(at, b), at.T @ b)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
