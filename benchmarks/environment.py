@@ -34,7 +34,8 @@ def prepare(threads: int, cache_dir: str):
 
 
 def pin_libraries(threads: int):
-    """What can only be set through a library's API, once it is imported."""
+    """What can only be set through a library's API, once it is imported. (For a benchmark's
+    own process: PyTorch's float mode is the calling thread's, for all that runs after.)"""
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)

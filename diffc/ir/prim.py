@@ -127,6 +127,10 @@ class Prim:
     # known to be in range needs no bounds check (ir/build.py). Default None
     interval: Callable | None = None
     loop: Loop | None = None  # a loop's operand layout; default None: not a loop
+    # its result is a view of its operand's buffer, made with no copy of a contiguous one
+    # (broadcast, reshape, transpose): a part of a long body that reads it makes it itself
+    # (lower/llvm.py, body_parts). Default False
+    view: bool = False
     # a view op: (the Arr its result is wanted in, params) -> the view of that buffer its
     # operand is, which the operand's op may compute into (lower/emit.py, See Note [Transposed
     # destinations]); default None

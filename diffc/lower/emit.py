@@ -527,6 +527,9 @@ class Emitter:
         # views of them stored otherwise (by columns), for the ops that can compute into such a
         # view (a matrix product): See Note [Transposed destinations]
         self.view_destinations: dict[int, Arr] = {}
+        # the results of the function being lowered that elementwise ops compute straight
+        # into their output buffers (lower/llvm.py, _lower_func; See Note [Views across parts])
+        self.own_outs: frozenset[int] = frozenset()
         # an alias scope per arena buffer, and the loads and stores that name one (Note [Alias scopes])
         self.scopes: dict[int, int] = {}  # id(buffer pointer) -> scope number
         self.n_scopes = 0
@@ -939,8 +942,10 @@ class Emitter:
         """Pointer to element 0 of a contiguous view."""
         return self.b.gep(a.ptr, [a.offset], source_etype=mem_type(a.type.dtype))
 
-    def elementwise(self, out_t: TensorType, ins, fn) -> Arr | ir.Value:
-        """out[idx] = fn(*(x[idx] for x in ins)), NumPy broadcasting; scalars stay in registers."""
+    def elementwise(self, out_t: TensorType, ins, fn, value=None) -> Arr | ir.Value:
+        """out[idx] = fn(*(x[idx] for x in ins)), NumPy broadcasting; scalars stay in registers.
+        Computed into memory, a result of the function (its out `value`) goes straight into
+        its output buffer (a part's: See Note [Views across parts])."""
         if out_t.rank == 0:
             return fn(*ins)
         views = [self.broadcast_view(x, out_t.shape) for x in ins]
@@ -953,7 +958,7 @@ class Emitter:
             flat = None if None in readers else lambda i: fn(*(r(i) for r in readers))
             across = tuple(a for v in views for a in _read_across(v))
             return Lazy(out_t, at, reads_across(views), work=1 + _work(views), flat=flat, across=across)
-        out = self.alloc(out_t)
+        out = self.result(value) if value is not None and value.id in self.own_outs else self.alloc(out_t)
         self.fill(out, views, fn, "ew")
         return out
 

@@ -57,7 +57,7 @@ def _rule(allowed, out_dtype=None):
 def _lower_ew(scalar):
     def lower(em, eqn, ins):
         dt = eqn.inputs[0].type.dtype
-        return [em.elementwise(eqn.outs[0].type, ins, lambda *xs: scalar(em, dt, *xs))]
+        return [em.elementwise(eqn.outs[0].type, ins, lambda *xs: scalar(em, dt, *xs), eqn.outs[0])]
 
     return lower
 
@@ -317,7 +317,7 @@ def _cmp(op):
 
 
 def _select(em, eqn, ins):
-    return [em.elementwise(eqn.outs[0].type, ins, lambda c, a, b: em.b.select(c, a, b))]
+    return [em.elementwise(eqn.outs[0].type, ins, lambda c, a, b: em.b.select(c, a, b), eqn.outs[0])]
 
 
 def _select_shape(in_types, **_):
@@ -840,7 +840,7 @@ def _convert_scalar(em, src: DType, dst: DType, a):
 
 def _convert_lower(em, eqn, ins):
     src, dst = eqn.inputs[0].type.dtype, eqn.params["dtype"]
-    return [em.elementwise(eqn.outs[0].type, ins, lambda a: _convert_scalar(em, src, dst, a))]
+    return [em.elementwise(eqn.outs[0].type, ins, lambda a: _convert_scalar(em, src, dst, a), eqn.outs[0])]
 
 
 convert_p = primitive(

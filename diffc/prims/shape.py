@@ -70,6 +70,7 @@ broadcast_p = primitive(
     reads_lazy=True,
     keeps_zeros=True,
     keeps_all_zeros=True,
+    view=True,
 )
 
 # --- reshape ------------------------------------------------------------------------------------
@@ -109,6 +110,7 @@ reshape_p = primitive(
     reads_uniform=True,
     keeps_zeros=True,
     keeps_all_zeros=True,
+    view=True,
 )
 
 # --- transpose ---------------------------------------------------------------------------------
@@ -147,6 +149,7 @@ transpose_p = primitive(
     fold=lambda x, perm: [np.transpose(x, perm)],
     reads_lazy=True,
     keeps_zeros=True,
+    view=True,
 )
 
 # --- slice: static starts and limits, step 1 ------------------------------------------------------

@@ -267,3 +267,49 @@ def test_generated_stacks_agree_with_no_repeated_parts(seed, monkeypatch):
     assert float(value) == pytest.approx(float(value2), rel=1e-13)
     for k in grad:
         np.testing.assert_allclose(grad[k], grad2[k], rtol=1e-12, atol=1e-14)
+
+
+TRANSFORMER = """import nn
+fn loss(p, x, mask) = sum(nn.transformer_encoder(p, x, mask, 2) ** 2)
+"""
+
+
+def transformer_data(batch=2, t=8, d=16, d_ff=32):
+    rng = np.random.default_rng(3)
+    dense = lambda n_out, n_in: {"w": rng.standard_normal((n_out, n_in)) / 4, "b": rng.standard_normal(n_out) / 4}  # noqa: E731
+    norm = lambda: {"g": 1 + rng.standard_normal(d) / 4, "b": rng.standard_normal(d) / 4}  # noqa: E731
+    attn = {f"w{c}": rng.standard_normal((d, d)) / 4 for c in "qkvo"}
+    attn.update({f"b{c}": rng.standard_normal(d) / 4 for c in "qkvo"})
+    p = {"ln1": norm(), "attn": attn, "ln2": norm(), "ff1": dense(d_ff, d), "ff2": dense(d, d_ff)}
+    return p, rng.standard_normal((batch, t, d)), np.tril(np.ones((t, t), bool))
+
+
+def test_views_are_made_where_they_are_read(monkeypatch):
+    """A view (reshape, transpose, broadcast) that a later part reads is made by that part from
+    its operand, which crosses instead (See Note [Views across parts]): no part's result is a
+    view, and the numbers are those of the program in one piece."""
+    m = diffc.compile(TRANSFORMER)
+    args = transformer_data()
+    prog, _ = program(diffc.value_and_grad(m.loss), *args)
+    parts = lower_llvm.body_parts(prog.main.body)
+    assert len(parts) >= 2
+    made_in = {}
+    for k, part in enumerate(parts):
+        for e in part:
+            for o in e.outs:
+                made_in.setdefault(o.id, (k, e))
+    crossing = 0
+    for j, part in enumerate(parts):
+        made = {o.id for e in part for o in e.outs}
+        for x in {x.id for e in part for x in e.inputs} - made:
+            if x in made_in:
+                crossing += 1
+                assert not made_in[x][1].prim.view, made_in[x][1]
+    assert crossing
+    split = diffc.value_and_grad(m.loss)(*args)
+    monkeypatch.setattr(lower_llvm, "SPLIT_ABOVE", 10**9)
+    whole = diffc.value_and_grad(diffc.compile(TRANSFORMER + "# in one piece\n").loss)(*args)
+    assert float(split[0]) == pytest.approx(float(whole[0]), rel=1e-13)
+    for name in ("ln1", "attn", "ln2", "ff1", "ff2"):
+        for leaf in split[1][name]:
+            np.testing.assert_allclose(split[1][name][leaf], whole[1][name][leaf], rtol=1e-12, atol=1e-13)
