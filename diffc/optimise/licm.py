@@ -12,7 +12,10 @@ from ..ir.walk import all_bodies
 
 def run(prog: Program) -> Program:
     for f in prog.funcs.values():
-        for body in list(all_bodies(f.body)):
+        # innermost first: hoisting out of a loop makes its body anew, so a body nested in it,
+        # visited after, would be the old one's, and what it hoisted would land there, lost
+        # (a value read by the inner loop and defined nowhere)
+        for body in reversed(list(all_bodies(f.body))):
             new_eqns = []
             for eqn in body.eqns:
                 loop = eqn.prim.loop
