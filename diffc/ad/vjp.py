@@ -184,13 +184,19 @@ def rematerialisable(fb: Builder) -> dict:
     """Residuals the backward pass recomputes instead of reading from the tape: numbers made
     by a few cheap ops (those whose Prim says `remat`: indexing, integer and float arithmetic
     without division, comparisons; and any arithmetic on constants) from the body's params,
-    which the backward has anyway. A comprehension's loads from its inputs and its index
-    arithmetic then cost no tape at all (the tape of the conv_small gradient: 2.2 MB -> 0).
-    Returns value id -> the equation to re-emit."""
+    which the backward has anyway, and views of them (attention's k^T per head was taped:
+    32 KiB copied per head and call, and transposed back). A comprehension's loads from its
+    inputs and its index arithmetic then cost no tape at all (the tape of the conv_small
+    gradient: 2.2 MB -> 0). Returns value id -> the equation to re-emit."""
     free = {p.id for p in fb.params}
     remat, cost = {}, {}
     for eqn in fb.eqns:
-        if any(o.type.rank for o in eqn.outs) or not all(x.id in free or x.id in remat for x in eqn.inputs):
+        if not all(x.id in free or x.id in remat for x in eqn.inputs):
+            continue
+        if eqn.prim.view and len(eqn.outs) == 1:  # (a reshape or transpose of a param: no copy)
+            remat[eqn.outs[0].id], cost[eqn.outs[0].id] = eqn, sum(cost.get(x.id, 0) for x in eqn.inputs)
+            continue
+        if any(o.type.rank for o in eqn.outs):
             continue
         if not eqn.prim.remat and not (eqn.prim.fusable and all(x.known is not None for x in eqn.inputs)):
             continue  # (arithmetic on constants costs nothing: LLVM folds it)

@@ -305,3 +305,26 @@ def test_python_api_mistakes_are_diffc_errors():
         assert not isinstance(e.value, diffc.InternalError)
         assert phrase in e.value.message
         assert e.value.location is not None and e.value.location.startswith("api.dfl:")
+
+
+HEADS = """
+fn loss(q: f64[4, 8, 2], k: f64[4, 8, 2]) = sum(map(fn(qi, ki) => sin(qi @ transpose(ki)) @ ki, q, k) ** 2)
+"""
+
+
+def test_a_view_of_a_maps_row_is_made_again_not_taped(tmp_path, capsys):
+    """transpose(ki) is read by the backward of qi @ transpose(ki): made again from ki, which the
+    backward has, not taped (a copy per iteration); the gradients still those of finite
+    differences."""
+    p = write(tmp_path, "heads.dfl", HEADS)
+    code, out, err = run(capsys, "show", "--grad", "loss", p)
+    assert code == OK, err
+    notes = [ln for ln in out.splitlines() if "tape:" in ln]
+    assert notes and all("f64[2, 8]" not in ln for ln in notes), notes
+    m = diffc.load(p)
+    rng = np.random.default_rng(1)
+    q, k = rng.standard_normal((4, 8, 2)), rng.standard_normal((4, 8, 2))
+    gq, gk = diffc.grad(m.loss, (0, 1))(q, k)
+    want_q, want_k = numerical_grad(m.loss, (q, k), (0, 1))
+    np.testing.assert_allclose(gq, want_q, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gk, want_k, rtol=1e-6, atol=1e-8)
