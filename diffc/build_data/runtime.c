@@ -233,31 +233,11 @@ static const char *diffc_put_array(const char *p, int dtype, int rank, const int
     return p;
 }
 
-/* --- matrix products that the generated code leaves to BLAS (OpenBLAS's scipy_cblas_*
-   names, row-major only, as prims/linalg.py calls them): plain loops here, so that the
+/* --- matrix-vector products that the generated code leaves to BLAS (OpenBLAS's
+   scipy_cblas_* names, row-major only, as prims/linalg.py calls them): plain loops here, so that the
    library needs no BLAS. ----------------------------------------------------------------- */
 
 #define DIFFC_NO_TRANS 111
-
-#define DIFFC_GEMM(NAME, T)                                                                                            \
-    void NAME(int order, int ta, int tb, int64_t m, int64_t n, int64_t k, T alpha, const T *a, int64_t lda,          \
-              const T *b, int64_t ldb, T beta, T *c, int64_t ldc) {                                                    \
-        (void)order;                                                                                                   \
-        for (int64_t i = 0; i < m; i++) {                                                                              \
-            T *row = c + i * ldc;                                                                                      \
-            for (int64_t j = 0; j < n; j++)                                                                            \
-                row[j] = beta == 0 ? 0 : beta * row[j];                                                                \
-            for (int64_t q = 0; q < k; q++) {                                                                          \
-                T x = alpha * (ta == DIFFC_NO_TRANS ? a[i * lda + q] : a[q * lda + i]);                                \
-                if (tb == DIFFC_NO_TRANS)                                                                              \
-                    for (int64_t j = 0; j < n; j++)                                                                    \
-                        row[j] += x * b[q * ldb + j];                                                                  \
-                else                                                                                                   \
-                    for (int64_t j = 0; j < n; j++)                                                                    \
-                        row[j] += x * b[j * ldb + q];                                                                  \
-            }                                                                                                          \
-        }                                                                                                              \
-    }
 
 #define DIFFC_GEMV(NAME, T)                                                                                            \
     void NAME(int order, int ta, int64_t rows, int64_t cols, T alpha, const T *a, int64_t lda, const T *x,             \
@@ -279,7 +259,5 @@ static const char *diffc_put_array(const char *p, int dtype, int rank, const int
             }                                                                                                          \
     }
 
-DIFFC_GEMM(scipy_cblas_dgemm64_, double)
-DIFFC_GEMM(scipy_cblas_sgemm64_, float)
 DIFFC_GEMV(scipy_cblas_dgemv64_, double)
 DIFFC_GEMV(scipy_cblas_sgemv64_, float)

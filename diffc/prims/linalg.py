@@ -1,10 +1,10 @@
 """Matrix products: `@` as NumPy's matmul, on vectors, matrices and batches of matrices.
 
 Float matrix-matrix products big enough to pay for a call run the kernel that lower/gemm.py
-emits (register tiles of fused multiply-adds, A with its own strides, so a transposed view
-costs no copy) while its operands stay in the caches; larger ones, and big matrix-vector
-products, go to OpenBLAS (the scipy-openblas64 package, loaded by lower/jit.py) with the
-operands' strides and transpose flags (See Note [Kernel or BLAS]).
+emits (register tiles of fused multiply-adds over blocks packed for the caches, A and B with
+their own strides, so a transposed view costs no copy); big matrix-vector products go to
+OpenBLAS's gemv (the scipy-openblas64 package, loaded by lower/jit.py) with the operand's
+strides and transpose flag (See Note [Kernel or BLAS]).
 Small ones and integer ones are loops that LLVM vectorises, in the order whose innermost loop
 is contiguous in what it reads. A matrix of one row or one column is a vector, so that
 `x @ W`, `W^T @ x` and their derivatives run at the same speed whichever way round they are
@@ -42,10 +42,8 @@ def _matmul_shape(in_types):
 
 BLAS_MIN_WORK = 8192  # multiply-adds below which a loop beats the call
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
-_BLAS = {
-    DType.F64: ("scipy_cblas_dgemm64_", "scipy_cblas_dgemv64_", F64),
-    DType.F32: ("scipy_cblas_sgemm64_", "scipy_cblas_sgemv64_", ir.FloatType()),
-}
+# (the element's type, OpenBLAS's gemv) of the float dtypes
+_FLOATS = {DType.F64: (F64, "scipy_cblas_dgemv64_"), DType.F32: (ir.FloatType(), "scipy_cblas_sgemv64_")}
 
 
 def _matrix_operand(em, a: Arr):
@@ -66,13 +64,13 @@ def _vector_operand(em, v: Arr):
     return em.b.gep(v.ptr, [v.offset], source_etype=mem_type(v.type.dtype)), v.strides[0]
 
 
-def _in_pieces(em, m: int, n: int, k: int, block, joined: bool = False):
+def _in_pieces(em, m: int, n: int, k: int, block):
     """block(rows, cols, r0, c0) for the result's block at row r0, column c0 (i64 values): once
-    for a small product, else for the pieces of a large one on the threads (See Note [Products
-    on threads]). `joined`: a thread's consecutive pieces in one call, for the kernel, whose
-    result does not depend on where a product is cut (See Note [Packing] in lower/gemm.py) and
-    each call of which packs its blocks again (in 8 pieces at one thread, 512^3 f64 ran at 0.7x
-    the speed of one call)."""
+    for a small product, else for the pieces of a large one on the threads, a thread's
+    consecutive pieces in one call (See Note [Products on threads]): the kernel's result does
+    not depend on where a product is cut (See Note [Packing] in lower/gemm.py), and each call
+    packs its blocks again (in 8 pieces at one thread, 512^3 f64 ran at 0.7x the speed of one
+    call)."""
     i64 = em.i64
     if m * n * k < PARALLEL_PRODUCT or max(m, n) < 2 * PRODUCT_BLOCK:
         block(i64(m), i64(n), i64(0), i64(0))
@@ -81,54 +79,24 @@ def _in_pieces(em, m: int, n: int, k: int, block, joined: bool = False):
     length = m if by_rows else n
     per = max(PRODUCT_BLOCK, -(-length // PRODUCT_BLOCKS))
 
-    def cut(start, size):
-        block(*((size, i64(n), start, i64(0)) if by_rows else (i64(m), size, i64(0), start)))
-
-    if not joined:
-        em.parallel_loop(-(-length // per), lambda j: cut(*em.block_of(j, per, length)), "mm")
-        return
-
     def pieces(lo, hi):
         b = em.b
         start, stop = b.mul(lo, i64(per)), b.mul(hi, i64(per))
-        cut(start, b.sub(b.select(b.icmp_signed("<", stop, i64(length)), stop, i64(length)), start))
+        size = b.sub(b.select(b.icmp_signed("<", stop, i64(length)), stop, i64(length)), start)
+        block(*((size, i64(n), start, i64(0)) if by_rows else (i64(m), size, i64(0), start)))
 
     em.parallel_range(-(-length // per), pieces, "mm")
 
 
-def _blas_lower(em, a: Arr, b: Arr, dest) -> Arr:
-    """One gemm or gemv call: out = a @ b, out = dest() with contiguous rows."""
+def _gemv_lower(em, a: Arr, b: Arr, dest) -> Arr:
+    """A matrix times a vector, or a vector times a matrix, by one OpenBLAS gemv call: out =
+    dest()."""
     ta, tb = a.type, b.type
     out = dest()
     pc = em.base_ptr(out)
-    gemm, gemv, fty = _BLAS[ta.dtype]
+    fty, gemv = _FLOATS[ta.dtype]
     one, zero = ir.Constant(fty, 1.0), ir.Constant(fty, 0.0)
     i32, i64 = (lambda v: ir.Constant(I32, v)), em.i64
-    if ta.rank == 2 and tb.rank == 2:
-        (pa, trans_a, lda), (pb, trans_b, ldb) = _matrix_operand(em, a), _matrix_operand(em, b)
-        m, k, n = ta.shape[0], ta.shape[1], tb.shape[1]
-        etype = mem_type(ta.dtype)
-        arg_types = [I32, I32, I32, I64, I64, I64, fty, PTR, I64, PTR, I64, fty, PTR, I64]
-
-        def gemm_at(rows, cols, depth, r0, c0, k0, c_at):
-            """C[r0 : r0 + rows, c0 : c0 + cols] = A[r0..., k0 : k0 + depth] @ B[k0..., c0...],
-            C's element (r0, c0) at c_at, its rows n apart (i64 values)."""
-            b_ = em.b
-            a_at = b_.gep(pa, [_element(b_, trans_a, r0, k0, lda)], source_etype=etype)
-            b_at = b_.gep(pb, [_element(b_, trans_b, k0, c0, ldb)], source_etype=etype)
-            args = [i32(ROW_MAJOR), i32(trans_a), i32(trans_b), rows, cols, depth, one, a_at, i64(lda)]
-            em.call_extern(gemm, VOID, args + [b_at, i64(ldb), zero, c_at, i64(max(n, 1))], arg_types)
-
-        def block(rows, cols, r0, c0):
-            c_at = em.b.gep(pc, [em.b.add(em.b.mul(r0, i64(n)), c0)], source_etype=etype)
-            gemm_at(rows, cols, i64(k), r0, c0, i64(0), c_at)
-
-        pieces = _inner_pieces(m, n, k)
-        if pieces > 1:
-            _by_inner_pieces(em, pieces, k, out, gemm_at)
-        else:
-            _in_pieces(em, m, n, k, block)
-        return out
     if ta.rank == 2:  # A @ x
         (pa, trans_a, lda), (px, incx) = _matrix_operand(em, a), _vector_operand(em, b)
         m, n = ta.shape
@@ -152,15 +120,10 @@ def _inner_pieces(m: int, n: int, k: int) -> int:
     return min(PRODUCT_BLOCKS, k // INNER_PIECE)
 
 
-def _element(b, trans: int, i, j, ld: int):
-    """The offset of element (i, j) of a BLAS operand stored by rows (NO_TRANS) or by columns."""
-    return b.add(b.mul(i, ir.Constant(I64, ld)), j) if trans == NO_TRANS else b.add(b.mul(j, ir.Constant(I64, ld)), i)
-
-
 def _by_inner_pieces(em, pieces: int, k: int, out: Arr, gemm_at):
-    """out = a @ b as `pieces` OpenBLAS products over consecutive ranges of the inner dimension
-    (the last shorter), each into a buffer of its own, on the threads; then their sum, added in
-    order. gemm_at: as _blas_lower's."""
+    """out = a @ b as `pieces` products over consecutive ranges of the inner dimension (the last
+    shorter), each into a buffer of its own, on the threads; then their sum, added in order.
+    gemm_at: as _gemm_lower's."""
     m, n = out.type.shape
     per = -(-k // pieces)
     parts = em.alloc(out.type.with_shape((pieces, m, n)))
@@ -176,7 +139,7 @@ def _by_inner_pieces(em, pieces: int, k: int, out: Arr, gemm_at):
     em.fill(out, views, em.sum_in_order, "mmsum")
 
 
-PARALLEL_PRODUCT = 1 << 21  # multiply-adds from which an OpenBLAS product is split among threads
+PARALLEL_PRODUCT = 1 << 21  # multiply-adds from which a product is split among threads
 PRODUCT_BLOCK = 32  # the fewest rows (columns) of one piece of it
 PRODUCT_BLOCKS = 8  # the pieces it is cut into, at most
 INNER_RATIO = 16  # a product is cut along its inner dimension when that is this many times its longest side
@@ -184,53 +147,52 @@ INNER_PIECE = 4096  # the fewest terms of each of those pieces
 
 # Note [Products on threads]
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~
-# OpenBLAS runs on one thread (lower/jit.py): its own threads would compete with the runtime's
-# (runtime/threads.py), and split some products along the inner dimension, which changes their
-# sums with the count of threads. A large product is instead cut into at most PRODUCT_BLOCKS
-# blocks of the rows of the result (of its columns, when it has fewer rows), each an OpenBLAS
-# call or one of the generated kernel, which a parallel loop runs on the threads (See Note
-# [Parallel loops] in lower/emit.py). The blocks depend on the shapes alone, so the result is
-# the same on any count of threads. Each block packs the operand it shares with the others
-# again, so a small result of a long sum (a weight's gradient over a large batch: the 3 x 3
-# convolution's [72, 65536] @ [65536, 32]) made 3 uneven blocks of rows, each packing all of
-# the long B, 1.3-1.4x one call's time; such a product (an inner dimension INNER_RATIO times
-# its longest side) is instead cut along the inner dimension (_inner_pieces): each piece a
-# product over its range into a buffer of its own, the pieces then added in order, with no
-# packing twice (that product in f32: 13.3 -> 9.0 ms on one thread, as NumPy's 9.1-9.4).
-
-# Beyond, when the narrower operand leaves the L2 cache (1 MiB on Zen 4, 2 MiB on the Xeon of
-# docs/performance.md; twice that in f64), OpenBLAS is as fast at one thread and faster at two
-# (See Note [Kernel or BLAS]).
-GEMM_MAX_OPERAND = gemm.caches()[1] // 4  # elements: L2's bytes of floats, twice them of doubles
-GEMM_MAX_K = gemm.caches()[1] // 512  # and beyond this inner dimension (2048 on Zen 4)
-
-
-def _kernel_fits(a, b) -> bool:
-    """Whether the generated kernel is at least as fast as OpenBLAS for the matrices a @ b."""
-    (m, k), n = a.type.shape, b.type.shape[1]
-    return k <= GEMM_MAX_K and min(m, n) * k <= GEMM_MAX_OPERAND
+# A large product is cut into at most PRODUCT_BLOCKS blocks of the rows of the result (of its
+# columns, when it has fewer rows), which a parallel range runs on the threads (See Note
+# [Parallel loops] in lower/emit.py), a thread's consecutive blocks in one call of the kernel.
+# The kernel's sums do not depend on where the result is cut, so the result is the same on any
+# count of threads. Each call packs the operand it shares with the others again, so a small
+# result of a long sum (a weight's gradient over a large batch: the 3 x 3 convolution's [72,
+# 65536] @ [65536, 32]) cut in blocks of rows packed all of the long B in each, 1.3-1.4x one
+# call's time; such a product (an inner dimension INNER_RATIO times its longest side) is
+# instead cut along the inner dimension (_inner_pieces): each piece a product over its range
+# into a buffer of its own, the pieces then added in order, with no packing twice. Those
+# pieces depend on the shapes alone too. (OpenBLAS, which ran these products once, runs on one
+# thread, lower/jit.py: its own threads would compete with the runtime's and split some
+# products along the inner dimension by the count of threads.)
 
 
 def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:
     """out = a @ b by the generated kernel of lower/gemm.py: a and b with their own strides (a
-    transposed b is packed from its columns), out = dest() with contiguous rows."""
+    transposed b is packed from its columns), out = dest() with contiguous rows; on the
+    threads in blocks of rows or columns, or, for a long sum, in pieces of it (See Note
+    [Products on threads])."""
     (m, k), n = a.type.shape, b.type.shape[1]
     out = dest()
-    elem = _BLAS[out.type.dtype][2]
+    elem = _FLOATS[out.type.dtype][0]
     pa, pb, pc = (em.b.gep(x.ptr, [x.offset], source_etype=elem) for x in (a, b, out))
     i64 = em.i64
     em.m.kernels.add(gemm.symbol(elem))
 
-    def block(rows, cols, r0, c0):
+    def gemm_at(rows, cols, depth, r0, c0, k0, c_at):
+        """C[r0 : r0 + rows, c0 : c0 + cols] = A[r0..., k0 : k0 + depth] @ B[k0..., c0...],
+        C's element (r0, c0) at c_at, its rows n apart (i64 values)."""
         b_ = em.b
-        a_at = b_.gep(pa, [b_.mul(r0, i64(a.strides[0]))], source_etype=elem)
-        b_at = b_.gep(pb, [b_.mul(c0, i64(b.strides[1]))], source_etype=elem)
-        c_at = b_.gep(pc, [b_.add(b_.mul(r0, i64(max(n, 1))), c0)], source_etype=elem)
+        a_at = b_.gep(pa, [b_.add(b_.mul(r0, i64(a.strides[0])), b_.mul(k0, i64(a.strides[1])))], source_etype=elem)
+        b_at = b_.gep(pb, [b_.add(b_.mul(k0, i64(b.strides[0])), b_.mul(c0, i64(b.strides[1])))], source_etype=elem)
         a_s, b_s = (i64(s) for s in a.strides), (i64(s) for s in b.strides)
         args = [a_at, *a_s, b_at, *b_s, c_at, i64(max(n, 1))]
-        em.b.call(gemm.declare(em.m.module, elem), args + [rows, cols, i64(k)])
+        em.b.call(gemm.declare(em.m.module, elem), args + [rows, cols, depth])
 
-    _in_pieces(em, m, n, k, block, joined=True)
+    def block(rows, cols, r0, c0):
+        c_at = em.b.gep(pc, [em.b.add(em.b.mul(r0, i64(max(n, 1))), c0)], source_etype=elem)
+        gemm_at(rows, cols, i64(k), r0, c0, i64(0), c_at)
+
+    pieces = _inner_pieces(m, n, k)
+    if pieces > 1:
+        _by_inner_pieces(em, pieces, k, out, gemm_at)
+    else:
+        _in_pieces(em, m, n, k, block)
     return out
 
 
@@ -335,11 +297,11 @@ def _product(em, a: Arr, b: Arr, dest):
             return made[0]
     dt = ta.dtype
     work = ta.size * (tb.shape[1] if tb.rank == 2 else 1)  # multiply-adds; 0 when an axis is empty
-    if dest is not None and dt in _BLAS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
-        if ta.rank == 2 and tb.rank == 2 and (_kernel_fits(a, b) or not jit.blas_available()):
+    if dest is not None and dt in _FLOATS and work >= BLAS_MIN_WORK and isinstance(a, Arr) and isinstance(b, Arr):
+        if ta.rank == 2 and tb.rank == 2:
             return _gemm_lower(em, a, b, dest)
         if jit.blas_available():
-            return _blas_lower(em, a, b, dest)
+            return _gemv_lower(em, a, b, dest)
     if ta.rank == tb.rank == 2 and _by_columns(a) and _by_columns(b):
         # no loop order is contiguous in both: out^T = b^T @ a^T is (both stored by rows),
         # and its transpose, the size of out, is copied into out
@@ -534,30 +496,19 @@ matmul_p = primitive(
 # ~~~~~~~~~~~~~~~~~~~~~
 # The generated kernel was first written without packing: for each panel of B's columns it
 # walked all of A, tile by tile of rows, and read B's panel from the L2 cache. While A stayed
-# in L2 too it ran at the core's peak, a little faster than OpenBLAS, which pays for packing
-# both operands: at one thread on a Zen 4 core (1 MiB of L2), 53-56 GFLOP/s in f64 and
-# 110-113 in f32 at 256^3 against OpenBLAS's SkylakeX kernels' 47-50 and 98-100. Once A left
-# L2 (its bytes above L2's size), every panel read it again from L3 or memory, and
-# OpenBLAS's blocking for the caches won, by most when A is a transposed view (whose columns
-# the kernel read one cache line per step of k), or when b is one, which the kernel copies:
-# OpenBLAS's time over the kernel's at 512^3 f64 was 0.86 for transpose(a) @ b and 0.90 for
-# a @ transpose(b), at 724^3 0.75 and 0.93; for a @ b at 2048^3 0.71 (CPU times, medians,
-# with the other core busy). So did OpenBLAS win for a long inner dimension (GEMM_MAX_K),
-# whose B panel left L2. On an Intel Xeon (48 KiB L1, 2 MiB L2) the unpacked kernel ran at
-# half OpenBLAS's speed even with A in L2, and it now packs blocks sized from the caches (See
-# Note [Packing] in lower/gemm.py). Packed, the kernel's speed no longer depends on A's size,
-# and OpenBLAS wins only where both operands leave L2: there the kernel (one call per thread)
-# was 0.83-1.01x the time of diffc's OpenBLAS route (8 blocks of rows, each packing B again)
-# at one thread on 1024^3 and 2048^3, but 1.03-1.15x at two threads. Where one operand fits
-# L2 (min(m, n) * k elements within GEMM_MAX_OPERAND) the kernel is faster at both counts:
-# the transformer's [1024, 512] @ [512, 128] f64 0.74-0.78x at one thread and 0.82-0.88x at
-# two, im2col's tall [65536, 72] @ [72, 32] 0.73-1.0x, [16384, 256] @ [256, 64] 0.71-0.76x in
-# f64 and 0.99-1.08x in f32. In f64 it stays faster up to twice L2's bytes, a weight's gradient
-# over a batch of 2048 rows ([2048, 1024]^T @ [2048, 256], [2048, 256]^T @ [2048, 1024]) 0.79-0.85x
-# at one and two threads, where in f32 it was 0.99-1.13x beyond L2: so GEMM_MAX_OPERAND counts
-# elements, L2's bytes in f32 and twice them in f64 (transformer b8 t256 d256's value-and-grad
-# f64, in turns: 268-281 -> 239-248 ms). A long inner dimension (beyond GEMM_MAX_K, a term per half KiB of
-# L2: 4096 on the Xeon) stays OpenBLAS's: [512, 8192] @ [8192, 512] was 1.2-1.8x slower
-# by the kernel at two threads. OpenBLAS takes a transposed operand as a flag and a slice with
-# its leading dimension, and copies nothing; an operand of neither layout (a column step,
-# b[:, ::2]) is copied first, by either route.
+# in L2 it ran at the core's peak, a little faster than OpenBLAS (at 256^3 on a Zen 4 core,
+# 53-56 GFLOP/s in f64 and 110-113 in f32 against OpenBLAS's 47-50 and 98-100); beyond, every
+# panel read A again from memory, and larger products went to OpenBLAS. Packed in blocks
+# sized from the caches (See Note [Packing] in lower/gemm.py), the kernel's speed no longer
+# depends on the operands' sizes. The last bound, both operands beyond L2 or an inner
+# dimension beyond a term per half KiB of L2, fell when the kernel kept a transposed A packed
+# across the blocks of B's columns: on an Intel Xeon (2 MiB of L2) at one thread, the kernel
+# took 0.71-0.86x OpenBLAS's time at 1024^3 and 2048^3 in all three layouts (f32 1024^3 136
+# -> 176-185 GFLOP/s, PyTorch's MKL 190-198), [512, 8192] @ [8192, 512] 0.88-0.9x, the long
+# sum [72, 65536]^T @ [65536, 32] 0.72x in f64 and 0.79x in f32 (each inner piece a call of
+# the kernel); at two threads 0.8-1.05x, the long sums 0.6-0.85x. So every float matrix-matrix product
+# of BLAS_MIN_WORK multiply-adds or more is the kernel's, whose bits do not depend on the
+# count of threads, and OpenBLAS computes only matrix-vector products (gemv), which need no
+# packing. Its gemv takes a transposed operand as a flag and a slice with its leading
+# dimension, and copies nothing; an operand of neither layout (a column step, b[:, ::2]) is
+# copied first. The kernel takes any strides.

@@ -1,10 +1,9 @@
 """Each route a float matrix product can take (prims/linalg.py, See Note [Kernel or BLAS]):
-plain loops below BLAS_MIN_WORK, the generated kernel while one operand is within
-GEMM_MAX_OPERAND elements and the inner dimension within GEMM_MAX_K, OpenBLAS beyond, with
-transposed and strided operands passed as flags and leading dimensions rather than copied,
-batches, empty axes, one row or column.
-The sizes come from the thresholds, so that the tests follow them: each checks the route in
-the lowered code, then the values against NumPy."""
+plain loops below BLAS_MIN_WORK, the generated kernel above at every size, in pieces on the
+threads when large, along the inner dimension for a long sum; a matrix of one row or column
+is OpenBLAS's gemv. Transposed and strided operands, batches, empty axes. Each test checks
+the route in the lowered code, then the values against NumPy (and the bits on 1, 2 and 3
+threads)."""
 
 import re
 
@@ -38,20 +37,11 @@ fn prod_t_and_prod(a, g) {
 fn prod_t_rows(a, g) = map(fn(x) => transpose(transpose(x) @ g), a)
 """
 DTYPES = [np.float64, np.float32]
-# the inner dimension of the products sized by the operands' elements: with half of GEMM_MAX_K
-# terms, an operand at the bound has 256 rows whatever the cache, which keeps the products
-# beyond it quick
-K = linalg.GEMM_MAX_K // 2
-
-
-def a_rows(dtype) -> int:
-    """The most rows of a K-column A (or columns of a K-row B) within the bound."""
-    return linalg.GEMM_MAX_OPERAND // K
-
-
-def wide(dtype) -> int:
-    """The fewest columns of B that leave the bound: with A of a_rows + 1 rows, OpenBLAS's."""
-    return a_rows(dtype) + 1
+# the products called large: both operands beyond a 2 MiB L2 in f32, the result cut into
+# pieces of rows on the threads (See Note [Products on threads]), the last piece shorter
+K = 2048
+WIDE = 257
+assert WIDE * K * 4 > 2 << 20 and WIDE * WIDE * K >= linalg.PARALLEL_PRODUCT
 
 
 # function: (NumPy's expression, the operands' shapes for an (m, k, n) product)
@@ -63,16 +53,6 @@ LAYOUTS = {
     "mm_rows2": (lambda a, b: a[::2] @ b, lambda m, k, n: ((2 * m, k), (k, n))),
     "mm_cols": (lambda a, b: a[:, 1:] @ b, lambda m, k, n: ((m, k + 1), (k, n))),
     "mm_cols2": (lambda a, b: a @ b[:, ::2], lambda m, k, n: ((m, k), (k, 2 * n))),
-}
-# (trans a, trans b) that OpenBLAS is passed for each layout: a transpose is a flag, not a copy
-BLAS_FLAGS = {
-    "mm": (linalg.NO_TRANS, linalg.NO_TRANS),
-    "mm_ta": (linalg.TRANS, linalg.NO_TRANS),
-    "mm_tb": (linalg.NO_TRANS, linalg.TRANS),
-    "mm_tt": (linalg.TRANS, linalg.TRANS),
-    "mm_rows2": (linalg.NO_TRANS, linalg.NO_TRANS),
-    "mm_cols": (linalg.NO_TRANS, linalg.NO_TRANS),
-    "mm_cols2": (linalg.NO_TRANS, linalg.NO_TRANS),  # (b of column step 2 is copied)
 }
 
 
@@ -86,19 +66,10 @@ def lowered(m, fn: str, *args) -> str:
 
 
 def route(text: str) -> str:
-    if re.search(r"call void @\"scipy_cblas_[ds]gemm64_\"", text):
-        return "blas"
+    assert "gemm64_" not in text  # (OpenBLAS computes matrix-vector products only)
     if re.search(r"call void @\"diffc_gemm2_f(32|64)\"", text):
         return "kernel"
     return "loops"
-
-
-def blas_call(text: str) -> tuple[int, ...]:
-    """(trans a, trans b, m, n, k, lda, ldb) of the gemm call in lowered code; None for a value
-    computed in the code (the rows or columns of a piece: See Note [Products on threads])."""
-    call = re.search(r"call void @\"scipy_cblas_[ds]gemm64_\"\(([^\n]*)\)", text).group(1)
-    ints = [int(x) if x.isdigit() else None for x in re.findall(r"i(?:32|64) ([^ ,]+)", call)]
-    return tuple(ints[1:6] + ints[6:8])
 
 
 def operands(dtype, *shapes, seed: int = 0):
@@ -128,16 +99,23 @@ def test_small_products_are_loops(m, fn, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("fn", LAYOUTS)
-def test_products_whose_a_fits_run_the_kernel(m, fn, dtype):
+def test_products_run_the_kernel(m, fn, dtype):
     _, mr, nv = gemm.tile()
     check(m, fn, dtype, (2 * mr + 3, 70, 3 * nv * 8 + 5), "kernel")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_the_kernel_takes_either_operand_up_to_the_limit_and_openblas_beyond(m, dtype):
-    check(m, "mm", dtype, (a_rows(dtype), K, wide(dtype)), "kernel")
-    check(m, "mm", dtype, (wide(dtype), K, a_rows(dtype)), "kernel")
-    check(m, "mm", dtype, (a_rows(dtype) + 1, K, wide(dtype)), "blas")
+@pytest.mark.parametrize("fn", LAYOUTS)
+def test_large_products_run_the_kernel_in_pieces_with_the_same_bits_on_any_threads(m, fn, dtype):
+    """Both operands beyond L2 (OpenBLAS's route once, See Note [Kernel or BLAS]): the kernel,
+    in pieces of rows on the threads; the same bits on 1, 2 and 3 threads, NumPy's values."""
+    expr, shapes = LAYOUTS[fn]
+    a, b = operands(dtype, *shapes(WIDE, K, WIDE + 2))
+    text = lowered(m, fn, a, b)
+    assert route(text) == "kernel" and "mm.par:" in text
+    results = on_each_count(lambda: getattr(m, fn)(a, b))
+    assert all(np.array_equal(r, results[0]) for r in results[1:])
+    np.testing.assert_allclose(results[0], expr(a, b), **close(dtype, K))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -146,57 +124,25 @@ def test_a_tall_a_times_a_b_that_fits_runs_the_kernel(m, fn, dtype):
     """An A beyond the cache times a B within it (im2col's columns times a convolution's
     weights) runs the kernel, transposed views included; the same bits on 1, 2 and 3 threads
     (blocks of rows), NumPy's values, NaN and inf where it has them."""
-    rows = 4 * a_rows(dtype) + 5  # several blocks of rows, the last shorter
+    rows = 4 * WIDE + 5  # several blocks of rows, the last shorter
     expr, shapes = LAYOUTS[fn]
-    for n in (3, a_rows(dtype)):
+    for n in (3, WIDE):
         a, b = operands(dtype, *shapes(rows, K, n))
         a[(0, -1), (3, -1)] = np.nan, np.inf
         assert route(lowered(m, fn, a, b)) == "kernel"
         results = on_each_count(lambda: getattr(m, fn)(a, b))
         assert all(np.array_equal(r, results[0], equal_nan=True) for r in results[1:])
         np.testing.assert_allclose(results[0], expr(a, b), **close(dtype, K))
-    assert route(lowered(m, fn, *operands(dtype, *shapes(rows, K, wide(dtype))))) == "blas"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_a_long_inner_dimension_goes_to_openblas(m, dtype):
-    check(m, "mm", dtype, (5, linalg.GEMM_MAX_K, 7), "kernel")
-    check(m, "mm", dtype, (5, linalg.GEMM_MAX_K + 1, 7), "blas")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("fn", LAYOUTS)
-def test_openblas_is_passed_transposes_and_strides(m, fn, dtype):
-    """A transposed operand is a flag and a row step or a column slice a leading dimension:
-    OpenBLAS reads the views in place. Only b[:, ::2], of neither layout, is copied."""
-    rows, n = a_rows(dtype) + 1, wide(dtype)
-    text = check(m, fn, dtype, (rows, K, n), "blas")
-    trans_a, trans_b, *mnk, lda, ldb = blas_call(text)
-    assert (trans_a, trans_b) == BLAS_FLAGS[fn]
-    assert mnk in ([rows, n, K], [None, n, K])  # (whole, or in pieces of rows on the threads)
-    want_lda = {"mm_ta": rows, "mm_tt": rows, "mm_rows2": 2 * K, "mm_cols": K + 1}.get(fn, K)
-    want_ldb = {"mm_tb": K, "mm_tt": K}.get(fn, n)
-    assert (lda, ldb) == (want_lda, want_ldb)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_a_transposed_b_takes_the_route_of_its_a(m, dtype):
-    """a @ transpose(b): the kernel packs b from its columns (Note [Packing] in lower/gemm.py),
-    so the route is that of a @ b: the kernel while a or b fits, OpenBLAS beyond."""
-    check(m, "mm_tb", dtype, (4, K, wide(dtype)), "kernel")
-    check(m, "mm_tb", dtype, (a_rows(dtype), K, wide(dtype)), "kernel")
-    check(m, "mm_tb", dtype, (wide(dtype), K, a_rows(dtype)), "kernel")
-    check(m, "mm_tb", dtype, (wide(dtype), K, wide(dtype)), "blas")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows", ["kernel", "blas"])
-def test_batched_products_take_the_route_of_one_matrix(m, rows, dtype):
-    mr = 2 * gemm.tile()[1] + 1 if rows == "kernel" else a_rows(dtype) + 1
-    a, b = operands(dtype, (2, mr, K), (2, K, wide(dtype)))
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_batched_products_take_the_route_of_one_matrix(m, size, dtype):
+    mr = 2 * gemm.tile()[1] + 1 if size == "small" else WIDE
+    a, b = operands(dtype, (2, mr, K), (2, K, WIDE))
     bt = np.ascontiguousarray(np.swapaxes(b, 1, 2))
     for fn, y in (("mm", b), ("mm_bt", bt)):
-        assert route(lowered(m, fn, a, y)) == rows
+        assert route(lowered(m, fn, a, y)) == "kernel"
         np.testing.assert_allclose(getattr(m, fn)(a, y), a @ b, **close(dtype, K))
 
 
@@ -214,7 +160,7 @@ def test_empty_axes(m, shapes, dtype):
 def test_one_row_or_one_column_at_sizes_beyond_the_kernel(m, fn, dtype):
     """A matrix of one row or one column is a matrix-vector product (OpenBLAS's gemv)."""
     expr, shapes = LAYOUTS[fn]
-    rows = a_rows(dtype) + 1
+    rows = WIDE
     for mkn in ((1, K, rows), (rows, K, 1)):
         a, b = operands(dtype, *shapes(*mkn))
         assert "gemv64_" in lowered(m, fn, a, b)
@@ -222,25 +168,25 @@ def test_one_row_or_one_column_at_sizes_beyond_the_kernel(m, fn, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("where", ["kernel", "blas"])
-def test_nan_and_infinity_propagate_on_both_routes(m, where, dtype):
-    rows = 2 * gemm.tile()[1] + 1 if where == "kernel" else a_rows(dtype) + 1
-    a, b = operands(dtype, (rows, K), (K, wide(dtype)))
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_nan_and_infinity_propagate(m, size, dtype):
+    rows = 2 * gemm.tile()[1] + 1 if size == "small" else WIDE
+    a, b = operands(dtype, (rows, K), (K, WIDE))
     a[1, 3], a[2, 5], b[5, :] = np.nan, np.inf, 0.0  # row 1 NaN; row 2: inf * 0 is NaN too
     with np.errstate(invalid="ignore"):
         want = a @ b
     got = m.mm(a, b)
-    assert route(lowered(m, "mm", a, b)) == where
+    assert route(lowered(m, "mm", a, b)) == "kernel"
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     np.testing.assert_allclose(got[3:], want[3:], **close(dtype, K))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows", ["kernel", "blas"])
-def test_gradients_of_transposed_products(m, rows, dtype):
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_gradients_of_transposed_products(m, size, dtype):
     """value_and_grad of sum((a @ b^T)^2) and sum((a^T @ b)^2), whose derivatives multiply
     by transposes, against the closed forms in NumPy."""
-    mr, n = (40, 30) if rows == "kernel" else (a_rows(dtype) + 1, wide(dtype))
+    mr, n = (40, 30) if size == "small" else (WIDE, WIDE + 2)
     a, b = operands(dtype, (mr, K), (n, K))
     c = a @ b.T
     (value, (ga, gb)) = diffc.value_and_grad(m.loss_tb, argnums=(0, 1))(a, b)
@@ -261,16 +207,16 @@ def main_function(text: str) -> str:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("where", ["loops", "kernel", "blas"])
+@pytest.mark.parametrize("where", ["loops", "kernel", "large"])
 def test_a_product_returned_transposed_is_computed_into_the_output(m, where, dtype):
     """transpose(transpose(a) @ g), the derivative of a @ transpose(b) for b, is computed as
     transpose(g) @ a straight into the output: no copy loop after the product (See Note
     [Transposed destinations])."""
     # computed as transpose(g) @ a: g's columns are the rows of the product's A
-    k, cols, n = {"loops": (64, 3, 5), "kernel": (64, 40, 30), "blas": (K, wide(dtype), wide(dtype))}[where]
+    k, cols, n = {"loops": (64, 3, 5), "kernel": (64, 40, 30), "large": (K, WIDE, WIDE + 2)}[where]
     a, g = operands(dtype, (k, n), (k, cols))
     text = lowered(m, "prod_t", a, g)
-    assert route(text) == where
+    assert route(text) == ("kernel" if where == "large" else where)
     if where != "loops":
         assert ".head:" not in main_function(text)
     np.testing.assert_allclose(m.prod_t(a, g), (a.T @ g).T, **close(dtype, k))
@@ -304,7 +250,7 @@ def test_a_small_result_of_a_long_sum_is_cut_along_the_sum(m, fn, dtype):
     expr, shapes = LAYOUTS[fn]
     a, b = operands(dtype, *shapes(*mkn))
     text = lowered(m, fn, a, b)
-    assert route(text) == "blas" and "mmk.par:" in text and "mmsum" in text
+    assert route(text) == "kernel" and "mmk.par:" in text and "mmsum" in text
     results = on_each_count(lambda: getattr(m, fn)(a, b))
     assert all(np.array_equal(r, results[0]) for r in results[1:])
     np.testing.assert_allclose(results[0], expr(a, b), **close(dtype, mkn[1]))
@@ -359,17 +305,15 @@ def test_a_batch_of_small_products_runs_on_the_threads(m, shapes, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows", ["kernel", "blas"])
-def test_a_batch_of_transposed_matrices_is_read_in_place(m, rows, dtype):
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_a_batch_of_transposed_matrices_is_read_in_place(m, size, dtype):
     """a @ transpose(b, [0, 2, 1]) (attention's scores, a convolution's weight gradient): each
-    matrix of b is read by columns where it is, not the whole of b copied before the loop
-    (OpenBLAS is passed the transpose flag); NumPy's values on 1, 2 and 3 threads."""
-    mr = 2 * gemm.tile()[1] + 1 if rows == "kernel" else a_rows(dtype) + 1
-    a, b = operands(dtype, (3, mr, K), (3, wide(dtype), K))
+    matrix of b is read by columns where it is (the kernel packs it from its columns), not the
+    whole of b copied before the loop; NumPy's values on 1, 2 and 3 threads."""
+    mr = 2 * gemm.tile()[1] + 1 if size == "small" else WIDE
+    a, b = operands(dtype, (3, mr, K), (3, WIDE, K))
     text = lowered(m, "mm_bt", a, b)
-    assert route(text) == rows
-    if rows == "blas":
-        assert blas_call(text)[:2] == (linalg.NO_TRANS, linalg.TRANS)
+    assert route(text) == "kernel"
     results = on_each_count(lambda: m.mm_bt(a, b))
     assert all(np.array_equal(r, results[0]) for r in results[1:])
     np.testing.assert_allclose(results[0], a @ np.swapaxes(b, 1, 2), **close(dtype, K))

@@ -1,5 +1,6 @@
-"""Matrix products large enough to go to BLAS, on every kind of view the generated code passes
-it without copying (row slices, column slices, transposes), against NumPy."""
+"""Matrix products large enough for a call (the generated kernel, OpenBLAS's gemv for a matrix
+times a vector), on every kind of view the generated code passes without copying (row slices,
+column slices, transposes), against NumPy; OpenBLAS's own threads and cores."""
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ print(lib.scipy_openblas_get_num_threads64_(), os.environ["OPENBLAS_NUM_THREADS"
 @pytest.mark.parametrize("loaded_before", [False, True])
 def test_openblas_runs_on_one_thread_whatever_the_environment_says(loaded_before):
     # two pools on the same cores: diffc's threads run products in pieces (Note [Products on
-    # threads] in prims/linalg.py), each piece an OpenBLAS call on the calling thread
+    # threads] in prims/linalg.py), and gemv on the calling thread
     import os
     import subprocess
     import sys
