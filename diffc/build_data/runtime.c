@@ -38,7 +38,10 @@ int64_t diffc_flush_denormal = 0;
 
 /* A parallel loop of the generated code (diffc_parallel_for in diffc/runtime/threads.py) runs
    on the calling thread: a library starts no threads of its own. */
-void diffc_parallel_for(void (*fn)(void *, int64_t, int64_t), void *env, int64_t n) { fn(env, 0, n); }
+void diffc_parallel_for(void (*fn)(void *, int64_t, int64_t), void *env, int64_t n, int64_t per_thread) {
+    (void)per_thread;
+    fn(env, 0, n);
+}
 
 static _Thread_local char diffc_message[2048];
 

@@ -44,6 +44,7 @@ FLUSH_SYMBOL = "diffc_flush_denormal"  # an i64: nonzero, calls flush subnormal 
 MXCSR_FLUSH = 0x8040  # x86-64's MXCSR bits flush-to-zero (15) and denormals-are-zero (6)
 X86 = platform.machine() in ("x86_64", "AMD64")
 PARALLEL_SYMBOL = "diffc_parallel_for"  # runs a parallel loop on the runtime's threads (Note [Parallel loops])
+PIECES_PER_THREAD = 4  # pieces a loop is cut into per thread: a late or slow thread holds no one up
 POLL_CHUNK = 1 << 16  # iterations of a cheap loop between two checks for an interrupt
 FULL_UNROLL_MAX = 8  # iterations of the longest loop LLVM may unroll in full (See Note [Full unrolling])
 FULL_UNROLL_MAX_MOVES = 3  # and of the longest inner loop of a nest that only moves data
@@ -632,11 +633,12 @@ class Emitter:
         b = self.b
         self.parallel_range(n, lambda lo, hi: self.loop(b.sub(hi, lo), lambda i: body(b.add(lo, i)), name), name)
 
-    def parallel_range(self, n: int, body, name: str = "i"):
+    def parallel_range(self, n: int, body, name: str = "i", per_thread: int = PIECES_PER_THREAD):
         """body(lo, hi) for pieces lo..hi (i64 values) of 0..n, on the runtime's threads when
         it can run on any of them, else once over 0..n: for a body that does better walking
         its whole piece at once (a scatter-add walks its indices once per piece). The pieces
-        must be independent, as parallel_loop's iterations."""
+        must be independent, as parallel_loop's iterations; 0..n is cut into per_thread pieces
+        per thread (1: one piece per thread, for a body that pays for each call)."""
         b, module = self.b, self.m.module
         pre, first_new = b.block, len(self.fn.blocks)
         arena, allocas = self.arena_size, {id(i) for i in self.entry.instructions}
@@ -726,7 +728,8 @@ class Emitter:
                 ld.parent.instructions.remove(ld)
                 _replace_all(region, ld, place)
         inner.branch(start)
-        self.call_extern(PARALLEL_SYMBOL, VOID, [outlined, frame, self.i64(n)], [PTR, PTR, I64])
+        args = [outlined, frame, self.i64(n), self.i64(per_thread)]
+        self.call_extern(PARALLEL_SYMBOL, VOID, args, [PTR, PTR, I64, I64])
         if interrupted:
             self.check_failed()
 
@@ -1611,8 +1614,10 @@ def free_records_left(b: ir.IRBuilder, module: ir.Module, ctx: ir.Value):
 # rows of tiles when it transposes), the rows of a reduction that keeps its leading axes, the
 # blocks of a reduction to one number, and a map's rows. `parallel_loop` emits the loop as
 # usual over lo..hi, then moves its blocks into a function of their own, `fn(env, lo, hi)`,
-# and calls the runtime's `diffc_parallel_for(fn, env, n)` (runtime/threads.py), which runs
-# pieces of 0..n on the threads. The values the blocks use from the enclosing function
+# and calls the runtime's `diffc_parallel_for(fn, env, n, per_thread)` (runtime/threads.py),
+# which runs pieces of 0..n on the threads, per_thread pieces per thread (a product's blocks:
+# one, as each call of the kernel packs its operands again; See Note [Products on threads] in
+# prims/linalg.py). The values the blocks use from the enclosing function
 # (pointers, offsets, ctx) are stored in `env`, a frame slot they only read is loaded before
 # the call and passed by value, a value computed from constants alone is computed again in the
 # piece, where LLVM sees a constant (an exponent of 2 converted to 2.0 passed in `env` made

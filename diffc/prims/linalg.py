@@ -85,7 +85,7 @@ def _in_pieces(em, m: int, n: int, k: int, block):
         size = b.sub(b.select(b.icmp_signed("<", stop, i64(length)), stop, i64(length)), start)
         block(*((size, i64(n), start, i64(0)) if by_rows else (i64(m), size, i64(0), start)))
 
-    em.parallel_range(-(-length // per), pieces, "mm")
+    em.parallel_range(-(-length // per), pieces, "mm", per_thread=1)
 
 
 def _gemv_lower(em, a: Arr, b: Arr, dest) -> Arr:
@@ -149,17 +149,20 @@ INNER_PIECE = 4096  # the fewest terms of each of those pieces
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~
 # A large product is cut into at most PRODUCT_BLOCKS blocks of the rows of the result (of its
 # columns, when it has fewer rows), which a parallel range runs on the threads (See Note
-# [Parallel loops] in lower/emit.py), a thread's consecutive blocks in one call of the kernel.
-# The kernel's sums do not depend on where the result is cut, so the result is the same on any
-# count of threads. Each call packs the operand it shares with the others again, so a small
-# result of a long sum (a weight's gradient over a large batch: the 3 x 3 convolution's [72,
-# 65536] @ [65536, 32]) cut in blocks of rows packed all of the long B in each, 1.3-1.4x one
-# call's time; such a product (an inner dimension INNER_RATIO times its longest side) is
-# instead cut along the inner dimension (_inner_pieces): each piece a product over its range
-# into a buffer of its own, the pieces then added in order, with no packing twice. Those
-# pieces depend on the shapes alone too. (OpenBLAS, which ran these products once, runs on one
-# thread, lower/jit.py: its own threads would compete with the runtime's and split some
-# products along the inner dimension by the count of threads.)
+# [Parallel loops] in lower/emit.py), each thread one run of consecutive blocks in one call of
+# the kernel. Each call packs the operand it shares with the others again: with four runs per
+# thread, as other loops take, it was packed four times (at two threads, 1024^3 f32 270-300
+# -> 320-330 GFLOP/s, 1.75-1.85x one thread's speed; 512^3 f64 130-135 -> 155; 2048^3 f64
+# stays at 1.35x). The kernel's sums do not depend on where the result is cut, so the result
+# is the same on any count of threads. A small result of a long sum (a weight's gradient over
+# a large batch: the 3 x 3 convolution's [72, 65536] @ [65536, 32]) cut in blocks of rows
+# packed all of the long B in each, 1.3-1.4x one call's time; such a product (an inner
+# dimension INNER_RATIO times its longest side) is instead cut along the inner dimension
+# (_inner_pieces): each piece a product over its range into a buffer of its own, the pieces
+# then added in order, with no packing twice. Those pieces depend on the shapes alone too.
+# (OpenBLAS, which ran these products once, runs on one thread, lower/jit.py: its own threads
+# would compete with the runtime's and split some products along the inner dimension by the
+# count of threads.)
 
 
 def _gemm_lower(em, a: Arr, b: Arr, dest) -> Arr:

@@ -1,6 +1,7 @@
 """The threads that run parallel loops (See Note [Parallel loops] in lower/emit.py): a pool of
-workers in native code, emitted in LLVM IR, behind `diffc_parallel_for(fn, env, n)`, which runs
-fn(env, lo, hi) over pieces of 0..n on the calling thread and the workers.
+workers in native code, emitted in LLVM IR, behind `diffc_parallel_for(fn, env, n, per_thread)`,
+which runs fn(env, lo, hi) over pieces of 0..n, per_thread pieces per thread, on the calling
+thread and the workers.
 
 The workers are Python daemon threads, each inside one long native call (ctypes releases the
 GIL for it): Python starts them, so a thread that cannot be started (under `ulimit -v`, say)
@@ -22,7 +23,6 @@ from ..lower import jit
 from ..lower.emit import PARALLEL_SYMBOL, X86
 
 SPIN = 2000  # polls of a worker for a new job (about 50-100 us) before it sleeps in the kernel
-PIECES_PER_THREAD = 4  # pieces a loop is cut into per thread: a late or slow thread holds no one up
 _PAUSE = "call void @llvm.x86.sse2.pause()" if X86 else ""
 _DECLARE_X86 = "\n".join(
     f"declare void @llvm.x86.{name}" for name in ("sse2.pause()", "sse.stmxcsr(ptr)", "sse.ldmxcsr(ptr)") if X86
@@ -149,7 +149,7 @@ wake_caller:
   br label %wait
 }}
 
-define void @{PARALLEL_SYMBOL}(ptr %fn, ptr %env, i64 %n) {{
+define void @{PARALLEL_SYMBOL}(ptr %fn, ptr %env, i64 %n, i64 %per_thread) {{
 entry:
   %workers = load atomic i64, ptr @diffc_pool_workers monotonic, align 8
   %none = icmp eq i64 %workers, 0
@@ -168,7 +168,7 @@ share:
   store ptr %env, ptr @pool.env
   store i64 %n, ptr @pool.n
   %threads = add i64 %workers, 1
-  %count = mul i64 %threads, {PIECES_PER_THREAD}
+  %count = mul i64 %threads, %per_thread
   %sum = add i64 %n, %count
   %sum1 = sub i64 %sum, 1
   %piece = sdiv i64 %sum1, %count

@@ -179,7 +179,7 @@ def test_rows_with_temporaries_beyond_a_threads_stack_take_a_place_per_row_in_th
 
 def _rows_on_threads(text: str, rows: int) -> bool:
     """Whether lowered code runs a parallel loop over `rows` iterations (a map's rows)."""
-    return re.search(rf'call void @"{PARALLEL_SYMBOL}"\([^\n]*, i64 {rows}\)', text) is not None
+    return re.search(rf'call void @"{PARALLEL_SYMBOL}"\([^\n]*, i64 {rows}, i64 \d+\)', text) is not None
 
 
 def test_values_made_of_constants_are_made_again_in_each_piece():
