@@ -22,7 +22,12 @@ from ..errors import UsageError
 from ..lower import jit
 from ..lower.emit import PARALLEL_SYMBOL, X86
 
-SPIN = 2000  # polls of a worker for a new job (about 50-100 us) before it sleeps in the kernel
+# Polls of a worker for a new job (about 0.5-1 ms) before it sleeps in the kernel. Waking a
+# sleeper takes a system call, and in a virtual machine an interrupt between cores: with 2000
+# polls (50-100 us) the worker slept through every serial stretch between two parallel loops
+# (an RNN's step, about 100 us), and rnn T200 b64 h256 f64 took 92 ms at two threads and 101
+# at one; with 20000, 75 ms. (GNU OpenMP spins about as long by default, Intel's 200 ms.)
+SPIN = 20000
 _PAUSE = "call void @llvm.x86.sse2.pause()" if X86 else ""
 _DECLARE_X86 = "\n".join(
     f"declare void @llvm.x86.{name}" for name in ("sse2.pause()", "sse.stmxcsr(ptr)", "sse.ldmxcsr(ptr)") if X86
