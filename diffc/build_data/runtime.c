@@ -237,8 +237,8 @@ static const char *diffc_put_array(const char *p, int dtype, int rank, const int
 }
 
 /* --- matrix-vector products that the generated code leaves to BLAS (OpenBLAS's
-   scipy_cblas_* names, row-major only, as prims/linalg.py calls them): plain loops here, so that the
-   library needs no BLAS. ----------------------------------------------------------------- */
+   scipy_cblas_* names, row-major only, as prims/linalg.py calls them): plain loops here, so
+   that the library needs no BLAS. -------------------------------------------------------- */
 
 #define DIFFC_NO_TRANS 111
 
