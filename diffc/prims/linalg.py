@@ -153,7 +153,7 @@ INNER_PIECE = 4096  # the fewest terms of each of those pieces
 # the kernel. Each call packs the operand it shares with the others again: with four runs per
 # thread, as other loops take, it was packed four times (at two threads, 1024^3 f32 270-300
 # -> 320-330 GFLOP/s, 1.75-1.85x one thread's speed; 512^3 f64 130-135 -> 155; 2048^3 f64
-# 105-160 from one process to the next, A's rows a power of two apart). The kernel's sums do
+# 105-160 from one process to the next, its rows a power of two apart). The kernel's sums do
 # not depend on where the result is cut, so the result is the same on any count of threads. A
 # small result of a long sum (a weight's gradient over a large batch: the 3 x 3 convolution's
 # [72, 65536] @ [65536, 32]) cut in blocks of rows packed all of the long B in each, 1.3-1.4x
