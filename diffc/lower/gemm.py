@@ -273,6 +273,12 @@ class _Gemm:
         # over C for 16 terms)
         k_blocks = b.sdiv(b.add(K, i64(kc_max - 1)), i64(kc_max))
         k_step = b.sdiv(b.add(K, b.sub(k_blocks, i64(1))), self.smax(k_blocks, i64(1)))
+        # and N in blocks of about equal columns, whole tiles each but the last: 1024 doubles as
+        # 264 + 264 + 264 + 232, not 336 x 3 + 16 (a pass over A for 16 columns)
+        wide = self.nv * w
+        n_blocks = self.smax(b.sdiv(b.add(N, i64(nc_max - 1)), i64(nc_max)), i64(1))
+        n_step = b.sdiv(b.add(N, b.sub(n_blocks, i64(1))), n_blocks)
+        n_step = b.mul(b.sdiv(b.add(n_step, i64(wide - 1)), i64(wide)), i64(wide))
         k_cap = self.smin(K, i64(kc_max))
         n_cap = self.smin(b.mul(b.sdiv(b.add(N, i64(w - 1)), i64(w)), i64(w)), i64(nc_max))
         m_cap = self.smin(M, i64(mc_max))
@@ -293,7 +299,7 @@ class _Gemm:
                 ap = self.at(bp, b_elems)
 
                 def per_block_of_columns(jc):
-                    nc = self.smin(b.sub(N, jc), i64(nc_max))
+                    nc = self.smin(b.sub(N, jc), n_step)
 
                     def per_block_of_terms(pc):
                         kc = self.smin(b.sub(K, pc), k_step)
@@ -345,7 +351,7 @@ class _Gemm:
 
                     self.loop(i64(0), K, k_step, per_block_of_terms, "pc", partial=True)
 
-                self.loop(i64(0), N, nc_max, per_block_of_columns, "jc", partial=True)
+                self.loop(i64(0), N, n_step, per_block_of_columns, "jc", partial=True)
                 b.call(self.free, [raw])
         b.ret_void()
 
@@ -559,7 +565,9 @@ class _Gemm:
 # columns: 3-8% faster kept). Rows that do not fill a tile are read in place.
 # K is cut into blocks of equal terms, at most KC each: 784 floats as 392 + 392, not 768 + 16,
 # whose block was a pass over C's tiles for 16 terms ([128, 784] @ [784, 512] f32: 1.06-1.08
-# -> 1.03-1.04 of MKL's time).
+# -> 1.03-1.04 of MKL's time). N likewise, in blocks of whole tiles of about equal width: 1024
+# doubles as 264 x 3 + 232, not 336 x 3 + 16, whose block was a pass over A for 16 columns
+# (1024^3 and [2048, 256] @ [256, 1024], both dtypes: 0-7% faster, in turns).
 # The buffer is one malloc per call, sized to the product; when malloc fails, or K is 0, the
 # product element by element (`.elements`) runs instead.
 #
