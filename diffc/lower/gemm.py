@@ -267,22 +267,17 @@ class _Gemm:
             b.and_(far, b.icmp_signed(">", N, i64(nc_max))),
             b.icmp_signed("<=", m_by_k, i64(KEEP_A_BYTES // self.size)),
         )
+        # K in blocks of equal terms: 784 as 392 + 392, not 768 + 16 (a pass over C for 16
+        # terms); N in blocks of whole tiles but the last: 1024 doubles as 264 x 3 + 232, not
+        # 336 x 3 + 16 (a pass over A for 16 columns)
+        k_step = self.even_step(K, kc_max)
+        n_step = self.even_step(N, nc_max, self.nv * w)
         # room for the packed blocks: min(K, KC) rows of min(N rounded up to vectors, NC)
         # columns of B, and min(M, MC) rows of A's block (all of A's rows and terms, kept)
-        # K in blocks of equal terms, at most KC each: 784 as 392 + 392, not 768 + 16 (a pass
-        # over C for 16 terms)
-        k_blocks = b.sdiv(b.add(K, i64(kc_max - 1)), i64(kc_max))
-        k_step = b.sdiv(b.add(K, b.sub(k_blocks, i64(1))), self.smax(k_blocks, i64(1)))
-        # and N in blocks of about equal columns, whole tiles each but the last: 1024 doubles as
-        # 264 + 264 + 264 + 232, not 336 x 3 + 16 (a pass over A for 16 columns)
-        wide = self.nv * w
-        n_blocks = self.smax(b.sdiv(b.add(N, i64(nc_max - 1)), i64(nc_max)), i64(1))
-        n_step = b.sdiv(b.add(N, b.sub(n_blocks, i64(1))), n_blocks)
-        n_step = b.mul(b.sdiv(b.add(n_step, i64(wide - 1)), i64(wide)), i64(wide))
         k_cap = self.smin(K, i64(kc_max))
-        n_cap = self.smin(b.mul(b.sdiv(b.add(N, i64(w - 1)), i64(w)), i64(w)), i64(nc_max))
+        n_cap = self.smin(self.round_up(N, w), i64(nc_max))
         m_cap = self.smin(M, i64(mc_max))
-        b_elems = b.mul(b.sdiv(b.add(b.mul(k_cap, n_cap), i64(63)), i64(64)), i64(64))
+        b_elems = self.round_up(b.mul(k_cap, n_cap), 64)
         a_elems = b.select(keep, m_by_k, b.mul(k_cap, m_cap))
         nbytes = b.add(b.mul(b.add(b_elems, a_elems), i64(self.size)), i64(64))
         raw = b.call(self.malloc, [nbytes])
@@ -400,6 +395,18 @@ class _Gemm:
 
     def smax(self, x, y):
         return self.b.select(self.b.icmp_signed(">", x, y), x, y)
+
+    def round_up(self, x, unit: int):
+        """x (an i64 value) rounded up to a multiple of unit."""
+        b, i64 = self.b, self.i64
+        return b.mul(b.sdiv(b.add(x, i64(unit - 1)), i64(unit)), i64(unit))
+
+    def even_step(self, total, most: int, unit: int = 1):
+        """The step that cuts total (an i64 value) into the fewest blocks of at most `most` (a
+        multiple of unit), about equal, each a multiple of unit but the last."""
+        b, i64 = self.b, self.i64
+        blocks = self.smax(b.sdiv(b.add(total, i64(most - 1)), i64(most)), i64(1))
+        return self.round_up(b.sdiv(b.add(total, b.sub(blocks, i64(1))), blocks), unit)
 
     def pack_b(self, src, rs, cs, kc, nc, dst):
         """The kc x nc block of B at src (B[k, j] at src + k * rs + j * cs) into dst, as the
