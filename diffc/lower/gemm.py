@@ -14,12 +14,12 @@ the caches, and of A in place or packed (See Note [Packing]). With AVX-512 (an 8
 of doubles) unpacked tiles ran at about 120 GFLOP/s on one Zen 5 core for mlp_step's
 products, where OpenBLAS reaches 85 with its AVX-512 kernels and 50 with its AVX2 ones; on an
 Intel Xeon (Sapphire Rapids class) they ran at 30 where OpenBLAS reaches 65, the packed ones
-at 60-90. Products where both operands leave the L2 cache go to OpenBLAS (See Note [Kernel or
-BLAS] in prims/linalg.py).
+at 60-90, with their k loop unrolled 80-90 (See Note [Unrolled tiles]). Every matrix-matrix
+product of floats is the kernel's (See Note [Kernel or BLAS] in prims/linalg.py).
 
 The kernel is a module of its own, compiled once per process, or loaded from the disk cache
 (pipeline.load_kernels), and linked by name: a program that multiplies matrices only declares
-it (compiling the kernel into every program would cost 100 ms of LLVM each time)."""
+it (compiling the kernel into every program would cost 0.3-0.4 s of LLVM each time)."""
 
 from __future__ import annotations
 
@@ -99,6 +99,7 @@ PACK_A_STEP_BYTES, PACK_A_NEAR_BYTES, PACK_A_COLUMNS = 1024, 256, 128
 LINE_BYTES = 64
 PACK_A_GROUP_BYTES = 256  # a transposed A is packed this many bytes of a row at a time
 KEEP_A_BYTES = 8 << 20  # A packed is kept for every block of B's columns up to this size
+UNROLL = 4  # terms a step of a tile of MR rows (See Note [Unrolled tiles])
 
 SIGNATURE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64, PTR, I64, I64, PTR, I64, I64, I64, I64])
 NOALIAS = (0, 3, 6)  # A, B and C
@@ -318,22 +319,25 @@ class _Gemm:
                             a_ic = self.at(a_pc, b.mul(ic, a_rs))
                             c_ic = self.at(C, b.add(b.mul(ic, c_rs), jc))
 
-                            # A's panels packed, or in place: one copy of the tiles' code,
-                            # which reads A by strides either way (twice the kernel's
-                            # compile time as two). Kept, block (pc, ic) is at pc * M + ic * kc.
+                            # A's panels packed, or in place (See Note [Unrolled tiles]).
+                            # Kept, block (pc, ic) is at pc * M + ic * kc.
                             a_block = b.select(keep, self.at(ap, b.add(b.mul(pc, M), b.mul(ic, kc))), ap)
                             fresh = b.or_(b.not_(keep), b.icmp_signed("==", jc, i64(0)))
                             with b.if_then(b.and_(far, fresh)):
                                 self.pack_a(a_ic, a_rs, a_cs, kc, full, a_block)
-                            a_at = b.select(far, a_block, a_ic)
-                            panel_step = b.select(far, kc, a_rs)
-                            ars, acs = b.select(far, i64(1), a_rs), b.select(far, i64(mr), a_cs)
 
-                            def tile_of_rows(i0):
-                                c_at = self.at(c_ic, b.mul(i0, c_rs))
-                                tiles_of_rows(self.at(a_at, b.mul(i0, panel_step)), ars, acs, c_at, mr)
+                            def full_tiles(a_at, panel_step, ars, acs):
+                                def tile_of_rows(i0):
+                                    c_at = self.at(c_ic, b.mul(i0, c_rs))
+                                    tiles_of_rows(self.at(a_at, b.mul(i0, panel_step)), ars, acs, c_at, mr)
 
-                            self.loop(i64(0), full, mr, tile_of_rows, "it")
+                                self.loop(i64(0), full, mr, tile_of_rows, "it")
+
+                            with b.if_else(far) as (packed, in_place):
+                                with packed:  # constant strides: the loads' offsets too
+                                    full_tiles(a_block, kc, i64(1), i64(mr))
+                                with in_place:
+                                    full_tiles(a_ic, a_rs, a_rs, a_cs)
 
                             def row(i0):
                                 tiles_of_rows(
@@ -477,15 +481,13 @@ class _Gemm:
         """C[:mr, :nv*W] = A[:mr, :K] @ B[:K, :nv*W] (the lanes of mask only), accumulated from
         0 (first true) or from C's values (first false), one term after the other. B is a
         packed panel, whose lanes past the mask are zero: its loads need no mask."""
-        b, fn = self.b, self.fn
-        elem, vec = self.elem, self.vec
+        b, vec = self.b, self.vec
         c_rows = [self.at(C, b.mul(self.i64(r), c_rs)) for r in range(mr)]
         zero = ir.Constant(vec, None)
         entry = b.block
         with b.if_then(b.not_(first)):
             loaded = [[self.load(self.at(c_rows[r], self.i64(c * self.w)), mask) for c in range(nv)] for r in range(mr)]
             from_c = b.block
-        pre = b.block
         init = []
         for r in range(mr):
             row = []
@@ -495,32 +497,10 @@ class _Gemm:
                 phi.add_incoming(loaded[r][c], from_c)
                 row.append(phi)
             init.append(row)
-        head, body, end = (fn.append_basic_block(f"k.{s}") for s in ("head", "body", "end"))
-        b.branch(head)
-        b.position_at_end(head)
-        k = b.phi(I64)
-        k.add_incoming(self.i64(0), pre)
-        accs = [[b.phi(vec) for _ in range(nv)] for _ in range(mr)]
-        for r in range(mr):
-            for c in range(nv):
-                accs[r][c].add_incoming(init[r][c], pre)
-        b.cbranch(b.icmp_signed("<", k, K), body, end)
-        b.position_at_end(body)
-        b_row = b.mul(k, b_rs)
-        bv = [self.load(self.at(B, b.add(b_row, self.i64(c * self.w))), None) for c in range(nv)]
-        a_col = b.mul(k, a_cs)
-        for r in range(mr):
-            a = b.load(self.at(A, b.add(b.mul(self.i64(r), a_rs), a_col)), typ=elem)
-            splat = b.shuffle_vector(
-                b.insert_element(ir.Constant(vec, None), a, ir.Constant(I32, 0)),
-                ir.Constant(vec, None),
-                ir.Constant(ir.VectorType(I32, self.w), [0] * self.w),
-            )
-            for c in range(nv):
-                accs[r][c].add_incoming(b.call(self.fma, [splat, bv[c], accs[r][c]]), body)
-        k.add_incoming(b.add(k, self.i64(1)), body)
-        b.branch(head)
-        b.position_at_end(end)
+        unroll = UNROLL if mr == self.mr else 1  # (tiles of one row are the few rows left)
+        k, accs = self.terms(A, a_rs, a_cs, B, b_rs, K, self.i64(0), init, unroll)
+        if unroll > 1:
+            _, accs = self.terms(A, a_rs, a_cs, B, b_rs, K, k, accs, 1)
         for r in range(mr):
             for c in range(nv):
                 p = self.at(c_rows[r], self.i64(c * self.w))
@@ -529,11 +509,69 @@ class _Gemm:
                 else:
                     b.call(self.mstore, [accs[r][c], p, ir.Constant(I32, self.align), mask])
 
+    def terms(self, A, a_rs, a_cs, B, b_rs, K, k0, init, unroll: int):
+        """The loop of a tile's terms from k0, unroll terms a step while that many remain, from
+        the accumulators init: (the first term it did not add, the accumulators)."""
+        b, fn, vec, elem = self.b, self.fn, self.vec, self.elem
+        pre = b.block
+        head, body, end = (fn.append_basic_block(f"k{unroll}.{s}") for s in ("head", "body", "end"))
+        b.branch(head)
+        b.position_at_end(head)
+        k = b.phi(I64)
+        k.add_incoming(k0, pre)
+        accs = [[b.phi(vec) for _ in row] for row in init]
+        for acc_row, init_row in zip(accs, init):
+            for acc, x in zip(acc_row, init_row):
+                acc.add_incoming(x, pre)
+        b.cbranch(b.icmp_signed("<=", b.add(k, self.i64(unroll)), K), body, end)
+        b.position_at_end(body)
+        new = accs
+        for u in range(unroll):
+            ku = b.add(k, self.i64(u))
+            b_row = b.mul(ku, b_rs)
+            bv = [self.load(self.at(B, b.add(b_row, self.i64(c * self.w))), None) for c in range(len(init[0]))]
+            a_col = b.mul(ku, a_cs)
+            step = []
+            for r, acc_row in enumerate(new):
+                a = b.load(self.at(A, b.add(b.mul(self.i64(r), a_rs), a_col)), typ=elem)
+                splat = b.shuffle_vector(
+                    b.insert_element(ir.Constant(vec, None), a, ir.Constant(I32, 0)),
+                    ir.Constant(vec, None),
+                    ir.Constant(ir.VectorType(I32, self.w), [0] * self.w),
+                )
+                step.append([b.call(self.fma, [splat, bv[c], acc]) for c, acc in enumerate(acc_row)])
+            new = step
+        for acc_row, new_row in zip(accs, new):
+            for acc, x in zip(acc_row, new_row):
+                acc.add_incoming(x, b.block)
+        k.add_incoming(b.add(k, self.i64(unroll)), b.block)
+        b.branch(head)
+        b.position_at_end(end)
+        return k, accs
+
     def load(self, p, mask):
         if mask is None:
             return self.b.load(p, typ=self.vec, align=self.align)
         return self.b.call(self.mload, [p, ir.Constant(I32, self.align), mask, ir.Constant(self.vec, None)])
 
+
+# Note [Unrolled tiles]
+# ~~~~~~~~~~~~~~~~~~~~~
+# A tile of MR rows adds UNROLL terms a step of its loop, then the rest one at a time. One term
+# a step, each broadcast of A cost an add to its address (LLVM chains the rows' addresses:
+# row r + 1 at row r + A's row stride) and the loop its own counting, some 9 integer
+# instructions per 24 fused multiply-adds: with its operands in L1 the loop ran at 85-88% of
+# the FMA units' peak on an Intel Xeon (Sapphire Rapids class, 107-111 GFLOP/s of doubles on
+# one core), at 4 terms a step 93-100%. Packed panels of A (steps of MR elements) are read with
+# constant strides, by a copy of the tiles' code of their own, so that each load's offset is a
+# constant and a panel one pointer: [1024, 1024]^T @ [1024, 1024] f64 3-8% faster than the same
+# loop reading the packed panels by their strides. In products, in turns with one term a step
+# (one thread, against PyTorch's MKL in the same process): 1024^3 f64 77 -> 81-83 GFLOP/s, a^T@b
+# 72 -> 83 (MKL 80), f32 158 -> 166-169 (MKL 165); [128, 784] @ [784, 512] f32 150 -> 157 (MKL
+# 154-182); attention's [256, 256]^T @ [256, 64] f64 60 -> 67 (MKL 73). The price: the
+# kernel's LLVM time 0.19 -> 0.41 s, once per machine (the disk cache) or process (without
+# it). Unrolling only the tiles of NV vectors cost half of that and f64's products of 64
+# columns (a tile of 2 vectors then) 5-10%; tiles of one row are the few rows left over.
 
 # Note [Packing]
 # ~~~~~~~~~~~~~~
