@@ -100,6 +100,7 @@ LINE_BYTES = 64
 PACK_A_GROUP_BYTES = 256  # a transposed A is packed this many bytes of a row at a time
 KEEP_A_BYTES = 8 << 20  # A packed is kept for every block of B's columns up to this size
 UNROLL = 4  # terms a step of a tile of MR rows (See Note [Unrolled tiles])
+OPT_LEVEL = 1  # LLVM's for the kernel, without its vectorisers and unroller (Note [Unrolled tiles])
 
 SIGNATURE = ir.FunctionType(ir.VoidType(), [PTR, I64, I64, PTR, I64, I64, PTR, I64, I64, I64, I64])
 NOALIAS = (0, 3, 6)  # A, B and C
@@ -497,7 +498,8 @@ class _Gemm:
                 phi.add_incoming(loaded[r][c], from_c)
                 row.append(phi)
             init.append(row)
-        unroll = UNROLL if mr == self.mr else 1  # (tiles of one row are the few rows left)
+        # (tiles of one row are the few rows left, masked ones the few columns)
+        unroll = UNROLL if mr == self.mr and mask is None else 1
         k, accs = self.terms(A, a_rs, a_cs, B, b_rs, K, self.i64(0), init, unroll)
         if unroll > 1:
             _, accs = self.terms(A, a_rs, a_cs, B, b_rs, K, k, accs, 1)
@@ -568,10 +570,14 @@ class _Gemm:
 # loop reading the packed panels by their strides. In products, in turns with one term a step
 # (one thread, against PyTorch's MKL in the same process): 1024^3 f64 77 -> 81-83 GFLOP/s, a^T@b
 # 72 -> 83 (MKL 80), f32 158 -> 166-169 (MKL 165); [128, 784] @ [784, 512] f32 150 -> 157 (MKL
-# 154-182); attention's [256, 256]^T @ [256, 64] f64 60 -> 67 (MKL 73). The price: the
-# kernel's LLVM time 0.19 -> 0.41 s, once per machine (the disk cache) or process (without
-# it). Unrolling only the tiles of NV vectors cost half of that and f64's products of 64
-# columns (a tile of 2 vectors then) 5-10%; tiles of one row are the few rows left over.
+# 154-182); attention's [256, 256]^T @ [256, 64] f64 60 -> 67 (MKL 73). Tiles of one row
+# (the few rows left over) and masked ones (the few columns) take one term a step. The price is
+# the kernel's build, once per machine (the disk cache) or process (without it): at O3 LLVM's
+# time went 0.19 -> 0.40 s, and a first program with a product took more than 0.5 s to compile
+# (digits/train_mlp.py's loss, 0.59 s); unrolling only the tiles of NV vectors cost f64's
+# products of 64 columns (a tile of 2 vectors there) 5-10%. So the kernel, whose loops are
+# vectorised and unrolled as written, is optimised at O1 (OPT_LEVEL) without LLVM's
+# vectorisers and unroller: 0.29 s, the products as fast (0-5% faster in f64), the loss 0.45 s.
 
 # Note [Packing]
 # ~~~~~~~~~~~~~~

@@ -111,9 +111,10 @@ def new_target_machine():
     )
 
 
-def optimise(module_text: str) -> llvm.ModuleRef:
-    """Parse, verify and optimise LLVM IR text at O3 with the new pass manager."""
-    return optimise_module(parse(module_text))
+def optimise(module_text: str, level: int | None = None, loops: bool = True) -> llvm.ModuleRef:
+    """Parse, verify and optimise LLVM IR text with the new pass manager: at OPT_LEVEL
+    (DIFFC_OPT) or `level`; without the loop vectorisers and unroller when not `loops`."""
+    return optimise_module(parse(module_text), level, loops)
 
 
 def parse(module_text: str) -> llvm.ModuleRef:
@@ -126,12 +127,13 @@ def parse(module_text: str) -> llvm.ModuleRef:
     return mod
 
 
-def optimise_module(mod: llvm.ModuleRef) -> llvm.ModuleRef:
-    """Optimise a parsed module in place (and return it)."""
+def optimise_module(mod: llvm.ModuleRef, level: int | None = None, loops: bool = True) -> llvm.ModuleRef:
+    """Optimise a parsed module in place (and return it); level and loops as for optimise."""
     tm = _init()
-    pto = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
+    pto = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL if level is None else level)
+    pto.loop_vectorization = loops
+    pto.slp_vectorization = loops
+    pto.loop_unrolling = loops
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
     # the vector variants that the vectoriser called (lower/vmath.py's _libm_pure) inlined
