@@ -374,6 +374,13 @@ def _reduction(name, prim, pair=None):
             x = tr.convert(x, I64)
         if pair is not None and any(x.type.shape[a] == 0 for a in axes):
             raise ShapeError(f"`{name}` of an empty array")
+        if prim is red.reduce_sum_p and any(x.type.shape[a] == 0 for a in axes):
+            # 0 whatever x holds: a constant, which reads none of x (nn.zero_of(x), the zero of
+            # x's dtype, is such a sum; as a read of x it kept x from fusing into its readers)
+            shape = tuple(d for k, d in enumerate(x.type.shape) if k not in axes)
+            zero = tr.const(0, x.type.dtype)
+            y = tr.emit(sh.broadcast_p, [zero], shape=shape) if shape else zero
+            return _keep(tr, y, x, axes, keepdims)
         return _keep(tr, tr.emit(prim, [x], axes=axes), x, axes, keepdims)
 
     return f

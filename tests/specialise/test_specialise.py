@@ -121,3 +121,19 @@ def test_negative_literals_adapt_to_f32():
 def test_type_errors_are_found_while_specialising():
     with pytest.raises(TypeError_, match="needs a record or a module"):
         ir("fn f(p) = p.w", "f", np.ones(2))
+
+
+def test_a_sum_over_an_empty_axis_is_a_constant_that_reads_nothing():
+    """sum over an axis of length 0 is 0 of the array's dtype whatever it holds: a constant, so
+    that nn.zero_of(x) does not count as a read of x (which kept x from fusing into the ops
+    that read it: the scaled scores of attention were a pass of their own)."""
+    src = "fn f(x) = (sum(x[:0]), sum(x[:, :0], axis=1), sum(x[:, :0], axis=1, keepdims=true))"
+    x = np.array([[np.nan, np.inf], [1.0, 2.0]], np.float32)
+    prog, _ = ir(src, "f", x)
+    assert "reduce_sum" not in prims_of(prog)
+    assert str(prog.main.body.outs[0].type) == "f32"
+    a, b, c = module(src).f(x)
+    assert a == 0
+    np.testing.assert_array_equal(b, np.zeros(2, np.float32))
+    assert c.shape == (2, 1) and not c.any()
+    assert module("fn g(n) = sum(n[:0])").g(np.array([1, 2])) == 0
