@@ -250,7 +250,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def kernel_object(name: str) -> bytes:
-    return jit.library_object(jit.optimise(str(gemm.kernel_module(name)), gemm.OPT_LEVEL, loops=False))
+    return jit.library_object(gemm.optimised(name))
 
 
 # --- the C file, the header and the Python module ----------------------------------------------

@@ -224,7 +224,7 @@ def load_kernels(names) -> None:
         if compiled is None or not compiled.address(name):
             if found is not None:
                 cache.remove(k)
-            compiled = jit.Compiled(jit.optimise(str(gemm.kernel_module(name)), gemm.OPT_LEVEL, loops=False))
+            compiled = jit.Compiled(gemm.optimised(name))
             cache.store(k, label, compiled.object)
         _KERNELS[name] = compiled
         llvm.add_symbol(name, compiled.address(name))

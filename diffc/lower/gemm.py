@@ -19,7 +19,7 @@ product of floats is the kernel's (See Note [Kernel or BLAS] in prims/linalg.py)
 
 The kernel is a module of its own, compiled once per process, or loaded from the disk cache
 (pipeline.load_kernels), and linked by name: a program that multiplies matrices only declares
-it (compiling the kernel into every program would cost 0.3-0.4 s of LLVM each time)."""
+it (compiling the kernel into every program would cost 0.3 s of LLVM each time)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ import os
 
 import llvmlite.binding as llvm
 from llvmlite import ir
+
+from . import jit
 
 I1, I32, I64, PTR = ir.IntType(1), ir.IntType(32), ir.IntType(64), ir.PointerType()
 
@@ -118,6 +120,11 @@ def declare(module: ir.Module, elem: ir.Type) -> ir.Function:
     if name in module.globals:
         return module.globals[name]
     return ir.Function(module, SIGNATURE, name)
+
+
+def optimised(name: str) -> llvm.ModuleRef:
+    """The kernel `name` optimised as it is run (See Note [Unrolled tiles])."""
+    return jit.optimise(str(kernel_module(name)), OPT_LEVEL, loops=False)
 
 
 def kernel_module(name: str) -> ir.Module:

@@ -290,22 +290,37 @@ def failing_malloc(n):
     calls.append(n)
     return None
 
-jit._init()
-llvm.add_symbol("malloc", ctypes.cast(failing_malloc, ctypes.c_void_p).value)
-rng = np.random.default_rng(0)
-for dtype, name in ((np.float64, "diffc_gemm2_f64"), (np.float32, "diffc_gemm2_f32")):
-    kernel = jit.Compiled(jit.optimise(str(gemm.kernel_module(name))))
+def product(kernel, name, a, b):
     c_fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64] * 2,
                             ctypes.c_void_p, *[ctypes.c_int64] * 4)(kernel.address(name))
+    (m, k), n, s = a.shape, b.shape[1], a.itemsize
+    c = np.full((m, n), np.nan, a.dtype)
+    c_fn(a.ctypes.data, a.strides[0] // s, a.strides[1] // s, b.ctypes.data, b.strides[0] // s,
+         b.strides[1] // s, c.ctypes.data, n, m, n, k)
+    return c
+
+jit._init()
+NAMES = {np.float64: "diffc_gemm2_f64", np.float32: "diffc_gemm2_f32"}
+packed = {dtype: jit.Compiled(gemm.optimised(name)) for dtype, name in NAMES.items()}
+llvm.add_symbol("malloc", ctypes.cast(failing_malloc, ctypes.c_void_p).value)
+rng = np.random.default_rng(0)
+kc = gemm.blocking(8)[0]
+for dtype, name in NAMES.items():
+    kernel = jit.Compiled(gemm.optimised(name))
     for m, k, n in ((17, 40, 29), (3, 0, 5)):
         a = rng.integers(-3, 4, size=(m, k)).astype(dtype)
         bt = rng.integers(-3, 4, size=(n, k)).astype(dtype)  # B transposed: its columns contiguous
         for b in (np.ascontiguousarray(bt.T), bt.T):
-            c = np.full((m, n), np.nan, dtype)
-            s = a.itemsize
-            c_fn(a.ctypes.data, a.strides[0] // s, a.strides[1] // s, b.ctypes.data, b.strides[0] // s,
-                 b.strides[1] // s, c.ctypes.data, n, m, n, k)
-            np.testing.assert_array_equal(c, a @ b)
+            np.testing.assert_array_equal(product(kernel, name, a, b), a @ b)
+    # each element one chain of fused multiply-adds over k in order, packed (in blocks of
+    # terms, 4 terms a step, then the rest) or not: the same bits, on values whose sums round
+    for k in (1, 3, 4, 5, 7, 9, kc + 3, 2 * kc + 1):
+        a = rng.standard_normal((2 * gemm.tile()[1] + 3, k)).astype(dtype)
+        far = rng.standard_normal((k, 300)).astype(dtype).T[: len(a)]  # its columns 300 apart
+        b = rng.standard_normal((k, 67)).astype(dtype)
+        for a_in in (a, far):  # A read in place, and packed
+            want = product(packed[dtype], name, a_in, b)
+            np.testing.assert_array_equal(product(kernel, name, a_in, b), want)
 assert len(calls) >= 4, calls  # every product but the empty ones asked malloc, and got nothing
 print("ok")
 """
@@ -313,7 +328,8 @@ print("ok")
 
 def test_products_when_malloc_fails_are_computed_element_by_element(tmp_path):
     """Without a buffer to pack into, the kernel computes C element by element: the same
-    values, for a B of any strides, and zeros for an empty inner dimension."""
+    values, for a B of any strides, and zeros for an empty inner dimension; the same bits as
+    its packed tiles on random values."""
     script = tmp_path / "failing_malloc.py"
     script.write_text(FAILING_MALLOC)
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
