@@ -206,14 +206,16 @@ class _Gemm:
     def lanes_below(self, rest):
         """The mask of the lanes whose index is below rest (an i64 value)."""
         b = self.b
-        vi64 = ir.VectorType(I64, self.w)
-        lanes = ir.Constant(vi64, list(range(self.w)))
-        splat = b.shuffle_vector(
-            b.insert_element(ir.Constant(vi64, None), rest, ir.Constant(I32, 0)),
-            ir.Constant(vi64, None),
-            ir.Constant(ir.VectorType(I32, self.w), [0] * self.w),
+        lanes = ir.Constant(ir.VectorType(I64, self.w), list(range(self.w)))
+        return b.icmp_signed("<", lanes, self.splat(rest))
+
+    def splat(self, x):
+        """A vector of W lanes, each x (a scalar value)."""
+        v = ir.Constant(ir.VectorType(x.type, self.w), None)
+        b = self.b
+        return b.shuffle_vector(
+            b.insert_element(v, x, ir.Constant(I32, 0)), v, ir.Constant(ir.VectorType(I32, self.w), [0] * self.w)
         )
-        return b.icmp_signed("<", lanes, splat)
 
     def at(self, p, offset):
         return self.b.gep(p, [offset], source_etype=self.elem)
@@ -542,12 +544,7 @@ class _Gemm:
             a_col = b.mul(ku, a_cs)
             step = []
             for r, acc_row in enumerate(new):
-                a = b.load(self.at(A, b.add(b.mul(self.i64(r), a_rs), a_col)), typ=elem)
-                splat = b.shuffle_vector(
-                    b.insert_element(ir.Constant(vec, None), a, ir.Constant(I32, 0)),
-                    ir.Constant(vec, None),
-                    ir.Constant(ir.VectorType(I32, self.w), [0] * self.w),
-                )
+                splat = self.splat(b.load(self.at(A, b.add(b.mul(self.i64(r), a_rs), a_col)), typ=elem))
                 step.append([b.call(self.fma, [splat, bv[c], acc]) for c, acc in enumerate(acc_row)])
             new = step
         for acc_row, new_row in zip(accs, new):
