@@ -264,15 +264,31 @@ def _views_where_read(parts: list[list[Eqn]], outs: list[Var]) -> list[list[Eqn]
 
 def _runs(eqns: list[Eqn], fusable: set[int], last_read: dict[int, int], offset: int) -> list[list[Eqn]]:
     """Consecutive equations (the first at `offset` in the body) in runs of at least PART_EQNS,
-    cut as body_parts says."""
-    parts, start, reach = [], 0, -1  # reach: the last reader of a lazy value of this run
-    for k, e in enumerate(eqns):
-        cut_ok = reach < k + offset or k - start >= MAX_PART_EQNS
-        if k - start >= PART_EQNS and cut_ok and len(eqns) - k >= PART_EQNS // 2:
-            parts.append(eqns[start:k])
-            start, reach = k, -1
-        reach = max([reach] + [last_read.get(o.id, -1) for o in e.outs if o.id in fusable])
+    cut as body_parts says: where a run has grown to MAX_PART_EQNS with no clean cut, at the
+    cut that computes the fewest bytes of lazy values into buffers."""
+    parts, start, k, reach = [], 0, 0, -1  # reach: the last reader of a lazy value of this run
+    while k < len(eqns):
+        cut = None
+        if k - start >= PART_EQNS and len(eqns) - k >= PART_EQNS // 2:
+            if reach < k + offset:
+                cut = k
+            elif k - start >= MAX_PART_EQNS:
+                cut = min(
+                    range(start + PART_EQNS, k + 1),
+                    key=lambda c: (_lazy_bytes_across(eqns[start:c], c + offset, fusable, last_read), -c),
+                )
+        if cut is not None:
+            parts.append(eqns[start:cut])
+            start, k, reach = cut, cut, -1
+            continue
+        reach = max([reach] + [last_read.get(o.id, -1) for o in eqns[k].outs if o.id in fusable])
+        k += 1
     return parts + [eqns[start:]] if eqns else parts
+
+
+def _lazy_bytes_across(run: list[Eqn], cut: int, fusable: set[int], last_read: dict[int, int]) -> int:
+    """Bytes of the lazy values that `run` makes and equations from `cut` on read."""
+    return sum(o.type.nbytes for e in run for o in e.outs if o.id in fusable and last_read.get(o.id, -1) >= cut)
 
 
 def _repeats(eqns: list[Eqn], lazy_reach: list[int]) -> list[tuple[int, int, int]]:
@@ -562,7 +578,12 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # recomputed where it is read, read again far later: the convolution's output in the training
 # step of examples/digits/convnet.dfl, read by the ReLU and by its gradient, held 302
 # equations, half the module's IR, in one part); the value is then computed into a buffer by
-# the part that makes it, as a part's result is. So no loop nest is split by a cut; a strided
+# the part that makes it, as a part's result is. That cut is the one, from PART_EQNS
+# equations on, that computes the fewest bytes into buffers: in a transformer block's
+# value-and-grad (b8 t256 d256), whose layer norm's output is read again by the backward, the
+# cut at MAX_PART_EQNS fell inside GELU's derivative, whose two terms, [2048, 1024] each, were
+# written by one part and added by the next; the cheapest cut crosses one [8, 256, 256] value
+# and made the value-and-grad 2-4% faster (f32, in turns). So no loop nest is split by a cut; a strided
 # view read across a cut is copied into a contiguous buffer. A failure in a part is left in
 # ctx, and dfl.main leaves after the call as after any call. Programs of SPLIT_ABOVE equations or fewer (every
 # benchmark workload) are lowered as one function, as before.

@@ -155,6 +155,47 @@ def test_a_lazy_value_read_far_apart_does_not_keep_a_part_growing():
     assert float(m.f(x, w)) == pytest.approx(float(np.sum(h) + np.sum(a_np * a_np)), rel=1e-12)
 
 
+def test_a_cut_forced_by_a_lazy_value_crosses_the_fewest_lazy_bytes(monkeypatch):
+    # the gradient of a transformer block: the layer norm's output is lazy and read again by the
+    # backward, so the first part grows to MAX_PART_EQNS with no clean cut. It is cut where the
+    # fewest bytes of lazy values are computed into buffers: it was cut at MAX_PART_EQNS, where
+    # the two terms of GELU's derivative crossed, each [b t, d_ff], before the sum reading them
+    source = """import nn
+fn loss(p, x, mask) {
+    let y = nn.transformer_encoder(p, x, mask, 2);
+    sum(y * y)
+}
+"""
+    rng = np.random.default_rng(0)
+    d, d_ff = 64, 256  # (values of 64 KiB and more: RECOMPUTE_MIN_BYTES)
+    attn = {k: rng.standard_normal((d, d)) * 0.3 for k in ("wq", "wk", "wv", "wo")}
+    attn.update({k: rng.standard_normal(d) * 0.1 for k in ("bq", "bk", "bv", "bo")})
+    norm = {"g": np.ones(d), "b": np.zeros(d)}
+    ff1 = {"w": rng.standard_normal((d_ff, d)) * 0.3, "b": np.zeros(d_ff)}
+    ff2 = {"w": rng.standard_normal((d, d_ff)) * 0.3, "b": np.zeros(d)}
+    p = {"ln1": norm, "attn": attn, "ln2": dict(norm), "ff1": ff1, "ff2": ff2}
+    x, mask = rng.standard_normal((2, 64, d)), np.tril(np.ones((64, 64), dtype=bool))
+    m = diffc.compile(source)
+    prog, _ = program(diffc.value_and_grad(m.loss), p, x, mask)
+    body = prog.main.body
+    fusable = fusable_values(body, lazy_outs=True)
+    last_read = {x.id: k for k, e in enumerate(body.eqns) for x in e.inputs}
+    monkeypatch.setattr(lower_llvm, "_views_where_read", lambda parts, outs: parts)  # (the cuts as made)
+    parts = lower_llvm.body_parts(body)
+    assert len(parts) >= 2 and len(parts[0]) < lower_llvm.MAX_PART_EQNS
+    start = 0
+    for part in parts[:-1]:
+        cut = start + len(part)
+
+        def across(c, start=start):
+            return lower_llvm._lazy_bytes_across(body.eqns[start:c], c, fusable, last_read)
+
+        window = range(start + lower_llvm.PART_EQNS, min(start + lower_llvm.MAX_PART_EQNS, len(body.eqns)) + 1)
+        assert across(cut) == min(map(across, window))
+        start = cut
+    assert across(len(parts[0])) < 2 * x.shape[0] * x.shape[1] * d_ff * 8
+
+
 # Note [Repeated parts]: runs of equations that repeat are one function, called once per run
 
 
