@@ -13,6 +13,7 @@ Control flow of a lowered native function:
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from dataclasses import dataclass
 from math import prod
@@ -529,7 +530,8 @@ class Emitter:
         # view (a matrix product): See Note [Transposed destinations]
         self.view_destinations: dict[int, Arr] = {}
         # the results of the function being lowered that elementwise ops compute straight
-        # into their output buffers (lower/llvm.py, _lower_func; See Note [Views across parts])
+        # into their output buffers (lower/llvm.py, _lower_func; See Note [Views across parts]),
+        # and a loop body's results into their rows (`into_rows`)
         self.own_outs: frozenset[int] = frozenset()
         # an alias scope per arena buffer, and the loads and stores that name one (Note [Alias scopes])
         self.scopes: dict[int, int] = {}  # id(buffer pointer) -> scope number
@@ -811,6 +813,19 @@ class Emitter:
         map's row) when it has a contiguous one, else a fresh buffer."""
         dest = self.destinations.get(v.id)
         return dest if dest is not None and dest.contiguous else self.alloc(v.type)
+
+    @contextlib.contextmanager
+    def into_rows(self, rows: dict[int, Arr]):
+        """Within it, the values `rows` names are computed straight into their buffers (a
+        loop's rows, which its body does not read) by whatever op makes them, elementwise ones
+        too: no temporary and no copy after."""
+        outer = self.destinations, self.own_outs
+        self.destinations = {**self.destinations, **rows}
+        self.own_outs = self.own_outs | rows.keys()
+        try:
+            yield
+        finally:
+            self.destinations, self.own_outs = outer
 
     def new_scope(self) -> int:
         self.n_scopes += 1

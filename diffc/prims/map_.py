@@ -44,7 +44,7 @@ def _map_lower(em, eqn, ins):
 
     def step(i):
         # the body computes its results straight into their rows: an inner map writes its rows
-        # there, a fused elementwise result is evaluated into it (no temporary, no copy)
+        # there, an elementwise result is evaluated into it, fused or not (no temporary, no copy)
         # (a value that is several results is computed into the first one's row and copied)
         rows: dict[int, tuple[int, object]] = {}
         for k, (o, out) in enumerate(zip(body.outs, outs)):
@@ -54,11 +54,8 @@ def _map_lower(em, eqn, ins):
         if fn is not None:
             res = fn.call(em, args, {k: r for k, r in rows.values()})
         else:
-            outer, em.destinations = em.destinations, {**em.destinations, **{v: r for v, (_, r) in rows.items()}}
-            try:
+            with em.into_rows({v: r for v, (_, r) in rows.items()}):
                 res = em.lower_body(body, args, lazy_outs=True, rows_apart=True)
-            finally:
-                em.destinations = outer
         for k, (o, out, r) in enumerate(zip(body.outs, outs, res)):
             if rows.get(o.id, (None, None)) != (k, r):
                 store_row(em, out, i, r)

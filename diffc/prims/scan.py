@@ -136,15 +136,28 @@ def _iteration(em, fn, body, slots, sums, plan, ys, t, args, deferred=(), stored
         dests.update((nc + j, row(em, y, t)) for j, y in enumerate(ys) if y.type.rank > 1)
         res = fn.call(em, args, dests)
         held = slots.write(res[:nc])
-    else:
-        dests = {}
-        res = em.lower_body(body, args, lazy_outs=True)
+    else:  # the rows of ys computed straight into place, as a map's are
+        dests = _rows_of_ys(em, body, ys, t, nc)
+        with em.into_rows({body.outs[k].id: r for k, r in dests.items()}):
+            res = em.lower_body(body, args, lazy_outs=True)
         reassociate(args[1 : 1 + nc], res, sums)
         held = slots.write(res[:nc], plan, res[n_out:], deferred, stored)
     for j, (y, r) in enumerate(zip(ys, res[nc:n_out])):
-        if r is not dests.get(nc + j):
+        if r != dests.get(nc + j):  # (a view of it, equal, as a transpose computed into place)
             store_row(em, y, t, r)
     return held
+
+
+def _rows_of_ys(em, body, ys, t, nc) -> dict:
+    """Result k -> the row t of its y, for the array results of ys that the body makes, each
+    one result only (not a carry too, nor another y)."""
+    outs = [o.id for o in body.outs]
+    made = {x.id for e in body.eqns for x in e.outs}
+    return {
+        nc + j: row(em, y, t)
+        for j, y in enumerate(ys)
+        if y.type.rank > 1 and outs[nc + j] in made and outs.count(outs[nc + j]) == 1
+    }
 
 
 def _derived(params) -> dict:
