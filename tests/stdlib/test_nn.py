@@ -17,7 +17,7 @@ from diffc.gradcheck import gradcheck
 from diffc.ir.walk import all_eqns
 from diffc.lower.emit import siblings
 from diffc.pipeline import to_ir
-from diffc.typesys import TensorType, f64, i64
+from diffc.typesys import TensorType, boolean, f64, i64
 
 RNG = np.random.default_rng(11)
 
@@ -371,6 +371,34 @@ def test_multi_head_attention(heads, dtype):
     assert y.dtype == dtype
     want = attention_ref({k: v.astype(float) for k, v in p.items()}, x.astype(float), CAUSAL, heads)
     np.testing.assert_allclose(y, want, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+def test_masked_softmax_derivatives():
+    """Its derivative is written out from its output (custom_vjp): checked against finite
+    differences with a mask broadcast over the rows and a row of s with no true position, to
+    second order, and in forward mode."""
+    mask = np.array([True, False, True, True, True])  # one mask for every row of s
+    s, r = normal(3, 5), normal(3, 5)
+    check_grads("fn loss(s, r, mask) = sum(nn.masked_softmax(s, mask) * r)", "loss", s, r, mask)
+    rows = np.ones((3, 5), bool)
+    rows[1] = False
+    check_grads("fn loss(s, r, mask) = sum(nn.masked_softmax(s, mask) * r)", "loss", s, r, rows)
+    check_grads("fn g(s, r, mask) = sum(grad(fn(q) => sum(nn.masked_softmax(q, mask) * r))(s) * r)", "g", s, r, mask)
+    m = nn_program(
+        "fn loss(s, r, mask) = sum(nn.masked_softmax(s, mask) * r)\n"
+        "fn tangent(s, r, mask, v) = jvp(fn(q) => loss(q, r, mask), (s,), (v,)).1\n"
+    )
+    v = normal(3, 5)
+    g = diffc.grad(m.loss)(s, r, rows)
+    assert np.all(g[1] == 0.0)  # (no position to move)
+    np.testing.assert_allclose(m.tangent(s, r, rows, v), np.sum(g * v), rtol=1e-12)
+    # over rows (attention's heads), the map's forward tapes the output only: it taped the
+    # exponentials, the sums and where they are positive too
+    m = nn_program("fn loss(s, r, mask) = sum(map(fn(q) => nn.masked_softmax(q, mask), s) * r)")
+    types = (TensorType(f64, (3, 5)), TensorType(f64, (3, 5)), TensorType(boolean, (5,)))
+    prog, _ = to_ir(m.ast, "loss", types, transform=("grad", (0,), True))
+    (forward,) = [e for e in all_eqns(prog.main.body) if e.prim.name == "map"]
+    assert [o.type for o in forward.outs] == [TensorType(f64, (3, 5))]  # (the loss reads the rows themselves)
 
 
 def test_fully_masked_rows_give_no_nan():
