@@ -131,6 +131,9 @@ class Prim:
     # (broadcast, reshape, transpose): a part of a long body that reads it makes it itself
     # (lower/llvm.py, body_parts). Default False
     view: bool = False
+    # a view op that copies an operand that is not contiguous (reshape: a transpose's result);
+    # default False
+    copies_strided: bool = False
     # a view op: (the Arr its result is wanted in, params) -> the view of that buffer its
     # operand is, which the operand's op may compute into (lower/emit.py, See Note [Transposed
     # destinations]); default None

@@ -238,6 +238,7 @@ def _views_where_read(parts: list[list[Eqn]], outs: list[Var]) -> list[list[Eqn]
     Note [Views across parts]); as they were if that would give fewer parts one function."""
     moved = [list(eqns) for eqns in parts]
     keep = {o.id for o in outs}
+    made_by = {o.id: e for eqns in parts for e in eqns for o in e.outs}
     readers: dict[int, set[int]] = {}  # value id -> the parts that read it and do not make it
     for j, eqns in enumerate(moved):
         made = {o.id for e in eqns for o in e.outs}
@@ -245,7 +246,7 @@ def _views_where_read(parts: list[list[Eqn]], outs: list[Var]) -> list[list[Eqn]
             readers.setdefault(x, set()).add(j)
     for k in reversed(range(len(moved))):
         for e in reversed(list(moved[k])):
-            later = readers.pop(e.outs[0].id, None) if e.prim.view else None
+            later = readers.pop(e.outs[0].id, None) if e.prim.view and not _copies(e, made_by) else None
             if not later:
                 continue
             for j in later:
@@ -260,6 +261,13 @@ def _views_where_read(parts: list[list[Eqn]], outs: list[Var]) -> list[list[Eqn]
     if len(set(_part_keys(moved))) > len(set(_part_keys(parts))):
         return parts
     return moved
+
+
+def _copies(e: Eqn, made_by: dict[int, Eqn]) -> bool:
+    """Whether view e copies its operand: a reshape of a view that is strided (a transpose's,
+    such as attention's heads split from the projections, which its backward reads again)."""
+    src = made_by.get(e.inputs[0].id)
+    return e.prim.copies_strided and src is not None and src.prim.view and not src.prim.copies_strided
 
 
 def _runs(eqns: list[Eqn], fusable: set[int], last_read: dict[int, int], offset: int) -> list[list[Eqn]]:
@@ -603,7 +611,10 @@ def _lower_entry(ms: ModuleState, f: Func, target: ir.Function, records: bool):
 # place); an elementwise result of the function is computed into its output buffer
 # (Emitter.own_outs; not in a loop body's function, whose outputs may be a sum's running
 # total). The block's value-and-grad went 37.6-39.2 -> 37.0-37.8 ms, attention's 12.1-12.6 ->
-# 11.9-12.0 ms (min of 3 s, in turns).
+# 11.9-12.0 ms (min of 3 s, in turns). A reshape of a strided view is a copy, not a view
+# (`copies_strided`): it crosses in its buffer instead of being copied again where it is read
+# (attention's heads, split from the projections for the forward's map and read again by
+# its backward: three copies of [b, t, d] a call).
 
 # Note [Repeated parts]
 # ~~~~~~~~~~~~~~~~~~~~~~

@@ -111,6 +111,7 @@ reshape_p = primitive(
     keeps_zeros=True,
     keeps_all_zeros=True,
     view=True,
+    copies_strided=True,
 )
 
 # --- transpose ---------------------------------------------------------------------------------

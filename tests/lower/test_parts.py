@@ -328,7 +328,9 @@ def transformer_data(batch=2, t=8, d=16, d_ff=32):
 def test_views_are_made_where_they_are_read(monkeypatch):
     """A view (reshape, transpose, broadcast) that a later part reads is made by that part from
     its operand, which crosses instead (See Note [Views across parts]): no part's result is a
-    view, and the numbers are those of the program in one piece."""
+    view but a reshape that copies (attention's heads split from a projection, read by the
+    forward's map and again by its backward), and the numbers are those of the program in one
+    piece."""
     m = diffc.compile(TRANSFORMER)
     args = transformer_data()
     prog, _ = program(diffc.value_and_grad(m.loss), *args)
@@ -339,14 +341,18 @@ def test_views_are_made_where_they_are_read(monkeypatch):
         for e in part:
             for o in e.outs:
                 made_in.setdefault(o.id, (k, e))
-    crossing = 0
+    made_by = {o.id: e for e in prog.main.body.eqns for o in e.outs}
+    crossing, copies = 0, set()
     for j, part in enumerate(parts):
         made = {o.id for e in part for o in e.outs}
         for x in {x.id for e in part for x in e.inputs} - made:
             if x in made_in:
                 crossing += 1
-                assert not made_in[x][1].prim.view, made_in[x][1]
-    assert crossing
+                e = made_in[x][1]
+                if lower_llvm._copies(e, made_by):
+                    copies.add(x)
+                assert not e.prim.view or lower_llvm._copies(e, made_by), e
+    assert crossing and len(copies) >= 3  # (the heads of q, k and v at least)
     split = diffc.value_and_grad(m.loss)(*args)
     monkeypatch.setattr(lower_llvm, "SPLIT_ABOVE", 10**9)
     whole = diffc.value_and_grad(diffc.compile(TRANSFORMER + "# in one piece\n").loss)(*args)
