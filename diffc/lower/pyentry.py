@@ -16,8 +16,9 @@ general path of the Python API, which compiles other signatures, copies other ar
 raises located errors. A call interrupted by Ctrl-C raises what Python's signal handlers
 raise, else KeyboardInterrupt (See Note [Interrupts] in lower/emit.py). Its frame (ctx and
 arena) is its own: it holds the GIL and runs no Python code, so its calls never overlap.
-Result arrays are made by calling np.empty (through partial objects that the runtime puts
-in `diffc_pyallocs`). The C API is only called, never inlined; the layout facts used are
+Result arrays are made by calling the runtime's allocator (np.empty, or ResultMemory for large
+ones: See Note [Result memory] in runtime/call.py) through partial objects that the runtime
+puts in `diffc_pyallocs`. The C API is only called, never inlined; the layout facts used are
 where a PyObject's type pointer is (the last word of PyObject_HEAD), that bool's two objects
 and NumPy's built-in dtypes and scalar types are unique, where a NumPy scalar keeps its value
 (`SCALAR`) and where an ndarray keeps its data pointer, shape and flags (`ARRAY`), both
@@ -466,9 +467,10 @@ def symbol_addresses() -> dict[str, int]:
     return out
 
 
-def allocators(out_types) -> list:
-    """The callables diffc_pyallocs points to: np.empty of each array result (None for numbers)."""
-    return [functools.partial(np.empty, t.shape, t.dtype.np) if t.rank else None for t in out_types]
+def allocators(out_types, empty=np.empty) -> list:
+    """The callables diffc_pyallocs points to: empty(shape, dtype) of each array result (None
+    for numbers)."""
+    return [functools.partial(empty, t.shape, t.dtype.np) if t.rank else None for t in out_types]
 
 
 # Note [Argument helpers]
