@@ -92,6 +92,7 @@ class ResultMemory:
 # its list's, the generator's variable and getrefcount's argument
 _FREE = 3
 RESULTS = ResultMemory()
+os.register_at_fork(after_in_child=lambda: setattr(RESULTS, "_lock", threading.Lock()))  # (held by another thread)
 
 
 # Note [Result memory]
