@@ -467,12 +467,6 @@ def symbol_addresses() -> dict[str, int]:
     return out
 
 
-def allocators(out_types, empty=np.empty) -> list:
-    """The callables diffc_pyallocs points to: empty(shape, dtype) of each array result (None
-    for numbers)."""
-    return [functools.partial(empty, t.shape, t.dtype.np) if t.rank else None for t in out_types]
-
-
 # Note [Argument helpers]
 # ~~~~~~~~~~~~~~~~~~~~~~~
 # diffc_pycall checked each argument inline, a branch per check and per dimension, and released

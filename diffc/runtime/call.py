@@ -63,11 +63,15 @@ class ResultMemory:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def empty(self, shape, dtype) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if n < self.MIN_BYTES:
-            return np.empty(shape, dtype)
+    def maker(self, t):
+        """A callable making an array of type t: np.empty's for a small one (a C call: this
+        costs nothing more than it did), else one on this memory."""
+        if t.nbytes < self.MIN_BYTES:
+            return functools.partial(np.empty, t.shape, t.dtype.np)
+        return functools.partial(self.empty, t.shape, t.dtype.np, t.nbytes)
+
+    def empty(self, shape, dtype, n: int) -> np.ndarray:
+        """An array of this shape and dtype, of n bytes, on a buffer of this memory."""
         with self._lock:
             buffers = self._buffers.setdefault(n, [])
             buf = next((b for b in buffers if sys.getrefcount(b) == _FREE), None)
@@ -207,10 +211,11 @@ class _Frame:
     that take this frame after it, See Note [Arenas] in lower/emit.py), the in and out pointer
     arrays and the slots of scalar arguments and results."""
 
-    def __init__(self, in_types, out_types, arena_bytes: int, empty=np.empty):
+    def __init__(self, in_types, out_types, arena_bytes: int, empty):
         self.out_ptrs = (ctypes.c_void_p * max(len(out_types), 1))()
         self.in_ptrs = (ctypes.c_void_p * max(len(in_types), 1))()
-        self.arena = empty(arena_bytes + 64, np.uint8, "the arrays")
+        n = arena_bytes + 64
+        self.arena = empty(n, "the arrays", functools.partial(np.empty, n, np.uint8))
         self.ctx = (ctypes.c_int64 * CTX_WORDS)()
         self.ctx[CTX_ARENA] = (_address(self.arena) + 63) // 64 * 64
         self.ctx_ptr = ctypes.addressof(self.ctx)
@@ -253,7 +258,7 @@ class NativeFunction:
         self.arena_bytes = arena_bytes
         self.cfunc = _ENTRY(compiled.address(ENTRY_SYMBOL))
         self._frames = [self._frame()]  # the free ones
-        self._array_outs = [(k, t.shape, t.dtype.np) for k, t in enumerate(out_types) if t.rank]
+        self._array_outs = [(k, t, RESULTS.maker(t)) for k, t in enumerate(out_types) if t.rank]
         self._direct = self._methoddef = self._direct_frame = self._pystack = None
         self._no_direct = False
         self.static: tuple[int, ...] = ()  # the leaves compiled for their values (pipeline.compile_native)
@@ -299,7 +304,8 @@ class NativeFunction:
             ctypes.c_void_p.from_address(self.compiled.global_address(PYCTX_SYMBOL)).value = self._direct_frame.ctx_ptr
             self._pystack = ctypes.c_void_p.from_address(self.compiled.global_address(PYSTACK_SYMBOL))
             self._pystack.value = ctypes.addressof(stack.record())
-            self._allocators = pyentry.allocators(self.out_types, RESULTS.empty)  # (must outlive the built-in)
+            # (they must outlive the built-in)
+            self._allocators = [RESULTS.maker(t) if t.rank else None for t in self.out_types]
             table = self.compiled.global_address(PYALLOCS_SYMBOL)
             for k, alloc in enumerate(self._allocators):
                 if alloc is not None:
@@ -356,8 +362,8 @@ class NativeFunction:
         if self._pystack is not None:  # the direct entry's next calls from this thread
             self._pystack.value = ctypes.addressof(here)
         outs = [None] * len(self.out_types)
-        for k, shape, dtype in self._array_outs:
-            o = outs[k] = self._empty(shape, dtype, "the result", RESULTS.empty)
+        for k, t, make in self._array_outs:
+            o = outs[k] = self._empty(t.nbytes, "the result", make)
             frame.out_ptrs[k] = _address(o)
         self.cfunc(frame.ctx_ptr, frame.in_ptrs, frame.out_ptrs)
         if PRINT_SITES:
@@ -368,13 +374,12 @@ class NativeFunction:
             outs[k] = slot.value
         return outs
 
-    def _empty(self, shape, dtype, what: str, empty=np.empty) -> np.ndarray:
-        """np.empty (RESULTS.empty for a result), or a DiffcMemoryError that names the size and
-        the function."""
+    def _empty(self, nbytes: int, what: str, make) -> np.ndarray:
+        """make() (an array of nbytes), or a DiffcMemoryError that names the size and the
+        function."""
         try:
-            return empty(shape, dtype)
+            return make()
         except MemoryError:
-            nbytes = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
             raise out_of_memory(nbytes, f"{what} of `{self.name}`", self.span) from None
 
     def _error(self, ctx):

@@ -11,6 +11,7 @@ import pytest
 
 import diffc
 from diffc.runtime.call import RESULTS, ResultMemory
+from diffc.typesys import TensorType, f64
 
 SRC = """
 fn double(x) = (x * 2.0, sum(x))
@@ -86,9 +87,13 @@ def test_calls_from_many_threads(m):
 def test_the_memory_kept_is_bounded():
     memory = ResultMemory()
     memory.MAX_BYTES = 4 * ResultMemory.MIN_BYTES
-    held = [memory.empty((N,), np.float64) for _ in range(6)]  # the last two are not kept
+    held = [memory.maker(TensorType(f64, (N,)))() for _ in range(6)]  # the last two are not kept
     assert memory._bytes == memory.MAX_BYTES
     del held[:2]
-    other = memory.empty((2 * N,), np.float64)  # no room: the two free buffers are let go
+    other = memory.maker(TensorType(f64, (2 * N,)))()  # no room: the two free buffers are let go
     assert memory._bytes == memory.MAX_BYTES and other.nbytes == 2 * ResultMemory.MIN_BYTES
     assert RESULTS is not memory
+
+
+def test_small_results_cost_what_np_empty_does():
+    assert RESULTS.maker(TensorType(f64, (N - 1,))).func is np.empty
