@@ -56,7 +56,8 @@ class ResultMemory:
     made on it is alive (See Note [Result memory])."""
 
     MIN_BYTES = 1 << 17  # results smaller than this are np.empty's
-    MAX_BYTES = 1 << 29  # the memory it keeps at most, in use or not
+    MAX_BYTES = 1 << 28  # the memory it keeps at most, in use or not
+    PER_SIZE = 4  # the buffers of one size it keeps at most (a loop holds a call's results or two)
 
     def __init__(self):
         self._buffers: dict[int, list[np.ndarray]] = {}  # size -> its buffers (uint8), free or not
@@ -79,7 +80,7 @@ class ResultMemory:
                 buf = np.empty(n, np.uint8)
                 if self._bytes + n > self.MAX_BYTES:
                     self._drop_free()
-                if self._bytes + n <= self.MAX_BYTES:
+                if self._bytes + n <= self.MAX_BYTES and len(buffers) < self.PER_SIZE:
                     buffers.append(buf)
                     self._bytes += n
             return buf.view(dtype).reshape(shape)
@@ -109,10 +110,11 @@ os.register_at_fork(after_in_child=lambda: setattr(RESULTS, "_lock", threading.L
 # on a buffer of ResultMemory, which a later result of the same size reuses once no array made
 # on it is alive: each array made on a buffer (and each view of one) holds the buffer as its
 # base, so the buffer's reference count says when none is left. New arrays each time (no old
-# result is ever given back as a new one); the memory kept is bounded by MAX_BYTES, and buffers
-# no array holds are let go to make room. A smaller result is np.empty's, called from C as
-# before (`maker` chooses once per result: sizing each call in Python cost 4 us). The same
-# value-and-grad: 38 page faults a call, 3-5% faster in f32 and 1-4% in f64 (in turns).
+# result is ever given back as a new one); the memory kept is bounded by MAX_BYTES (and
+# PER_SIZE buffers of a size), and buffers no array holds are let go to make room. A smaller
+# result is np.empty's, called from C as before (`maker` chooses once per result: sizing each
+# call in Python cost 4 us). The same value-and-grad: 38 page faults a call, 3-5% faster in
+# f32 and 1-4% in f64 (in turns).
 
 
 def _read(ptr: int, t) -> np.ndarray:

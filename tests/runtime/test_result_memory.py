@@ -93,6 +93,9 @@ def test_the_memory_kept_is_bounded():
     other = memory.maker(TensorType(f64, (2 * N,)))()  # no room: the two free buffers are let go
     assert memory._bytes == memory.MAX_BYTES and other.nbytes == 2 * ResultMemory.MIN_BYTES
     assert RESULTS is not memory
+    memory = ResultMemory()  # and so many buffers of one size
+    many = [memory.maker(TensorType(f64, (N,)))() for _ in range(ResultMemory.PER_SIZE + 2)]
+    assert len(memory._buffers[N * 8]) == ResultMemory.PER_SIZE and len({a.ctypes.data for a in many}) == len(many)
 
 
 def test_small_results_cost_what_np_empty_does():
