@@ -13,6 +13,7 @@ import threading
 
 import numpy as np
 import pytest
+from support.native import in_threads
 from test_parts import assert_numpy_value_and_grad, gradient_program, mlp_data, mlp_source
 
 import diffc
@@ -320,9 +321,5 @@ def test_compiles_in_threads_at_once_leave_the_collector_on(monkeypatch):
     def run(k):
         results[k] = diffc.compile(sources[k]).f(np.ones(2))
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(run, [(k,) for k in range(2)])
     assert results == [11.5, 13.5] and seen == [False, False] and gc.isenabled()

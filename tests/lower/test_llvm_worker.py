@@ -12,11 +12,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
 import pytest
+from support.native import in_threads
 
 import diffc
 from diffc.errors import InternalError
@@ -151,11 +151,7 @@ def test_threads_compile_at_once(monkeypatch):
     def work(n):
         results[n] = m.f(np.arange(float(n)))
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(20, 26)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, [(n,) for n in range(20, 26)])
     assert results == {n: pytest.approx(np.sum(np.sin(np.arange(float(n))) * 2 + np.arange(float(n)))) for n in results}
     assert len(results) == 6
 

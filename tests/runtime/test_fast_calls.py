@@ -4,12 +4,11 @@ general path, and the dtype rules of weak Python floats kept."""
 
 from __future__ import annotations
 
-import threading
 import typing
 
 import numpy as np
 import pytest
-from support.native import module
+from support.native import in_threads, module
 
 M = module("""
     fn affine(x) = x * 2.0 + 1.0
@@ -179,11 +178,7 @@ def test_threads_calling_at_once():
         except BaseException as e:  # (reported by the main thread)
             failures.append(e)
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(run, [(k,) for k in range(10)])
     assert not failures, failures[0]
 
 

@@ -10,11 +10,10 @@ import re
 import subprocess
 import sys
 import textwrap
-import threading
 
 import numpy as np
 import pytest
-from support.native import ir_of, on_each_count, restore_threads  # noqa: F401 (a fixture)
+from support.native import in_threads, ir_of, on_each_count, restore_threads  # noqa: F401 (a fixture)
 
 import diffc
 from diffc.lower import jit
@@ -230,11 +229,7 @@ def test_calls_from_many_python_threads(m):
             if not np.array_equal(m.chain(x), expected, equal_nan=True):
                 failures.append(1)
 
-    workers = [threading.Thread(target=hammer) for _ in range(4)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    in_threads(hammer, [()] * 4)
     assert not failures
 
 

@@ -4,10 +4,9 @@ one, on either path of a call, from many threads at once, and within its bound."
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
+from support.native import in_threads
 
 import diffc
 from diffc.runtime.call import RESULTS, ResultMemory
@@ -76,11 +75,7 @@ def test_calls_from_many_threads(m):
             if not (np.all(a == 2.0 * k) and s == k * N):
                 errors.append(k)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(work, [(k,) for k in range(6)])
     assert not errors
 
 

@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from support.native import in_threads
 
 import diffc
 
@@ -57,11 +58,7 @@ def _in_threads(fn, jobs):
         for job in mine:
             results[job] = fn(job)
 
-    threads = [threading.Thread(target=worker, args=(jobs[t::THREADS],)) for t in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(worker, [(jobs[t::THREADS],) for t in range(THREADS)])
     return results
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -35,6 +36,16 @@ def on_each_count(fn, counts=(1, 2, 3)) -> list:
         return results
     finally:
         diffc.set_threads(before)
+
+
+def in_threads(target, args_each) -> None:
+    """target(*args) on a Python thread of its own for each args of args_each, all at once;
+    returns when every one has."""
+    threads = [threading.Thread(target=target, args=args) for args in args_each]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 @functools.cache
